@@ -1,0 +1,94 @@
+"""Benchmark: all gap measures vs the float32 matrix-product floor, measured in one run.
+
+Targets (issue 3):
+  N = 5,000 pairs, d = 512: measure_gap <= 1.0 x one 10k x 10k x 512 float32 product (floor ~0.5x).
+  N = 50,000 pairs (--large): <= 1.5 x (that product time x 100), peak memory < 2 GB.
+  Memory grows linearly in N: peak RSS of each run is printed (each size in its own process).
+
+Usage: python bench/bench_measures.py [--large] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+
+def best_of(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def product_time(m: int, k: int, repeat: int) -> float:
+    """Time of one float32 (m x k) @ (k x m) product: the BLAS floor."""
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((m, k), dtype=np.float32)
+    B = rng.standard_normal((m, k), dtype=np.float32)
+    return best_of(lambda: A @ B.T, repeat)
+
+
+def child(n: int, d: int, repeat: int) -> None:
+    """Run in a fresh process: time measure_gap at N = n and report peak RSS."""
+    from gapviz.measures import measure_gap
+    from gapviz.simulate import simulate_pairs
+
+    pairs = simulate_pairs(n, d, seed=1)
+    X, Y = pairs.image_embeddings, pairs.text_embeddings
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    measure_gap(X[:200], Y[:200])  # compile numba kernels (cached on disk after the first run)
+    t = best_of(lambda: measure_gap(X, Y), repeat)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"n": n, "seconds": t, "peak_rss_mb": peak, "rss_inputs_mb": rss_before}))
+
+
+def run_child(n: int, d: int, repeat: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", str(n), "--dim", str(d),
+                          "--repeat", str(repeat)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--large", action="store_true", help="also run N = 50,000 pairs (minutes)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args.child, args.dim, args.repeat)
+        return
+
+    d = args.dim
+    floor = product_time(10_000, d, args.repeat)
+    print(f"floor: one float32 10,000 x 10,000 x {d} product = {floor:.3f} s "
+          f"({2 * 1e8 * d / floor / 1e9:.0f} GFLOP/s)")
+    print(f"{'N pairs':>8} {'seconds':>8} {'x product':>10} {'target':>8} {'peak RSS MB':>12}  verdict")
+    sizes = [(1_250, None), (2_500, None), (5_000, 1.0)] + ([(50_000, 1.5)] if args.large else [])
+    for n, target in sizes:
+        res = run_child(n, d, 1 if n > 10_000 else args.repeat)
+        scale = (n / 5_000) ** 2
+        ratio = res["seconds"] / (floor * scale)
+        verdict = "" if target is None else ("PASS" if ratio <= target else "FAIL")
+        if n == 50_000:
+            verdict += " / memory " + ("PASS" if res["peak_rss_mb"] < 2048 else "FAIL") + " (< 2048 MB)"
+        tgt = "-" if target is None else f"<= {target:.1f}"
+        print(f"{n:>8} {res['seconds']:>8.3f} {ratio:>10.2f} {tgt:>8} {res['peak_rss_mb']:>12.0f}  {verdict}")
+    print("x product = time / (product time x (N / 5,000)^2); N = 5,000 pairs is a 10,000-item pool.")
+
+
+if __name__ == "__main__":
+    main()

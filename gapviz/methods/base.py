@@ -1,0 +1,120 @@
+"""The one interface every gap-closing method shares.
+
+A method is fitted on paired embeddings (row i of ``X`` and of ``Y`` are a pair) and then maps
+each modality into a common output space, including rows never seen in ``fit``
+(out-of-sample). Conventions follow scikit-learn: ``__init__`` only stores keyword arguments,
+``fit`` validates, sets trailing-underscore attributes and returns ``self``; the transforms
+check that the method is fitted.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError
+
+from ..embeddings import check_pair_arrays
+
+
+class GapMethod(BaseEstimator):
+    """Base class: fit on pairs, transform images and texts (also unseen ones).
+
+    Subclasses implement :meth:`_fit`, :meth:`_transform_images` and :meth:`_transform_texts`,
+    and may override :meth:`fit_transform` when the training rows have an exact (transductive)
+    embedding that differs from the out-of-sample path (spectral).
+    """
+
+    #: Registry name used by the CLI (``--method NAME``) and the app.
+    name: ClassVar[str] = ""
+    #: One line for menus and the README.
+    summary: ClassVar[str] = ""
+
+    # -- public API -------------------------------------------------------------------------
+    def fit(self, X: np.ndarray, Y: np.ndarray) -> "GapMethod":
+        """Fit on N pairs.
+
+        Parameters
+        ----------
+        X : ndarray of shape (N, d)
+            Image embeddings.
+        Y : ndarray of shape (N, d)
+            Text embeddings; row i pairs with row i of ``X``.
+        """
+        X, Y = self._validate_pairs(X, Y)
+        self._validate_parameters(X.shape[0], X.shape[1])
+        self._fit(X, Y)
+        self.n_features_in_ = X.shape[1]
+        self.fitted_ = True
+        return self
+
+    def transform_images(self, X: np.ndarray) -> np.ndarray:
+        """Map image embeddings of shape (M, d) to the output space, shape (M, k)."""
+        return self._transform_images(self._validate_rows(X))
+
+    def transform_texts(self, Y: np.ndarray) -> np.ndarray:
+        """Map text embeddings of shape (M, d) to the output space, shape (M, k)."""
+        return self._transform_texts(self._validate_rows(Y))
+
+    def transform(self, X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Both modalities at once (out-of-sample path)."""
+        return self.transform_images(X), self.transform_texts(Y)
+
+    def fit_transform(self, X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Fit on the pairs and return their transformed embeddings ``(X_t, Y_t)``."""
+        return self.fit(X, Y).transform(X, Y)
+
+    def describe(self) -> dict[str, Any]:
+        """Name and parameters, JSON-serialisable (recorded in exported files)."""
+        return {"method": self.name, "params": {k: _jsonable(v) for k, v in self.get_params().items()}}
+
+    # -- for subclasses ---------------------------------------------------------------------
+    def _validate_parameters(self, n_pairs: int, dim: int) -> None:
+        """Raise one precise ``ValueError`` per broken rule (override as needed)."""
+
+    def _fit(self, X: np.ndarray, Y: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _transform_images(self, X: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _transform_texts(self, Y: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    # -- helpers ----------------------------------------------------------------------------
+    @staticmethod
+    def _validate_pairs(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        X = np.asarray(X, dtype=np.float32)
+        Y = np.asarray(Y, dtype=np.float32)
+        check_pair_arrays(X, Y)
+        if not (np.isfinite(X).all() and np.isfinite(Y).all()):
+            raise ValueError("embeddings contain NaN or inf; load them with gapviz.load_embeddings, "
+                             "which skips and reports such rows.")
+        return X, Y
+
+    def _validate_rows(self, A: np.ndarray) -> np.ndarray:
+        if not getattr(self, "fitted_", False):
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(X, Y) first.")
+        A = np.asarray(A, dtype=np.float32)
+        if A.ndim != 2 or A.shape[1] != self.n_features_in_:
+            raise ValueError(f"expected rows of dimension {self.n_features_in_} (as in fit), "
+                             f"got shape {A.shape}.")
+        return A
+
+
+def l2_normalize(A: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero), float32."""
+    A = np.asarray(A, dtype=np.float32)
+    norms = np.linalg.norm(A, axis=1, keepdims=True)
+    return A / np.where(norms > 0, norms, 1.0).astype(np.float32)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        return float(v)
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    return repr(v)
