@@ -1,0 +1,92 @@
+"""A one-page HTML report of a session: dataset, model, method, measures, figures.
+
+Self-contained: plotly.js is inlined once, so the file opens in any browser with no network
+and no app.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+from typing import Any, Mapping, Sequence
+
+import plotly.graph_objects as go
+
+from . import tables
+from .measures import METRIC_DESCRIPTIONS
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2rem auto;
+color:#1f2933;padding:0 1rem}
+h1{font-size:1.6rem;margin-bottom:.2rem} h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #e4e7eb}
+.meta{color:#52606d} .badge{background:#fff3c4;color:#8d2b0b;border-radius:4px;padding:.15rem .5rem;
+font-weight:600;font-size:.85rem} table{border-collapse:collapse;font-size:.9rem;margin:.5rem 0}
+th,td{border-bottom:1px solid #e4e7eb;padding:.3rem .7rem;text-align:right} th:first-child,td:first-child{text-align:left}
+td.best{font-weight:700;color:#0b6e4f} .note{color:#52606d;font-size:.85rem}
+"""
+
+
+def html_report(*, title: str, dataset: Mapping[str, Any], columns: Mapping[str, Mapping[str, float]],
+                figures: Sequence[tuple[str, go.Figure]] = (), method: Mapping[str, Any] | None = None,
+                keys: list[str] | None = None, notes: Sequence[str] = ()) -> str:
+    """Render the report as one HTML string.
+
+    Parameters
+    ----------
+    title : str
+    dataset : mapping
+        Shown as "key: value" lines (source, model, N, d, simulated, ...). ``simulated=True``
+        adds a visible "simulated data" badge.
+    columns : mapping of run name -> measures
+        The measures table (one column per run: ORIG, a method, a model).
+    figures : sequence of (caption, go.Figure)
+    method : mapping, optional
+        ``{"method": name, "params": {...}}`` of the method shown.
+    keys : list of str, optional
+        Measures to include (default: all present).
+    notes : sequence of str
+        Free lines (e.g. significance tests).
+    """
+    esc = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
+             f"<style>{_CSS}</style></head><body>", f"<h1>{esc(title)}</h1>"]
+    stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    parts.append(f"<p class='meta'>gapviz report, {stamp}</p>")
+    if dataset.get("simulated"):
+        parts.append("<p><span class='badge'>SIMULATED DATA</span> "
+                     f"imitates {esc(str(dataset.get('imitates', 'a real model')))}; not that model's output.</p>")
+    parts.append("<h2>Data</h2><ul>")
+    parts += [f"<li><b>{esc(str(k))}</b>: {esc(str(v))}</li>" for k, v in dataset.items()]
+    parts.append("</ul>")
+    if method:
+        params = ", ".join(f"{k}={v}" for k, v in method.get("params", {}).items())
+        parts.append(f"<h2>Method</h2><p><b>{esc(str(method.get('method', '')))}</b>({esc(params)})</p>")
+    parts.append("<h2>Measures</h2>")
+    parts.append(measures_table_html(columns, keys))
+    parts += [f"<p class='note'>{esc(n)}</p>" for n in notes]
+    for i, (caption, fig) in enumerate(figures):
+        parts.append(f"<h2>{esc(caption)}</h2>")
+        parts.append(fig.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False,
+                                 config={"displaylogo": False}))
+    parts.append("<h2>What the measures mean</h2><ul>")
+    parts += [f"<li><b>{esc(k)}</b>: {esc(v)}</li>" for k, v in METRIC_DESCRIPTIONS.items()]
+    parts.append("</ul></body></html>")
+    return "\n".join(parts)
+
+
+def measures_table_html(columns: Mapping[str, Mapping[str, float]], keys: list[str] | None = None) -> str:
+    """An HTML table of measures (rows) by run (columns), the best value per row in bold."""
+    keys = keys or tables.ordered_keys(columns)
+    best = tables.best_per_row(columns, keys)
+    names = list(columns)
+    rows = ["<table><tr><th>measure</th>" + "".join(f"<th>{html.escape(n)}</th>" for n in names) + "</tr>"]
+    for k in keys:
+        cells = []
+        for n in names:
+            text = tables.format_value(columns[n].get(k)).replace("inf", "∞")
+            cls = " class='best'" if n in best.get(k, ()) else ""
+            cells.append(f"<td{cls}>{text}</td>")
+        title = html.escape(METRIC_DESCRIPTIONS.get(k, ""))
+        rows.append(f"<tr><td title='{title}'>{html.escape(k)}</td>{''.join(cells)}</tr>")
+    rows.append("</table>")
+    return "\n".join(rows)

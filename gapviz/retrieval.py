@@ -1,0 +1,110 @@
+"""Retrieval for one query in the mixed image+text pool (the paper's qualitative evidence).
+
+The pool is ``Z = [X; Y]`` (2N items, rows L2-normalised, cosine similarity). A query from the
+pool is never its own result. Ties rank ahead of the partner, as in :mod:`gapviz.measures`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .measures import TIE_TOL, normalize_rows
+
+IMAGE, TEXT = "image", "text"
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One result: pool item ``index`` (pair index) of ``modality`` at ``rank`` with ``similarity``."""
+
+    rank: int
+    modality: str
+    index: int
+    similarity: float
+    is_partner: bool
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Top-K results of one query and where its true partner landed.
+
+    Attributes
+    ----------
+    hits : list of Hit
+        The top K of the mixed pool, best first.
+    partner_rank : int or None
+        Rank of the query's paired item in the whole pool (also beyond K); None for a free query.
+    partner_similarity : float or None
+    same_modality_in_top_k : int
+        How many of the top K share the query's modality.
+    """
+
+    query_modality: str
+    query_index: int | None
+    hits: list[Hit]
+    partner_rank: int | None
+    partner_similarity: float | None
+    same_modality_in_top_k: int
+
+
+def retrieve(X: np.ndarray, Y: np.ndarray, modality: str, index: int, k: int = 10,
+             *, normalized: bool = False) -> QueryResult:
+    """Top-``k`` of the mixed pool for pool item ``index`` of ``modality`` ("image" or "text").
+
+    Parameters
+    ----------
+    X, Y : ndarray of shape (N, d)
+        Image and text embeddings (any method's output space).
+    modality : {"image", "text"}
+    index : int
+        Pair index of the query, 0 <= index < N.
+    k : int
+        Number of results (capped at 2N - 1).
+    """
+    if modality not in (IMAGE, TEXT):
+        raise ValueError(f"modality must be 'image' or 'text', got {modality!r}.")
+    n = X.shape[0]
+    if not 0 <= index < n:
+        raise ValueError(f"query index {index} is out of range for {n} pairs.")
+    if not normalized:
+        X, Y = normalize_rows(X), normalize_rows(Y)
+    q = (X if modality == IMAGE else Y)[index]
+    return _rank_pool(q, X, Y, k, modality, index)
+
+
+def retrieve_vector(query: np.ndarray, X: np.ndarray, Y: np.ndarray, modality: str,
+                    k: int = 10, *, normalized: bool = False) -> QueryResult:
+    """Top-``k`` for a query vector that is not in the pool (e.g. free text typed by a user,
+    placed in the method's space through its out-of-sample path)."""
+    if not normalized:
+        X, Y = normalize_rows(X), normalize_rows(Y)
+    q = normalize_rows(np.asarray(query, dtype=np.float32).reshape(1, -1))[0]
+    if q.shape[0] != X.shape[1]:
+        raise ValueError(f"query has dimension {q.shape[0]}, the pool {X.shape[1]}.")
+    return _rank_pool(q, X, Y, k, modality, None)
+
+
+def _rank_pool(q: np.ndarray, X: np.ndarray, Y: np.ndarray, k: int, modality: str,
+               index: int | None) -> QueryResult:
+    n = X.shape[0]
+    sims = np.concatenate([X @ q, Y @ q]).astype(np.float64)
+    mods = np.array([IMAGE] * n + [TEXT] * n)
+    own = None if index is None else (index if modality == IMAGE else n + index)
+    partner = None if index is None else (n + index if modality == IMAGE else index)
+    if own is not None:
+        sims[own] = -np.inf  # a query is never its own result
+    k = max(1, min(k, 2 * n - (own is not None)))
+    # Stable sort on (-similarity, partner last among ties): ties rank ahead of the partner.
+    tiebreak = np.zeros(2 * n)
+    if partner is not None:
+        tiebreak[partner] = 1
+    order = np.lexsort((tiebreak, -sims))[:k]
+    hits = [Hit(r + 1, str(mods[j]), int(j % n), float(sims[j]), j == partner) for r, j in enumerate(order)]
+    partner_rank = partner_sim = None
+    if partner is not None:
+        partner_sim = float(sims[partner])
+        partner_rank = int(np.count_nonzero(sims >= partner_sim - TIE_TOL))
+    same = sum(h.modality == modality for h in hits)
+    return QueryResult(modality, index, hits, partner_rank, partner_sim, same)

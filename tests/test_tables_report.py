@@ -1,0 +1,52 @@
+"""Measure tables in every format, and the HTML report."""
+
+import csv
+import io
+import json
+import math
+
+import plotly.graph_objects as go
+
+from gapviz import tables
+from gapviz.report import html_report
+
+COLUMNS = {"ORIG": {"ITR": math.inf, "TMR": 2474.0, "R@5": 0.0, "frechet": 0.5},
+           "SPECTRAL": {"ITR": 3.5, "TMR": 2.25, "R@5": 0.4, "frechet": 0.1}}
+
+
+def test_text_table_is_aligned_and_readable():
+    out = tables.render(COLUMNS, "table", title="T")
+    lines = out.splitlines()
+    assert lines[0] == "T" and lines[1].split() == ["measure", "ORIG", "SPECTRAL"]
+    assert lines[3].split() == ["ITR", "inf", "3.500"]
+    assert lines[4].split() == ["TMR", "2,474.0", "2.250"]
+    assert len({len(line) for line in lines[1:]}) == 1  # fixed width
+
+
+def test_csv_and_json_keep_full_precision_and_infinity():
+    rows = list(csv.reader(io.StringIO(tables.render(COLUMNS, "csv"))))
+    assert rows[0] == ["measure", "ORIG", "SPECTRAL"]
+    assert rows[1] == ["ITR", "inf", "3.5"] and float(rows[1][1]) == math.inf
+    data = json.loads(tables.render(COLUMNS, "json"))
+    assert data["columns"]["ORIG"]["ITR"] == math.inf  # written as Infinity, read back as inf
+
+
+def test_markdown_marks_the_best_value_per_measure():
+    md = tables.render(COLUMNS, "markdown", transpose=True)
+    lines = md.splitlines()
+    assert lines[0] == "| run | ITR | TMR | R@5 | frechet |"
+    assert lines[2] == "| ORIG | ∞ | 2,474.0 | 0.000 | 0.500 |"
+    assert lines[3] == "| SPECTRAL | **3.500** | **2.250** | **0.400** | **0.100** |"
+
+
+def test_html_report_is_self_contained(tmp_path):
+    fig = go.Figure(go.Scatter(x=[0, 1], y=[1, 0]))
+    page = html_report(title="Gap report", dataset={"source": "demo", "simulated": True,
+                                                    "imitates": "OpenAI CLIP ViT-L/14"},
+                       columns=COLUMNS, figures=[("Scatter", fig)],
+                       method={"method": "spectral", "params": {"n_components": 60}})
+    assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
+    assert "SIMULATED DATA" in page and "spectral" in page and "n_components=60" in page
+    assert "<td class='best'>3.500</td>" in page
+    assert "src=\"http" not in page  # plotly.js is inlined, nothing fetched from a CDN
+    assert page.count("Plotly.newPlot") == 1
