@@ -1,0 +1,7 @@
+"""``python -m gapviz``: see :mod:`gapviz.cli`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,279 @@
+"""Uploaded pairs: a folder or a ``.zip`` of images, with captions in one of two layouts.
+
+Layouts (looked for in this order):
+
+1. a captions file at the top (of the folder, or of the folder a zip was made of): ``captions.csv``,
+   ``captions.tsv`` or ``captions.jsonl``, with a column ``image`` (or ``file_name``) giving
+   each image's path relative to the file, a column ``caption``, and optionally ``id``;
+2. a ``.txt`` beside each image, same name (``dog.jpg`` + ``dog.txt``): its first line is
+   the caption.
+
+Ids are the image paths relative to the folder (or the ``id`` column). A zip is extracted
+safely into the cache first (see :mod:`gapviz.data.archives`), then read as a folder.
+Anything that cannot be paired is counted in the report, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+
+from .archives import ArchiveLimits, extract, is_archive, safe_path
+from .defaults import (CAPTION_COLUMNS, CAPTION_FILES, ID_COLUMNS, IMAGE_COLUMNS,
+                       IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, UNSUPPORTED_IMAGE_EXTENSIONS,
+                       VALIDATE_WORKERS, cache_root)
+from .pairs import Candidate, DataError, DataReport, Pair, Progress, collect_pairs, decode_text
+
+UNREADABLE_ROW = "unreadable row in captions file"
+ROW_WITHOUT_IMAGE = "captions-file row without an image name"
+UNSAFE_IMAGE_PATH = "image path leaves the upload folder (absolute or '..')"
+
+_IMAGE_LIKE = IMAGE_EXTENSIONS + UNSUPPORTED_IMAGE_EXTENSIONS
+_SKIP_DIRS = ("__MACOSX",)
+
+
+def load_folder(source: str | os.PathLike, *, captions: str | os.PathLike | None = None,
+                n: int | None = None, seed: int = 0, cache_dir: str | os.PathLike | None = None,
+                max_pixels: int = MAX_IMAGE_PIXELS, workers: int = VALIDATE_WORKERS,
+                limits: ArchiveLimits = ArchiveLimits(),
+                progress: Progress | None = None) -> tuple[list[Pair], DataReport]:
+    """Pairs from a folder or a zip of images with captions (layouts in the module docstring).
+
+    Parameters
+    ----------
+    source : path
+        A folder, or a ``.zip`` (or ``.tar``) archive of one.
+    captions : path, optional
+        A captions file to use instead of looking for one (image paths relative to it).
+    n, seed : int, optional
+        Keep a seeded random sample of ``n`` pairs (default: all).
+    cache_dir : path, optional
+        Cache root for extracted archives (default: :func:`~gapviz.data.defaults.cache_root`).
+    max_pixels : int
+        Larger images are skipped as possible decompression bombs.
+
+    Returns
+    -------
+    pairs : list of Pair
+    report : DataReport
+        Counts of what was skipped and why.
+    """
+    source = Path(source).expanduser()
+    report = DataReport()
+    if source.is_file() and is_archive(source):
+        root = _content_root(extract(source, cache_root(cache_dir), report, limits=limits))
+        kind = {"kind": "zip" if source.suffix.lower() == ".zip" else "archive",
+                "archive": str(source)}
+    elif source.is_dir():
+        root, kind = source, {"kind": "folder", "root": str(source)}
+    elif source.exists():
+        raise DataError(f"{source}: not a folder or a .zip archive. Give a folder of images with "
+                        "captions, or a .zip of one.")
+    else:
+        raise DataError(f"{source}: no such file or folder.")
+    files = _list_files(root)
+    caption_file = (Path(captions).expanduser() if captions is not None
+                    else _find_caption_file(root, files))
+    if caption_file is not None:
+        candidates = _from_caption_file(caption_file, root, files, kind, report)
+        report.notes.append(f"captions from {caption_file.name}")
+    else:
+        candidates = _from_sidecar_txt(root, files, kind, report)
+        report.notes.append("captions from the first line of the .txt beside each image")
+    pairs = collect_pairs(candidates, report, n=n, seed=seed, max_pixels=max_pixels,
+                          workers=workers, progress=progress)
+    return pairs, report
+
+
+def save_upload(files: Sequence[tuple[str, bytes]], cache_dir: str | os.PathLike | None = None) -> Path:
+    """Store uploaded files (``(name, bytes)``, as a browser upload gives them) for :func:`load_folder`.
+
+    One archive is stored as that file; several files (images plus captions) go to a folder.
+    The place is named by a hash of the content, so uploading the same files again reuses
+    the earlier copy (and its extraction). Names are reduced to safe relative paths; a name
+    that is not safe keeps only its last part.
+
+    Returns
+    -------
+    Path
+        What to pass to :func:`load_folder`.
+    """
+    if not files:
+        raise DataError("nothing was uploaded; add a .zip, or images with their captions.")
+    digest = hashlib.sha1()
+    for name, data in files:
+        digest.update(name.encode("utf-8", "surrogatepass") + b"\0" + hashlib.sha1(data).digest())
+    root = cache_root(cache_dir) / "uploads" / digest.hexdigest()[:20]
+    if len(files) == 1 and is_archive(files[0][0]):
+        target = root / (safe_path(files[0][0]) or PurePosixPath("upload.zip")).name
+        _write_once(target, files[0][1])
+        return target
+    for name, data in files:
+        rel = safe_path(name) or PurePosixPath(name.replace("\\", "/").rsplit("/", 1)[-1] or "file")
+        _write_once(root.joinpath(*rel.parts), data)
+    return root
+
+
+def _write_once(target: Path, data: bytes) -> None:
+    """Write ``target`` atomically unless it is already there (same content by construction)."""
+    if target.is_file():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    os.replace(tmp, target)
+
+
+def _content_root(root: Path) -> Path:
+    """The folder a zip was made of: zipping ``photos/`` stores every entry under ``photos/``,
+    and the pairs' ids should not depend on whether the folder or its zip was uploaded."""
+    while True:
+        entries = [e for e in root.iterdir() if not e.name.startswith(".") and e.name not in _SKIP_DIRS]
+        if len(entries) != 1 or not entries[0].is_dir():
+            return root
+        root = entries[0]
+
+
+def _list_files(root: Path) -> list[PurePosixPath]:
+    """Relative paths of the visible files under ``root``, sorted (hidden and macOS metadata
+    files are not user data)."""
+    found = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIP_DIRS)
+        rel = Path(folder).relative_to(root)
+        found += [PurePosixPath(rel.as_posix(), name) for name in names if not name.startswith(".")]
+    return sorted(found)
+
+
+def _find_caption_file(root: Path, files: list[PurePosixPath]) -> Path | None:
+    """The captions file at the top of the upload, if there is one."""
+    found = [f for f in files if len(f.parts) == 1 and f.name.lower() in CAPTION_FILES]
+    if not found:
+        return None
+    found.sort(key=lambda f: CAPTION_FILES.index(f.name.lower()))
+    return root.joinpath(*found[0].parts)
+
+
+def _from_caption_file(caption_file: Path, root: Path, files: list[PurePosixPath], kind: dict,
+                       report: DataReport) -> list[Candidate]:
+    if not caption_file.is_file():
+        raise DataError(f"{caption_file}: no such captions file.")
+    rows = read_caption_rows(caption_file, report)
+    base = caption_file.parent
+    candidates = []
+    referenced: set[Path] = set()
+    for number, row in rows:
+        name = f"{caption_file.name} row {number}"
+        image = (row.get("image") or "").strip()
+        rel = safe_path(image) if image else None
+        if rel is None:
+            # Counted like every other skip, when the sample reaches the row.
+            problem = UNSAFE_IMAGE_PATH if image else ROW_WITHOUT_IMAGE
+            candidates.append(Candidate(f"row {number}", row.get("caption"), f"{name}: {image}",
+                                        problem=problem))
+            continue
+        path = base.joinpath(*rel.parts)
+        referenced.add(path)
+        ident = (row.get("id") or "").strip() or _relative_id(path, root)
+        candidates.append(Candidate(ident, row.get("caption") or "", f"{image} ({name})",
+                                    image_path=str(path),
+                                    source={**kind, "file": _relative_id(path, root), "row": number}))
+    for rel in files:
+        path = root.joinpath(*rel.parts)
+        if rel.suffix.lower() in _IMAGE_LIKE and path not in referenced:
+            candidates.append(Candidate(rel.as_posix(), None, rel.as_posix(), image_path=str(path),
+                                        source={**kind, "file": rel.as_posix()}))
+    return candidates
+
+
+def read_caption_rows(path: Path, report: DataReport) -> list[tuple[int, dict[str, str]]]:
+    """Rows of a ``.csv`` / ``.tsv`` / ``.jsonl`` captions file as ``(row number, row)``.
+
+    Each row has the keys ``image``, ``caption`` and ``id`` (when present), whatever the
+    file calls them (see :data:`~gapviz.data.defaults.IMAGE_COLUMNS`). Rows are numbered from 1
+    after the header. Unreadable rows are counted in ``report``.
+    """
+    text = decode_text(path.read_bytes())
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        records = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = None
+            if not isinstance(record, dict):
+                report.skip(UNREADABLE_ROW, f"{path.name} line {number}")
+                continue
+            records.append((number, {str(k): "" if v is None else str(v) for k, v in record.items()}))
+        header = sorted({k for _, r in records for k in r})
+    elif suffix in (".csv", ".tsv"):
+        # TSV captions often hold bare quotes ("a 'so-called' cat"), so TSV is not quoted.
+        reader = (csv.DictReader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
+                  if suffix == ".tsv" else csv.DictReader(io.StringIO(text, newline="")))
+        try:
+            records = [(number, {k: v or "" for k, v in row.items() if k is not None})
+                       for number, row in enumerate(reader, 1)]
+        except csv.Error as err:
+            raise DataError(f"{path}: not a readable CSV/TSV file ({err}).") from None
+        header = list(reader.fieldnames or [])
+    else:
+        raise DataError(f"{path}: unsupported captions file type '{suffix}'; use .csv, .tsv or "
+                        ".jsonl with columns 'image' and 'caption'.")
+    columns = {key.strip().lower(): key for key in header}
+    image_col = next((columns[c] for c in IMAGE_COLUMNS if c in columns), None)
+    caption_col = next((columns[c] for c in CAPTION_COLUMNS if c in columns), None)
+    id_col = next((columns[c] for c in ID_COLUMNS if c in columns), None)
+    if image_col is None or caption_col is None:
+        raise DataError(
+            f"{path}: found columns {header}; a captions file needs a column "
+            f"{' or '.join(repr(c) for c in IMAGE_COLUMNS[:2])} (the image file, relative to the "
+            f"captions file) and a column 'caption'.")
+    return [(number, {"image": row.get(image_col, ""), "caption": row.get(caption_col, ""),
+                      "id": row.get(id_col, "") if id_col else ""}) for number, row in records]
+
+
+def _from_sidecar_txt(root: Path, files: list[PurePosixPath], kind: dict,
+                      report: DataReport) -> list[Candidate]:
+    texts = {f.with_suffix(""): f for f in files if f.suffix.lower() == ".txt"}
+    images = [f for f in files if f.suffix.lower() in _IMAGE_LIKE]
+    if not images:
+        raise DataError(f"{root}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)}).")
+    if not texts:
+        raise DataError(
+            f"{root}: no captions found. Add a captions.csv (or .tsv/.jsonl) with columns "
+            "'image' and 'caption', or a .txt beside each image (dog.jpg + dog.txt) whose first "
+            "line is the caption.")
+    candidates = []
+    used: set[PurePosixPath] = set()
+    for rel in images:
+        txt = texts.get(rel.with_suffix(""))
+        caption = None
+        if txt is not None:
+            used.add(txt)
+            lines = decode_text(root.joinpath(*txt.parts).read_bytes()).splitlines()
+            caption = lines[0] if lines else ""
+        candidates.append(Candidate(rel.as_posix(), caption, rel.as_posix(),
+                                    image_path=str(root.joinpath(*rel.parts)),
+                                    source={**kind, "file": rel.as_posix()}))
+    for txt in sorted(set(texts.values()) - used):
+        lines = decode_text(root.joinpath(*txt.parts).read_bytes()).splitlines()
+        candidates.append(Candidate(txt.with_suffix("").as_posix(), lines[0] if lines else "",
+                                    txt.as_posix(), source={**kind, "file": txt.as_posix()}))
+    return candidates
+
+
+def _relative_id(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:  # a captions file outside the folder, given explicitly
+        return path.as_posix()

@@ -1,0 +1,175 @@
+"""Opening images safely: which formats, how big, what counts as broken.
+
+Every image that reaches a model goes through :func:`open_rgb`, and every image a loader keeps
+has passed :func:`check_image`, so the rules live here once:
+
+- formats: JPEG (and MPO, the phone-camera JPEG), PNG, WebP, GIF (first frame). Others are
+  named when refused ("unsupported image format (SVG)"), so the user knows what to convert;
+- size: more than ``max_pixels`` pixels is refused *before* decoding (a decompression bomb is a
+  small file that declares a huge image);
+- broken: files Pillow cannot identify, and truncated or corrupt data, found by decoding fully;
+- colour: transparent images are composited on white (what a person sees in a viewer, and what
+  captions describe), EXIF orientation is applied, the result is RGB.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .defaults import MAX_IMAGE_PIXELS, SUPPORTED_FORMATS
+
+#: Describes what :func:`open_rgb` does to pixels; part of the embedding cache key, so change it
+#: whenever the pipeline changes.
+IMAGE_PIPELINE = "gapviz-image-v1: first frame, EXIF orientation, alpha over white, RGB"
+
+CORRUPT = "corrupt or truncated image"
+# ``warnings.catch_warnings`` edits process-wide state, so threads opening images take turns
+# (opening only parses the header; decoding happens outside the lock).
+_OPEN_LOCK = threading.Lock()
+NOT_AN_IMAGE = "not an image"
+MISSING_IMAGE = "caption without image (file missing)"
+
+
+class ImageError(ValueError):
+    """An image that cannot be used; ``reason`` is the short skip reason for reports."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+def too_large_reason(max_pixels: int) -> str:
+    return f"image too large (over {max_pixels:,} pixels; possible decompression bomb)"
+
+
+def unsupported_reason(fmt: str) -> str:
+    return f"unsupported image format ({fmt}); convert to JPEG, PNG, WebP or GIF"
+
+
+def sniff_format(head: bytes) -> str | None:
+    """Name the format of a file Pillow could not identify, from its first bytes.
+
+    Returns the name of a known non-raster or unsupported format (``"SVG"``, ``"HEIC"``, ...),
+    or None when the bytes look like nothing known (then the file is called corrupt).
+    """
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in text):
+        return "SVG"
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
+        return "HTML page"
+    if head[:2] == b"\x1f\x8b":
+        return "gzip (SVGZ?)"
+    if head.startswith(b"%PDF"):
+        return "PDF"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in (b"avif", b"avis"):
+            return "AVIF"
+        if brand in (b"heic", b"heix", b"hevc", b"hevx", b"mif1", b"msf1"):
+            return "HEIC"
+        return "video (MP4/MOV)"
+    if head.startswith(b"\xff\x0a") or head.startswith(b"\x00\x00\x00\x0cJXL "):
+        return "JPEG XL"
+    return None
+
+
+def _open(path: str | os.PathLike, max_pixels: int) -> Image.Image:
+    """Open lazily (header only) and enforce format and size rules; raise :class:`ImageError`."""
+    try:
+        with _OPEN_LOCK, warnings.catch_warnings():
+            # We enforce our own limit below; Pillow's warning would only be noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except Image.DecompressionBombError:
+        raise ImageError(too_large_reason(max_pixels)) from None
+    except UnidentifiedImageError:
+        with open(path, "rb") as f:
+            known = sniff_format(f.read(1024))
+        raise ImageError(unsupported_reason(known) if known and known != "HTML page"
+                         else f"{NOT_AN_IMAGE} ({known})" if known
+                         else CORRUPT, "Pillow cannot identify the file") from None
+    except FileNotFoundError:
+        raise ImageError(MISSING_IMAGE, str(path)) from None
+    except (OSError, SyntaxError, ValueError) as err:  # Pillow's parsers raise all three
+        raise ImageError(CORRUPT, str(err)) from None
+    fmt = image.format or "unknown"
+    if fmt not in SUPPORTED_FORMATS:
+        image.close()
+        raise ImageError(unsupported_reason(fmt))
+    width, height = image.size
+    if width * height > max_pixels:
+        image.close()
+        raise ImageError(too_large_reason(max_pixels), f"{width}x{height}")
+    if width == 0 or height == 0:
+        image.close()
+        raise ImageError(CORRUPT, "zero-sized image")
+    return image
+
+
+def check_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
+    """Decode ``path`` fully; return None when it is usable, else the skip reason.
+
+    Decoding to the end is what finds truncated files (a header alone looks fine). JPEGs are
+    decoded at reduced scale (``draft``), which still reads every byte but costs less.
+    """
+    try:
+        image = _open(path, max_pixels)
+    except ImageError as err:
+        return err.reason
+    try:
+        with image:
+            if image.format in ("JPEG", "MPO"):
+                image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+            image.load()
+    except Image.DecompressionBombError:
+        return too_large_reason(max_pixels)
+    except (OSError, SyntaxError, ValueError, EOFError):  # truncated / corrupt data
+        return CORRUPT
+    return None
+
+
+def open_rgb(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """The image at ``path`` as an RGB :class:`PIL.Image.Image`, ready for a model.
+
+    GIFs give their first frame; EXIF orientation is applied; transparency is composited on
+    white. Raises :class:`ImageError` (with a report-ready ``reason``) for anything unusable.
+    """
+    image = _open(path, max_pixels)
+    try:
+        with image:
+            image.seek(0)
+            image.load()
+            image = ImageOps.exif_transpose(image) or image
+            return to_rgb(image)
+    except Image.DecompressionBombError:
+        raise ImageError(too_large_reason(max_pixels)) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        raise ImageError(CORRUPT, str(err)) from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB copy of ``image``; any transparency (alpha, palette or tRNS) is laid over white.
+
+    16-bit and float greyscale (``I;16``, ``I``, ``F``) are scaled to 8 bits first: Pillow's
+    own conversion clips them, which turns most 16-bit pictures white.
+    """
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+        image = Image.fromarray(np.clip(np.rint(values * (255.0 / top)), 0, 255).astype(np.uint8), "L")
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+    if not has_alpha:
+        return image.convert("RGB")
+    rgba = image.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def is_image_name(name: str | Path, extensions: tuple[str, ...]) -> bool:
+    return Path(name).suffix.lower() in extensions

@@ -1,0 +1,312 @@
+"""The ``embed`` command: image-caption pairs in, an embeddings file out.
+
+``python -m gapviz embed SOURCE --model NAME --pretrained TAG --out FILE.npz``
+
+SOURCE is one of: a folder or ``.zip`` of images with captions; ``coco`` (downloaded) or
+local COCO files (``captions_*.json``, the annotations zip, ``dataset_coco.json``, a parquet
+listing); ``cc`` (with ``--tsv``) or a CC ``.tsv`` path or URL; a webdataset ``.tar``; or an
+embeddings ``.npz``/``.parquet`` computed elsewhere (validated and copied, for models open_clip
+lacks). :func:`register` adds the command to the main parser; :func:`run` carries it out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tarfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Any, TextIO
+
+from .cache import EmbeddingCache
+from .data import DataError, DataReport, load_cc, load_coco, load_folder, load_webdataset, require_pairs
+from .data.archives import safe_path
+from .data.defaults import (CAPTION_CHOICES, CAPTION_FILES, CC_TSV_ENV, DOWNLOAD_RETRIES,
+                            DOWNLOAD_TIMEOUT, DOWNLOAD_WORKERS, MAX_IMAGE_PIXELS, SAMPLE_N,
+                            SAMPLE_SEED)
+from .data.download import is_url
+from .embeddings import EmbeddingsFileError, load_embeddings, save_embeddings
+from .encode import (DEFAULT_IMAGE_BATCH, KNOWN_MODELS, EmbedResult, ModelLoadError, ModelSpec,
+                     embed_pairs)
+
+DEFAULT_MODEL = KNOWN_MODELS[0]
+
+DESCRIPTION = """\
+Embed image-caption pairs with an open_clip model into a .npz/.parquet embeddings file
+(ids, captions and image paths included) that `evaluate` reads. Bad inputs are skipped and
+reported; results are cached, so the same data and model a second time is instant.
+
+SOURCE: a folder or .zip of images with captions; coco (downloaded) or local COCO files
+(captions_*.json, the annotations zip, dataset_coco.json, a parquet listing); cc with --tsv,
+or a CC .tsv path or URL; a webdataset .tar; or a precomputed embeddings .npz/.parquet.
+"""
+
+EXAMPLES = """\
+examples:
+  python -m gapviz embed photos/ --pretrained none --out photos.npz    # random weights
+  python -m gapviz embed upload.zip --out upload.npz                   # CLIP ViT-B/32
+  python -m gapviz embed coco --n 2500 --seed 0 --out coco.npz         # downloads what it needs
+  python -m gapviz embed annotations/captions_val2017.json --images val2017/ --out coco.npz
+  python -m gapviz embed cc --tsv Validation_GCC-1.1.0-Validation.tsv --out cc.npz
+  python -m gapviz embed shard-000000.tar --out wds.npz                # webdataset
+  python -m gapviz embed llm2clip.npz --out checked.npz                # precomputed
+
+upload layout: images with captions.csv/.tsv/.jsonl (columns image or file_name, and
+caption), or a .txt beside each image whose first line is the caption.
+"""
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``embed`` subcommand to ``subparsers`` (from ``parser.add_subparsers()``)."""
+    p = subparsers.add_parser(
+        "embed", help="embed image-caption pairs (folder, zip, COCO, CC) into an embeddings file",
+        description=DESCRIPTION, epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", nargs="?", help="folder, .zip, coco, cc, COCO/CC/webdataset file, "
+                   "or a precomputed .npz/.parquet")
+    p.add_argument("--out", "-o", help="output embeddings file (.npz or .parquet)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=DEFAULT_MODEL.name,
+                   help=f"open_clip architecture (default {DEFAULT_MODEL.name}); see --list-models")
+    g.add_argument("--pretrained", default=DEFAULT_MODEL.pretrained,
+                   help="weights: a pretrained tag, a local checkpoint file, or 'none' for random "
+                   f"weights (default {DEFAULT_MODEL.pretrained})")
+    g.add_argument("--weights-seed", type=int, default=0, help="seed of random weights (default 0)")
+    g.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    g.add_argument("--batch-size", type=int, default=DEFAULT_IMAGE_BATCH, help="images per batch")
+    g.add_argument("--list-models", action="store_true", help="list well-known models and exit")
+    d = p.add_argument_group("data")
+    d.add_argument("--n", type=int, help=f"number of pairs to sample (default: {SAMPLE_N} for COCO "
+                   "and CC, all for uploads)")
+    d.add_argument("--seed", type=int, default=SAMPLE_SEED, help="sampling seed (default 0)")
+    d.add_argument("--caption", choices=CAPTION_CHOICES, default="first",
+                   help="COCO: which caption of each image (default first)")
+    d.add_argument("--captions", help="uploads: captions file to use (.csv, .tsv, .jsonl)")
+    d.add_argument("--images", help="COCO: local image folder")
+    d.add_argument("--split", help="COCO: val2017, train2017, or a Karpathy split (test, val, ...)")
+    d.add_argument("--annotations-url", help="COCO: URL of the annotations (zip, json or parquet)")
+    d.add_argument("--images-url", help="COCO: base URL of images ({base}/{split}/{file_name})")
+    d.add_argument("--tsv", help=f"CC: path or URL of the TSV (or ${CC_TSV_ENV})")
+    d.add_argument("--max-pixels", type=int, default=MAX_IMAGE_PIXELS,
+                   help="skip larger images (decompression bombs)")
+    n = p.add_argument_group("downloads and cache")
+    n.add_argument("--workers", type=int, default=DOWNLOAD_WORKERS, help="concurrent downloads")
+    n.add_argument("--timeout", type=float, default=DOWNLOAD_TIMEOUT, help="seconds per connection")
+    n.add_argument("--retries", type=int, default=DOWNLOAD_RETRIES, help="retries per download")
+    n.add_argument("--cache-dir", help="cache root (default $GAPVIZ_CACHE_DIR or ~/.cache/gapviz)")
+    n.add_argument("--no-cache", action="store_true", help="do not read or write cached embeddings")
+    n.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    p.set_defaults(func=run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``embed`` on its own (``python -m gapviz.embed_cli ...``), as the main CLI would."""
+    parser = argparse.ArgumentParser(prog="gapviz")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["embed", *(sys.argv[1:] if argv is None else argv)])
+    return args.func(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Carry out ``embed``; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
+    err = sys.stderr
+    if args.list_models:
+        for choice in KNOWN_MODELS:
+            print(f"{choice.name:<22} --pretrained {choice.pretrained:<12} {choice.label}")
+        print("Any other open_clip name works too (open_clip.list_models()); --pretrained takes "
+              "a tag, a checkpoint file, or none.")
+        return 0
+    try:
+        _check_args(args)
+        return _embed(args, err)
+    except (DataError, ModelLoadError, EmbeddingsFileError, FileExistsError) as exc:
+        print(f"gapviz embed: error: {exc}", file=err)
+        return 2
+    except KeyboardInterrupt:
+        print("\ngapviz embed: interrupted. Finished downloads and extractions are cached; "
+              "run the same command again to resume.", file=err)
+        return 130
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if not args.source:
+        raise DataError("give a SOURCE: a folder, a .zip, coco, cc, a COCO/CC file, or a "
+                        ".npz/.parquet of embeddings (see --help).")
+    if not args.out:
+        raise DataError("give --out FILE.npz (or .parquet) for the embeddings.")
+    if Path(args.out).suffix.lower() not in (".npz", ".parquet"):
+        raise DataError(f"--out {args.out}: choose a .npz or .parquet file name.")
+    if Path(args.out).exists() and not args.overwrite:
+        raise FileExistsError(f"{args.out} already exists; choose another name or add --overwrite.")
+    for name in ("n", "batch_size", "workers", "max_pixels"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise DataError(f"--{name.replace('_', '-')} must be at least 1, got {value}.")
+    if args.retries < 0 or args.timeout <= 0:
+        raise DataError("--retries must be >= 0 and --timeout > 0.")
+
+
+def detect_kind(source: str) -> str:
+    """What SOURCE is: folder, archive, coco, cc, webdataset, captions or embeddings."""
+    lower = source.lower()
+    if lower in ("coco", "cc"):
+        return lower
+    if is_url(source):
+        return "cc" if lower.endswith(".tsv") else "coco"
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise DataError(f"{source}: no such file or folder (SOURCE is a folder, a .zip, coco, cc, "
+                        "or a COCO/CC/webdataset/embeddings file).")
+    if path.is_dir():
+        return "folder"
+    name = path.name.lower()
+    if name in CAPTION_FILES or name.endswith((".csv", ".jsonl")):
+        return "captions"
+    if name.endswith(".npz"):
+        return "embeddings"
+    if name.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        try:
+            columns = pq.read_schema(path).names
+        except Exception as exc:  # pyarrow raises several types for unreadable files
+            raise DataError(f"{path}: not a readable parquet file ({exc}).") from None
+        return "embeddings" if "image_embedding" in columns else "coco"
+    if name.endswith(".tsv"):
+        return "cc"
+    if name.endswith(".json"):
+        return "coco"
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            names = [Path(n).name for n in zf.namelist()]
+        is_coco = any(n == "dataset_coco.json" or (n.startswith("captions_") and n.endswith(".json"))
+                      for n in names)
+        return "coco" if is_coco else "archive"
+    if name.endswith((".tar", ".tar.gz", ".tgz")):
+        try:
+            with tarfile.open(path) as tf:
+                names = [m.name for m in tf.getmembers()]
+        except (tarfile.TarError, OSError) as exc:
+            raise DataError(f"{path}: not a readable tar archive ({exc}).") from None
+        paths = [p for p in map(safe_path, names) if p is not None]
+        has_captions = any(p.name.lower() in CAPTION_FILES and len(p.parts) <= 2 for p in paths)
+        return "archive" if has_captions else "webdataset"
+    raise DataError(f"{path}: cannot tell what this file is. Give a folder, a .zip or .tar of "
+                    "images with captions, a COCO .json/.zip/.parquet, a CC .tsv, or an "
+                    "embeddings .npz/.parquet.")
+
+
+def _load(args: argparse.Namespace, kind: str, progress: Any) -> tuple[list, DataReport]:
+    download = {"workers": args.workers, "timeout": args.timeout, "retries": args.retries}
+    common = {"cache_dir": args.cache_dir, "max_pixels": args.max_pixels, "progress": progress}
+    n_remote = args.n if args.n is not None else SAMPLE_N
+    if kind in ("folder", "archive"):
+        return load_folder(args.source, captions=args.captions, n=args.n, seed=args.seed, **common)
+    if kind == "captions":
+        caption_file = Path(args.source).expanduser()
+        return load_folder(caption_file.parent, captions=caption_file, n=args.n, seed=args.seed,
+                           **common)
+    if kind == "webdataset":
+        return load_webdataset(args.source, n=args.n, seed=args.seed, **common)
+    if kind == "coco":
+        annotations = None if args.source.lower() == "coco" else args.source
+        return load_coco(annotations, args.images, n=n_remote, seed=args.seed,
+                         caption_choice=args.caption, split=args.split,
+                         annotations_url=args.annotations_url, images_url=args.images_url,
+                         download=download, **common)
+    if kind == "cc":
+        tsv = args.tsv if args.source.lower() == "cc" else args.source
+        return load_cc(tsv, n=n_remote, seed=args.seed, download=download, **common)
+    raise AssertionError(kind)
+
+
+def _embed(args: argparse.Namespace, err: TextIO) -> int:
+    started = time.perf_counter()
+    kind = detect_kind(args.source)
+    progress = None if args.quiet else ProgressLine(err)
+    if kind == "embeddings":
+        embeddings, load_report = load_embeddings(args.source)
+        _say(args, err, f"{args.source}: {load_report.summary()}")
+        for warning in load_report.warnings:
+            _say(args, err, f"  warning: {warning}")
+        path = save_embeddings(embeddings, args.out, overwrite=args.overwrite)
+        print(f"wrote {path} ({embeddings.n} pairs, d={embeddings.dim}, model "
+              f"'{embeddings.model or 'unknown'}', precomputed)")
+        return 0
+    pairs, report = _load(args, kind, progress)
+    if progress is not None:
+        progress.finish()
+    for line in report.lines():
+        _say(args, err, line)
+    require_pairs(pairs, report, args.source)
+    spec = ModelSpec(args.model, args.pretrained, seed=args.weights_seed)
+    cache = None if args.no_cache else EmbeddingCache(args.cache_dir)
+    _say(args, err, f"embedding {len(pairs)} pairs with {spec.label()}")
+    meta = {"source": args.source, "source_kind": kind, "n": args.n, "seed": args.seed,
+            "caption_choice": args.caption if kind == "coco" else None,
+            "data_report": report.summary()}
+    result: EmbedResult = embed_pairs(pairs, spec, cache=cache, device=args.device,
+                                      image_batch=args.batch_size, meta=meta, progress=progress)
+    if progress is not None:
+        progress.finish()
+    for reason, ids in result.skipped.items():
+        _say(args, err, f"  skipped {len(ids)} while embedding: {reason} (e.g. {', '.join(ids[:3])})")
+    path = save_embeddings(result.embeddings, args.out, overwrite=args.overwrite)
+    how = "from cache" if result.from_cache else f"embedded in {result.seconds:.1f} s"
+    print(f"wrote {path} ({result.embeddings.n} pairs, d={result.embeddings.dim}, "
+          f"{spec.label()}, {how}; total {time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+def _say(args: argparse.Namespace, err: TextIO, line: str) -> None:
+    if not args.quiet:
+        print(line, file=err)
+
+
+class ProgressLine:
+    """A one-line progress display on ``stream``: rewritten in place on a terminal, a line
+    every quarter otherwise (so logs stay short)."""
+
+    def __init__(self, stream: TextIO, interval: float = 0.2) -> None:
+        self.stream = stream
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self.interval = interval
+        self.last = 0.0
+        self.stage = ""
+        self.quarter = -1
+        self.open = False
+
+    def __call__(self, done: int, total: int, stage: str) -> None:
+        if stage != self.stage:
+            self.finish()
+            self.stage, self.quarter = stage, -1
+        if stage.startswith("downloading ") and total > 1024:  # bytes of one file
+            text = f"{stage}: {done / 1024**2:.1f}" + (f" of {total / 1024**2:.1f} MiB" if total else " MiB")
+        else:
+            text = f"{stage}: {done}/{total}"
+        fraction = done / total if total else 0.0
+        if self.tty:
+            now = time.monotonic()
+            if now - self.last >= self.interval or done >= total:
+                self.last = now
+                self.stream.write(f"\r{text} ({fraction:.0%})   ")
+                self.stream.flush()
+                self.open = True
+        else:
+            quarter = int(fraction * 4)
+            if quarter > self.quarter:
+                self.quarter = quarter
+                self.stream.write(f"{text} ({fraction:.0%})\n")
+
+    def finish(self) -> None:
+        if self.open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.open = False
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,604 @@
+"""Embedding image-caption pairs with an open_clip model.
+
+Three steps, kept apart so the app can hold a loaded model across runs:
+
+1. :class:`ModelSpec` names the model: an open_clip architecture (``ViT-B-32``, or
+   ``hf-hub:org/repo``, ``local-dir:/path``) and its weights: a pretrained tag (``openai``),
+   a local checkpoint file, or ``none`` for random weights (seeded, so reproducible; random
+   encoders already show a cone-effect gap, Liang et al. 2022). Its :meth:`~ModelSpec.identity`
+   keys the cache without importing torch.
+2. :func:`load_model` builds it on the best device (CUDA, Apple MPS, else CPU). When weights
+   must be downloaded and cannot be, it fails fast with a message saying which model, where
+   open_clip looks, and how to point gapviz at a local checkpoint.
+3. :func:`embed_pairs` embeds pairs in batches (with a progress callback) into L2-normalised
+   float32 rows, through the disk cache when one is given: the same data and model a second
+   time costs only hashing.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+
+from .cache import EmbeddingCache
+from .data.defaults import MAX_IMAGE_PIXELS
+from .data.images import IMAGE_PIPELINE, ImageError, open_rgb
+from .data.pairs import Pair, Progress
+from .embeddings import PairedEmbeddings
+
+RANDOM_WEIGHTS = ("none", "random")
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """A well-known model offered by name in the CLI and the app."""
+
+    name: str
+    pretrained: str
+    label: str
+
+
+#: Short list of well-known choices; any other open_clip name and tag works too. The OpenAI
+#: CLIP weights were trained with QuickGELU, hence the ``-quickgelu`` architectures.
+KNOWN_MODELS: tuple[ModelChoice, ...] = (
+    ModelChoice("ViT-B-32-quickgelu", "openai", "CLIP ViT-B/32 (OpenAI), as in the paper"),
+    ModelChoice("ViT-L-14-quickgelu", "openai", "CLIP ViT-L/14 (OpenAI), as in the paper"),
+    ModelChoice("ViT-B-16-SigLIP", "webli", "SigLIP ViT-B/16 (Google; tokenizer needs `transformers`)"),
+    ModelChoice("MobileCLIP-S1", "datacompdr", "MobileCLIP-S1 (Apple), small and fast on CPU"),
+)
+
+DEFAULT_IMAGE_BATCH = 32
+DEFAULT_TEXT_BATCH = 64
+#: Seconds allowed to reach the weights' host before declaring the machine offline.
+PROBE_TIMEOUT = 3.0
+
+
+class ModelLoadError(RuntimeError):
+    """A model that cannot be built or whose weights cannot be had; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model and weights to embed with.
+
+    Parameters
+    ----------
+    name : str
+        open_clip architecture (``ViT-B-32``; ``ViT-B/32`` is accepted), or ``hf-hub:org/repo``
+        or ``local-dir:/path`` (then ``pretrained`` is ignored, as in open_clip).
+    pretrained : str or None
+        A pretrained tag (``openai``, ``webli``, ...), a local checkpoint file, or None /
+        ``"none"`` for random weights.
+    seed : int
+        Seed of the random weights (ignored otherwise).
+    """
+
+    name: str
+    pretrained: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        tag = self.pretrained
+        if tag is not None and (not str(tag).strip() or str(tag).strip().lower() in RANDOM_WEIGHTS):
+            tag = None
+        object.__setattr__(self, "pretrained", None if tag is None else str(tag).strip())
+        object.__setattr__(self, "name", str(self.name).strip())
+
+    @property
+    def has_schema(self) -> bool:
+        return self.name.startswith(("hf-hub:", "local-dir:"))
+
+    @property
+    def random_weights(self) -> bool:
+        return self.pretrained is None and not self.has_schema
+
+    @property
+    def checkpoint(self) -> Path | None:
+        """The local checkpoint file named by ``pretrained``, if it names one."""
+        if self.pretrained is None or self.has_schema:
+            return None
+        path = Path(self.pretrained).expanduser()
+        return path if path.is_file() else None
+
+    def label(self) -> str:
+        """How the model is named in files and reports."""
+        if self.has_schema:
+            return self.name
+        if self.random_weights:
+            return f"{self.name} (random weights, seed {self.seed})"
+        if self.checkpoint is not None:
+            return f"{self.name} ({self.checkpoint.name})"
+        return f"{self.name} ({self.pretrained})"
+
+    def identity(self) -> dict[str, Any]:
+        """What determines this model's output, for cache keys; imports no torch.
+
+        A checkpoint file counts by path, size and modification time (hashing gigabytes of
+        weights on every run would cost more than it saves).
+        """
+        out: dict[str, Any] = {"name": self.name.replace("/", "-"), "open_clip": _open_clip_version(),
+                               "image_pipeline": IMAGE_PIPELINE}
+        ckpt = self.checkpoint
+        if self.name.startswith("local-dir:"):
+            folder = Path(self.name.split(":", 1)[1]).expanduser()
+            files = sorted(folder.iterdir()) if folder.is_dir() else []
+            out["weights"] = [f"{f.name} {f.stat().st_size} {f.stat().st_mtime_ns}" for f in files
+                              if f.is_file()]
+        elif self.has_schema:
+            out["weights"] = self.name  # the hub repo's default revision
+        elif self.random_weights:
+            out["weights"] = f"random seed {self.seed}"
+            out["torch"] = _version("torch")  # random init can change between torch versions
+        elif ckpt is not None:
+            st = ckpt.stat()
+            out["weights"] = f"file {ckpt.resolve()} {st.st_size} {st.st_mtime_ns}"
+        else:
+            out["weights"] = self.pretrained
+        return out
+
+
+@dataclass
+class LoadedModel:
+    """A built model with its image transform and tokenizer, on ``device``."""
+
+    spec: ModelSpec
+    model: Any
+    preprocess: Callable[[Any], Any]
+    tokenizer: Callable[[list[str]], Any]
+    device: str
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _open_clip_version() -> str:
+    return _version("open_clip_torch")
+
+
+def pick_device(preferred: str | None = None) -> str:
+    """``preferred`` if given, else ``"cuda"`` when available, else ``"mps"`` (Apple), else ``"cpu"``."""
+    import torch
+
+    if preferred:
+        if preferred.startswith("cuda") and not torch.cuda.is_available():
+            raise ModelLoadError(f"device '{preferred}' asked for but CUDA is not available here; "
+                                 "leave --device out to pick automatically.")
+        return preferred
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def known_model_names() -> list[str]:
+    """Every architecture name open_clip knows (for a model picker's free-text completion)."""
+    import open_clip
+
+    return list(open_clip.list_models())
+
+
+def load_model(spec: ModelSpec | str, pretrained: str | None = None, *, device: str | None = None,
+               weights_dir: str | os.PathLike | None = None) -> LoadedModel:
+    """Build the model of ``spec`` (or of ``spec`` as a name with ``pretrained``) for inference.
+
+    Parameters
+    ----------
+    spec : ModelSpec or str
+    pretrained : str, optional
+        Used when ``spec`` is a name.
+    device : str, optional
+        Default: :func:`pick_device`.
+    weights_dir : path, optional
+        Where open_clip downloads weights (default: its own, the Hugging Face cache).
+
+    Raises
+    ------
+    ModelLoadError
+        Unknown name or tag, unreachable weights, a checkpoint that does not fit.
+    """
+    import open_clip
+    import torch
+
+    if isinstance(spec, str):
+        spec = ModelSpec(spec, pretrained)
+    device = pick_device(device)
+    name = spec.name if spec.has_schema else spec.name.replace("/", "-")
+    kwargs: dict[str, Any] = {"device": device, "cache_dir": str(weights_dir) if weights_dir else None}
+    if not spec.has_schema:
+        if name not in open_clip.list_models():
+            close = difflib.get_close_matches(name, open_clip.list_models(), n=5, cutoff=0.5)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise ModelLoadError(
+                f"unknown open_clip model '{spec.name}'.{hint} See the names with "
+                "`python -c \"import open_clip; print(open_clip.list_models())\"`, or give "
+                "'hf-hub:org/repo' or 'local-dir:/path'.")
+        pretrained_arg, extra = _resolve_weights(spec, name, weights_dir)
+        kwargs.update(extra)
+    else:
+        pretrained_arg = None
+    try:
+        # The tokenizer first: it is cheap, and a missing package should not cost a download.
+        tokenizer = open_clip.get_tokenizer(name)
+        # Random weights are seeded so that "none" names one reproducible model (the cache key
+        # relies on it); fork_rng leaves the caller's random state as it was.
+        with torch.random.fork_rng(devices=[]), _no_random_init_warning(spec):
+            torch.manual_seed(spec.seed)
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=pretrained_arg, **kwargs)
+    except ImportError as err:
+        raise ModelLoadError(f"model '{spec.name}' needs a package that is not installed ({err}); "
+                             "install it, or pick another model.") from None
+    except Exception as err:  # open_clip raises RuntimeError, ValueError, OSError, KeyError...
+        raise ModelLoadError(_load_failure_message(spec, err)) from None
+    model.eval()
+    return LoadedModel(spec, model, preprocess, tokenizer, device)
+
+
+class _DropRandomInitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
+@contextmanager
+def _no_random_init_warning(spec: ModelSpec) -> Iterator[None]:
+    """Silence open_clip's "initialized randomly" warning when random weights were asked for."""
+    if not spec.random_weights:
+        yield
+        return
+    root = logging.getLogger()
+    quiet = _DropRandomInitWarning()
+    root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
+
+
+def _resolve_weights(spec: ModelSpec, name: str,
+                     weights_dir: str | os.PathLike | None) -> tuple[str | None, dict[str, Any]]:
+    """What to pass open_clip as ``pretrained``, and extra keyword arguments.
+
+    For a tag, a copy already on disk is used directly (open_clip would otherwise ask the hub
+    first and, offline, retry for a long time); when none is, the host is probed for a few
+    seconds so that an offline machine gets :class:`ModelLoadError` at once.
+    """
+    import open_clip
+
+    if spec.random_weights:
+        return None, {}
+    if spec.checkpoint is not None:
+        return str(spec.checkpoint), {}
+    assert spec.pretrained is not None
+    if any(sep in spec.pretrained for sep in ("/", os.sep)) or spec.pretrained.endswith(
+            (".pt", ".pth", ".bin", ".safetensors", ".npz")):
+        raise ModelLoadError(f"checkpoint file '{spec.pretrained}' not found; give the path of an "
+                             "existing open_clip checkpoint (.pt, .bin, .safetensors).")
+    cfg = open_clip.get_pretrained_cfg(name, spec.pretrained)
+    if not cfg:
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        raise ModelLoadError(
+            f"'{spec.pretrained}' is not a pretrained tag of {name}; its tags are "
+            f"{', '.join(tags) or '(none)'}. Or give a checkpoint file, or 'none' for random weights.")
+    extra: dict[str, Any] = {}
+    model_cfg = open_clip.get_model_config(name) or {}
+    if cfg.get("quick_gelu") and not model_cfg.get("quick_gelu"):
+        # These weights were trained with QuickGELU; building the plain-GELU variant would
+        # silently change every embedding.
+        extra["force_quick_gelu"] = True
+    local = _local_weights(cfg, weights_dir)
+    if local is not None:
+        preprocess = {k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in cfg}
+        if preprocess:
+            extra["image_mean"] = preprocess.get("mean")
+            extra["image_std"] = preprocess.get("std")
+            extra["image_interpolation"] = preprocess.get("interpolation")
+            extra["image_resize_mode"] = preprocess.get("resize_mode")
+        return str(local), extra
+    host = _weights_host(cfg)
+    if host and not _reachable(host):
+        raise ModelLoadError(_offline_message(spec, name, cfg, host))
+    return spec.pretrained, extra
+
+
+def _local_weights(cfg: dict[str, Any], weights_dir: str | os.PathLike | None) -> Path | None:
+    """A complete copy of a tag's weights already on disk (HF cache or open_clip's URL cache)."""
+    hub = cfg.get("hf_hub", "")
+    if hub:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:
+            try_to_load_from_cache = None
+        if try_to_load_from_cache is not None:
+            # open_clip's convention: "org/repo/" means the repo's default weights file,
+            # "org/repo/file.bin" names the file.
+            repo, filename = (hub.rstrip("/"), "") if hub.endswith("/") else os.path.split(hub)
+            names = [filename] if filename else ["open_clip_model.safetensors",
+                                                 "open_clip_pytorch_model.bin"]
+            for fname in names:
+                found = try_to_load_from_cache(repo, fname, cache_dir=weights_dir)
+                if isinstance(found, str) and os.path.isfile(found):
+                    return Path(found)
+    url = cfg.get("url", "")
+    if url:
+        candidate = Path(weights_dir or "~/.cache/clip").expanduser() / os.path.basename(url)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _weights_host(cfg: dict[str, Any]) -> str:
+    if cfg.get("hf_hub"):
+        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+        return urlparse(endpoint).hostname or "huggingface.co"
+    return urlparse(cfg.get("url", "")).hostname or ""
+
+
+def _reachable(host: str, port: int = 443) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True"):
+        return False
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT):
+            return True
+    except OSError:
+        return False
+
+
+def _where_open_clip_looks(cfg: dict[str, Any]) -> str:
+    hub = cfg.get("hf_hub", "").rstrip("/")
+    places = []
+    if hub:
+        hf_home = os.environ.get("HF_HUB_CACHE") or os.path.join(
+            os.environ.get("HF_HOME", "~/.cache/huggingface"), "hub")
+        places.append(f"the Hugging Face cache {hf_home} (repo {hub}; set HF_HOME or HF_HUB_CACHE "
+                      "to move it)")
+    if cfg.get("url"):
+        places.append(f"~/.cache/clip/{os.path.basename(cfg['url'])} (downloaded from {cfg['url']})")
+    return " and ".join(places) or "the locations open_clip's pretrained config names"
+
+
+def _offline_message(spec: ModelSpec, name: str, cfg: dict[str, Any], host: str) -> str:
+    hub = cfg.get("hf_hub", "").rstrip("/")
+    fetch = f"https://huggingface.co/{hub}" if hub else cfg.get("url", "")
+    return (
+        f"cannot get the weights of model {name} (pretrained '{spec.pretrained}'): {host} cannot "
+        f"be reached (offline?) and no copy is on disk. open_clip looks in {_where_open_clip_looks(cfg)}. "
+        f"To work offline, download the checkpoint on a connected machine ({fetch}) and either copy "
+        f"it there or pass its path: --model {name} --pretrained /path/to/open_clip_pytorch_model.bin "
+        "(or open_clip_model.safetensors). To try gapviz without weights: --pretrained none "
+        "(random weights).")
+
+
+def _load_failure_message(spec: ModelSpec, err: Exception) -> str:
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if spec.checkpoint is not None:
+        return (f"cannot load checkpoint {spec.checkpoint} into {spec.name}: {text}. Check that the "
+                "checkpoint was trained with this architecture (--model).")
+    if spec.has_schema:
+        return f"cannot load {spec.name}: {text}"
+    return f"cannot build {spec.label()}: {text}"
+
+
+def embed_images(loaded: LoadedModel, paths: Sequence[str], *, batch_size: int = DEFAULT_IMAGE_BATCH,
+                 workers: int | None = None, max_pixels: int = MAX_IMAGE_PIXELS,
+                 progress: Progress | None = None) -> tuple[np.ndarray, dict[int, str]]:
+    """L2-normalised image embeddings.
+
+    ``workers`` threads (default: one per CPU core, at most 8) decode and transform the next
+    batch's images while the model runs on the current one; Pillow and torchvision release
+    the GIL for that work.
+
+    Returns
+    -------
+    embeddings : ndarray of shape (N, d), float32
+        Rows of images that failed are NaN.
+    failures : dict of int to str
+        Row -> skip reason, for images that could not be opened.
+    """
+    import torch
+
+    n = len(paths)
+    failures: dict[int, str] = {}
+    out: np.ndarray | None = None
+
+    def prepare(i: int) -> Any:
+        try:
+            return loaded.preprocess(open_rgb(paths[i], max_pixels))
+        except ImageError as err:
+            return err.reason
+
+    workers = workers or min(8, os.cpu_count() or 1)
+    starts = list(range(0, n, batch_size))
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, torch.inference_mode():
+        def submit(start: int) -> list[tuple[int, Future]]:
+            return [(i, pool.submit(prepare, i)) for i in range(start, min(start + batch_size, n))]
+
+        pending = submit(starts[0]) if starts else []
+        for k, start in enumerate(starts):
+            current = pending
+            pending = submit(starts[k + 1]) if k + 1 < len(starts) else []
+            rows, tensors = [], []
+            for i, future in current:
+                result = future.result()
+                if isinstance(result, str):
+                    failures[i] = result
+                else:
+                    rows.append(i)
+                    tensors.append(result)
+            if tensors:
+                features = loaded.model.encode_image(torch.stack(tensors).to(loaded.device))
+                features = torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
+                if out is None:
+                    out = np.full((n, features.shape[1]), np.nan, dtype=np.float32)
+                out[rows] = features
+            if progress is not None:
+                progress(min(start + batch_size, n), n, "embedding images")
+    if out is None:
+        out = np.full((n, 0), np.nan, dtype=np.float32)
+    return out, failures
+
+
+def embed_texts(loaded: LoadedModel, texts: Sequence[str], *, batch_size: int = DEFAULT_TEXT_BATCH,
+                progress: Progress | None = None) -> np.ndarray:
+    """L2-normalised text embeddings, ndarray of shape (N, d), float32.
+
+    Captions are batched by token length, which lets CLIP-style text towers skip padding
+    (see :func:`_encode_text`); the output is in input order.
+    """
+    import torch
+
+    n = len(texts)
+    tokens = loaded.tokenizer(list(texts))
+    order = torch.argsort(_last_token(tokens), stable=True)
+    out: np.ndarray | None = None
+    with torch.inference_mode():
+        for start in range(0, n, batch_size):
+            rows = order[start:start + batch_size]
+            features = _encode_text(loaded.model, tokens[rows].to(loaded.device))
+            features = torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
+            if out is None:
+                out = np.empty((n, features.shape[1]), dtype=np.float32)
+            out[rows.numpy()] = features
+            if progress is not None:
+                progress(min(start + batch_size, n), n, "embedding captions")
+    return out if out is not None else np.empty((0, 0), dtype=np.float32)
+
+
+def _last_token(tokens: Any) -> Any:
+    """Index of the last non-padding token of each row (padding is token id 0)."""
+    import torch
+
+    positions = torch.arange(tokens.shape[1]).expand_as(tokens)
+    return torch.where(tokens != 0, positions, torch.zeros_like(positions)).max(dim=1).values
+
+
+def _encode_text(model: Any, tokens: Any) -> Any:
+    """``model.encode_text(tokens)``, without the padding columns when that is exact.
+
+    In open_clip's CLIP text tower (causal attention mask, features read at the end-of-text
+    token), position j sees only positions <= j, so columns after the batch's last end-of-text
+    token cannot change the output; dropping them makes captions of ~15 tokens several times
+    cheaper than the full 77. Any other tower gets the plain call.
+    """
+    import open_clip
+    import torch
+
+    exact = (type(model) is open_clip.model.CLIP and getattr(model, "attn_mask", None) is not None
+             and model.text_pool_type in ("argmax", "eos"))
+    end = int(_last_token(tokens).max()) + 1
+    if not exact or end >= tokens.shape[1]:
+        return model.encode_text(tokens)
+    tokens = tokens[:, :end]
+    cast_dtype = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:end].to(cast_dtype)
+    x = model.transformer(x, attn_mask=model.attn_mask[:end, :end])
+    x = model.ln_final(x)
+    x = open_clip.transformer.text_global_pool(x, tokens, model.text_pool_type,
+                                               eos_token_id=getattr(model, "text_eos_id", None))
+    if isinstance(model.text_projection, torch.nn.Linear):
+        x = model.text_projection(x)
+    elif model.text_projection is not None:
+        x = x @ model.text_projection
+    return x
+
+
+@dataclass
+class EmbedResult:
+    """What :func:`embed_pairs` produced.
+
+    Attributes
+    ----------
+    embeddings : PairedEmbeddings
+        One row per embedded pair; ``ids``, ``captions`` and ``image_paths`` filled in.
+    from_cache : bool
+        True when the disk cache answered and no model ran.
+    cache_key : str or None
+    skipped : dict of str to list of str
+        Reason -> ids of pairs whose image failed while embedding (rare: they passed the
+        loader's checks, but a file can change in between).
+    seconds : float
+    """
+
+    embeddings: PairedEmbeddings
+    from_cache: bool = False
+    cache_key: str | None = None
+    skipped: dict[str, list[str]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def embed_pairs(pairs: Sequence[Pair], model: ModelSpec | LoadedModel, *,
+                cache: EmbeddingCache | None = None, device: str | None = None,
+                image_batch: int = DEFAULT_IMAGE_BATCH, text_batch: int = DEFAULT_TEXT_BATCH,
+                workers: int | None = None, meta: dict[str, Any] | None = None,
+                progress: Progress | None = None) -> EmbedResult:
+    """Embed ``pairs`` with ``model``, through ``cache`` when given.
+
+    Parameters
+    ----------
+    pairs : sequence of Pair
+    model : ModelSpec or LoadedModel
+        A spec is loaded only on a cache miss, so a hit costs no model load.
+    cache : EmbeddingCache, optional
+    meta : dict, optional
+        Extra provenance for the output's ``meta`` (data source, sample size, ...).
+
+    Returns
+    -------
+    EmbedResult
+        Image and text rows L2-normalised, float32, shape (N_kept, d).
+    """
+    started = time.perf_counter()
+    spec = model.spec if isinstance(model, LoadedModel) else model
+    base_meta = {"simulated": False, "model_name": spec.name, "pretrained": spec.pretrained or "none",
+                 "random_weights": spec.random_weights, "normalized": True, **(meta or {})}
+    key = cache.key(pairs, spec.identity()) if cache is not None else None
+    if cache is not None and key is not None:
+        hit = cache.load(key)
+        if hit is not None:
+            result = _attach(hit, pairs, spec, base_meta)
+            return EmbedResult(result, True, key, {}, time.perf_counter() - started)
+    loaded = model if isinstance(model, LoadedModel) else load_model(spec, device=device)
+    images, failures = embed_images(loaded, [p.image_path for p in pairs], batch_size=image_batch,
+                                    workers=workers, progress=progress)
+    texts = embed_texts(loaded, [p.caption for p in pairs], batch_size=text_batch, progress=progress)
+    keep = [i for i in range(len(pairs)) if i not in failures]
+    skipped: dict[str, list[str]] = {}
+    for i, reason in failures.items():
+        skipped.setdefault(reason, []).append(pairs[i].id)
+    kept_pairs = [pairs[i] for i in keep]
+    embeddings = PairedEmbeddings(
+        images[keep], texts[keep], [p.id for p in kept_pairs], [p.caption for p in kept_pairs],
+        [p.image_path for p in kept_pairs], spec.label(),
+        {**base_meta, "device": loaded.device})
+    if cache is not None and key is not None:
+        cache.save(key, embeddings)
+    return EmbedResult(embeddings, False, key, skipped, time.perf_counter() - started)
+
+
+def _attach(cached: PairedEmbeddings, pairs: Sequence[Pair], spec: ModelSpec,
+            meta: dict[str, Any]) -> PairedEmbeddings:
+    """A cache entry with this run's captions, paths and metadata (the key guarantees the ids
+    and captions match; image paths may differ when the same bytes moved)."""
+    by_id = {p.id: p for p in pairs}
+    rows = [by_id[i] for i in cached.ids or []]
+    return PairedEmbeddings(cached.image_embeddings, cached.text_embeddings, [p.id for p in rows],
+                            [p.caption for p in rows], [p.image_path for p in rows], spec.label(),
+                            {**cached.meta, **meta})
