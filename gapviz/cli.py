@@ -50,7 +50,7 @@ def _add_source_arguments(p: argparse.ArgumentParser) -> None:
                    help="simulated model profile of the demo (default: clip)")
     p.add_argument("--n", type=int, default=DEMO_N_PAIRS, help="demo: number of pairs (default 2500)")
     p.add_argument("--dim", type=int, default=DEMO_DIM, help="demo: embedding dimension (default 512)")
-    p.add_argument("--seed", type=int, default=DEMO_SEED, help="demo: seed (default 0)")
+    p.add_argument("--demo-seed", type=int, default=DEMO_SEED, help="demo: seed (default 0)")
 
 
 def _add_format_argument(p: argparse.ArgumentParser, choices: Sequence[str]) -> None:
@@ -93,10 +93,10 @@ def _subcommand_registrars() -> list:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .methods.cli import method_from_args
+    from .methods.cli import apply_method, method_from_args, print_progress
 
     pairs, report = load_source(args.source, profile=args.profile, n_pairs=args.n, dim=args.dim,
-                                seed=args.seed)
+                                seed=args.demo_seed)
     info = dataset_info(pairs, report, args.source)
     X, Y = normalize_rows(pairs.image_embeddings), normalize_rows(pairs.text_embeddings)
     orig = measure_gap(X, Y, separability=args.separability).metrics
@@ -105,13 +105,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     method = method_from_args(args)
     if method is not None:
         fit_on = getattr(args, "fit_on", None)
+        Xt, Yt = apply_method(method, X, Y, fit_on=fit_on, progress=print_progress())
         if fit_on:
-            fit_pairs, fit_report = load_embeddings(fit_on)
-            method.fit(normalize_rows(fit_pairs.image_embeddings), normalize_rows(fit_pairs.text_embeddings))
-            Xt, Yt = method.transform(X, Y)
-            extra["fit_on"] = {"source": fit_on, "n_pairs": fit_pairs.n, "load": fit_report.summary()}
-        else:
-            Xt, Yt = method.fit_transform(X, Y)
+            extra["fit_on"] = {"source": fit_on}
         after = measure_gap(Xt, Yt, separability=args.separability).metrics
         label = method.name.upper()
         columns[label] = after
@@ -143,7 +139,7 @@ def _render_report(columns: dict[str, dict[str, float]], fmt: str, info: dict[st
         params = ", ".join(f"{k}={v}" for k, v in extra["method"]["params"].items())
         lines.append(f"method: {extra['method']['method']}({params})")
         if "fit_on" in extra:
-            lines.append(f"fitted on: {extra['fit_on']['source']} ({extra['fit_on']['n_pairs']} pairs)")
+            lines.append(f"fitted on the pairs of {extra['fit_on']['source']}, applied out of sample")
     lines.append("")
     body = tables.render(columns, "table")
     if "significance" in extra:

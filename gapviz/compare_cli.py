@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--all-measures", action="store_true", help="every measure, not only the paper's")
     p.add_argument("--format", choices=["table", "json", "csv", "markdown"], default="table")
     p.add_argument("--n", type=int, default=DEMO_N_PAIRS, help="demo: number of pairs")
-    p.add_argument("--seed", type=int, default=DEMO_SEED, help="demo: seed")
+    p.add_argument("--demo-seed", type=int, default=DEMO_SEED, help="demo: seed")
     p.set_defaults(func=cmd_compare)
 
 
@@ -75,7 +75,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     unknown = [m for m in names if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}.")
-    datasets = load_sources(args.sources, args.n, args.seed)
+    datasets = load_sources(args.sources, args.n, args.demo_seed)
     rows = compare(datasets, names, params=parse_settings(args.set))
     columns = rows_to_columns(rows)
     keys = None if args.all_measures else [k for k in COMPARE_KEYS]

@@ -268,6 +268,12 @@ def load_embeddings(path: str | os.PathLike) -> tuple[PairedEmbeddings, LoadRepo
 
 
 def _read_npz(path: Path) -> tuple[dict[str, Any], list[str]]:
+    import zipfile
+
+    if not zipfile.is_zipfile(path):  # np.load would try pickle and say something misleading
+        raise EmbeddingsFileError(
+            f"{path}: not a readable .npz file (an .npz is a zip archive of arrays, as written by "
+            "np.savez). Check the file, or save your arrays with np.savez.")
     try:
         npz = np.load(path, allow_pickle=False)
     except Exception as err:  # zipfile.BadZipFile, OSError, EOFError: a corrupt file
