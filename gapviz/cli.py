@@ -105,7 +105,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     method = method_from_args(args)
     if method is not None:
         fit_on = getattr(args, "fit_on", None)
-        Xt, Yt = apply_method(method, X, Y, fit_on=fit_on, progress=print_progress())
+        Xt, Yt = apply_method(method, X, Y, fit_on=fit_on, progress=print_progress(sys.stderr))
         if fit_on:
             extra["fit_on"] = {"source": fit_on}
         after = measure_gap(Xt, Yt, separability=args.separability).metrics

@@ -62,8 +62,8 @@ def test_csv_of_a_user_parquet(capsys, tmp_path):
 
 
 def test_method_adds_a_column_and_significance(capsys):
-    code, out, _ = run(capsys, "evaluate", "demo", *SMALL, "--method", "center")
-    assert code == 0
+    code, out, err = run(capsys, "evaluate", "demo", *SMALL, "--method", "center")
+    assert code == 0, err
     assert out.splitlines()[3] == "method: center()"
     assert "measure" in out and "CENTER" in out and "Wilcoxon p =" in out
     code, out, _ = run(capsys, "evaluate", "demo", *SMALL, "--method", "center", "--format", "json")
