@@ -9,13 +9,17 @@ check that the method is fitted.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
 from ..embeddings import check_pair_arrays
+
+#: ``progress(fraction, message)``: fraction in [0, 1] of the fit done, and what it is doing.
+#: Slow fits (OT) call it along the way; the app wires it to a progress bar, the CLI prints it.
+ProgressCallback = Callable[[float, str], None]
 
 
 class GapMethod(BaseEstimator):
@@ -32,7 +36,8 @@ class GapMethod(BaseEstimator):
     summary: ClassVar[str] = ""
 
     # -- public API -------------------------------------------------------------------------
-    def fit(self, X: np.ndarray, Y: np.ndarray) -> "GapMethod":
+    def fit(self, X: np.ndarray, Y: np.ndarray, *,
+            progress: ProgressCallback | None = None) -> "GapMethod":
         """Fit on N pairs.
 
         Parameters
@@ -41,12 +46,16 @@ class GapMethod(BaseEstimator):
             Image embeddings.
         Y : ndarray of shape (N, d)
             Text embeddings; row i pairs with row i of ``X``.
+        progress : callable, optional
+            ``progress(fraction, message)``, called during the fit and with 1.0 at its end.
         """
         X, Y = self._validate_pairs(X, Y)
         self._validate_parameters(X.shape[0], X.shape[1])
-        self._fit(X, Y)
+        report = progress if progress is not None else _no_progress
+        self._fit(X, Y, report)
         self.n_features_in_ = X.shape[1]
         self.fitted_ = True
+        report(1.0, "done")
         return self
 
     def transform_images(self, X: np.ndarray) -> np.ndarray:
@@ -61,9 +70,10 @@ class GapMethod(BaseEstimator):
         """Both modalities at once (out-of-sample path)."""
         return self.transform_images(X), self.transform_texts(Y)
 
-    def fit_transform(self, X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def fit_transform(self, X: np.ndarray, Y: np.ndarray, *,
+                      progress: ProgressCallback | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Fit on the pairs and return their transformed embeddings ``(X_t, Y_t)``."""
-        return self.fit(X, Y).transform(X, Y)
+        return self.fit(X, Y, progress=progress).transform(X, Y)
 
     def describe(self) -> dict[str, Any]:
         """Name and parameters, JSON-serialisable (recorded in exported files)."""
@@ -73,7 +83,7 @@ class GapMethod(BaseEstimator):
     def _validate_parameters(self, n_pairs: int, dim: int) -> None:
         """Raise one precise ``ValueError`` per broken rule (override as needed)."""
 
-    def _fit(self, X: np.ndarray, Y: np.ndarray) -> None:
+    def _fit(self, X: np.ndarray, Y: np.ndarray, progress: ProgressCallback) -> None:
         raise NotImplementedError
 
     def _transform_images(self, X: np.ndarray) -> np.ndarray:
@@ -108,6 +118,10 @@ def l2_normalize(A: np.ndarray) -> np.ndarray:
     A = np.asarray(A, dtype=np.float32)
     norms = np.linalg.norm(A, axis=1, keepdims=True)
     return A / np.where(norms > 0, norms, 1.0).astype(np.float32)
+
+
+def _no_progress(fraction: float, message: str) -> None:
+    """Default progress callback: report nothing."""
 
 
 def _jsonable(v: Any) -> Any:

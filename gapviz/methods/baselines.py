@@ -1,0 +1,189 @@
+"""Baselines a fair comparison needs (DESIGN.md, "Gap-closing methods").
+
+All of them are affine maps fitted once, so they transform unseen rows exactly as the fitted
+ones. Inputs are L2-normalised first (cosine is the similarity everywhere in gapviz).
+
+* ``orig``: no change.
+* ``center``: remove each modality's mean, renormalise (Liang et al. 2022's shift; I0T's
+  post-hoc normalisation; GR-CLIP).
+* ``standardize``: per-dimension, per-modality z-scores, renormalised.
+* ``pca``: PCA of the pooled images and texts to k dimensions (paper Table 6: it does not close
+  the gap, since the modality direction carries much of the pooled variance and is kept).
+* ``procrustes``: the orthogonal map that best sends each image onto its paired text
+  (Schoenemann 1966), after centring each modality.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import linalg
+
+from ..config import SPECTRAL_K
+from .base import GapMethod, ProgressCallback, l2_normalize
+
+
+class OrigGap(GapMethod):
+    """No change: the embeddings as they are (float32), the reference every method is compared to."""
+
+    name = "orig"
+    summary = "no change (the original embeddings)"
+
+    def _fit(self, X: np.ndarray, Y: np.ndarray, progress: ProgressCallback) -> None:
+        pass
+
+    def _transform_images(self, X: np.ndarray) -> np.ndarray:
+        return np.array(X, dtype=np.float32)
+
+    def _transform_texts(self, Y: np.ndarray) -> np.ndarray:
+        return np.array(Y, dtype=np.float32)
+
+
+class CenterGap(GapMethod):
+    """Remove each modality's mean and renormalise (Liang et al. 2022; I0T post-hoc; GR-CLIP).
+
+    ``x -> normalize(normalize(x) - mean_x)``, ``y -> normalize(normalize(y) - mean_y)`` with the
+    means of the fitted (normalised) rows.
+
+    Attributes
+    ----------
+    mean_image_, mean_text_ : ndarray of shape (d,)
+    """
+
+    name = "center"
+    summary = "remove each modality's mean, renormalise (Liang et al.'s shift, I0T, GR-CLIP)"
+
+    def _fit(self, X: np.ndarray, Y: np.ndarray, progress: ProgressCallback) -> None:
+        self.mean_image_ = l2_normalize(X).mean(0, dtype=np.float64).astype(np.float32)
+        self.mean_text_ = l2_normalize(Y).mean(0, dtype=np.float64).astype(np.float32)
+
+    def _transform_images(self, X: np.ndarray) -> np.ndarray:
+        return l2_normalize(l2_normalize(X) - self.mean_image_)
+
+    def _transform_texts(self, Y: np.ndarray) -> np.ndarray:
+        return l2_normalize(l2_normalize(Y) - self.mean_text_)
+
+
+class StandardizeGap(GapMethod):
+    """Per-dimension, per-modality standardisation, renormalised.
+
+    ``x -> normalize((normalize(x) - mean_x) / std_x)`` (and the same for texts), with the
+    per-dimension mean and standard deviation of each modality's fitted rows. A dimension that
+    is constant in the fitted rows (std 0) is only centred.
+
+    Attributes
+    ----------
+    mean_image_, std_image_, mean_text_, std_text_ : ndarray of shape (d,)
+    """
+
+    name = "standardize"
+    summary = "per-dimension, per-modality z-scores, renormalised"
+
+    def _fit(self, X: np.ndarray, Y: np.ndarray, progress: ProgressCallback) -> None:
+        for tag, A in (("image", X), ("text", Y)):
+            An = l2_normalize(A).astype(np.float64)
+            std = An.std(0)
+            setattr(self, f"mean_{tag}_", An.mean(0).astype(np.float32))
+            setattr(self, f"std_{tag}_", np.where(std > 0, std, 1.0).astype(np.float32))
+
+    def _transform_images(self, X: np.ndarray) -> np.ndarray:
+        return l2_normalize((l2_normalize(X) - self.mean_image_) / self.std_image_)
+
+    def _transform_texts(self, Y: np.ndarray) -> np.ndarray:
+        return l2_normalize((l2_normalize(Y) - self.mean_text_) / self.std_text_)
+
+
+class PCAGap(GapMethod):
+    """PCA of the pooled images and texts, both projected to k dimensions (paper Table 6).
+
+    One PCA is fitted on the 2N normalised rows ``[X; Y]`` (centred by the pooled mean), and
+    both modalities are projected on its first k axes. It is the paper's "does not help"
+    baseline: the difference between the modality means is among the pooled data's largest
+    directions of variance, so the projection keeps it.
+
+    Parameters
+    ----------
+    n_components : int, default=60
+        k; at most ``min(2N, d)``.
+
+    Attributes
+    ----------
+    components_ : ndarray of shape (k, d)
+    mean_ : ndarray of shape (d,)
+        Pooled mean.
+    explained_variance_ratio_ : ndarray of shape (k,)
+    """
+
+    name = "pca"
+    summary = "PCA of the pooled images and texts to k dimensions (paper: does not help)"
+
+    def __init__(self, n_components: int = SPECTRAL_K):
+        self.n_components = n_components
+
+    def _validate_parameters(self, n_pairs: int, dim: int) -> None:
+        k = self.n_components
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"n_components must be an integer >= 1, got {k!r}.")
+        cap = min(2 * n_pairs, dim)
+        if k > cap:
+            raise ValueError(f"n_components={k} exceeds min(2N, d) = {cap} (N={n_pairs} pairs, d={dim}): "
+                             f"PCA has no more axes; use n_components <= {cap}.")
+
+    def _fit(self, X: np.ndarray, Y: np.ndarray, progress: ProgressCallback) -> None:
+        Z = np.vstack([l2_normalize(X), l2_normalize(Y)]).astype(np.float64)
+        self.mean_ = Z.mean(0)
+        # Thin SVD of the centred pool: (2N x d), cheap for d in the hundreds.
+        _, s, Vt = linalg.svd(Z - self.mean_, full_matrices=False, check_finite=False)
+        k = self.n_components
+        # Sign convention: largest-magnitude loading of each axis positive (deterministic).
+        signs = np.sign(Vt[np.arange(k), np.argmax(np.abs(Vt[:k]), axis=1)])
+        self.components_ = (Vt[:k] * signs[:, None]).astype(np.float32)
+        var = s ** 2
+        self.explained_variance_ratio_ = var[:k] / var.sum() if var.sum() > 0 else np.zeros(k)
+        self.mean_ = self.mean_.astype(np.float32)
+
+    def _transform_images(self, X: np.ndarray) -> np.ndarray:
+        return (l2_normalize(X) - self.mean_) @ self.components_.T
+
+    def _transform_texts(self, Y: np.ndarray) -> np.ndarray:
+        return (l2_normalize(Y) - self.mean_) @ self.components_.T
+
+
+class ProcrustesGap(GapMethod):
+    """Orthogonal Procrustes on the pairs: the rotation sending images onto their texts.
+
+    ``R = argmin_{R^T R = I} ||(X - mean_x) R - (Y - mean_y)||_F`` (Schoenemann 1966), solved by
+    ``scipy.linalg.orthogonal_procrustes``. Images map to ``normalize((x - mean_x) R)``, texts to
+    ``normalize(y - mean_y)``. With ``center=False`` no means are removed: ``x -> normalize(x R)``,
+    texts unchanged.
+
+    Parameters
+    ----------
+    center : bool, default=True
+        Remove each modality's mean before fitting and transforming.
+
+    Attributes
+    ----------
+    rotation_ : ndarray of shape (d, d)
+    mean_image_, mean_text_ : ndarray of shape (d,)
+        Zeros when ``center=False``.
+    """
+
+    name = "procrustes"
+    summary = "orthogonal map fitted on the pairs (after centring each modality)"
+
+    def __init__(self, center: bool = True):
+        self.center = center
+
+    def _fit(self, X: np.ndarray, Y: np.ndarray, progress: ProgressCallback) -> None:
+        Xn, Yn = l2_normalize(X).astype(np.float64), l2_normalize(Y).astype(np.float64)
+        mx = Xn.mean(0) if self.center else np.zeros(Xn.shape[1])
+        my = Yn.mean(0) if self.center else np.zeros(Yn.shape[1])
+        R, _ = linalg.orthogonal_procrustes(Xn - mx, Yn - my)
+        self.rotation_ = R.astype(np.float32)
+        self.mean_image_, self.mean_text_ = mx.astype(np.float32), my.astype(np.float32)
+
+    def _transform_images(self, X: np.ndarray) -> np.ndarray:
+        return l2_normalize((l2_normalize(X) - self.mean_image_) @ self.rotation_)
+
+    def _transform_texts(self, Y: np.ndarray) -> np.ndarray:
+        return l2_normalize(l2_normalize(Y) - self.mean_text_)
