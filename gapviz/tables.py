@@ -24,7 +24,12 @@ MEASURE_ORDER: tuple[str, ...] = (
     "frechet", "centroid_gap", "image_cone", "text_cone", "separability",
 )
 
+#: Ratios whose ideal is 1 (no bias either way): below 1 a method over-corrects, biasing queries
+#: toward the other modality, which is no better than a gap; the best is the closest to 1 in
+#: log scale.
+BEST_AT_ONE = frozenset({"ITR", "TIR"})
 #: Measures where lower means a smaller gap (the others: higher is better, or neutral).
+#: (ITR and TIR are listed too: coming down from a gap, a decrease is the good direction.)
 LOWER_IS_BETTER = frozenset({"ITR", "TIR", "IMR", "TMR", "paired_cosine_distance", "paired_l2",
                              "paired_l2_squared", "frechet", "centroid_gap", "separability"})
 HIGHER_IS_BETTER = frozenset(k for k in MEASURE_ORDER if k.startswith("R@"))
@@ -116,11 +121,13 @@ def best_per_row(columns: Mapping[str, Mapping[str, float]], keys: list[str]) ->
     """For each measure with a direction, the column name(s) holding the best value."""
     best: dict[str, set[str]] = {}
     for k in keys:
-        if k not in LOWER_IS_BETTER and k not in HIGHER_IS_BETTER:
+        if k not in LOWER_IS_BETTER and k not in HIGHER_IS_BETTER and k not in BEST_AT_ONE:
             continue
         vals = {n: c[k] for n, c in columns.items() if k in c and not math.isnan(c[k])}
+        if k in BEST_AT_ONE:  # distance to 1 in log scale; 0 and inf are infinitely far
+            vals = {n: abs(math.log(v)) if 0 < v < math.inf else math.inf for n, v in vals.items()}
         if len(vals) < 2:
             continue
-        target = min(vals.values()) if k in LOWER_IS_BETTER else max(vals.values())
+        target = max(vals.values()) if k in HIGHER_IS_BETTER else min(vals.values())
         best[k] = {n for n, v in vals.items() if v == target}
     return best

@@ -50,3 +50,17 @@ def test_html_report_is_self_contained(tmp_path):
     assert "<td class='best'>3.500</td>" in page
     assert "src=\"http" not in page  # plotly.js is inlined, nothing fetched from a CDN
     assert page.count("Plotly.newPlot") == 1
+
+
+def test_itr_best_is_closest_to_one_not_lowest():
+    cols = {"ORIG": {"ITR": 400.0, "TMR": 900.0}, "SINKHORN": {"ITR": 0.004, "TMR": 3.0},
+            "SPECTRAL": {"ITR": 2.0, "TMR": 4.0}}
+    best = tables.best_per_row(cols, ["ITR", "TMR"])
+    assert best == {"ITR": {"SPECTRAL"}, "TMR": {"SINKHORN"}}
+
+
+def test_heatmap_scores_itr_by_distance_to_one():
+    from gapviz.compare_figures import goodness
+
+    scores = goodness([400.0, 0.004, 2.0, math.inf], "ITR")
+    assert scores[2] == 1.0 and scores[3] == 0.0 and scores[0] < scores[2] and scores[1] < scores[2]

@@ -1,0 +1,125 @@
+"""Plotly figures (gapviz.figures): pure functions, WebGL scatters, row ids in customdata."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import plotly.graph_objects as go
+import plotly.io as pio
+import pytest
+
+from gapviz import figures
+from gapviz.projection import Projection, joint_pca
+
+
+def _proj(n=30, seed=0, method="pca"):
+    rng = np.random.default_rng(seed)
+    return Projection(rng.normal(size=(n, 2)).astype(np.float32) - 2,
+                      rng.normal(size=(n, 2)).astype(np.float32) + 2, method, ("a", "b"))
+
+
+def _modality_traces(fig):
+    return [t for t in fig.data if t.legendgroup in ("image", "text")]
+
+
+def test_gap_scatter_is_webgl_with_rows_ids_and_captions():
+    proj = _proj()
+    ids = [f"id{i}" for i in range(30)]
+    caps = [f"caption <{i}>" for i in range(30)]
+    fig = figures.gap_scatter(proj, ids=ids, captions=caps)
+    assert isinstance(fig, go.Figure)
+    traces = _modality_traces(fig)
+    assert [t.name for t in traces] == ["Images", "Texts"]
+    assert all(isinstance(t, go.Scattergl) for t in fig.data)
+    for trace, xy, code in zip(traces, (proj.images, proj.texts), (0, 1)):
+        np.testing.assert_array_equal(np.asarray(trace.customdata)[:, 0], np.arange(30))
+        assert set(np.asarray(trace.customdata)[:, 1]) == {code}
+        np.testing.assert_allclose(trace.x, xy[:, 0])
+        assert list(trace.text) == ids
+        assert trace.hovertext[3] == "caption &lt;3&gt;"  # escaped: hover labels are HTML
+        assert trace.marker.color == figures.MODALITY_COLORS[trace.legendgroup]
+    assert fig.layout.yaxis.scaleanchor == "x"  # PCA: true distances
+    json.loads(pio.to_json(fig))  # serialisable as Streamlit sends it
+
+
+def test_pair_lines_join_each_drawn_pair_and_are_capped():
+    proj = _proj(10)
+    fig = figures.gap_scatter(proj, pair_lines=True)
+    lines = fig.data[0]
+    assert lines.mode == "lines" and lines.hoverinfo == "skip"
+    x = np.asarray(lines.x, dtype=float)
+    assert x.size == 30 and np.isnan(x[2::3]).all()
+    np.testing.assert_allclose(x[0::3], proj.images[:, 0])
+    np.testing.assert_allclose(x[1::3], proj.texts[:, 0])
+    big = _proj(50)
+    fig = figures.gap_scatter(big, pair_lines=True, max_lines=7)
+    assert np.asarray(fig.data[0].x).size == 21
+    rows = figures.pair_line_rows(50, 7)
+    assert rows.size == 7 and (np.diff(rows) > 0).all()
+    np.testing.assert_array_equal(rows, figures.pair_line_rows(50, 7))  # seeded
+
+
+def test_query_star_and_umap_axes_are_free():
+    fig = figures.gap_scatter(_proj(method="umap"), query=("text", 4))
+    star = fig.data[-1]
+    assert star.name == "query" and star.marker.symbol == "star"
+    assert star.x[0] == pytest.approx(_proj().texts[4, 0])
+    assert fig.layout.yaxis.scaleanchor is None
+
+
+def test_before_after_uses_two_panels_one_legend_and_the_same_style():
+    before, after = _proj(20, 1), _proj(20, 2)
+    fig = figures.before_after_scatter(before, after, titles=("Raw", "Spectral, k = 5"))
+    traces = _modality_traces(fig)
+    assert len(traces) == 4
+    assert [t.xaxis for t in traces] == ["x", "x", "x2", "x2"]
+    assert [t.showlegend for t in traces] == [True, True, False, False]
+    assert traces[0].marker.color == traces[2].marker.color
+    assert [a.text for a in fig.layout.annotations] == ["Raw", "Spectral, k = 5"]
+    d1, d2 = fig.layout.xaxis.domain, fig.layout.xaxis2.domain
+    assert d1[1] < d2[0] and d1[1] - d1[0] == pytest.approx(d2[1] - d2[0])
+    with pytest.raises(ValueError, match="same pairs"):
+        figures.before_after_scatter(before, _proj(10))
+
+
+def test_distance_histogram_shows_densities_and_means():
+    rng = np.random.default_rng(0)
+    paired = rng.uniform(0.2, 0.6, 500)
+    all_pairs = rng.uniform(0.8, 1.2, 5000)
+    fig = figures.distance_histogram([("raw", paired, all_pairs), ("after", paired / 2, all_pairs)])
+    bars = [t for t in fig.data if isinstance(t, go.Bar)]
+    assert len(bars) == 4
+    width = bars[0].width
+    for bar in bars:
+        assert np.sum(bar.y) * width == pytest.approx(1.0, rel=1e-6)  # a density
+    assert len(fig.layout.shapes) == 4
+    assert fig.layout.shapes[0].x0 == pytest.approx(paired.mean())
+    assert fig.layout.shapes[2].xref == "x2"
+    assert list(fig.layout.xaxis.range) == [0, 2]
+
+
+def test_selected_rows_reads_both_customdata_forms_and_skips_other_traces():
+    event = {"points": [
+        {"customdata": [3, 0]},                   # a list (plain arrays)
+        {"customdata": {"0": 5, "1": 1}},         # a typed-array row, as plotly.js reports it
+        {"customdata": [3, 0]},                   # duplicate
+        {"x": 1.0, "y": 2.0},                     # a pair line: no customdata
+        {"customdata": {"0": 1, "1": 9}},         # unknown modality code
+    ]}
+    assert figures.selected_rows(event) == [(3, "image"), (5, "text")]
+    assert figures.selected_rows(None) == [] and figures.selected_rows({"points": []}) == []
+
+
+def test_figures_scale_to_ten_thousand_pairs_quickly():
+    import time
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(10_000, 8))
+    proj = joint_pca(X, X + 1)
+    ids = [f"p{i}" for i in range(10_000)]
+    t0 = time.perf_counter()
+    fig = figures.before_after_scatter(proj, proj, ids=ids, captions=ids)
+    elapsed = time.perf_counter() - t0
+    assert sum(len(t.x) for t in fig.data) == 40_000
+    assert elapsed < 2.0  # numeric / fixed-width arrays only: no per-point Python objects
