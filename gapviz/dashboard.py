@@ -1,0 +1,342 @@
+"""What the dashboard shows, computed without Streamlit: metric cards, deltas, the retrieval
+example of the Overview, distance samples for the histograms, and the method runner that the
+"Close the gap" page and the benchmark share.
+
+Everything here is a pure function of arrays (or of a fitted method), so the app only caches
+and renders, and the benchmark times exactly what the page does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from .config import RECALL_KS, SPECTRAL_K, SPECTRAL_MAX_K
+from .measures import METRIC_DESCRIPTIONS, GapReport, measure_gap
+from .projection import Projection, joint_pca
+from .tables import HIGHER_IS_BETTER, LOWER_IS_BETTER
+
+# ---------------------------------------------------------------------------------------------
+# metric cards
+# ---------------------------------------------------------------------------------------------
+#: The four gap cards of the Overview (paper section 2.2).
+GAP_CARDS: tuple[str, ...] = ("ITR", "TIR", "IMR", "TMR")
+#: The cards of "Close the gap": the gap cards, mixed-pool recall, paired distance, Fréchet.
+ALL_CARDS: tuple[str, ...] = (*GAP_CARDS, "R@{k}", "paired_cosine_distance", "frechet")
+
+#: Short labels of the cards.
+CARD_LABELS: dict[str, str] = {
+    "ITR": "ITR", "TIR": "TIR", "IMR": "IMR", "TMR": "TMR",
+    "paired_cosine_distance": "Pair dist.", "frechet": "Fréchet",
+}
+#: Default K of the recall card.
+DEFAULT_RECALL_K = RECALL_KS[0]
+
+#: The default gap-closing method of the Overview ("the gap closed") and its parameters.
+DEFAULT_METHOD = "spectral"
+DEFAULT_PARAMS: dict[str, Any] = {"n_components": SPECTRAL_K}
+#: Eigenvectors computed once per embedding; the k slider slices them (k <= this).
+SPECTRAL_SLIDER_MAX = SPECTRAL_MAX_K
+
+
+def card_key(card: str, k: int = DEFAULT_RECALL_K) -> str:
+    """The metric key of a card (``"R@{k}"`` becomes ``"R@5"`` for k = 5)."""
+    return card.format(k=k)
+
+
+def card_label(key: str) -> str:
+    if key.startswith("R@"):
+        return f"Recall@{key[2:]}"
+    return CARD_LABELS.get(key, key)
+
+
+def card_help(key: str) -> str:
+    """Tooltip of a card: the metric's description and which direction is better."""
+    generic = "R@K" if key.startswith("R@") and "_" not in key else key
+    text = METRIC_DESCRIPTIONS.get(generic, "")
+    if key in LOWER_IS_BETTER or key.startswith(("ITR", "TIR", "IMR", "TMR")):
+        text += " Lower is better (a smaller gap)."
+    elif key in HIGHER_IS_BETTER or key.startswith("R@"):
+        text += " Higher is better."
+    return text.strip()
+
+
+def lower_is_better(key: str) -> bool:
+    return key in LOWER_IS_BETTER
+
+
+def delta_color(key: str) -> str:
+    """Streamlit ``delta_color``: "inverse" where a decrease is good, "normal" where an increase is."""
+    if key in LOWER_IS_BETTER:
+        return "inverse"
+    if key in HIGHER_IS_BETTER or key.startswith("R@"):
+        return "normal"
+    return "off"
+
+
+def format_metric(key: str, value: float | None) -> str:
+    """A card's value: ratios and ranks with few decimals, recall as a percentage, inf as ∞."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if math.isinf(value):
+        return "∞" if value > 0 else "−∞"
+    if key.startswith("R@"):
+        return f"{value:.1%}"
+    if key in ("ITR", "TIR", "IMR", "TMR"):
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        return f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
+    return f"{value:.3f}"
+
+
+def format_delta(key: str, before: float | None, after: float | None) -> str | None:
+    """Signed change ``after - before`` as text for a card, or None when there is no baseline.
+
+    Infinite values give "-∞" / "+∞" (a ratio that was infinite and is now finite went down
+    by an infinite amount), equal values "0" (Streamlit shows it grey). Recall changes are
+    in percentage points.
+    """
+    if before is None or after is None or _nan(before) or _nan(after):
+        return None
+    if math.isinf(before) or math.isinf(after):
+        if before == after:
+            return "0"
+        # ASCII minus: Streamlit reads the sign to orient and colour the arrow
+        return "-∞" if (math.isinf(before) and before > 0) or after == -math.inf else "+∞"
+    d = after - before
+    if d == 0:
+        return "0"
+    sign = "-" if d < 0 else "+"  # ASCII minus: Streamlit reads it to orient the arrow
+    mag = abs(d)
+    if key.startswith("R@"):
+        return f"{sign}{mag * 100:.1f} pts"
+    if key in ("ITR", "TIR", "IMR", "TMR"):
+        if mag >= 1000:  # compact, so it fits a small card: -1,248 -> -1.2k
+            return f"{sign}{mag / 1000:.1f}k"
+        return f"{sign}{mag:.0f}" if mag >= 100 else f"{sign}{mag:.2f}"
+    return f"{sign}{mag:.3f}"
+
+
+def _nan(v: float) -> bool:
+    return isinstance(v, float) and math.isnan(v)
+
+
+def gap_sentence(metrics: dict[str, float]) -> str:
+    """One plain-language line reading the ITR / TMR of a report, for non-specialists."""
+    n = int(metrics.get("N", 0))
+    itr, tmr = metrics.get("ITR", math.nan), metrics.get("TMR", math.nan)
+    if math.isnan(itr) or n == 0:
+        return ""
+    if math.isinf(itr):
+        first = "every image query sees another image before any text"
+    else:
+        share = itr / (1.0 + itr)
+        first = f"{share:.0%} of image queries see an image before any text"
+    return f"{first}; the nearest text ranks #{tmr:,.0f} on average (of {2 * n - 1:,})."
+
+
+# ---------------------------------------------------------------------------------------------
+# distances for the histograms
+# ---------------------------------------------------------------------------------------------
+#: Image-text combinations sampled for the "all pairs" histogram.
+ALL_PAIRS_SAMPLE = 20_000
+
+
+def _unit(A: np.ndarray) -> np.ndarray:
+    A = np.asarray(A, dtype=np.float32)
+    norms = np.linalg.norm(A, axis=1, keepdims=True)
+    return A / np.where(norms > 0, norms, 1.0).astype(np.float32)
+
+
+def paired_distances(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """Cosine distance 1 - cos(x_i, y_i) of each pair, shape (N,)."""
+    return 1.0 - np.einsum("ij,ij->i", _unit(X), _unit(Y))
+
+
+def cross_distance_sample(X: np.ndarray, Y: np.ndarray, n_samples: int = ALL_PAIRS_SAMPLE,
+                          seed: int = 0) -> np.ndarray:
+    """Cosine distances of ``n_samples`` random image-text combinations (x_i, y_j), shape (M,).
+
+    The paper's "all pairs" distribution (Figure 3) without an N x N matrix: when N^2 is at
+    most ``n_samples`` every combination is used, otherwise a seeded uniform sample.
+    """
+    Xn, Yn = _unit(X), _unit(Y)
+    n = Xn.shape[0]
+    if n * n <= n_samples:
+        return (1.0 - Xn @ Yn.T).ravel()
+    rng = np.random.default_rng(seed)
+    i = rng.integers(0, n, n_samples)
+    j = rng.integers(0, n, n_samples)
+    return 1.0 - np.einsum("ij,ij->i", Xn[i], Yn[j])
+
+
+# ---------------------------------------------------------------------------------------------
+# retrieval example (Overview, "the proof"; the query itself runs in gapviz.retrieval)
+# ---------------------------------------------------------------------------------------------
+def pick_example_query(raw: GapReport, closed: GapReport) -> int:
+    """An image query that shows what closing the gap does (for the Overview's proof).
+
+    The image whose paired text ranks best in the closed space, among those where the raw
+    space ranks the nearest text worst; ties broken by the lowest row. Deterministic.
+    """
+    score = closed.i2t_rank.astype(np.float64) * (raw.n + 1) - raw.best_text_rank
+    return int(np.argmin(score))
+
+
+# ---------------------------------------------------------------------------------------------
+# methods: one runner for the page and the benchmark
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class ClosedView:
+    """Everything the "Close the gap" page draws for one method setting.
+
+    Attributes
+    ----------
+    images, texts : ndarray of shape (N, k)
+        Transformed embeddings.
+    report : GapReport
+        Measures of the transformed embeddings.
+    projection : Projection
+        Joint PCA of the transformed pool.
+    paired : ndarray of shape (N,)
+        Cosine distance of each pair.
+    all_pairs : ndarray of shape (M,)
+        Cosine distances of sampled image-text combinations.
+    """
+
+    images: np.ndarray
+    texts: np.ndarray
+    report: GapReport
+    projection: Projection
+    paired: np.ndarray
+    all_pairs: np.ndarray
+
+
+def view_of(X: np.ndarray, Y: np.ndarray, *, measure: bool = True) -> ClosedView:
+    """Measures, 2-D PCA and distance samples of one embedding (raw or transformed)."""
+    report = measure_gap(X, Y) if measure else None
+    return ClosedView(X, Y, report, joint_pca(X, Y), paired_distances(X, Y),
+                      cross_distance_sample(X, Y))
+
+
+def method_registry() -> dict[str, Any]:
+    """``gapviz.methods.METHODS`` (name -> class), or an empty dict while it is unavailable."""
+    try:
+        from .methods import METHODS
+    except ImportError:
+        return {}
+    return dict(METHODS)
+
+
+def spectral_k_range(n_pairs: int, dim: int) -> tuple[int, int]:
+    """Smallest and largest spectral k the slider offers for N pairs of dimension d.
+
+    The default graph (bipartite, ``(1 + cos) / 2`` affinity, normalised Laplacian) has at
+    most N - 1 non-trivial eigenvectors, and at most d because that affinity has rank d + 1
+    (see :mod:`gapviz.methods.spectral`); the slider also stops at :data:`SPECTRAL_SLIDER_MAX`.
+    """
+    hi = max(1, min(SPECTRAL_SLIDER_MAX, n_pairs - 1, dim))
+    return min(2, hi), hi
+
+
+def default_params(n_pairs: int, dim: int) -> dict[str, Any]:
+    """:data:`DEFAULT_PARAMS` with k clipped to what N pairs of dimension d allow."""
+    lo, hi = spectral_k_range(n_pairs, dim)
+    return {"n_components": int(min(max(DEFAULT_PARAMS["n_components"], lo), hi))}
+
+
+def split_params(name: str, params: dict[str, Any], n_pairs: int, dim: int
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split a method's parameters into those that need a fit and those that do not.
+
+    For spectral, ``n_components`` (k) only slices eigenvectors computed once for
+    ``max_components`` (the slider's largest k), so the fit parameters do not depend on k and
+    moving the k slider never refits. Every other parameter of every method refits.
+
+    Returns
+    -------
+    fit_params, view_params : dict
+    """
+    params = dict(params)
+    if name == "spectral":
+        lo, hi = spectral_k_range(n_pairs, dim)
+        k = int(params.pop("n_components", default_params(n_pairs, dim)["n_components"]))
+        if not lo <= k <= hi:
+            raise ValueError(f"spectral k = {k} is outside {lo}..{hi} for {n_pairs:,} pairs of "
+                             f"dimension {dim}.")
+        params.setdefault("max_components", hi)
+        params.setdefault("n_components", min(DEFAULT_PARAMS["n_components"], hi))
+        return params, {"n_components": k}
+    return params, {}
+
+
+def fit_method(name: str, X: np.ndarray, Y: np.ndarray, fit_params: dict[str, Any], *,
+               progress: Callable[[float, str], None] | None = None) -> Any:
+    """A :class:`~gapviz.methods.base.GapMethod` ``name`` with ``fit_params``, fitted on (X, Y).
+
+    ``progress(fraction, message)`` is called during the fit (OT reports along the way).
+    """
+    from .methods import make_method
+
+    return make_method(name, **fit_params).fit(X, Y, progress=progress)
+
+
+def transformed(method: Any, X: np.ndarray, Y: np.ndarray,
+                view_params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The transformed training pairs of a fitted method.
+
+    Spectral: the exact (transductive) training embedding sliced to ``k`` eigenvectors, no
+    eigen-solve (``training_embedding(k)``). Others: ``transform`` of the pairs.
+    """
+    if "n_components" in view_params and hasattr(method, "training_embedding"):
+        return method.training_embedding(int(view_params["n_components"]))
+    return method.transform(X, Y)
+
+
+# ---------------------------------------------------------------------------------------------
+# pairs -> embeddings, with one report of what was kept and skipped
+# ---------------------------------------------------------------------------------------------
+def embed_loaded_pairs(pairs: list[Any], report: Any, model: Any, *, cache: Any = None,
+                       meta: dict[str, Any] | None = None,
+                       progress: Callable[[int, int, str], None] | None = None) -> tuple[Any, Any]:
+    """Embed loaded pairs and fold the embedding step's skips into the loader's report.
+
+    Parameters
+    ----------
+    pairs : list of gapviz.data.Pair
+        What a loader kept.
+    report : gapviz.data.DataReport
+        The loader's report; updated in place (images that failed while embedding are
+        subtracted from the kept count and named in a warning).
+    model : gapviz.encode.ModelSpec or LoadedModel
+    cache : gapviz.cache.EmbeddingCache, optional
+
+    Returns
+    -------
+    (PairedEmbeddings, DataReport)
+
+    Raises
+    ------
+    gapviz.data.DataError
+        Fewer than 2 pairs left to embed.
+    """
+    from .data import DataError
+    from .encode import embed_pairs
+
+    if len(pairs) < 2:
+        detail = " ".join(line.strip() for line in report.lines()[1:])
+        raise DataError(f"only {len(pairs)} usable pair(s) found, at least 2 are needed. "
+                        f"{report.summary()}. {detail}".strip())
+    result = embed_pairs(pairs, model, cache=cache, meta=meta, progress=progress)
+    for reason, ids in result.skipped.items():
+        report.n_kept -= len(ids)
+        shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+        report.warnings.append(f"{len(ids)} image(s) failed while embedding: {reason} ({shown})")
+    if result.from_cache:
+        report.notes.append("embeddings read from the cache (same images, captions and model)")
+    if result.embeddings.n < 2:
+        raise DataError("fewer than 2 pairs could be embedded; " + "; ".join(report.warnings))
+    return result.embeddings, report

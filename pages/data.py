@@ -1,0 +1,340 @@
+"""Data: the demo, your own image-caption pairs, a COCO / CC sample, or embeddings files.
+
+Every load goes through the library (``gapviz.data`` loaders, ``gapviz.encode``,
+``gapviz.load_embeddings``); this page only collects the inputs, shows progress and the
+report of what was kept and skipped. A failed load shows a message; the data loaded before
+stays loaded and active.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from gapviz import dashboard as dash
+from gapviz.cache import EmbeddingCache, cache_root
+from gapviz.embeddings import load_embeddings
+from gapviz.encode import KNOWN_MODELS, ModelSpec, load_model
+from gapviz.simulate import PROFILES, simulate_pairs
+from gapviz.workspace import DEMO_DATASET
+from pages import common
+
+PREVIEW_PAIRS = 12
+PREVIEW_COLUMNS = 6
+OTHER_MODEL = "other"
+SIM_SIZES = (500, 1000, 2500, 5000, 10000)
+
+ws = common.workspace()
+act = common.page_header("Data", "what every page shows")
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+@st.cache_resource(max_entries=2, show_spinner="Loading the model (once)…")
+def loaded_model(spec: ModelSpec):
+    """An open_clip model held across runs and sessions (a model: ``cache_resource``)."""
+    return load_model(spec)
+
+
+def _save_upload(name: str, data: bytes, folder: str = "uploads") -> Path:
+    """Keep an uploaded file in the cache under its content hash (loaders need a path)."""
+    digest = hashlib.sha1(data).hexdigest()[:16]
+    dest = cache_root() / folder / digest / Path(name).name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if not dest.exists():
+        dest.write_bytes(data)
+    return dest
+
+
+@contextmanager
+def _as_uploaded(name: str) -> Iterator[None]:
+    """Errors name the user's file, not the cache folder it was copied or extracted to."""
+    try:
+        yield
+    except (ValueError, OSError) as err:
+        root = re.escape(str(cache_root()))
+        raise ValueError(re.sub(root + r"[^\s:]*", name, str(err))) from None
+
+
+def _progress_bar(label: str):
+    bar = st.progress(0.0, text=label)
+
+    def update(done: int, total: int, stage: str = "") -> None:
+        frac = done / total if total else 0.0
+        bar.progress(min(max(frac, 0.0), 1.0), text=f"{stage or label}: {done:,} / {total:,}")
+
+    return bar, update
+
+
+def model_picker(prefix: str) -> ModelSpec:
+    """Model choice: a well-known open_clip model, any other, or random weights."""
+    labels = {m.name: m.label for m in KNOWN_MODELS} | {OTHER_MODEL: "Another open_clip model…"}
+    c1, c2 = st.columns([2, 1])
+    choice = c1.selectbox("Model", list(labels), format_func=labels.get,
+                          **common.keep(f"{prefix}_model", KNOWN_MODELS[0].name))
+    random_weights = c2.toggle("Random weights", help="No download: a randomly initialised "
+                               "(seeded) model. Tests the pipeline; random encoders already show "
+                               "a gap (cone effect), but this is not a real model.",
+                               **common.keep(f"{prefix}_random", False))
+    if choice == OTHER_MODEL:
+        c3, c4 = st.columns(2)
+        name = c3.text_input("open_clip architecture", help="e.g. ViT-B-32, ViT-S-32, "
+                             "hf-hub:org/repo", **common.keep(f"{prefix}_arch", "ViT-B-32"))
+        tag = c4.text_input("Weights", help="A pretrained tag (openai, laion2b_s34b_b79k, …) or "
+                            "a local checkpoint path", **common.keep(f"{prefix}_weights", "openai"))
+    else:
+        name = choice
+        tag = next(m.pretrained for m in KNOWN_MODELS if m.name == choice)
+    return ModelSpec(name.strip(), None if random_weights else tag)
+
+
+def _embed_and_add(pairs, report, spec: ModelSpec, source: str, meta: dict) -> None:
+    """Embed pairs with a progress bar, add them to the workspace, remember the report."""
+    cache = EmbeddingCache()
+    bar, update = _progress_bar(f"Embedding {len(pairs):,} pairs with {spec.label()}")
+    model = spec
+    if len(pairs) >= 2 and cache.load(cache.key(pairs, spec.identity())) is None:
+        model = loaded_model(spec)  # only load the model when the disk cache cannot answer
+    embeddings, report = dash.embed_loaded_pairs(pairs, report, model, cache=cache, meta=meta,
+                                                 progress=update)
+    bar.empty()
+    dataset, model_name = ws.add(embeddings, source=source, report=report)
+    ws.last_load = {"ok": True, "dataset": dataset, "model": model_name,
+                    "lines": report.lines(), "warnings": list(report.warnings)}
+    st.rerun()  # the sidebar, drawn before this page, now shows the new data
+
+
+def _show_last_load() -> None:
+    last = ws.last_load
+    if not last:
+        return
+    st.success(f"Loaded **{last['dataset']}** · model **{last['model']}** — {last['lines'][0]}.",
+               icon=":material/check_circle:")
+    details = last["lines"][1:]
+    if details:
+        with st.expander(f"What was skipped and why ({len(details)} lines)"):
+            st.code("\n".join(line.strip() for line in details), language=None)
+    ws.last_load = None  # shown once
+
+
+# ---------------------------------------------------------------------------------------------
+# sources
+# ---------------------------------------------------------------------------------------------
+def demo_tab() -> None:
+    st.markdown("Simulated image and text embeddings with a modality gap of several causes "
+                "(a centroid shift, narrow cones, modality-specific structure, noisy pairs). "
+                "Each profile **imitates** a real model's kind of gap; none is a real model's output.")
+    table = pd.DataFrame([{"profile": p.name, "imitates": p.imitates, "gap": p.description}
+                          for p in PROFILES.values()])
+    st.dataframe(table, hide_index=True, width="stretch")
+    if st.button("Use the demo", key="data_use_demo", icon=":material/science:",
+                 disabled=act.dataset.name == DEMO_DATASET,
+                 help="The demo is active" if act.dataset.name == DEMO_DATASET else None):
+        ws.select(DEMO_DATASET)
+        st.rerun()
+    st.markdown("**Simulate another set** (same generator, another size or seed)")
+    c2, c3, c4 = st.columns([1, 1, 1.3], vertical_alignment="bottom")
+    n = c2.selectbox("Pairs", SIM_SIZES, format_func="{:,}".format,
+                     **common.keep("data_sim_n", 2500))
+    seed = c3.number_input("Seed", 0, 10_000, step=1, **common.keep("data_sim_seed", 1))
+    if c4.button("Simulate", key="data_sim_go", icon=":material/casino:", width="stretch"):
+        with common.guard("simulate pairs"), st.spinner("Simulating…"):
+            name = f"Simulated · {int(n):,} pairs · seed {int(seed)}"
+            for profile in PROFILES:
+                sim = simulate_pairs(int(n), profile=profile, seed=int(seed))
+                ws.add(sim, source="simulated (gapviz.simulate)", dataset=name,
+                       model=PROFILES[profile].name, activate=profile == "clip")
+            ws.last_load = {"ok": True, "dataset": name, "model": PROFILES["clip"].name,
+                            "lines": [f"simulated {int(n):,} pairs under {len(PROFILES)} profiles"]}
+            st.rerun()
+
+
+def pairs_tab() -> None:
+    st.markdown("A **.zip** (or a folder) of images with captions: a `captions.csv` / `.tsv` / "
+                "`.jsonl` with columns `image` and `caption`, or a `.txt` beside each image. "
+                "You can also drop the images and the captions file together.")
+    files = st.file_uploader("Image-caption pairs", accept_multiple_files=True,
+                             type=["zip", "tar", "csv", "tsv", "jsonl", "txt", "jpg", "jpeg",
+                                   "png", "webp", "gif"], key="data_pairs_upload")
+    path = st.text_input("…or a folder or .zip on this machine", key="data_pairs_path",
+                         placeholder="/path/to/pairs or /path/to/pairs.zip")
+    c1, c2 = st.columns(2)
+    n = c1.number_input("Keep at most (0 = all)", 0, 1_000_000, step=500,
+                        **common.keep("data_pairs_n", 0))
+    seed = c2.number_input("Sample seed", 0, 10_000, step=1, **common.keep("data_pairs_seed", 0))
+    spec = model_picker("data_pairs")
+    if st.button("Load and embed", key="data_pairs_go", type="primary", icon=":material/upload:"):
+        with common.guard("load these pairs"):
+            from gapviz.data import load_folder
+
+            if files:
+                if len(files) == 1 and Path(files[0].name).suffix.lower() in (".zip", ".tar"):
+                    source_path = _save_upload(files[0].name, files[0].getvalue())
+                    source = files[0].name
+                else:
+                    digest = hashlib.sha1(b"".join(f.getvalue() for f in files)).hexdigest()[:16]
+                    folder = cache_root() / "uploads" / digest
+                    folder.mkdir(parents=True, exist_ok=True)
+                    for f in files:
+                        (folder / Path(f.name).name).write_bytes(f.getvalue())
+                    source_path, source = folder, f"{len(files)} uploaded files"
+            elif path.strip():
+                source_path, source = Path(path.strip()).expanduser(), Path(path.strip()).name
+            else:
+                raise ValueError("upload a .zip or files first, or give a folder path.")
+            bar, update = _progress_bar("Checking images")
+            with _as_uploaded(source):
+                pairs, report = load_folder(source_path, n=int(n) or None, seed=int(seed),
+                                            progress=update)
+            bar.empty()
+            _embed_and_add(pairs, report, spec, source,
+                           {"source": source, "sample_n": int(n) or None, "seed": int(seed)})
+
+
+def sample_tab() -> None:
+    kind = st.radio("Dataset", ["COCO captions", "Conceptual Captions"], horizontal=True,
+                    **common.keep("data_sample_kind", "COCO captions"))
+    c1, c2 = st.columns(2)
+    n = c1.number_input("Pairs", 10, 50_000, step=500, **common.keep("data_sample_n", 2500),
+                        help="The paper uses 2,500 random pairs.")
+    seed = c2.number_input("Seed", 0, 10_000, step=1, **common.keep("data_sample_seed", 0))
+    if kind == "COCO captions":
+        ann = st.text_input("Annotations (optional)", key="data_coco_ann",
+                            placeholder="captions_val2017.json, the annotations zip, or a URL; "
+                                        "empty = download the official 2017 annotations")
+        img = st.text_input("Images folder (optional)", key="data_coco_images",
+                            placeholder="empty = download only the sampled images")
+    else:
+        tsv = st.text_input("Conceptual Captions TSV", key="data_cc_tsv",
+                            placeholder="path or URL of the CC TSV (no anonymous download exists)")
+    spec = model_picker("data_sample")
+    if st.button("Sample and embed", key="data_sample_go", type="primary",
+                 icon=":material/download:"):
+        with common.guard(f"sample {kind}"):
+            from gapviz.data import load_cc, load_coco
+
+            bar, update = _progress_bar("Preparing the sample")
+            if kind == "COCO captions":
+                pairs, report = load_coco(ann.strip() or None, img.strip() or None, n=int(n),
+                                          seed=int(seed), progress=update)
+                source = f"COCO sample ({int(n):,}, seed {int(seed)})"
+            else:
+                pairs, report = load_cc(tsv.strip() or None, n=int(n), seed=int(seed),
+                                        progress=update)
+                source = f"CC sample ({int(n):,}, seed {int(seed)})"
+            bar.empty()
+            _embed_and_add(pairs, report, spec, source, {"source": source, "seed": int(seed)})
+
+
+def embeddings_tab() -> None:
+    st.markdown("Embeddings computed elsewhere: `.npz` with arrays `image_embeddings` and "
+                "`text_embeddings` (N × d), or `.parquet` with columns `image_embedding`, "
+                "`text_embedding`; optional `ids`, `captions`. Files of the **same pairs** (same "
+                "ids) by different models become models of one dataset.")
+    files = st.file_uploader("Embeddings files", type=["npz", "parquet"],
+                             accept_multiple_files=True, key="data_emb_upload")
+    if st.button("Load embeddings", key="data_emb_go", type="primary", icon=":material/upload:",
+                 disabled=not files):
+        loaded = []
+        for f in files or []:
+            with common.guard(f"load {f.name}"):
+                with _as_uploaded(f.name):
+                    pairs, report = load_embeddings(_save_upload(f.name, f.getvalue(),
+                                                                 "embeddings-uploads"))
+                model = pairs.model or Path(f.name).stem
+                loaded.append(ws.add(pairs, source=f"embeddings file {f.name}", model=model,
+                                     report=report) + (report,))
+        if loaded:
+            dataset, model, report = loaded[-1]
+            ws.last_load = {"ok": True, "dataset": dataset, "model": model,
+                            "lines": [report.summary(), *(f"  warning: {w}" for w in report.warnings)]}
+            st.rerun()
+
+
+# ---------------------------------------------------------------------------------------------
+# what is loaded
+# ---------------------------------------------------------------------------------------------
+def _tile(row: int) -> str:
+    """A placeholder tile for a pair without an image (simulated data): its concept."""
+    cluster = act.pairs.meta.get("cluster")
+    names = act.pairs.meta.get("cluster_names")
+    k = cluster[row] if cluster is not None and len(cluster) == act.pairs.n else row
+    concept = names[k] if names else f"pair {act.pairs.ids[row]}"
+    hue = (k * 47) % 360
+    return (f"<div style='aspect-ratio:4/3;border-radius:8px;background:linear-gradient(135deg,"
+            f"hsl({hue},70%,88%),hsl({hue},60%,76%));display:flex;align-items:center;"
+            f"justify-content:center;color:hsl({hue},45%,28%);font-weight:600;font-size:0.95rem'>"
+            f"{html.escape(concept)}</div>")
+
+
+def preview_grid() -> None:
+    pairs = act.pairs
+    rows = list(range(min(PREVIEW_PAIRS, pairs.n)))
+    cols = st.columns(PREVIEW_COLUMNS)
+    for i, r in enumerate(rows):
+        with cols[i % PREVIEW_COLUMNS]:
+            if pairs.image_paths:
+                st.image(pairs.image_paths[r], width="stretch")
+            else:
+                st.markdown(_tile(r), unsafe_allow_html=True)
+            caption = pairs.captions[r] if pairs.captions else ""
+            # Two lines at most, always two lines tall: the grid's rows stay aligned.
+            st.markdown(
+                "<div style='font-size:0.8rem;color:#64748B;line-height:1.3;height:2.6em;"
+                "overflow:hidden;display:-webkit-box;-webkit-line-clamp:2;"
+                "-webkit-box-orient:vertical;margin:0.1rem 0 0.5rem 0'>"
+                f"<code style='font-size:0.72rem'>{html.escape(pairs.ids[r])}</code> "
+                f"{html.escape(caption)}</div>", unsafe_allow_html=True)
+
+
+def loaded_summary() -> None:
+    table = pd.DataFrame([{
+        "active": name == act.dataset.name, "dataset": name, "pairs": ds.n,
+        "models": ", ".join(ds.models), "source": ds.source,
+    } for name, ds in ws.datasets.items()])
+    st.dataframe(table, hide_index=True, width="stretch",
+                 column_config={"active": st.column_config.CheckboxColumn("", width=30),
+                                "pairs": st.column_config.NumberColumn(format="localized",
+                                                                       width="small")})
+    st.caption("Switch dataset and model in the sidebar.")
+    report = act.dataset.reports.get(act.model)
+    if report is not None:
+        st.markdown(f"**{act.model}**: {report.summary()}")
+        reasons = [(reason, len(rows)) for reason, rows in report.skipped.items() if rows]
+        if reasons:
+            st.dataframe(pd.DataFrame(reasons, columns=["skipped because", "pairs"]),
+                         hide_index=True)
+        for w in report.warnings:
+            st.caption(f"⚠ {w}")
+    elif act.simulated:
+        st.caption("Simulated pairs: nothing skipped.")
+
+
+_show_last_load()
+left, right = st.columns([1.35, 1], gap="large")
+with left:
+    st.subheader("Add data")
+    tabs = st.tabs(["Demo", "Your pairs", "COCO / CC sample", "Embeddings files"])
+    with tabs[0]:
+        demo_tab()
+    with tabs[1]:
+        pairs_tab()
+    with tabs[2]:
+        sample_tab()
+    with tabs[3]:
+        embeddings_tab()
+with right:
+    st.subheader("Loaded")
+    with common.guard("list the loaded data"):
+        loaded_summary()
+st.subheader("Preview", help="The first pairs of the active dataset.")
+with common.guard("show the preview"):
+    preview_grid()

@@ -1,0 +1,148 @@
+"""Download buttons every page can offer: the measures table (CSV, markdown), transformed
+embeddings (``.npz`` with the method and its parameters in ``meta``), figures (PNG, SVG) and a
+one-page HTML report. Not a page of its own: pages call :func:`export_menu` (or one of the
+single-button helpers) with their prefix, so every widget key stays page-prefixed.
+
+The files are made by :mod:`gapviz.exports`; heavy ones (figures, the report, embeddings) are
+made only when their button is clicked (Streamlit's deferred download data), so drawing a
+page never pays for an export nobody asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from gapviz import exports
+
+log = logging.getLogger("gapviz.app")
+
+
+@dataclass
+class EmbeddingsExport:
+    """Transformed embeddings to offer as ``.npz``: the pairs, the arrays and the method."""
+
+    pairs: Any
+    images: np.ndarray
+    texts: np.ndarray
+    description: Mapping[str, Any]
+
+
+@dataclass
+class ExportItems:
+    """What a page can export; any field left empty gets no button."""
+
+    columns: Mapping[str, Mapping[str, float]] | None = None
+    keys: Sequence[str] | None = None
+    embeddings: EmbeddingsExport | None = None
+    figures: Sequence[tuple[str, go.Figure]] = ()
+    report: Callable[[], str] | None = None
+    extra: Sequence[tuple[str, str, Callable[[], str | bytes], str]] = field(default_factory=tuple)
+    """(label, file name, data callable, mime) of further files (e.g. a results CSV)."""
+
+
+def images_supported() -> bool:
+    """PNG/SVG can be drawn on the server: kaleido installed and a Chrome/Chromium present."""
+    return exports.kaleido_available() and any(
+        shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome", "chrome"))
+
+
+def chart_config(name: str, fmt: str = "png", **extra: Any) -> dict[str, Any]:
+    """``config`` of an ``st.plotly_chart`` whose camera button saves ``name`` (browser-side)."""
+    return exports.plotly_config(name, fmt, **extra)
+
+
+def _deferred(make: Callable[[], str | bytes], what: str) -> Callable[[], str | bytes]:
+    """Download data made on click; a failure is logged (the click cannot show a message)."""
+
+    def run() -> str | bytes:
+        try:
+            return make()
+        except Exception:
+            log.exception("export of %s failed", what)
+            raise
+
+    return run
+
+
+def measures_buttons(columns: Mapping[str, Mapping[str, float]], *, prefix: str, stem: str,
+                     keys: Sequence[str] | None = None) -> None:
+    """CSV and markdown of the measures table (one row per run)."""
+    c1, c2 = st.columns(2)
+    c1.download_button("Measures · CSV", exports.measures_csv(columns, keys),
+                       file_name=exports.file_name(stem, "measures", ext="csv"),
+                       mime=exports.MIME["csv"], key=f"{prefix}_dl_csv", on_click="ignore",
+                       icon=":material/table:", width="stretch")
+    c2.download_button("Measures · Markdown", exports.measures_markdown(columns, keys),
+                       file_name=exports.file_name(stem, "measures", ext="md"),
+                       mime=exports.MIME["md"], key=f"{prefix}_dl_md", on_click="ignore",
+                       icon=":material/article:", width="stretch")
+
+
+def embeddings_button(item: EmbeddingsExport, *, prefix: str, stem: str) -> None:
+    """The transformed embeddings as a gapviz ``.npz`` (method and parameters in ``meta``)."""
+    method = item.description.get("method", "method")
+    st.download_button(
+        f"Embeddings after {method} · .npz",
+        _deferred(lambda: exports.transformed_npz(item.pairs, item.images, item.texts,
+                                                  item.description), "embeddings"),
+        file_name=exports.file_name(stem, method, ext="npz"), mime=exports.MIME["npz"],
+        key=f"{prefix}_dl_npz", on_click="ignore", icon=":material/data_array:", width="stretch",
+        help="gapviz's embeddings format: load it on Data, with `python -m gapviz evaluate FILE`, "
+             "or with numpy. `meta` records the method and its parameters.")
+
+
+def figure_buttons(figures: Sequence[tuple[str, go.Figure]], *, prefix: str, stem: str) -> None:
+    """PNG and SVG of each figure (drawn on the server by kaleido, on click)."""
+    if not figures:
+        return
+    if not images_supported():
+        st.caption("PNG/SVG: use the camera button at the top right of each chart (this server "
+                   f"cannot draw figures: `pip install '{exports.KALEIDO_PIN}'` and Chromium).")
+        return
+    for i, (caption, fig) in enumerate(figures):
+        c0, c1, c2 = st.columns([2.2, 1, 1], vertical_alignment="center")
+        c0.markdown(f"<span style='font-size:0.85rem'>{caption}</span>", unsafe_allow_html=True)
+        for col, fmt in ((c1, "png"), (c2, "svg")):
+            col.download_button(
+                fmt.upper(),
+                _deferred(lambda f=fig, x=fmt: exports.figure_image(f, x, keep_renderer=True),
+                          f"figure {caption} as {fmt}"),
+                file_name=exports.file_name(stem, caption, ext=fmt), mime=exports.MIME[fmt],
+                key=f"{prefix}_dl_fig{i}_{fmt}", on_click="ignore", width="stretch",
+                icon=":material/image:")
+
+
+def report_button(make: Callable[[], str], *, prefix: str, stem: str) -> None:
+    """The one-page HTML report (self-contained: opens in a browser without the app)."""
+    st.download_button("Report · HTML", _deferred(make, "HTML report"),
+                       file_name=exports.file_name(stem, "report", ext="html"),
+                       mime=exports.MIME["html"], key=f"{prefix}_dl_report", on_click="ignore",
+                       icon=":material/description:", type="primary", width="stretch",
+                       help="One page with the data, the method, the measures and the figures; "
+                            "interactive, no app or network needed to open it.")
+
+
+def export_menu(items: ExportItems, *, prefix: str, stem: str, label: str = "Export") -> None:
+    """A popover with a download button for each thing the page can export."""
+    with st.popover(label, icon=":material/download:", key=f"{prefix}_export"):
+        if items.report is not None:
+            report_button(items.report, prefix=prefix, stem=stem)
+        if items.columns:
+            measures_buttons(items.columns, prefix=prefix, stem=stem, keys=items.keys)
+        if items.embeddings is not None:
+            embeddings_button(items.embeddings, prefix=prefix, stem=stem)
+        for i, (text, name, make, mime) in enumerate(items.extra):
+            st.download_button(text, _deferred(make, name), file_name=name, mime=mime,
+                               key=f"{prefix}_dl_extra{i}", on_click="ignore",
+                               icon=":material/download:", width="stretch")
+        if items.figures:
+            st.markdown("**Figures**")
+            figure_buttons(items.figures, prefix=prefix, stem=stem)

@@ -1,0 +1,134 @@
+"""Overview: the story of the current data in four panels that fit one screen.
+
+1 the gap seen (scatter of the mixed pool), 2 the gap measured (ITR / TIR / IMR / TMR),
+3 the gap closed (the same after the default spectral method), 4 the proof (one image query's
+top results in the mixed pool, raw vs closed). Works on the demo with no clicks and follows
+whatever data is active.
+"""
+
+from __future__ import annotations
+
+import html
+
+import numpy as np
+import streamlit as st
+
+from gapviz import dashboard as dash
+from gapviz import figures
+from gapviz.retrieval import retrieve
+from pages import common
+
+PROOF_K = 5
+SCATTER_HEIGHT = 205
+
+common.style(common.COMPACT_CARDS_CSS)
+act = common.page_header("The modality gap at a glance")
+pairs = act.pairs
+
+
+def _panel_title(number: int, text: str, note: str = "") -> None:
+    extra = (f" <span style='color:#64748B;font-weight:400;font-size:0.85rem'>· "
+             f"{html.escape(note)}</span>") if note else ""
+    st.markdown(f"<div style='font-weight:600;font-size:1.02rem;line-height:1.6;margin:0.1rem 0 0 0'>"
+                f"<span style='display:inline-block;width:1.35rem;height:1.35rem;border-radius:50%;"
+                f"background:#2563EB;color:white;text-align:center;font-size:0.8rem;"
+                f"line-height:1.35rem;margin-right:0.35rem'>{number}</span>{html.escape(text)}"
+                f"{extra}</div>", unsafe_allow_html=True)
+
+
+def _pill(modality: str) -> str:
+    color = figures.MODALITY_COLORS[modality]
+    return (f"<span style='background:{color};color:white;border-radius:4px;padding:1px 6px;"
+            f"font-size:0.68rem;font-weight:600;letter-spacing:0.02em;white-space:nowrap'>"
+            f"{modality.upper()}</span>")
+
+
+def _hits_html(result, label: str) -> str:
+    rows = []
+    for hit in result.hits:
+        text = common.describe_pair_item(pairs, hit.index, hit.modality)
+        mark = ("<span style='color:#059669;font-weight:700;white-space:nowrap'>&#10003; pair</span>"
+                if hit.is_partner else "")
+        weight = "600" if hit.is_partner else "400"
+        rows.append(
+            "<div style='display:flex;align-items:center;gap:0.5rem;padding:2px 0;"
+            "border-bottom:1px solid #F1F5F9'>"
+            f"<span style='color:#94A3B8;width:1rem;text-align:right'>{hit.rank}</span>"
+            f"<span style='width:3.3rem'>{_pill(hit.modality)}</span>"
+            f"<span style='flex:1;min-width:0;overflow:hidden;text-overflow:ellipsis;"
+            f"white-space:nowrap;font-weight:{weight}'>{html.escape(text)}</span>{mark}</div>")
+    partner = ""
+    if result.partner_rank is not None:
+        partner = f"its own caption ranks <b>#{result.partner_rank:,}</b>"
+    return (f"<div style='font-size:0.86rem'><div style='margin-bottom:0.2rem'><b>{label}</b>"
+            f" <span style='color:#64748B'>· {partner}</span></div>{''.join(rows)}</div>")
+
+
+def _render() -> None:
+    raw = common.active_raw_view(act)
+    params = dash.default_params(pairs.n, pairs.dim)
+    closed = common.closed_view(act, dash.DEFAULT_METHOD, params)
+    k = params["n_components"]
+    closed_label = f"{common.method_label(dash.DEFAULT_METHOD)}, k = {k}"
+
+    default_query = dash.pick_example_query(raw.report, closed.report)
+    chosen = st.session_state.get("overview_query")  # (content hash, row): reset on new data
+    query = (chosen[1] if chosen and chosen[0] == act.key and 0 <= chosen[1] < pairs.n
+             else default_query)
+
+    left, right = st.columns(2, gap="small")
+    with left, st.container(border=True):
+        _panel_title(1, "The gap, seen", "raw embeddings · PCA of images and texts together")
+        fig = figures.gap_scatter(raw.projection, ids=pairs.ids, captions=pairs.captions,
+                                  query=("image", query), height=SCATTER_HEIGHT)
+        st.plotly_chart(fig, key="overview_raw_scatter", config={"displayModeBar": False})
+        _panel_title(2, "The gap, measured")
+        common.metric_cards(raw.report.metrics, keys=dash.GAP_CARDS, gap="xsmall")
+        st.caption(dash.gap_sentence(raw.report.metrics).capitalize())
+    with right, st.container(border=True):
+        _panel_title(3, "The gap, closed", closed_label)
+        fig = figures.gap_scatter(closed.projection, ids=pairs.ids, captions=pairs.captions,
+                                  query=("image", query), height=SCATTER_HEIGHT)
+        st.plotly_chart(fig, key="overview_closed_scatter", config={"displayModeBar": False})
+        st.markdown("<div style='font-weight:600;font-size:0.92rem;margin:0.1rem 0 0 0;"
+                    "color:#334155'>Measured again <span style='color:#64748B;font-weight:400'>"
+                    "· change vs raw</span></div>", unsafe_allow_html=True)
+        common.metric_cards(closed.report.metrics, raw.report.metrics, keys=dash.GAP_CARDS,
+                            gap="xsmall")
+        st.caption(dash.gap_sentence(closed.report.metrics).capitalize())
+
+    with st.container(border=True):
+        caption = pairs.captions[query] if pairs.captions else pairs.ids[query]
+        head, buttons = st.columns([3.4, 1.6], vertical_alignment="center")
+        with head:
+            _panel_title(4, "The proof", "one image query, its top 5 in the mixed pool of "
+                                         f"{2 * pairs.n - 1:,} images and texts")
+            st.markdown(f"<div style='font-size:0.9rem;margin-top:0.35rem'>Query: the "
+                        f"{_pill('image')} of pair <code>{html.escape(pairs.ids[query])}</code>"
+                        f" — its caption is <i>“{html.escape(caption)}”</i></div>",
+                        unsafe_allow_html=True)
+        with buttons:
+            b1, b2 = st.columns(2)
+            if b1.button("Random query", key="overview_random", icon=":material/shuffle:",
+                         help="Another query, drawn at random", type="tertiary"):
+                row = int(np.random.default_rng().integers(pairs.n))
+                st.session_state["overview_query"] = (act.key, row)
+                st.rerun()
+            if b2.button("Best example", key="overview_best", icon=":material/star:",
+                         type="tertiary",
+                         help="The query whose own caption gains the most from closing the gap",
+                         disabled=query == default_query):
+                st.session_state["overview_query"] = (act.key, default_query)
+                st.rerun()
+        cols = st.columns([0.9, 5, 5] if pairs.image_paths else [5, 5], gap="medium")
+        if pairs.image_paths:
+            cols[0].image(pairs.image_paths[query], width="stretch")
+        raw_hits = retrieve(pairs.image_embeddings, pairs.text_embeddings, "image", query, PROOF_K)
+        closed_hits = retrieve(closed.images, closed.texts, "image", query, PROOF_K)
+        cols[-2].markdown(_hits_html(raw_hits, "Raw embeddings"), unsafe_allow_html=True)
+        cols[-1].markdown(_hits_html(closed_hits, f"Closed ({closed_label})"),
+                          unsafe_allow_html=True)
+
+
+with common.guard("build the overview"):
+    _render()

@@ -1,0 +1,108 @@
+"""The Compare page through Streamlit's AppTest (issue 7): every method in the table, several
+models, and the same numbers as the ``python -m gapviz compare`` command it shows."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import shlex
+from contextlib import redirect_stdout
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from gapviz import compare_cli
+from gapviz.compare import COMPARE_KEYS
+from gapviz.methods import METHODS
+from gapviz.simulate import PROFILES, simulate_pairs
+from gapviz.workspace import Workspace
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+PAGE = "pages/compare.py"
+TIMEOUT = 240
+
+
+def _clean(at: AppTest, where: str) -> None:
+    assert not at.exception, f"{where}: {[e.value for e in at.exception]}"
+    assert not at.error, f"{where}: {[e.value for e in at.error]}"
+
+
+def _session(ws: Workspace, **widgets) -> AppTest:
+    """A fresh session on the Compare page; ``widgets`` are initial widget values."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["workspace"] = ws
+    for key, value in widgets.items():
+        at.session_state[key] = value
+    at.switch_page(PAGE)
+    return at.run()
+
+
+def _workspace(n: int, dim: int, profiles, name: str) -> Workspace:
+    ws = Workspace()
+    for p in profiles:
+        ws.add(simulate_pairs(n, dim, profile=p, seed=0), source="test", dataset=name,
+               model=PROFILES[p].name, activate=p == "clip")
+    return ws
+
+
+def test_the_table_has_every_method_and_marks_nothing_missing():
+    at = _session(_workspace(120, 64, ["clip"], "Small"))
+    _clean(at, "Compare")
+    assert at.title[0].value == "Compare"
+    default = at.multiselect(key="compare_methods").value
+    assert "orig" in default and "spectral" in default and "ot" not in default  # slow: opt-in
+    at.multiselect(key="compare_methods").set_value(list(METHODS)).run()
+    _clean(at, "every method")
+    table = at.dataframe[0].value
+    assert list(table.index) == ["orig"] + [m for m in table.index if m != "orig"]
+    assert set(table.index) == set(METHODS)
+    assert set(COMPARE_KEYS) <= set(table.columns) and "model" not in table.columns
+    assert table.loc["spectral", "parameters"] == "k = 60"
+    assert table.loc["vlap", "parameters"] == "n_anchors = 120"  # lowered to what 120 pairs allow
+    orig, spectral = table.loc["orig"], table.loc["spectral"]
+    assert spectral["ITR"] < orig["ITR"] and spectral["R@5"] > orig["R@5"]
+    assert [c.key for c in at.get("plotly_chart")] == ["compare_heatmap"]
+    keys = {b.key for b in at.get("download_button")}
+    assert {"compare_dl_report", "compare_dl_csv", "compare_dl_md", "compare_dl_fig0_png"} <= keys \
+        or {"compare_dl_report", "compare_dl_csv", "compare_dl_md"} <= keys
+
+
+def _run_cli(command: str) -> dict:
+    argv = shlex.split(command)
+    assert argv[:4] == ["python", "-m", "gapviz", "compare"]
+    argv = argv[3:]
+    argv[argv.index("--format") + 1] = "json"
+    parser = argparse.ArgumentParser()
+    compare_cli.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert args.func(args) == 0
+    return json.loads(out.getvalue())
+
+
+def test_several_models_and_the_cli_command_it_shows_give_the_same_numbers():
+    ws = _workspace(150, 512, list(PROFILES), "Simulated · 150 pairs · seed 0")
+    at = _session(ws, compare_methods=["orig", "center", "spectral"])
+    _clean(at, "Compare, one model")
+    assert sorted(at.dataframe[0].value.index) == ["center", "orig", "spectral"]
+    at.multiselect(key="compare_models").set_value(["sim-CLIP", "sim-SigLIP", "sim-LLM2CLIP"]).run()
+    _clean(at, "three models x three methods")
+    table = at.dataframe[0].value
+    assert len(table) == 9 and list(table["model"].unique()) == ["sim-CLIP", "sim-SigLIP", "sim-LLM2CLIP"]
+    command = at.code[0].value
+    assert command.startswith("python -m gapviz compare demo:clip demo:siglip demo:llm2clip")
+    assert "--n 150 --demo-seed 0" in command
+    rows = _run_cli(command)["rows"]
+    assert len(rows) == 9
+    profile_of = {PROFILES[p].name: p for p in PROFILES}
+    for run, row in table.iterrows():
+        model, method = run.split(" / ")
+        cli = next(r for r in rows if r["method"] == method
+                   and r["model"].startswith(PROFILES[profile_of[model]].name + " "))
+        for key in COMPARE_KEYS:
+            a, b = row[key], cli["metrics"][key]
+            assert (math.isinf(a) and a == b) or math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9), \
+                (run, key, a, b)

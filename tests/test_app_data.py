@@ -1,0 +1,154 @@
+"""The Data page through AppTest: a zip of pairs made here is embedded by a real (tiny,
+random-weight) open_clip model and becomes a dataset; embeddings files become models of the
+same pairs; a broken file shows a message and leaves the loaded data alone."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from datafixtures import register_tiny_model, write_image, write_truncated_jpeg
+from gapviz.embeddings import PairedEmbeddings, to_npz_bytes
+from gapviz.workspace import DEMO_DATASET
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+TIMEOUT = 240
+CAPTIONS = ["a red kite over a field", "a boat on a lake", "a city street at night",
+            "a dog in the snow", "two cats on a sofa", "a bowl of fruit", "a train at a station",
+            "a bicycle by a wall"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cache_dir(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GAPVIZ_CACHE_DIR", str(tmp_path_factory.mktemp("gapviz-cache")))
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> str:
+    return register_tiny_model(tmp_path_factory.mktemp("model-configs"))
+
+
+def _pairs_zip(folder: Path) -> bytes:
+    """8 good pairs (captions.csv), one truncated image and one caption without an image."""
+    lines = ["image,caption"]
+    for i, caption in enumerate(CAPTIONS):
+        write_image(folder / "upload" / f"img{i}.jpg", seed=i)
+        lines.append(f"img{i}.jpg,{caption}")
+    write_truncated_jpeg(folder / "upload" / "broken.jpg")
+    lines += ["broken.jpg,a picture that was cut short", "missing.jpg,an image that is not there"]
+    (folder / "upload" / "captions.csv").write_text("\n".join(lines) + "\n")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for path in sorted((folder / "upload").rglob("*")):
+            zf.write(path, path.relative_to(folder).as_posix())
+    return buf.getvalue()
+
+
+def _session() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.switch_page("pages/data.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_uploading_a_zip_of_pairs_adds_a_dataset_with_its_skip_report(tiny_model, tmp_path):
+    at = _session()
+    at.file_uploader(key="data_pairs_upload").set_value(
+        ("pairs.zip", _pairs_zip(tmp_path), "application/zip"))
+    at.selectbox(key="data_pairs_model").set_value("other")
+    at.run()
+    at.text_input(key="data_pairs_arch").set_value(tiny_model)
+    at.toggle(key="data_pairs_random").set_value(True)
+    at.button(key="data_pairs_go").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+    ws = at.session_state["workspace"]
+    assert set(ws.datasets) == {DEMO_DATASET, "pairs.zip"}
+    act = ws.active
+    assert act.dataset.name == "pairs.zip" and not act.simulated
+    assert act.pairs.n == len(CAPTIONS) and act.pairs.dim == 32
+    assert sorted(act.pairs.captions) == sorted(CAPTIONS)
+    report = act.dataset.reports[act.model]
+    assert report.n_kept == len(CAPTIONS) and report.n_skipped == 2
+    # The page says what was kept and why the rest was skipped.
+    assert any("kept 8 of 10 pairs" in s.value for s in at.success)
+    reasons = [df.value for df in at.dataframe if "skipped because" in df.value.columns]
+    assert reasons and set(reasons[0]["pairs"]) == {1}
+
+    # Every page works on the new data (small N: k and the proof adapt).
+    for page in ("pages/overview.py", "pages/explore.py", "pages/close_gap.py"):
+        at.switch_page(page).run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+        assert not at.error, (page, [e.value for e in at.error])
+    k = at.slider(key="close_k")
+    assert k.max == len(CAPTIONS) - 1
+    before = next(m.value for m in at.metric if m.label == "ITR")
+    k.set_value(2).run()
+    assert not at.exception
+    assert next(m.value for m in at.metric if m.label == "ITR") != before or k.value == 2
+
+
+def test_embeddings_files_of_the_same_pairs_become_models_of_one_dataset(tmp_path):
+    rng = np.random.default_rng(0)
+    ids = [f"p{i}" for i in range(40)]
+    files = []
+    for model in ("model A", "model B"):
+        pe = PairedEmbeddings(rng.normal(size=(40, 16)), rng.normal(size=(40, 16)), ids,
+                              [f"caption {i}" for i in range(40)], model=model)
+        files.append((f"{model.replace(' ', '_')}.npz", to_npz_bytes(pe), "application/octet-stream"))
+    at = _session()
+    at.file_uploader(key="data_emb_upload").set_value(files).run()
+    at.button(key="data_emb_go").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    ws = at.session_state["workspace"]
+    new = [d for d in ws.datasets.values() if d.name != DEMO_DATASET]
+    assert len(new) == 1 and sorted(new[0].models) == ["model A", "model B"]
+    assert ws.active.dataset is new[0]
+
+
+def test_a_broken_file_shows_a_message_and_the_previous_data_stays(tmp_path):
+    at = _session()
+    before = at.session_state["workspace"].active
+    at.file_uploader(key="data_emb_upload").set_value(
+        ("broken.npz", b"this is not an npz file", "application/octet-stream")).run()
+    at.button(key="data_emb_go").click().run()
+    assert not at.exception
+    assert at.error and "broken.npz" in at.error[0].value
+    assert "Traceback" not in at.error[0].value
+    after = at.session_state["workspace"].active
+    assert (after.dataset.name, after.model, after.key) == (before.dataset.name, before.model,
+                                                            before.key)
+    # A pairs upload with nothing usable in it: a message, the data stays.
+    at.file_uploader(key="data_pairs_upload").set_value(("empty.zip", _empty_zip(), "application/zip"))
+    at.button(key="data_pairs_go").click().run()
+    assert not at.exception
+    assert any("empty.zip" in e.value or "pair" in e.value for e in at.error)
+    assert at.session_state["workspace"].active.key == before.key
+
+
+def _empty_zip() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("readme.md", "no images here")
+    return buf.getvalue()
+
+
+def test_simulating_another_set_adds_a_simulated_dataset_with_three_models():
+    at = _session()
+    at.selectbox(key="data_sim_n").set_value(500)
+    at.number_input(key="data_sim_seed").set_value(7)
+    at.button(key="data_sim_go").click().run()
+    assert not at.exception and not at.error
+    ws = at.session_state["workspace"]
+    act = ws.active
+    assert act.dataset.name == "Simulated · 500 pairs · seed 7" and act.simulated
+    assert len(act.dataset.models) == 3 and act.pairs.n == 500

@@ -1,0 +1,287 @@
+"""The whole app in a real browser: ``streamlit run app.py`` driven by Playwright in Debian's
+headless chromium.
+
+Visits every page, checks that no exception is shown, moves the spectral k slider and checks
+that the metric cards changed, lasso-selects points on Explore and checks that pairs are
+listed, and saves a screenshot of each step under ``tests/artifacts/browser/``.
+
+Skipped (with the reason) only when ``/usr/bin/chromium`` or the ``playwright`` package is
+missing; CI installs chromium (``.ci/run``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "tests" / "artifacts" / "browser"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-dev-shm-usage"]
+VIEWPORT = {"width": 1440, "height": 900}
+#: Seconds allowed for the first page (the demo is measured and the spectral method fitted).
+FIRST_LOAD_TIMEOUT = 120
+RUN_TIMEOUT = 90
+
+pytestmark = pytest.mark.browser
+
+if not CHROMIUM.exists():
+    pytest.skip("Debian's chromium is not installed at /usr/bin/chromium "
+                "(apt-get install -y chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api",
+                               reason="the playwright Python package is not installed")
+
+
+#: A real open_clip architecture built with random weights: no download needed.
+BROWSER_MODEL = "ViT-S-32"
+CAPTIONS = ["a red kite over a field", "a boat on a lake", "a city street at night",
+            "a dog in the snow", "two cats on a sofa", "a bowl of fruit", "a train at a station",
+            "a bicycle by a wall"]
+
+
+def _pairs_zip(folder: Path) -> Path:
+    """8 pictures with captions.csv and one caption whose image is missing, zipped."""
+    import zipfile
+
+    from datafixtures import write_image
+
+    root = folder / "pairs"
+    lines = ["image,caption"]
+    for i, caption in enumerate(CAPTIONS):
+        write_image(root / f"img{i}.jpg", seed=i, size=(160, 120))
+        lines.append(f"img{i}.jpg,{caption}")
+    lines.append("missing.jpg,an image that is not there")
+    (root / "captions.csv").write_text("\n".join(lines) + "\n")
+    path = folder / "pairs.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for file in sorted(root.iterdir()):
+            zf.write(file, f"pairs/{file.name}")
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    """A real ``streamlit run app.py`` on a free port, with its own cache folder."""
+    port = _free_port()
+    cache = tmp_path_factory.mktemp("gapviz-cache")
+    log_path = tmp_path_factory.mktemp("server") / "streamlit.log"
+    env = {**os.environ, "GAPVIZ_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
+           "--server.headless=true", f"--server.port={port}", "--server.address=127.0.0.1",
+           "--browser.gatherUsageStats=false", "--server.fileWatcherType=none",
+           "--server.runOnSave=false"]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        server_log = log_path.read_text()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        (ARTIFACTS / "streamlit.log").write_text(server_log)
+
+
+def _wait_idle(page, timeout: float = RUN_TIMEOUT) -> None:
+    """Wait until the script run is over: no "Running" status widget, no stale elements,
+    no spinner, for a short quiet period."""
+    deadline = time.monotonic() + timeout
+    quiet_since = None
+    while time.monotonic() < deadline:
+        busy = page.evaluate("""() => {
+            const running = document.querySelector('[data-testid="stStatusWidget"]');
+            const stale = document.querySelector('[data-stale="true"]');
+            const spin = document.querySelector('[data-testid="stSpinner"]');
+            return Boolean(running || stale || spin);
+        }""")
+        if busy:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since > 1.0:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the app was still running after {timeout} s")
+
+
+def _assert_no_exception(page, where: str) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0, f"exception shown on {where}"
+    text = page.inner_text("body")
+    assert "Traceback" not in text, f"traceback text on {where}"
+    assert "Something went wrong" not in text, f"error message on {where}: {text[:2000]}"
+
+
+def _metrics(page) -> dict[str, str]:
+    out = {}
+    for card in page.locator('[data-testid="stMetric"]').all():
+        label = card.locator('[data-testid="stMetricLabel"]').inner_text().strip()
+        value = card.locator('[data-testid="stMetricValue"]').inner_text().strip()
+        out.setdefault(label, value)
+    return out
+
+
+def _goto_page(page, title: str) -> None:
+    page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
+    page.wait_for_timeout(300)
+    _wait_idle(page)
+
+
+def _shot(page, name: str, full: bool = True) -> Path:
+    """Screenshot under tests/artifacts/browser/. Streamlit scrolls its main area itself, so
+    a full-page shot grows the viewport to the content's height for the picture."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    height = page.evaluate("() => { const m = document.querySelector('[data-testid=\"stMain\"]');"
+                           " return m ? m.scrollHeight : document.body.scrollHeight; }")
+    if full and height > VIEWPORT["height"]:
+        page.set_viewport_size({"width": VIEWPORT["width"], "height": int(height) + 20})
+        page.wait_for_timeout(800)
+        page.screenshot(path=str(path))
+        page.set_viewport_size(VIEWPORT)
+        page.wait_for_timeout(300)
+    else:
+        page.screenshot(path=str(path))
+    return path
+
+
+def test_every_page_in_a_real_browser(app_url):
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+                                     headless=True)
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            started = time.monotonic()
+            page.goto(app_url)
+            page.wait_for_selector('[data-testid="stMetric"]', timeout=FIRST_LOAD_TIMEOUT * 1000)
+            _wait_idle(page, FIRST_LOAD_TIMEOUT)
+            first_load = time.monotonic() - started
+
+            # Overview: four panels on the demo, no clicks.
+            _assert_no_exception(page, "Overview")
+            body = page.inner_text("body")
+            for panel in ("The gap, seen", "The gap, measured", "The gap, closed", "The proof"):
+                assert panel in body
+            assert "Simulated data" in body
+            overview = _metrics(page)
+            assert {"ITR", "TIR", "IMR", "TMR"} <= set(overview)
+            assert page.locator(".js-plotly-plot").count() >= 2
+            _shot(page, "1_overview", full=False)  # what a stakeholder sees: one screen
+
+            # Data: the demo is listed with its three simulated models.
+            _goto_page(page, "Data")
+            _assert_no_exception(page, "Data")
+            assert "Demo (simulated)" in page.inner_text("body")
+            _shot(page, "2_data")
+
+            # Explore: the scatter, then a lasso selection lists pairs.
+            _goto_page(page, "Explore")
+            _assert_no_exception(page, "Explore")
+            plot = page.locator('[class*="st-key-explore_scatter"] .js-plotly-plot').first
+            plot.wait_for(timeout=30_000)
+            _shot(page, "3_explore")
+            box = plot.locator(".nsewdrag").first.bounding_box()
+            assert box is not None
+            cx, cy = box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5
+            rx, ry = box["width"] * 0.3, box["height"] * 0.3
+            page.mouse.move(cx - rx, cy - ry)
+            page.mouse.down()
+            for x, y in ((cx + rx, cy - ry), (cx + rx, cy + ry), (cx - rx, cy + ry),
+                         (cx - rx, cy - ry + 2)):
+                page.mouse.move(x, y, steps=8)
+            page.mouse.up()
+            page.wait_for_timeout(500)
+            _wait_idle(page)
+            _assert_no_exception(page, "Explore after a lasso selection")
+            selected = page.get_by_text(re.compile(r"[\d,]+ pairs selected"))
+            assert selected.count() >= 1, "a lasso selection did not list pairs"
+            _shot(page, "4_explore_selection")
+
+            # Close the gap: move the k slider, the cards must change.
+            _goto_page(page, "Close the gap")
+            _assert_no_exception(page, "Close the gap")
+            before = _metrics(page)
+            assert "ITR" in before
+            _shot(page, "5_close_gap")
+            slider = page.locator('.st-key-close_k input[type="range"]').first
+            slider.focus()
+            t0 = time.monotonic()
+            page.keyboard.press("End")
+            page.wait_for_function(
+                "(old) => { const el = document.querySelector('[data-testid=\"stMetricValue\"]');"
+                " return el && el.innerText.trim() !== old; }", arg=before["ITR"], timeout=60_000)
+            slider_update = time.monotonic() - t0
+            _wait_idle(page)
+            _assert_no_exception(page, "Close the gap after moving k")
+            after = _metrics(page)
+            assert after["ITR"] != before["ITR"], (before, after)
+            assert after != before
+            _shot(page, "6_close_gap_k_moved")
+
+            # State survives moving between pages: k stays where it was put.
+            _goto_page(page, "Overview")
+            _goto_page(page, "Close the gap")
+            assert _metrics(page)["ITR"] == after["ITR"]
+
+            # Data: the user's own zip, embedded with a random-weight open_clip model (offline).
+            _goto_page(page, "Data")
+            page.get_by_role("tab", name="Your pairs").click()
+            page.locator('.st-key-data_pairs_upload input[type="file"]').set_input_files(
+                str(_pairs_zip(ARTIFACTS.parent / "browser-upload")))
+            _wait_idle(page)
+            page.locator('.st-key-data_pairs_model input[role="combobox"]').click()
+            page.get_by_role("option", name="Another open_clip model…").click()
+            _wait_idle(page)
+            arch = page.locator('.st-key-data_pairs_arch input')
+            arch.fill(BROWSER_MODEL)
+            arch.press("Enter")
+            _wait_idle(page)
+            page.locator('.st-key-data_pairs_random label').first.click()
+            _wait_idle(page)
+            page.locator('.st-key-data_pairs_go button').click()
+            page.get_by_text("Loaded ").first.wait_for(timeout=RUN_TIMEOUT * 1000)
+            _wait_idle(page)
+            _assert_no_exception(page, "Data after loading a zip")
+            body = page.inner_text("body")
+            assert "kept 8 of 9 pairs" in body, body[:3000]
+            assert "pairs.zip" in page.inner_text('[data-testid="stSidebar"]')
+            _shot(page, "7_data_own_zip")
+            _goto_page(page, "Overview")
+            _assert_no_exception(page, "Overview on the user's data")
+            assert "pairs.zip" in page.inner_text("body")
+            _shot(page, "8_overview_own_data", full=False)
+
+            (ARTIFACTS / "timings.txt").write_text(
+                f"first page load (browser, demo): {first_load:.2f} s\n"
+                f"k slider -> first card updated (browser): {slider_update:.2f} s\n")
+        finally:
+            browser.close()
