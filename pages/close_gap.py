@@ -10,9 +10,10 @@ from __future__ import annotations
 import streamlit as st
 
 from gapviz import dashboard as dash
-from gapviz import figures
+from gapviz import exports, figures
 from gapviz.config import RECALL_KS, SPECTRAL_K
 from pages import common
+from pages import exports as export_ui
 
 #: Options of the regularisation sliders (log-spaced: these parameters matter by decades).
 #: Laplace OT's reg_lap scales like 1/N against the transport cost (gapviz.methods.ot).
@@ -99,6 +100,25 @@ def method_panel(after_slot, hist_slot) -> None:
              (f"{common.method_label(method)}: true pairs vs all", view.paired, view.all_pairs)],
             height=HIST_HEIGHT)
         hist_slot.plotly_chart(hist, key="close_hist", config={"displayModeBar": False})
+        _export(params, view, fig, hist)
+
+
+def _export(params: dict, view: dash.ClosedView, fig, hist) -> None:
+    """Downloads of what is shown: measures, transformed embeddings, figures, HTML report."""
+    fit_params, view_params = dash.split_params(method, params, act.pairs.n, act.pairs.dim)
+    desc = exports.method_description(common.fitted_method(act, method, fit_params), view_params)
+    columns = {"ORIG": raw.report.metrics, method.upper(): view.report.metrics}
+    shown = [("Raw vs after the method (PCA)", fig), ("Distances: true pairs vs all", hist)]
+    label = common.method_label(method)
+    export_ui.export_menu(export_ui.ExportItems(
+        columns=columns,
+        embeddings=export_ui.EmbeddingsExport(act.pairs, view.images, view.texts, desc),
+        figures=shown,
+        report=lambda: exports.session_report(
+            act.pairs, columns, title=f"Closing the modality gap: {label}",
+            dataset=act.dataset.name, source=act.dataset.source, model=act.model, method=desc,
+            figures=shown)),
+        prefix="close", stem=f"close-{act.model}-{method}")
 
 
 with common.guard("measure the raw embeddings"):

@@ -86,6 +86,9 @@ def scatter_panel() -> None:
             rows = [(r, m) for r, m in figures.selected_rows(event.selection if event else None)
                     if r < pairs.n]
             if rows:
+                # Handed to the Retrieval page ("a selection from Explore"), tagged with the
+                # data; kept when this chart's own state is dropped by a page switch.
+                st.session_state["explore_selection"] = (act.key, rows)
                 _selection_table(rows)
             else:
                 st.markdown("**Selection**")
