@@ -74,10 +74,11 @@ class _TransportGap(GapMethod):
         self.fit_seconds_ = time.perf_counter() - t0
         G = np.asarray(self.transport_.coupling_, dtype=np.float64)
         self.coupling_ = G
-        # POT's barycentric mapping (BaseTransport.transform on the fitted samples), once.
+        # POT's barycentric mapping (BaseTransport.transform on the fitted samples), once; in
+        # float32 like every output (the product is N x N x d, the largest step after the solve).
         rows = G.sum(1)
         transp = np.nan_to_num(G / rows[:, None], nan=0.0, posinf=0.0, neginf=0.0)
-        self.barycentric_ = (transp @ xt).astype(np.float32)
+        self.barycentric_ = transp.astype(np.float32) @ xt.astype(np.float32)
         self.xs_ = xs.astype(np.float32)
 
     def _coupling(self, xs: np.ndarray, xt: np.ndarray, progress: ProgressCallback):

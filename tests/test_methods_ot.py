@@ -1,0 +1,138 @@
+"""OT methods against POT itself: couplings, marginals, barycentric and out-of-sample maps."""
+
+import numpy as np
+import ot
+import pytest
+
+from gapviz.methods.base import l2_normalize
+from gapviz.methods.ot import OTGap, SinkhornGap
+from methods_helpers import gap_pairs
+
+
+def unit(A):
+    # the methods' own normalisation (float32 rows), in float64 as they hand it to POT
+    return l2_normalize(A).astype(np.float64)
+
+POT_OPTIONS = [
+    dict(reg_lap=1.0, reg_src=1.0),
+    dict(reg_lap=0.5, reg_src=0.3),
+    dict(reg_lap=0.5, reg_src=0.0),
+    dict(reg_lap=0.5, reg_src=0.5, reg_type="disp"),
+    dict(reg_lap=0.2, reg_src=0.7, similarity="gauss"),
+    dict(reg_lap=0.3, reg_src=1.0, similarity="knn", similarity_param=5),
+]
+
+
+def _pot_reference(X, Y, **params):
+    return ot.da.EMDLaplaceTransport(max_iter=15, tol=1e-9, log=True, **params).fit(
+        Xs=unit(X), Xt=unit(Y))
+
+
+@pytest.mark.parametrize("params", POT_OPTIONS, ids=lambda p: ",".join(f"{k}={v}" for k, v in p.items()))
+def test_coupling_is_pots_emd_laplace_transport(params):
+    X, Y = gap_pairs(n=50, d=8)
+    m = OTGap(max_iter=15, tol=1e-9, **params).fit(X, Y)
+    ref = _pot_reference(X, Y, **params)
+    np.testing.assert_allclose(m.coupling_, ref.coupling_, atol=1e-12)
+    np.testing.assert_allclose(m.loss_, ref.log_["loss"], rtol=1e-10)
+    # the fitted images get POT's barycentric mapping; new images POT's out-of-sample map
+    np.testing.assert_allclose(m.transform_images(X), ref.transform(Xs=unit(X)), atol=1e-6)
+    Xnew = gap_pairs(n=9, d=8, seed=7)[0]
+    np.testing.assert_allclose(m.transform_images(Xnew), ref.transform(Xs=unit(Xnew)), atol=1e-6)
+
+
+@pytest.mark.parametrize("method", [OTGap(reg_lap=50.0), SinkhornGap(reg=0.1, max_iter=5000)],
+                         ids=["ot", "sinkhorn"])
+def test_coupling_marginals_are_uniform(method):
+    X, Y = gap_pairs(n=60, d=10)
+    method.fit(X, Y)
+    G = method.coupling_
+    assert G.shape == (60, 60) and (G >= 0).all()
+    np.testing.assert_allclose(G.sum(1), np.full(60, 1 / 60), rtol=1e-6)
+    np.testing.assert_allclose(G.sum(0), np.full(60, 1 / 60), rtol=1e-6)
+
+
+def test_barycentric_mapping_definition_and_texts_unchanged():
+    X, Y = gap_pairs(n=40, d=8)
+    m = SinkhornGap(reg=0.1).fit(X, Y)
+    G = m.coupling_
+    np.testing.assert_allclose(m.transform_images(X), (G / G.sum(1, keepdims=True)) @ unit(Y), atol=1e-6)
+    np.testing.assert_allclose(m.transform_texts(Y), unit(Y), atol=1e-6)
+    # a subset of the fitted images is out of sample in form, but its nearest fitted image is
+    # itself, so the displacement is 0 and it gets its barycentre
+    np.testing.assert_allclose(m.transform_images(X[3:8]), m.barycentric_[3:8], atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:Sinkhorn did not converge")  # the same iterates either way
+def test_sinkhorn_is_pots_sinkhorn_transport_with_its_out_of_sample_map():
+    X, Y = gap_pairs(n=50, d=8)
+    Xnew = gap_pairs(n=11, d=8, seed=5)[0]
+    m = SinkhornGap(reg=0.05).fit(X, Y)
+    ref = ot.da.SinkhornTransport(reg_e=0.05, method="sinkhorn", out_of_sample_map="ferradans").fit(
+        Xs=unit(X), Xt=unit(Y))
+    np.testing.assert_allclose(m.coupling_, ref.coupling_, rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(m.transform_images(X), ref.transform(Xs=unit(X)), atol=1e-6)
+    np.testing.assert_allclose(m.transform_images(Xnew), ref.transform(Xs=unit(Xnew)), atol=1e-6)
+
+
+def test_progress_reports_each_conditional_gradient_iteration():
+    X, Y = gap_pairs(n=40, d=8)
+    calls = []
+    OTGap(reg_lap=10.0, max_iter=6, tol=0.0, inner_tol=0.0).fit(
+        X, Y, progress=lambda f, msg: calls.append((f, msg)))
+    fractions = [f for f, _ in calls]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert sum("iteration" in msg for _, msg in calls) == 6
+
+
+def test_fit_on_some_pairs_transform_others():
+    # The paper's protocol: fit on one set of pairs, transform another, never seen in fit.
+    X, Y = gap_pairs(n=120, d=10)
+    m = OTGap(reg_lap=20.0).fit(X[:60], Y[:60])
+    Xt, Yt = m.transform(X[60:], Y[60:])
+    assert Xt.shape == (60, 10) and np.isfinite(Xt).all()
+    np.testing.assert_allclose(Yt, unit(Y[60:]), atol=1e-6)
+    # mapped images moved towards the texts: their mean cosine to the paired text went up
+    before = np.mean(np.sum(unit(X[60:]) * unit(Y[60:]), 1))
+    after = np.mean(np.sum(unit(Xt) * unit(Y[60:]), 1))
+    assert after > before + 0.1
+
+
+def test_duplicated_points_keep_uniform_marginals():
+    X, Y = gap_pairs(n=40, d=8)
+    X, Y = np.vstack([X, X[:6]]), np.vstack([Y, Y[:6]])
+    for method in (OTGap(reg_lap=10.0), SinkhornGap(reg=0.1, max_iter=5000)):
+        method.fit(X, Y)
+        np.testing.assert_allclose(method.coupling_.sum(1), np.full(46, 1 / 46), rtol=1e-6)
+        np.testing.assert_allclose(method.coupling_.sum(0), np.full(46, 1 / 46), rtol=1e-6)
+        assert np.isfinite(method.transform_images(X)).all()
+
+
+def test_disconnected_similarity_graph():
+    # Two far-apart groups: each modality's kNN graph has two components; POT's problem is
+    # still well posed and the coupling still matches POT's.
+    rng = np.random.default_rng(1)
+    X = np.vstack([rng.normal(size=(25, 6)) + 8, rng.normal(size=(25, 6)) - 8]).astype(np.float32)
+    Y = X + rng.normal(size=X.shape).astype(np.float32)
+    m = OTGap(reg_lap=5.0, max_iter=15, tol=1e-9).fit(X, Y)
+    ref = _pot_reference(X, Y, reg_lap=5.0, reg_src=1.0)
+    np.testing.assert_allclose(m.coupling_, ref.coupling_, atol=1e-12)
+    # mass stays within each group (all but what is left of the uniform starting coupling,
+    # which gives 0.25 to the cross-group block)
+    assert m.coupling_[:25, 25:].sum() < 1e-6
+
+
+def test_parameters_are_validated_with_precise_messages():
+    X, Y = gap_pairs(n=20, d=6)
+    for params, msg in [(dict(reg_lap=-1), "reg_lap must be >= 0"),
+                        (dict(reg_src=1.5), r"reg_src must be in \[0, 1\]"),
+                        (dict(reg_type="x"), "reg_type must be one of"),
+                        (dict(similarity="cos"), "similarity must be one of"),
+                        (dict(similarity_param=2.5), "whole number of neighbours"),
+                        (dict(max_iter=0), "max_iter must be an integer >= 1")]:
+        with pytest.raises(ValueError, match=msg):
+            OTGap(**params).fit(X, Y)
+    with pytest.raises(ValueError, match="needs more points than neighbours"):
+        OTGap(similarity_param=5).fit(X[:5], Y[:5])
+    with pytest.raises(ValueError, match="reg must be > 0"):
+        SinkhornGap(reg=0).fit(X, Y)
