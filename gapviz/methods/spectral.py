@@ -48,9 +48,9 @@ Solvers
   are eigenvectors of ``D^-1/2 L D^-1/2`` with eigenvalues ``1 - s``.
 
   - ``affinity="shift"`` without ``knn``: ``S = (1 + X Y^T) / 2 = F_x F_y^T`` has rank at most
-    d + 1, so the SVD is exact from two thin QR factorisations and one (d+1) x (d+1) SVD,
+    d + 1, so the SVD is exact from the two (d+1) x (d+1) Gram matrices of the factors,
     O(N d^2) time and O(N d) memory: S is never formed (N = 50,000 costs seconds).
-  - otherwise ``scipy.sparse.linalg.svds`` (ARPACK) on sparse or dense ``A``, LAPACK when small.
+  - otherwise ``scipy.sparse.linalg.svds`` (PROPACK) on sparse or dense ``A``, LAPACK when small.
 * joint graph or unnormalised Laplacian: ``scipy.sparse.linalg.eigsh`` on the 2N x 2N matrix
   (shift-invert for sparse unnormalised Laplacians), LAPACK when small.
 
