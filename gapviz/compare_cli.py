@@ -10,7 +10,7 @@ from typing import Any
 
 from . import tables
 from .compare import COMPARE_KEYS, compare, rows_to_columns
-from .config import DEMO_N_PAIRS, DEMO_SEED
+from .config import DEMO_DIM, DEMO_N_PAIRS, DEMO_SEED
 from .embeddings import PairedEmbeddings
 
 DEFAULT_METHODS = "orig,center,standardize,pca,procrustes,sinkhorn,spectral"
@@ -29,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--all-measures", action="store_true", help="every measure, not only the paper's")
     p.add_argument("--format", choices=["table", "json", "csv", "markdown"], default="table")
     p.add_argument("--n", type=int, default=DEMO_N_PAIRS, help="demo: number of pairs")
+    p.add_argument("--dim", type=int, default=DEMO_DIM, help="demo: embedding dimension")
     p.add_argument("--demo-seed", type=int, default=DEMO_SEED, help="demo: seed")
     p.set_defaults(func=cmd_compare)
 
@@ -49,14 +50,14 @@ def parse_settings(items: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def load_sources(sources: list[str], n_pairs: int, seed: int) -> dict[str, PairedEmbeddings]:
+def load_sources(sources: list[str], n_pairs: int, seed: int, dim: int = DEMO_DIM) -> dict[str, PairedEmbeddings]:
     from .cli import load_source
 
     datasets: dict[str, PairedEmbeddings] = {}
     for src in sources:
         if src == "demo" or src.startswith("demo:"):
             profile = src.partition(":")[2] or "clip"
-            pairs, _ = load_source("demo", profile=profile, n_pairs=n_pairs, seed=seed)
+            pairs, _ = load_source("demo", profile=profile, n_pairs=n_pairs, dim=dim, seed=seed)
         else:
             pairs, _ = load_source(src)
         label = pairs.model or src
@@ -75,7 +76,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     unknown = [m for m in names if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}.")
-    datasets = load_sources(args.sources, args.n, args.demo_seed)
+    datasets = load_sources(args.sources, args.n, args.demo_seed, args.dim)
     rows = compare(datasets, names, params=parse_settings(args.set))
     columns = rows_to_columns(rows)
     keys = None if args.all_measures else [k for k in COMPARE_KEYS]
