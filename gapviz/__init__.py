@@ -1,12 +1,35 @@
-"""gapviz: measure and close the modality gap between image and text embeddings."""
+"""gapviz: measure and close the modality gap between image and text embeddings.
 
-from .embeddings import (EmbeddingsFileError, LoadReport, PairedEmbeddings, load_embeddings,
-                         save_embeddings)
-from .measures import GapReport, measure_gap, paired_significance
-from .methods import METHODS, make_method
-from .simulate import simulate_pairs
+The names below are loaded on first use (PEP 562), so importing a light part of the library
+(``gapviz.data``, ``gapviz.embeddings``) does not pay for numba and scikit-learn.
+"""
 
-__all__ = ["METHODS", "EmbeddingsFileError", "GapReport", "LoadReport", "PairedEmbeddings",
-           "load_embeddings", "make_method", "measure_gap", "paired_significance", "save_embeddings",
-           "simulate_pairs"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: Public name -> the module that defines it.
+_EXPORTS: dict[str, str] = {
+    "EmbeddingsFileError": "embeddings", "LoadReport": "embeddings",
+    "PairedEmbeddings": "embeddings", "load_embeddings": "embeddings",
+    "save_embeddings": "embeddings",
+    "GapReport": "measures", "measure_gap": "measures", "paired_significance": "measures",
+    "METHODS": "methods", "make_method": "methods",
+    "simulate_pairs": "simulate",
+}
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gapviz' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
