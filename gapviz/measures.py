@@ -17,16 +17,23 @@ same two vectors can differ in their last bits depending on where they sit in a 
 
 Cost
 ----
-Everything comes from one pass over similarity blocks: the cross block ``X Y^T`` once (by
-row blocks), and each within-modality block ``X X^T``, ``Y Y^T`` once over its upper
-triangle of tiles (it is symmetric), about ``2 N^2 d`` multiply-adds in all. Reductions
-(maxima, counts above a per-query threshold) are fused into one sweep of each block by
-numba kernels, so nothing of size N^2 is ever held: memory is O(N d + block).
+Everything comes from one pass over similarity panels: the cross block ``X Y^T`` once (by
+row panels), and each within-modality block ``X X^T``, ``Y Y^T`` once over its upper
+triangle (it is symmetric; panel i0:i0+R against rows i0:), about ``2 N^2 d`` multiply-adds
+in all. Reductions (maxima, counts above a per-query threshold) are fused into one sweep of
+each panel by numba kernels while the panel is still in cache, so nothing of size N^2 is
+ever held: memory is O(N d + block). One worker thread per CPU takes panels in turn, each
+doing its own product (BLAS held to one thread) and sweep; the O(N d + d^3) measures
+(Fréchet) run on a side thread meanwhile.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numba
@@ -37,64 +44,61 @@ from .config import BLOCK_VALUES, RECALL_KS
 from .embeddings import check_pair_arrays
 
 # ---------------------------------------------------------------------------------------------
-# numba kernels: one sweep of a similarity block, several reductions at once
+# numba kernels: one sweep of a similarity panel, every reduction at once
 # ---------------------------------------------------------------------------------------------
 #: Cosines closer than this are a tie (a few float32 roundings of a 512-d dot product).
 TIE_TOL = 2e-6
-_COL_CHUNK = 512  # columns per parallel task in column reductions (fits L1 with its counters)
+#: Rows of one similarity panel. 512 rows x 5,000 columns (10 MB) stays in the last-level cache
+#: between the product that writes it and the sweep that reads it; ``block_values`` caps it.
+_PANEL_ROWS = 512
 
 
-@numba.njit(parallel=True, cache=True, fastmath=False)
-def _cross_block_stats(S, row_thr, col_thr, row_max, row_cnt, col_max, col_cnt):  # pragma: no cover
-    """Rows: max and count(>= row_thr). Columns: running max and count(>= col_thr)."""
+@numba.njit(nogil=True, cache=True)
+def _cross_panel_stats(S, row_thr, col_thr, row_max, row_cnt, col_max, col_cnt):  # pragma: no cover
+    """One read of ``S``: per row its max and count(>= row_thr); per column the same.
+
+    ``col_max`` and ``col_cnt`` are the calling worker's own accumulators (reduced by the
+    caller), so workers never write the same memory.
+    """
     n_rows, n_cols = S.shape
-    for r in numba.prange(n_rows):
+    for r in range(n_rows):
         t = row_thr[r]
-        m = -np.inf
+        m = np.float32(-np.inf)
         c = 0
         for j in range(n_cols):
             v = S[r, j]
             m = max(m, v)
-            c += v >= t
+            c += np.int32(v >= t)
+            col_max[j] = max(col_max[j], v)
+            col_cnt[j] += np.int32(v >= col_thr[j])
         row_max[r] = m
         row_cnt[r] = c
-    n_chunks = (n_cols + _COL_CHUNK - 1) // _COL_CHUNK
-    for ch in numba.prange(n_chunks):
-        j0 = ch * _COL_CHUNK
-        j1 = min(n_cols, j0 + _COL_CHUNK)
-        for r in range(n_rows):
-            for j in range(j0, j1):
-                v = S[r, j]
-                col_max[j] = max(col_max[j], v)
-                col_cnt[j] += v >= col_thr[j]
 
 
-@numba.njit(parallel=True, cache=True, fastmath=False)
-def _within_tile_stats(S, thr_a, thr_b, cnt_a, cnt_b, col_thr_a, col_thr_b, col_cnt_a, col_cnt_b,
-                       do_cols):  # pragma: no cover
-    """Counts of entries >= two per-row thresholds; the same per column when ``do_cols``."""
+@numba.njit(nogil=True, cache=True)
+def _upper_panel_counts(S, i0, thr_a, thr_b, cnt_a, cnt_b):  # pragma: no cover
+    """Counts over the strict upper triangle of a symmetric similarity matrix, one panel.
+
+    ``S = A[i0:i0 + R] @ A[i0:].T``: entry (r, c) is the pair of items (i0 + r, i0 + c), read
+    only where c > r, and serves both items: item i counts the j with s_ij >= thr_a[i] (and
+    thr_b[i]), item j the i with s_ij >= thr_a[j]. ``cnt_a``, ``cnt_b``: the worker's own.
+    """
     n_rows, n_cols = S.shape
-    for r in numba.prange(n_rows):
-        ta = thr_a[r]
-        tb = thr_b[r]
+    for r in range(n_rows):
+        gi = i0 + r
+        ta = thr_a[gi]
+        tb = thr_b[gi]
         ca = 0
         cb = 0
-        for j in range(n_cols):
-            v = S[r, j]
-            ca += v >= ta
-            cb += v >= tb
-        cnt_a[r] += ca
-        cnt_b[r] += cb
-    if do_cols:
-        n_chunks = (n_cols + _COL_CHUNK - 1) // _COL_CHUNK
-        for ch in numba.prange(n_chunks):
-            j0 = ch * _COL_CHUNK
-            j1 = min(n_cols, j0 + _COL_CHUNK)
-            for r in range(n_rows):
-                for j in range(j0, j1):
-                    v = S[r, j]
-                    col_cnt_a[j] += v >= col_thr_a[j]
-                    col_cnt_b[j] += v >= col_thr_b[j]
+        for c in range(r + 1, n_cols):
+            v = S[r, c]
+            gj = i0 + c
+            ca += np.int32(v >= ta)
+            cb += np.int32(v >= tb)
+            cnt_a[gj] += np.int32(v >= thr_a[gj])
+            cnt_b[gj] += np.int32(v >= thr_b[gj])
+        cnt_a[gi] += ca
+        cnt_b[gi] += cb
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,27 +208,26 @@ def measure_gap(X: np.ndarray, Y: np.ndarray, *, ks: tuple[int, ...] = RECALL_KS
     s_pair = np.einsum("ij,ij->i", Xn, Yn)
     thr_pair = s_pair - np.float32(TIE_TOL)  # ">= threshold" then means "tied or closer"
 
-    # Cross block X Y^T: per image query (rows) the best text and the texts at least as close
-    # as its partner; per text query (columns) the same over images.
-    best_text_sim = np.empty(n, np.float32)
-    texts_ge_pair = np.empty(n, np.int64)  # includes the partner itself
-    best_image_sim = np.full(n, -np.inf, np.float32)
-    images_ge_pair = np.zeros(n, np.int64)  # includes the partner itself
-    rows = max(1, min(n, block_values // n))
-    for i0 in range(0, n, rows):
-        i1 = min(n, i0 + rows)
-        S = Xn[i0:i1] @ Yn.T
-        # The pair's own entry is pinned to s_pair (BLAS and einsum may differ in the last
-        # bit), so "at least as close as the partner" compares one value everywhere.
-        S[np.arange(i1 - i0), np.arange(i0, i1)] = s_pair[i0:i1]
-        _cross_block_stats(S, thr_pair[i0:i1], thr_pair, best_text_sim[i0:i1],
-                           texts_ge_pair[i0:i1], best_image_sim, images_ge_pair)
+    workers = _workers()
+    with _one_blas_thread(workers), ThreadPoolExecutor(1, "gapviz-distances") as side:
+        # The O(N d + d^3) measures (Fréchet's eigen-solve above all) run beside the
+        # similarity pass instead of after it.
+        distances = side.submit(distance_measures, Xn, Yn, s_pair, normalized=True)
 
-    # Within-modality blocks: how many same-modality items are at least as close as the best
-    # other-modality item (-> ITR, TMR) and as the partner (-> mixed-pool rank of the partner).
-    tie = np.float32(TIE_TOL)
-    imgs_ge_best_text, imgs_ge_pair = _within_counts(Xn, best_text_sim - tie, thr_pair, block_values)
-    txts_ge_best_img, txts_ge_pair = _within_counts(Yn, best_image_sim - tie, thr_pair, block_values)
+        # Cross block X Y^T: per image query (rows) the best text and the texts at least as
+        # close as its partner; per text query (columns) the same over images.
+        best_text_sim, texts_ge_pair, best_image_sim, images_ge_pair = _cross_stats(
+            Xn, Yn, s_pair, thr_pair, block_values, workers)
+
+        # Within-modality blocks: how many same-modality items are at least as close as the
+        # best other-modality item (-> ITR, TMR) and as the partner (-> mixed-pool rank of
+        # the partner).
+        tie = np.float32(TIE_TOL)
+        imgs_ge_best_text, imgs_ge_pair = _within_counts(Xn, best_text_sim - tie, thr_pair,
+                                                         block_values, workers)
+        txts_ge_best_img, txts_ge_pair = _within_counts(Yn, best_image_sim - tie, thr_pair,
+                                                        block_values, workers)
+        distances = distances.result()
 
     best_text_rank = 1 + imgs_ge_best_text
     best_image_rank = 1 + txts_ge_best_img
@@ -247,7 +250,7 @@ def measure_gap(X: np.ndarray, Y: np.ndarray, *, ks: tuple[int, ...] = RECALL_KS
     for k in ks:
         metrics[f"R@{k}_i2t_crossmodal"] = float(np.mean(i2t_cross <= k))
         metrics[f"R@{k}_t2i_crossmodal"] = float(np.mean(t2i_cross <= k))
-    metrics.update(distance_measures(Xn, Yn, s_pair, normalized=True))
+    metrics.update(distances)
     if separability:
         metrics["separability"] = linear_separability(Xn, Yn)
     return GapReport(metrics, s_pair, best_text_rank, best_image_rank, i2t_mixed, t2i_mixed,
@@ -286,17 +289,21 @@ def frechet_distance(X: np.ndarray, Y: np.ndarray) -> float:
     """Fréchet distance between Gaussians fitted to the rows of ``X`` and of ``Y``.
 
     ``||mu_x - mu_y||^2 + Tr(C_x + C_y - 2 (C_x C_y)^(1/2))`` with covariances of denominator
-    N - 1 (as ``np.cov`` and the reference FID code, Heusel et al. 2017). The trace of the
-    matrix square root is computed as the sum of square roots of the eigenvalues of the
-    symmetric PSD matrix ``C_x^(1/2) C_y C_x^(1/2)``, which has the same spectrum as
-    ``C_x C_y`` and avoids a non-symmetric ``sqrtm``.
+    N - 1 (as ``np.cov`` and the reference FID code, Heusel et al. 2017). ``C_x C_y`` has the
+    spectrum of the symmetric PSD matrix ``L^T C_y L`` for any factor ``C_x = L L^T``, so the
+    trace of the square root is the sum of square roots of that matrix's eigenvalues: no
+    non-symmetric ``sqrtm``. ``L`` is the Cholesky factor (one cheap factorisation); a
+    singular ``C_x`` (fewer rows than dimensions, a flat direction) takes its eigen-factor.
     """
     mu_x, cx = _mean_cov(X)
     mu_y, cy = _mean_cov(Y)
-    w, V = linalg.eigh(cx, driver="evd")  # divide and conquer: fastest for full spectra
-    sqrt_cx = (V * np.sqrt(np.clip(w, 0, None))) @ V.T
-    m = sqrt_cx @ cy @ sqrt_cx
-    tr_sqrt = np.sqrt(np.clip(linalg.eigvalsh((m + m.T) / 2, driver="evd"), 0, None)).sum()
+    try:
+        factor = linalg.cholesky(cx, lower=True)
+    except linalg.LinAlgError:
+        w, V = linalg.eigh(cx, driver="evd")
+        factor = V * np.sqrt(np.clip(w, 0, None))
+    m = factor.T @ cy @ factor
+    tr_sqrt = np.sqrt(np.clip(linalg.eigvalsh(m, driver="evd"), 0, None)).sum()
     value = float(np.sum((mu_x - mu_y) ** 2) + np.trace(cx) + np.trace(cy) - 2.0 * tr_sqrt)
     return max(value, 0.0)
 
@@ -388,26 +395,132 @@ def _ratio(num: int, den: int) -> float:
     return float(num) / float(den)
 
 
+def _workers() -> int:
+    """CPUs this process may run on: one panel worker each."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _panel_rows(n_cols: int, block_values: int, workers: int) -> int:
+    """Rows of a similarity panel with ``n_cols`` columns; all workers' panels together hold
+    at most ``block_values`` values."""
+    return max(1, min(_PANEL_ROWS, block_values // (n_cols * workers)))
+
+
+def _run_panels(work, starts: list[int], workers: int) -> None:
+    """Call ``work(slot, i0)`` for every panel start, on ``workers`` threads.
+
+    Each thread takes the next panel when it is free (the machine may be shared) and owns
+    accumulator ``slot``. Run it under ``_one_blas_thread``.
+    """
+    if workers == 1:
+        for i0 in starts:
+            work(0, i0)
+        return
+    pending = iter(starts)
+    lock = threading.Lock()
+
+    def worker(slot: int) -> None:
+        while True:
+            with lock:
+                i0 = next(pending, None)
+            if i0 is None:
+                return
+            work(slot, i0)
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="gapviz-panel") as pool:
+        for future in [pool.submit(worker, slot) for slot in range(workers)]:
+            future.result()
+
+
+class _OneBlasThread:
+    """Holds BLAS to one thread while any measure pass runs; shared by concurrent callers.
+
+    A worker's product and its numba sweep then run back to back on one core. Left to
+    themselves, BLAS's thread pool and a second pool for the sweeps spin against each other
+    on the same cores, which cost about 40% on 2 cores. The first caller in sets the limit and
+    the last one out restores it, so concurrent passes (app sessions are threads) never
+    leave the process with a wrong BLAS setting.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._limiter = None
+        self._controller = None  # made on first use: it lists the BLAS libraries loaded then
+
+    @contextlib.contextmanager
+    def __call__(self, workers: int):
+        if workers == 1:  # nothing runs beside BLAS: leave it alone
+            yield
+            return
+        with self._lock:
+            if self._users == 0:
+                if self._controller is None:
+                    from threadpoolctl import ThreadpoolController
+
+                    self._controller = ThreadpoolController()
+                self._limiter = self._controller.limit(limits=1, user_api="blas")
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    self._limiter.restore_original_limits()
+                    self._limiter = None
+
+
+_one_blas_thread = _OneBlasThread()
+
+
+def _cross_stats(X: np.ndarray, Y: np.ndarray, s_pair: np.ndarray, thr_pair: np.ndarray,
+                 block_values: int, workers: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One pass over ``X Y^T`` by row panels: row and column maxima and counts >= thr_pair.
+
+    Returns best_text_sim, texts_ge_pair (per image), best_image_sim, images_ge_pair (per
+    text); the counts include the partner itself.
+    """
+    n = X.shape[0]
+    rows = _panel_rows(n, block_values, workers)
+    row_max = np.empty(n, np.float32)
+    row_cnt = np.empty(n, np.int32)
+    col_max = np.full((workers, n), -np.inf, np.float32)
+    col_cnt = np.zeros((workers, n), np.int32)
+
+    def panel(slot: int, i0: int) -> None:
+        i1 = min(n, i0 + rows)
+        S = X[i0:i1] @ Y.T
+        # The pair's own entry is pinned to s_pair (BLAS and einsum may differ in the last
+        # bit), so "at least as close as the partner" compares one value everywhere.
+        S[np.arange(i1 - i0), np.arange(i0, i1)] = s_pair[i0:i1]
+        _cross_panel_stats(S, thr_pair[i0:i1], thr_pair, row_max[i0:i1], row_cnt[i0:i1],
+                           col_max[slot], col_cnt[slot])
+
+    _run_panels(panel, list(range(0, n, rows)), workers)
+    return (row_max, row_cnt.astype(np.int64), col_max.max(axis=0),
+            col_cnt.sum(axis=0, dtype=np.int64))
+
+
 def _within_counts(A: np.ndarray, thr_a: np.ndarray, thr_b: np.ndarray,
-                   block_values: int) -> tuple[np.ndarray, np.ndarray]:
+                   block_values: int, workers: int) -> tuple[np.ndarray, np.ndarray]:
     """For each row i of unit-norm ``A``: #{j != i : a_i . a_j >= thr_a[i]} and the same for thr_b.
 
-    Walks the upper triangle of tiles of ``A A^T``: a tile (a, b) with a < b serves the rows of
-    a (row sweep) and the rows of b (column sweep), so each product is computed once.
+    Walks the upper triangle of ``A A^T`` by row panels (panel i0:i1 against rows i0:), so
+    each product a_i . a_j is computed once and serves both i and j: about N^2 d / 2
+    multiply-adds, and an item is never compared with itself.
     """
     n = A.shape[0]
-    cnt_a = np.zeros(n, np.int64)
-    cnt_b = np.zeros(n, np.int64)
-    tile = max(1, min(n, int(math.isqrt(block_values))))
-    for a0 in range(0, n, tile):
-        a1 = min(n, a0 + tile)
-        for b0 in range(a0, n, tile):
-            b1 = min(n, b0 + tile)
-            S = A[a0:a1] @ A[b0:b1].T
-            diagonal = a0 == b0
-            if diagonal:  # an item is never its own result
-                np.fill_diagonal(S, -np.inf)
-            _within_tile_stats(S, thr_a[a0:a1], thr_b[a0:a1], cnt_a[a0:a1], cnt_b[a0:a1],
-                               thr_a[b0:b1], thr_b[b0:b1], cnt_a[b0:b1], cnt_b[b0:b1],
-                               not diagonal)
-    return cnt_a, cnt_b
+    rows = _panel_rows(n, block_values, workers)
+    cnt_a = np.zeros((workers, n), np.int32)
+    cnt_b = np.zeros((workers, n), np.int32)
+
+    def panel(slot: int, i0: int) -> None:
+        S = A[i0:i0 + rows] @ A[i0:].T
+        _upper_panel_counts(S, i0, thr_a, thr_b, cnt_a[slot], cnt_b[slot])
+
+    _run_panels(panel, list(range(0, n, rows)), workers)  # the largest panels first
+    return cnt_a.sum(axis=0, dtype=np.int64), cnt_b.sum(axis=0, dtype=np.int64)

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import linalg
 
+from gapviz import measures
 from gapviz.measures import (distance_measures, frechet_distance, linear_separability,
                              measure_gap, paired_significance)
 from reference import brute_force_ranks
@@ -121,8 +122,41 @@ def test_frechet_matches_sqrtm_formula():
     assert frechet_distance(X, Y) == pytest.approx(ref, rel=1e-9)
 
 
+def test_frechet_singular_covariance():
+    # 6 rows in 10 dimensions: C_x has rank 5, Cholesky fails, the eigen-factor takes over.
+    rng = np.random.default_rng(3)
+    X, Y = rng.normal(size=(6, 10)), rng.normal(size=(40, 10)) + 0.2
+    cx, cy = np.cov(X, rowvar=False), np.cov(Y, rowvar=False)
+    with pytest.raises(linalg.LinAlgError):
+        linalg.cholesky(cx)
+    # spectrum of C_x C_y is real and >= 0 (similar to a PSD matrix); reference from it
+    tr_sqrt = np.sqrt(np.clip(np.linalg.eigvals(cx @ cy).real, 0, None)).sum()
+    ref = np.sum((X.mean(0) - Y.mean(0)) ** 2) + np.trace(cx) + np.trace(cy) - 2 * tr_sqrt
+    assert frechet_distance(X, Y) == pytest.approx(ref, rel=1e-7)
+
+
+def test_concurrent_passes_agree_and_restore_blas_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_info
+
+    rng = np.random.default_rng(5)
+    sets = [(rng.normal(size=(300, 16)) + 0.5, rng.normal(size=(300, 16)) - 0.5) for _ in range(4)]
+    serial = [measure_gap(X, Y).metrics for X, Y in sets]
+    before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    with ThreadPoolExecutor(4) as pool:  # like four app sessions at once
+        together = list(pool.map(lambda xy: measure_gap(*xy).metrics, sets))
+    after = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    assert after == before
+    for a, b in zip(serial, together):
+        assert rank_keys(a) == rank_keys(b)
+        assert a["frechet"] == pytest.approx(b["frechet"], rel=1e-9)
+
+
+@pytest.mark.parametrize("workers", [1, 3])
 @pytest.mark.parametrize("n,d,block", [(40, 6, 10 ** 6), (97, 5, 300), (64, 12, 64)])
-def test_blocked_pass_equals_brute_force(n, d, block):
+def test_blocked_pass_equals_brute_force(n, d, block, workers, monkeypatch):
+    monkeypatch.setattr(measures, "_workers", lambda: workers)  # 3 panel threads on any machine
     rng = np.random.default_rng(n)
     X = np.round(rng.normal(size=(n, d)) + 0.8, 1)   # rounding makes exact ties
     Y = np.round(rng.normal(size=(n, d)) - 0.3, 1)
