@@ -98,7 +98,7 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "clip": Profile("sim-CLIP", "OpenAI CLIP ViT-L/14",
                     "strong gap: narrow cones, far-apart centroids, ITR in the hundreds",
-                    GapParams()),
+                    GapParams(shift_spread_image=0.6)),
     "siglip": Profile("sim-SigLIP", "SigLIP ViT-B/16",
                       "milder gap: smaller shift and style structure",
                       GapParams(shift=1.0, style=0.45, anisotropy=0.3)),
