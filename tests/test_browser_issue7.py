@@ -78,6 +78,17 @@ def _open_in_browser(browser, path: Path, shot: str) -> int:
     return charts
 
 
+def _open_page(page, name: str, selector: str, timeout: float) -> float:
+    """Go to page ``name``, wait for ``selector`` and for the app to settle; seconds it took."""
+    started = time.monotonic()
+    _goto_page(page, name)
+    page.wait_for_selector(selector, timeout=timeout * 1000)
+    _wait_idle(page, timeout)
+    elapsed = time.monotonic() - started
+    _assert_no_exception(page, name)
+    return elapsed
+
+
 def test_retrieval_compare_and_exports_in_a_real_browser(app_url, tmp_path):  # noqa: F811
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
@@ -88,12 +99,7 @@ def test_retrieval_compare_and_exports_in_a_real_browser(app_url, tmp_path):  # 
             _wait_idle(page, FIRST_LOAD_TIMEOUT)
 
             # Retrieval: raw on the left (images only), spectral on the right (caption on top).
-            started = time.monotonic()
-            _goto_page(page, "Retrieval")
-            page.wait_for_selector(".gv-cards [data-rank]", timeout=FIRST_LOAD_TIMEOUT * 1000)
-            _wait_idle(page, FIRST_LOAD_TIMEOUT)
-            retrieval_load = time.monotonic() - started
-            _assert_no_exception(page, "Retrieval")
+            retrieval_load = _open_page(page, "Retrieval", ".gv-cards [data-rank]", FIRST_LOAD_TIMEOUT)
             raw, closed = page.evaluate(COLUMNS_JS)
             k = 10
             assert [c["modality"] for c in raw[:k]] == ["image"] * k
@@ -139,12 +145,7 @@ def test_retrieval_compare_and_exports_in_a_real_browser(app_url, tmp_path):  # 
 
             # Compare: the table of methods, then the heatmap.
             page.keyboard.press("Escape")
-            started = time.monotonic()
-            _goto_page(page, "Compare")
-            page.wait_for_selector('[data-testid="stDataFrame"]', timeout=COMPARE_TIMEOUT * 1000)
-            _wait_idle(page, COMPARE_TIMEOUT)
-            compare_load = time.monotonic() - started
-            _assert_no_exception(page, "Compare")
+            compare_load = _open_page(page, "Compare", '[data-testid="stDataFrame"]', COMPARE_TIMEOUT)
             _shot(page, "4_compare_table")
             page.get_by_role("tab", name="Heatmap").click()
             page.wait_for_selector(".st-key-compare_heatmap .js-plotly-plot .main-svg", timeout=30_000)
