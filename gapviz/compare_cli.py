@@ -50,7 +50,8 @@ def parse_settings(items: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def load_sources(sources: list[str], n_pairs: int, seed: int, dim: int = DEMO_DIM) -> dict[str, PairedEmbeddings]:
+def load_sources(sources: list[str], n_pairs: int, seed: int,
+                 dim: int = DEMO_DIM) -> dict[str, PairedEmbeddings]:
     from .cli import load_source
 
     datasets: dict[str, PairedEmbeddings] = {}

@@ -99,7 +99,7 @@ _DENSE_NODES = 1500
 #: float64 copy, twice that); beyond it ``knn`` is required, or the low-rank
 #: ``affinity="shift"`` bipartite path, which never builds one.
 _DENSE_BYTES = 1024 ** 3
-#: Columns per parallel task in the column top-k kernel (same idea as gapviz.measures).
+#: Columns per parallel task in the column top-k kernel.
 _COL_CHUNK = 256
 
 
@@ -617,7 +617,6 @@ def _scale(W, r: np.ndarray, c: np.ndarray):
 
 def _dense(A) -> np.ndarray:
     return A.toarray() if sparse.issparse(A) else np.asarray(A)
-
 
 
 # ---------------------------------------------------------------------------------------------
