@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gapviz.cache import EmbeddingCache  # noqa: E402
 from gapviz.data import load_folder  # noqa: E402
 from gapviz.embeddings import PairedEmbeddings  # noqa: E402
-from gapviz.embed_cli import main as embed_main  # noqa: E402
+from gapviz.cli.embed import main as embed_main  # noqa: E402
 from gapviz.encode import ModelSpec, embed_images, embed_pairs, embed_texts, load_model  # noqa: E402
 
 WORDS = ("a man riding a wave on top of a surfboard . two dogs play in the snow near a red "

@@ -165,7 +165,7 @@ def case_ot(folder: str, n: int, pot_iters: int) -> dict:
 
     from gapviz.methods import OTGap
     from gapviz.methods.base import l2_normalize
-    from gapviz.methods.cli import print_progress
+    from gapviz.cli.method_options import print_progress
 
     X, Y = load(folder, n)
     report = print_progress(sys.stderr, every=0.1)

@@ -1,4 +1,4 @@
-"""``python -m gapviz``: see :mod:`gapviz.cli`."""
+"""``python -m gapviz``: the ``gapviz`` command (see :mod:`gapviz.cli`)."""
 
 import sys
 

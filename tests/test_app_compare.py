@@ -13,7 +13,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from gapviz import compare_cli
+from gapviz.cli import compare as compare_cli
 from gapviz.compare import COMPARE_KEYS
 from gapviz.methods import METHODS
 from gapviz.simulate import PROFILES, simulate_pairs

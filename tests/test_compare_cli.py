@@ -11,7 +11,7 @@ from contextlib import redirect_stdout
 
 import pytest
 
-from gapviz import compare_cli
+from gapviz.cli import compare as compare_cli
 from gapviz.compare import COMPARE_KEYS, compare
 from gapviz.measures import measure_gap, normalize_rows
 from gapviz.methods import make_method
@@ -106,7 +106,7 @@ def test_models_and_parameters(tmp_path):
 
 def test_through_the_gapviz_command_line(tmp_path, capsys):
     cli = pytest.importorskip("gapviz.cli")
-    pytest.importorskip("gapviz.methods.cli", reason="the methods' CLI options are not there yet")
+    pytest.importorskip("gapviz.cli.method_options")
     from gapviz.embeddings import save_embeddings
 
     path = save_embeddings(simulate_pairs(40, 16, seed=4), tmp_path / "small.npz")
@@ -114,7 +114,7 @@ def test_through_the_gapviz_command_line(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines()[0].startswith("run,ITR,TIR")
     assert cli.main(["compare", str(path), "--methods", "nope"]) == 2  # one line, no traceback
     err = capsys.readouterr().err
-    assert err.startswith("error: unknown method") and "Traceback" not in err
+    assert err.startswith("gapviz compare: error: unknown method") and "Traceback" not in err
 
 
 def test_parameters_suited_to_small_data_are_what_the_cli_is_told():

@@ -10,7 +10,7 @@ import pytest
 
 from datafixtures import (LocalServer, image_bytes, make_coco, make_txt_folder, make_webdataset,
                           register_tiny_model, write_cc_tsv, write_image, zip_folder)
-from gapviz.embed_cli import detect_kind, main, register
+from gapviz.cli.embed import detect_kind, main, register
 from gapviz.embeddings import PairedEmbeddings, load_embeddings, save_embeddings
 
 pytest.importorskip("open_clip")
@@ -159,7 +159,7 @@ def test_existing_output_is_not_replaced(run, tmp_path):
 
 
 def test_real_process_exit_code_and_no_traceback(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "gapviz.embed_cli", str(tmp_path / "missing"),
+    result = subprocess.run([sys.executable, "-m", "gapviz", "embed", str(tmp_path / "missing"),
                              "--out", str(tmp_path / "x.npz")], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 2

@@ -8,7 +8,7 @@ import pytest
 
 from gapviz.embeddings import PairedEmbeddings, save_embeddings
 from gapviz.methods import OTGap, SpectralGap
-from gapviz.methods.cli import add_method_arguments, apply_method, method_from_args, print_progress
+from gapviz.cli.method_options import add_method_arguments, apply_method, method_from_args, print_progress
 from methods_helpers import gap_pairs
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .. import __version__
+
 #: Environment variable naming gapviz's cache root (downloads, extracted archives, embeddings).
 CACHE_DIR_ENV = "GAPVIZ_CACHE_DIR"
 #: Cache root when neither an argument nor the environment variable gives one.
@@ -70,7 +72,7 @@ DOWNLOAD_TIMEOUT = 20.0
 DOWNLOAD_RETRIES = 3
 DOWNLOAD_BACKOFF = 0.5
 MAX_DOWNLOAD_BYTES = 50 * 1024**2
-USER_AGENT = "gapviz/0.1 (image-caption research tool; python urllib)"
+USER_AGENT = f"gapviz/{__version__} (image-caption research tool; python urllib)"
 
 #: Threads that open and check images (Pillow releases the GIL while decoding).
 VALIDATE_WORKERS = 4

@@ -1,4 +1,4 @@
-"""Command-line options for the gap-closing methods (used by ``python -m gapviz evaluate``).
+"""Command-line options for the gap-closing methods (``gapviz evaluate --method``).
 
 >>> parser = argparse.ArgumentParser()
 >>> add_method_arguments(parser)
@@ -20,8 +20,8 @@ from typing import Any, Callable, TextIO
 
 import numpy as np
 
-from . import METHODS, make_method
-from .base import GapMethod, ProgressCallback
+from ..methods import METHODS, make_method
+from ..methods.base import GapMethod, ProgressCallback
 
 
 @dataclass(frozen=True)

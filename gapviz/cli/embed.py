@@ -1,6 +1,6 @@
 """The ``embed`` command: image-caption pairs in, an embeddings file out.
 
-``python -m gapviz embed SOURCE --model NAME --pretrained TAG --out FILE.npz``
+``gapviz embed SOURCE --model NAME --pretrained TAG --out FILE.npz``
 
 SOURCE is one of: a folder or ``.zip`` of images with captions; ``coco`` (downloaded) or
 local COCO files (``captions_*.json``, the annotations zip, ``dataset_coco.json``, a parquet
@@ -19,15 +19,16 @@ import zipfile
 from pathlib import Path
 from typing import Any, TextIO
 
-from .cache import EmbeddingCache
-from .data import DataError, DataReport, load_cc, load_coco, load_folder, load_webdataset, require_pairs
-from .data.archives import safe_path
-from .data.defaults import (CAPTION_CHOICES, CAPTION_FILES, CC_TSV_ENV, DOWNLOAD_RETRIES,
+from ..cache import EmbeddingCache
+from ..data import DataError, DataReport, load_cc, load_coco, load_folder, load_webdataset, require_pairs
+from ..data.archives import safe_path
+from ..data.defaults import (CAPTION_CHOICES, CAPTION_FILES, CC_TSV_ENV, DOWNLOAD_RETRIES,
                             DOWNLOAD_TIMEOUT, DOWNLOAD_WORKERS, MAX_IMAGE_PIXELS, SAMPLE_N,
                             SAMPLE_SEED)
-from .data.download import is_url
-from .embeddings import EmbeddingsFileError, load_embeddings, save_embeddings
-from .encode import (DEFAULT_IMAGE_BATCH, KNOWN_MODELS, EmbedResult, ModelLoadError, ModelSpec,
+from ..data.download import is_url
+from ..embeddings import EmbeddingsFileError, load_embeddings, save_embeddings
+from .common import EXIT_INTERRUPTED, EXIT_USER_ERROR, error_line
+from ..encode import (DEFAULT_IMAGE_BATCH, KNOWN_MODELS, EmbedResult, ModelLoadError, ModelSpec,
                      embed_pairs)
 
 DEFAULT_MODEL = KNOWN_MODELS[0]
@@ -44,13 +45,13 @@ or a CC .tsv path or URL; a webdataset .tar; or a precomputed embeddings .npz/.p
 
 EXAMPLES = """\
 examples:
-  python -m gapviz embed photos/ --pretrained none --out photos.npz    # random weights
-  python -m gapviz embed upload.zip --out upload.npz                   # CLIP ViT-B/32
-  python -m gapviz embed coco --n 2500 --seed 0 --out coco.npz         # downloads what it needs
-  python -m gapviz embed annotations/captions_val2017.json --images val2017/ --out coco.npz
-  python -m gapviz embed cc --tsv Validation_GCC-1.1.0-Validation.tsv --out cc.npz
-  python -m gapviz embed shard-000000.tar --out wds.npz                # webdataset
-  python -m gapviz embed llm2clip.npz --out checked.npz                # precomputed
+  gapviz embed photos/ --pretrained none --out photos.npz    # random weights
+  gapviz embed upload.zip --out upload.npz                   # CLIP ViT-B/32
+  gapviz embed coco --n 2500 --seed 0 --out coco.npz         # downloads what it needs
+  gapviz embed annotations/captions_val2017.json --images val2017/ --out coco.npz
+  gapviz embed cc --tsv Validation_GCC-1.1.0-Validation.tsv --out cc.npz
+  gapviz embed shard-000000.tar --out wds.npz                # webdataset
+  gapviz embed llm2clip.npz --out checked.npz                # precomputed
 
 upload layout: images with captions.csv/.tsv/.jsonl (columns image or file_name, and
 caption), or a .txt beside each image whose first line is the caption.
@@ -103,11 +104,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``embed`` on its own (``python -m gapviz.embed_cli ...``), as the main CLI would."""
-    parser = argparse.ArgumentParser(prog="gapviz")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["embed", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)
+    """``gapviz embed ARGS...`` from Python (scripts, benchmarks): the same as the command."""
+    from . import main as gapviz_main
+
+    return gapviz_main(["embed", *(sys.argv[1:] if argv is None else argv)])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -123,12 +123,12 @@ def run(args: argparse.Namespace) -> int:
         _check_args(args)
         return _embed(args, err)
     except (DataError, ModelLoadError, EmbeddingsFileError, FileExistsError) as exc:
-        print(f"gapviz embed: error: {exc}", file=err)
-        return 2
+        print(error_line("embed", exc), file=err)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("\ngapviz embed: interrupted. Finished downloads and extractions are cached; "
               "run the same command again to resume.", file=err)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def _check_args(args: argparse.Namespace) -> None:

@@ -1,4 +1,4 @@
-"""``python -m gapviz compare SOURCE [SOURCE ...] --methods ...``: one table of measures for
+"""``gapviz compare SOURCE [SOURCE ...] --methods ...``: one table of measures for
 every (model, method) on the same pairs."""
 
 from __future__ import annotations
@@ -8,10 +8,11 @@ import ast
 import json
 from typing import Any
 
-from . import tables
-from .compare import COMPARE_KEYS, compare, rows_to_columns
-from .config import DEMO_DIM, DEMO_N_PAIRS, DEMO_SEED
-from .embeddings import PairedEmbeddings
+from .. import tables
+from ..compare import COMPARE_KEYS, compare, rows_to_columns
+from ..config import DEMO_DIM
+from ..embeddings import PairedEmbeddings
+from .common import add_demo_arguments, add_format_argument, load_source
 
 DEFAULT_METHODS = "orig,center,standardize,pca,procrustes,sinkhorn,spectral"
 
@@ -27,10 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="METHOD.PARAM=VALUE",
                    help="a method parameter, e.g. --set spectral.n_components=120 (repeatable)")
     p.add_argument("--all-measures", action="store_true", help="every measure, not only the paper's")
-    p.add_argument("--format", choices=["table", "json", "csv", "markdown"], default="table")
-    p.add_argument("--n", type=int, default=DEMO_N_PAIRS, help="demo: number of pairs")
-    p.add_argument("--dim", type=int, default=DEMO_DIM, help="demo: embedding dimension")
-    p.add_argument("--demo-seed", type=int, default=DEMO_SEED, help="demo: seed")
+    add_format_argument(p)
+    add_demo_arguments(p, profile=False)
     p.set_defaults(func=cmd_compare)
 
 
@@ -52,8 +51,6 @@ def parse_settings(items: list[str]) -> dict[str, dict[str, Any]]:
 
 def load_sources(sources: list[str], n_pairs: int, seed: int,
                  dim: int = DEMO_DIM) -> dict[str, PairedEmbeddings]:
-    from .cli import load_source
-
     datasets: dict[str, PairedEmbeddings] = {}
     for src in sources:
         if src == "demo" or src.startswith("demo:"):
@@ -71,7 +68,7 @@ def load_sources(sources: list[str], n_pairs: int, seed: int,
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .methods import METHODS
+    from ..methods import METHODS
 
     names = list(METHODS) if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in names if m not in METHODS]
