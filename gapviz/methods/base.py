@@ -34,6 +34,15 @@ class GapMethod(BaseEstimator):
     name: ClassVar[str] = ""
     #: One line for menus and the README.
     summary: ClassVar[str] = ""
+    #: Whether the fit reads which image goes with which text (row i of X with row i of Y).
+    #: Such a method can memorise its fit pairs, so it is never scored on them by default.
+    uses_pairing: ClassVar[bool] = False
+    #: Protocol a score uses when none is asked for (``gapviz.protocols.PROTOCOLS``):
+    #: "held-out" for methods that use the pairing and for OT (the paper fits OT on other
+    #: pairs); "transductive" for spectral (the paper's setting) and for the baselines that
+    #: only estimate per-modality statistics (means, spreads, pooled axes), which need no
+    #: pairing and are stable at any N worth measuring.
+    default_protocol: ClassVar[str] = "transductive"
 
     # -- public API -------------------------------------------------------------------------
     def fit(self, X: np.ndarray, Y: np.ndarray, *,

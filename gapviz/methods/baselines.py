@@ -27,6 +27,8 @@ class OrigGap(GapMethod):
 
     name = "orig"
     summary = "no change (the original embeddings)"
+    uses_pairing = False
+    default_protocol = "transductive"
 
     def _fit(self, X: np.ndarray, Y: np.ndarray, progress: ProgressCallback) -> None:
         pass
@@ -51,6 +53,8 @@ class CenterGap(GapMethod):
 
     name = "center"
     summary = "remove each modality's mean, renormalise (Liang et al.'s shift, I0T, GR-CLIP)"
+    uses_pairing = False
+    default_protocol = "transductive"
 
     def _fit(self, X: np.ndarray, Y: np.ndarray, progress: ProgressCallback) -> None:
         self.mean_image_ = l2_normalize(X).mean(0, dtype=np.float64).astype(np.float32)
@@ -77,6 +81,8 @@ class StandardizeGap(GapMethod):
 
     name = "standardize"
     summary = "per-dimension, per-modality z-scores, renormalised"
+    uses_pairing = False
+    default_protocol = "transductive"
 
     def _fit(self, X: np.ndarray, Y: np.ndarray, progress: ProgressCallback) -> None:
         for tag, A in (("image", X), ("text", Y)):
@@ -115,6 +121,8 @@ class PCAGap(GapMethod):
 
     name = "pca"
     summary = "PCA of the pooled images and texts to k dimensions (paper: does not help)"
+    uses_pairing = False
+    default_protocol = "transductive"
 
     def __init__(self, n_components: int = SPECTRAL_K):
         self.n_components = n_components
@@ -170,6 +178,8 @@ class ProcrustesGap(GapMethod):
 
     name = "procrustes"
     summary = "orthogonal map fitted on the pairs (after centring each modality)"
+    uses_pairing = True
+    default_protocol = "held-out"
 
     def __init__(self, center: bool = True):
         self.center = center

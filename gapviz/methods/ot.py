@@ -147,6 +147,8 @@ class OTGap(_TransportGap):
 
     name = "ot"
     summary = "Laplacian-regularised optimal transport of images onto texts (POT EMDLaplaceTransport)"
+    uses_pairing = False
+    default_protocol = "held-out"
 
     def __init__(self, reg_lap: float = 100.0, reg_src: float = 1.0, *, reg_type: str = "pos",
                  similarity: str = "knn", similarity_param: float | None = None,
@@ -328,6 +330,8 @@ class SinkhornGap(_TransportGap):
 
     name = "sinkhorn"
     summary = "entropic optimal transport of images onto texts (POT SinkhornTransport)"
+    uses_pairing = False
+    default_protocol = "held-out"
 
     def __init__(self, reg: float = 0.05, *, method: str = "sinkhorn", max_iter: int = 1000,
                  tol: float = 1e-8):

@@ -166,6 +166,8 @@ class SpectralGap(GapMethod):
 
     name = "spectral"
     summary = "Laplacian eigenmaps of the cross-modal (bipartite) similarity graph, k components"
+    uses_pairing = False
+    default_protocol = "transductive"
 
     def __init__(self, n_components: int = SPECTRAL_K, *, graph: str = "bipartite",
                  affinity: str = "shift", knn: int | None = None, approximate_knn: bool = False,

@@ -69,6 +69,8 @@ class VLAPGap(GapMethod):
 
     name = "vlap"
     summary = "one linear layer trained by Sinkhorn assignment prediction to anchors (VLAP-style)"
+    uses_pairing = True
+    default_protocol = "held-out"
 
     def __init__(self, n_anchors: int = 256, *, temperature: float = 0.1, epsilon: float = 0.05,
                  sinkhorn_iters: int = 3, epochs: int = 20, batch_size: int = 256,
