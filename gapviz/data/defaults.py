@@ -47,8 +47,14 @@ SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif")
 UNSUPPORTED_IMAGE_EXTENSIONS = (".svg", ".svgz", ".heic", ".heif", ".avif", ".tif", ".tiff",
                                 ".bmp", ".ico", ".psd", ".jxl", ".raw", ".cr2", ".nef", ".pdf")
-#: Larger images are refused before decoding: Pillow's own decompression-bomb threshold.
-MAX_IMAGE_PIXELS = 89_478_485
+#: Larger images are refused before decoding (a decompression bomb declares a huge size in a
+#: small file). 40 megapixels holds an 8K frame (7680 x 4320) and a 6000 x 6000 scan; a model
+#: sees 224 x 224 of it anyway.
+MAX_IMAGE_PIXELS = 40_000_000
+#: Bytes of decoded pixels all threads of a process may hold at once while opening images
+#: (environment: ``GAPVIZ_MAX_DECODE_MB``); a larger image waits until others are done.
+MAX_DECODE_BYTES = 1024**3
+MAX_DECODE_ENV = "GAPVIZ_MAX_DECODE_MB"
 
 #: Archives whose entries would expand to more than this are refused outright...
 MAX_ARCHIVE_BYTES = 20 * 1024**3
@@ -66,9 +72,13 @@ CAPTION_COLUMNS = ("caption", "text")
 ID_COLUMNS = ("id",)
 
 #: Downloads: concurrent connections, seconds before a silent connection is given up,
-#: attempts per URL, first back-off (doubled each retry), largest accepted image.
+#: seconds one image URL may take in all (attempts included), the same for one large file
+#: (an annotation listing), attempts per URL, first back-off (doubled each retry), largest
+#: accepted image.
 DOWNLOAD_WORKERS = 16
 DOWNLOAD_TIMEOUT = 20.0
+DOWNLOAD_DEADLINE = 120.0
+FILE_DEADLINE = 3600.0
 DOWNLOAD_RETRIES = 3
 DOWNLOAD_BACKOFF = 0.5
 MAX_DOWNLOAD_BYTES = 50 * 1024**2

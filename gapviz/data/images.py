@@ -7,6 +7,9 @@ has passed :func:`check_image`, so the rules live here once:
   named when refused ("unsupported image format (SVG)"), so the user knows what to convert;
 - size: more than ``max_pixels`` pixels is refused *before* decoding (a decompression bomb is a
   small file that declares a huge image);
+- memory: every decode first reserves its decoded size from one per-process budget
+  (:data:`DECODE_BUDGET`, ``MAX_DECODE_BYTES``), so many threads opening large images at once
+  wait for each other instead of adding up to gigabytes;
 - broken: files Pillow cannot identify, and truncated or corrupt data, found by decoding fully;
 - colour: transparent images are composited on white (what a person sees in a viewer, and what
   captions describe), EXIF orientation is applied, the result is RGB.
@@ -17,12 +20,14 @@ from __future__ import annotations
 import os
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .defaults import MAX_IMAGE_PIXELS, SUPPORTED_FORMATS
+from .defaults import MAX_DECODE_BYTES, MAX_DECODE_ENV, MAX_IMAGE_PIXELS, SUPPORTED_FORMATS
 
 #: Describes what :func:`open_rgb` does to pixels; part of the embedding cache key, so change it
 #: whenever the pipeline changes.
@@ -34,6 +39,56 @@ CORRUPT = "corrupt or truncated image"
 _OPEN_LOCK = threading.Lock()
 NOT_AN_IMAGE = "not an image"
 MISSING_IMAGE = "caption without image (file missing)"
+
+
+class DecodeBudget:
+    """Bytes of decoded pixels that threads may hold at once; a reservation waits for room.
+
+    One image larger than the whole budget still runs, alone (its size is already bounded by
+    ``max_pixels``). ``peak`` records the most ever reserved at once.
+    """
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit = int(limit_bytes)
+        self.used = 0
+        self.peak = 0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def reserve(self, nbytes: int) -> Iterator[None]:
+        nbytes = max(0, min(int(nbytes), self.limit))
+        with self._cond:
+            while self.used and self.used + nbytes > self.limit:
+                self._cond.wait()
+            self.used += nbytes
+            self.peak = max(self.peak, self.used)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.used -= nbytes
+                self._cond.notify_all()
+
+
+def _budget_from_env() -> int:
+    raw = os.environ.get(MAX_DECODE_ENV, "").strip()
+    try:
+        return int(float(raw) * 1024**2) if raw and float(raw) > 0 else MAX_DECODE_BYTES
+    except ValueError:
+        return MAX_DECODE_BYTES
+
+
+#: The process-wide decode budget (``$GAPVIZ_MAX_DECODE_MB``, default 1 GiB).
+DECODE_BUDGET = DecodeBudget(_budget_from_env())
+
+
+def decoded_bytes(image: Image.Image, to_rgb: bool = False) -> int:
+    """Memory a decode of ``image`` takes: its pixels in its own mode (at the ``draft`` scale when
+    one is set), plus, for ``to_rgb``, the RGBA and RGB copies :func:`to_rgb` may make."""
+    width, height = image.size
+    bands = len(image.getbands())
+    per_pixel = max(1, bands * (4 if image.mode in ("I", "F") or image.mode.startswith("I;16") else 1))
+    return width * height * (per_pixel + (8 if to_rgb else 0))
 
 
 class ImageError(ValueError):
@@ -126,7 +181,8 @@ def check_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> 
         with image:
             if image.format in ("JPEG", "MPO"):
                 image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
-            image.load()
+            with DECODE_BUDGET.reserve(decoded_bytes(image)):
+                image.load()
     except Image.DecompressionBombError:
         return too_large_reason(max_pixels)
     except (OSError, SyntaxError, ValueError, EOFError):  # truncated / corrupt data
@@ -142,7 +198,7 @@ def open_rgb(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> Ima
     """
     image = _open(path, max_pixels)
     try:
-        with image:
+        with image, DECODE_BUDGET.reserve(decoded_bytes(image, to_rgb=True)):
             image.seek(0)
             image.load()
             image = ImageOps.exif_transpose(image) or image

@@ -1,0 +1,126 @@
+"""Small defences against hostile input and output, shared by every module that needs them.
+
+- :func:`csv_cell` / :func:`csv_rows`: text cells that a spreadsheet would run as a formula
+  (``=HYPERLINK(...)``, ``@SUM(...)``, ``+1+1``, ``-2+3``) get a leading apostrophe, the
+  neutralisation spreadsheet tools and OWASP's "CSV injection" advice expect; numbers stay numbers;
+- :func:`loads_json`: ``json.loads`` with a nesting limit checked *before* parsing, so a
+  ``[[[[...]]]]`` file gives a one-line :class:`JSONInputError` instead of a ``RecursionError``;
+- :func:`file_mode` / :func:`set_default_mode`: files written through a temporary name
+  (``mkstemp`` creates them 0600) get the permissions an ordinary ``open(path, "w")`` would give.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+#: Deepest JSON nesting accepted (COCO annotations need 3, a webdataset sample 2 or 3).
+MAX_JSON_DEPTH = 64
+
+#: First characters that make a spreadsheet read a cell as a formula (or run it via DDE).
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+
+class JSONInputError(ValueError):
+    """JSON that cannot be used: not valid, or nested deeper than the limit."""
+
+
+def csv_cell(value: Any) -> Any:
+    """``value`` safe to put in a CSV cell that a spreadsheet may open.
+
+    Text starting with ``= + - @``, a tab or a line break (or their full-width forms) is
+    prefixed with ``'``, so the spreadsheet shows it as text instead of evaluating it; text that
+    is a plain number (``-0.5``, ``+3``, ``-inf``) is left alone, as are non-text values.
+    """
+    if not isinstance(value, str) or not value.startswith(FORMULA_PREFIXES):
+        return value
+    try:
+        float(value)
+    except ValueError:
+        return "'" + value
+    return value
+
+
+def csv_rows(rows: Iterable[Iterable[Any]]) -> list[list[Any]]:
+    """Every cell of ``rows`` passed through :func:`csv_cell` (for ``csv.writer.writerows``)."""
+    return [[csv_cell(c) for c in row] for row in rows]
+
+
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_OPEN = np.frombuffer(b"[{", dtype=np.uint8)
+_CLOSE = np.frombuffer(b"]}", dtype=np.uint8)
+_BLOCK = 1 << 22
+
+
+def json_depth(data: bytes | str) -> int:
+    """Deepest bracket nesting of JSON text (brackets inside strings do not count).
+
+    Linear time, no recursion: strings are blanked with one regular expression, then the
+    running count of ``[{`` minus ``]}`` is taken with numpy. For text that is not valid JSON
+    the number is only an estimate; :func:`loads_json` then fails on parsing anyway.
+    """
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+    if raw.count(b"[") + raw.count(b"{") == 0:
+        return 0
+    bare = np.frombuffer(_STRING.sub(b'""', raw), dtype=np.uint8)
+    deepest = level = 0
+    for start in range(0, bare.size, _BLOCK):  # blocks bound the temporary arrays' memory
+        block = bare[start:start + _BLOCK]
+        step = np.isin(block, _OPEN).astype(np.int64) - np.isin(block, _CLOSE)
+        running = np.cumsum(step) + level
+        deepest = max(deepest, int(running.max(initial=level)))
+        level = int(running[-1])
+    return deepest
+
+
+def loads_json(data: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``json.loads(data)`` refusing nesting deeper than ``max_depth``.
+
+    Raises
+    ------
+    JSONInputError
+        One line: invalid JSON (with the parser's position) or too deep.
+    """
+    depth = json_depth(data)
+    if depth > max_depth:
+        raise JSONInputError(f"JSON nested {depth} levels deep, more than the {max_depth} "
+                             "accepted; flatten it")
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise JSONInputError(f"not valid JSON ({err})") from None
+    except RecursionError:  # only with an unusually low recursion limit
+        raise JSONInputError("JSON nested too deeply to read; flatten it") from None
+
+
+_umask_lock = threading.Lock()
+
+
+def file_mode() -> int:
+    """Permission bits a new file gets from ``open(path, "w")`` here: 0o666 less the umask."""
+    with _umask_lock:  # reading the umask means setting it; keep other threads out meanwhile
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
+
+
+def set_default_mode(path: str | os.PathLike, replacing: str | os.PathLike | None = None) -> None:
+    """Give ``path`` (made by ``mkstemp``, mode 0600) ordinary permissions before it is renamed.
+
+    The permissions of ``replacing`` when that file exists (a replaced file keeps its mode),
+    else :func:`file_mode`.
+    """
+    mode = file_mode()
+    if replacing is not None:
+        try:
+            mode = os.stat(replacing).st_mode & 0o7777
+        except OSError:
+            pass
+    os.chmod(path, mode)
+
