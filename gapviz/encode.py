@@ -12,7 +12,9 @@ Three steps, kept apart so the app can hold a loaded model across runs:
    open_clip looks, and how to point gapviz at a local checkpoint.
 3. :func:`embed_pairs` embeds pairs in batches (with a progress callback) into L2-normalised
    float32 rows, through the disk cache when one is given: the same data and model a second
-   time costs only hashing.
+   time costs only hashing. Decoding overlaps the model, and the precision (``auto`` picks
+   bf16 on CPUs with native bf16, mixed precision on GPUs) checks itself against fp32 on a
+   sample: see :mod:`gapviz.embed_pipeline`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +36,16 @@ import numpy as np
 
 from .cache import EmbeddingCache
 from .data.defaults import MAX_IMAGE_PIXELS
-from .data.images import IMAGE_PIPELINE, ImageError, open_rgb
+from .data.images import IMAGE_PIPELINE
 from .data.pairs import Pair, Progress
+from .embed_pipeline import (CHECK_SAMPLE, CHECK_THRESHOLD, PRECISIONS, PrecisionCheck,
+                             PrecisionError, embed_stream, resolve_precision)
 from .embeddings import PairedEmbeddings
+
+__all__ = ["KNOWN_MODELS", "PRECISIONS", "EmbedResult", "LoadedModel", "ModelChoice",
+           "ModelLoadError", "ModelSpec", "PrecisionCheck", "PrecisionError", "cache_identity",
+           "embed_images", "embed_pairs", "embed_texts", "known_model_names", "load_model",
+           "pick_device", "resolve_precision"]
 
 RANDOM_WEIGHTS = ("none", "random")
 
@@ -84,11 +92,15 @@ class ModelSpec:
         ``"none"`` for random weights.
     seed : int
         Seed of the random weights (ignored otherwise).
+    tokenizer : str, optional
+        A local folder holding a Hugging Face tokenizer (``tokenizer.json``, ...), for models
+        whose tokenizer comes from the hub (SigLIP's) on a machine that cannot reach it.
     """
 
     name: str
     pretrained: str | None = None
     seed: int = 0
+    tokenizer: str | None = None
 
     def __post_init__(self) -> None:
         tag = self.pretrained
@@ -96,6 +108,8 @@ class ModelSpec:
             tag = None
         object.__setattr__(self, "pretrained", None if tag is None else str(tag).strip())
         object.__setattr__(self, "name", str(self.name).strip())
+        if self.tokenizer is not None:
+            object.__setattr__(self, "tokenizer", str(Path(self.tokenizer).expanduser()))
 
     @property
     def has_schema(self) -> bool:
@@ -147,6 +161,11 @@ class ModelSpec:
             out["weights"] = f"file {ckpt.resolve()} {st.st_size} {st.st_mtime_ns}"
         else:
             out["weights"] = self.pretrained
+        if self.tokenizer is not None:
+            folder = Path(self.tokenizer)
+            files = sorted(folder.iterdir()) if folder.is_dir() else []
+            out["tokenizer"] = [f"{f.name} {f.stat().st_size} {f.stat().st_mtime_ns}" for f in files
+                                if f.is_file()]
         return out
 
 
@@ -159,6 +178,9 @@ class LoadedModel:
     preprocess: Callable[[Any], Any]
     tokenizer: Callable[[list[str]], Any]
     device: str
+    #: Reduced-precision copies of ``model`` made for CPU runs, by dtype name (see
+    #: :class:`gapviz.embed_pipeline.Encoder`).
+    casts: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 def _version(package: str) -> str:
@@ -237,13 +259,15 @@ def load_model(spec: ModelSpec | str, pretrained: str | None = None, *, device: 
         pretrained_arg = None
     try:
         # The tokenizer first: it is cheap, and a missing package should not cost a download.
-        tokenizer = open_clip.get_tokenizer(name)
+        tokenizer = _load_tokenizer(spec, name, weights_dir)
         # Random weights are seeded so that "none" names one reproducible model (the cache key
         # relies on it); fork_rng leaves the caller's random state as it was.
         with torch.random.fork_rng(devices=[]), _no_random_init_warning(spec):
             torch.manual_seed(spec.seed)
             model, _, preprocess = open_clip.create_model_and_transforms(
                 name, pretrained=pretrained_arg, **kwargs)
+    except ModelLoadError:
+        raise
     except ImportError as err:
         raise ModelLoadError(f"model '{spec.name}' needs a package that is not installed ({err}); "
                              "install it, or pick another model.") from None
@@ -251,6 +275,71 @@ def load_model(spec: ModelSpec | str, pretrained: str | None = None, *, device: 
         raise ModelLoadError(_load_failure_message(spec, err)) from None
     model.eval()
     return LoadedModel(spec, model, preprocess, tokenizer, device)
+
+
+def _hf_tokenizer_config(spec: ModelSpec, name: str) -> tuple[str, dict[str, Any]]:
+    """The Hugging Face tokenizer a model's config names ('' if it uses open_clip's own) and
+    its text config."""
+    import open_clip
+
+    if spec.has_schema:
+        return "", {}
+    text_cfg = (open_clip.get_model_config(name) or {}).get("text_cfg", {})
+    return text_cfg.get("hf_tokenizer_name", "") or "", text_cfg
+
+
+def _load_tokenizer(spec: ModelSpec, name: str, weights_dir: str | os.PathLike | None) -> Any:
+    """open_clip's tokenizer for ``name``; for tokenizers from the Hugging Face hub (SigLIP's),
+    the local folder ``spec.tokenizer`` or the cached copy, and a clear error when neither
+    exists and the hub cannot be reached."""
+    import open_clip
+
+    repo, text_cfg = _hf_tokenizer_config(spec, name)
+    if not repo and spec.tokenizer is None:
+        return open_clip.get_tokenizer(name)
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        raise ModelLoadError(
+            f"model '{spec.name}' needs the `transformers` package for its tokenizer "
+            f"({repo or spec.tokenizer}); install it with `pip install transformers` (it is in "
+            "requirements.txt), or pick another model.") from None
+    kwargs = dict(text_cfg.get("tokenizer_kwargs", {}))
+    context = text_cfg.get("context_length")
+    if spec.tokenizer is not None:
+        folder = Path(spec.tokenizer)
+        if not folder.is_dir():
+            raise ModelLoadError(f"tokenizer folder '{folder}' not found; give a folder written by "
+                                 "a Hugging Face tokenizer's save_pretrained (tokenizer.json, "
+                                 "tokenizer_config.json).")
+        from open_clip.tokenizer import DEFAULT_CONTEXT_LENGTH, HFTokenizer
+
+        return HFTokenizer(str(folder), context_length=context or DEFAULT_CONTEXT_LENGTH, **kwargs)
+    if _tokenizer_cached(repo, weights_dir):
+        return open_clip.get_tokenizer(name, cache_dir=weights_dir, local_files_only=True)
+    host = _weights_host({"hf_hub": repo})
+    if not _reachable(host):
+        raise ModelLoadError(_tokenizer_offline_message(spec, repo, host))
+    return open_clip.get_tokenizer(name, cache_dir=weights_dir)
+
+
+def _tokenizer_cached(repo: str, weights_dir: str | os.PathLike | None) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    found = try_to_load_from_cache(repo, "tokenizer_config.json", cache_dir=weights_dir)
+    return isinstance(found, str) and os.path.isfile(found)
+
+
+def _tokenizer_offline_message(spec: ModelSpec, repo: str, host: str) -> str:
+    return (
+        f"cannot get the tokenizer of model {spec.name}: it comes from the Hugging Face hub "
+        f"(repo {repo}), {host} cannot be reached (offline?) and no copy is in the Hugging Face "
+        f"cache. On a connected machine run `hf download {repo}` (or "
+        f"`huggingface-cli download {repo}`) and copy the cache (~/.cache/huggingface, or set "
+        "HF_HOME), or save the tokenizer to a folder (`transformers.AutoTokenizer.from_pretrained"
+        f"('{repo}').save_pretrained('DIR')`) and pass it: ModelSpec(..., tokenizer='DIR').")
 
 
 class _DropRandomInitWarning(logging.Filter):
@@ -399,12 +488,19 @@ def _load_failure_message(spec: ModelSpec, err: Exception) -> str:
 
 def embed_images(loaded: LoadedModel, paths: Sequence[str], *, batch_size: int = DEFAULT_IMAGE_BATCH,
                  workers: int | None = None, max_pixels: int = MAX_IMAGE_PIXELS,
-                 progress: Progress | None = None) -> tuple[np.ndarray, dict[int, str]]:
+                 progress: Progress | None = None,
+                 precision: str = "fp32") -> tuple[np.ndarray, dict[int, str]]:
     """L2-normalised image embeddings.
 
-    ``workers`` threads (default: one per CPU core, at most 8) decode and transform the next
-    batch's images while the model runs on the current one; Pillow and torchvision release
+    ``workers`` threads (default: one per CPU core, at most 8) read, decode and transform the
+    next batch's images while the model runs on the current one; Pillow and torchvision release
     the GIL for that work.
+
+    Parameters
+    ----------
+    precision : {"fp32", "auto", "bf16", "fp16"}
+        fp32 by default here (exact, batch-independent numbers); :func:`embed_pairs` defaults
+        to ``auto`` with its self-check.
 
     Returns
     -------
@@ -413,73 +509,22 @@ def embed_images(loaded: LoadedModel, paths: Sequence[str], *, batch_size: int =
     failures : dict of int to str
         Row -> skip reason, for images that could not be opened.
     """
-    import torch
-
-    n = len(paths)
-    failures: dict[int, str] = {}
-    out: np.ndarray | None = None
-
-    def prepare(i: int) -> Any:
-        try:
-            return loaded.preprocess(open_rgb(paths[i], max_pixels))
-        except ImageError as err:
-            return err.reason
-
-    workers = workers or min(8, os.cpu_count() or 1)
-    starts = list(range(0, n, batch_size))
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, torch.inference_mode():
-        def submit(start: int) -> list[tuple[int, Future]]:
-            return [(i, pool.submit(prepare, i)) for i in range(start, min(start + batch_size, n))]
-
-        pending = submit(starts[0]) if starts else []
-        for k, start in enumerate(starts):
-            current = pending
-            pending = submit(starts[k + 1]) if k + 1 < len(starts) else []
-            rows, tensors = [], []
-            for i, future in current:
-                result = future.result()
-                if isinstance(result, str):
-                    failures[i] = result
-                else:
-                    rows.append(i)
-                    tensors.append(result)
-            if tensors:
-                features = loaded.model.encode_image(torch.stack(tensors).to(loaded.device))
-                features = torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
-                if out is None:
-                    out = np.full((n, features.shape[1]), np.nan, dtype=np.float32)
-                out[rows] = features
-            if progress is not None:
-                progress(min(start + batch_size, n), n, "embedding images")
-    if out is None:
-        out = np.full((n, 0), np.nan, dtype=np.float32)
-    return out, failures
+    result = embed_stream(loaded, paths, [], precision=precision, image_batch=batch_size,
+                          workers=workers, max_pixels=max_pixels, progress=progress)
+    return result.images, result.failures
 
 
 def embed_texts(loaded: LoadedModel, texts: Sequence[str], *, batch_size: int = DEFAULT_TEXT_BATCH,
-                progress: Progress | None = None) -> np.ndarray:
+                progress: Progress | None = None, precision: str = "fp32") -> np.ndarray:
     """L2-normalised text embeddings, ndarray of shape (N, d), float32.
 
     Captions are batched by token length, which lets CLIP-style text towers skip padding
-    (see :func:`_encode_text`); the output is in input order.
+    (see :func:`_encode_text`); the output is in input order. ``precision`` as in
+    :func:`embed_images`.
     """
-    import torch
-
-    n = len(texts)
-    tokens = loaded.tokenizer(list(texts))
-    order = torch.argsort(_last_token(tokens), stable=True)
-    out: np.ndarray | None = None
-    with torch.inference_mode():
-        for start in range(0, n, batch_size):
-            rows = order[start:start + batch_size]
-            features = _encode_text(loaded.model, tokens[rows].to(loaded.device))
-            features = torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
-            if out is None:
-                out = np.empty((n, features.shape[1]), dtype=np.float32)
-            out[rows.numpy()] = features
-            if progress is not None:
-                progress(min(start + batch_size, n), n, "embedding captions")
-    return out if out is not None else np.empty((0, 0), dtype=np.float32)
+    result = embed_stream(loaded, [], texts, precision=precision, text_batch=batch_size,
+                          progress=progress)
+    return result.texts if len(texts) else np.empty((0, 0), dtype=np.float32)
 
 
 def _last_token(tokens: Any) -> Any:
@@ -496,7 +541,8 @@ def _encode_text(model: Any, tokens: Any) -> Any:
     In open_clip's CLIP text tower (causal attention mask, features read at the end-of-text
     token), position j sees only positions <= j, so columns after the batch's last end-of-text
     token cannot change the output; dropping them makes captions of ~15 tokens several times
-    cheaper than the full 77. Any other tower gets the plain call.
+    cheaper than the full 77. Any other tower gets the plain call: SigLIP's, for one, attends
+    without a mask and reads the last position, so its padding changes the output.
     """
     import open_clip
     import torch
@@ -527,7 +573,9 @@ class EmbedResult:
     Attributes
     ----------
     embeddings : PairedEmbeddings
-        One row per embedded pair; ``ids``, ``captions`` and ``image_paths`` filled in.
+        One row per embedded pair; ``ids``, ``captions`` and ``image_paths`` filled in. Its
+        ``meta`` records ``precision`` (what ran), ``precision_requested`` and
+        ``precision_check`` (:meth:`PrecisionCheck.as_meta`, None for fp32).
     from_cache : bool
         True when the disk cache answered and no model ran.
     cache_key : str or None
@@ -535,6 +583,10 @@ class EmbedResult:
         Reason -> ids of pairs whose image failed while embedding (rare: they passed the
         loader's checks, but a file can change in between).
     seconds : float
+    precision_check : PrecisionCheck or None
+        This run's self-check (None for fp32 runs and cache hits).
+    notes : list of str
+        What to tell the user: the self-check's outcome, a fallback to fp32.
     """
 
     embeddings: PairedEmbeddings
@@ -542,14 +594,30 @@ class EmbedResult:
     cache_key: str | None = None
     skipped: dict[str, list[str]] = field(default_factory=dict)
     seconds: float = 0.0
+    precision_check: PrecisionCheck | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def cache_identity(spec: ModelSpec, precision: str = "auto", device: str | None = None) -> dict[str, Any]:
+    """What keys :func:`embed_pairs`'s cache entry: the model's identity, plus the precision
+    when it is not fp32 (so fp32 entries keep their key, and a bf16 run never answers a request
+    for fp32)."""
+    resolved = resolve_precision(precision, pick_device(device))
+    identity = spec.identity()
+    return identity if resolved == "fp32" else {**identity, "precision": resolved}
 
 
 def embed_pairs(pairs: Sequence[Pair], model: ModelSpec | LoadedModel, *,
                 cache: EmbeddingCache | None = None, device: str | None = None,
-                image_batch: int = DEFAULT_IMAGE_BATCH, text_batch: int = DEFAULT_TEXT_BATCH,
+                image_batch: int | None = None, text_batch: int | None = None,
                 workers: int | None = None, meta: dict[str, Any] | None = None,
-                progress: Progress | None = None) -> EmbedResult:
+                progress: Progress | None = None, precision: str = "auto",
+                check_sample: int = CHECK_SAMPLE, check_threshold: float = CHECK_THRESHOLD) -> EmbedResult:
     """Embed ``pairs`` with ``model``, through ``cache`` when given.
+
+    Images are read, decoded and preprocessed by worker threads while the model runs, and
+    captions fill the model's time while an image batch is still decoding
+    (:func:`gapviz.embed_pipeline.embed_stream`).
 
     Parameters
     ----------
@@ -557,40 +625,61 @@ def embed_pairs(pairs: Sequence[Pair], model: ModelSpec | LoadedModel, *,
     model : ModelSpec or LoadedModel
         A spec is loaded only on a cache miss, so a hit costs no model load.
     cache : EmbeddingCache, optional
+    image_batch, text_batch : int, optional
+        Default: sized for the device (:func:`gapviz.embed_pipeline.default_batch_sizes`).
     meta : dict, optional
         Extra provenance for the output's ``meta`` (data source, sample size, ...).
+    precision : {"auto", "fp32", "bf16", "fp16"}
+        ``auto``: bf16 on CPUs with native bf16, bf16/fp16 autocast on GPUs, else fp32. A
+        reduced precision is checked against fp32 on ``check_sample`` images and captions;
+        below ``check_threshold`` cosine the run falls back to fp32 (and says so in ``notes``).
 
     Returns
     -------
     EmbedResult
         Image and text rows L2-normalised, float32, shape (N_kept, d).
+
+    Raises
+    ------
+    PrecisionError
+        Unknown precision, or fp16 on a CPU.
     """
     started = time.perf_counter()
     spec = model.spec if isinstance(model, LoadedModel) else model
+    device = model.device if isinstance(model, LoadedModel) else device
+    requested = str(precision).strip().lower()
+    resolve_precision(requested, pick_device(device))  # a bad precision fails before any work
     base_meta = {"simulated": False, "model_name": spec.name, "pretrained": spec.pretrained or "none",
                  "random_weights": spec.random_weights, "normalized": True, **(meta or {})}
-    key = cache.key(pairs, spec.identity()) if cache is not None else None
+    key = cache.key(pairs, cache_identity(spec, requested, device)) if cache is not None else None
     if cache is not None and key is not None:
         hit = cache.load(key)
         if hit is not None:
             result = _attach(hit, pairs, spec, base_meta)
             return EmbedResult(result, True, key, {}, time.perf_counter() - started)
     loaded = model if isinstance(model, LoadedModel) else load_model(spec, device=device)
-    images, failures = embed_images(loaded, [p.image_path for p in pairs], batch_size=image_batch,
-                                    workers=workers, progress=progress)
-    texts = embed_texts(loaded, [p.caption for p in pairs], batch_size=text_batch, progress=progress)
+    stream = embed_stream(loaded, [p.image_path for p in pairs], [p.caption for p in pairs],
+                          precision=requested, image_batch=image_batch, text_batch=text_batch,
+                          workers=workers, progress=progress, check_sample=check_sample,
+                          threshold=check_threshold)
+    failures = stream.failures
     keep = [i for i in range(len(pairs)) if i not in failures]
     skipped: dict[str, list[str]] = {}
     for i, reason in failures.items():
         skipped.setdefault(reason, []).append(pairs[i].id)
     kept_pairs = [pairs[i] for i in keep]
+    images = stream.images if stream.images.shape[1] else np.full(
+        (len(pairs), stream.texts.shape[1]), np.nan, np.float32)
     embeddings = PairedEmbeddings(
-        images[keep], texts[keep], [p.id for p in kept_pairs], [p.caption for p in kept_pairs],
-        [p.image_path for p in kept_pairs], spec.label(),
-        {**base_meta, "device": loaded.device})
+        images[keep], stream.texts[keep], [p.id for p in kept_pairs],
+        [p.caption for p in kept_pairs], [p.image_path for p in kept_pairs], spec.label(),
+        {**base_meta, "device": loaded.device, "precision": stream.precision,
+         "precision_requested": requested,
+         "precision_check": stream.check.as_meta() if stream.check is not None else None})
     if cache is not None and key is not None:
         cache.save(key, embeddings)
-    return EmbedResult(embeddings, False, key, skipped, time.perf_counter() - started)
+    return EmbedResult(embeddings, False, key, skipped, time.perf_counter() - started,
+                       stream.check, stream.notes)
 
 
 def _attach(cached: PairedEmbeddings, pairs: Sequence[Pair], spec: ModelSpec,

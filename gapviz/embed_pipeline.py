@@ -1,0 +1,447 @@
+"""Embedding pairs as fast as the device allows: precision, overlap, and a self-check.
+
+Three pieces, used by :mod:`gapviz.encode`:
+
+- :func:`resolve_precision` turns ``auto | fp32 | bf16 | fp16`` into what runs: bf16 on CPUs
+  with native bf16 arithmetic (AVX-512 BF16, AMX, Arm BF16), where torch's bf16 matrix
+  products run several times faster than fp32; bf16 (else fp16) autocast on CUDA GPUs;
+  fp16 autocast on Apple MPS; fp32 otherwise.
+- :class:`Encoder` runs one model at one precision: batches in, L2-normalised float32 rows
+  out. On CPU a bf16 copy of the weights is made once and kept with the loaded model
+  (autocast would convert every weight on every call); on GPUs the fp32 weights run under
+  autocast.
+- :func:`embed_stream` is the pipeline: worker threads read, decode and preprocess images
+  straight into the next batch's buffer (Pillow releases the GIL for decoding and resizing;
+  on CUDA the buffer is in pinned memory and copied asynchronously) while the main thread
+  runs the model; whenever the next image batch is not ready yet, a caption batch runs
+  instead. Before a reduced-precision run it checks itself on a small sample against fp32
+  (:func:`check_precision`) and falls back to fp32 below :data:`CHECK_THRESHOLD`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .data.defaults import MAX_IMAGE_PIXELS
+from .data.images import ImageError, open_rgb
+from .data.pairs import Progress
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: Below this cosine to the fp32 embedding (on any sampled row) a run falls back to fp32.
+CHECK_THRESHOLD = 0.999
+#: Images and captions embedded twice (fp32 and the run's precision) by the self-check.
+CHECK_SAMPLE = 8
+#: Batch sizes per device kind: (images, captions). On CPU, larger image batches gain little
+#: (ViT-B-32 in bf16: 78 images/s at 32, 84 at 64) and delay the first results; GPUs need
+#: large batches to fill their units.
+BATCH_SIZES = {"cpu": (32, 64), "mps": (64, 128), "cuda": (256, 512)}
+
+_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+class PrecisionError(ValueError):
+    """A precision that does not exist, or that this device cannot run usefully."""
+
+
+# ------------------------------------------------------------------------------ precision
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (x86 AVX-512 BF16 or AMX, Arm BF16).
+
+    Without such units torch emulates bf16 products, slower than fp32.
+    """
+    if platform.system() == "Darwin":
+        return False  # Apple CPUs: torch's bf16 CPU kernels are emulated there
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key = line.split(":", 1)[0].strip().lower()
+                if key in ("flags", "features"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """The precision a run on ``device`` uses for ``precision`` (``auto`` resolved).
+
+    Parameters
+    ----------
+    precision : {"auto", "fp32", "bf16", "fp16"}
+    device : str
+        ``cpu``, ``cuda``, ``cuda:1``, ``mps``.
+
+    Raises
+    ------
+    PrecisionError
+        Unknown precision, or fp16 on a CPU (torch's fp16 products there run at about 1% of
+        fp32's rate: use bf16 or fp32).
+    """
+    import torch
+
+    value = str(precision).strip().lower()
+    if value not in PRECISIONS:
+        raise PrecisionError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}.")
+    kind = device.split(":")[0]
+    if kind == "cpu" and value == "fp16":
+        raise PrecisionError("fp16 is for GPUs: torch's fp16 matrix products on a CPU are ~100x "
+                             "slower than fp32. Use --precision bf16 (fast on CPUs with native "
+                             "bf16) or fp32.")
+    if value != "auto":
+        return value
+    if kind == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if kind == "mps":
+        return "fp16"
+    if kind == "cpu" and cpu_has_native_bf16():
+        return "bf16"
+    return "fp32"
+
+
+def default_batch_sizes(device: str) -> tuple[int, int]:
+    """(image batch, caption batch) for ``device``; on CUDA, halved for GPUs under 16 GB."""
+    kind = device.split(":")[0]
+    images, texts = BATCH_SIZES.get(kind, BATCH_SIZES["cpu"])
+    if kind == "cuda":
+        import torch
+
+        index = int(device.split(":")[1]) if ":" in device else torch.cuda.current_device()
+        if torch.cuda.get_device_properties(index).total_memory < 16 * 2**30:
+            images, texts = images // 2, texts // 2
+    return images, texts
+
+
+class Encoder:
+    """One loaded model at one precision: batches in, L2-normalised float32 rows out.
+
+    Parameters
+    ----------
+    loaded : gapviz.encode.LoadedModel
+    precision : {"fp32", "bf16", "fp16"}
+        Already resolved (:func:`resolve_precision`).
+    """
+
+    def __init__(self, loaded: Any, precision: str) -> None:
+        import torch
+
+        if precision not in _DTYPES:
+            raise PrecisionError(f"Encoder needs a resolved precision (fp32, bf16, fp16), got "
+                                 f"'{precision}'.")
+        self.loaded = loaded
+        self.precision = precision
+        self.device = loaded.device
+        self.kind = self.device.split(":")[0]
+        self.dtype = getattr(torch, _DTYPES[precision])
+        self.autocast = precision != "fp32" and self.kind != "cpu"
+        if precision == "fp32" or self.autocast:
+            self.model = loaded.model
+        else:
+            self.model = _cpu_cast(loaded, self.dtype)
+        #: The model's input dtype: fp32 batches are cast on the way in (a few ms a batch, and
+        #: a fallback to fp32 can reuse batches already decoded).
+        self.input_dtype = self.dtype if self.model is not loaded.model else torch.float32
+        #: Pinned host buffers and asynchronous copies, on CUDA only.
+        self.pin = self.kind == "cuda"
+
+    def _context(self) -> Any:
+        import contextlib
+
+        import torch
+
+        if self.autocast:
+            return torch.autocast(self.kind, dtype=self.dtype)
+        return contextlib.nullcontext()
+
+    def images(self, batch: Any) -> np.ndarray:
+        """Image rows of shape (B, d), float32, for a preprocessed batch (B, 3, H, W)."""
+        import torch
+
+        batch = batch.to(self.device, dtype=self.input_dtype, non_blocking=self.pin)
+        with torch.inference_mode(), self._context():
+            features = self.model.encode_image(batch)
+        return _rows(features)
+
+    def texts(self, tokens: Any) -> np.ndarray:
+        """Caption rows of shape (B, d), float32, for token ids (B, context_length)."""
+        import torch
+
+        from .encode import _encode_text
+
+        with torch.inference_mode(), self._context():
+            features = _encode_text(self.model, tokens.to(self.device, non_blocking=self.pin))
+        return _rows(features)
+
+
+def _rows(features: Any) -> np.ndarray:
+    import torch
+
+    return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
+
+
+def _cpu_cast(loaded: Any, dtype: Any) -> Any:
+    """A copy of the model's weights in ``dtype``, made once and kept with ``loaded``.
+
+    The fp32 model stays as it is: it is the self-check's reference and the fallback. The copy
+    costs half the fp32 weights' memory (bf16) for as long as the loaded model lives.
+    """
+    import copy
+
+    key = str(dtype)
+    if key not in loaded.casts:
+        loaded.casts[key] = copy.deepcopy(loaded.model).to(dtype).eval()
+    return loaded.casts[key]
+
+
+# ------------------------------------------------------------------------------ self-check
+
+@dataclass(frozen=True)
+class PrecisionCheck:
+    """How close a reduced-precision run is to fp32, on a small sample of its own data.
+
+    Cosines are between the run's and fp32's L2-normalised embeddings of the same rows.
+    """
+
+    requested: str
+    tried: str
+    n_images: int
+    n_texts: int
+    image_min: float
+    image_mean: float
+    text_min: float
+    text_mean: float
+    threshold: float = CHECK_THRESHOLD
+
+    @property
+    def min(self) -> float:
+        return float(np.nanmin([self.image_min, self.text_min]))
+
+    @property
+    def mean(self) -> float:
+        n = self.n_images + self.n_texts
+        total = (self.image_mean * self.n_images if self.n_images else 0.0) + (
+            self.text_mean * self.n_texts if self.n_texts else 0.0)
+        return total / n if n else float("nan")
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.min >= self.threshold)
+
+    @property
+    def used(self) -> str:
+        return self.tried if self.passed else "fp32"
+
+    def summary(self) -> str:
+        head = (f"precision {self.tried}: cosine to fp32 on {self.n_images} images and "
+                f"{self.n_texts} captions: min {self.min:.5f}, mean {self.mean:.5f}")
+        if self.passed:
+            return f"{head} (>= {self.threshold}: kept)"
+        return f"{head}, below {self.threshold}: fell back to fp32"
+
+    def as_meta(self) -> dict[str, Any]:
+        return {"requested": self.requested, "tried": self.tried, "used": self.used,
+                "passed": self.passed, "threshold": self.threshold, "min_cosine": self.min,
+                "mean_cosine": self.mean, "n_images": self.n_images, "n_texts": self.n_texts,
+                "image_min_cosine": self.image_min, "image_mean_cosine": self.image_mean,
+                "text_min_cosine": self.text_min, "text_mean_cosine": self.text_mean}
+
+
+def check_precision(loaded: Any, precision: str, images: Any | None, tokens: Any | None, *,
+                    requested: str | None = None, threshold: float = CHECK_THRESHOLD) -> PrecisionCheck:
+    """Embed a sample at fp32 and at ``precision`` and compare them row by row.
+
+    Parameters
+    ----------
+    loaded : gapviz.encode.LoadedModel
+    precision : {"bf16", "fp16"}
+    images : tensor of shape (k, 3, H, W), or None
+        Preprocessed images.
+    tokens : tensor of shape (m, context_length), or None
+    """
+    reference, trial = Encoder(loaded, "fp32"), Encoder(loaded, precision)
+
+    def cosines(run: Callable[[Encoder], np.ndarray]) -> np.ndarray:
+        return np.sum(run(reference) * run(trial), axis=1)
+
+    img = cosines(lambda e: e.images(images)) if images is not None and len(images) else np.array([])
+    txt = cosines(lambda e: e.texts(tokens)) if tokens is not None and len(tokens) else np.array([])
+
+    def stats(values: np.ndarray) -> tuple[float, float]:
+        return (float(values.min()), float(values.mean())) if values.size else (float("nan"),) * 2
+
+    (image_min, image_mean), (text_min, text_mean) = stats(img), stats(txt)
+    return PrecisionCheck(requested or precision, precision, int(img.size), int(txt.size),
+                          image_min, image_mean, text_min, text_mean, threshold)
+
+
+# ------------------------------------------------------------------------------ the pipeline
+
+@dataclass
+class StreamResult:
+    """What :func:`embed_stream` produced.
+
+    Attributes
+    ----------
+    images : ndarray of shape (N_images, d), float32
+        Rows of images that failed are NaN.
+    texts : ndarray of shape (N_texts, d), float32
+    failures : dict of int to str
+        Image row -> skip reason.
+    precision : str
+        What ran: ``fp32``, ``bf16`` or ``fp16``.
+    check : PrecisionCheck or None
+        None when fp32 was asked for (or auto chose it): fp32 is the reference.
+    notes : list of str
+        What a user should be told (the check's outcome, a fallback).
+    """
+
+    images: np.ndarray
+    texts: np.ndarray
+    failures: dict[int, str]
+    precision: str
+    check: PrecisionCheck | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def embed_stream(loaded: Any, image_paths: Sequence[str], captions: Sequence[str], *,
+                 precision: str = "auto", image_batch: int | None = None,
+                 text_batch: int | None = None, workers: int | None = None,
+                 max_pixels: int = MAX_IMAGE_PIXELS, progress: Progress | None = None,
+                 check_sample: int = CHECK_SAMPLE, threshold: float = CHECK_THRESHOLD) -> StreamResult:
+    """Embed images and captions with reading, decoding and preprocessing overlapping the model.
+
+    Parameters
+    ----------
+    loaded : gapviz.encode.LoadedModel
+    image_paths, captions : sequences of str
+        Independent lists (a pair's image and caption share a row index in the callers).
+    precision : {"auto", "fp32", "bf16", "fp16"}
+    image_batch, text_batch : int, optional
+        Default: :func:`default_batch_sizes` for the device.
+    workers : int, optional
+        Threads that read, decode and preprocess images (default: one per CPU core, at most 8).
+    check_sample : int
+        Images and captions in the precision self-check.
+
+    Returns
+    -------
+    StreamResult
+    """
+    import torch
+
+    requested = str(precision).strip().lower()
+    tried = resolve_precision(requested, loaded.device)
+    default_images, default_texts = default_batch_sizes(loaded.device)
+    image_batch, text_batch = image_batch or default_images, text_batch or default_texts
+    if image_batch < 1 or text_batch < 1:
+        raise ValueError(f"batch sizes must be at least 1, got {image_batch} and {text_batch}.")
+    n_images, n_texts = len(image_paths), len(captions)
+    stage = ("embedding pairs" if n_images and n_texts else
+             "embedding images" if n_images else "embedding captions")
+    total, done = n_images + n_texts, 0
+
+    tokens = loaded.tokenizer(list(captions)) if n_texts else None
+    text_batches: deque[Any] = deque()
+    if tokens is not None:
+        from .encode import _last_token
+
+        # Captions of similar length share a batch, so CLIP-style towers skip more padding.
+        order = torch.argsort(_last_token(tokens), stable=True)
+        text_batches.extend(order[s:s + text_batch] for s in range(0, n_texts, text_batch))
+
+    encoder = Encoder(loaded, tried)
+    shape = tuple(loaded.preprocess(_blank_image()).shape) if n_images else ()
+    workers = max(1, workers or min(8, os.cpu_count() or 1))
+    failures: dict[int, str] = {}
+    out_images: np.ndarray | None = None
+    out_texts: np.ndarray | None = None
+    check: PrecisionCheck | None = None
+    notes: list[str] = []
+
+    def prepare(i: int, buffer: Any, slot: int) -> str | None:
+        try:
+            buffer[slot].copy_(loaded.preprocess(open_rgb(image_paths[i], max_pixels)))
+        except ImageError as err:
+            return err.reason
+        return None
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gapviz-decode") as pool:
+        starts = deque(range(0, n_images, image_batch))
+        queue: deque[tuple[list[int], Any, list[Future]]] = deque()
+
+        def refill() -> None:
+            # Two batches in flight: one decoded while the model runs on the one before. The
+            # workers write each image straight into its batch's (pinned, on CUDA) buffer.
+            while len(queue) < 2 and starts:
+                start = starts.popleft()
+                rows = list(range(start, min(start + image_batch, n_images)))
+                buffer = torch.empty((len(rows), *shape), pin_memory=encoder.pin)
+                queue.append((rows, buffer, [pool.submit(prepare, i, buffer, j)
+                                             for j, i in enumerate(rows)]))
+
+        def take() -> tuple[int, list[int], Any]:
+            rows, buffer, futures = queue.popleft()
+            refill()
+            reasons = [future.result() for future in futures]
+            ok = [j for j, reason in enumerate(reasons) if reason is None]
+            failures.update((rows[j], r) for j, r in enumerate(reasons) if r is not None)
+            return len(rows), [rows[j] for j in ok], buffer if len(ok) == len(rows) else buffer[ok]
+
+        refill()
+        ready = take() if queue else None
+        if tried != "fp32":
+            sample_images = ready[2][:check_sample] if ready is not None else None
+            sample_tokens = tokens[:check_sample] if tokens is not None else None
+            check = check_precision(loaded, tried, sample_images, sample_tokens,
+                                    requested=requested, threshold=threshold)
+            notes.append(check.summary())
+            if not check.passed:
+                log.warning("%s", check.summary())
+                encoder = Encoder(loaded, "fp32")
+
+        while ready is not None or queue or text_batches:
+            # Images when their batch is decoded; captions meanwhile, so the model never waits
+            # on the decoders while there is other work.
+            if ready is None and queue and (not text_batches or all(f.done() for f in queue[0][2])):
+                ready = take()
+            if ready is not None:
+                size, rows, buffer = ready
+                ready = None
+                if rows:
+                    features = encoder.images(buffer)
+                    if out_images is None:
+                        out_images = np.full((n_images, features.shape[1]), np.nan, np.float32)
+                    out_images[rows] = features
+                done += size
+            else:
+                batch = text_batches.popleft()
+                features = encoder.texts(tokens[batch])
+                if out_texts is None:
+                    out_texts = np.empty((n_texts, features.shape[1]), np.float32)
+                out_texts[batch.numpy()] = features
+                done += len(batch)
+            if progress is not None:
+                progress(done, total, stage)
+    if out_images is None:
+        out_images = np.full((n_images, 0), np.nan, np.float32)
+    if out_texts is None:
+        out_texts = np.empty((n_texts, 0), np.float32)
+    return StreamResult(out_images, out_texts, failures, encoder.precision, check, notes)
+
+
+def _blank_image() -> Any:
+    from PIL import Image
+
+    return Image.new("RGB", (64, 64))
