@@ -12,9 +12,20 @@ Format
     file's key-value metadata under the key ``gapviz``.
 
 Reading validates once, here at the boundary: structural problems (mismatched N, different d
-between the modalities, fewer than 2 usable pairs, missing arrays) raise
-:class:`EmbeddingsFileError` with a message that says what to fix; bad rows (NaN/inf values,
-zero vectors) are skipped and reported in a :class:`LoadReport`, never silently dropped.
+between the modalities, d = 0, fewer than 2 usable pairs, missing arrays) raise
+:class:`EmbeddingsFileError` with a one-line message that names the file and says what to fix;
+bad rows (NaN/inf values, zero vectors) are skipped and reported in a :class:`LoadReport`,
+never silently dropped.
+
+One typing rule for both formats: the embeddings hold real numbers (integers or floats; not
+booleans, complex numbers, text or nested lists), one vector of d >= 1 numbers per pair.
+Optional text fields of the wrong type (``model`` that is a list, ``meta`` that is not a JSON
+object, ``captions`` that are numbers) are ignored with a warning in the report.
+
+Untrusted files are sized before they are read: the arrays' headers (``.npz``) or the row
+groups' metadata (``.parquet``) give what loading would take, and more than
+:data:`MAX_EMBEDDINGS_BYTES` (``$GAPVIZ_MAX_EMBEDDINGS_MB``, or ``max_bytes=``) is refused
+before anything is decompressed.
 """
 
 from __future__ import annotations
@@ -23,6 +34,8 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,9 +43,19 @@ from typing import Any
 import numpy as np
 
 from .config import NPZ_OPTIONAL_KEYS, NPZ_REQUIRED_KEYS
+from .safety import JSONInputError, loads_json, set_default_mode
 
 PARQUET_COLUMNS = ("id", "caption", "image_path", "image_embedding", "text_embedding")
 PARQUET_META_KEY = b"gapviz"
+
+#: Largest in-memory size of the arrays of one embeddings file (2 GiB holds 250,000 pairs of
+#: 1,024-d float32 vectors with captions); ``$GAPVIZ_MAX_EMBEDDINGS_MB`` changes it.
+MAX_EMBEDDINGS_BYTES = 2 * 1024**3
+MAX_EMBEDDINGS_ENV = "GAPVIZ_MAX_EMBEDDINGS_MB"
+#: Files whose arrays take more than this many times the file's size in memory are refused
+#: as decompression bombs once over :data:`BOMB_FLOOR_BYTES` (float embeddings barely compress).
+MAX_EXPANSION = 50
+BOMB_FLOOR_BYTES = 64 * 1024**2
 
 
 class EmbeddingsFileError(ValueError):
@@ -174,6 +197,10 @@ def check_pair_arrays(image: np.ndarray, text: np.ndarray, *, same_dim: bool = T
         raise EmbeddingsFileError(
             f"{image.shape[0]} image embeddings but {text.shape[0]} text embeddings: row i of each "
             "must be pair i, so both need the same number of rows.")
+    for name, arr in (("image embeddings", image), ("text embeddings", text)):
+        if arr.shape[1] < 1:
+            raise EmbeddingsFileError(
+                f"{name} have d=0 (no numbers per vector); each pair needs vectors of d >= 1 numbers.")
     if same_dim and image.shape[1] != text.shape[1]:
         raise EmbeddingsFileError(
             f"image embeddings have d={image.shape[1]} but text embeddings d={text.shape[1]}: both "
@@ -207,11 +234,30 @@ def clean_pairs(image: np.ndarray, text: np.ndarray) -> tuple[np.ndarray, LoadRe
     return keep, report
 
 
+def _check_numeric(name: str, dtype: np.dtype, source: str) -> None:
+    """The one typing rule of both formats: real numbers only (see the module docstring)."""
+    if dtype.kind not in "iuf":
+        kind = {"b": "booleans", "c": "complex numbers", "U": "text", "S": "bytes", "O": "objects",
+                "M": "dates", "m": "time spans", "V": "records"}.get(dtype.kind, str(dtype))
+        raise EmbeddingsFileError(
+            f"{source}: '{name}' holds {kind} ({dtype}); embeddings must be real numbers "
+            "(float or integer), one vector of d numbers per pair.")
+
+
 def _from_arrays(values: dict[str, Any], source: str) -> tuple[PairedEmbeddings, LoadReport]:
+    try:
+        return _from_arrays_unchecked(values, source)
+    except EmbeddingsFileError as err:
+        message = str(err)
+        if not message.startswith(source):
+            message = f"{source}: {message}"
+        raise EmbeddingsFileError(message) from None
+
+
+def _from_arrays_unchecked(values: dict[str, Any], source: str) -> tuple[PairedEmbeddings, LoadReport]:
     image, text = values["image_embeddings"], values["text_embeddings"]
     for name, arr in (("image_embeddings", image), ("text_embeddings", text)):
-        if not np.issubdtype(np.asarray(arr).dtype, np.number):
-            raise EmbeddingsFileError(f"{source}: '{name}' must hold numbers, got {np.asarray(arr).dtype}.")
+        _check_numeric(name, np.asarray(arr).dtype, source)
     image = np.asarray(image, dtype=np.float32)
     text = np.asarray(text, dtype=np.float32)
     check_pair_arrays(image, text, min_pairs=0)
@@ -220,7 +266,8 @@ def _from_arrays(values: dict[str, Any], source: str) -> tuple[PairedEmbeddings,
     for name in ("ids", "captions", "image_paths"):
         if values.get(name) is not None and len(values[name]) != n:
             raise EmbeddingsFileError(
-                f"{source}: '{name}' has {len(values[name])} entries but there are {n} pairs.")
+                f"{source}: '{name}' has {len(values[name])} entries but there are {n} pairs; give "
+                f"one per pair or leave '{name}' out.")
     ids = values.get("ids")
     if ids is not None:
         ids = [str(v) for v in ids]
@@ -243,81 +290,262 @@ def _from_arrays(values: dict[str, Any], source: str) -> tuple[PairedEmbeddings,
     return (pe if keep.size == n else pe.subset(keep)), report
 
 
-def load_embeddings(path: str | os.PathLike) -> tuple[PairedEmbeddings, LoadReport]:
+def max_embeddings_bytes() -> int:
+    """The size limit of :func:`load_embeddings`: ``$GAPVIZ_MAX_EMBEDDINGS_MB`` or
+    :data:`MAX_EMBEDDINGS_BYTES`."""
+    raw = os.environ.get(MAX_EMBEDDINGS_ENV, "").strip()
+    try:
+        return int(float(raw) * 1024**2) if raw and float(raw) > 0 else MAX_EMBEDDINGS_BYTES
+    except ValueError:
+        return MAX_EMBEDDINGS_BYTES
+
+
+def _too_big(path: Path, nbytes: int, limit: int) -> EmbeddingsFileError:
+    return EmbeddingsFileError(
+        f"{path}: the arrays would take {_size(nbytes)} in memory, more than the "
+        f"{_size(limit)} limit; use a smaller file or raise ${MAX_EMBEDDINGS_ENV}.")
+
+
+def _size(nbytes: float) -> str:
+    return f"{nbytes / 1024**2:,.0f} MiB" if nbytes >= 10 * 1024**2 else f"{int(nbytes):,} bytes"
+
+
+def _check_size(path: Path, nbytes: int, limit: int) -> None:
+    """Refuse, before loading, arrays over ``limit`` bytes or expanding like a decompression bomb."""
+    if nbytes > limit:
+        raise _too_big(path, nbytes, limit)
+    size = max(path.stat().st_size, 1)
+    if nbytes > BOMB_FLOOR_BYTES and nbytes > MAX_EXPANSION * size:
+        raise EmbeddingsFileError(
+            f"{path}: a {size / 1024**2:.2f} MiB file whose arrays would take "
+            f"{nbytes / 1024**2:,.0f} MiB ({nbytes / size:,.0f}x): a decompression bomb, not "
+            "embeddings; nothing was loaded.")
+
+
+def load_embeddings(path: str | os.PathLike, *,
+                    max_bytes: int | None = None) -> tuple[PairedEmbeddings, LoadReport]:
     """Read a ``.npz`` or ``.parquet`` embeddings file.
 
+    Parameters
+    ----------
+    path : path
+    max_bytes : int, optional
+        Refuse files whose arrays would take more memory than this, checked from the headers
+        before loading (default :func:`max_embeddings_bytes`, 2 GiB).
+
     Returns the usable pairs and a :class:`LoadReport` of what was skipped and why.
-    Raises :class:`EmbeddingsFileError` (a ``ValueError``) for anything that cannot be used.
+    Raises :class:`EmbeddingsFileError` (a ``ValueError``) for anything that cannot be used,
+    with a one-line message naming the file; no other exception comes from a file's content.
     """
     path = Path(path)
+    limit = max_embeddings_bytes() if max_bytes is None else int(max_bytes)
     if not path.exists():
         raise EmbeddingsFileError(f"{path}: no such file. Give the path of a .npz or .parquet file.")
+    if not path.is_file():
+        raise EmbeddingsFileError(f"{path}: not a file (a folder?). Give the path of a .npz or "
+                                  ".parquet file.")
     suffix = path.suffix.lower()
-    if suffix == ".npz":
-        values, warnings = _read_npz(path)
-    elif suffix == ".parquet":
-        values, warnings = _read_parquet(path)
-    else:
+    if suffix not in (".npz", ".parquet"):
         raise EmbeddingsFileError(
             f"{path}: unsupported extension '{suffix}'. gapviz reads embeddings from .npz "
             "(arrays image_embeddings, text_embeddings) or .parquet (columns image_embedding, "
             "text_embedding).")
-    pairs, report = _from_arrays(values, str(path))
+    try:
+        if suffix == ".npz":
+            values, warnings = _read_npz(path, limit)
+        else:
+            values, warnings = _read_parquet(path, limit)
+        pairs, report = _from_arrays(values, str(path))
+    except EmbeddingsFileError:
+        raise
+    except MemoryError:
+        raise EmbeddingsFileError(f"{path}: not enough memory to read this file; use a smaller "
+                                  "file.") from None
+    except (ValueError, TypeError, OSError, EOFError, KeyError, IndexError, RecursionError,
+            zlib.error) as err:
+        # Anything a damaged file can still make a reader raise: one line with the file name.
+        raise EmbeddingsFileError(f"{path}: not a readable embeddings file "
+                                  f"({type(err).__name__}: {_one_line(err)}).") from None
     report.warnings.extend(warnings)
     return pairs, report
 
 
-def _read_npz(path: Path) -> tuple[dict[str, Any], list[str]]:
-    import zipfile
+def _one_line(err: BaseException, width: int = 200) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= width else text[:width - 3] + "..."
 
+
+def _npz_headers(path: Path, zf: zipfile.ZipFile) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of each ``.npy`` member, read from its header only (nothing decompressed
+    beyond the first few hundred bytes)."""
+    headers: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+    for info in zf.infolist():
+        if not info.filename.endswith(".npy"):
+            continue
+        key = info.filename[:-4]
+        with zf.open(info) as member:
+            try:
+                version = np.lib.format.read_magic(member)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+                else:
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+            except (ValueError, TypeError, SyntaxError, EOFError, OSError, zipfile.BadZipFile,
+                    zlib.error) as err:
+                raise EmbeddingsFileError(f"{path}: array '{key}' has no readable header "
+                                          f"({_one_line(err)}); save it again with np.savez.") from None
+        headers[key] = (tuple(int(x) for x in shape), np.dtype(dtype))
+    return headers
+
+
+def _read_npz(path: Path, limit: int) -> tuple[dict[str, Any], list[str]]:
     if not zipfile.is_zipfile(path):  # np.load would try pickle and say something misleading
         raise EmbeddingsFileError(
             f"{path}: not a readable .npz file (an .npz is a zip archive of arrays, as written by "
             "np.savez). Check the file, or save your arrays with np.savez.")
     try:
-        npz = np.load(path, allow_pickle=False)
-    except Exception as err:  # zipfile.BadZipFile, OSError, EOFError: a corrupt file
-        raise EmbeddingsFileError(f"{path}: not a readable .npz file ({err}).") from None
-    with npz:
-        keys = set(npz.files)
-        missing = [k for k in NPZ_REQUIRED_KEYS if k not in keys]
-        if missing:
+        with zipfile.ZipFile(path) as zf:
+            headers = _npz_headers(path, zf)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError,
+            EOFError, zlib.error) as err:
+        raise EmbeddingsFileError(f"{path}: not a readable .npz file ({_one_line(err)}).") from None
+    missing = [k for k in NPZ_REQUIRED_KEYS if k not in headers]
+    if missing:
+        raise EmbeddingsFileError(
+            f"{path}: missing array(s) {missing}; found {sorted(headers)}. An embeddings .npz needs "
+            "'image_embeddings' and 'text_embeddings' (N x d each).")
+    unknown = sorted(set(headers) - set(NPZ_REQUIRED_KEYS) - set(NPZ_OPTIONAL_KEYS))
+    warnings = [f"ignored unknown key(s) {unknown}; known optional keys are "
+                f"{list(NPZ_OPTIONAL_KEYS)}"] if unknown else []
+    wanted = [k for k in headers if k not in unknown]
+    for key in wanted:
+        if headers[key][1].hasobject:
             raise EmbeddingsFileError(
-                f"{path}: missing array(s) {missing}; found {sorted(keys)}. An embeddings .npz needs "
-                "'image_embeddings' and 'text_embeddings' (N x d each).")
-        unknown = sorted(keys - set(NPZ_REQUIRED_KEYS) - set(NPZ_OPTIONAL_KEYS))
-        warnings = [f"ignored unknown key(s) {unknown}; known optional keys are "
-                    f"{list(NPZ_OPTIONAL_KEYS)}"] if unknown else []
-        try:
-            values: dict[str, Any] = {k: npz[k] for k in keys if k not in unknown}
-        except ValueError as err:  # object arrays need pickle, which we refuse for safety
-            raise EmbeddingsFileError(
-                f"{path}: cannot read ({err}). Save arrays as numbers/strings, not Python objects "
-                "(np.savez of object arrays is not accepted).") from None
-        except Exception as err:  # a truncated member: zlib.error, EOFError, BadZipFile
-            raise EmbeddingsFileError(f"{path}: not a readable .npz file ({err}).") from None
+                f"{path}: '{key}' holds Python objects, which need pickle (refused for safety); "
+                "save arrays as numbers/strings, not Python objects.")
+    for key in NPZ_REQUIRED_KEYS:
+        _check_numeric(key, headers[key][1], str(path))
+    nbytes = sum(int(np.prod(headers[k][0], dtype=np.float64)) * headers[k][1].itemsize for k in wanted)
+    _check_size(path, nbytes, limit)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            values: dict[str, Any] = {k: npz[k] for k in wanted}
+    except ValueError as err:  # object arrays need pickle, which we refuse for safety
+        raise EmbeddingsFileError(
+            f"{path}: cannot read ({_one_line(err)}). Save arrays as numbers/strings, not Python "
+            "objects (np.savez of object arrays is not accepted).") from None
+    except Exception as err:  # a truncated member: zlib.error, EOFError, BadZipFile
+        raise EmbeddingsFileError(f"{path}: not a readable .npz file ({_one_line(err)}).") from None
     for name in ("ids", "captions", "image_paths"):
         if name in values:
-            values[name] = [str(v) for v in np.atleast_1d(values[name])]
+            arr = values.pop(name)
+            allowed = "USiu" if name == "ids" else "US"
+            if arr.ndim != 1 or arr.dtype.kind not in allowed:
+                warnings.append(f"ignored '{name}': must be a 1-D array of "
+                                f"{'strings or integers' if name == 'ids' else 'strings'}, got "
+                                f"{arr.dtype} of shape {arr.shape}")
+                continue
+            values[name] = [_text(v) for v in arr]
     if "model" in values:
-        values["model"] = str(values["model"])
+        model = values.pop("model")
+        if model.size == 1 and model.dtype.kind in "US":
+            values["model"] = _text(model.reshape(-1)[0])
+        else:
+            warnings.append(f"ignored 'model': must be one string, got {model.dtype} of shape "
+                            f"{model.shape}")
     if "meta" in values:
-        try:
-            values["meta"] = json.loads(str(values["meta"]))
-        except json.JSONDecodeError:
-            warnings.append("ignored 'meta': not a JSON string")
-            values.pop("meta")
+        meta = values.pop("meta")
+        if meta.size == 1 and meta.dtype.kind in "US":
+            parsed, problem = _meta_object(_text(meta.reshape(-1)[0]))
+        else:
+            parsed, problem = None, f"must be one JSON string, got {meta.dtype} of shape {meta.shape}"
+        if problem:
+            warnings.append(f"ignored 'meta': {problem}")
+        else:
+            values["meta"] = parsed
     return values, warnings
 
 
-def _read_parquet(path: Path) -> tuple[dict[str, Any], list[str]]:
+def _text(value: Any) -> str:
+    if isinstance(value, (bytes, np.bytes_)):
+        return bytes(value).decode("utf-8", errors="replace")
+    return str(value)
+
+
+def _meta_object(text: str) -> tuple[dict[str, Any] | None, str | None]:
+    """``meta`` parsed as a JSON object, or None and why not."""
+    try:
+        meta = loads_json(text)
+    except JSONInputError as err:
+        return None, str(err)
+    if not isinstance(meta, dict):
+        return None, f"must be a JSON object ({{...}}), got a JSON {type(meta).__name__}"
+    return meta, None
+
+
+def _parquet_size(pf: Any) -> int:
+    """Bytes a parquet file can take once decoded, from its metadata: per column chunk, the
+    larger of its uncompressed size and its value count times 8 (dictionary or run-length
+    encoding can make the former far smaller than the decoded data)."""
+    meta = pf.metadata
+    total = 0
+    for rg in range(meta.num_row_groups):
+        group = meta.row_group(rg)
+        for c in range(group.num_columns):
+            column = group.column(c)
+            total += max(int(column.total_uncompressed_size), int(column.num_values) * 8)
+    return total
+
+
+def _vector_column(path: Path, table: Any, col: str) -> np.ndarray:
+    """A parquet list-of-numbers column as an (N, d) float32 array, by the one typing rule."""
+    import pyarrow as pa
+
+    column = table.column(col)
+    kind = column.type
+    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)):
+        raise EmbeddingsFileError(
+            f"{path}: column '{col}' is {kind}, not a list of numbers; each row must hold one "
+            "vector (a list of floats), e.g. written from a list of numpy arrays.")
+    value = kind.value_type
+    if not (pa.types.is_integer(value) or pa.types.is_floating(value)):
+        raise EmbeddingsFileError(
+            f"{path}: column '{col}' holds lists of {value}; embeddings must be lists of real "
+            "numbers (float or integer).")
+    column = column.combine_chunks()
+    n = len(column)
+    if column.null_count:
+        raise EmbeddingsFileError(f"{path}: column '{col}' has {column.null_count} empty (null) "
+                                  "row(s); every row needs a vector.")
+    flat = column.flatten()
+    if flat.null_count:
+        raise EmbeddingsFileError(f"{path}: column '{col}' has missing (null) numbers inside "
+                                  "vectors; write NaN instead, or drop those rows.")
+    if pa.types.is_fixed_size_list(kind):
+        d = kind.list_size
+    else:
+        offsets = np.asarray(column.offsets)
+        lengths = np.diff(offsets)
+        if lengths.size and (lengths != lengths[0]).any():
+            raise EmbeddingsFileError(
+                f"{path}: column '{col}' has rows of different lengths (e.g. {sorted(set(lengths[:50].tolist()))[:5]}); "
+                "every row needs a vector of the same length d.")
+        d = int(lengths[0]) if lengths.size else 0
+    values = flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return values.reshape(n, d) if n else np.zeros((0, d), np.float32)
+
+
+def _read_parquet(path: Path, limit: int) -> tuple[dict[str, Any], list[str]]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        pf = pq.ParquetFile(path)
+        size = _parquet_size(pf)
     except Exception as err:  # pyarrow raises ArrowInvalid / OSError for corrupt files
-        raise EmbeddingsFileError(f"{path}: not a readable parquet file ({err}).") from None
-    cols = set(table.column_names)
+        raise EmbeddingsFileError(f"{path}: not a readable parquet file ({_one_line(err)}).") from None
+    _check_size(path, size, limit)
+    cols = set(pf.schema_arrow.names)
     missing = [c for c in ("image_embedding", "text_embedding") if c not in cols]
     if missing:
         raise EmbeddingsFileError(
@@ -325,24 +553,80 @@ def _read_parquet(path: Path) -> tuple[dict[str, Any], list[str]]:
             "one row per pair with list-of-float columns 'image_embedding' and 'text_embedding'.")
     unknown = sorted(cols - set(PARQUET_COLUMNS))
     warnings = [f"ignored unknown column(s) {unknown}"] if unknown else []
+    try:
+        table = pf.read(columns=[c for c in PARQUET_COLUMNS if c in cols])
+    except Exception as err:
+        raise EmbeddingsFileError(f"{path}: not a readable parquet file ({_one_line(err)}).") from None
+    if table.nbytes > limit:
+        raise _too_big(path, table.nbytes, limit)
     values: dict[str, Any] = {}
     for col, key in (("image_embedding", "image_embeddings"), ("text_embedding", "text_embeddings")):
-        rows = table.column(col).to_pylist()
-        lengths = {len(r) if r is not None else -1 for r in rows}
-        if -1 in lengths or len(lengths) > 1:
-            raise EmbeddingsFileError(
-                f"{path}: column '{col}' has rows of different lengths or nulls "
-                f"(lengths {sorted(lengths)[:5]}); every row needs a vector of the same length d.")
-        values[key] = np.asarray(rows, dtype=np.float32).reshape(len(rows), -1)
+        values[key] = _vector_column(path, table, col)
     for col, key in (("id", "ids"), ("caption", "captions"), ("image_path", "image_paths")):
-        if col in cols:
-            values[key] = ["" if v is None else str(v) for v in table.column(col).to_pylist()]
-    raw_meta = (table.schema.metadata or {}).get(PARQUET_META_KEY)
+        if col not in cols:
+            continue
+        kind = table.schema.field(col).type
+        text_like = pa.types.is_string(kind) or pa.types.is_large_string(kind)
+        if not (text_like or (col == "id" and pa.types.is_integer(kind))):
+            warnings.append(f"ignored column '{col}': must hold "
+                            f"{'strings or integers' if col == 'id' else 'strings'}, got {kind}")
+            continue
+        values[key] = ["" if v is None else str(v) for v in table.column(col).to_pylist()]
+    raw_meta = (pf.schema_arrow.metadata or {}).get(PARQUET_META_KEY)
     if raw_meta:
-        extra = json.loads(raw_meta)
-        values["model"] = extra.get("model", "")
-        values["meta"] = extra.get("meta", {})
+        extra, problem = _meta_object(raw_meta.decode("utf-8", errors="replace"))
+        if problem:
+            warnings.append(f"ignored the file's 'gapviz' metadata: {problem}")
+        else:
+            assert extra is not None
+            model, meta = extra.get("model", ""), extra.get("meta", {})
+            if isinstance(model, str):
+                values["model"] = model
+            else:
+                warnings.append(f"ignored 'model' in the metadata: must be a string, got "
+                                f"{type(model).__name__}")
+            if isinstance(meta, dict):
+                values["meta"] = meta
+            else:
+                warnings.append(f"ignored 'meta' in the metadata: must be a JSON object, got "
+                                f"{type(meta).__name__}")
     return values, warnings
+
+
+def check_output_path(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Raise :class:`EmbeddingsFileError` / :class:`FileExistsError` unless ``path`` can be written.
+
+    Checks, before any work that would be lost: a ``.npz`` or ``.parquet`` name, not a folder,
+    not an existing file unless ``overwrite``, and a folder that exists (or can be made) where a
+    file can be created. Call it before embedding; :func:`save_embeddings` checks again.
+    """
+    path = Path(path).expanduser()
+    suffix = path.suffix.lower()
+    if path.is_dir():
+        raise EmbeddingsFileError(f"{path} is a folder; give a file name such as "
+                                  f"{path / 'embeddings.npz'}.")
+    if suffix not in (".npz", ".parquet"):
+        raise EmbeddingsFileError(f"{path}: choose a .npz or .parquet file name.")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; choose another name or pass overwrite=True.")
+    parent = path.parent
+    existing = parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise EmbeddingsFileError(f"{path}: {existing} is a file, not a folder; choose another "
+                                  "output path.")
+    probe_dir = parent if parent.is_dir() else existing
+    try:
+        fd, probe = tempfile.mkstemp(dir=probe_dir, prefix=f".{path.name}.", suffix=".check")
+    except OSError as err:
+        raise EmbeddingsFileError(f"{path}: cannot write in {probe_dir} ({err.strerror or err}); "
+                                  "choose a folder you can write to.") from None
+    os.close(fd)
+    os.remove(probe)
+    if path.exists() and not os.access(path, os.W_OK) and not os.access(parent, os.W_OK):
+        raise EmbeddingsFileError(f"{path}: the file is read-only; choose another output path.")
+    return path
 
 
 def save_embeddings(pairs: PairedEmbeddings, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
@@ -350,15 +634,17 @@ def save_embeddings(pairs: PairedEmbeddings, path: str | os.PathLike, *, overwri
 
     Refuses to replace an existing file unless ``overwrite=True``: user data is never clobbered.
     The file is written under a temporary name and renamed, so an interrupted write never leaves
-    a half-written file at ``path``.
+    a half-written file at ``path``; it gets the usual permissions (those of the file it
+    replaces, else 0666 less the umask). Problems with ``path`` (a folder, unwritable) raise
+    :class:`EmbeddingsFileError` before anything is written (see :func:`check_output_path`).
     """
-    path = Path(path)
+    path = check_output_path(path, overwrite=overwrite)
     suffix = path.suffix.lower()
-    if suffix not in (".npz", ".parquet"):
-        raise EmbeddingsFileError(f"{path}: choose a .npz or .parquet file name.")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; choose another name or pass overwrite=True.")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise EmbeddingsFileError(f"{path}: cannot create the folder {path.parent} "
+                                  f"({err.strerror or err}); choose another output path.") from None
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)
     try:
@@ -366,6 +652,8 @@ def save_embeddings(pairs: PairedEmbeddings, path: str | os.PathLike, *, overwri
             _write_npz(pairs, tmp)
         else:
             _write_parquet(pairs, tmp)
+        # mkstemp made the file 0600: give it the mode a plain write would (or the replaced file's).
+        set_default_mode(tmp, replacing=path)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
