@@ -1,0 +1,787 @@
+"""Anatomy of the modality gap: where it lives and how it shapes search in the mixed pool.
+
+Notation as in :mod:`gapviz.measures`: N pairs, ``X`` (N, d) images, ``Y`` (N, d) texts, rows
+L2-normalised here, similarity cosine; the mixed pool is ``Z = [X; Y]`` (2N items) and a query
+is never its own result.
+
+Measures
+--------
+- **RMG**, the relative modality gap (Schrodi et al., ICLR 2025, "Two effects, one trigger"):
+  with d(a, b) = (1 - cos(a, b)) / 2, m = mean of d over the pairs (floored at 1e-3 as in
+  their code), w_x, w_y = mean of d over all distinct pairs of images, of texts;
+  RMG = m / (m + (w_x + w_y) / 2). Their L2M and L2I are gapviz's ``centroid_gap`` and
+  ``paired_l2``.
+- **Centroid vs distribution gap**: the Fréchet distance between Gaussians fitted to each
+  modality splits exactly into ||mu_x - mu_y||^2 (what a mean shift explains) plus
+  Tr(C_x + C_y - 2 (C_x C_y)^(1/2)), the Fréchet distance once each modality's mean is removed
+  (the Bures term: shape and spread; Dowson & Landau 1982; Heusel et al. 2017).
+- **Per-dimension gap**: |mean(X)_j - mean(Y)_j| ranked, each with its share of
+  ||mean(X) - mean(Y)||^2; the ablation curve of Schrodi et al. removes the top-m gap
+  dimensions, renormalises the rows and recomputes cross-modal R@1 and RMG (m = 0 .. M).
+- **Per-cluster gap**: every measure of :func:`gapviz.measures.measure_gap` and RMG on the pairs
+  of each cluster (the cluster's own pool), clusters from labels or k-means on [x_i, y_i].
+- **NDCG@10** in the mixed pool (as MixBench / GR-CLIP report it): image queries, the paired
+  text the one relevant item, gain 1 / log2(1 + rank) when rank <= 10; ranks are
+  :func:`~gapviz.measures.measure_gap`'s, so a tie never counts as a win.
+- **Hubness**: skewness of the k-occurrence counts N_k(z) = #{queries with z among their k
+  nearest items} over the 2N items of the mixed pool (Radovanović et al., JMLR 2010), k = 10.
+
+Cost
+----
+The within-modality means over distinct pairs come from sums: for unit rows the mean of
+cos(x_i, x_j) over i != j is (||sum_i x_i||^2 - N) / (N (N - 1)), so RMG is O(N d). Hubness and
+the ablation curve share one pass over the upper triangle of the mixed pool's similarities
+(about 2 N^2 d multiply-adds, as much as ``measure_gap``), by panels of rows: memory is
+O(N (d + k + M) + panel), never 2N x 2N. Each panel is one BLAS product; its sweep (top-k
+upkeep, the ablation's rank-one updates) is split between threads by rows, each thread with
+its own column accumulators.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numba
+import numpy as np
+from scipy import stats
+
+from .config import BLOCK_VALUES, RECALL_KS
+from .measures import TIE_TOL, GapReport, frechet_distance, measure_gap, normalize_rows
+
+#: The paired term of RMG is floored here, as in Schrodi et al.'s code (no division by ~0).
+RMG_FLOOR = 1e-3
+#: Rank cut-off of NDCG and the k of hubness's k-occurrence.
+NDCG_K = 10
+HUBNESS_K = 10
+#: Ablation curve: top-m gap dimensions removed for m = 0 .. ABLATION_DIMS.
+ABLATION_DIMS = 10
+#: Dimensions listed in the JSON anatomy (all d are in :class:`DimensionGaps`).
+DIMENSIONS_LISTED = 20
+#: Candidate k of k-means when none is given, and the pairs it is chosen on.
+KMEANS_K_RANGE = (2, 30)
+KMEANS_SUBSAMPLE = 1000
+#: Rows of one similarity panel (capped by BLOCK_VALUES).
+_PANEL_ROWS = 512
+
+
+# ---------------------------------------------------------------------------------------------
+# RMG, centroid vs distribution
+# ---------------------------------------------------------------------------------------------
+def relative_modality_gap(X: np.ndarray, Y: np.ndarray) -> float:
+    """RMG of N pairs (Schrodi et al., ICLR 2025), exact and O(N d).
+
+    Parameters
+    ----------
+    X, Y : ndarray of shape (N, d)
+        Image and text embeddings (normalised here); row i of each is a pair.
+
+    Returns
+    -------
+    float
+        m / (m + (w_x + w_y) / 2) in [0, 1]; see the module docstring.
+    """
+    Xn, Yn = normalize_rows(X), normalize_rows(Y)
+    n = Xn.shape[0]
+    if n < 2:
+        raise ValueError("RMG needs at least 2 pairs (its within-modality terms are over distinct items).")
+    cos_pair = np.einsum("ij,ij->i", Xn, Yn).astype(np.float64)
+    sx = Xn.sum(0, dtype=np.float64)
+    sy = Yn.sum(0, dtype=np.float64)
+    return rmg_from_sums(float(np.mean(cos_pair)), sx @ sx, sy @ sy, n, n, n)
+
+
+def rmg_from_sums(mean_cos_pair: float, sx2: float, sy2: float, n: int, nx: float, ny: float) -> float:
+    """RMG from the mean paired cosine and the squared norms of the modality sums.
+
+    ``sx2 = ||sum_i u_i||^2`` over the N image rows, of which ``nx`` have unit norm (the others
+    zero); the mean cosine over the N (N - 1) ordered pairs of distinct items is then
+    ``(sx2 - nx) / (N (N - 1))``. Same for texts.
+    """
+    pairs = n * (n - 1)
+    m = max((1.0 - mean_cos_pair) / 2.0, RMG_FLOOR)
+    w_x = (1.0 - (sx2 - nx) / pairs) / 2.0
+    w_y = (1.0 - (sy2 - ny) / pairs) / 2.0
+    return float(m / (m + (w_x + w_y) / 2.0))
+
+
+def centroid_vs_distribution(X: np.ndarray, Y: np.ndarray, *, frechet: float | None = None) -> dict[str, float]:
+    """Split the Fréchet distance between the modalities into a centroid and a distribution part.
+
+    ``frechet = centroid + distribution`` with ``centroid = ||mu_x - mu_y||^2`` (squared centroid
+    gap: what one shift of a modality by the other's mean removes) and ``distribution =
+    Tr(C_x + C_y - 2 (C_x C_y)^(1/2))``, the Fréchet distance between the mean-removed
+    modalities (Dowson & Landau 1982; covariances as in :func:`gapviz.measures.frechet_distance`).
+
+    Parameters
+    ----------
+    X, Y : ndarray of shape (N, d)
+        Normalised here.
+    frechet : float, optional
+        The Fréchet distance of these rows if already known (``GapReport.metrics["frechet"]``).
+
+    Returns
+    -------
+    dict
+        ``frechet``, ``centroid``, ``distribution`` (squared-distance units) and
+        ``centroid_share`` = centroid / frechet (nan when frechet is 0).
+    """
+    Xn, Yn = normalize_rows(X), normalize_rows(Y)
+    diff = Xn.mean(0, dtype=np.float64) - Yn.mean(0, dtype=np.float64)
+    centroid = float(diff @ diff)
+    total = frechet_distance(Xn, Yn) if frechet is None else float(frechet)
+    distribution = max(total - centroid, 0.0)
+    return {"frechet": total, "centroid": centroid, "distribution": distribution,
+            "centroid_share": centroid / total if total > 0 else math.nan}
+
+
+def gap_removed(before: dict[str, float], after: dict[str, float]) -> dict[str, dict[str, float]]:
+    """How much of each part of the gap a method removes.
+
+    Parameters
+    ----------
+    before, after : dict
+        :func:`centroid_vs_distribution` of the original and the transformed pairs. Both are
+        in squared distances between unit rows, so they compare even when the method changes
+        the dimension.
+
+    Returns
+    -------
+    dict
+        For ``frechet``, ``centroid`` and ``distribution``: ``before``, ``after``, ``removed``
+        (before - after) and ``fraction_removed`` (removed / before; nan when before is 0;
+        negative when the method widens that part).
+    """
+    out = {}
+    for part in ("frechet", "centroid", "distribution"):
+        b, a = float(before[part]), float(after[part])
+        out[part] = {"before": b, "after": a, "removed": b - a,
+                     "fraction_removed": (b - a) / b if b > 0 else math.nan}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# per-dimension gap
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class DimensionGaps:
+    """Per-dimension centroid gap, largest first.
+
+    Attributes
+    ----------
+    order : ndarray of shape (d,)
+        Dimension indices sorted by ``gap``, largest first (ties: lower index first).
+    gap : ndarray of shape (d,)
+        |mean(X)_j - mean(Y)_j| of the normalised rows, in ``order``.
+    share : ndarray of shape (d,)
+        gap_j^2 / ||mean(X) - mean(Y)||^2, in ``order`` (sums to 1).
+    """
+
+    order: np.ndarray
+    gap: np.ndarray
+    share: np.ndarray
+
+    def to_list(self, top: int | None = None) -> list[dict[str, float]]:
+        """``[{"index", "gap", "share"}, ...]``, largest first, the first ``top`` (all if None)."""
+        top = len(self.order) if top is None else min(top, len(self.order))
+        return [{"index": int(self.order[r]), "gap": float(self.gap[r]), "share": float(self.share[r])}
+                for r in range(top)]
+
+
+def dimension_gaps(X: np.ndarray, Y: np.ndarray) -> DimensionGaps:
+    """Dimensions ranked by |mean(X)_j - mean(Y)_j| (Schrodi et al. 2025), with their shares."""
+    Xn, Yn = normalize_rows(X), normalize_rows(Y)
+    g = np.abs(Xn.mean(0, dtype=np.float64) - Yn.mean(0, dtype=np.float64))
+    order = np.lexsort((np.arange(g.size), -g))
+    total = float(g @ g)
+    share = g[order] ** 2 / total if total > 0 else np.zeros(g.size)
+    return DimensionGaps(order, g[order], share)
+
+
+@dataclass
+class AblationCurve:
+    """Cross-modal R@1 and RMG after removing the top-m gap dimensions, m = 0 .. M.
+
+    Attributes
+    ----------
+    removed : ndarray of shape (M + 1,)
+        m, the number of dimensions removed.
+    dims : ndarray of shape (M,)
+        The dimensions removed, in order (the m-th curve point removes ``dims[:m]``).
+    r1_i2t, r1_t2i : ndarray of shape (M + 1,)
+        Classic retrieval R@1 (images against texts only, and the reverse).
+    rmg : ndarray of shape (M + 1,)
+    """
+
+    removed: np.ndarray
+    dims: np.ndarray
+    r1_i2t: np.ndarray
+    r1_t2i: np.ndarray
+    rmg: np.ndarray
+
+    def to_list(self) -> list[dict[str, float]]:
+        return [{"removed": int(m), "dims": [int(j) for j in self.dims[:m]],
+                 "R@1_i2t_crossmodal": float(a), "R@1_t2i_crossmodal": float(b), "RMG": float(r)}
+                for m, a, b, r in zip(self.removed, self.r1_i2t, self.r1_t2i, self.rmg)]
+
+
+def ablation_curve(X: np.ndarray, Y: np.ndarray, max_dims: int = ABLATION_DIMS, *,
+                   dims: Sequence[int] | None = None, block_values: int = BLOCK_VALUES) -> AblationCurve:
+    """The ablation curve of Schrodi et al. (their ``gap_ablate_dims``).
+
+    Removing dimensions J and renormalising gives cos'(x, y) = (x.y - sum_J x_j y_j) /
+    (||x_-J|| ||y_-J||), so one pass over ``X Y^T`` serves every m by rank-one updates:
+    about N^2 (d + 4 M) operations, memory O(N M + panel).
+
+    Parameters
+    ----------
+    X, Y : ndarray of shape (N, d)
+    max_dims : int
+        M; the curve has M + 1 points.
+    dims : sequence of int, optional
+        The dimensions to remove in order (default: :func:`dimension_gaps` order).
+    """
+    Xn, Yn = normalize_rows(X), normalize_rows(Y)
+    _, curve = _pool_pass(Xn, Yn, hub_k=0, ablation=_ablation_plan(Xn, Yn, max_dims, dims),
+                          block_values=block_values)
+    return curve
+
+
+def _ablation_plan(Xn, Yn, max_dims, dims):
+    if dims is None:
+        dims = dimension_gaps(Xn, Yn).order[:max_dims]
+    dims = np.asarray(dims, dtype=np.int64)
+    if dims.ndim != 1 or (dims.size and (dims.min() < 0 or dims.max() >= Xn.shape[1])):
+        raise ValueError(f"ablation dims must be indices in 0 .. {Xn.shape[1] - 1}, got {dims.tolist()}.")
+    if np.unique(dims).size != dims.size:
+        raise ValueError("ablation dims must not repeat a dimension.")
+    return dims
+
+
+# ---------------------------------------------------------------------------------------------
+# NDCG and hubness
+# ---------------------------------------------------------------------------------------------
+def ndcg_gains(ranks: np.ndarray, k: int = NDCG_K) -> np.ndarray:
+    """Per-query gain 1 / log2(1 + rank) if rank <= k else 0 (one relevant item per query)."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    return np.where(ranks <= k, 1.0 / np.log2(1.0 + ranks), 0.0)
+
+
+def mixed_pool_ndcg(X: np.ndarray, Y: np.ndarray, k: int = NDCG_K, *,
+                    report: GapReport | None = None) -> float:
+    """NDCG@k in the mixed pool: image queries, the paired text the one relevant item.
+
+    Ranks are ``measure_gap``'s mixed-pool ranks of the partner (``GapReport.i2t_rank``), so
+    the tie rule is gapviz's: an item tied with the partner is ranked ahead of it.
+    Pass ``report`` (of these very X, Y) to reuse its ranks.
+    """
+    if report is None:
+        report = measure_gap(X, Y)
+    return float(ndcg_gains(report.i2t_rank, k).mean())
+
+
+def k_occurrence(neighbours: np.ndarray, n_items: int) -> np.ndarray:
+    """N_k(z): how many rows of ``neighbours`` (queries' k nearest items) contain item z."""
+    return np.bincount(np.asarray(neighbours).ravel(), minlength=n_items)
+
+
+def skewness(counts: np.ndarray) -> float:
+    """Standardised third moment E[(c - mean)^3] / std^3 (0 for a constant: no hubs)."""
+    c = np.asarray(counts, dtype=np.float64)
+    if np.ptp(c) == 0:
+        return 0.0
+    return float(stats.skew(c, bias=True))
+
+
+def hubness(X: np.ndarray, Y: np.ndarray, k: int = HUBNESS_K, *,
+            block_values: int = BLOCK_VALUES) -> float:
+    """Skewness of the k-occurrence distribution over the 2N items of the mixed pool.
+
+    Each item's k nearest other items (cosine; equal similarities ordered by lower index) are
+    found by panels of the pool's upper triangle: memory O(N k + panel).
+    """
+    Xn, Yn = normalize_rows(X), normalize_rows(Y)
+    top, _ = _pool_pass(Xn, Yn, hub_k=k, ablation=None, block_values=block_values)
+    return skewness(k_occurrence(top, 2 * Xn.shape[0]))
+
+
+def nearest_neighbours(A: np.ndarray, k: int = HUBNESS_K, *, block_values: int = BLOCK_VALUES) -> np.ndarray:
+    """Each row's k most cosine-similar other rows of ``A``, most similar first.
+
+    Returns
+    -------
+    ndarray of shape (M, min(k, M - 1)), int
+        Equal similarities are ordered by lower index. Walks the upper triangle of ``A A^T``
+        by panels: about M^2 d / 2 multiply-adds, memory O(M k + panel).
+    """
+    An = normalize_rows(A)
+    return _topk_pass(An, k, block_values)
+
+
+# ---------------------------------------------------------------------------------------------
+# per-cluster gap
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class ClusterGaps:
+    """Gap measures per cluster of pairs.
+
+    Attributes
+    ----------
+    assignment : ndarray of shape (N,), int
+        Cluster of each pair (index into ``names``).
+    names : list of str
+        Cluster names: the labels, or ``"cluster 0"`` ... for k-means.
+    source : str
+        ``"labels"`` or ``"kmeans"``.
+    k : int
+        Number of clusters.
+    rows : list of dict
+        Per cluster: ``cluster``, ``name``, ``n`` and, for clusters of at least 2 pairs, every
+        metric of ``measure_gap`` on the cluster's own pairs (its own mixed pool) and ``RMG``.
+    """
+
+    assignment: np.ndarray
+    names: list[str]
+    source: str
+    k: int
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def members(self, cluster: int) -> np.ndarray:
+        """Indices of the pairs in ``cluster``."""
+        return np.flatnonzero(self.assignment == cluster)
+
+
+def cluster_pairs(X: np.ndarray, Y: np.ndarray, n_clusters: int | None = None, *,
+                  seed: int = 0) -> tuple[np.ndarray, int]:
+    """k-means on the joint embedding [x_i, y_i] of each pair (seeded).
+
+    When ``n_clusters`` is None, k is chosen in ``KMEANS_K_RANGE`` by the best silhouette
+    score on a seeded subsample of ``KMEANS_SUBSAMPLE`` pairs, then k-means runs on all pairs.
+
+    Returns
+    -------
+    assignment : ndarray of shape (N,)
+    k : int
+    """
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
+
+    Xn, Yn = normalize_rows(X), normalize_rows(Y)
+    J = np.hstack([Xn, Yn])
+    n = J.shape[0]
+    if n_clusters is None:
+        rng = np.random.default_rng(seed)
+        sub = J[rng.choice(n, min(n, KMEANS_SUBSAMPLE), replace=False)]
+        hi = min(KMEANS_K_RANGE[1], sub.shape[0] // 5)
+        if hi < KMEANS_K_RANGE[0]:
+            raise ValueError(f"too few pairs ({n}) to choose k; give n_clusters.")
+        scores = {}
+        for k in range(KMEANS_K_RANGE[0], hi + 1):
+            lab = KMeans(k, n_init=2, random_state=seed).fit_predict(sub)
+            scores[k] = silhouette_score(sub, lab) if np.unique(lab).size > 1 else -1.0
+        n_clusters = max(scores, key=scores.get)
+    if not 1 <= n_clusters <= n:
+        raise ValueError(f"n_clusters must be in 1 .. {n} (the number of pairs), got {n_clusters}.")
+    km = KMeans(n_clusters, n_init=3, random_state=seed).fit(J)
+    return km.labels_.astype(np.int64), int(n_clusters)
+
+
+def cluster_gaps(X: np.ndarray, Y: np.ndarray, *, labels: Sequence[str] | None = None,
+                 n_clusters: int | None = None, seed: int = 0,
+                 ks: tuple[int, ...] = RECALL_KS) -> ClusterGaps:
+    """Gap measures per cluster: ITR, R@K, paired distance, RMG, ... of each cluster's pairs.
+
+    Parameters
+    ----------
+    X, Y : ndarray of shape (N, d)
+    labels : sequence of N str, optional
+        Use these as the clusters (e.g. the file's ``labels``); else k-means (:func:`cluster_pairs`).
+    n_clusters : int, optional
+        k of k-means (chosen by silhouette when None).
+    seed : int
+    ks : tuple of int
+        K of R@K, passed to ``measure_gap``.
+    """
+    Xn, Yn = normalize_rows(X), normalize_rows(Y)
+    n = Xn.shape[0]
+    if labels is not None:
+        labels = [str(v) for v in labels]
+        if len(labels) != n:
+            raise ValueError(f"{len(labels)} labels for {n} pairs; give one label per pair.")
+        names, assignment = np.unique(np.asarray(labels), return_inverse=True)
+        names, source = [str(v) for v in names], "labels"
+        k = len(names)
+    else:
+        assignment, k = cluster_pairs(Xn, Yn, n_clusters, seed=seed)
+        names, source = [f"cluster {c}" for c in range(k)], "kmeans"
+    out = ClusterGaps(np.asarray(assignment, dtype=np.int64), names, source, k)
+    for c in range(k):
+        idx = out.members(c)
+        row: dict[str, Any] = {"cluster": c, "name": names[c], "n": int(idx.size)}
+        if idx.size >= 2:
+            r = measure_gap(Xn[idx], Yn[idx], ks=ks)
+            row.update({key: v for key, v in r.metrics.items() if key != "N"})
+            row["RMG"] = relative_modality_gap(Xn[idx], Yn[idx])
+            row["NDCG@10"] = float(ndcg_gains(r.i2t_rank).mean())
+        out.rows.append(row)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole anatomy
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class GapAnatomy:
+    """Everything :func:`gap_anatomy` measured on one embedding of N pairs.
+
+    Attributes
+    ----------
+    metrics : dict
+        ``RMG``, ``NDCG@10``, ``hubness``.
+    report : GapReport
+        The plain measures of the same pairs.
+    dimensions : DimensionGaps
+    ablation : AblationCurve
+    clusters : ClusterGaps or None
+    split : dict
+        :func:`centroid_vs_distribution`.
+    neighbours : ndarray of shape (2N, k)
+        Each pool item's k nearest items (rows 0..N-1 images, N..2N-1 texts).
+    intervals : IntervalReport or None
+        Bootstrap intervals (:mod:`gapviz.intervals`), when asked for.
+    seconds : dict
+        Wall time of each part.
+    """
+
+    metrics: dict[str, float]
+    report: GapReport
+    dimensions: DimensionGaps
+    ablation: AblationCurve
+    clusters: ClusterGaps | None
+    split: dict[str, float]
+    neighbours: np.ndarray
+    intervals: Any = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def outcomes(self, Xn: np.ndarray, Yn: np.ndarray):
+        """The per-pair outcomes the bootstrap resamples (:class:`gapviz.intervals.PairOutcomes`)."""
+        from .intervals import PairOutcomes
+
+        return PairOutcomes.from_report(self.report, Xn, Yn, neighbours=self.neighbours)
+
+    def to_json(self, *, dims_listed: int = DIMENSIONS_LISTED) -> dict[str, Any]:
+        """One JSON-serialisable dict (ratios may be ``inf``: ``json.dumps`` writes Infinity)::
+
+            {"metrics": {"RMG", "NDCG@10", "hubness"},
+             "anatomy": {"dimensions": [{"index", "gap", "share"}, ...],   # largest first
+                         "ablation": [{"removed", "dims", "R@1_i2t_crossmodal", ...}, ...],
+                         "clusters": [{"cluster", "name", "n", "ITR", "R@5", ..., "RMG"}, ...],
+                         "centroid_vs_distribution": {...}},
+             "ci": {measure: [low, high]}, "ci_method": {...}, "seconds": {...}}
+        """
+        anatomy = {
+            "dimensions": self.dimensions.to_list(dims_listed),
+            "n_dimensions": int(self.dimensions.order.size),
+            "ablation": self.ablation.to_list(),
+            "clusters": [] if self.clusters is None else self.clusters.rows,
+            "cluster_source": None if self.clusters is None else self.clusters.source,
+            "centroid_vs_distribution": dict(self.split),
+        }
+        out: dict[str, Any] = {"metrics": dict(self.metrics), "anatomy": anatomy}
+        if self.intervals is not None:
+            out["ci"] = {k: [float(lo), float(hi)] for k, (lo, hi) in self.intervals.ci.items()}
+            out["ci_method"] = self.intervals.describe()
+        out["seconds"] = dict(self.seconds)
+        return out
+
+
+def gap_anatomy(X: np.ndarray, Y: np.ndarray, *, report: GapReport | None = None,
+                labels: Sequence[str] | None = None, n_clusters: int | None = None,
+                clusters: bool = True, ablation_dims: int = ABLATION_DIMS,
+                intervals: bool = True, n_resamples: int = 200, level: float = 0.95,
+                seed: int = 0, block_values: int = BLOCK_VALUES) -> GapAnatomy:
+    """The whole anatomy of the gap of N pairs, optionally with bootstrap intervals.
+
+    Parameters
+    ----------
+    X, Y : ndarray of shape (N, d)
+        Image and text embeddings (normalised here).
+    report : GapReport, optional
+        ``measure_gap(X, Y)`` if already computed (saves its time).
+    labels : sequence of N str, optional
+        Per-pair class labels: the clusters when given.
+    n_clusters : int, optional
+        k of k-means when there are no labels (chosen by silhouette when None).
+    clusters : bool
+        Compute the per-cluster gap.
+    ablation_dims : int
+        M of the ablation curve.
+    intervals : bool
+        Percentile-bootstrap intervals over pairs for every scalar measure
+        (:func:`gapviz.intervals.bootstrap_ci`, ``n_resamples`` resamples, ``seed``).
+    block_values : int
+        Upper bound on the float32 values of one similarity panel.
+
+    Returns
+    -------
+    GapAnatomy
+    """
+    seconds: dict[str, float] = {}
+    t = time.perf_counter()
+    Xn, Yn = normalize_rows(X), normalize_rows(Y)
+    if report is None:
+        report = measure_gap(Xn, Yn)
+        seconds["measure_gap"] = time.perf_counter() - t
+    elif report.n != Xn.shape[0]:
+        raise ValueError(f"report is of {report.n} pairs but X has {Xn.shape[0]}: pass the report of these pairs.")
+
+    t = time.perf_counter()
+    dims = dimension_gaps(Xn, Yn)
+    split = centroid_vs_distribution(Xn, Yn, frechet=report.metrics.get("frechet"))
+    top, curve = _pool_pass(Xn, Yn, hub_k=HUBNESS_K,
+                            ablation=_ablation_plan(Xn, Yn, ablation_dims, dims.order[:ablation_dims]),
+                            block_values=block_values)
+    n = Xn.shape[0]
+    metrics = {
+        "RMG": float(curve.rmg[0]),
+        "NDCG@10": float(ndcg_gains(report.i2t_rank, NDCG_K).mean()),
+        "hubness": skewness(k_occurrence(top, 2 * n)),
+    }
+    seconds["pool_pass"] = time.perf_counter() - t
+
+    groups = None
+    if clusters:
+        t = time.perf_counter()
+        groups = cluster_gaps(Xn, Yn, labels=labels, n_clusters=n_clusters, seed=seed)
+        seconds["clusters"] = time.perf_counter() - t
+
+    result = GapAnatomy(metrics, report, dims, curve, groups, split, top, seconds=seconds)
+    if intervals:
+        from .intervals import bootstrap_ci
+
+        t = time.perf_counter()
+        result.intervals = bootstrap_ci(result.outcomes(Xn, Yn), n_resamples=n_resamples,
+                                        level=level, seed=seed)
+        seconds["intervals"] = time.perf_counter() - t
+    return result
+
+
+def anatomy_json(X: np.ndarray, Y: np.ndarray, **kwargs: Any) -> dict[str, Any]:
+    """:func:`gap_anatomy` as one JSON-serialisable dict (see :meth:`GapAnatomy.to_json`)."""
+    return gap_anatomy(X, Y, **kwargs).to_json()
+
+
+# ---------------------------------------------------------------------------------------------
+# the pass over the mixed pool: numba sweeps of BLAS panels
+# ---------------------------------------------------------------------------------------------
+@numba.njit(nogil=True, cache=True, inline="always")
+def _push(vals, idxs, worst, item, v, j):  # pragma: no cover
+    """Offer candidate ``j`` with similarity ``v`` to ``item``'s top-k (vals, idxs rows).
+
+    Order: higher similarity first, equal similarity -> lower index first. ``worst[item]`` is
+    the k-th value, a quick filter for the caller.
+    """
+    k = vals.shape[0]
+    w = 0
+    for t in range(1, k):
+        if vals[t] < vals[w] or (vals[t] == vals[w] and idxs[t] > idxs[w]):
+            w = t
+    if v > vals[w] or (v == vals[w] and j < idxs[w]):
+        vals[w] = v
+        idxs[w] = j
+        m = vals[0]
+        for t in range(1, k):
+            m = min(m, vals[t])
+        worst[item] = m
+
+
+@numba.njit(nogil=True, cache=True)
+def _topk_upper(S, i0, r0, r1, row_val, row_idx, row_worst, col_val, col_idx, col_worst):  # pragma: no cover
+    """Top-k upkeep over the strict upper triangle of one panel ``S = A[i0:i0+R] @ A[i0:].T``.
+
+    Rows r0:r1 of the panel; entry (r, c), c > r, is the pair of items (i0 + r, i0 + c) and is
+    offered to both. Row items are only ever rows of this panel (one thread each): their lists
+    are shared; column items get the calling thread's own lists (merged by the caller).
+    """
+    n_cols = S.shape[1]
+    for r in range(r0, r1):
+        gi = i0 + r
+        for c in range(r + 1, n_cols):
+            v = S[r, c]
+            gj = i0 + c
+            if v >= row_worst[gi]:
+                _push(row_val[gi], row_idx[gi], row_worst, gi, v, gj)
+            if v >= col_worst[gj]:
+                _push(col_val[gj], col_idx[gj], col_worst, gj, v, gi)
+
+
+@numba.njit(nogil=True, cache=True)
+def _ablation_panel(S, i0, r0, r1, c_off, n, xa, ya, inv_x, inv_y, thr, cnt_x, cnt_y):  # pragma: no cover
+    """Cross-modal counts for every ablation level from one panel of image rows.
+
+    ``S[r, c_off + j]`` = x_{i0+r} . y_j. For level m (top-m gap dims removed) the renormalised
+    cosine is (s - sum_{l<m} xa[i,l] ya[j,l]) * inv_x[i,m] * inv_y[j,m]; image i counts the
+    texts j != i with value >= thr[i, m] (its partner's, less the tie tolerance), text j the
+    images i != j with value >= thr[j, m]. ``cnt_y`` is the thread's own.
+    """
+    levels = inv_x.shape[1]
+    for r in range(r0, r1):
+        i = i0 + r
+        if i >= n:
+            break
+        for j in range(n):
+            if j == i:
+                continue
+            s = np.float64(S[r, c_off + j])
+            for m in range(levels):
+                if m > 0:
+                    s -= xa[i, m - 1] * ya[j, m - 1]
+                v = s * inv_x[i, m] * inv_y[j, m]
+                if v >= thr[i, m]:
+                    cnt_x[i, m] += 1
+                if v >= thr[j, m]:
+                    cnt_y[j, m] += 1
+
+
+def _workers() -> int:
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _row_splits(r: int, n_cols_first: int, parts: int) -> list[tuple[int, int]]:
+    """Split panel rows 0..r into ``parts`` ranges of about equal upper-triangle work."""
+    if parts <= 1 or r < 2 * parts:
+        return [(0, r)]
+    work = np.maximum(n_cols_first - np.arange(r) - 1, 1).cumsum()
+    cuts = np.searchsorted(work, work[-1] * np.arange(1, parts) / parts)
+    bounds = [0, *np.unique(cuts).tolist(), r]
+    return [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+class _TopK:
+    """Row lists plus one column list per thread, merged at the end."""
+
+    def __init__(self, n_items: int, k: int, threads: int) -> None:
+        self.k = k
+        self.row_val = np.full((n_items, k), -np.inf, np.float32)
+        self.row_idx = np.full((n_items, k), np.iinfo(np.int32).max, np.int32)
+        self.row_worst = np.full(n_items, -np.inf, np.float32)
+        self.col_val = np.full((threads, n_items, k), -np.inf, np.float32)
+        self.col_idx = np.full((threads, n_items, k), np.iinfo(np.int32).max, np.int32)
+        self.col_worst = np.full((threads, n_items), -np.inf, np.float32)
+
+    def sweep(self, S, i0, r0, r1, slot):
+        _topk_upper(S, i0, r0, r1, self.row_val, self.row_idx, self.row_worst,
+                    self.col_val[slot], self.col_idx[slot], self.col_worst[slot])
+
+    def merged(self) -> np.ndarray:
+        vals = np.concatenate([self.row_val, *self.col_val], axis=1)
+        idxs = np.concatenate([self.row_idx, *self.col_idx], axis=1)
+        order = np.lexsort((idxs, -vals), axis=1)[:, :self.k]
+        return np.take_along_axis(idxs, order, axis=1)
+
+
+def _panel_loop(A: np.ndarray, B: np.ndarray | None, block_values: int, sweep) -> None:
+    """Product of each row panel and its sweep, the sweep split across threads.
+
+    ``B is None``: panels ``A[i0:i1] @ A[i0:].T`` (upper triangle); else ``A[i0:i1] @ B.T``.
+    ``sweep(S, i0, r0, r1, slot)`` reads rows r0:r1 of panel S. The product uses BLAS's own
+    threads; the sweeps (numba, no GIL) one thread each.
+    """
+    n = A.shape[0]
+    workers = _workers()
+    n_cols = n if B is None else B.shape[0]
+    rows = max(1, min(_PANEL_ROWS, block_values // max(n_cols, 1)))
+    with ThreadPoolExecutor(workers, thread_name_prefix="gapviz-anatomy") as pool:
+        for i0 in range(0, n, rows):
+            i1 = min(n, i0 + rows)
+            S = A[i0:i1] @ (A[i0:] if B is None else B).T
+            parts = _row_splits(i1 - i0, S.shape[1], workers) if B is None else \
+                [(a * (i1 - i0) // workers, (a + 1) * (i1 - i0) // workers) for a in range(workers)]
+            futures = [pool.submit(sweep, S, i0, r0, r1, slot)
+                       for slot, (r0, r1) in enumerate(parts) if r1 > r0]
+            for f in futures:
+                f.result()
+
+
+def _topk_pass(An: np.ndarray, k: int, block_values: int) -> np.ndarray:
+    m = An.shape[0]
+    k = min(k, m - 1)
+    if k < 1:
+        raise ValueError("need at least 2 rows to find neighbours.")
+    top = _TopK(m, k, _workers())
+    _panel_loop(An, None, block_values, top.sweep)
+    return top.merged()
+
+
+def _pool_pass(Xn: np.ndarray, Yn: np.ndarray, *, hub_k: int, ablation: np.ndarray | None,
+               block_values: int) -> tuple[np.ndarray | None, AblationCurve | None]:
+    """One pass over the mixed pool (or over X Y^T alone when ``hub_k`` is 0).
+
+    Returns the pool's k nearest items per item (hub_k > 0) and the ablation curve over the
+    dimensions ``ablation`` (when given).
+    """
+    n = Xn.shape[0]
+    workers = _workers()
+    top = _TopK(2 * n, min(hub_k, 2 * n - 1), workers) if hub_k else None
+    if ablation is not None:
+        M = ablation.size
+        xa = Xn[:, ablation].astype(np.float64)
+        ya = Yn[:, ablation].astype(np.float64)
+        # squared norms left after removing the first m dims, m = 0..M
+        nx2 = np.c_[np.einsum("ij,ij->i", Xn, Xn, dtype=np.float64)[:, None], np.zeros((n, M))]
+        ny2 = np.c_[np.einsum("ij,ij->i", Yn, Yn, dtype=np.float64)[:, None], np.zeros((n, M))]
+        nx2[:, 1:] = nx2[:, :1] - np.cumsum(xa ** 2, axis=1)
+        ny2[:, 1:] = ny2[:, :1] - np.cumsum(ya ** 2, axis=1)
+        inv_x = _inv_norm(nx2)
+        inv_y = _inv_norm(ny2)
+        s_pair = np.einsum("ij,ij->i", Xn, Yn, dtype=np.float64)
+        cos_m = np.c_[s_pair[:, None], s_pair[:, None] - np.cumsum(xa * ya, axis=1)] * inv_x * inv_y
+        thr = cos_m - TIE_TOL
+        cnt_x = np.ones((n, M + 1), np.int64)  # the partner itself
+        cnt_y = np.zeros((workers, n, M + 1), np.int64)
+
+    if top is not None:
+        Z = np.vstack([Xn, Yn])
+
+        def sweep(S, i0, r0, r1, slot):
+            top.sweep(S, i0, r0, r1, slot)
+            if ablation is not None and i0 < n:
+                _ablation_panel(S, i0, r0, r1, n - i0, n, xa, ya, inv_x, inv_y, thr, cnt_x, cnt_y[slot])
+
+        _panel_loop(Z, None, block_values, sweep)
+    elif ablation is not None:
+        def sweep(S, i0, r0, r1, slot):
+            _ablation_panel(S, i0, r0, r1, 0, n, xa, ya, inv_x, inv_y, thr, cnt_x, cnt_y[slot])
+
+        _panel_loop(Xn, Yn, block_values, sweep)
+
+    curve = None
+    if ablation is not None:
+        rank_t2i = 1 + cnt_y.sum(axis=0)
+        rmg = np.empty(M + 1)
+        for m in range(M + 1):
+            sx = inv_x[:, m] @ Xn.astype(np.float64)
+            sy = inv_y[:, m] @ Yn.astype(np.float64)
+            sx[ablation[:m]] = 0.0
+            sy[ablation[:m]] = 0.0
+            rmg[m] = rmg_from_sums(float(cos_m[:, m].mean()), sx @ sx, sy @ sy, n,
+                                   np.count_nonzero(inv_x[:, m]), np.count_nonzero(inv_y[:, m]))
+        curve = AblationCurve(np.arange(M + 1), ablation.copy(), (cnt_x == 1).mean(axis=0),
+                              (rank_t2i == 1).mean(axis=0), rmg)
+    return (top.merged() if top is not None else None), curve
+
+
+def _inv_norm(sq: np.ndarray) -> np.ndarray:
+    """1 / sqrt(sq), and 0 where nothing is left (a row whose every coordinate was removed)."""
+    out = np.zeros_like(sq)
+    ok = sq > 1e-12
+    out[ok] = 1.0 / np.sqrt(sq[ok])
+    return out

@@ -1,0 +1,326 @@
+"""How sure a gap measure is: bootstrap intervals over pairs and paired comparisons.
+
+Method
+------
+Percentile bootstrap over pairs (Efron & Tibshirani 1993, ch. 13): B resamples of the N pairs
+drawn with replacement (seeded), every scalar measure recomputed on each, the interval is the
+(alpha/2, 1 - alpha/2) order statistics of the B values. Default B = 200, level 95%.
+
+What a resample recomputes, and the one approximation
+-----------------------------------------------------
+- Measures that are means over pairs or sums of rows are recomputed **exactly** for the
+  resampled pairs, from weights w (how often each pair was drawn): paired distances, centroid
+  gap, cones, pairs-vs-all, RMG (from the weighted sums of rows: O(B N d) in all), and,
+  on request, the Fréchet distance and its centroid / distribution parts (a weighted
+  covariance and an eigen-solve per resample: O(B (N d^2 + d^3)), seconds to minutes).
+- Mixed-pool measures (ITR, TIR, IMR, TMR, R@K, NDCG@10, hubness) use **per-query outcomes
+  computed once** on the full pool (top-1 modality, rank of the best other-modality item,
+  rank of the partner, each query's k nearest items). A resample re-weights the *queries*;
+  the pool they search stays the full set of 2N items. This is the usual way retrieval
+  scores get intervals (queries are the sampling unit) and it costs O(B N); it leaves out
+  the pool's own sampling noise (a resampled pool would hold duplicate items).
+- ``separability`` (a classifier per resample) gets no interval.
+
+Paired comparison
+-----------------
+Two methods or models scored on the *same* pairs: the same resample of pairs is applied to
+both and the difference recomputed; the p-value is the two-sided bootstrap test of a zero
+difference by the recentred resampled differences (Hall & Wilson 1991):
+p = (1 + #{|D*_b - D| >= |D|}) / (B + 1).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+from scipy import sparse
+
+from .anatomy import NDCG_K, RMG_FLOOR, ndcg_gains
+from .measures import GapReport, normalize_rows
+
+#: Default number of bootstrap resamples and interval level.
+N_RESAMPLES = 200
+LEVEL = 0.95
+
+
+@dataclass
+class PairOutcomes:
+    """What the bootstrap needs of one embedding of N pairs, computed once.
+
+    Attributes
+    ----------
+    Xn, Yn : ndarray of shape (N, d)
+        Unit rows.
+    paired_cos, paired_l2 : ndarray of shape (N,)
+    best_text_rank, best_image_rank, i2t_rank, t2i_rank, i2t_rank_crossmodal,
+    t2i_rank_crossmodal : ndarray of shape (N,)
+        Per-query ranks from :class:`~gapviz.measures.GapReport`.
+    ks : tuple of int
+        K of the R@K measures.
+    neighbours : ndarray of shape (2N, k), optional
+        Each pool item's k nearest items (for hubness).
+    """
+
+    Xn: np.ndarray
+    Yn: np.ndarray
+    paired_cos: np.ndarray
+    paired_l2: np.ndarray
+    best_text_rank: np.ndarray
+    best_image_rank: np.ndarray
+    i2t_rank: np.ndarray
+    t2i_rank: np.ndarray
+    i2t_rank_crossmodal: np.ndarray
+    t2i_rank_crossmodal: np.ndarray
+    ks: tuple[int, ...] = ()
+    neighbours: np.ndarray | None = None
+
+    @property
+    def n(self) -> int:
+        return int(self.Xn.shape[0])
+
+    @classmethod
+    def from_report(cls, report: GapReport, X: np.ndarray, Y: np.ndarray, *,
+                    neighbours: np.ndarray | None = None) -> "PairOutcomes":
+        """From ``measure_gap(X, Y)`` and the same X, Y (and, for hubness, the pool's neighbours)."""
+        Xn, Yn = normalize_rows(X), normalize_rows(Y)
+        if report.n != Xn.shape[0]:
+            raise ValueError(f"report is of {report.n} pairs, X has {Xn.shape[0]}.")
+        if neighbours is not None and neighbours.shape[0] != 2 * Xn.shape[0]:
+            raise ValueError("neighbours must have one row per pool item (2N).")
+        cos = np.einsum("ij,ij->i", Xn, Yn).astype(np.float64)
+        l2 = np.linalg.norm(Xn - Yn, axis=1).astype(np.float64)
+        return cls(Xn, Yn, cos, l2, report.best_text_rank, report.best_image_rank, report.i2t_rank,
+                   report.t2i_rank, report.i2t_rank_crossmodal, report.t2i_rank_crossmodal,
+                   tuple(report.ks), neighbours)
+
+
+def resample_weights(n: int, n_resamples: int, seed: int) -> np.ndarray:
+    """(B, N) counts: how often each pair is drawn in each of B resamples of N with replacement."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_resamples, n))
+    flat = idx + (np.arange(n_resamples) * n)[:, None]
+    return np.bincount(flat.ravel(), minlength=n_resamples * n).reshape(n_resamples, n).astype(np.float64)
+
+
+def measures_from_weights(o: PairOutcomes, W: np.ndarray, *, frechet: bool = False) -> dict[str, np.ndarray]:
+    """Every scalar measure for each row of weights ``W`` (B, N); all-ones gives the estimates.
+
+    Keys as in ``GapReport.metrics`` plus ``RMG``, ``NDCG@10``, ``hubness`` (when the outcomes
+    carry neighbours) and, with ``frechet``, ``frechet``, ``centroid``, ``distribution``.
+    """
+    W = np.atleast_2d(np.asarray(W, dtype=np.float64))
+    n = o.n
+    tot = W.sum(1)
+
+    def mean(v: np.ndarray) -> np.ndarray:
+        return W @ np.asarray(v, dtype=np.float64) / tot
+
+    def ratio(first_same: np.ndarray) -> np.ndarray:
+        same = W @ first_same.astype(np.float64)
+        other = tot - same
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(other > 0, same / np.where(other > 0, other, 1), np.where(same > 0, np.inf, np.nan))
+
+    out: dict[str, np.ndarray] = {
+        "ITR": ratio(o.best_text_rank > 1),
+        "TIR": ratio(o.best_image_rank > 1),
+        "IMR": mean(o.best_image_rank),
+        "TMR": mean(o.best_text_rank),
+    }
+    for k in o.ks:
+        out[f"R@{k}"] = mean(o.i2t_rank <= k)
+    for k in o.ks:
+        out[f"R@{k}_t2i"] = mean(o.t2i_rank <= k)
+    for k in o.ks:
+        out[f"R@{k}_i2t_crossmodal"] = mean(o.i2t_rank_crossmodal <= k)
+        out[f"R@{k}_t2i_crossmodal"] = mean(o.t2i_rank_crossmodal <= k)
+    out["paired_cosine_distance"] = mean(1.0 - o.paired_cos)
+    out["paired_l2"] = mean(o.paired_l2)
+    out["paired_l2_squared"] = mean(o.paired_l2 ** 2)
+
+    SX = W @ o.Xn.astype(np.float64)  # (B, d) weighted sums of rows
+    SY = W @ o.Yn.astype(np.float64)
+    out["all_cosine_distance"] = 1.0 - np.einsum("bj,bj->b", SX, SY) / tot ** 2
+    out["centroid_gap"] = np.linalg.norm(SX - SY, axis=1) / tot
+    pairs = tot * (tot - 1)
+    cone_x = (np.einsum("bj,bj->b", SX, SX) - tot) / pairs
+    cone_y = (np.einsum("bj,bj->b", SY, SY) - tot) / pairs
+    out["image_cone"] = cone_x
+    out["text_cone"] = cone_y
+    m = np.maximum(out["paired_cosine_distance"] / 2.0, RMG_FLOOR)
+    out["RMG"] = m / (m + ((1.0 - cone_x) / 2.0 + (1.0 - cone_y) / 2.0) / 2.0)
+    out["NDCG@10"] = mean(ndcg_gains(o.i2t_rank, NDCG_K))
+    if o.neighbours is not None:
+        out["hubness"] = _hubness_from_weights(o.neighbours, W)
+    if frechet:
+        out.update(_frechet_from_weights(o, W))
+    return out
+
+
+def _hubness_from_weights(neighbours: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """Skewness of the k-occurrence counts with query q weighted by its pair's weight."""
+    from .anatomy import skewness
+
+    n2, k = neighbours.shape
+    occ = sparse.csr_matrix((np.ones(n2 * k), neighbours.ravel(), np.arange(0, n2 * k + 1, k)),
+                            shape=(n2, n2))
+    Wq = np.hstack([W, W])  # pair i weights its image query (i) and its text query (N + i)
+    counts = np.asarray((occ.T @ Wq.T).T)  # (B, 2N)
+    return np.array([skewness(c) for c in counts])
+
+
+def _frechet_from_weights(o: PairOutcomes, W: np.ndarray) -> dict[str, np.ndarray]:
+    from scipy import linalg
+
+    fr, cen = np.empty(W.shape[0]), np.empty(W.shape[0])
+    for b, w in enumerate(W):
+        stats = []
+        for A in (o.Xn, o.Yn):
+            A = A.astype(np.float64)
+            mu = w @ A / w.sum()
+            C = A - mu
+            cov = (C * w[:, None]).T @ C / (w.sum() - 1)
+            stats.append((mu, cov))
+        (mx, cx), (my, cy) = stats
+        w_, V = linalg.eigh(cx)
+        factor = V * np.sqrt(np.clip(w_, 0, None))
+        tr = np.sqrt(np.clip(linalg.eigvalsh(factor.T @ cy @ factor), 0, None)).sum()
+        cen[b] = float(np.sum((mx - my) ** 2))
+        fr[b] = max(cen[b] + np.trace(cx) + np.trace(cy) - 2 * tr, 0.0)
+    return {"frechet": fr, "centroid": cen, "distribution": np.maximum(fr - cen, 0.0)}
+
+
+@dataclass
+class IntervalReport:
+    """Bootstrap intervals of every scalar measure.
+
+    Attributes
+    ----------
+    estimate : dict of str to float
+        Each measure on all pairs (unit weights).
+    ci : dict of str to (float, float)
+        Percentile interval at ``level``.
+    n_resamples, level, seed : as passed
+    seconds : float
+        Wall time of the resampling.
+    """
+
+    estimate: dict[str, float]
+    ci: dict[str, tuple[float, float]]
+    n_resamples: int
+    level: float
+    seed: int
+    seconds: float = 0.0
+    samples: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def describe(self) -> dict[str, object]:
+        """Method, resamples, level and seed, JSON-serialisable."""
+        return {"method": "percentile bootstrap over pairs (mixed-pool measures: queries "
+                          "resampled, pool fixed)",
+                "n_resamples": self.n_resamples, "level": self.level, "seed": self.seed,
+                "seconds": self.seconds}
+
+
+def bootstrap_ci(outcomes: PairOutcomes, *, n_resamples: int = N_RESAMPLES, level: float = LEVEL,
+                 seed: int = 0, frechet: bool = False, keep_samples: bool = False) -> IntervalReport:
+    """Seeded percentile-bootstrap intervals over pairs for every scalar measure.
+
+    Parameters
+    ----------
+    outcomes : PairOutcomes
+    n_resamples : int
+        B. Cost O(B N d) for the row sums plus O(B N k) for hubness; at N = 10,000,
+        d = 512, B = 200 about a second (see ``bench/bench_anatomy.py``).
+    level : float
+        Coverage of the interval, e.g. 0.95.
+    seed : int
+    frechet : bool
+        Also the Fréchet distance and its centroid / distribution parts (slow: one weighted
+        d x d covariance pair and eigen-solve per resample).
+    keep_samples : bool
+        Keep the B resampled values of each measure in ``samples``.
+    """
+    _check_bootstrap(n_resamples, level)
+    t = time.perf_counter()
+    n = outcomes.n
+    estimate = {k: float(v[0]) for k, v in measures_from_weights(outcomes, np.ones((1, n)), frechet=frechet).items()}
+    samples = measures_from_weights(outcomes, resample_weights(n, n_resamples, seed), frechet=frechet)
+    alpha = 1.0 - level
+    ci = {k: _percentile_interval(v, alpha) for k, v in samples.items()}
+    return IntervalReport(estimate, ci, n_resamples, level, seed, time.perf_counter() - t,
+                          samples if keep_samples else {})
+
+
+def paired_comparison(a: PairOutcomes, b: PairOutcomes, *, n_resamples: int = N_RESAMPLES,
+                      alpha: float = 0.05, seed: int = 0,
+                      measures: Sequence[str] | None = None) -> dict[str, dict[str, object]]:
+    """Is measure(a) - measure(b) on the same pairs more than resampling noise?
+
+    Parameters
+    ----------
+    a, b : PairOutcomes
+        Two methods or models on the same N pairs (row i the same pair in both).
+    n_resamples : int
+        B resamples of pairs, the same resample applied to ``a`` and ``b``.
+    alpha : float
+        Significance level of ``significant`` and the interval's coverage 1 - alpha.
+    measures : sequence of str, optional
+        Which measures (default: every one both have).
+
+    Returns
+    -------
+    dict
+        measure -> ``{"a", "b", "difference", "ci": [low, high], "p_value", "significant"}``.
+        ``p_value`` is nan (and ``significant`` False) when the difference is undefined (e.g.
+        ITR infinite on both sides). No correction for testing many measures at once.
+    """
+    if a.n != b.n:
+        raise ValueError(f"a has {a.n} pairs, b has {b.n}: a paired comparison needs the same pairs.")
+    _check_bootstrap(n_resamples, 1 - alpha)
+    n = a.n
+    W = resample_weights(n, n_resamples, seed)
+    ones = np.ones((1, n))
+    ea, eb = measures_from_weights(a, ones), measures_from_weights(b, ones)
+    sa, sb = measures_from_weights(a, W), measures_from_weights(b, W)
+    names = [k for k in ea if k in eb] if measures is None else list(measures)
+    out = {}
+    for name in names:
+        va, vb = float(ea[name][0]), float(eb[name][0])
+        d = _difference(va, vb)
+        ds = np.array([_difference(x, y) for x, y in zip(sa[name], sb[name])])
+        ds = ds[np.isfinite(ds)]
+        if not math.isfinite(d) or ds.size == 0:
+            p, lo, hi = math.nan, math.nan, math.nan
+        else:
+            p = (1 + np.count_nonzero(np.abs(ds - d) >= abs(d))) / (ds.size + 1)
+            lo, hi = _percentile_interval(ds, alpha)
+        out[name] = {"a": va, "b": vb, "difference": d, "ci": [lo, hi], "p_value": float(p),
+                     "significant": bool(math.isfinite(p) and p < alpha)}
+    return out
+
+
+def _difference(x: float, y: float) -> float:
+    if x == y:  # also inf == inf: no difference
+        return 0.0
+    return x - y
+
+
+def _percentile_interval(values: np.ndarray, alpha: float) -> tuple[float, float]:
+    """(alpha/2, 1 - alpha/2) order statistics, without interpolation (values may be inf)."""
+    v = np.sort(np.asarray(values, dtype=np.float64)[~np.isnan(values)])
+    if v.size == 0:
+        return (math.nan, math.nan)
+    lo = v[int(math.floor(alpha / 2 * v.size))]
+    hi = v[min(v.size - 1, int(math.ceil((1 - alpha / 2) * v.size)) - 1)]
+    return (float(lo), float(hi))
+
+
+def _check_bootstrap(n_resamples: int, level: float) -> None:
+    if n_resamples < 10:
+        raise ValueError(f"n_resamples must be at least 10, got {n_resamples}.")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be between 0 and 1 (e.g. 0.95), got {level}.")
