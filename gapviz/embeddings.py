@@ -4,11 +4,12 @@ Format
 ------
 ``.npz``
     ``image_embeddings`` (N, d) and ``text_embeddings`` (N, d), float; optional ``ids``,
-    ``captions``, ``image_paths`` (length N, strings), ``model`` (a string) and ``meta``
-    (a JSON string: method, parameters, "simulated" flag, ...).
+    ``captions``, ``image_paths`` (length N, strings), ``labels`` (length N, a class label per
+    pair, strings or integers), ``model`` (a string) and ``meta`` (a JSON string: method,
+    parameters, "simulated" flag, ...).
 ``.parquet``
     One row per pair: list-of-float columns ``image_embedding`` and ``text_embedding``, optional
-    string columns ``id``, ``caption``, ``image_path``; ``model`` and ``meta`` are kept in the
+    string columns ``id``, ``caption``, ``image_path``, ``label``; ``model`` and ``meta`` are kept in the
     file's key-value metadata under the key ``gapviz``.
 
 Reading validates once, here at the boundary: structural problems (mismatched N, different d
@@ -45,7 +46,7 @@ import numpy as np
 from .config import NPZ_OPTIONAL_KEYS, NPZ_REQUIRED_KEYS
 from .safety import JSONInputError, loads_json, set_default_mode
 
-PARQUET_COLUMNS = ("id", "caption", "image_path", "image_embedding", "text_embedding")
+PARQUET_COLUMNS = ("id", "caption", "image_path", "label", "image_embedding", "text_embedding")
 PARQUET_META_KEY = b"gapviz"
 
 #: Largest in-memory size of the arrays of one embeddings file (2 GiB holds 250,000 pairs of
@@ -111,6 +112,8 @@ class PairedEmbeddings:
         Name of the model (or simulated profile) that produced the embeddings.
     meta : dict
         JSON-serialisable provenance: ``simulated``, ``imitates``, ``method``, ``params``, ...
+    labels : list of str, optional
+        Class label of each pair (zero-shot accuracy, per-class gap); length N when given.
     """
 
     image_embeddings: np.ndarray
@@ -120,6 +123,7 @@ class PairedEmbeddings:
     image_paths: list[str] | None = None
     model: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    labels: list[str] | None = None
 
     def __post_init__(self) -> None:
         self.image_embeddings = np.ascontiguousarray(self.image_embeddings, dtype=np.float32)
@@ -128,7 +132,7 @@ class PairedEmbeddings:
         n = self.image_embeddings.shape[0]
         if self.ids is None:
             self.ids = [str(i) for i in range(n)]
-        for name in ("ids", "captions", "image_paths"):
+        for name in ("ids", "captions", "image_paths", "labels"):
             values = getattr(self, name)
             if values is not None:
                 values = [str(v) for v in values]
@@ -163,12 +167,13 @@ class PairedEmbeddings:
         return PairedEmbeddings(
             self.image_embeddings[rows], self.text_embeddings[rows], pick(self.ids),
             pick(self.captions), pick(self.image_paths), self.model, dict(self.meta),
+            pick(self.labels),
         )
 
     def with_embeddings(self, image: np.ndarray, text: np.ndarray, **meta: Any) -> "PairedEmbeddings":
         """Same pairs with new (e.g. transformed) embeddings; ``meta`` entries are added."""
         return PairedEmbeddings(image, text, self.ids, self.captions, self.image_paths,
-                                self.model, {**self.meta, **meta})
+                                self.model, {**self.meta, **meta}, self.labels)
 
     def content_hash(self) -> str:
         """SHA-1 of the embeddings' bytes and the ids: a cache key that sees every value.
@@ -263,7 +268,7 @@ def _from_arrays_unchecked(values: dict[str, Any], source: str) -> tuple[PairedE
     check_pair_arrays(image, text, min_pairs=0)
     keep, report = clean_pairs(image, text)
     n = image.shape[0]
-    for name in ("ids", "captions", "image_paths"):
+    for name in ("ids", "captions", "image_paths", "labels"):
         if values.get(name) is not None and len(values[name]) != n:
             raise EmbeddingsFileError(
                 f"{source}: '{name}' has {len(values[name])} entries but there are {n} pairs; give "
@@ -286,7 +291,8 @@ def _from_arrays_unchecked(values: dict[str, Any], source: str) -> tuple[PairedE
     except EmbeddingsFileError as err:
         raise EmbeddingsFileError(f"{source}: {err} ({report.summary()})") from None
     pe = PairedEmbeddings(image, text, ids, values.get("captions"), values.get("image_paths"),
-                          str(values.get("model") or ""), dict(values.get("meta") or {}))
+                          str(values.get("model") or ""), dict(values.get("meta") or {}),
+                          values.get("labels"))
     return (pe if keep.size == n else pe.subset(keep)), report
 
 
@@ -436,14 +442,14 @@ def _read_npz(path: Path, limit: int) -> tuple[dict[str, Any], list[str]]:
             "objects (np.savez of object arrays is not accepted).") from None
     except Exception as err:  # a truncated member: zlib.error, EOFError, BadZipFile
         raise EmbeddingsFileError(f"{path}: not a readable .npz file ({_one_line(err)}).") from None
-    for name in ("ids", "captions", "image_paths"):
+    for name in ("ids", "captions", "image_paths", "labels"):
         if name in values:
             arr = values.pop(name)
-            allowed = "USiu" if name == "ids" else "US"
+            allowed = "USiu" if name in ("ids", "labels") else "US"
             if arr.ndim != 1 or arr.dtype.kind not in allowed:
                 warnings.append(f"ignored '{name}': must be a 1-D array of "
-                                f"{'strings or integers' if name == 'ids' else 'strings'}, got "
-                                f"{arr.dtype} of shape {arr.shape}")
+                                f"{'strings or integers' if name in ('ids', 'labels') else 'strings'}"
+                                f", got {arr.dtype} of shape {arr.shape}")
                 continue
             values[name] = [_text(v) for v in arr]
     if "model" in values:
@@ -562,14 +568,16 @@ def _read_parquet(path: Path, limit: int) -> tuple[dict[str, Any], list[str]]:
     values: dict[str, Any] = {}
     for col, key in (("image_embedding", "image_embeddings"), ("text_embedding", "text_embeddings")):
         values[key] = _vector_column(path, table, col)
-    for col, key in (("id", "ids"), ("caption", "captions"), ("image_path", "image_paths")):
+    for col, key in (("id", "ids"), ("caption", "captions"), ("image_path", "image_paths"),
+                     ("label", "labels")):
         if col not in cols:
             continue
         kind = table.schema.field(col).type
         text_like = pa.types.is_string(kind) or pa.types.is_large_string(kind)
-        if not (text_like or (col == "id" and pa.types.is_integer(kind))):
+        numbered = col in ("id", "label")
+        if not (text_like or (numbered and pa.types.is_integer(kind))):
             warnings.append(f"ignored column '{col}': must hold "
-                            f"{'strings or integers' if col == 'id' else 'strings'}, got {kind}")
+                            f"{'strings or integers' if numbered else 'strings'}, got {kind}")
             continue
         values[key] = ["" if v is None else str(v) for v in table.column(col).to_pylist()]
     raw_meta = (pf.schema_arrow.metadata or {}).get(PARQUET_META_KEY)
@@ -682,6 +690,8 @@ def _write_npz(pairs: PairedEmbeddings, target: Any) -> None:
         arrays["captions"] = np.asarray(pairs.captions, dtype=str)
     if pairs.image_paths is not None:
         arrays["image_paths"] = np.asarray(pairs.image_paths, dtype=str)
+    if pairs.labels is not None:
+        arrays["labels"] = np.asarray(pairs.labels, dtype=str)
     np.savez(target, **arrays)
 
 
@@ -694,6 +704,8 @@ def _write_parquet(pairs: PairedEmbeddings, target: str) -> None:
         columns["caption"] = pa.array(pairs.captions, pa.string())
     if pairs.image_paths is not None:
         columns["image_path"] = pa.array(pairs.image_paths, pa.string())
+    if pairs.labels is not None:
+        columns["label"] = pa.array(pairs.labels, pa.string())
     for name, arr in (("image_embedding", pairs.image_embeddings), ("text_embedding", pairs.text_embeddings)):
         flat = pa.array(arr.reshape(-1), pa.float32())
         columns[name] = pa.FixedSizeListArray.from_arrays(flat, arr.shape[1]).cast(pa.list_(pa.float32()))
