@@ -1,0 +1,599 @@
+"""How a number was obtained: fit/score protocols, their provenance, chance levels, a null control.
+
+A gap-closing method is *fitted* on some pairs and its measures are *scored* on some pairs.
+gapviz names three protocols (:data:`PROTOCOLS`):
+
+``"transductive"``
+    Fitted on the very pairs that are scored. Legitimate for a method that never reads the
+    pairing (spectral, OT, Sinkhorn, centering, standardisation, PCA: they see two clouds, not
+    which image goes with which text). A method that reads the pairing (Procrustes, VLAP) can
+    memorise its fit pairs: on pairs with no signal at all, Procrustes scored on its own fit
+    pairs reaches a mixed-pool R@20 near 0.8 where chance is 0.04. Such a method is refused
+    here unless the caller passes ``allow_pairing_leak=True``, and the provenance then carries
+    a warning.
+``"held-out"``
+    Every scored pair is transformed by a fit that never saw it, by K-fold *cross-fitting*: the
+    N pairs are split into K seeded folds; for each fold, a fresh copy of the method is fitted
+    on the other K - 1 folds and transforms that fold's images and texts (out-of-sample path).
+    The N transformed pairs are then scored together, in the same mixed pool of 2N items as
+    a transductive score (see "Why cross-fitting" below).
+``"fit-on"``
+    Fitted on another set of pairs (the paper fits OT on 5,000 COCO pairs and scores 2,500
+    others), then transforms the scored pairs out-of-sample.
+
+Why cross-fitting rather than one split
+---------------------------------------
+The mixed-pool measures depend on the pool: a partner's rank is counted among the 2N - 1 other
+items, so the chance level of R@K is about K / (2N - 1), and ITR, TMR, IMR scale with N too.
+A split (fit on 80 %, score 20 %) scores a pool five times smaller: its R@K has a chance level
+five times higher and a standard error more than twice as large, and it cannot be set beside
+the original embeddings or a transductive method scored on all N pairs. Cross-fitting scores
+all N pairs, in the full pool of 2N, so every row of a comparison shares one pool, one chance
+level (:func:`chance_recall`) and one set of queries, and no pair is scored by a fit that saw
+it. Its price is K fits (each on about (K - 1) N / K pairs) instead of one, and one caveat:
+items of different folds come from different fits. Methods that read the pairing map the
+images into the texts' own space (Procrustes, VLAP), so their folds share that space up to
+estimation noise. Methods that do not read the pairing may have an arbitrary output basis
+(spectral eigenvectors, PCA axes): such a fold's output is rotated onto the first fold's frame
+by an orthogonal Procrustes fit between the two fits' outputs *for the same items* (item to
+itself, never image to text, so no pairing is read), when that rotation removes most of their
+disagreement; a rotation keeps every similarity within a fold. ``aligned`` and
+``alignment_residual`` in the provenance say whether it was needed and how well the frames
+matched.
+
+Chance and a null control
+-------------------------
+:func:`chance_recall` gives the chance level of R@K for the scored pool and its standard error
+(a random ranking puts the partner uniformly among the 2N - 1 other items); tables show it
+next to R@K. :func:`shuffle_pairs` permutes the captions (a seeded derangement: no pair keeps
+its own text), and ``fit_and_score(..., shuffled=True)`` runs the whole protocol on such pairs:
+every honest protocol then falls to chance, and a number that does not is a leak. One real
+effect remains on data made of semantic clusters: a permuted caption still shares its image's
+cluster with probability about 1/C (C clusters), so a method that gathers each cluster keeps a
+little recall above chance (Sinkhorn on the 20-cluster demo, N = 400: R@20 0.045 where chance
+is 0.025, standard error 0.008).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping, NamedTuple, Sequence
+
+import numpy as np
+from scipy import linalg
+from sklearn.base import clone
+
+from .config import RECALL_KS
+from .embeddings import check_pair_arrays
+from .measures import GapReport, measure_gap
+from .methods.base import GapMethod, ProgressCallback
+
+#: The protocols, by the names every output uses.
+PROTOCOLS: tuple[str, ...] = ("transductive", "held-out", "fit-on")
+#: Folds of held-out cross-fitting (each fit sees 80 % of the pairs).
+DEFAULT_FOLDS = 5
+#: Seed of the folds and of the shuffled control.
+DEFAULT_SEED = 0
+#: Items of each modality used to align held-out folds' output frames (a sample when N is larger).
+ALIGNMENT_ITEMS = 1024
+#: A fold is rotated onto the first fold's frame only when the rotation leaves less than this
+#: share of their disagreement (a change of basis, not the fits' own variability).
+ALIGNMENT_GAIN = 0.75
+
+
+# ---------------------------------------------------------------------------------------------
+# provenance and results
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Provenance:
+    """How one set of measures was obtained.
+
+    Attributes
+    ----------
+    protocol : str
+        One of :data:`PROTOCOLS`.
+    method : str
+        Registry name of the method.
+    n_fit : int
+        Pairs a fit saw. Held-out: the smallest training set of the K fits (about
+        (K - 1) N / K).
+    n_scored : int
+        Pairs scored; the mixed pool has ``2 * n_scored`` items (:attr:`pool_size`).
+    seed : int or None
+        Seed of the folds (held-out) and of the caption permutation (shuffled control).
+    folds : int or None
+        K of held-out cross-fitting.
+    fit_source : str or None
+        Fit-on: what the method was fitted on (a file name, a dataset label).
+    n_overlap : int or None
+        Fit-on: scored pairs that also occur, identical, among the fit pairs.
+    shuffled : bool
+        The scored pairs' captions were permuted (null control): scores should be at chance.
+    aligned : bool
+        Held-out: some folds' outputs were rotated onto the first fold's frame (their fits
+        differed by a change of basis, as spectral eigenvectors do).
+    alignment_residual : float or None
+        Held-out, pairing-free methods: largest relative Frobenius distance between a fold's
+        output frame (after any rotation) and the first fold's, over a common sample of items
+        (0 = identical frames).
+    warning : str or None
+        Set when a method that reads the pairing was scored on pairs it was fitted on, because
+        the caller asked (``allow_pairing_leak=True``): every place showing the numbers shows it.
+    """
+
+    protocol: str
+    method: str
+    n_fit: int
+    n_scored: int
+    seed: int | None = None
+    folds: int | None = None
+    fit_source: str | None = None
+    n_overlap: int | None = None
+    shuffled: bool = False
+    aligned: bool = False
+    alignment_residual: float | None = None
+    warning: str | None = None
+
+    @property
+    def pool_size(self) -> int:
+        """Items in the mixed pool the measures rank (2 * ``n_scored``)."""
+        return 2 * self.n_scored
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable record (every field, plus ``pool_size``)."""
+        return {**asdict(self), "pool_size": self.pool_size}
+
+    def summary(self) -> str:
+        """One line for a card, a table title or a report.
+
+        e.g. ``"held-out: 5-fold cross-fit (seed 0), each fit on >= 400 pairs, 500 scored"``.
+        """
+        if self.protocol == "held-out":
+            text = (f"held-out: {self.folds}-fold cross-fit (seed {self.seed}), each pair scored "
+                    f"by a fit on >= {self.n_fit:,} other pairs, {self.n_scored:,} scored")
+        elif self.protocol == "fit-on":
+            text = (f"fit-on {self.fit_source or 'another set'}: fitted on {self.n_fit:,} pairs, "
+                    f"{self.n_scored:,} scored")
+        else:
+            text = f"transductive: fitted on the {self.n_scored:,} scored pairs"
+        if self.shuffled:
+            text += f"; shuffled-pairs control (seed {self.seed})"
+        if self.warning:
+            text += f"; WARNING: {self.warning}"
+        return text
+
+
+class Chance(NamedTuple):
+    """Chance level of a recall and its standard error over the queries."""
+
+    level: float
+    se: float
+
+
+@dataclass
+class ProtocolResult:
+    """A method fitted and scored under one protocol.
+
+    Attributes
+    ----------
+    image_embeddings, text_embeddings : ndarray of shape (n_scored, k)
+        The scored pairs as the protocol transformed them (held-out: each fold by its own fit).
+    provenance : Provenance
+    fits : tuple of GapMethod
+        The fitted methods (held-out: one per fold, in fold order; otherwise one).
+    fold_of : ndarray of shape (n_scored,) or None
+        Held-out: the fold of each scored pair.
+    report : GapReport or None
+        The measures (``fit_and_score`` fills it; ``protocol_transform`` leaves it None).
+    """
+
+    image_embeddings: np.ndarray
+    text_embeddings: np.ndarray
+    provenance: Provenance
+    fits: tuple[GapMethod, ...]
+    fold_of: np.ndarray | None = None
+    report: GapReport | None = None
+    chance: dict[str, Chance] = field(default_factory=dict)
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        if self.report is None:
+            raise ValueError("no measures yet: this result came from protocol_transform; "
+                             "use fit_and_score for the measures.")
+        return self.report.metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# chance levels and the shuffled control
+# ---------------------------------------------------------------------------------------------
+def chance_recall(n_scored: int, k: int, *, pool: str = "mixed") -> Chance:
+    """Chance level of recall@K for ``n_scored`` pairs, and its standard error.
+
+    Parameters
+    ----------
+    n_scored : int
+        N, pairs scored (one query per pair and modality).
+    k : int
+        K of recall@K.
+    pool : {"mixed", "crossmodal"}
+        ``"mixed"``: the partner is ranked among the 2N - 1 other items of the pool, so a random
+        ranking finds it in the top K with probability K / (2N - 1) (DESIGN "Protocols").
+        ``"crossmodal"``: among the N items of the other modality, K / N.
+
+    Returns
+    -------
+    Chance
+        ``level`` = that probability (at most 1); ``se`` = sqrt(level (1 - level) / N), the
+        standard error of a recall averaged over N independent queries.
+    """
+    if not isinstance(n_scored, (int, np.integer)) or n_scored < 1:
+        raise ValueError(f"n_scored must be an integer >= 1, got {n_scored!r}.")
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be an integer >= 1, got {k!r}.")
+    if pool == "mixed":
+        candidates = 2 * n_scored - 1
+    elif pool == "crossmodal":
+        candidates = n_scored
+    else:
+        raise ValueError(f"pool must be 'mixed' or 'crossmodal', got {pool!r}.")
+    level = min(1.0, k / max(candidates, 1))
+    return Chance(level, math.sqrt(level * (1.0 - level) / n_scored))
+
+
+def chance_levels(n_scored: int, ks: Sequence[int] = RECALL_KS) -> dict[str, Chance]:
+    """Chance of every recall key :func:`gapviz.measures.measure_gap` reports, for N pairs.
+
+    Returns
+    -------
+    dict
+        ``{"R@5": Chance, "R@5_t2i": ..., "R@5_i2t_crossmodal": ..., "R@5_t2i_crossmodal": ...}``.
+    """
+    out: dict[str, Chance] = {}
+    for k in ks:
+        mixed, cross = chance_recall(n_scored, k), chance_recall(n_scored, k, pool="crossmodal")
+        out[f"R@{k}"] = out[f"R@{k}_t2i"] = mixed
+        out[f"R@{k}_i2t_crossmodal"] = out[f"R@{k}_t2i_crossmodal"] = cross
+    return out
+
+
+def shuffle_pairs(X: np.ndarray, Y: np.ndarray, *, seed: int = DEFAULT_SEED
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pairs with their captions permuted: the shuffled-pairs (null) control.
+
+    Parameters
+    ----------
+    X : ndarray of shape (N, d)
+    Y : ndarray of shape (N, d)
+    seed : int
+
+    Returns
+    -------
+    X : ndarray of shape (N, d)
+        Unchanged.
+    Y_shuffled : ndarray of shape (N, d)
+        ``Y[perm]``: image i is now paired with text ``perm[i]``.
+    perm : ndarray of shape (N,)
+        A seeded derangement (``perm[i] != i`` for every i when N >= 2): no pair keeps its own
+        caption, so nothing is left to find.
+    """
+    X, Y = np.asarray(X), np.asarray(Y)
+    check_pair_arrays(X, Y, same_dim=False)
+    n = X.shape[0]
+    rng = np.random.default_rng([seed, 1])
+    perm = rng.permutation(n)
+    if n >= 2:
+        # Rejection: a uniform permutation is a derangement with probability ~1/e.
+        while np.any(perm == np.arange(n)):
+            perm = rng.permutation(n)
+    return X, Y[perm], perm
+
+
+# ---------------------------------------------------------------------------------------------
+# fitting under a protocol
+# ---------------------------------------------------------------------------------------------
+def resolve_method(method: str | GapMethod, params: Mapping[str, Any] | None = None) -> GapMethod:
+    """An unfitted method: a registry name with ``params``, or a copy of a given method."""
+    if isinstance(method, GapMethod):
+        if params:
+            raise ValueError("give params with a method name, not with a method object "
+                             "(set them on the object instead).")
+        return clone(method)
+    from .methods import make_method
+
+    return make_method(method, **dict(params or {}))
+
+
+def default_protocol(method: str | GapMethod) -> str:
+    """The protocol a method is scored under when none is asked for (its ``default_protocol``)."""
+    if isinstance(method, GapMethod):
+        return type(method).default_protocol
+    from .methods import METHODS
+
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}.")
+    return METHODS[method].default_protocol
+
+
+def protocol_transform(method: str | GapMethod, X: np.ndarray, Y: np.ndarray, *,
+                       protocol: str | None = None, params: Mapping[str, Any] | None = None,
+                       folds: int = DEFAULT_FOLDS, seed: int = DEFAULT_SEED,
+                       fit_pairs: tuple[np.ndarray, np.ndarray] | None = None,
+                       fit_source: str | None = None, allow_pairing_leak: bool = False,
+                       shuffled: bool = False,
+                       progress: ProgressCallback | None = None) -> ProtocolResult:
+    """Fit ``method`` and transform the pairs ``(X, Y)`` under a protocol (no measures).
+
+    What :func:`fit_and_score` does before measuring; the app calls it to cache transformed
+    embeddings and measure them itself.
+
+    Parameters
+    ----------
+    method : str or GapMethod
+        Registry name (with ``params``) or an unfitted method (copied, never fitted in place).
+    X : ndarray of shape (N, d)
+        Image embeddings of the pairs to score.
+    Y : ndarray of shape (N, d)
+        Text embeddings; row i pairs with row i of ``X``.
+    protocol : {"transductive", "held-out", "fit-on"}, optional
+        Default: the method's ``default_protocol``.
+    params : mapping, optional
+        The method's parameters (with a registry name).
+    folds : int, default=5
+        K of held-out cross-fitting, 2 <= K <= N.
+    seed : int, default=0
+        Seed of the folds and of the shuffled control.
+    fit_pairs : (X_fit, Y_fit), optional
+        Fit-on: the pairs to fit on, shapes (M, d). Required for "fit-on", refused otherwise.
+    fit_source : str, optional
+        Fit-on: a name for ``fit_pairs`` recorded in the provenance.
+    allow_pairing_leak : bool, default=False
+        Let a method that reads the pairing be scored on pairs it was fitted on (transductive,
+        or fit-on with shared pairs). Its scores then carry a warning.
+    shuffled : bool, default=False
+        Run on the pairs with their captions permuted (:func:`shuffle_pairs`; for fit-on only
+        the scored pairs are permuted): the null control.
+    progress : callable(fraction, message), optional
+
+    Returns
+    -------
+    ProtocolResult
+        Without ``report``.
+
+    Raises
+    ------
+    ValueError
+        Unknown protocol; a pairing-reading method on its own fit pairs without
+        ``allow_pairing_leak``; missing or misshaped ``fit_pairs``; folds out of range; or the
+        method's own refusal of its parameters on the fit size (the message says the fit size).
+    """
+    model = resolve_method(method, params)
+    name = type(model).name or type(model).__name__
+    protocol = type(model).default_protocol if protocol is None else protocol
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose one of: {', '.join(PROTOCOLS)}.")
+    X, Y = np.asarray(X, dtype=np.float32), np.asarray(Y, dtype=np.float32)
+    check_pair_arrays(X, Y)
+    if fit_pairs is not None and protocol != "fit-on":
+        raise ValueError(f"fit_pairs are only used by protocol 'fit-on', not {protocol!r}.")
+    if shuffled:
+        X, Y, _ = shuffle_pairs(X, Y, seed=seed)
+    report = progress if progress is not None else _no_progress
+    reads_pairing = bool(type(model).uses_pairing)
+
+    if protocol == "transductive":
+        warning = None
+        if reads_pairing:
+            if not allow_pairing_leak:
+                raise ValueError(
+                    f"method {name!r} reads the pairing, so scored on the pairs it was fitted on it "
+                    "memorises them (on pairs with no signal at all, transductive Procrustes reaches "
+                    "R@20 near 0.8 where chance is 0.04). Use protocol 'held-out' or 'fit-on', or "
+                    "pass allow_pairing_leak=True to see the leaky number with a warning.")
+            warning = _leak_warning(name, X.shape[0])
+        Xt, Yt = _fit_or_explain(lambda: model.fit_transform(X, Y, progress=report), "transductive",
+                                 X.shape[0], X.shape[0])
+        prov = Provenance("transductive", name, X.shape[0], X.shape[0],
+                          seed=seed if shuffled else None, shuffled=shuffled, warning=warning)
+        return ProtocolResult(Xt, Yt, prov, (model,))
+
+    if protocol == "fit-on":
+        if fit_pairs is None:
+            raise ValueError("protocol 'fit-on' needs fit_pairs=(X_fit, Y_fit): the pairs to fit on "
+                             "(embedded by the same model as the scored pairs).")
+        Xf, Yf = (np.asarray(a, dtype=np.float32) for a in fit_pairs)
+        check_pair_arrays(Xf, Yf)
+        if Xf.shape[1] != X.shape[1]:
+            raise ValueError(f"the fit pairs have dimension {Xf.shape[1]} but the scored pairs "
+                             f"{X.shape[1]}; fit on embeddings of the same model.")
+        overlap = _shared_pairs(Xf, Yf, X, Y)
+        warning = None
+        if reads_pairing and overlap:
+            if not allow_pairing_leak:
+                raise ValueError(
+                    f"{overlap} of the {X.shape[0]} scored pairs are also among the fit pairs, and "
+                    f"method {name!r} reads the pairing: it would be scored on pairs it memorised. "
+                    "Fit on other pairs, or pass allow_pairing_leak=True to see the number with a warning.")
+            warning = _leak_warning(name, overlap)
+        _fit_or_explain(lambda: model.fit(Xf, Yf, progress=report), "fit-on", Xf.shape[0], X.shape[0])
+        Xt, Yt = model.transform(X, Y)
+        prov = Provenance("fit-on", name, Xf.shape[0], X.shape[0], seed=seed if shuffled else None,
+                          fit_source=fit_source, n_overlap=overlap, shuffled=shuffled, warning=warning)
+        return ProtocolResult(Xt, Yt, prov, (model,))
+
+    return _cross_fit(model, name, X, Y, folds, seed, shuffled, report)
+
+
+def fit_and_score(method: str | GapMethod, X: np.ndarray, Y: np.ndarray, *,
+                  protocol: str | None = None, params: Mapping[str, Any] | None = None,
+                  folds: int = DEFAULT_FOLDS, seed: int = DEFAULT_SEED,
+                  fit_pairs: tuple[np.ndarray, np.ndarray] | None = None,
+                  fit_source: str | None = None, allow_pairing_leak: bool = False,
+                  shuffled: bool = False, ks: tuple[int, ...] = RECALL_KS,
+                  separability: bool = False,
+                  progress: ProgressCallback | None = None) -> ProtocolResult:
+    """Fit ``method``, transform and measure the pairs under a protocol, with provenance.
+
+    Parameters are those of :func:`protocol_transform`, plus ``ks`` and ``separability`` of
+    :func:`gapviz.measures.measure_gap`.
+
+    Returns
+    -------
+    ProtocolResult
+        ``report`` holds the measures of the scored pairs (mixed pool of ``2 * n_scored``),
+        ``chance`` the chance level of each recall for that pool (:func:`chance_levels`),
+        ``provenance`` how they were obtained.
+
+    Examples
+    --------
+    >>> res = fit_and_score("procrustes", X, Y)                  # doctest: +SKIP
+    >>> res.provenance.summary()                                 # doctest: +SKIP
+    'held-out: 5-fold cross-fit (seed 0), each pair scored by a fit on >= 400 other pairs, 500 scored'
+    >>> res.metrics["R@20"], res.chance["R@20"]                  # doctest: +SKIP
+    """
+    result = protocol_transform(method, X, Y, protocol=protocol, params=params, folds=folds,
+                                seed=seed, fit_pairs=fit_pairs, fit_source=fit_source,
+                                allow_pairing_leak=allow_pairing_leak, shuffled=shuffled,
+                                progress=progress)
+    result.report = measure_gap(result.image_embeddings, result.text_embeddings, ks=ks,
+                                separability=separability)
+    result.chance = chance_levels(result.provenance.n_scored, ks)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# internals
+# ---------------------------------------------------------------------------------------------
+def _cross_fit(model: GapMethod, name: str, X: np.ndarray, Y: np.ndarray, folds: int, seed: int,
+               shuffled: bool, progress: ProgressCallback) -> ProtocolResult:
+    """Held-out by K-fold cross-fitting (module docstring)."""
+    n = X.shape[0]
+    if not isinstance(folds, (int, np.integer)) or isinstance(folds, bool) or not 2 <= folds <= n:
+        raise ValueError(f"folds must be an integer with 2 <= folds <= N = {n}, got {folds!r}.")
+    order = np.random.default_rng([seed, 0]).permutation(n)
+    parts = np.array_split(order, folds)
+    fold_of = np.empty(n, np.int64)
+    for f, rows in enumerate(parts):
+        fold_of[rows] = f
+    n_fit = n - max(len(p) for p in parts)
+
+    fits: list[GapMethod] = []
+    out_x: list[np.ndarray] = []
+    out_y: list[np.ndarray] = []
+    for f, rows in enumerate(parts):
+        train = np.flatnonzero(fold_of != f)
+        fitted = clone(model)
+
+        def sub_progress(fraction: float, message: str, f: int = f) -> None:
+            progress((f + fraction) / (folds + 1), f"fold {f + 1}/{folds}: {message}")
+
+        _fit_or_explain(lambda: fitted.fit(X[train], Y[train], progress=sub_progress), "held-out",
+                        len(train), n, folds)
+        fits.append(fitted)
+        out_x.append(fitted.transform_images(X[rows]))
+        out_y.append(fitted.transform_texts(Y[rows]))
+
+    residual, aligned = None, False
+    if not type(model).uses_pairing:
+        progress(folds / (folds + 1), "aligning the folds' output frames")
+        out_x, out_y, residual, aligned = _align_frames(fits, out_x, out_y, X, Y, seed)
+
+    k = out_x[0].shape[1]
+    Xt = np.empty((n, k), np.float32)
+    Yt = np.empty((n, k), np.float32)
+    for rows, xs, ys in zip(parts, out_x, out_y):
+        Xt[rows], Yt[rows] = xs, ys
+    progress(1.0, "done")
+    prov = Provenance("held-out", name, n_fit, n, seed=seed, folds=folds, shuffled=shuffled,
+                      aligned=aligned, alignment_residual=residual)
+    return ProtocolResult(Xt, Yt, prov, tuple(fits), fold_of)
+
+
+def _align_frames(fits, out_x, out_y, X, Y, seed):
+    """Rotate a fold's outputs onto fold 0's frame when the two differ by a change of basis.
+
+    ``A_f`` stacks fit f's outputs for a common sample of images and texts (each item against
+    itself: no pairing is read). The rotation ``Q = argmin ||A_f Q - A_0||_F`` (orthogonal
+    Procrustes) is applied only when it removes most of the disagreement
+    (``||A_f Q - A_0|| < ALIGNMENT_GAIN ||A_f - A_0||``): that is a basis ambiguity (spectral
+    eigenvectors, PCA axes; residual falls 2-7 fold on the demo). Methods whose output stays in
+    the input's or the texts' own space (centering, OT, Sinkhorn) disagree between folds by the
+    fits' own variability, which a rotation would only blur, so they are left as they are.
+
+    Returns
+    -------
+    out_x, out_y : list of ndarray
+    residual : float
+        Largest relative residual ``||A_f R - A_0|| / ||A_0||`` over folds, R the rotation
+        applied (or identity).
+    aligned : bool
+        Whether any fold was rotated.
+    """
+    n = X.shape[0]
+    rng = np.random.default_rng([seed, 2])
+    take = np.sort(rng.choice(n, min(n, ALIGNMENT_ITEMS), replace=False))
+
+    def frame(fit: GapMethod) -> np.ndarray:
+        return np.vstack([fit.transform_images(X[take]), fit.transform_texts(Y[take])]).astype(np.float64)
+
+    ref = frame(fits[0])
+    ref_norm = float(np.linalg.norm(ref)) or 1.0
+    worst, aligned = 0.0, False
+    for f in range(1, len(fits)):
+        A = frame(fits[f])
+        as_is = float(np.linalg.norm(A - ref))
+        Q, _ = linalg.orthogonal_procrustes(A, ref)
+        rotated = float(np.linalg.norm(A @ Q - ref))
+        if rotated < ALIGNMENT_GAIN * as_is:
+            Q32 = Q.astype(np.float32)
+            out_x[f], out_y[f] = out_x[f] @ Q32, out_y[f] @ Q32
+            aligned = True
+            worst = max(worst, rotated / ref_norm)
+        else:
+            worst = max(worst, as_is / ref_norm)
+    return out_x, out_y, worst, aligned
+
+
+def _fit_or_explain(run, protocol: str, n_fit: int, n_scored: int, folds: int | None = None):
+    """Run a fit; a refusal of the method's parameters says how many pairs the fit had."""
+    try:
+        return run()
+    except ValueError as err:
+        if protocol == "held-out":
+            where = (f"under held-out ({folds}-fold cross-fitting) each fit sees {n_fit} of the "
+                     f"{n_scored} pairs")
+        else:
+            where = f"under {protocol} the fit sees {n_fit} pairs"
+        raise ValueError(f"{where}: {err}") from err
+
+
+def _leak_warning(name: str, n_shared: int) -> str:
+    return (f"{name} reads the pairing and was scored on {n_shared} pairs it was fitted on: it can "
+            "memorise them, so these scores overstate it (held-out scores are the honest ones)")
+
+
+def _pair_digests(X: np.ndarray, Y: np.ndarray) -> list[bytes]:
+    """One digest per pair (row of X and row of Y together), for exact-match lookups."""
+    out = []
+    for x, y in zip(X, Y):
+        d = hashlib.blake2b(digest_size=16)
+        d.update(x.tobytes())
+        d.update(y.tobytes())
+        out.append(d.digest())
+    return out
+
+
+def _shared_pairs(Xf: np.ndarray, Yf: np.ndarray, X: np.ndarray, Y: np.ndarray) -> int:
+    """Scored pairs (x, y) that also occur, bit for bit, among the fit pairs."""
+    fit_keys = set(_pair_digests(Xf, Yf))
+    return sum(key in fit_keys for key in _pair_digests(X, Y))
+
+
+def _no_progress(fraction: float, message: str) -> None:
+    """Default progress callback: report nothing."""
+
+
+__all__ = ["ALIGNMENT_ITEMS", "Chance", "DEFAULT_FOLDS", "DEFAULT_SEED", "PROTOCOLS", "Provenance",
+           "ProtocolResult", "chance_levels", "chance_recall", "default_protocol", "fit_and_score",
+           "protocol_transform", "resolve_method", "shuffle_pairs"]
