@@ -16,40 +16,29 @@ pairing here except ``procrustes`` and ``vlap``, which are then fitted on the ve
 are scored on (marked).
 
 Each method runs with its defaults (spectral and PCA: k = 60; OT: reg_lap = 100, reg_src = 1;
-Sinkhorn: reg = 0.05). Columns: the measures of ``gapviz.measures.measure_gap`` (DESIGN.md
-"Measures"). Fit times go to stderr only (the machine is shared, so they drift; see
-bench/bench_methods.py for timings against targets).
+Sinkhorn: reg = 0.05). Columns: measures of ``gapviz.measures.measure_gap``, titled and
+printed by ``gapviz.measure_info`` (its "readme" cell style: fewer digits, ∞). Fit times go to
+stderr only (the machine is shared, so they drift; see bench/bench_methods.py for timings
+against targets).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gapviz.measure_info import format_value, label  # noqa: E402
 from gapviz.measures import measure_gap  # noqa: E402
 from gapviz.methods import METHODS, make_method  # noqa: E402
 from gapviz.simulate import PROFILES, simulate_pairs  # noqa: E402
 
-COLUMNS = (("ITR", "ITR"), ("TIR", "TIR"), ("IMR", "IMR"), ("TMR", "TMR"), ("R@5", "R@5"),
-           ("R@10", "R@10"), ("R@20", "R@20"), ("paired_cosine_distance", "paired cos dist"),
-           ("frechet", "Fréchet"))
+COLUMNS = ("ITR", "TIR", "IMR", "TMR", "R@5", "R@10", "R@20", "paired_cosine_distance", "frechet")
 #: Methods that learn from the pairing (row i of X with row i of Y).
 USES_PAIRS = {"procrustes", "vlap"}
-
-
-def fmt(value: float) -> str:
-    if math.isinf(value):
-        return "∞"
-    if abs(value) >= 100:
-        return f"{value:.0f}"
-    if abs(value) >= 10:
-        return f"{value:.1f}"
-    return f"{value:.3f}" if abs(value) < 1 else f"{value:.2f}"
 
 
 def run(profile: str, protocol: str, methods: list[str], n: int, dim: int, seed: int,
@@ -77,20 +66,21 @@ def run(profile: str, protocol: str, methods: list[str], n: int, dim: int, seed:
         metrics = measure_gap(Xt, Yt).metrics
         rows.append({"method": name, "fit_s": fit_s, **metrics})
         if verbose:
-            print(f"  {profile:9s} {protocol:12s} {name:12s} fit {fit_s:6.1f} s  ITR {fmt(metrics['ITR'])}"
-                  f"  R@5 {fmt(metrics['R@5'])}", file=sys.stderr, flush=True)
+            itr, r5 = (format_value(metrics[k], "readme") for k in ("ITR", "R@5"))
+            print(f"  {profile:9s} {protocol:12s} {name:12s} fit {fit_s:6.1f} s  ITR {itr}  R@5 {r5}",
+                  file=sys.stderr, flush=True)
     return rows
 
 
 def markdown(rows: list[dict], protocol: str) -> str:
-    head = "| method | " + " | ".join(label for _, label in COLUMNS) + " |"
+    head = "| method | " + " | ".join(label(key) for key in COLUMNS) + " |"
     sep = "|---|" + "---:|" * len(COLUMNS)
     lines = [head, sep]
     for r in rows:
         name = f"`{r['method']}`"
         if protocol == "transductive" and r["method"] in USES_PAIRS:
             name += " †"
-        cells = " | ".join(fmt(r[key]) for key, _ in COLUMNS)
+        cells = " | ".join(format_value(r[key], "readme") for key in COLUMNS)
         lines.append(f"| {name} | {cells} |")
     return "\n".join(lines)
 

@@ -1,11 +1,11 @@
-"""The comparison of methods and models as a heatmap, and the labels of its measures.
+"""The comparison of methods and models as a heatmap.
 
 One row per run (a method, or a model / method), one column per measure of
 :data:`gapviz.compare.COMPARE_KEYS` (the paper's Tables 2-5: ITR/TIR, IMR/TMR, Fréchet, mixed-pool
 recall@5/10/20). Measures have different units and directions, so each column is coloured by
-its own scale: 1 (dark) for the best run of that column, 0 (light) for the worst. Ratios and
-ranks (ITR, TIR, IMR, TMR) span decades and are scaled on a log axis; an infinite ratio is the
-worst. The cell text is the value itself, the best one starred.
+its own scale: 1 (dark) for the best run of that column, 0 (light) for the worst, following
+each measure's direction and log scale in :mod:`gapviz.measure_info` (ITR and TIR are best at
+1; an infinite ratio is the worst). The cell text is the value itself, the best one starred.
 """
 
 from __future__ import annotations
@@ -16,67 +16,46 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from . import measure_info
 from .compare import COMPARE_KEYS
 from .figures import FONT
-from .measures import METRIC_DESCRIPTIONS
-from .tables import BEST_AT_ONE, HIGHER_IS_BETTER, LOWER_IS_BETTER, best_per_row, format_value
+from .measure_info import format_value
+# the column titles and their tooltips, re-exported for the pages
+from .measure_info import help_text as measure_help  # noqa: F401
+from .tables import best_per_row
 
-#: Column titles of the comparison (table and heatmap).
-MEASURE_LABELS: dict[str, str] = {
-    "ITR": "ITR", "TIR": "TIR", "IMR": "IMR", "TMR": "TMR", "frechet": "Fréchet",
-    "R@5": "R@5", "R@10": "R@10", "R@20": "R@20", "paired_cosine_distance": "Paired cos. dist.",
-    "centroid_gap": "Centroid gap", "separability": "Separability",
-}
-#: Measures spanning decades, coloured on a log scale.
-LOG_SCALED = frozenset({"ITR", "TIR", "IMR", "TMR"})
 #: Light (worst) to dark green (best).
 COLORSCALE = [[0.0, "#F8FAFC"], [0.5, "#A7F3D0"], [1.0, "#059669"]]
 
 
 def measure_label(key: str, arrow: bool = True) -> str:
-    """Column title with its direction: "ITR ↓" (lower is better), "R@5 ↑"."""
-    label = MEASURE_LABELS.get(key, key)
-    if not arrow:
-        return label
-    if key in BEST_AT_ONE:
-        return f"{label} →1"
-    if key in LOWER_IS_BETTER:
-        return f"{label} ↓"
-    if key in HIGHER_IS_BETTER:
-        return f"{label} ↑"
-    return label
-
-
-def measure_help(key: str) -> str:
-    generic = "R@K" if key.startswith("R@") and "_" not in key else key
-    text = METRIC_DESCRIPTIONS.get(generic, "")
-    if key in BEST_AT_ONE:
-        text += " Best at 1 (no bias toward either modality); below 1 over-corrects."
-    elif key in LOWER_IS_BETTER:
-        text += " Lower is better."
-    elif key in HIGHER_IS_BETTER:
-        text += " Higher is better."
-    return text.strip()
+    """Column title with its direction: "ITR →1" (best at 1), "TMR ↓" (lower is better), "R@5 ↑"."""
+    return measure_info.label(key, arrow=arrow)
 
 
 def goodness(values: Sequence[float | None], key: str) -> list[float | None]:
     """Each value's place between the worst (0) and the best (1) of its column.
 
-    NaN (or None) gives None: no colour. An infinite ratio is the worst (0) and the finite
-    values keep their spread above it; an all-equal column is all 1. ITR and TIR are best at
-    1 (no bias either way): they are scored by their distance to 1 in log scale.
+    NaN (or None) gives None: no colour; so does every value of a measure with no better
+    direction. An infinite ratio is the worst (0) and the finite values keep their spread above
+    it; an all-equal column is all 1. A best-at-1 measure (ITR, TIR) is scored by its distance
+    to 1 in log scale; a measure whose entry has ``log_scale`` (IMR, TMR) on a log10 axis.
     """
-    if key in BEST_AT_ONE:
+    rec = measure_info.info(key)
+    if rec.direction is None:
+        return [None for _ in values]
+    log = rec.log_scale
+    if rec.direction == "one":
         def distance(v: float | None) -> float | None:
             if v is None or math.isnan(v):
                 return None
             return abs(math.log10(v)) if 0 < v < math.inf else math.inf
-        values, key = [distance(v) for v in values], "distance to 1"
-    higher = key in HIGHER_IS_BETTER
+        values, log = [distance(v) for v in values], False  # already a log distance
+    higher = rec.direction == "higher"
     vals = [math.nan if v is None else float(v) for v in values]
 
     def scale(v: float) -> float:
-        return math.log10(max(v, 1e-12)) if key in LOG_SCALED else v
+        return math.log10(max(v, 1e-12)) if log else v
 
     finite = [scale(v) for v in vals if math.isfinite(v)]
     lo, hi = (min(finite), max(finite)) if finite else (0.0, 0.0)
@@ -121,7 +100,7 @@ def compare_heatmap(columns: Mapping[str, Mapping[str, float]], keys: Sequence[s
         for i, r in enumerate(runs):
             if scores[i] is not None:
                 z[i, j] = scores[i]
-            value = format_value(columns[r].get(k)).replace("inf", "∞")
+            value = format_value(columns[r].get(k), "display")
             text[i][j] = f"<b>★ {value}</b>" if r in best.get(k, ()) else value
     custom = np.empty((len(runs), len(keys), 2), dtype=object)
     for i, r in enumerate(runs):

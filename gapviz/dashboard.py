@@ -15,9 +15,11 @@ from typing import Any, Callable
 import numpy as np
 
 from .config import RECALL_KS, SPECTRAL_K, SPECTRAL_MAX_K
-from .measures import METRIC_DESCRIPTIONS, GapReport, measure_gap
+# the cards' labels, tooltips, colours and formats, re-exported for the pages
+from .measure_info import card_label, delta_color, format_delta, format_metric  # noqa: F401
+from .measure_info import help_text as card_help  # noqa: F401
+from .measures import GapReport, measure_gap
 from .projection import Projection, joint_pca
-from .tables import HIGHER_IS_BETTER, LOWER_IS_BETTER
 
 # ---------------------------------------------------------------------------------------------
 # metric cards
@@ -27,11 +29,6 @@ GAP_CARDS: tuple[str, ...] = ("ITR", "TIR", "IMR", "TMR")
 #: The cards of "Close the gap": the gap cards, mixed-pool recall, paired distance, Fréchet.
 ALL_CARDS: tuple[str, ...] = (*GAP_CARDS, "R@{k}", "paired_cosine_distance", "frechet")
 
-#: Short labels of the cards.
-CARD_LABELS: dict[str, str] = {
-    "ITR": "ITR", "TIR": "TIR", "IMR": "IMR", "TMR": "TMR",
-    "paired_cosine_distance": "Pair dist.", "frechet": "Fréchet",
-}
 #: Default K of the recall card.
 DEFAULT_RECALL_K = RECALL_KS[0]
 
@@ -45,83 +42,6 @@ SPECTRAL_SLIDER_MAX = SPECTRAL_MAX_K
 def card_key(card: str, k: int = DEFAULT_RECALL_K) -> str:
     """The metric key of a card (``"R@{k}"`` becomes ``"R@5"`` for k = 5)."""
     return card.format(k=k)
-
-
-def card_label(key: str) -> str:
-    if key.startswith("R@"):
-        return f"Recall@{key[2:]}"
-    return CARD_LABELS.get(key, key)
-
-
-def card_help(key: str) -> str:
-    """Tooltip of a card: the metric's description and which direction is better."""
-    generic = "R@K" if key.startswith("R@") and "_" not in key else key
-    text = METRIC_DESCRIPTIONS.get(generic, "")
-    if key in LOWER_IS_BETTER or key.startswith(("ITR", "TIR", "IMR", "TMR")):
-        text += " Lower is better (a smaller gap)."
-    elif key in HIGHER_IS_BETTER or key.startswith("R@"):
-        text += " Higher is better."
-    return text.strip()
-
-
-def lower_is_better(key: str) -> bool:
-    return key in LOWER_IS_BETTER
-
-
-def delta_color(key: str) -> str:
-    """Streamlit ``delta_color``: "inverse" where a decrease is good, "normal" where an increase is."""
-    if key in LOWER_IS_BETTER:
-        return "inverse"
-    if key in HIGHER_IS_BETTER or key.startswith("R@"):
-        return "normal"
-    return "off"
-
-
-def format_metric(key: str, value: float | None) -> str:
-    """A card's value: ratios and ranks with few decimals, recall as a percentage, inf as ∞."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    if math.isinf(value):
-        return "∞" if value > 0 else "−∞"
-    if key.startswith("R@"):
-        return f"{value:.1%}"
-    if key in ("ITR", "TIR", "IMR", "TMR"):
-        if abs(value) >= 100:
-            return f"{value:,.0f}"
-        return f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
-    return f"{value:.3f}"
-
-
-def format_delta(key: str, before: float | None, after: float | None) -> str | None:
-    """Signed change ``after - before`` as text for a card, or None when there is no baseline.
-
-    Infinite values give "-∞" / "+∞" (a ratio that was infinite and is now finite went down
-    by an infinite amount), equal values "0" (Streamlit shows it grey). Recall changes are
-    in percentage points.
-    """
-    if before is None or after is None or _nan(before) or _nan(after):
-        return None
-    if math.isinf(before) or math.isinf(after):
-        if before == after:
-            return "0"
-        # ASCII minus: Streamlit reads the sign to orient and colour the arrow
-        return "-∞" if (math.isinf(before) and before > 0) or after == -math.inf else "+∞"
-    d = after - before
-    if d == 0:
-        return "0"
-    sign = "-" if d < 0 else "+"  # ASCII minus: Streamlit reads it to orient the arrow
-    mag = abs(d)
-    if key.startswith("R@"):
-        return f"{sign}{mag * 100:.1f} pts"
-    if key in ("ITR", "TIR", "IMR", "TMR"):
-        if mag >= 1000:  # compact, so it fits a small card: -1,248 -> -1.2k
-            return f"{sign}{mag / 1000:.1f}k"
-        return f"{sign}{mag:.0f}" if mag >= 100 else f"{sign}{mag:.2f}"
-    return f"{sign}{mag:.3f}"
-
-
-def _nan(v: float) -> bool:
-    return isinstance(v, float) and math.isnan(v)
 
 
 def gap_sentence(metrics: dict[str, float]) -> str:

@@ -12,8 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import plotly.graph_objects as go
 
-from . import tables
-from .measures import METRIC_DESCRIPTIONS
+from . import measure_info, tables
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2rem auto;
@@ -61,6 +60,7 @@ def html_report(*, title: str, dataset: Mapping[str, Any], columns: Mapping[str,
     if method:
         params = ", ".join(f"{k}={v}" for k, v in method.get("params", {}).items())
         parts.append(f"<h2>Method</h2><p><b>{esc(str(method.get('method', '')))}</b>({esc(params)})</p>")
+    keys = keys or tables.ordered_keys(columns)
     parts.append("<h2>Measures</h2>")
     parts.append(measures_table_html(columns, keys))
     parts += [f"<p class='note'>{esc(n)}</p>" for n in notes]
@@ -69,7 +69,7 @@ def html_report(*, title: str, dataset: Mapping[str, Any], columns: Mapping[str,
         parts.append(fig.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False,
                                  config={"displaylogo": False}))
     parts.append("<h2>What the measures mean</h2><ul>")
-    parts += [f"<li><b>{esc(k)}</b>: {esc(v)}</li>" for k, v in METRIC_DESCRIPTIONS.items()]
+    parts += [f"<li><b>{esc(k)}</b>: {esc(v)}</li>" for k, v in measure_info.glossary(keys).items()]
     parts.append("</ul></body></html>")
     return "\n".join(parts)
 
@@ -83,10 +83,10 @@ def measures_table_html(columns: Mapping[str, Mapping[str, float]], keys: list[s
     for k in keys:
         cells = []
         for n in names:
-            text = tables.format_value(columns[n].get(k)).replace("inf", "∞")
+            text = measure_info.format_value(columns[n].get(k), "display")
             cls = " class='best'" if n in best.get(k, ()) else ""
             cells.append(f"<td{cls}>{text}</td>")
-        title = html.escape(METRIC_DESCRIPTIONS.get(k, ""))
+        title = html.escape(measure_info.help_text(k))
         rows.append(f"<tr><td title='{title}'>{html.escape(k)}</td>{''.join(cells)}</tr>")
     rows.append("</table>")
     return "\n".join(rows)

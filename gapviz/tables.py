@@ -13,48 +13,15 @@ import json
 import math
 from typing import Any, Mapping
 
-from .config import RECALL_KS
-
-#: Display order of the measures; keys missing from every column are left out.
-MEASURE_ORDER: tuple[str, ...] = (
-    "ITR", "TIR", "IMR", "TMR",
-    *(f"R@{k}" for k in RECALL_KS), *(f"R@{k}_t2i" for k in RECALL_KS),
-    *(f"R@{k}_i2t_crossmodal" for k in RECALL_KS), *(f"R@{k}_t2i_crossmodal" for k in RECALL_KS),
-    "paired_cosine_distance", "paired_l2", "paired_l2_squared", "all_cosine_distance",
-    "frechet", "centroid_gap", "image_cone", "text_cone", "separability",
-)
-
-#: Ratios whose ideal is 1 (no bias either way): below 1 a method over-corrects, biasing queries
-#: toward the other modality, which is no better than a gap; the best is the closest to 1 in
-#: log scale.
-BEST_AT_ONE = frozenset({"ITR", "TIR"})
-#: Measures where lower means a smaller gap (the others: higher is better, or neutral).
-#: (ITR and TIR are listed too: coming down from a gap, a decrease is the good direction.)
-LOWER_IS_BETTER = frozenset({"ITR", "TIR", "IMR", "TMR", "paired_cosine_distance", "paired_l2",
-                             "paired_l2_squared", "frechet", "centroid_gap", "separability"})
-HIGHER_IS_BETTER = frozenset(k for k in MEASURE_ORDER if k.startswith("R@"))
+from . import measure_info
+# the cell format, re-exported for the pages
+from .measure_info import format_value  # noqa: F401
 
 
 def ordered_keys(columns: Mapping[str, Mapping[str, float]]) -> list[str]:
-    """Measure keys present in any column, in :data:`MEASURE_ORDER` then any others."""
-    present = {k for col in columns.values() for k in col}
-    extra = sorted(present - set(MEASURE_ORDER) - {"N"})
-    return [k for k in MEASURE_ORDER if k in present] + extra
-
-
-def format_value(value: float | None) -> str:
-    """Compact number: ratios and ranks with 2 decimals, fractions with 3, inf as 'inf'."""
-    if value is None:
-        return "-"
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    if math.isnan(value):
-        return "nan"
-    if abs(value) >= 1000:
-        return f"{value:,.1f}"
-    if abs(value) >= 10:
-        return f"{value:.2f}"
-    return f"{value:.3f}"
+    """Measure keys present in any column, in the order of :data:`gapviz.measure_info.MEASURES`
+    (then any keys it does not know, alphabetically); the pair count ``N`` left out."""
+    return measure_info.sort_keys({k for col in columns.values() for k in col})
 
 
 def render(columns: Mapping[str, Mapping[str, float]], fmt: str = "table", *,
@@ -89,7 +56,7 @@ def render(columns: Mapping[str, Mapping[str, float]], fmt: str = "table", *,
         cell = lambda n, k: repr(float(columns[n][k])) if k in columns[n] else ""  # noqa: E731
     elif fmt == "markdown":
         def cell(n: str, k: str) -> str:
-            text = format_value(columns[n].get(k)).replace("inf", "∞")
+            text = format_value(columns[n].get(k), "display")
             return f"**{text}**" if n in best.get(k, ()) else text
     else:
         cell = lambda n, k: format_value(columns[n].get(k))  # noqa: E731
@@ -118,16 +85,20 @@ def render(columns: Mapping[str, Mapping[str, float]], fmt: str = "table", *,
 
 
 def best_per_row(columns: Mapping[str, Mapping[str, float]], keys: list[str]) -> dict[str, set[str]]:
-    """For each measure with a direction, the column name(s) holding the best value."""
+    """For each measure with a direction, the column name(s) holding the best value.
+
+    The direction is its entry's in :mod:`gapviz.measure_info`: lowest, highest, or, for ITR and
+    TIR, closest to 1 in log scale (0 and inf are infinitely far). Measures with no direction,
+    NaN values and rows with fewer than two values are left out.
+    """
     best: dict[str, set[str]] = {}
     for k in keys:
-        if k not in LOWER_IS_BETTER and k not in HIGHER_IS_BETTER and k not in BEST_AT_ONE:
+        rec = measure_info.info(k)
+        if rec.direction is None:
             continue
-        vals = {n: c[k] for n, c in columns.items() if k in c and not math.isnan(c[k])}
-        if k in BEST_AT_ONE:  # distance to 1 in log scale; 0 and inf are infinitely far
-            vals = {n: abs(math.log(v)) if 0 < v < math.inf else math.inf for n, v in vals.items()}
+        vals = {n: rec.badness(c[k]) for n, c in columns.items() if k in c and not math.isnan(c[k])}
         if len(vals) < 2:
             continue
-        target = max(vals.values()) if k in HIGHER_IS_BETTER else min(vals.values())
+        target = min(vals.values())
         best[k] = {n for n, v in vals.items() if v == target}
     return best

@@ -42,7 +42,7 @@ def test_delta_colours_follow_which_direction_is_better():
         assert dash.delta_color(key) == "normal"    # higher is better
     assert dash.card_key("R@{k}", 10) == "R@10"
     assert dash.card_label("R@10") == "Recall@10"
-    assert "Lower is better" in dash.card_help("ITR")
+    assert "Best at 1" in dash.card_help("ITR")
     assert "Higher is better" in dash.card_help("R@5")
 
 
