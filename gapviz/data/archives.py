@@ -9,8 +9,13 @@ An uploaded archive is untrusted input. The rules, enforced before or while writ
 - **size**: an archive whose entries declare more than ``max_bytes`` in all, or more than
   ``max_ratio`` times the archive's own size (a zip bomb), is refused as a whole before
   anything is written, and bytes are counted again while writing;
+- **names**: entries that clash with an earlier one (``x/b.jpg``, then a file ``x``, or the
+  reverse) and names a file system cannot hold (a part over 255 bytes) are skipped and
+  reported; any other entry the disk refuses is skipped the same way, never a traceback;
 - **atomic**: extraction goes to a temporary folder that is renamed into place when complete,
-  so an interrupted extraction is never mistaken for a finished one.
+  so an interrupted extraction is never mistaken for a finished one. The temporary folder's
+  time stamp is refreshed while it is being written, so one left behind by a killed process is
+  recognisably stale and removed by the next extraction (see :func:`gapviz.cache.clean_stale`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import re
 import shutil
 import tarfile
 import tempfile
+import time
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,10 +40,17 @@ from .pairs import DataError, DataReport
 UNSAFE_PATH = "unsafe path in archive (absolute or '..'; not extracted)"
 NOT_REGULAR = "link or special file in archive (not extracted)"
 DUPLICATE_ENTRY = "duplicate entry in archive (first kept)"
+CLASHING_ENTRY = "archive entry clashes with an earlier one (a file and a folder of the same name; first kept)"
+NAME_TOO_LONG = "archive entry name too long for the file system (a part over 255 bytes; not extracted)"
+UNWRITABLE_ENTRY = "archive entry could not be written here (not extracted)"
 
 #: Archives expanding to less than this are never refused for their ratio (a small zip of
-#: captions legitimately compresses well).
-RATIO_FLOOR_BYTES = 100 * 1024**2
+#: captions legitimately compresses well; a zip of images expands about 1x).
+RATIO_FLOOR_BYTES = 32 * 1024**2
+#: Longest file-name part, in bytes (ext4, APFS, NTFS: 255).
+MAX_NAME_BYTES = 255
+#: Seconds between refreshes of the temporary folder's time stamp while extracting.
+_TOUCH_EVERY = 10.0
 
 
 @dataclass(frozen=True)
@@ -85,7 +98,11 @@ def is_archive(path: str | os.PathLike) -> bool:
 def _open(path: Path) -> Iterator[tuple[list[Entry], Callable[[Entry], IO[bytes]]]]:
     """Entries of a zip or tar archive and a function opening one of them for reading."""
     if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
+        try:
+            zf = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as err:
+            raise DataError(f"{path}: not a readable zip archive ({err}).") from None
+        with zf:
             infos = {}
             entries = []
             for info in zf.infolist():
@@ -100,16 +117,20 @@ def _open(path: Path) -> Iterator[tuple[list[Entry], Callable[[Entry], IO[bytes]
         return
     try:
         tf = tarfile.open(path)
-    except (tarfile.TarError, OSError) as err:
+    except (tarfile.TarError, OSError, EOFError, ValueError) as err:
         raise DataError(f"{path}: not a readable zip or tar archive ({err}).") from None
     with tf:
         members = {}
         entries = []
-        for member in tf:
-            entry = Entry(member.name, safe_path(member.name), member.size, member.isreg(),
-                          member.isdir())
-            entries.append(entry)
-            members[id(entry)] = member
+        try:
+            for member in tf:
+                entry = Entry(member.name, safe_path(member.name), member.size, member.isreg(),
+                              member.isdir())
+                entries.append(entry)
+                members[id(entry)] = member
+        except (tarfile.TarError, OSError, EOFError, ValueError) as err:
+            raise DataError(f"{path}: damaged tar archive after {len(entries)} entries ({err}); "
+                            "create it again.") from None
 
         def opener(e: Entry) -> IO[bytes]:
             stream = tf.extractfile(members[id(e)])
@@ -164,6 +185,7 @@ def extract(path: str | os.PathLike, cache_dir: str | os.PathLike, report: DataR
         check_limits(path, entries, limits)
         plan: list[Entry] = []
         seen: set[PurePosixPath] = set()
+        folders: set[PurePosixPath] = set()
         for entry in entries:
             if entry.is_dir:
                 continue
@@ -173,15 +195,24 @@ def extract(path: str | os.PathLike, cache_dir: str | os.PathLike, report: DataR
                 report.skip(NOT_REGULAR, entry.name)
             elif entry.path in seen:
                 report.skip(DUPLICATE_ENTRY, entry.name)
+            elif any(len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES
+                     for part in entry.path.parts):
+                report.skip(NAME_TOO_LONG, entry.name[:80] + ("..." if len(entry.name) > 80 else ""))
+            elif entry.path in folders or any(parent in seen for parent in entry.path.parents):
+                report.skip(CLASHING_ENTRY, entry.name)
             elif select(entry.path):
                 seen.add(entry.path)
+                folders.update(entry.path.parents)
                 plan.append(entry)
         if final.is_dir():
+            os.utime(final)  # recently used: the cache evicts least recently used entries first
             return final
         root.mkdir(parents=True, exist_ok=True)
+        from ..cache import clean_stale
+        clean_stale(cache_dir)
         tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}."))
         try:
-            _write_all(plan, opener, tmp, limits)
+            _write_all(plan, opener, tmp, limits, report)
             try:
                 os.replace(tmp, final)
             except OSError:  # another process finished the same extraction first
@@ -190,29 +221,45 @@ def extract(path: str | os.PathLike, cache_dir: str | os.PathLike, report: DataR
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+    from ..cache import enforce_cap
+    enforce_cap(cache_dir, keep=[final, path])
     return final
 
 
 def _write_all(plan: list[Entry], opener: Callable[[Entry], IO[bytes]], dest: Path,
-               limits: ArchiveLimits) -> None:
+               limits: ArchiveLimits, report: DataReport) -> None:
     dest_real = dest.resolve()
     written = 0
+    touched = time.monotonic()
     for entry in plan:
         assert entry.path is not None
         target = dest.joinpath(*entry.path.parts)
-        # Defence in depth: safe_path already excluded '..' and absolute names.
-        if not target.resolve().is_relative_to(dest_real):
-            raise DataError(f"archive entry {entry.name!r} resolves outside the extraction folder.")
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if time.monotonic() - touched > _TOUCH_EVERY:
+            os.utime(dest)  # still being written: not a stale leftover
+            touched = time.monotonic()
         try:
-            with opener(entry) as src, open(target, "wb") as out:
-                while chunk := src.read(1024 * 1024):
-                    written += len(chunk)
-                    if written > limits.max_bytes:
-                        raise DataError("archive expands beyond the size limit while extracting; "
-                                        "nothing was kept.")
-                    out.write(chunk)
-        except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, RuntimeError):
-            # A damaged or encrypted member: leave an empty file, which the image check then
-            # skips as corrupt, and go on with the rest of the archive.
-            target.write_bytes(b"")
+            # Defence in depth: safe_path already excluded '..' and absolute names.
+            if not target.resolve().is_relative_to(dest_real):
+                raise DataError(f"archive entry {entry.name!r} resolves outside the extraction folder.")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            out = open(target, "wb")
+        except OSError:
+            # The planning step already skipped clashes and long names; this is what a given
+            # disk still refuses (a case-insensitive clash, a reserved name, a full disk).
+            report.skip(UNWRITABLE_ENTRY, entry.name)
+            continue
+        with out:
+            try:
+                with opener(entry) as src:
+                    while chunk := src.read(1024 * 1024):
+                        written += len(chunk)
+                        if written > limits.max_bytes:
+                            raise DataError("archive expands beyond the size limit while "
+                                            "extracting; nothing was kept.")
+                        out.write(chunk)
+            except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, RuntimeError,
+                    NotImplementedError, ValueError):
+                # A damaged or encrypted member: leave an empty file, which the image check
+                # then skips as corrupt, and go on with the rest of the archive.
+                out.seek(0)
+                out.truncate()

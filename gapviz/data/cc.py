@@ -13,13 +13,13 @@ into the cache (see :mod:`gapviz.data.archives`).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from ..safety import JSONInputError, loads_json
 from .archives import ArchiveLimits, extract
 from .defaults import (CC_TSV_ENV, IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, SAMPLE_N, SAMPLE_SEED,
                        UNSUPPORTED_IMAGE_EXTENSIONS, VALIDATE_WORKERS, cache_root)
@@ -27,6 +27,7 @@ from .download import DownloadError, Downloader, fetch_file, is_url
 from .pairs import Candidate, DataError, DataReport, Pair, Progress, collect_pairs, decode_text
 
 UNREADABLE_LINE = "unreadable TSV line (need caption<TAB>url)"
+UNREADABLE_JSON = "unreadable webdataset .json (invalid, too deeply nested, or no text 'caption')"
 
 
 def load_cc(tsv: str | os.PathLike | None = None, *, n: int | None = SAMPLE_N,
@@ -68,6 +69,9 @@ def load_cc(tsv: str | os.PathLike | None = None, *, n: int | None = SAMPLE_N,
     fetch = Downloader(root / "downloads" / "images", progress=progress, **settings)
     pairs = collect_pairs(lines, report, n=n, seed=seed, fetch=fetch, max_pixels=max_pixels,
                           workers=workers, progress=progress)
+    from ..cache import enforce_cap  # not at the top: gapviz.cache imports gapviz.data
+
+    enforce_cap(cache_dir, keep=[path, *(p.image_path for p in pairs)])
     return pairs, report
 
 
@@ -170,12 +174,13 @@ def load_webdataset(tar: str | os.PathLike, *, n: int | None = None, seed: int =
     image_exts = IMAGE_EXTENSIONS + UNSUPPORTED_IMAGE_EXTENSIONS
     for key, files in samples.items():
         image = next((files[e] for e in image_exts if e in files), None)
-        caption = _wds_caption(files)
-        if image is None and caption is None:
+        caption, problem = _wds_caption(files)
+        if image is None and caption is None and problem is None:
             continue  # neither half of a pair (metadata only)
         key = key.removeprefix("./")
         candidates.append(Candidate(key, caption, key, image_path=str(image) if image else None,
-                                    source={"kind": "webdataset", "archive": str(tar), "key": key}))
+                                    source={"kind": "webdataset", "archive": str(tar), "key": key},
+                                    problem=problem))
     if not candidates:
         raise DataError(f"{tar}: no webdataset samples found (expected files like 000001.jpg with "
                         "000001.txt).")
@@ -185,14 +190,20 @@ def load_webdataset(tar: str | os.PathLike, *, n: int | None = None, seed: int =
     return pairs, report
 
 
-def _wds_caption(files: dict[str, Path]) -> str | None:
+def _wds_caption(files: dict[str, Path]) -> tuple[str | None, str | None]:
+    """A sample's caption (None when it has none) and a skip reason for an unreadable one."""
     if ".txt" in files:
         lines = decode_text(files[".txt"].read_bytes()).splitlines()
-        return lines[0] if lines else ""
+        return (lines[0] if lines else ""), None
     if ".json" in files:
         try:
-            value = json.loads(files[".json"].read_bytes()).get("caption")
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-            return None
-        return None if value is None else str(value)
-    return None
+            record = loads_json(files[".json"].read_bytes())
+        except JSONInputError:
+            return None, UNREADABLE_JSON
+        if not isinstance(record, dict):
+            return None, UNREADABLE_JSON
+        value = record.get("caption")
+        if isinstance(value, (dict, list)):
+            return None, UNREADABLE_JSON
+        return (None if value is None else str(value)), None
+    return None, None

@@ -19,7 +19,6 @@ One caption per image: the first in file order, or a seeded random one (``captio
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import zipfile
@@ -30,7 +29,11 @@ from .defaults import (CAPTION_CHOICES, COCO_ANNOTATIONS_URL, COCO_ANNOTATIONS_U
                        COCO_IMAGES_URL, COCO_IMAGES_URL_ENV, COCO_SPLIT, MAX_IMAGE_PIXELS,
                        SAMPLE_N, SAMPLE_SEED, VALIDATE_WORKERS, cache_root)
 from .download import DownloadError, Downloader, fetch_file, is_url
+from ..safety import JSONInputError, loads_json
 from .pairs import Candidate, DataError, DataReport, Pair, Progress, collect_pairs
+
+BAD_IMAGE_RECORD = "unreadable image record in annotations (not an object with an 'id')"
+BAD_ANNOTATION = "unreadable caption annotation (not an object with 'image_id' and a text 'caption')"
 
 #: The largest annotation file read from a zip (train2017 captions are ~90 MB).
 MAX_ANNOTATION_BYTES = 2 * 1024**3
@@ -83,7 +86,7 @@ def load_coco(annotations: str | os.PathLike | None = None, images: str | os.Pat
     # The default download holds several captions files: pick the paper's split in it.
     official = annotations is None and not (annotations_url or os.environ.get(COCO_ANNOTATIONS_URL_ENV))
     ann_path = _annotation_file(annotations, annotations_url, root, settings, progress)
-    records, kind = read_annotations(ann_path, split or (COCO_SPLIT if official else None))
+    records, kind = read_annotations(ann_path, split or (COCO_SPLIT if official else None), report)
     if not records:
         raise DataError(f"{ann_path}: no images found" + (f" in split '{split}'" if split else "") + ".")
     image_dir = _image_folder(images, ann_path, records)
@@ -111,6 +114,9 @@ def load_coco(annotations: str | os.PathLike | None = None, images: str | os.Pat
         fetch = Downloader(root / "downloads" / "images", progress=progress, **settings)
     pairs = collect_pairs(candidates, report, n=n, seed=seed, fetch=fetch, max_pixels=max_pixels,
                           workers=workers, progress=progress)
+    from ..cache import enforce_cap  # not at the top: gapviz.cache imports gapviz.data
+
+    enforce_cap(cache_dir, keep=[ann_path, *(p.image_path for p in pairs)])
     return pairs, report
 
 
@@ -132,11 +138,15 @@ def _annotation_file(annotations: str | os.PathLike | None, url: str | None, roo
     return path
 
 
-def read_annotations(path: Path, split: str | None) -> tuple[list[dict[str, Any]], str]:
+def read_annotations(path: Path, split: str | None,
+                     report: DataReport | None = None) -> tuple[list[dict[str, Any]], str]:
     """Image records ``{id, file_name, folder, url, captions}`` and the format's name.
 
-    ``folder`` is the split folder images live in (``val2017``), when known.
+    ``folder`` is the split folder images live in (``val2017``), when known. Records and
+    annotations that are not what the format says (not objects, no id) are skipped and counted
+    in ``report``; a file whose structure is wrong (``"images": 5``) raises :class:`DataError`.
     """
+    report = report if report is not None else DataReport()
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         return _read_listing(path), "coco-listing"
@@ -145,17 +155,35 @@ def read_annotations(path: Path, split: str | None) -> tuple[list[dict[str, Any]
         stem = PurePosixPath(member).stem
     else:
         try:
-            data = json.loads(path.read_bytes())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            data = loads_json(path.read_bytes())
+        except JSONInputError as err:
             raise DataError(f"{path}: not a readable JSON file ({err}).") from None
         stem = path.stem
+    if isinstance(data, dict) and "images" in data:
+        for key in ("images", "annotations"):
+            if key in data and not isinstance(data[key], list):
+                raise DataError(f"{path}: '{key}' must be a list of records, got a JSON "
+                                f"{_json_kind(data[key])}; check the file is COCO captions JSON.")
     if isinstance(data, dict) and "annotations" in data and "images" in data:
         folder = stem.split("captions_", 1)[1] if stem.startswith("captions_") else None
-        return _read_coco(data, folder, path), "coco"
-    if isinstance(data, dict) and "images" in data and any("sentences" in im for im in data["images"][:10]):
-        return _read_karpathy(data, split), "karpathy"
+        return _read_coco(data, folder, path, report), "coco"
+    if isinstance(data, dict) and "images" in data and any(
+            isinstance(im, dict) and "sentences" in im for im in data["images"][:10]):
+        return _read_karpathy(data, split, report), "karpathy"
     raise DataError(f"{path}: neither COCO captions (keys 'images' and 'annotations') nor a Karpathy "
                     "split file (images with 'sentences').")
+
+
+def _json_kind(value: Any) -> str:
+    return {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number")
+
+
+def _text(value: Any) -> str | None:
+    """A caption or name from JSON: text and numbers as text; objects and lists are not text."""
+    if isinstance(value, (dict, list)) or value is None:
+        return None
+    return str(value)
 
 
 def _json_from_zip(path: Path, split: str | None) -> tuple[Any, str]:
@@ -185,25 +213,32 @@ def _json_from_zip(path: Path, split: str | None) -> tuple[Any, str]:
             raise DataError(f"{path}: {info.filename} would expand to {info.file_size:,} bytes; "
                             "that is not a captions file.")
         try:
-            return json.loads(zf.read(info)), info.filename
-        except (json.JSONDecodeError, UnicodeDecodeError, zipfile.BadZipFile) as err:
+            return loads_json(zf.read(info)), info.filename
+        except (JSONInputError, zipfile.BadZipFile, OSError, EOFError, NotImplementedError,
+                RuntimeError) as err:
             raise DataError(f"{path}: {info.filename} is not readable JSON ({err}).") from None
 
 
-def _read_coco(data: dict[str, Any], folder: str | None, path: Path) -> list[dict[str, Any]]:
+def _read_coco(data: dict[str, Any], folder: str | None, path: Path,
+               report: DataReport) -> list[dict[str, Any]]:
     captions: dict[str, list[str]] = {}
-    for ann in data["annotations"]:
-        if isinstance(ann, dict) and "image_id" in ann:
-            captions.setdefault(str(ann["image_id"]), []).append(str(ann.get("caption", "")))
+    for number, ann in enumerate(data["annotations"]):
+        ident = _text(ann.get("image_id")) if isinstance(ann, dict) else None
+        caption = _text(ann.get("caption", "")) if isinstance(ann, dict) else None
+        if ident is None or caption is None:
+            report.skip(BAD_ANNOTATION, f"annotation {number}")
+            continue
+        captions.setdefault(ident, []).append(caption)
     records = []
     seen: set[str] = set()
-    for im in data["images"]:
-        if not isinstance(im, dict) or "id" not in im:
+    for number, im in enumerate(data["images"]):
+        ident = _text(im.get("id")) if isinstance(im, dict) else None
+        if ident is None:
+            report.skip(BAD_IMAGE_RECORD, f"image record {number}")
             continue
-        ident = str(im["id"])
         seen.add(ident)
-        url = im.get("coco_url") or im.get("flickr_url") or ""
-        records.append({"id": ident, "file_name": str(im.get("file_name", "")),
+        url = _text(im.get("coco_url")) or _text(im.get("flickr_url")) or ""
+        records.append({"id": ident, "file_name": _text(im.get("file_name")) or "",
                         "folder": folder or (PurePosixPath(url).parent.name if url else None),
                         "url": url, "captions": captions.get(ident)})
     # Captions whose image is not listed become candidates without an image, so the report
@@ -214,16 +249,31 @@ def _read_coco(data: dict[str, Any], folder: str | None, path: Path) -> list[dic
     return records
 
 
-def _read_karpathy(data: dict[str, Any], split: str | None) -> list[dict[str, Any]]:
+def _read_karpathy(data: dict[str, Any], split: str | None,
+                   report: DataReport) -> list[dict[str, Any]]:
     records = []
-    for im in data["images"]:
+    for number, im in enumerate(data["images"]):
+        ident = (_text(im.get("cocoid", im.get("imgid", im.get("filename", ""))))
+                 if isinstance(im, dict) else None)
+        if ident is None:
+            report.skip(BAD_IMAGE_RECORD, f"image record {number}")
+            continue
         if split and im.get("split") != split:
             continue
-        ident = str(im.get("cocoid", im.get("imgid", im.get("filename", ""))))
-        sentences = [s.get("raw", " ".join(s.get("tokens", []))) for s in im.get("sentences", [])
-                     if isinstance(s, dict)]
-        records.append({"id": ident, "file_name": str(im.get("filename", "")),
-                        "folder": im.get("filepath") or None, "url": "", "captions": sentences})
+        sentences = []
+        for sentence in im.get("sentences") if isinstance(im.get("sentences"), list) else []:
+            if not isinstance(sentence, dict):
+                continue
+            raw = _text(sentence.get("raw"))
+            tokens = sentence.get("tokens")
+            if raw is None and isinstance(tokens, list):
+                raw = " ".join(t for t in tokens if isinstance(t, str))
+            if raw is not None:
+                sentences.append(raw)
+        folder = _text(im.get("filepath"))
+        records.append({"id": ident, "file_name": _text(im.get("filename")) or "",
+                        "folder": PurePosixPath(folder).name if folder else None, "url": "",
+                        "captions": sentences})
     return records
 
 
@@ -250,11 +300,15 @@ def _read_listing(path: Path) -> list[dict[str, Any]]:
     for ident, url, cap, name in zip(ids, urls, caps, names):
         if isinstance(cap, dict):
             cap = cap.get("raw")
-        captions = [c.get("raw", "") if isinstance(c, dict) else str(c) for c in cap] \
-            if isinstance(cap, list) else None if cap is None else [str(cap)]
-        records.append({"id": str(ident), "file_name": name or PurePosixPath(str(url or "")).name,
-                        "folder": None, "url": str(url or ""), "captions": captions,
-                        "missing": not url})
+        if isinstance(cap, list):
+            captions = [t for t in (_text(c.get("raw", "")) if isinstance(c, dict) else _text(c)
+                                    for c in cap) if t is not None]
+        else:
+            captions = None if _text(cap) is None else [str(cap)]
+        url = url if isinstance(url, str) else ""
+        name = name if isinstance(name, str) else ""
+        records.append({"id": str(ident), "file_name": name or PurePosixPath(url).name,
+                        "folder": None, "url": url, "captions": captions, "missing": not url})
     return records
 
 

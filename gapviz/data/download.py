@@ -223,6 +223,7 @@ class Downloader:
             raise DownloadError(url, err.reason, permanent=True) from None
         dest = Path(dest) if dest is not None else url_cache_path(url, self.folder)
         if dest.is_file():
+            _touch(dest)
             return dest
         end = time.monotonic() + float(self.deadline or DOWNLOAD_DEADLINE)
         if self.total_seconds is not None:
@@ -320,6 +321,14 @@ class Downloader:
             raise DownloadError(url, err.reason, permanent=True, remember=False) from None
 
 
+def _touch(path: Path) -> None:
+    """Mark a cached file as recently used (the cache evicts least recently used first)."""
+    try:
+        os.utime(path)
+    except OSError:  # a read-only cache still serves its files
+        pass
+
+
 @contextmanager
 def _file_lock(path: Path, url: str, end: float) -> Iterator[None]:
     """Hold an exclusive advisory lock on ``path`` (created if needed) until ``end``.
@@ -367,20 +376,25 @@ def fetch_file(url: str, folder: str | os.PathLike, *, name: str | None = None,
     return downloader.fetch(url, dest, on_bytes=on_bytes)
 
 
-def download_name(path: str) -> str:
-    """A safe local file name from a URL path's last part.
+def safe_file_name(name: str, default: str = "download") -> str:
+    """``name``'s last part as a file name any file system takes.
 
-    ``..``, ``.``, empty names (``.../``, ``.../..``), separators and control characters give
-    way, and names are cut to 100 characters (file systems allow 255 bytes), keeping the
-    extension, e.g. ``"/a/captions.json"`` -> ``"captions.json"``, ``"/a/.."`` -> ``"download"``.
+    ``..``, ``.`` and empty names give ``default``; separators and control characters become
+    ``_``; names over 100 bytes are cut, keeping the extension.
     """
-    last = unquote(path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1])
+    last = name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
     last = re.sub(r"[\x00-\x1f\x7f/\\:*?\"<>|]", "_", last).strip(" .")
     if not last:
-        return "download"
-    if len(last.encode("utf-8")) > 100:
+        return default
+    if len(last.encode("utf-8", "surrogateescape")) > 100:
         stem, dot, ext = last.rpartition(".")
         ext = ext[:12] if dot and stem else ""
-        stem = (stem if ext else last).encode("utf-8")[:80].decode("utf-8", "ignore")
+        stem = (stem if ext else last).encode("utf-8", "surrogateescape")[:80].decode("utf-8", "ignore")
         last = f"{stem}.{ext}" if ext else stem
     return last
+
+
+def download_name(path: str) -> str:
+    """A safe local file name from a URL path's last part (percent-decoded), e.g.
+    ``"/a/captions.json"`` -> ``"captions.json"``, ``"/a/.."`` or ``"/a/%2e%2e"`` -> ``"download"``."""
+    return safe_file_name(unquote(path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]))

@@ -18,19 +18,23 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
+from typing import Any
 
+from .. import hosting
+from ..safety import JSONInputError, loads_json
 from .archives import ArchiveLimits, extract, is_archive, safe_path
 from .defaults import (CAPTION_COLUMNS, CAPTION_FILES, ID_COLUMNS, IMAGE_COLUMNS,
                        IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, UNSUPPORTED_IMAGE_EXTENSIONS,
                        VALIDATE_WORKERS, cache_root)
+from .download import safe_file_name
 from .pairs import Candidate, DataError, DataReport, Pair, Progress, collect_pairs, decode_text
 
 UNREADABLE_ROW = "unreadable row in captions file"
+NOT_TEXT_VALUE = "captions-file row with a list or object where text belongs"
 ROW_WITHOUT_IMAGE = "captions-file row without an image name"
 UNSAFE_IMAGE_PATH = "image path leaves the upload folder (absolute or '..')"
 
@@ -106,18 +110,40 @@ def save_upload(files: Sequence[tuple[str, bytes]], cache_dir: str | os.PathLike
     """
     if not files:
         raise DataError("nothing was uploaded; add a .zip, or images with their captions.")
+    if hosting.hosted():
+        limit = hosting.limits().max_upload_bytes
+        total = sum(len(data) for _, data in files)
+        if total > limit:
+            raise DataError(f"the upload is {total / 1024**2:,.1f} MiB, more than the "
+                            f"{limit / 1024**2:,.0f} MiB this demo accepts; upload a smaller sample.")
     digest = hashlib.sha1()
     for name, data in files:
         digest.update(name.encode("utf-8", "surrogatepass") + b"\0" + hashlib.sha1(data).digest())
     root = cache_root(cache_dir) / "uploads" / digest.hexdigest()[:20]
     if len(files) == 1 and is_archive(files[0][0]):
-        target = root / (safe_path(files[0][0]) or PurePosixPath("upload.zip")).name
+        target = root / safe_file_name(files[0][0], "upload.zip")
         _write_once(target, files[0][1])
+        _keep_cache_small(cache_dir, target)
         return target
+    seen_dirs: set[PurePosixPath] = set()
+    written: set[PurePosixPath] = set()
     for name, data in files:
-        rel = safe_path(name) or PurePosixPath(name.replace("\\", "/").rsplit("/", 1)[-1] or "file")
+        rel = safe_path(name) or PurePosixPath(safe_file_name(name, "file"))
+        if any(len(p.encode("utf-8", "surrogateescape")) > 255 for p in rel.parts):
+            rel = PurePosixPath(safe_file_name(rel.name, "file"))
+        if rel in seen_dirs or any(parent in written for parent in rel.parents):
+            continue  # a file and a folder of the same name: the first one is kept
+        written.add(rel)
+        seen_dirs.update(rel.parents)
         _write_once(root.joinpath(*rel.parts), data)
+    _keep_cache_small(cache_dir, root)
     return root
+
+
+def _keep_cache_small(cache_dir: str | os.PathLike | None, in_use: Path) -> None:
+    from ..cache import enforce_cap
+
+    enforce_cap(cache_dir, keep=[in_use])
 
 
 def _write_once(target: Path, data: bytes) -> None:
@@ -198,33 +224,44 @@ def read_caption_rows(path: Path, report: DataReport) -> list[tuple[int, dict[st
 
     Each row has the keys ``image``, ``caption`` and ``id`` (when present), whatever the
     file calls them (see :data:`~gapviz.data.defaults.IMAGE_COLUMNS`). Rows are numbered from 1
-    after the header. Unreadable rows are counted in ``report``.
+    after the header. Unreadable rows (invalid or too deeply nested JSON, a JSON line that is
+    not an object, a list or object where text belongs, a CSV field over the size limit) are
+    skipped and counted in ``report``; the other rows are kept.
     """
     text = decode_text(path.read_bytes())
     suffix = path.suffix.lower()
+    records: list[tuple[int, dict[str, Any]]] = []
     if suffix == ".jsonl":
-        records = []
         for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
+                record = loads_json(line)
+            except JSONInputError:
                 record = None
             if not isinstance(record, dict):
                 report.skip(UNREADABLE_ROW, f"{path.name} line {number}")
                 continue
-            records.append((number, {str(k): "" if v is None else str(v) for k, v in record.items()}))
+            records.append((number, {str(k): v for k, v in record.items()}))
         header = sorted({k for _, r in records for k in r})
     elif suffix in (".csv", ".tsv"):
         # TSV captions often hold bare quotes ("a 'so-called' cat"), so TSV is not quoted.
         reader = (csv.DictReader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
                   if suffix == ".tsv" else csv.DictReader(io.StringIO(text, newline="")))
-        try:
-            records = [(number, {k: v or "" for k, v in row.items() if k is not None})
-                       for number, row in enumerate(reader, 1)]
-        except csv.Error as err:
-            raise DataError(f"{path}: not a readable CSV/TSV file ({err}).") from None
+        number = 0
+        while True:
+            number += 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error:
+                if number == 1 and reader.fieldnames is None:
+                    raise DataError(f"{path}: the header line is not readable CSV/TSV; the first "
+                                    "line must name the columns (image, caption).") from None
+                report.skip(UNREADABLE_ROW, f"{path.name} row {number}")
+                continue
+            records.append((number, {k: v or "" for k, v in row.items() if k is not None}))
         header = list(reader.fieldnames or [])
     else:
         raise DataError(f"{path}: unsupported captions file type '{suffix}'; use .csv, .tsv or "
@@ -235,11 +272,18 @@ def read_caption_rows(path: Path, report: DataReport) -> list[tuple[int, dict[st
     id_col = next((columns[c] for c in ID_COLUMNS if c in columns), None)
     if image_col is None or caption_col is None:
         raise DataError(
-            f"{path}: found columns {header}; a captions file needs a column "
+            f"{path}: found columns {header[:20]}; a captions file needs a column "
             f"{' or '.join(repr(c) for c in IMAGE_COLUMNS[:2])} (the image file, relative to the "
             f"captions file) and a column 'caption'.")
-    return [(number, {"image": row.get(image_col, ""), "caption": row.get(caption_col, ""),
-                      "id": row.get(id_col, "") if id_col else ""}) for number, row in records]
+    rows = []
+    for number, row in records:
+        fields = {"image": row.get(image_col), "caption": row.get(caption_col),
+                  "id": row.get(id_col) if id_col else ""}
+        if any(isinstance(v, (dict, list)) for v in fields.values()):
+            report.skip(NOT_TEXT_VALUE, f"{path.name} row {number}")
+            continue
+        rows.append((number, {k: "" if v is None else str(v) for k, v in fields.items()}))
+    return rows
 
 
 def _from_sidecar_txt(root: Path, files: list[PurePosixPath], kind: dict,
