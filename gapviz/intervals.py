@@ -42,6 +42,8 @@ from scipy import sparse
 from .anatomy import NDCG_K, RMG_FLOOR, ndcg_gains
 from .measures import GapReport, normalize_rows
 
+#: Cross-modal R@K always given intervals (what closing costs are read in), beside the report's K.
+CROSSMODAL_KS = (1, 5)
 #: Default number of bootstrap resamples and interval level.
 N_RESAMPLES = 200
 LEVEL = 0.95
@@ -109,7 +111,7 @@ def resample_weights(n: int, n_resamples: int, seed: int) -> np.ndarray:
 def measures_from_weights(o: PairOutcomes, W: np.ndarray, *, frechet: bool = False) -> dict[str, np.ndarray]:
     """Every scalar measure for each row of weights ``W`` (B, N); all-ones gives the estimates.
 
-    Keys as in ``GapReport.metrics`` plus ``RMG``, ``NDCG@10``, ``hubness`` (when the outcomes
+    Keys as in ``GapReport.metrics`` plus cross-modal R@1 and R@5, ``RMG``, ``NDCG@10``, ``hubness`` (when the outcomes
     carry neighbours) and, with ``frechet``, ``frechet``, ``centroid``, ``distribution``.
     """
     W = np.atleast_2d(np.asarray(W, dtype=np.float64))
@@ -135,7 +137,7 @@ def measures_from_weights(o: PairOutcomes, W: np.ndarray, *, frechet: bool = Fal
         out[f"R@{k}"] = mean(o.i2t_rank <= k)
     for k in o.ks:
         out[f"R@{k}_t2i"] = mean(o.t2i_rank <= k)
-    for k in o.ks:
+    for k in sorted(set(o.ks) | set(CROSSMODAL_KS)):
         out[f"R@{k}_i2t_crossmodal"] = mean(o.i2t_rank_crossmodal <= k)
         out[f"R@{k}_t2i_crossmodal"] = mean(o.t2i_rank_crossmodal <= k)
     out["paired_cosine_distance"] = mean(1.0 - o.paired_cos)

@@ -1,0 +1,496 @@
+"""Gap anatomy, intervals and closing costs: hand-worked values, planted structure, invariants,
+brute-force references, the bootstrap's behaviour and the paired test's false-positive rate."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from gapviz import anatomy, closing_costs, intervals
+from gapviz.anatomy import (ablation_curve, anatomy_json, centroid_vs_distribution, cluster_gaps,
+                            dimension_gaps, gap_anatomy, gap_removed, hubness, mixed_pool_ndcg,
+                            ndcg_gains, nearest_neighbours, relative_modality_gap)
+from gapviz.embeddings import EmbeddingsFileError, PairedEmbeddings, load_embeddings, save_embeddings
+from gapviz.intervals import PairOutcomes, bootstrap_ci, measures_from_weights, paired_comparison
+from gapviz.measures import frechet_distance, measure_gap, normalize_rows
+from gapviz.simulate import simulate_pairs
+
+
+def on_circle(degrees):
+    a = np.deg2rad(np.asarray(degrees, dtype=np.float64))
+    return np.c_[np.cos(a), np.sin(a)].astype(np.float32)
+
+
+def unit(A):
+    return A / np.linalg.norm(A, axis=1, keepdims=True)
+
+
+def gaussian_pairs(n, d, seed, shift=0.0, noise=0.5):
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(n, d))
+    X = base + noise * rng.normal(size=(n, d))
+    Y = base + noise * rng.normal(size=(n, d))
+    Y[:, 0] += shift
+    return X.astype(np.float32), Y.astype(np.float32)
+
+
+def random_rotation(d, seed):
+    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(d, d)))
+    return q * np.sign(np.diag(r))
+
+
+# ---------------------------------------------------------------------------------------------
+# RMG
+# ---------------------------------------------------------------------------------------------
+# Images at 0, 10, 25 degrees; texts at 80, 100, 130 (pair i = image i, text i), as in
+# test_measures. Worked by hand, d = (1 - cos) / 2:
+#   pairs at 80, 90, 105 degrees: cos .173648, 0, -.258819 -> d .413176, .5, .629410; m = .514195
+#   images 10, 25, 15 degrees apart: cos .984808, .906308, .965926 -> mean .952347; w_x = .023826
+#   texts 20, 50, 30 degrees apart:  cos .939693, .642788, .866025 -> mean .816169; w_y = .091916
+#   RMG = .514195 / (.514195 + (.023826 + .091916) / 2) = .514195 / .572066 = .898840
+HAND_X = on_circle([0, 10, 25])
+HAND_Y = on_circle([80, 100, 130])
+
+
+def test_rmg_hand_worked():
+    assert relative_modality_gap(HAND_X, HAND_Y) == pytest.approx(0.898840, abs=2e-6)
+
+
+def test_rmg_paired_term_is_floored():
+    # identical modalities: m = 0 is floored at 1e-3, so RMG = 1e-3 / (1e-3 + w)
+    X = on_circle([0, 90, 180])  # cos 0, -1, 0 between distinct items: mean -1/3, w = 2/3
+    assert relative_modality_gap(X, X) == pytest.approx(1e-3 / (1e-3 + 2 / 3))
+
+
+def test_rmg_from_sums_equals_all_distinct_pairs():
+    X, Y = gaussian_pairs(40, 6, seed=1, shift=1.0)
+    Xn, Yn = unit(X.astype(np.float64)), unit(Y.astype(np.float64))
+    d = lambda A, B: (1 - A @ B.T) / 2  # noqa: E731
+    off = ~np.eye(40, dtype=bool)
+    m = max(np.mean(np.diag(d(Xn, Yn))), 1e-3)
+    expected = m / (m + (d(Xn, Xn)[off].mean() + d(Yn, Yn)[off].mean()) / 2)
+    assert relative_modality_gap(X, Y) == pytest.approx(expected, rel=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# NDCG and hubness
+# ---------------------------------------------------------------------------------------------
+def test_ndcg_hand_worked():
+    # HAND case: the partner's mixed-pool ranks are 3, 4, 5 (test_measures):
+    # gains 1/log2(4) = .5, 1/log2(5) = .430677, 1/log2(6) = .386853 -> NDCG@10 = .439177
+    assert mixed_pool_ndcg(HAND_X, HAND_Y) == pytest.approx(0.439177, abs=1e-6)
+    assert ndcg_gains([1, 10, 11]).tolist() == pytest.approx([1.0, 1 / math.log2(11), 0.0])
+
+
+def test_ndcg_tie_never_counts_as_a_win():
+    # image 0 at 0 deg: image 1 and its partner text 0 both at 30 deg (an exact tie) -> rank 2,
+    #   gain 1/log2(3) = .630930
+    # image 1 at 30 deg: partner at 200 (170 apart, cos -.985) is last of 5 others -> gain .386853
+    # image 2 at 120 deg: partner at 250 (130 apart, cos -.643) after text 1 (80 apart),
+    #   image 1, text 0 (90 apart) and image 0 (120 apart) -> rank 5, gain .386853
+    X = on_circle([0, 30, 120])
+    Y = on_circle([30, 200, 250])
+    r = measure_gap(X, Y)
+    assert r.i2t_rank.tolist() == [2, 5, 5]
+    assert mixed_pool_ndcg(X, Y, report=r) == pytest.approx((0.630930 + 2 * 0.386853) / 3, abs=1e-6)
+
+
+def brute_force_neighbours(A, k):
+    An = unit(np.asarray(A, dtype=np.float64))
+    S = An @ An.T
+    np.fill_diagonal(S, -np.inf)
+    return np.argsort(-S, axis=1, kind="stable")[:, :k]  # equal similarity: lower index first
+
+
+def test_hubness_matches_brute_force():
+    X, Y = gaussian_pairs(70, 8, seed=2, shift=1.5)
+    Z = np.vstack([X, Y])
+    expected_top = brute_force_neighbours(Z, 10)
+    top = nearest_neighbours(Z, 10, block_values=7 * 140)  # many small panels
+    assert np.array_equal(top, expected_top)
+    counts = np.bincount(expected_top.ravel(), minlength=140)
+    assert hubness(X, Y) == pytest.approx(stats.skew(counts))
+    assert hubness(X, Y, block_values=5 * 140) == pytest.approx(stats.skew(counts))
+
+
+def test_nearest_neighbours_ties_by_lower_index():
+    A = on_circle([0, 10, 10, 10, 50])  # rows 1, 2, 3 coincide
+    top = nearest_neighbours(A, 2)
+    assert top[0].tolist() == [1, 2]
+    assert top[3].tolist() == [1, 2]
+    assert top[4].tolist() == [1, 2]
+
+
+def test_rotation_leaves_rmg_ndcg_hubness_unchanged():
+    X, Y = gaussian_pairs(150, 12, seed=3, shift=2.0)
+    Q = random_rotation(12, seed=4)
+    Xr, Yr = (X @ Q).astype(np.float32), (Y @ Q).astype(np.float32)
+    assert relative_modality_gap(Xr, Yr) == pytest.approx(relative_modality_gap(X, Y), rel=1e-5)
+    assert mixed_pool_ndcg(Xr, Yr) == pytest.approx(mixed_pool_ndcg(X, Y), rel=1e-9)
+    assert hubness(Xr, Yr) == pytest.approx(hubness(X, Y), rel=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------
+# per-dimension gap and ablation
+# ---------------------------------------------------------------------------------------------
+def planted_dimension(n=300, d=16, dim=7, seed=5):
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(n, d))
+    X = base + 0.4 * rng.normal(size=(n, d))
+    Y = base + 0.4 * rng.normal(size=(n, d))
+    X[:, dim] += 2.5  # the gap lives in one dimension
+    return X.astype(np.float32), Y.astype(np.float32)
+
+
+def test_planted_dimension_ranks_first():
+    X, Y = planted_dimension()
+    g = dimension_gaps(X, Y)
+    assert g.order[0] == 7
+    assert g.share[0] > 0.5
+    assert g.share.sum() == pytest.approx(1.0)
+    assert np.all(np.diff(g.gap) <= 0)  # largest first
+    listed = g.to_list(3)
+    assert listed[0]["index"] == 7 and listed[0]["share"] == pytest.approx(g.share[0])
+    diff = normalize_rows(X).mean(0) - normalize_rows(Y).mean(0)
+    assert listed[1]["gap"] == pytest.approx(abs(diff[listed[1]["index"]]), rel=1e-5)
+
+
+def brute_force_ablation(X, Y, dims):
+    r1_i2t, r1_t2i, rmg = [], [], []
+    for m in range(len(dims) + 1):
+        Xm, Ym = normalize_rows(X).astype(np.float64), normalize_rows(Y).astype(np.float64)
+        Xm[:, dims[:m]] = 0
+        Ym[:, dims[:m]] = 0
+        rep = measure_gap(Xm, Ym)
+        r1_i2t.append(np.mean(rep.i2t_rank_crossmodal == 1))
+        r1_t2i.append(np.mean(rep.t2i_rank_crossmodal == 1))
+        rmg.append(relative_modality_gap(Xm, Ym))
+    return r1_i2t, r1_t2i, rmg
+
+
+def test_ablation_curve_matches_removing_and_renormalising():
+    X, Y = planted_dimension(n=120, d=10, dim=3)
+    curve = ablation_curve(X, Y, max_dims=4, block_values=30 * 120)
+    assert curve.dims[0] == 3
+    r1_i2t, r1_t2i, rmg = brute_force_ablation(X, Y, curve.dims)
+    assert curve.r1_i2t.tolist() == pytest.approx(r1_i2t)
+    assert curve.r1_t2i.tolist() == pytest.approx(r1_t2i)
+    assert curve.rmg.tolist() == pytest.approx(rmg, rel=1e-5)
+    assert curve.rmg[1] < 0.5 * curve.rmg[0]  # the planted dimension held most of the gap
+    rows = curve.to_list()
+    assert [r["removed"] for r in rows] == [0, 1, 2, 3, 4] and rows[2]["dims"] == curve.dims[:2].tolist()
+
+
+def test_ablation_dims_are_validated():
+    X, Y = planted_dimension(n=20, d=4, dim=1)
+    with pytest.raises(ValueError, match="indices in 0 .. 3"):
+        ablation_curve(X, Y, dims=[0, 4])
+    with pytest.raises(ValueError, match="repeat"):
+        ablation_curve(X, Y, dims=[1, 1])
+
+
+# ---------------------------------------------------------------------------------------------
+# centroid vs distribution
+# ---------------------------------------------------------------------------------------------
+def test_centroid_plus_distribution_is_frechet():
+    X, Y = gaussian_pairs(200, 6, seed=6, shift=1.0)
+    split = centroid_vs_distribution(X, Y)
+    Xn, Yn = normalize_rows(X).astype(np.float64), normalize_rows(Y).astype(np.float64)
+    mu = Xn.mean(0) - Yn.mean(0)
+    assert split["centroid"] == pytest.approx(mu @ mu, rel=1e-6)
+    assert split["frechet"] == pytest.approx(frechet_distance(Xn, Yn), rel=1e-6)
+    # the distribution part is the Fréchet distance once each modality's mean is removed
+    assert split["distribution"] == pytest.approx(
+        frechet_distance(Xn - Xn.mean(0), Yn - Yn.mean(0)), rel=1e-4, abs=1e-9)
+    assert split["centroid_share"] == pytest.approx(split["centroid"] / split["frechet"])
+
+
+def test_gap_removed_by_centering_is_mostly_the_centroid_part():
+    from gapviz.methods import make_method
+
+    pairs = simulate_pairs(400, 32, seed=3)
+    X, Y = pairs.image_embeddings, pairs.text_embeddings
+    before = centroid_vs_distribution(X, Y)
+    after = centroid_vs_distribution(*make_method("center").fit_transform(X, Y))
+    removed = gap_removed(before, after)
+    assert removed["centroid"]["fraction_removed"] > 0.95
+    assert removed["frechet"]["removed"] == pytest.approx(before["frechet"] - after["frechet"])
+    assert gap_removed({"frechet": 0, "centroid": 0, "distribution": 0},
+                       {"frechet": 1, "centroid": 1, "distribution": 0})["centroid"]["fraction_removed"] != 0
+
+
+# ---------------------------------------------------------------------------------------------
+# per-cluster gap
+# ---------------------------------------------------------------------------------------------
+def planted_clusters(per=60, d=12, seed=7):
+    """Three well-separated clusters; only cluster 'b' has a gap (its texts shifted)."""
+    rng = np.random.default_rng(seed)
+    centres = 6 * np.eye(3, d)
+    labels = np.repeat(["a", "b", "c"], per)
+    base = centres[np.repeat(np.arange(3), per)] + rng.normal(size=(3 * per, d))
+    X = base + 0.3 * rng.normal(size=base.shape)
+    Y = base + 0.3 * rng.normal(size=base.shape)
+    Y[labels == "b", 5] += 4.0
+    return X.astype(np.float32), Y.astype(np.float32), labels
+
+
+def test_planted_cluster_has_its_own_gap():
+    X, Y, labels = planted_clusters()
+    groups = cluster_gaps(X, Y, labels=labels)
+    assert groups.source == "labels" and groups.names == ["a", "b", "c"]
+    rows = {r["name"]: r for r in groups.rows}
+    assert all(r["n"] == 60 for r in rows.values())
+    for other in ("a", "c"):
+        assert rows["b"]["paired_cosine_distance"] > 3 * rows[other]["paired_cosine_distance"]
+        assert rows["b"]["RMG"] > 2 * rows[other]["RMG"]
+        assert rows["b"]["R@5"] < rows[other]["R@5"]
+    idx = groups.members(1)
+    assert rows["b"]["RMG"] == pytest.approx(relative_modality_gap(X[idx], Y[idx]))
+
+
+def test_kmeans_finds_the_planted_clusters():
+    from sklearn.metrics import adjusted_rand_score
+
+    X, Y, labels = planted_clusters()
+    groups = cluster_gaps(X, Y, seed=0)  # k chosen by silhouette
+    assert groups.source == "kmeans" and groups.k == 3
+    assert adjusted_rand_score(labels, groups.assignment) == pytest.approx(1.0)
+    fixed = cluster_gaps(X, Y, n_clusters=3, seed=0)
+    assert np.array_equal(fixed.assignment, cluster_gaps(X, Y, n_clusters=3, seed=0).assignment)
+    with pytest.raises(ValueError, match="one label per pair"):
+        cluster_gaps(X, Y, labels=labels[:5])
+
+
+# ---------------------------------------------------------------------------------------------
+# intervals
+# ---------------------------------------------------------------------------------------------
+def outcomes_of(X, Y):
+    a = gap_anatomy(X, Y, clusters=False, intervals=False, ablation_dims=2)
+    return a.outcomes(normalize_rows(X), normalize_rows(Y)), a
+
+
+def test_unit_weights_reproduce_every_measure():
+    X, Y = gaussian_pairs(120, 8, seed=8, shift=1.5)
+    o, a = outcomes_of(X, Y)
+    est = {k: float(v[0]) for k, v in measures_from_weights(o, np.ones((1, o.n)), frechet=True).items()}
+    for key, value in a.report.metrics.items():
+        if key in ("N", "separability"):
+            continue
+        assert est[key] == pytest.approx(value, rel=1e-5, abs=1e-9), key
+    assert est["RMG"] == pytest.approx(a.metrics["RMG"], rel=1e-6)
+    assert est["NDCG@10"] == pytest.approx(a.metrics["NDCG@10"])
+    assert est["hubness"] == pytest.approx(a.metrics["hubness"])
+    assert est["centroid"] == pytest.approx(a.split["centroid"], rel=1e-5)
+    assert est["distribution"] == pytest.approx(a.split["distribution"], rel=1e-4, abs=1e-9)
+
+
+def test_weights_duplicate_pairs_exactly():
+    # weight 2 on a pair = that pair twice: the mean-type and sum-type measures must agree
+    X, Y = gaussian_pairs(30, 5, seed=9, shift=1.0)
+    o, _ = outcomes_of(X, Y)
+    w = np.ones(30)
+    w[4] = 2
+    w[7] = 0
+    got = measures_from_weights(o, w[None])
+    rows = np.r_[np.arange(30)[w > 0], 4]
+    Xd, Yd = normalize_rows(X)[rows], normalize_rows(Y)[rows]
+    assert got["paired_cosine_distance"][0] == pytest.approx(
+        np.mean(1 - np.einsum("ij,ij->i", Xd, Yd)), rel=1e-6)
+    # RMG over the resample (its duplicated item counts as a distinct item, cos 1 with its copy)
+    assert got["RMG"][0] == pytest.approx(relative_modality_gap(Xd, Yd), rel=1e-5)
+
+
+def test_bootstrap_contains_estimate_and_narrows_as_one_over_sqrt_n():
+    widths = {}
+    for n in (300, 1200):
+        pairs = simulate_pairs(n, 32, seed=11)
+        o, a = outcomes_of(pairs.image_embeddings, pairs.text_embeddings)
+        iv = bootstrap_ci(o, n_resamples=200, seed=0)
+        assert iv.n_resamples == 200 and iv.level == 0.95
+        for key, (lo, hi) in iv.ci.items():
+            assert lo <= iv.estimate[key] <= hi, key
+        widths[n] = {k: iv.ci[k][1] - iv.ci[k][0] for k in ("paired_cosine_distance", "RMG",
+                                                             "R@5_i2t_crossmodal", "centroid_gap")}
+    for key in widths[300]:
+        ratio = widths[300][key] / widths[1200][key]
+        assert 1.4 < ratio < 2.9, (key, ratio)  # sqrt(1200 / 300) = 2
+
+
+def test_bootstrap_is_seeded():
+    X, Y = gaussian_pairs(80, 6, seed=12, shift=1.0)
+    o, _ = outcomes_of(X, Y)
+    assert bootstrap_ci(o, n_resamples=50, seed=3).ci == bootstrap_ci(o, n_resamples=50, seed=3).ci
+    assert bootstrap_ci(o, n_resamples=50, seed=3).ci != bootstrap_ci(o, n_resamples=50, seed=4).ci
+    with pytest.raises(ValueError, match="n_resamples"):
+        bootstrap_ci(o, n_resamples=2)
+
+
+def test_paired_comparison_identical_methods_never_significant():
+    X, Y = gaussian_pairs(100, 6, seed=13, shift=1.0)
+    o, _ = outcomes_of(X, Y)
+    res = paired_comparison(o, o, n_resamples=100)
+    assert all(r["p_value"] == 1.0 and not r["significant"] for r in res.values())
+
+
+def test_paired_comparison_false_positive_rate_is_about_alpha():
+    # Two exchangeable methods: the same pairs, each with its own independent noise of the same
+    # size. Any difference is noise: the test may flag about alpha of the trials, not more.
+    flagged, trials = {"paired_cosine_distance": 0, "R@1_i2t_crossmodal": 0, "RMG": 0}, 80
+    for t in range(trials):
+        rng = np.random.default_rng([14, t])
+        core = rng.normal(size=(150, 8))
+        X, Y = core + 0.5 * rng.normal(size=core.shape), core + 0.5 * rng.normal(size=core.shape)
+        X2, Y2 = X + 0.3 * rng.normal(size=X.shape), Y + 0.3 * rng.normal(size=Y.shape)
+        X3, Y3 = X + 0.3 * rng.normal(size=X.shape), Y + 0.3 * rng.normal(size=Y.shape)
+        a = PairOutcomes.from_report(measure_gap(X2, Y2), X2, Y2)
+        b = PairOutcomes.from_report(measure_gap(X3, Y3), X3, Y3)
+        res = paired_comparison(a, b, n_resamples=200, seed=t, measures=list(flagged))
+        for key in flagged:
+            flagged[key] += res[key]["significant"]
+    for key, count in flagged.items():
+        # alpha = 0.05: 4 of 80 expected; 10 is beyond the binomial's 99th percentile
+        assert count / trials <= 0.125, (key, count)
+
+
+def test_paired_comparison_detects_a_real_difference():
+    rng = np.random.default_rng(15)
+    core = rng.normal(size=(300, 8))
+    X, Y = core + 0.3 * rng.normal(size=core.shape), core + 0.3 * rng.normal(size=core.shape)
+    Xb, Yb = X + 1.0 * rng.normal(size=X.shape), Y + 1.0 * rng.normal(size=Y.shape)  # much noisier
+    a = PairOutcomes.from_report(measure_gap(X, Y), X, Y)
+    b = PairOutcomes.from_report(measure_gap(Xb, Yb), Xb, Yb)
+    res = paired_comparison(a, b, n_resamples=200)
+    r = res["R@1_i2t_crossmodal"]
+    assert r["significant"] and r["difference"] > 0 and r["ci"][0] > 0
+    assert res["paired_cosine_distance"]["significant"]
+    with pytest.raises(ValueError, match="same pairs"):
+        paired_comparison(a, PairOutcomes.from_report(measure_gap(X[:50], Y[:50]), X[:50], Y[:50]))
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole anatomy, JSON
+# ---------------------------------------------------------------------------------------------
+def test_anatomy_json_on_the_demo():
+    pairs = simulate_pairs(300, 32, seed=16)
+    labels = closing_costs.pair_labels(pairs)
+    out = anatomy_json(pairs.image_embeddings, pairs.text_embeddings, labels=labels,
+                       n_resamples=50, ablation_dims=3)
+    text = json.dumps(out)  # serialisable
+    assert set(out["metrics"]) == {"RMG", "NDCG@10", "hubness"}
+    dims = out["anatomy"]["dimensions"]
+    assert len(dims) == anatomy.DIMENSIONS_LISTED and dims[0]["gap"] >= dims[-1]["gap"]
+    assert len(out["anatomy"]["ablation"]) == 4
+    assert out["anatomy"]["cluster_source"] == "labels"
+    assert {c["name"] for c in out["anatomy"]["clusters"]} == set(labels)
+    assert set(out["anatomy"]["centroid_vs_distribution"]) >= {"centroid", "distribution", "frechet"}
+    for key in ("RMG", "NDCG@10", "hubness", "ITR", "R@5", "paired_cosine_distance"):
+        lo, hi = out["ci"][key]
+        assert lo <= hi
+    for key in ("RMG", "NDCG@10", "hubness"):
+        assert out["ci"][key][0] <= out["metrics"][key] <= out["ci"][key][1]
+    assert out["ci_method"]["n_resamples"] == 50
+    assert json.loads(text)["metrics"] == out["metrics"]
+
+
+def test_anatomy_reuses_a_report_and_checks_it():
+    X, Y = gaussian_pairs(60, 6, seed=17, shift=1.0)
+    r = measure_gap(X, Y)
+    a = gap_anatomy(X, Y, report=r, clusters=False, intervals=False)
+    assert a.report is r and "measure_gap" not in a.seconds
+    assert a.metrics["RMG"] == pytest.approx(relative_modality_gap(X, Y))
+    assert a.ablation.r1_i2t[0] == pytest.approx(np.mean(r.i2t_rank_crossmodal == 1))
+    with pytest.raises(ValueError, match="report is of 60 pairs"):
+        gap_anatomy(X[:30], Y[:30], report=r)
+
+
+# ---------------------------------------------------------------------------------------------
+# what closing costs
+# ---------------------------------------------------------------------------------------------
+def test_neighbourhood_preservation():
+    X, _ = gaussian_pairs(80, 6, seed=18)
+    Q = random_rotation(6, seed=19)
+    assert closing_costs.neighbourhood_preservation(X, X @ Q).tolist() == [1.0] * 80
+    shuffled = np.random.default_rng(20).permutation(X)
+    assert closing_costs.neighbourhood_preservation(X, shuffled).mean() < 0.3
+    # hand case: on a line of angles, item 0's 2 nearest are 1, 2 before; 1, 3 after -> 1/2
+    before = on_circle([0, 10, 20, 40])
+    after = on_circle([0, 10, 30, 15])
+    assert closing_costs.neighbourhood_preservation(before, after, k=2)[0] == 0.5
+
+
+def test_zero_shot_accuracy_hand_worked_and_ties():
+    images = on_circle([0, 80, 50, 200])
+    classes = ["cat", "dog"]
+    protos = on_circle([10, 90])
+    # image 0 -> cat, image 1 -> dog, image 2 is exactly between (tie: never a win), image 3 -> cat
+    labels = ["cat", "dog", "cat", "dog"]
+    # image 3 at 200 deg: cat (190 apart, cos -.985) vs dog (110 apart, cos -.342) -> dog: right
+    assert closing_costs.zero_shot_accuracy(images, labels, classes, protos) == pytest.approx(3 / 4)
+    assert closing_costs.zero_shot_accuracy(images, ["dog", "dog", "dog", "dog"], classes, protos) == 0.5
+    with pytest.raises(ValueError, match="not among the classes"):
+        closing_costs.zero_shot_accuracy(images, ["cow"] * 4, classes, protos)
+
+
+def test_closing_costs_with_a_method_and_a_prompt_encoder():
+    from gapviz.methods import make_method
+
+    pairs = simulate_pairs(300, 32, seed=21)
+    X, Y = pairs.image_embeddings, pairs.text_embeddings
+    labels = closing_costs.pair_labels(pairs)
+    assert labels[0] == pairs.meta["cluster_names"][pairs.meta["cluster"][0]]
+    method = make_method("center").fit(X, Y)
+    Xt, Yt = method.transform(X, Y)
+    seen = []
+    centroids = {c: closing_costs.class_text_centroids(Y, labels, [c])[0] for c in set(labels)}
+
+    def encode(prompts):  # a stand-in text encoder: the class's mean caption embedding
+        seen.extend(prompts)
+        return np.stack([centroids[p[len("a photo of a "):-1]] for p in prompts])
+
+    out = closing_costs.closing_costs(X, Y, Xt, Yt, method=method, labels=labels, encode_texts=encode)
+    assert seen == [f"a photo of a {c}." for c in sorted(set(labels))]
+    assert out["zero_shot"]["prototype"].startswith("prompt")
+    no_encoder = closing_costs.closing_costs(X, Y, Xt, Yt, method=method, labels=labels)
+    assert no_encoder["zero_shot"]["before"] == pytest.approx(out["zero_shot"]["before"])
+    assert no_encoder["zero_shot"]["after"] == pytest.approx(out["zero_shot"]["after"])
+    before, after = measure_gap(X, Y), measure_gap(Xt, Yt)
+    r = out["retrieval"]["R@1_i2t_crossmodal"]
+    assert r["before"] == pytest.approx(np.mean(before.i2t_rank_crossmodal == 1))
+    assert r["after"] == pytest.approx(np.mean(after.i2t_rank_crossmodal == 1))
+    assert set(out["retrieval"]) == {"R@1_i2t_crossmodal", "R@1_t2i_crossmodal",
+                                     "R@5_i2t_crossmodal", "R@5_t2i_crossmodal"}
+    assert 0 <= out["neighbourhood"]["image"] <= 1 and out["neighbourhood"]["k"] == 10
+    assert "zero_shot" not in closing_costs.closing_costs(X, Y, Xt, Yt)
+
+
+# ---------------------------------------------------------------------------------------------
+# labels in the file format
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("ext", ["npz", "parquet"])
+def test_labels_round_trip(tmp_path, ext):
+    rng = np.random.default_rng(22)
+    pairs = PairedEmbeddings(rng.normal(size=(4, 3)), rng.normal(size=(4, 3)),
+                             labels=["cat", "dog", "cat", "bird"])
+    loaded, report = load_embeddings(save_embeddings(pairs, tmp_path / f"p.{ext}"))
+    assert loaded.labels == ["cat", "dog", "cat", "bird"] and not report.warnings
+    assert closing_costs.pair_labels(loaded) == loaded.labels
+    assert loaded.subset([1, 3]).labels == ["dog", "bird"]
+    assert loaded.with_embeddings(loaded.image_embeddings, loaded.text_embeddings).labels == loaded.labels
+
+
+def test_labels_integers_and_wrong_length(tmp_path):
+    rng = np.random.default_rng(23)
+    path = tmp_path / "ints.npz"
+    np.savez(path, image_embeddings=rng.normal(size=(3, 2)), text_embeddings=rng.normal(size=(3, 2)),
+             labels=np.array([3, 1, 3]))
+    assert load_embeddings(path)[0].labels == ["3", "1", "3"]
+    np.savez(path, image_embeddings=rng.normal(size=(3, 2)), text_embeddings=rng.normal(size=(3, 2)),
+             labels=np.array(["a", "b"]))
+    with pytest.raises(EmbeddingsFileError, match="'labels' has 2 entries"):
+        load_embeddings(path)
+    with pytest.raises(EmbeddingsFileError, match="one label per pair"):
+        PairedEmbeddings(np.ones((3, 2)), np.ones((3, 2)), labels=["a"])
+    assert closing_costs.pair_labels(PairedEmbeddings(np.ones((3, 2)), np.ones((3, 2)))) is None
