@@ -63,7 +63,7 @@ class MeasureInfo:
 
     @property
     def arrow(self) -> str:
-        """"↓" (lower is better), "↑" (higher), "→1" (best at 1) or ""."""
+        """The direction as an arrow: ↓ (lower is better), ↑ (higher), →1 (best at 1), or "" without one."""
         return {"lower": "↓", "higher": "↑", "one": "→1"}.get(self.direction or "", "")
 
     @property
@@ -92,7 +92,6 @@ DIRECTION_TEXT: dict[str, str] = {
             "the other modality."),
 }
 
-_RANK = "rank"
 #: Every measure gapviz reports, in the order tables list them.
 MEASURES: tuple[MeasureInfo, ...] = (
     MeasureInfo("N", "N", "Pairs", "number of image-text pairs measured", None, "count",
@@ -104,13 +103,14 @@ MEASURES: tuple[MeasureInfo, ...] = (
     MeasureInfo("TIR", "TIR", "TIR", "the same for text queries: texts-first over images-first",
                 "one", "magnitude", log_scale=True, unit="ratio"),
     MeasureInfo("IMR", "IMR", "IMR", "mean rank of the best-ranked image for a text query",
-                "lower", "magnitude", log_scale=True, unit=_RANK),
+                "lower", "magnitude", log_scale=True, unit="rank"),
     MeasureInfo("TMR", "TMR", "TMR",
                 "mean rank of the best-ranked text for an image query (1 .. N+1; 1 = a text "
-                "always comes first)", "lower", "magnitude", log_scale=True, unit=_RANK),
+                "always comes first)", "lower", "magnitude", log_scale=True, unit="rank"),
     MeasureInfo("RMG", "RMG", "RMG",
-                "relative modality gap (Schrodi et al., ICLR 2025): the distance between paired "
-                "image and text relative to the distances within each modality", "lower"),
+                "relative modality gap (Schrodi et al., ICLR 2025): m / (m + (w_x + w_y) / 2), m "
+                "the mean paired distance (1 - cos) / 2, w_x and w_y the mean distance between two "
+                "images, two texts (0 = pairs coincide)", "lower"),
     MeasureInfo("R@{k}", "R@{k}", "Recall@{k}",
                 "image query -> its paired text within the top {k} of the mixed pool (fraction "
                 "of queries)", "higher", "percent", unit="fraction"),
@@ -151,9 +151,9 @@ MEASURES: tuple[MeasureInfo, ...] = (
                 "held-out accuracy of a linear classifier telling images from texts (0.5 = "
                 "inseparable)", "lower", unit="accuracy"),
     MeasureInfo("hubness", "Hubness", "Hubness",
-                "skewness of the 10-occurrence distribution: how lopsidedly items appear among "
-                "the 10 nearest neighbours of others (Radovanovic et al., JMLR 2010; 0 = no hubs)",
-                "lower"),
+                "skewness of the 10-occurrence counts over the mixed pool: how lopsidedly items "
+                "appear among the 10 nearest neighbours of the others (Radovanovic et al., JMLR "
+                "2010; 0 = no hubs)", "lower"),
 )
 
 
@@ -254,10 +254,9 @@ def _sentences(meaning: str, direction: str) -> str:
     return meaning or direction
 
 
-def direction_legend() -> str:
-    """One line explaining the arrows of :func:`label`."""
-    return ("↓ lower is better, ↑ higher is better, →1 best at 1 (ITR/TIR: no bias toward the "
-            "query's own modality).")
+#: One line explaining the arrows of :func:`label` (a caption under a table of labels).
+LEGEND = ("↓ lower is better, ↑ higher is better, →1 best at 1 (ITR/TIR: no bias toward the "
+          "query's own modality).")
 
 
 def delta_color(key: str, before: float | None = None, after: float | None = None) -> str:
