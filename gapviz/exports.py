@@ -1,6 +1,8 @@
 """Files a user takes away from a session, as bytes or text (no Streamlit here).
 
-- the measures table as CSV or markdown (:func:`measures_csv`, :func:`measures_markdown`);
+- the measures table as CSV or markdown (:func:`measures_csv`, :func:`measures_markdown`), any
+  list of records as CSV (:func:`records_csv`, e.g. retrieval results); CSV text cells that a
+  spreadsheet would run as formulas are neutralised;
 - transformed embeddings in gapviz's own ``.npz`` format, the method and its parameters
   recorded in ``meta`` so the file says how it was made (:func:`transformed_npz`);
 - figures as PNG or SVG through plotly + kaleido (:func:`figure_image`; kaleido 1.x drives a
@@ -12,6 +14,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 import threading
 from collections.abc import Mapping, Sequence
@@ -23,6 +27,7 @@ import plotly.graph_objects as go
 from . import tables
 from .embeddings import PairedEmbeddings, to_npz_bytes
 from .report import html_report
+from .safety import csv_rows
 
 #: Image formats of :func:`figure_image`.
 FIGURE_FORMATS: tuple[str, ...] = ("png", "svg")
@@ -62,6 +67,17 @@ def file_name(*parts: str, ext: str) -> str:
 def measures_csv(columns: Mapping[str, Mapping[str, float]], keys: Sequence[str] | None = None) -> str:
     """One row per run, one column per measure, full precision (``inf`` for an infinite ratio)."""
     return tables.render(columns, "csv", keys=list(keys) if keys else None, transpose=True)
+
+
+def records_csv(records: Sequence[Mapping[str, Any]]) -> str:
+    """CSV of dict rows (e.g. :func:`gapviz.retrieval_view.hits_records`), columns in first-seen
+    order; text that a spreadsheet would run as a formula is neutralised (captions, ids and
+    model names come from uploaded files)."""
+    columns = list(dict.fromkeys(k for record in records for k in record))
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerows(csv_rows([columns, *([r.get(c, "") for c in columns] for r in records)]))
+    return buf.getvalue()
 
 
 def measures_markdown(columns: Mapping[str, Mapping[str, float]], keys: Sequence[str] | None = None) -> str:

@@ -2,7 +2,8 @@
 
 Rendered as a fixed-width text table (the CLI's default, laid out like the paper's tables),
 markdown, CSV or JSON. Infinite ratios print as ``inf`` (``Infinity`` in JSON, ``∞`` in
-markdown); an undefined ratio (0/0) as ``nan`` (``NaN`` in JSON).
+markdown); an undefined ratio (0/0) as ``nan`` (``NaN`` in JSON). CSV text cells that a
+spreadsheet would run as formulas get a leading ``'`` (:func:`gapviz.safety.csv_cell`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import math
 from typing import Any, Mapping
 
 from . import measure_info
+from .safety import csv_rows
 # the cell format, re-exported for the pages
 from .measure_info import format_value  # noqa: F401
 
@@ -69,7 +71,7 @@ def render(columns: Mapping[str, Mapping[str, float]], fmt: str = "table", *,
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerows([header, *rows])
+        w.writerows(csv_rows([header, *rows]))  # run names may come from uploaded files
         return buf.getvalue()
     if fmt == "markdown":
         lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
