@@ -111,7 +111,7 @@ def part_first_load() -> dict:
 def part_umap(n: int) -> dict:
     from gapviz.projection import joint_umap, warm_up_umap
     from gapviz.simulate import simulate_pairs
-    from pages import common
+    from ui import compute
     from gapviz.workspace import Workspace
 
     pairs = simulate_pairs(n)
@@ -125,12 +125,12 @@ def part_umap(n: int) -> dict:
     ws = Workspace()
     ws.add(pairs, source="bench")
     act = ws.active
-    job = common.umap_job(act)
+    job = compute.umap_job(act)
     t0 = time.perf_counter()
     job.result()
     app_first_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    proj = common.umap_ready(act)
+    proj = compute.umap_ready(act)
     cached_s = time.perf_counter() - t0
     assert proj is not None
     return {"n": n, "compile_s": compile_s, "first_s": first_s, "app_first_s": app_first_s,

@@ -143,54 +143,27 @@ def view_of(X: np.ndarray, Y: np.ndarray, *, measure: bool = True) -> ClosedView
 
 
 def method_registry() -> dict[str, Any]:
-    """``gapviz.methods.METHODS`` (name -> class), or an empty dict while it is unavailable."""
-    try:
-        from .methods import METHODS
-    except ImportError:
-        return {}
-    return dict(METHODS)
+    """``gapviz.methods.METHODS`` (name -> class) in the app's menu order."""
+    from .methods import METHODS, menu_order
 
-
-def spectral_k_range(n_pairs: int, dim: int) -> tuple[int, int]:
-    """Smallest and largest spectral k the slider offers for N pairs of dimension d.
-
-    The default graph (bipartite, ``(1 + cos) / 2`` affinity, normalised Laplacian) has at
-    most N - 1 non-trivial eigenvectors, and at most d because that affinity has rank d + 1
-    (see :mod:`gapviz.methods.spectral`); the slider also stops at :data:`SPECTRAL_SLIDER_MAX`.
-    """
-    hi = max(1, min(SPECTRAL_SLIDER_MAX, n_pairs - 1, dim))
-    return min(2, hi), hi
+    return {name: METHODS[name] for name in menu_order()}
 
 
 def default_params(n_pairs: int, dim: int) -> dict[str, Any]:
-    """:data:`DEFAULT_PARAMS` with k clipped to what N pairs of dimension d allow."""
-    lo, hi = spectral_k_range(n_pairs, dim)
-    return {"n_components": int(min(max(DEFAULT_PARAMS["n_components"], lo), hi))}
+    """The parameters of :data:`DEFAULT_METHOD` that N pairs of dimension d allow."""
+    from .methods import suited_params
+
+    return suited_params(DEFAULT_METHOD, n_pairs, dim, DEFAULT_PARAMS)
 
 
 def split_params(name: str, params: dict[str, Any], n_pairs: int, dim: int
                  ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split a method's parameters into those that need a fit and those that do not.
+    """``(fit_params, view_params)`` of method ``name``: those that need a fit and those a
+    fitted method applies without one (spectral k slices eigenvectors computed once), so a
+    slider over a view parameter never refits (``GapMethod.split_params``)."""
+    from .methods import method_class
 
-    For spectral, ``n_components`` (k) only slices eigenvectors computed once for
-    ``max_components`` (the slider's largest k), so the fit parameters do not depend on k and
-    moving the k slider never refits. Every other parameter of every method refits.
-
-    Returns
-    -------
-    fit_params, view_params : dict
-    """
-    params = dict(params)
-    if name == "spectral":
-        lo, hi = spectral_k_range(n_pairs, dim)
-        k = int(params.pop("n_components", default_params(n_pairs, dim)["n_components"]))
-        if not lo <= k <= hi:
-            raise ValueError(f"spectral k = {k} is outside {lo}..{hi} for {n_pairs:,} pairs of "
-                             f"dimension {dim}.")
-        params.setdefault("max_components", hi)
-        params.setdefault("n_components", min(DEFAULT_PARAMS["n_components"], hi))
-        return params, {"n_components": k}
-    return params, {}
+    return method_class(name).split_params(params, n_pairs, dim)
 
 
 def fit_method(name: str, X: np.ndarray, Y: np.ndarray, fit_params: dict[str, Any], *,
@@ -206,14 +179,10 @@ def fit_method(name: str, X: np.ndarray, Y: np.ndarray, fit_params: dict[str, An
 
 def transformed(method: Any, X: np.ndarray, Y: np.ndarray,
                 view_params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """The transformed training pairs of a fitted method.
-
-    Spectral: the exact (transductive) training embedding sliced to ``k`` eigenvectors, no
-    eigen-solve (``training_embedding(k)``). Others: ``transform`` of the pairs.
-    """
-    if "n_components" in view_params and hasattr(method, "training_embedding"):
-        return method.training_embedding(int(view_params["n_components"]))
-    return method.transform(X, Y)
+    """The transformed fit pairs of a fitted method under ``view_params``
+    (``GapMethod.fitted_pairs``: spectral slices its exact training embedding, no eigen-solve;
+    the others transform the pairs)."""
+    return method.fitted_pairs(X, Y, **view_params)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from plotly.subplots import make_subplots
 
 from .embeddings import PairedEmbeddings
 from .figures import FONT, MODALITY_COLORS
-from .retrieval import IMAGE, TEXT, Hit, QueryResult
+from .retrieval import IMAGE, TEXT, Hit, QueryResult, retrieve, retrieve_vector
 
 #: Colour of the true partner's highlight (the same green as the histograms' "true pairs").
 PARTNER_COLOR = "#059669"
@@ -100,6 +100,51 @@ def place_free_query(method: Any, vector: np.ndarray, modality: str,
         method.set_params(**dict(view_params))
     out = method.transform_images(v) if modality == IMAGE else method.transform_texts(v)
     return np.asarray(out, dtype=np.float32)[0]
+
+
+def query_model(pairs: PairedEmbeddings) -> tuple[Any, str]:
+    """The open_clip model that made ``pairs`` (a ``gapviz.encode.ModelSpec``), needed to embed
+    a typed query, or ``(None, why not)`` for simulated data and files of unknown origin."""
+    if pairs.is_simulated:
+        return None, ("Free text needs the model that made the embeddings; the demo is simulated "
+                      "(no model). Load your own pairs on **Data** to type queries.")
+    name = pairs.meta.get("model_name")
+    if not name:
+        return None, ("These embeddings were loaded from a file, so gapviz does not know which "
+                      "model made them; embed pairs on **Data** to type queries.")
+    from .encode import ModelSpec
+
+    return ModelSpec(str(name), pairs.meta.get("pretrained")), ""
+
+
+def run_query(pairs: PairedEmbeddings, images: np.ndarray, texts: np.ndarray, query: Query,
+              k: int, *, method: Any = None, view_params: Mapping[str, Any] | None = None,
+              vector: np.ndarray | None = None) -> tuple[QueryResult, QueryResult]:
+    """The query's top ``k`` in the raw mixed pool and in the method's pool.
+
+    Parameters
+    ----------
+    pairs : PairedEmbeddings
+        The raw pairs.
+    images, texts : ndarray of shape (N, k')
+        The pool after the method (the raw arrays for no method).
+    query : Query
+        A pool item, or free text whose embedding is ``vector`` (shape (d,)); a free query
+        is placed in the method's space by its out-of-sample path (``method``, a fitted
+        method, with ``view_params``; None for raw embeddings).
+    """
+    X, Y = pairs.image_embeddings, pairs.text_embeddings
+    if not query.is_free:
+        return (retrieve(X, Y, query.modality, query.row, k),
+                retrieve(images, texts, query.modality, query.row, k))
+    if vector is None:
+        raise ValueError("a free-text query needs its embedding.")
+    if vector.shape[0] != X.shape[1]:
+        raise ValueError(f"the model gives {vector.shape[0]}-d vectors but the data is "
+                         f"{X.shape[1]}-d; the embeddings were not made by this model.")
+    placed = place_free_query(method, vector, query.modality, view_params)
+    return (retrieve_vector(vector, X, Y, query.modality, k),
+            retrieve_vector(placed, images, texts, query.modality, k))
 
 
 # ---------------------------------------------------------------------------------------------

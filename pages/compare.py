@@ -2,9 +2,9 @@
 
 The paper's Tables 2-5 in one view: ITR / TIR, IMR / TMR, Fréchet distance and mixed-pool
 recall@5/10/20, the best value of each column marked, as a table or a heatmap. Each cell
-comes from the app's shared caches (:func:`pages.common.closed_view`), so a method fitted on
-another page is not fitted again, and the numbers are those of ``python -m gapviz compare``
-(the command is shown under the table).
+comes from the app's shared caches (:mod:`ui.compute`), so a method fitted on another page
+is not fitted again, and the numbers are those of ``gapviz compare`` (the command is shown
+under the table).
 """
 
 from __future__ import annotations
@@ -19,11 +19,14 @@ from gapviz import exports
 from gapviz.compare import COMPARE_KEYS
 from gapviz.compare_figures import compare_heatmap, measure_help, measure_label
 from gapviz.measures import measure_gap
-from gapviz.run_params import params_text, suited_params
+from gapviz.methods import format_params, suited_params
 from gapviz.tables import best_per_row, format_value
 from gapviz.workspace import DEMO_DATASET, Active
-from pages import common
-from pages import exports as export_ui
+from ui import compute
+from ui import export_menu as export_ui
+from ui.components import guard, method_label, method_names
+from ui.frame import page_header
+from ui.state import keep, workspace
 
 #: Background of the best cell of each column.
 BEST_STYLE = "background-color: #D1FAE5; color: #065F46; font-weight: 700"
@@ -33,13 +36,10 @@ BEST_STYLE = "background-color: #D1FAE5; color: #065F46; font-weight: 700"
 SLOW_METHODS = ("ot", "vlap")
 MEASURE_CACHE_ENTRIES = 256
 
-ws = common.workspace()
-act = common.page_header("Compare", "every method and every model on the same pairs")
+ws = workspace()
+act = page_header("Compare", "every method and every model on the same pairs")
 ds = act.dataset
-names = common.method_names()
-if not names:
-    st.error("No gap-closing methods are available (gapviz.methods did not load).")
-    st.stop()
+names = method_names()
 offered = (["orig"] if "orig" in names else []) + [m for m in names if m != "orig"]
 
 
@@ -67,9 +67,9 @@ def _metrics(a: Active, name: str) -> dict[str, float]:
     """The measures of ``name`` on model ``a``: raw ones from the shared raw view, the others
     from the shared fit store (a method fitted on another page is not fitted again)."""
     if name == "orig":
-        return common.active_raw_view(a).report.metrics
+        return compute.active_raw_view(a).report.metrics
     fit_params, view_params = dash.split_params(name, _params(name, a), a.pairs.n, a.pairs.dim)
-    method = common.fitted_method(a, name, fit_params)
+    method = compute.fitted_method(a, name, fit_params)
     return _measures(a.key, name, tuple(sorted(fit_params.items())), tuple(sorted(view_params.items())),
                      method, a.pairs.image_embeddings, a.pairs.text_embeddings)
 
@@ -111,13 +111,13 @@ def _cli_command(models: list[str], methods: list[str]) -> tuple[str, str]:
 models_all = list(ds.models)
 with st.container(border=True):
     c1, c2 = st.columns([2.2, 1.4], vertical_alignment="bottom")
-    methods = c1.multiselect("Methods (rows)", offered, format_func=common.method_label,
-                             **common.keep("compare_methods", [m for m in offered if m not in SLOW_METHODS]),
+    methods = c1.multiselect("Methods (rows)", offered, format_func=method_label,
+                             **keep("compare_methods", [m for m in offered if m not in SLOW_METHODS]),
                              help="Each is fitted once per model and cached: the other pages "
                                   "reuse the fits, and this table reuses theirs. Laplace OT is "
                                   "left out at first: it takes about a minute on 2,500 pairs.")
     if len(models_all) > 1:
-        models = c2.multiselect("Models", models_all, **common.keep("compare_models", [act.model]),
+        models = c2.multiselect("Models", models_all, **keep("compare_models", [act.model]),
                                 help="The same pairs embedded by several models (added on Data).")
     else:
         models = [act.model]
@@ -145,10 +145,10 @@ tasks = [(m, n) for m in models for n in methods]
 bar = st.progress(0.0, text="Measuring…") if len(tasks) > 1 else None
 for i, (model, name) in enumerate(tasks):
     if bar is not None:
-        bar.progress(i / len(tasks), text=f"{model}: {common.method_label(name)} ({i + 1} of {len(tasks)})")
+        bar.progress(i / len(tasks), text=f"{model}: {method_label(name)} ({i + 1} of {len(tasks)})")
     a = _active_for(model)
     metrics = None
-    with common.guard(f"measure {common.method_label(name)} on {model}"):
+    with guard(f"measure {method_label(name)} on {model}"):
         metrics = _metrics(a, name)
     if metrics is None:
         failed.append((model, name))
@@ -156,8 +156,8 @@ for i, (model, name) in enumerate(tasks):
     label = _run_label(model, name)
     columns[label] = metrics
     params = _params(name, a) if name != "orig" else {}
-    records.append({"run": label, "model": model, "method": common.method_label(name),
-                    "parameters": params_text(params), **{k: metrics.get(k, math.nan) for k in COMPARE_KEYS}})
+    records.append({"run": label, "model": model, "method": method_label(name),
+                    "parameters": format_params(name, params), **{k: metrics.get(k, math.nan) for k in COMPARE_KEYS}})
 if bar is not None:
     bar.empty()
 if not columns:
@@ -200,13 +200,13 @@ def _show_table_and_heatmap() -> None:
 display = {(f"{r['model']} / {r['method']}" if len(models) > 1 else r["method"]): columns[r["run"]]
            for r in records}  # the heatmap's rows read as the table's
 heat = compare_heatmap(display, keys)
-with common.guard("show the comparison"):
+with guard("show the comparison"):
     _show_table_and_heatmap()
 for model, name in failed:
-    st.caption(f"Left out: {common.method_label(name)} on {model} (see the message above).")
+    st.caption(f"Left out: {method_label(name)} on {model} (see the message above).")
 
 e1, e2 = st.columns([5, 1], vertical_alignment="center")
-with e1.expander("The same table from the command line"), common.guard("write the command"):
+with e1.expander("The same table from the command line"), guard("write the command"):
     cmd, note = _cli_command(models, methods)
     st.code(cmd, language="bash")
     st.caption(note + " Use `--format table|csv|json` for other layouts.")
@@ -221,7 +221,7 @@ def _report() -> str:
                for r in records])
 
 
-with e2, common.guard("prepare the exports"):
+with e2, guard("prepare the exports"):
     export_ui.export_menu(export_ui.ExportItems(columns=columns, keys=keys, figures=[("heatmap", heat)],
                                                 report=_report),
                           prefix="compare", stem=f"compare-{ds.name}")

@@ -8,7 +8,6 @@ stays loaded and active.
 
 from __future__ import annotations
 
-import hashlib
 import html
 import re
 from collections.abc import Iterator
@@ -20,38 +19,32 @@ import streamlit as st
 
 from gapviz import dashboard as dash
 from gapviz.cache import EmbeddingCache, cache_root
+from gapviz.data import save_upload
 from gapviz.embeddings import load_embeddings
-from gapviz.encode import KNOWN_MODELS, ModelSpec, load_model
+from gapviz.encode import KNOWN_MODELS, ModelSpec
 from gapviz.simulate import PROFILES, simulate_pairs
 from gapviz.workspace import DEMO_DATASET
-from pages import common
+from ui import compute
+from ui.components import guard, md_text
+from ui.frame import page_header
+from ui.state import keep, workspace
 
 PREVIEW_PAIRS = 12
 PREVIEW_COLUMNS = 6
 OTHER_MODEL = "other"
 SIM_SIZES = (500, 1000, 2500, 5000, 10000)
 
-ws = common.workspace()
-act = common.page_header("Data", "what every page shows")
+ws = workspace()
+act = page_header("Data", "what every page shows")
 
 
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
-@st.cache_resource(max_entries=2, show_spinner="Loading the model (once)…")
-def loaded_model(spec: ModelSpec):
-    """An open_clip model held across runs and sessions (a model: ``cache_resource``)."""
-    return load_model(spec)
-
-
-def _save_upload(name: str, data: bytes, folder: str = "uploads") -> Path:
-    """Keep an uploaded file in the cache under its content hash (loaders need a path)."""
-    digest = hashlib.sha1(data).hexdigest()[:16]
-    dest = cache_root() / folder / digest / Path(name).name
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if not dest.exists():
-        dest.write_bytes(data)
-    return dest
+def _saved_file(name: str, data: bytes) -> Path:
+    """One uploaded file kept in the cache (loaders need a path); see ``save_upload``."""
+    saved = save_upload([(name, data)])
+    return saved if saved.is_file() else next(p for p in saved.iterdir() if p.is_file())
 
 
 @contextmanager
@@ -79,17 +72,17 @@ def model_picker(prefix: str) -> ModelSpec:
     labels = {m.name: m.label for m in KNOWN_MODELS} | {OTHER_MODEL: "Another open_clip model…"}
     c1, c2 = st.columns([2, 1])
     choice = c1.selectbox("Model", list(labels), format_func=labels.get,
-                          **common.keep(f"{prefix}_model", KNOWN_MODELS[0].name))
+                          **keep(f"{prefix}_model", KNOWN_MODELS[0].name))
     random_weights = c2.toggle("Random weights", help="No download: a randomly initialised "
                                "(seeded) model. Tests the pipeline; random encoders already show "
                                "a gap (cone effect), but this is not a real model.",
-                               **common.keep(f"{prefix}_random", False))
+                               **keep(f"{prefix}_random", False))
     if choice == OTHER_MODEL:
         c3, c4 = st.columns(2)
         name = c3.text_input("open_clip architecture", help="e.g. ViT-B-32, ViT-S-32, "
-                             "hf-hub:org/repo", **common.keep(f"{prefix}_arch", "ViT-B-32"))
+                             "hf-hub:org/repo", **keep(f"{prefix}_arch", "ViT-B-32"))
         tag = c4.text_input("Weights", help="A pretrained tag (openai, laion2b_s34b_b79k, …) or "
-                            "a local checkpoint path", **common.keep(f"{prefix}_weights", "openai"))
+                            "a local checkpoint path", **keep(f"{prefix}_weights", "openai"))
     else:
         name = choice
         tag = next(m.pretrained for m in KNOWN_MODELS if m.name == choice)
@@ -102,12 +95,12 @@ def _embed_and_add(pairs, report, spec: ModelSpec, source: str, meta: dict) -> N
     bar, update = _progress_bar(f"Embedding {len(pairs):,} pairs with {spec.label()}")
     model = spec
     if len(pairs) >= 2 and cache.load(cache.key(pairs, spec.identity())) is None:
-        model = loaded_model(spec)  # only load the model when the disk cache cannot answer
+        model = compute.loaded_model(spec)  # only load the model when the disk cache cannot answer
     embeddings, report = dash.embed_loaded_pairs(pairs, report, model, cache=cache, meta=meta,
                                                  progress=update)
     bar.empty()
     dataset, model_name = ws.add(embeddings, source=source, report=report)
-    ws.last_load = {"ok": True, "dataset": dataset, "model": model_name,
+    ws.last_load = {"dataset": dataset, "model": model_name,
                     "lines": report.lines(), "warnings": list(report.warnings)}
     st.rerun()  # the sidebar, drawn before this page, now shows the new data
 
@@ -116,7 +109,8 @@ def _show_last_load() -> None:
     last = ws.last_load
     if not last:
         return
-    st.success(f"Loaded **{last['dataset']}** · model **{last['model']}** — {last['lines'][0]}.",
+    st.success(f"Loaded **{md_text(last['dataset'])}** · model **{md_text(last['model'])}** — "
+               f"{md_text(last['lines'][0])}.",
                icon=":material/check_circle:")
     details = last["lines"][1:]
     if details:
@@ -143,16 +137,16 @@ def demo_tab() -> None:
     st.markdown("**Simulate another set** (same generator, another size or seed)")
     c2, c3, c4 = st.columns([1, 1, 1.3], vertical_alignment="bottom")
     n = c2.selectbox("Pairs", SIM_SIZES, format_func="{:,}".format,
-                     **common.keep("data_sim_n", 2500))
-    seed = c3.number_input("Seed", 0, 10_000, step=1, **common.keep("data_sim_seed", 1))
+                     **keep("data_sim_n", 2500))
+    seed = c3.number_input("Seed", 0, 10_000, step=1, **keep("data_sim_seed", 1))
     if c4.button("Simulate", key="data_sim_go", icon=":material/casino:", width="stretch"):
-        with common.guard("simulate pairs"), st.spinner("Simulating…"):
+        with guard("simulate pairs"), st.spinner("Simulating…"):
             name = f"Simulated · {int(n):,} pairs · seed {int(seed)}"
             for profile in PROFILES:
                 sim = simulate_pairs(int(n), profile=profile, seed=int(seed))
                 ws.add(sim, source="simulated (gapviz.simulate)", dataset=name,
                        model=PROFILES[profile].name, activate=profile == "clip")
-            ws.last_load = {"ok": True, "dataset": name, "model": PROFILES["clip"].name,
+            ws.last_load = {"dataset": name, "model": PROFILES["clip"].name,
                             "lines": [f"simulated {int(n):,} pairs under {len(PROFILES)} profiles"]}
             st.rerun()
 
@@ -168,24 +162,16 @@ def pairs_tab() -> None:
                          placeholder="/path/to/pairs or /path/to/pairs.zip")
     c1, c2 = st.columns(2)
     n = c1.number_input("Keep at most (0 = all)", 0, 1_000_000, step=500,
-                        **common.keep("data_pairs_n", 0))
-    seed = c2.number_input("Sample seed", 0, 10_000, step=1, **common.keep("data_pairs_seed", 0))
+                        **keep("data_pairs_n", 0))
+    seed = c2.number_input("Sample seed", 0, 10_000, step=1, **keep("data_pairs_seed", 0))
     spec = model_picker("data_pairs")
     if st.button("Load and embed", key="data_pairs_go", type="primary", icon=":material/upload:"):
-        with common.guard("load these pairs"):
+        with guard("load these pairs"):
             from gapviz.data import load_folder
 
             if files:
-                if len(files) == 1 and Path(files[0].name).suffix.lower() in (".zip", ".tar"):
-                    source_path = _save_upload(files[0].name, files[0].getvalue())
-                    source = files[0].name
-                else:
-                    digest = hashlib.sha1(b"".join(f.getvalue() for f in files)).hexdigest()[:16]
-                    folder = cache_root() / "uploads" / digest
-                    folder.mkdir(parents=True, exist_ok=True)
-                    for f in files:
-                        (folder / Path(f.name).name).write_bytes(f.getvalue())
-                    source_path, source = folder, f"{len(files)} uploaded files"
+                source_path = save_upload([(f.name, f.getvalue()) for f in files])
+                source = files[0].name if len(files) == 1 else f"{len(files)} uploaded files"
             elif path.strip():
                 source_path, source = Path(path.strip()).expanduser(), Path(path.strip()).name
             else:
@@ -201,11 +187,11 @@ def pairs_tab() -> None:
 
 def sample_tab() -> None:
     kind = st.radio("Dataset", ["COCO captions", "Conceptual Captions"], horizontal=True,
-                    **common.keep("data_sample_kind", "COCO captions"))
+                    **keep("data_sample_kind", "COCO captions"))
     c1, c2 = st.columns(2)
-    n = c1.number_input("Pairs", 10, 50_000, step=500, **common.keep("data_sample_n", 2500),
+    n = c1.number_input("Pairs", 10, 50_000, step=500, **keep("data_sample_n", 2500),
                         help="The paper uses 2,500 random pairs.")
-    seed = c2.number_input("Seed", 0, 10_000, step=1, **common.keep("data_sample_seed", 0))
+    seed = c2.number_input("Seed", 0, 10_000, step=1, **keep("data_sample_seed", 0))
     if kind == "COCO captions":
         ann = st.text_input("Annotations (optional)", key="data_coco_ann",
                             placeholder="captions_val2017.json, the annotations zip, or a URL; "
@@ -218,7 +204,7 @@ def sample_tab() -> None:
     spec = model_picker("data_sample")
     if st.button("Sample and embed", key="data_sample_go", type="primary",
                  icon=":material/download:"):
-        with common.guard(f"sample {kind}"):
+        with guard(f"sample {kind}"):
             from gapviz.data import load_cc, load_coco
 
             bar, update = _progress_bar("Preparing the sample")
@@ -245,16 +231,15 @@ def embeddings_tab() -> None:
                  disabled=not files):
         loaded = []
         for f in files or []:
-            with common.guard(f"load {f.name}"):
+            with guard(f"load {f.name}"):
                 with _as_uploaded(f.name):
-                    pairs, report = load_embeddings(_save_upload(f.name, f.getvalue(),
-                                                                 "embeddings-uploads"))
+                    pairs, report = load_embeddings(_saved_file(f.name, f.getvalue()))
                 model = pairs.model or Path(f.name).stem
                 loaded.append(ws.add(pairs, source=f"embeddings file {f.name}", model=model,
                                      report=report) + (report,))
         if loaded:
             dataset, model, report = loaded[-1]
-            ws.last_load = {"ok": True, "dataset": dataset, "model": model,
+            ws.last_load = {"dataset": dataset, "model": model,
                             "lines": [report.summary(), *(f"  warning: {w}" for w in report.warnings)]}
             st.rerun()
 
@@ -307,7 +292,7 @@ def loaded_summary() -> None:
     st.caption("Switch dataset and model in the sidebar.")
     report = act.dataset.reports.get(act.model)
     if report is not None:
-        st.markdown(f"**{act.model}**: {report.summary()}")
+        st.markdown(f"**{md_text(act.model)}**: {md_text(report.summary())}")
         reasons = [(reason, len(rows)) for reason, rows in report.skipped.items() if rows]
         if reasons:
             st.dataframe(pd.DataFrame(reasons, columns=["skipped because", "pairs"]),
@@ -333,8 +318,8 @@ with left:
         embeddings_tab()
 with right:
     st.subheader("Loaded")
-    with common.guard("list the loaded data"):
+    with guard("list the loaded data"):
         loaded_summary()
 st.subheader("Preview", help="The first pairs of the active dataset.")
-with common.guard("show the preview"):
+with guard("show the preview"):
     preview_grid()

@@ -8,31 +8,34 @@ import streamlit as st
 
 from gapviz import dashboard as dash
 from gapviz import figures
-from pages import common
+from ui import compute
+from ui.components import guard, metric_cards
+from ui.frame import page_header
+from ui.state import keep
 
 PROJECTIONS = {"PCA": "pca", "UMAP": "umap"}
 SCATTER_HEIGHT = 600
 MAX_THUMBNAILS = 12
 
-act = common.page_header("Explore the gap", "images and texts in one picture")
+act = page_header("Explore the gap", "images and texts in one picture")
 pairs = act.pairs
 
 c1, c2, c3 = st.columns([1.3, 1.2, 3])
 projection = c1.radio("Projection", list(PROJECTIONS), horizontal=True,
                       help="PCA is exact and instant. UMAP shows neighbourhoods; it runs in the "
                            "background once per dataset and is cached.",
-                      **common.keep("explore_projection", "PCA"))
+                      **keep("explore_projection", "PCA"))
 lines = c2.toggle("Pair lines", help=f"Join each image to its caption (at most "
                                      f"{figures.MAX_PAIR_LINES:,} pairs drawn).",
-                  **common.keep("explore_lines", False))
+                  **keep("explore_lines", False))
 c3.caption("Hover a point for its caption. Lasso or box-select points (toolbar, top right of "
            "the chart) to list their pairs.")
 
-common.umap_warm_up()  # so that a later UMAP click does not wait for compilation
+compute.umap_warm_up()  # so that a later UMAP click does not wait for compilation
 umap_pending = False
 if PROJECTIONS[projection] == "umap":
-    with common.guard("start UMAP"):
-        umap_pending = common.umap_ready(act) is None
+    with guard("start UMAP"):
+        umap_pending = compute.umap_ready(act) is None
 
 
 def _selection_table(rows: list[tuple[int, str]]) -> None:
@@ -61,12 +64,12 @@ def _selection_table(rows: list[tuple[int, str]]) -> None:
             cols[i % 4].image(pairs.image_paths[r], caption=pairs.ids[r], width="stretch")
 
 
-@st.fragment(run_every=common.UMAP_POLL_SECONDS if umap_pending else None)
+@st.fragment(run_every=compute.UMAP_POLL_SECONDS if umap_pending else None)
 def scatter_panel() -> None:
-    with common.guard("draw the scatter"):
-        proj = common.active_raw_view(act).projection
+    with guard("draw the scatter"):
+        proj = compute.active_raw_view(act).projection
         if PROJECTIONS[projection] == "umap":
-            ready = common.umap_ready(act)
+            ready = compute.umap_ready(act)
             if ready is None:
                 st.status(f"Computing UMAP of {2 * pairs.n:,} points in the background "
                           "(once; cached afterwards). Showing PCA meanwhile.", state="running")
@@ -94,8 +97,8 @@ def scatter_panel() -> None:
                 st.markdown("**Selection**")
                 st.caption("Nothing selected yet. Use the lasso or box tool on the chart; "
                            "double-click the chart to clear.")
-                raw = common.active_raw_view(act).report.metrics
-                common.metric_cards(raw, keys=("ITR", "TIR", "R@{k}", "paired_cosine_distance"),
+                raw = compute.active_raw_view(act).report.metrics
+                metric_cards(raw, keys=("ITR", "TIR", "R@{k}", "paired_cosine_distance"),
                                     per_row=2)
 
 

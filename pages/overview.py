@@ -16,13 +16,14 @@ import streamlit as st
 from gapviz import dashboard as dash
 from gapviz import figures
 from gapviz.retrieval import retrieve
-from pages import common
+from ui import compute
+from ui.components import describe_pair_item, guard, method_label, metric_cards
+from ui.frame import page_header
 
 PROOF_K = 5
 SCATTER_HEIGHT = 205
 
-common.style(common.COMPACT_CARDS_CSS)
-act = common.page_header("The modality gap at a glance")
+act = page_header("The modality gap at a glance", compact=True)
 pairs = act.pairs
 
 
@@ -46,7 +47,7 @@ def _pill(modality: str) -> str:
 def _hits_html(result, label: str) -> str:
     rows = []
     for hit in result.hits:
-        text = common.describe_pair_item(pairs, hit.index, hit.modality)
+        text = describe_pair_item(pairs, hit.index, hit.modality)
         mark = ("<span style='color:#059669;font-weight:700;white-space:nowrap'>&#10003; pair</span>"
                 if hit.is_partner else "")
         weight = "600" if hit.is_partner else "400"
@@ -65,11 +66,11 @@ def _hits_html(result, label: str) -> str:
 
 
 def _render() -> None:
-    raw = common.active_raw_view(act)
+    raw = compute.active_raw_view(act)
     params = dash.default_params(pairs.n, pairs.dim)
-    closed = common.closed_view(act, dash.DEFAULT_METHOD, params)
+    closed = compute.closed_view(act, dash.DEFAULT_METHOD, params)
     k = params["n_components"]
-    closed_label = f"{common.method_label(dash.DEFAULT_METHOD)}, k = {k}"
+    closed_label = f"{method_label(dash.DEFAULT_METHOD)}, k = {k}"
 
     default_query = dash.pick_example_query(raw.report, closed.report)
     chosen = st.session_state.get("overview_query")  # (content hash, row): reset on new data
@@ -83,7 +84,7 @@ def _render() -> None:
                                   query=("image", query), height=SCATTER_HEIGHT)
         st.plotly_chart(fig, key="overview_raw_scatter", config={"displayModeBar": False})
         _panel_title(2, "The gap, measured")
-        common.metric_cards(raw.report.metrics, keys=dash.GAP_CARDS, gap="xsmall")
+        metric_cards(raw.report.metrics, keys=dash.GAP_CARDS, gap="xsmall")
         st.caption(dash.gap_sentence(raw.report.metrics).capitalize())
     with right, st.container(border=True):
         _panel_title(3, "The gap, closed", closed_label)
@@ -93,7 +94,7 @@ def _render() -> None:
         st.markdown("<div style='font-weight:600;font-size:0.92rem;margin:0.1rem 0 0 0;"
                     "color:#334155'>Measured again <span style='color:#64748B;font-weight:400'>"
                     "· change vs raw</span></div>", unsafe_allow_html=True)
-        common.metric_cards(closed.report.metrics, raw.report.metrics, keys=dash.GAP_CARDS,
+        metric_cards(closed.report.metrics, raw.report.metrics, keys=dash.GAP_CARDS,
                             gap="xsmall")
         st.caption(dash.gap_sentence(closed.report.metrics).capitalize())
 
@@ -130,5 +131,5 @@ def _render() -> None:
                           unsafe_allow_html=True)
 
 
-with common.guard("build the overview"):
+with guard("build the overview"):
     _render()

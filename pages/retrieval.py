@@ -5,7 +5,7 @@ images only; once the gap is closed its own caption rises to the top. The query 
 the dataset (its image or its caption), a random one, a point selected on Explore, or free
 text typed by the user (embedded by the model that made the data, then placed in the method's
 space through its out-of-sample path). Fitted methods come from the app's shared cache
-(:func:`pages.common.closed_view`): a method fitted on another page is not fitted again.
+(:func:`ui.compute.closed_view`): a method fitted on another page is not fitted again.
 """
 
 from __future__ import annotations
@@ -19,11 +19,13 @@ import streamlit as st
 from gapviz import dashboard as dash
 from gapviz import exports
 from gapviz import retrieval_view as rv
-from gapviz.figures import selected_rows
-from gapviz.retrieval import IMAGE, TEXT, retrieve, retrieve_vector
-from gapviz.run_params import params_text, suited_params
-from pages import common
-from pages import exports as export_ui
+from gapviz.methods import format_params, suited_params
+from gapviz.retrieval import IMAGE, TEXT
+from ui import compute
+from ui import export_menu as export_ui
+from ui.components import guard, method_label, method_names
+from ui.frame import page_header
+from ui.state import forget_kept, keep, set_kept, workspace
 
 #: K of the top-K lists: slider range and default.
 K_MIN, K_MAX, K_DEFAULT = 3, 50, 10
@@ -32,28 +34,16 @@ PICKER_MAX = 20_000
 #: Query sources offered.
 SOURCES = {"pair": "A pair", "explore": "Explore selection", "text": "Free text"}
 MODALITIES = {IMAGE: "Image", TEXT: "Caption"}
-#: Session keys where the Explore page may leave its selection: ``(content hash, [(row,
-#: modality), ...])``; the chart's own widget state is read as a fallback.
-EXPLORE_SELECTION_KEYS = ("explore_selection", "explore_selected")
+#: Session key where the Explore page leaves its selection: ``(content hash, [(row,
+#: modality), ...])``.
+EXPLORE_SELECTION_KEY = "explore_selection"
 FIGURE_HEIGHT = 175
 
-ws = common.workspace()
-act = common.page_header("Retrieval", "one query in the mixed image + text pool")
+ws = workspace()
+act = page_header("Retrieval", "one query in the mixed image + text pool")
 pairs = act.pairs
 pool = 2 * pairs.n - 1
-names = common.method_names()
-if not names:
-    st.error("No gap-closing methods are available (gapviz.methods did not load).")
-    st.stop()
-
-
-# ---------------------------------------------------------------------------------------------
-# state helpers
-# ---------------------------------------------------------------------------------------------
-def _set(key: str, value) -> None:
-    """Set a widget's value from a callback, also where :func:`common.keep` saved it."""
-    st.session_state[key] = value
-    st.session_state.setdefault(common.KEPT_KEY, {})[key] = value
+names = method_names()
 
 
 def _method_params(name: str) -> dict:
@@ -64,77 +54,34 @@ def _method_params(name: str) -> dict:
 
 
 def _explore_selection() -> list[tuple[int, str]]:
-    """Points selected on Explore for the active data (row, modality), if any.
-
-    Read from the key Explore saves them under; else from the Explore chart's own widget
-    state, which Streamlit drops after the first run of another page, so it is saved here.
-    """
-    for key in EXPLORE_SELECTION_KEYS:
-        saved = st.session_state.get(key)
-        if isinstance(saved, (tuple, list)) and len(saved) == 2 and saved[0] == act.key:
-            return [(int(r), str(m)) for r, m in saved[1] if 0 <= int(r) < pairs.n]
-    state = st.session_state.get("explore_scatter")
-    selection = getattr(state, "selection", None) or (state.get("selection") if isinstance(state, dict) else None)
-    rows = [(r, m) for r, m in selected_rows(selection) if 0 <= r < pairs.n]
-    if rows:
-        st.session_state[EXPLORE_SELECTION_KEYS[0]] = (act.key, rows)
-    return rows
-
-
-def _model_spec():
-    """The open_clip model that made the active embeddings, or ``(None, reason)``."""
-    meta = pairs.meta
-    if act.simulated:
-        return None, ("Free text needs the model that made the embeddings; the demo is simulated "
-                      "(no model). Load your own pairs on **Data** to type queries.")
-    name = meta.get("model_name")
-    if not name:
-        return None, ("These embeddings were loaded from a file, so gapviz does not know which "
-                      "model made them; embed pairs on **Data** to type queries.")
-    from gapviz.encode import ModelSpec
-
-    return ModelSpec(str(name), meta.get("pretrained")), ""
-
-
-@st.cache_resource(max_entries=2, show_spinner="Loading the model (once)…")
-def _load_model(spec):
-    from gapviz.encode import load_model
-
-    return load_model(spec)
-
-
-@st.cache_data(max_entries=128, show_spinner="Embedding your text…")
-def _embed_text(identity: str, text: str, _spec) -> np.ndarray:
-    """The typed text embedded by the model (keyed on the model's identity and the text)."""
-    from gapviz.encode import embed_texts
-
-    loader = getattr(common, "loaded_model", None) or _load_model  # share the Data page's model
-    return embed_texts(loader(_spec), [text])[0]
+    """Points selected on Explore for the active data (row, modality), if any."""
+    saved = st.session_state.get(EXPLORE_SELECTION_KEY)
+    if isinstance(saved, (tuple, list)) and len(saved) == 2 and saved[0] == act.key:
+        return [(int(r), str(m)) for r, m in saved[1] if 0 <= int(r) < pairs.n]
+    return []
 
 
 # ---------------------------------------------------------------------------------------------
 # controls
 # ---------------------------------------------------------------------------------------------
 if st.session_state.get("retrieval_for") != act.key:  # new data: forget the old query
-    for key in ("retrieval_pair", "retrieval_explore_item"):
-        st.session_state.pop(key, None)
-        st.session_state.get(common.KEPT_KEY, {}).pop(key, None)
+    forget_kept("retrieval_pair", "retrieval_explore_item")
     st.session_state["retrieval_for"] = act.key
 
 with st.container(border=True):
     c1, c2, c3 = st.columns([1.6, 1.3, 1.2], vertical_alignment="bottom")
     source = c1.radio("Query", list(SOURCES), format_func=SOURCES.get, horizontal=True,
-                      **common.keep("retrieval_source", "pair"))
-    method = c2.selectbox("Method (right column)", names, format_func=common.method_label,
-                          **common.keep("retrieval_method", ws.method if ws.method in names else names[0]))
-    k = c3.slider("Top K", K_MIN, K_MAX, **common.keep("retrieval_k", K_DEFAULT),
+                      **keep("retrieval_source", "pair"))
+    method = c2.selectbox("Method (right column)", names, format_func=method_label,
+                          **keep("retrieval_method", ws.method if ws.method in names else names[0]))
+    k = c3.slider("Top K", K_MIN, K_MAX, **keep("retrieval_k", K_DEFAULT),
                   help="How many results each column lists.")
     params = _method_params(method)
 
     raw = view = None
-    with common.guard(f"apply {common.method_label(method)}"):
-        raw = common.active_raw_view(act)
-        view = common.closed_view(act, method, params) if method != "orig" else raw
+    with guard(f"apply {method_label(method)}"):
+        raw = compute.active_raw_view(act)
+        view = compute.closed_view(act, method, params) if method != "orig" else raw
     if view is None:
         st.stop()
 
@@ -143,22 +90,22 @@ with st.container(border=True):
         best = dash.pick_example_query(raw.report, view.report)
         d1, d2, d3, d4 = st.columns([1.1, 3.2, 0.9, 1.1], vertical_alignment="bottom")
         modality = d1.radio("Query is the pair's", list(MODALITIES), format_func=MODALITIES.get,
-                            horizontal=True, **common.keep("retrieval_modality", IMAGE))
+                            horizontal=True, **keep("retrieval_modality", IMAGE))
         if "retrieval_pair" not in st.session_state:
-            _set("retrieval_pair", best)
+            set_kept("retrieval_pair", best)
         if pairs.n <= PICKER_MAX:
             row = d2.selectbox(
                 "Pair", range(pairs.n), key="retrieval_pair",
                 format_func=lambda r: f"{pairs.ids[r]} · {rv.caption_of(pairs, r)[:90]}",
-                on_change=lambda: _set("retrieval_pair", st.session_state["retrieval_pair"]),
+                on_change=lambda: set_kept("retrieval_pair", st.session_state["retrieval_pair"]),
                 help="Type to search ids and captions.")
         else:
             row = d2.number_input("Pair (row)", 0, pairs.n - 1, step=1, key="retrieval_pair",
-                                  on_change=lambda: _set("retrieval_pair", st.session_state["retrieval_pair"]))
+                                  on_change=lambda: set_kept("retrieval_pair", st.session_state["retrieval_pair"]))
         d3.button("Random", key="retrieval_random", icon=":material/shuffle:", width="stretch",
-                  on_click=lambda: _set("retrieval_pair", int(np.random.default_rng().integers(pairs.n))))
+                  on_click=lambda: set_kept("retrieval_pair", int(np.random.default_rng().integers(pairs.n))))
         d4.button("Best example", key="retrieval_best", icon=":material/star:", width="stretch",
-                  on_click=lambda: _set("retrieval_pair", best), disabled=int(row) == best,
+                  on_click=lambda: set_kept("retrieval_pair", best), disabled=int(row) == best,
                   help="The pair whose caption the method ranks best where the raw embeddings "
                        "rank texts worst: the paper's contrast at its clearest.")
         query = rv.Query(modality, int(row))
@@ -177,7 +124,7 @@ with st.container(border=True):
             r, m = chosen[min(int(item), len(chosen) - 1)]
             query = rv.Query(m, r)
     else:
-        spec, reason = _model_spec()
+        spec, reason = rv.query_model(pairs)
         text = st.text_input("Your text", key="retrieval_text", disabled=spec is None,
                              placeholder="a dog running on a beach" if spec else "",
                              help="Embedded by the model of the active data, then placed in the "
@@ -188,8 +135,8 @@ with st.container(border=True):
             query = rv.Query(TEXT, None, text.strip())
         else:
             st.caption("Type a caption-like sentence and press Enter.")
-    st.caption(f"Right column: **{common.method_label(method)}**"
-               + (f" ({params_text(params)})" if params else "")
+    st.caption(f"Right column: **{method_label(method)}**"
+               + (f" ({format_params(method, params)})" if params else "")
                + f". Pool: {pairs.n:,} images + {pairs.n:,} captions; a query is ranked against "
                  f"the other {pool:,}.")
 
@@ -202,33 +149,27 @@ if query is None:
 # ---------------------------------------------------------------------------------------------
 def _results(query: rv.Query):
     """(raw result, method result) of the query, or raises with a message for the user."""
-    X, Y = pairs.image_embeddings, pairs.text_embeddings
     if not query.is_free:
-        return (retrieve(X, Y, query.modality, query.row, k),
-                retrieve(view.images, view.texts, query.modality, query.row, k))
-    spec, _ = _model_spec()
-    vec = _embed_text(json.dumps(spec.identity(), sort_keys=True), query.text, spec)
-    if vec.shape[0] != X.shape[1]:
-        raise ValueError(f"the model gives {vec.shape[0]}-d vectors but the data is {X.shape[1]}-d; "
-                         "the embeddings were not made by this model.")
-    left = retrieve_vector(vec, X, Y, query.modality, k)
+        return rv.run_query(pairs, view.images, view.texts, query, k)
+    spec, _ = rv.query_model(pairs)
+    vector = compute.embed_text(json.dumps(spec.identity(), sort_keys=True), query.text, spec)
     if method == "orig":
-        return left, retrieve_vector(vec, view.images, view.texts, query.modality, k)
+        return rv.run_query(pairs, view.images, view.texts, query, k, vector=vector)
     fit_params, view_params = dash.split_params(method, params, pairs.n, pairs.dim)
-    fitted = common.fitted_method(act, method, fit_params)
-    placed = rv.place_free_query(fitted, vec, query.modality, view_params)
-    return left, retrieve_vector(placed, view.images, view.texts, query.modality, k)
+    fitted = compute.fitted_method(act, method, fit_params)
+    return rv.run_query(pairs, view.images, view.texts, query, k, method=fitted,
+                        view_params=view_params, vector=vector)
 
 
 result = None
-with common.guard("run the query"):
+with guard("run the query"):
     result = _results(query)
 if result is None:
     st.stop()
 left_result, right_result = result
 k = len(left_result.hits)  # the slider's K, or the whole pool when it is smaller
 
-method_title = common.method_label(method) + (f" ({params_text(params)})" if params else "")
+method_title = method_label(method) + (f" ({format_params(method, params)})" if params else "")
 columns = (("Raw embeddings", left_result), (method_title, right_result))
 own = "images" if query.modality == IMAGE else "texts"
 
@@ -266,7 +207,7 @@ def _column(i: int, title: str, res) -> go.Figure:
 
 
 figs: list[tuple[str, go.Figure]] = []
-with common.guard("show the results"):
+with guard("show the results"):
     st.markdown(rv.query_html(pairs, query), unsafe_allow_html=True)
     for i, (col, (title, res)) in enumerate(zip(st.columns(2, gap="large"), columns)):
         with col:
@@ -286,7 +227,7 @@ def _report() -> str:
     what = (f"free text “{query.text}”" if query.is_free else
             f"the {MODALITIES[query.modality].lower()} of pair {pairs.ids[query.row]}")
     return exports.session_report(
-        pairs, measures, title=f"Retrieval in the mixed pool: raw vs {common.method_label(method)}",
+        pairs, measures, title=f"Retrieval in the mixed pool: raw vs {method_label(method)}",
         dataset=act.dataset.name, source=act.dataset.source, model=act.model, method=desc,
         figures=figs, sections=[(f"Query: {what} (top {k})", rv.side_by_side_html(pairs, query, columns))],
         notes=[rv.summary_line(r, query, k, pool) + f" ({t})" for t, r in columns])
@@ -307,7 +248,7 @@ def _export_items() -> export_ui.ExportItems:
                 exports.MIME["csv"])])
     if method != "orig":
         fit_params, view_params = dash.split_params(method, params, pairs.n, pairs.dim)
-        desc = exports.method_description(common.fitted_method(act, method, fit_params), view_params)
+        desc = exports.method_description(compute.fitted_method(act, method, fit_params), view_params)
         items.embeddings = export_ui.EmbeddingsExport(pairs, view.images, view.texts, desc)
     return items
 
@@ -316,5 +257,5 @@ stem = f"retrieval-{act.model}"
 e1, e2 = st.columns([5, 1])
 e1.caption("Green: the query's true partner, wherever it lands. Similarities are cosines in each "
            "space; ranks count every item of the pool but the query.")
-with e2, common.guard("prepare the exports"):
+with e2, guard("prepare the exports"):
     export_ui.export_menu(_export_items(), prefix="retrieval", stem=stem)

@@ -103,7 +103,7 @@ def test_a_method_choice_becomes_the_current_method(at):
     _clean(at, "Close the gap, centering")
     ws = at.session_state["workspace"]
     assert ws.method == "center"
-    from pages.common import method_summary
+    from ui.sidebar import method_summary
 
     assert method_summary(ws) == "Mean-centering"  # what the sidebar shows
     assert not any(s.key == "close_k" for s in at.slider)  # no k for centering
@@ -113,7 +113,7 @@ def test_a_method_choice_becomes_the_current_method(at):
 
 
 def test_the_model_selector_switches_every_page_and_recomputes_nothing(at):
-    from pages import common
+    from ui import compute
 
     session = _session()
     clip = _metrics(session)["ITR"]
@@ -126,12 +126,12 @@ def test_the_model_selector_switches_every_page_and_recomputes_nothing(at):
     _clean(session, "Close the gap, sim-SigLIP")
     assert "sim-SigLIP" in " ".join(c.value for c in session.caption)
     # Back to sim-CLIP: its fitted spectral method is still in the store, nothing refits.
-    fits = len(common._fit_store())
+    fits = len(compute._fit_store())
     back = _session()
     back.sidebar.selectbox(key="sidebar_model").set_value("sim-SigLIP").run()
     back.switch_page("pages/overview.py").run()
     assert _metrics(back)["ITR"] == siglip
-    assert len(common._fit_store()) == fits
+    assert len(compute._fit_store()) == fits
 
 
 def test_explore_lists_nothing_until_points_are_selected(at):

@@ -118,7 +118,7 @@ def test_through_the_gapviz_command_line(tmp_path, capsys):
 
 
 def test_parameters_suited_to_small_data_are_what_the_cli_is_told():
-    from gapviz.run_params import suited_params
+    from gapviz.methods import suited_params
 
     assert suited_params("spectral", 2500, 512) == {"n_components": 60}
     assert suited_params("spectral", 12, 512, {"n_components": 60}) == {"n_components": 11}

@@ -73,8 +73,10 @@ def test_spectral_k_is_a_view_parameter_and_never_refits():
     assert fit == {"max_components": 200, "n_components": 60}
     assert dash.split_params("spectral", {"n_components": 150}, 2500, 512)[0] == fit
     assert dash.split_params("ot", {"reg_lap": 10.0}, 2500, 512) == ({"reg_lap": 10.0}, {})
-    assert dash.spectral_k_range(8, 32) == (2, 7)
-    assert dash.spectral_k_range(2500, 16) == (2, 16)
+    from gapviz.methods import SpectralGap
+
+    assert SpectralGap.slider_range("n_components", 8, 32) == (2, 7)
+    assert SpectralGap.slider_range("n_components", 2500, 16) == (2, 16)
     assert dash.default_params(8, 32) == {"n_components": 7}
     with pytest.raises(ValueError, match="outside"):
         dash.split_params("spectral", {"n_components": 300}, 2500, 512)

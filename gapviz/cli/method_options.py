@@ -26,6 +26,8 @@ from ..methods.base import GapMethod, ProgressCallback
 
 @dataclass(frozen=True)
 class _Option:
+    """One command-line flag and the parameter it sets in each method that declares it."""
+
     flag: str
     type: Callable[[str], Any] | None
     help: str
@@ -38,52 +40,25 @@ class _Option:
         return "method_" + self.flag.lstrip("-").replace("-", "_")
 
 
-_OPTIONS: tuple[_Option, ...] = (
-    _Option("--k", int, "components: spectral k (default 60; 2..200 typical) or PCA dimensions",
-            {"spectral": "n_components", "pca": "n_components"}),
-    _Option("--max-k", int, "spectral: eigenvectors computed once, any k up to it is a slice (default 200)",
-            {"spectral": "max_components"}),
-    _Option("--graph", str, "spectral graph: cross-modal only (default) or with within-modality edges",
-            {"spectral": "graph"}, choices=("bipartite", "joint")),
-    _Option("--affinity", str, "spectral: rule making cosines non-negative: (1+c)/2 (default), max(c,0), "
-            "exp((c-1)/heat-scale)", {"spectral": "affinity"}, choices=("shift", "clip", "heat")),
-    _Option("--knn", int, "spectral: keep each item's KNN most similar edges (default: dense graph)",
-            {"spectral": "knn"}),
-    _Option("--approximate-knn", None, "spectral: search the kNN graph with pynndescent",
-            {"spectral": "approximate_knn"}, store_const=True),
-    _Option("--heat-scale", float, "spectral: heat-kernel bandwidth in units of 1 - cos (default 0.1)",
-            {"spectral": "heat_scale"}),
-    _Option("--within-weight", float, "spectral, joint graph: weight of within-modality edges (default 1)",
-            {"spectral": "within_weight"}),
-    _Option("--laplacian", str, "spectral: random-walk (D-W)f = lambda D f (default) or (D-W)f = lambda f",
-            {"spectral": "laplacian"}, choices=("normalized", "unnormalized")),
-    _Option("--reg-lap", float, "ot: Laplacian regularisation weight (POT reg_lap; default 100)",
-            {"ot": "reg_lap"}),
-    _Option("--reg-src", float, "ot: share of the image graph in the regulariser, 0..1 (default 1)",
-            {"ot": "reg_src"}),
-    _Option("--reg-type", str, "ot: regularise positions (default) or displacements",
-            {"ot": "reg_type"}, choices=("pos", "disp")),
-    _Option("--similarity", str, "ot: similarity graph of each modality (default knn)",
-            {"ot": "similarity"}, choices=("knn", "gauss")),
-    _Option("--similarity-param", float, "ot: neighbours (knn, default 3) or Gaussian sigma",
-            {"ot": "similarity_param"}),
-    _Option("--max-iter", int, "ot: conditional-gradient iterations (default 10); sinkhorn: iterations "
-            "(default 1000)", {"ot": "max_iter", "sinkhorn": "max_iter"}),
-    _Option("--tol", float, "ot / sinkhorn: stopping tolerance", {"ot": "tol", "sinkhorn": "tol"}),
-    _Option("--reg", float, "sinkhorn: entropic regularisation in units of 2 - 2 cos (default 0.05)",
-            {"sinkhorn": "reg"}),
-    _Option("--sinkhorn-method", str, "sinkhorn: POT solver (default sinkhorn)", {"sinkhorn": "method"},
-            choices=("sinkhorn", "sinkhorn_log", "sinkhorn_stabilized")),
-    _Option("--anchors", int, "vlap: number of anchors (k-means centroids of the texts; default 256)",
-            {"vlap": "n_anchors"}),
-    _Option("--epochs", int, "vlap: training epochs (default 20)", {"vlap": "epochs"}),
-    _Option("--lr", float, "vlap: Adam learning rate (default 1e-3)", {"vlap": "lr"}),
-    _Option("--temperature", float, "vlap: softmax temperature (default 0.1)", {"vlap": "temperature"}),
-    _Option("--no-center", None, "procrustes: do not remove each modality's mean",
-            {"procrustes": "center"}, store_const=False),
-    _Option("--seed", int, "spectral / vlap: random seed (default 0)",
-            {"spectral": "random_state", "vlap": "random_state"}),
-)
+def _options() -> tuple[_Option, ...]:
+    """The flags every registered method declares (``GapMethod.params_info``), merged by flag:
+    ``--k`` is spectral's and PCA's ``n_components``, ``--seed`` spectral's and VLAP's
+    ``random_state``."""
+    merged: dict[str, _Option] = {}
+    for name, cls in METHODS.items():
+        for info in cls.params_info:
+            if info.flag is None:
+                continue
+            known = merged.get(info.flag)
+            if known is None:
+                merged[info.flag] = _Option(info.flag, info.type, info.help, {name: info.name},
+                                            info.choices, info.const)
+            else:
+                known.params[name] = info.name
+    return tuple(merged.values())
+
+
+_OPTIONS: tuple[_Option, ...] = _options()
 
 
 def add_method_arguments(parser: argparse.ArgumentParser) -> None:
@@ -127,10 +102,7 @@ def method_from_args(args: argparse.Namespace) -> GapMethod | None:
         if name not in opt.params:
             raise ValueError(f"{opt.flag} does not apply to --method {name}; it applies to "
                              f"{', '.join(opt.params)}.")
-        value = getattr(args, opt.dest)
-        if opt.flag == "--similarity-param" and float(value).is_integer():
-            value = int(value)  # a neighbour count for similarity='knn'
-        params[opt.params[name]] = value
+        params[opt.params[name]] = getattr(args, opt.dest)
     return make_method(name, **params)
 
 

@@ -8,17 +8,18 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
-from .base import GapMethod, ProgressCallback, l2_normalize
+from .base import GapMethod, Param, ProgressCallback, Slider, _init_params, l2_normalize
 from .baselines import CenterGap, OrigGap, PCAGap, ProcrustesGap, StandardizeGap
 from .ot import OTGap, SinkhornGap
 from .spectral import SpectralGap
 from .vlap import VLAPGap
 
-#: Every method by its registry name, in display order: the reference, the baselines from the
-#: simplest up, then the paper's methods (section 2.1).
+#: Every method by its registry name, in the command line's order: the reference, the
+#: baselines from the simplest up, then the paper's methods (section 2.1). Each class
+#: describes itself (label, summary, parameters with their sliders, command-line flags and
+#: caps, whether it uses the pairing): adding a method is its module and one entry here.
 METHODS: dict[str, type[GapMethod]] = {
     cls.name: cls
     for cls in (OrigGap, CenterGap, StandardizeGap, PCAGap, ProcrustesGap, VLAPGap, SinkhornGap,
@@ -26,11 +27,56 @@ METHODS: dict[str, type[GapMethod]] = {
 }
 
 
+def method_class(name: str) -> type[GapMethod]:
+    """The class registered as ``name`` (ValueError listing the valid names otherwise)."""
+    return _lookup(name)
+
+
+def menu_order() -> list[str]:
+    """Registry names in the app's menu order (the paper's methods first)."""
+    return sorted(METHODS, key=lambda n: (METHODS[n].menu_rank, list(METHODS).index(n)))
+
+
+def method_label(name: str) -> str:
+    """A method's name in menus and reports ("Spectral"); unknown names are shown as given."""
+    cls = METHODS.get(name)
+    return (cls.label or cls.name) if cls is not None else name
+
+
+def suited_params(name: str, n_pairs: int, dim: int,
+                  chosen: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The parameters method ``name`` runs with on N pairs of dimension d.
+
+    ``chosen`` (what the user set) over the method's defaults, with every size parameter the
+    data cannot take (spectral k > min(N - 1, d), PCA k > min(2N, d), anchors > N) lowered to
+    the largest value it can. Parameters a fitted method applies without refitting (spectral
+    k) are always given explicitly, so a page and ``gapviz compare --set`` state them. The
+    Retrieval and Compare pages run every method on whatever data is loaded through this, and
+    the command they show passes the same values.
+    """
+    cls = _lookup(name)
+    defaults = method_params(name)
+    params = {p.name: defaults[p.name] for p in cls.params_info
+              if not p.refits and p.name in defaults}
+    params.update(chosen or {})
+    return cls.suited_params(n_pairs, dim, params)
+
+
+def format_params(name: str, params: dict[str, Any]) -> str:
+    """Parameters for people: "k = 60", "reg_lap = 100, reg_src = 1" (empty when none)."""
+    cls = METHODS.get(name)
+    return cls.format_params(params) if cls is not None else GapMethod.format_params(params)
+
+
+def describe_run(name: str, params: dict[str, Any]) -> str:
+    """A method with its parameters for titles: "Spectral, k = 60"."""
+    shown = format_params(name, params)
+    return f"{method_label(name)}, {shown}" if shown else method_label(name)
+
+
 def method_params(name: str) -> dict[str, Any]:
     """The parameters of method ``name`` and their defaults (what ``make_method`` accepts)."""
-    cls = _lookup(name)
-    return {p.name: p.default for p in inspect.signature(cls.__init__).parameters.values()
-            if p.name != "self" and p.kind is not p.VAR_KEYWORD}
+    return {k: p.default for k, p in _init_params(_lookup(name)).items()}
 
 
 def make_method(name: str, **params: Any) -> GapMethod:
@@ -66,6 +112,8 @@ def _lookup(name: str) -> type[GapMethod]:
         raise ValueError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}.") from None
 
 
-__all__ = ["METHODS", "CenterGap", "GapMethod", "OTGap", "OrigGap", "PCAGap", "ProcrustesGap",
-           "ProgressCallback", "SinkhornGap", "SpectralGap", "StandardizeGap", "VLAPGap",
-           "l2_normalize", "make_method", "method_params"]
+__all__ = ["METHODS", "CenterGap", "GapMethod", "OTGap", "OrigGap", "PCAGap", "Param",
+           "ProcrustesGap", "ProgressCallback", "SinkhornGap", "Slider", "SpectralGap",
+           "StandardizeGap", "VLAPGap", "describe_run", "format_params", "l2_normalize",
+           "make_method", "menu_order", "method_class", "method_label", "method_params",
+           "suited_params"]

@@ -9,6 +9,7 @@ check that the method is fitted.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 import numpy as np
@@ -20,6 +21,51 @@ from ..embeddings import check_pair_arrays
 #: ``progress(fraction, message)``: fraction in [0, 1] of the fit done, and what it is doing.
 #: Slow fits (OT) call it along the way; the app wires it to a progress bar, the CLI prints it.
 ProgressCallback = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class Slider:
+    """How the app offers a parameter: a slider over ``options`` (values that matter by
+    decades), or from ``lo`` to ``hi`` in ``step``s (``hi`` lowered to the parameter's cap on
+    the data)."""
+
+    label: str
+    options: tuple[Any, ...] | None = None
+    lo: float | None = None
+    hi: float | None = None
+    step: float | None = None
+    help: str = ""
+    #: Name of the widget (page-prefixed by the app); default: the parameter's short name.
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a method, as the app, the command line and the reports present it.
+
+    ``name`` is the ``__init__`` keyword. ``short`` is how people write it ("k" for
+    ``n_components``). ``flag`` is its command-line option (methods may share one: ``--k``
+    is spectral's and PCA's ``n_components``); ``type`` parses the option's value, and a flag
+    without a value sets ``const``. ``slider`` makes it a control of the Close the gap page.
+    ``cap(n_pairs, dim)`` is the largest value that N pairs of dimension d allow (the app
+    and ``gapviz compare`` lower a larger value to it). ``refits=False`` marks a parameter
+    that a fitted method applies without fitting again (spectral k slices eigenvectors).
+    """
+
+    name: str
+    help: str
+    flag: str | None = None
+    type: Callable[[str], Any] | None = None
+    choices: tuple[Any, ...] | None = None
+    const: Any = None
+    short: str = ""
+    slider: Slider | None = None
+    cap: Callable[[int, int], int] | None = None
+    refits: bool = True
+
+    @property
+    def shown(self) -> str:
+        return self.short or self.name
 
 
 class GapMethod(BaseEstimator):
@@ -43,6 +89,12 @@ class GapMethod(BaseEstimator):
     #: only estimate per-modality statistics (means, spreads, pooled axes), which need no
     #: pairing and are stable at any N worth measuring.
     default_protocol: ClassVar[str] = "transductive"
+    #: Name in the app's menus and reports.
+    label: ClassVar[str] = ""
+    #: Place in the app's method menus (lower first: the paper's methods, then baselines).
+    menu_rank: ClassVar[int] = 50
+    #: The parameters the app, the command line and the reports know about (see :class:`Param`).
+    params_info: ClassVar[tuple[Param, ...]] = ()
 
     # -- public API -------------------------------------------------------------------------
     def fit(self, X: np.ndarray, Y: np.ndarray, *,
@@ -88,6 +140,64 @@ class GapMethod(BaseEstimator):
         """Name and parameters, JSON-serialisable (recorded in exported files)."""
         return {"method": self.name, "params": {k: _jsonable(v) for k, v in self.get_params().items()}}
 
+    # -- what the method says about itself -------------------------------------------------
+    @classmethod
+    def param_info(cls, name: str) -> Param | None:
+        return next((p for p in cls.params_info if p.name == name), None)
+
+    @classmethod
+    def suited_params(cls, n_pairs: int, dim: int,
+                      chosen: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``chosen`` with every size parameter N pairs of dimension d cannot take lowered to
+        the largest value they can (never below 1). Other values are left for ``fit`` to
+        check, with its own message."""
+        params = dict(chosen or {})
+        defaults = {k: v.default for k, v in _init_params(cls).items()}
+        for info in cls.params_info:
+            value = params.get(info.name, defaults.get(info.name))
+            if info.cap is None or not isinstance(value, int) or isinstance(value, bool):
+                continue
+            cap = max(info.cap(n_pairs, dim), 1)
+            if value > cap:
+                params[info.name] = cap
+        return params
+
+    @classmethod
+    def slider_range(cls, name: str, n_pairs: int, dim: int) -> tuple[float, float]:
+        """``(lo, hi)`` of parameter ``name``'s slider on N pairs of dimension d: the slider's
+        own range with ``hi`` lowered to the parameter's cap (never below 1, lo <= hi)."""
+        info = cls.param_info(name)
+        if info is None or info.slider is None or info.slider.hi is None:
+            raise ValueError(f"{cls.name}: {name} has no slider range.")
+        hi = info.slider.hi
+        if info.cap is not None:
+            hi = max(1, min(hi, info.cap(n_pairs, dim)))
+        lo = info.slider.lo if info.slider.lo is not None else hi
+        return min(lo, hi), hi
+
+    @classmethod
+    def split_params(cls, params: dict[str, Any], n_pairs: int, dim: int
+                     ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(fit_params, view_params)``: parameters that need a fit, and those a fitted
+        method applies without one (:meth:`fitted_pairs`). By default every one refits."""
+        return dict(params), {}
+
+    def fitted_pairs(self, X: np.ndarray, Y: np.ndarray,
+                     **view_params: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The transformed fit pairs ``(X_t, Y_t)`` under ``view_params`` (see
+        :meth:`split_params`): by default ``transform(X, Y)``."""
+        return self.transform(X, Y)
+
+    @classmethod
+    def format_params(cls, params: dict[str, Any]) -> str:
+        """Parameters for people: "k = 60, graph = bipartite" (short names, compact numbers)."""
+        parts = []
+        for key, value in params.items():
+            info = cls.param_info(key)
+            shown = info.shown if info else key
+            parts.append(f"{shown} = {value:g}" if isinstance(value, float) else f"{shown} = {value}")
+        return ", ".join(parts)
+
     # -- for subclasses ---------------------------------------------------------------------
     def _validate_parameters(self, n_pairs: int, dim: int) -> None:
         """Raise one precise ``ValueError`` per broken rule (override as needed)."""
@@ -127,6 +237,14 @@ def l2_normalize(A: np.ndarray) -> np.ndarray:
     A = np.asarray(A, dtype=np.float32)
     norms = np.linalg.norm(A, axis=1, keepdims=True)
     return A / np.where(norms > 0, norms, 1.0).astype(np.float32)
+
+
+def _init_params(cls: type) -> dict[str, Any]:
+    """``__init__``'s keyword parameters of a method class (name -> inspect.Parameter)."""
+    import inspect
+
+    return {p.name: p for p in inspect.signature(cls.__init__).parameters.values()
+            if p.name != "self" and p.kind is not p.VAR_KEYWORD}
 
 
 def _no_progress(fraction: float, message: str) -> None:

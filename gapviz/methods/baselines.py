@@ -19,7 +19,7 @@ import numpy as np
 from scipy import linalg
 
 from ..config import SPECTRAL_K
-from .base import GapMethod, ProgressCallback, l2_normalize
+from .base import GapMethod, Param, ProgressCallback, Slider, l2_normalize
 
 
 class OrigGap(GapMethod):
@@ -29,6 +29,8 @@ class OrigGap(GapMethod):
     summary = "no change (the original embeddings)"
     uses_pairing = False
     default_protocol = "transductive"
+    label = "None (raw embeddings)"
+    menu_rank = 90
 
     def _fit(self, X: np.ndarray, Y: np.ndarray, progress: ProgressCallback) -> None:
         pass
@@ -52,6 +54,8 @@ class CenterGap(GapMethod):
     """
 
     name = "center"
+    label = "Mean-centering"
+    menu_rank = 20
     summary = "remove each modality's mean, renormalise (Liang et al.'s shift, I0T, GR-CLIP)"
     uses_pairing = False
     default_protocol = "transductive"
@@ -80,6 +84,8 @@ class StandardizeGap(GapMethod):
     """
 
     name = "standardize"
+    label = "Standardisation"
+    menu_rank = 30
     summary = "per-dimension, per-modality z-scores, renormalised"
     uses_pairing = False
     default_protocol = "transductive"
@@ -120,6 +126,13 @@ class PCAGap(GapMethod):
     """
 
     name = "pca"
+    label = "PCA"
+    menu_rank = 70
+    params_info = (
+        Param("n_components", "components: spectral k (default 60; 2..200 typical) or PCA "
+              "dimensions", flag="--k", type=int, short="k", cap=lambda n, d: min(2 * n, d),
+              slider=Slider("PCA dimensions", lo=2, hi=200, key="pca_k")),
+    )
     summary = "PCA of the pooled images and texts to k dimensions (paper: does not help)"
     uses_pairing = False
     default_protocol = "transductive"
@@ -177,6 +190,12 @@ class ProcrustesGap(GapMethod):
     """
 
     name = "procrustes"
+    label = "Procrustes"
+    menu_rank = 40
+    params_info = (
+        Param("center", "procrustes: do not remove each modality's mean", flag="--no-center",
+              const=False),
+    )
     summary = "orthogonal map fitted on the pairs (after centring each modality)"
     uses_pairing = True
     default_protocol = "held-out"

@@ -42,11 +42,17 @@ import numpy as np
 from scipy import sparse
 
 from ..config import BLOCK_VALUES
-from .base import GapMethod, ProgressCallback, l2_normalize
+from .base import GapMethod, Param, ProgressCallback, Slider, l2_normalize
 
 REG_TYPES = ("pos", "disp")
 SIMILARITIES = ("knn", "gauss")
 SINKHORN_METHODS = ("sinkhorn", "sinkhorn_log", "sinkhorn_stabilized")
+
+
+def _int_or_float(text: str) -> int | float:
+    """A command-line number: ``3`` is a neighbour count (int), ``0.5`` a Gaussian sigma."""
+    value = float(text)
+    return int(value) if value.is_integer() else value
 
 
 class _TransportGap(GapMethod):
@@ -146,6 +152,30 @@ class OTGap(_TransportGap):
     """
 
     name = "ot"
+    label = "Laplace OT (EMD)"
+    menu_rank = 10
+    params_info = (
+        Param("reg_lap", "ot: Laplacian regularisation weight (POT reg_lap; default 100)",
+              flag="--reg-lap", type=float,
+              slider=Slider("Laplacian regularisation (reg_lap)",
+                            options=(0.0, 1.0, 10.0, 30.0, 100.0, 300.0, 1000.0),
+                            help="Weight of the term that keeps neighbouring images neighbours "
+                                 "after transport; 0 is plain exact OT.")),
+        Param("reg_src", "ot: share of the image graph in the regulariser, 0..1 (default 1)",
+              flag="--reg-src", type=float,
+              slider=Slider("Source graph share (reg_src)", lo=0.0, hi=1.0, step=0.1,
+                            help="1: regularise with the image graph only; 0: the text graph "
+                                 "only.")),
+        Param("reg_type", "ot: regularise positions (default) or displacements",
+              flag="--reg-type", type=str, choices=("pos", "disp")),
+        Param("similarity", "ot: similarity graph of each modality (default knn)",
+              flag="--similarity", type=str, choices=("knn", "gauss")),
+        Param("similarity_param", "ot: neighbours (knn, default 3) or Gaussian sigma",
+              flag="--similarity-param", type=_int_or_float),
+        Param("max_iter", "ot: conditional-gradient iterations (default 10); sinkhorn: "
+              "iterations (default 1000)", flag="--max-iter", type=int),
+        Param("tol", "ot / sinkhorn: stopping tolerance", flag="--tol", type=float),
+    )
     summary = "Laplacian-regularised optimal transport of images onto texts (POT EMDLaplaceTransport)"
     uses_pairing = False
     default_protocol = "held-out"
@@ -329,6 +359,21 @@ class SinkhornGap(_TransportGap):
     """
 
     name = "sinkhorn"
+    label = "Sinkhorn OT"
+    menu_rank = 15
+    params_info = (
+        Param("reg", "sinkhorn: entropic regularisation in units of 2 - 2 cos (default 0.05)",
+              flag="--reg", type=float,
+              slider=Slider("Entropic regularisation (reg)",
+                            options=(0.01, 0.02, 0.05, 0.1, 0.2, 0.5),
+                            help="Smaller is sharper and slower; much above 0.1 every image "
+                                 "lands near the texts' mean.")),
+        Param("method", "sinkhorn: POT solver (default sinkhorn)", flag="--sinkhorn-method",
+              type=str, choices=("sinkhorn", "sinkhorn_log", "sinkhorn_stabilized")),
+        Param("max_iter", "ot: conditional-gradient iterations (default 10); sinkhorn: "
+              "iterations (default 1000)", flag="--max-iter", type=int),
+        Param("tol", "ot / sinkhorn: stopping tolerance", flag="--tol", type=float),
+    )
     summary = "entropic optimal transport of images onto texts (POT SinkhornTransport)"
     uses_pairing = False
     default_protocol = "held-out"

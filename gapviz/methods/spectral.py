@@ -86,7 +86,7 @@ from scipy.sparse import csgraph
 from scipy.sparse import linalg as splinalg
 
 from ..config import BLOCK_VALUES, SPECTRAL_K, SPECTRAL_MAX_K
-from .base import GapMethod, ProgressCallback, l2_normalize
+from .base import GapMethod, Param, ProgressCallback, Slider, l2_normalize
 
 GRAPHS = ("bipartite", "joint")
 AFFINITIES = ("shift", "clip", "heat")
@@ -168,6 +168,36 @@ class SpectralGap(GapMethod):
     summary = "Laplacian eigenmaps of the cross-modal (bipartite) similarity graph, k components"
     uses_pairing = False
     default_protocol = "transductive"
+    label = "Spectral"
+    menu_rank = 0
+    params_info = (
+        Param("n_components", "components: spectral k (default 60; 2..200 typical) or PCA "
+              "dimensions", flag="--k", type=int, short="k", refits=False,
+              cap=lambda n, d: min(n - 1, d),
+              slider=Slider("Spectral k: eigenvectors kept", lo=2, hi=SPECTRAL_MAX_K,
+                            help="Moving k slices eigenvectors computed once; nothing is "
+                                 "refitted.")),
+        Param("max_components", "spectral: eigenvectors computed once, any k up to it is a "
+              "slice (default 200)", flag="--max-k", type=int, short="max k"),
+        Param("graph", "spectral graph: cross-modal only (default) or with within-modality edges",
+              flag="--graph", type=str, choices=("bipartite", "joint")),
+        Param("affinity", "spectral: rule making cosines non-negative: (1+c)/2 (default), "
+              "max(c,0), exp((c-1)/heat-scale)", flag="--affinity", type=str,
+              choices=("shift", "clip", "heat")),
+        Param("knn", "spectral: keep each item's KNN most similar edges (default: dense graph)",
+              flag="--knn", type=int),
+        Param("approximate_knn", "spectral: search the kNN graph with pynndescent",
+              flag="--approximate-knn", const=True),
+        Param("heat_scale", "spectral: heat-kernel bandwidth in units of 1 - cos (default 0.1)",
+              flag="--heat-scale", type=float),
+        Param("within_weight", "spectral, joint graph: weight of within-modality edges "
+              "(default 1)", flag="--within-weight", type=float),
+        Param("laplacian", "spectral: random-walk (D-W)f = lambda D f (default) or "
+              "(D-W)f = lambda f", flag="--laplacian", type=str,
+              choices=("normalized", "unnormalized")),
+        Param("random_state", "spectral / vlap: random seed (default 0)", flag="--seed",
+              type=int, short="seed"),
+    )
 
     def __init__(self, n_components: int = SPECTRAL_K, *, graph: str = "bipartite",
                  affinity: str = "shift", knn: int | None = None, approximate_knn: bool = False,
@@ -184,6 +214,26 @@ class SpectralGap(GapMethod):
         self.laplacian = laplacian
         self.max_components = max_components
         self.random_state = random_state
+
+    @classmethod
+    def split_params(cls, params: dict, n_pairs: int, dim: int) -> tuple[dict, dict]:
+        """k (``n_components``) is a view parameter: the fit computes eigenvectors once for
+        the largest k the data allows (``max_components``) and every k is a slice of them,
+        so the fit parameters do not depend on k and moving a k slider never refits."""
+        params = dict(params)
+        lo, hi = cls.slider_range("n_components", n_pairs, dim)
+        k = int(params.pop("n_components", min(max(SPECTRAL_K, lo), hi)))
+        if not lo <= k <= hi:
+            raise ValueError(f"spectral k = {k} is outside {lo}..{hi} for {n_pairs:,} pairs of "
+                             f"dimension {dim}.")
+        params.setdefault("max_components", hi)
+        params.setdefault("n_components", min(SPECTRAL_K, hi))
+        return params, {"n_components": k}
+
+    def fitted_pairs(self, X: np.ndarray, Y: np.ndarray, **view_params) -> tuple[np.ndarray, np.ndarray]:
+        """The exact (transductive) embedding of the fit pairs, sliced to ``n_components``
+        eigenvectors when given (no eigen-solve; :meth:`training_embedding`)."""
+        return self.training_embedding(view_params.get("n_components"))
 
     # -- public -----------------------------------------------------------------------------
     def fit_transform(self, X: np.ndarray, Y: np.ndarray, *,

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import GapMethod, ProgressCallback, l2_normalize
+from .base import GapMethod, Param, ProgressCallback, l2_normalize
 
 
 class VLAPGap(GapMethod):
@@ -68,6 +68,18 @@ class VLAPGap(GapMethod):
     """
 
     name = "vlap"
+    label = "VLAP linear map"
+    menu_rank = 50
+    params_info = (
+        Param("n_anchors", "vlap: number of anchors (k-means centroids of the texts; default 256)",
+              flag="--anchors", type=int, short="anchors", cap=lambda n, d: max(n, 2)),
+        Param("epochs", "vlap: training epochs (default 20)", flag="--epochs", type=int),
+        Param("lr", "vlap: Adam learning rate (default 1e-3)", flag="--lr", type=float),
+        Param("temperature", "vlap: softmax temperature (default 0.1)", flag="--temperature",
+              type=float),
+        Param("random_state", "spectral / vlap: random seed (default 0)", flag="--seed",
+              type=int, short="seed"),
+    )
     summary = "one linear layer trained by Sinkhorn assignment prediction to anchors (VLAP-style)"
     uses_pairing = True
     default_protocol = "held-out"

@@ -1,0 +1,112 @@
+"""Small pieces every page draws: the error guard, metric cards, labels, the CSS."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import streamlit as st
+
+from gapviz import dashboard as dash
+from gapviz.methods import method_label, menu_order
+
+log = logging.getLogger("gapviz.app")
+
+
+@contextmanager
+def guard(action: str) -> Iterator[None]:
+    """Run a block; show an error message (not a traceback) if it fails.
+
+    ``ValueError`` and friends carry messages written for the user (validation at the
+    boundary), so they are shown as they are; anything else gets a generic line and is
+    logged with its traceback on the server. Streamlit's own control flow (rerun, stop) is
+    a ``BaseException`` and passes through.
+    """
+    try:
+        yield
+    except (ValueError, KeyError, OSError, RuntimeError) as err:
+        log.info("%s failed: %s", action, err, exc_info=True)
+        st.error(f"Could not {action}: {err}", icon=":material/error:")
+    except Exception as err:  # noqa: BLE001 - the page edge: nothing may escape as a traceback
+        log.exception("%s failed", action)
+        st.error(f"Something went wrong while trying to {action} ({type(err).__name__}: {err}). "
+                 "The previous data is still loaded.", icon=":material/error:")
+
+
+def method_names() -> list[str]:
+    """Registered method names in menu order."""
+    return menu_order()
+
+
+def metric_cards(metrics: dict[str, float], baseline: dict[str, float] | None = None, *,
+                 keys: Sequence[str] = dash.ALL_CARDS, recall_k: int = dash.DEFAULT_RECALL_K,
+                 per_row: int | None = None, border: bool = True, gap: str = "small") -> None:
+    """One ``st.metric`` per key, with the change against ``baseline`` coloured by the
+    measure's direction (lower distances green, higher recall green, ITR/TIR toward 1)."""
+    keys = [dash.card_key(k, recall_k) for k in keys]
+    per_row = per_row or len(keys)
+    for start in range(0, len(keys), per_row):
+        cols = st.columns(per_row, gap=gap)
+        for col, key in zip(cols, keys[start:start + per_row]):
+            value = metrics.get(key)
+            delta = dash.format_delta(key, baseline.get(key), value) if baseline else None
+            col.metric(dash.card_label(key), dash.format_metric(key, value), delta,
+                       delta_color=dash.delta_color(key), help=dash.card_help(key), border=border)
+
+
+#: A little CSS: less empty space above the title, compact metric cards, tighter captions.
+_CSS = """
+<style>
+.block-container {padding-top: 3.35rem; padding-bottom: 1.5rem; padding-left: 2.75rem;
+                  padding-right: 2.75rem;}
+h1 {font-size: 1.95rem !important; padding-top: 0 !important; padding-bottom: 0 !important;}
+[data-testid="stMetric"] {padding: 0.55rem 0.6rem 0.5rem 0.7rem;}
+[data-testid="stMetricValue"] {font-size: 1.55rem; line-height: 1.25;}
+[data-testid="stMetricDelta"] {font-size: 0.8rem;}
+</style>
+"""
+
+#: Even more compact cards, for pages that must fit one screen (the Overview).
+COMPACT_CARDS_CSS = """
+<style>
+[data-testid="stMetric"] {padding: 0.35rem 0.6rem 0.35rem 0.6rem;}
+[data-testid="stMetricValue"] {font-size: 1.3rem;}
+[data-testid="stMetricDelta"] {font-size: 0.72rem;}
+[data-testid="stMetricLabel"] p {font-size: 0.8rem;}
+</style>
+"""
+
+
+def style(extra: str = "") -> None:
+    """Apply the app's small CSS adjustments."""
+    st.html(_CSS + extra)
+
+
+def simulated_badge() -> None:
+    st.badge("Simulated data", icon=":material/science:", color="orange")
+
+
+#: Characters that can make markdown out of a user's string in Streamlit: links and images
+#: ``[]()!``, bare links ``:`` and ``.`` (``http://``, ``www.``), emphasis and code ``*_`~``,
+#: maths ``$``, HTML ``<>``, headings ``#``, tables ``|``, material icons ``:name:``.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>#!|~$:.])")
+
+
+def md_text(text: Any) -> str:
+    """A user's string (a file name, a model name from an uploaded file, a caption) for use
+    inside markdown, shown as typed: no link, remote image, heading or formatting survives."""
+    flat = " ".join(str(text).split())  # no line breaks: a string cannot open a block
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", flat)
+
+
+def describe_pair_item(pairs: Any, row: int, modality: str) -> str:
+    """A short text for one pool item: its caption (texts) or "image of: caption" (images)."""
+    caption = pairs.captions[row] if pairs.captions else f"pair {pairs.ids[row]}"
+    return caption if modality == "text" else f"image of “{caption}”"
+
+
+__all__ = ["COMPACT_CARDS_CSS", "describe_pair_item", "guard", "md_text", "method_label",
+           "method_names", "metric_cards", "simulated_badge", "style"]

@@ -1,0 +1,196 @@
+"""Cached computations of the app, keyed by content hash.
+
+Every cache is keyed on ``Active.key``, the content hash computed once when an embedding is
+loaded, never on Streamlit's sampling hash of arrays (array arguments are ``_``-prefixed so
+Streamlit does not hash them at all). Fitted methods, UMAP jobs and open_clip models are held
+in :func:`st.cache_resource` stores (objects shared, not copied); small results (measures,
+projections, distance samples) in :func:`st.cache_data` with ``max_entries``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from gapviz import dashboard as dash
+from gapviz.dashboard import ClosedView
+from gapviz.projection import Projection, joint_umap, warm_up_umap
+from gapviz.workspace import Active
+
+from .components import method_label
+
+#: Cache sizes: fitted methods (eigenvectors, OT plans), method views, raw views, UMAP layouts.
+FIT_CACHE_ENTRIES = 12
+VIEW_CACHE_ENTRIES = 64
+RAW_CACHE_ENTRIES = 16
+UMAP_CACHE_ENTRIES = 8
+#: Seconds between checks of a background UMAP job.
+UMAP_POLL_SECONDS = 1.0
+
+
+class LRUStore:
+    """A small thread-safe least-recently-used map (fitted methods, UMAP jobs)."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._items: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> Any:
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def put(self, key: Hashable, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.max_entries:
+                self._items.popitem(last=False)
+
+    def __contains__(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._items
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+
+@st.cache_resource
+def _fit_store() -> LRUStore:
+    return LRUStore(FIT_CACHE_ENTRIES)
+
+
+@st.cache_resource
+def _umap_store() -> LRUStore:
+    return LRUStore(UMAP_CACHE_ENTRIES)
+
+
+@st.cache_resource
+def _umap_pool() -> ThreadPoolExecutor:
+    # One worker: UMAP is CPU-bound, two layouts at once would only halve each other's speed.
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="gapviz-umap")
+
+
+def frozen(params: dict[str, Any]) -> tuple:
+    """Parameters as a hashable, order-independent cache key."""
+    return tuple(sorted((k, v) for k, v in params.items()))
+
+
+def fitted_method(act: Active, name: str, fit_params: dict[str, Any]) -> Any:
+    """The method ``name`` fitted on the active pairs, fitted at most once per content hash.
+
+    A progress bar is shown while a method that reports progress (OT) fits; a spinner for
+    the others. Nothing Streamlit runs inside the stored computation itself, so a cached
+    fit never replays stale elements.
+    """
+    store = _fit_store()
+    key = (act.key, name, frozen(fit_params))
+    method = store.get(key)
+    if method is not None:
+        return method
+    label = method_label(name)
+    slot = st.empty()
+    bar = slot.progress(0.0, text=f"Fitting {label} on {act.pairs.n:,} pairs…")
+
+    def progress(fraction: float, message: str = "") -> None:
+        text = f"Fitting {label}: {message}" if message else f"Fitting {label}…"
+        bar.progress(min(max(float(fraction), 0.0), 1.0), text=text)
+
+    try:
+        with st.spinner(f"Fitting {label} on {act.pairs.n:,} pairs (once; cached afterwards)…"):
+            method = dash.fit_method(name, act.pairs.image_embeddings, act.pairs.text_embeddings,
+                                     fit_params, progress=progress)
+    finally:
+        slot.empty()
+    store.put(key, method)
+    return method
+
+
+@st.cache_data(max_entries=RAW_CACHE_ENTRIES, show_spinner="Measuring the gap…")
+def raw_view(key: str, _X: np.ndarray, _Y: np.ndarray) -> ClosedView:
+    """Measures, PCA and distance samples of raw embeddings (cached by content hash ``key``)."""
+    view = dash.view_of(_X, _Y)
+    # The raw arrays live in the workspace already; do not copy them into the cache.
+    view.images = view.texts = None  # type: ignore[assignment]
+    return view
+
+
+@st.cache_data(max_entries=VIEW_CACHE_ENTRIES, show_spinner=False)
+def method_view(key: str, name: str, fit_items: tuple, view_items: tuple, _method: Any,
+                _X: np.ndarray, _Y: np.ndarray) -> ClosedView:
+    """Measures, PCA and distance samples after a method (cached by hash, method, params)."""
+    Xt, Yt = dash.transformed(_method, _X, _Y, dict(view_items))
+    return dash.view_of(Xt, Yt)
+
+
+def closed_view(act: Active, name: str, params: dict[str, Any]) -> ClosedView:
+    """The view of the active pairs after ``name`` with ``params``: fit once, slice, measure.
+
+    Parameters that need no refit (spectral k) are view parameters: eigenvectors are computed
+    once for the largest k offered and sliced for every k (no eigen-solve on a slider move).
+    """
+    fit_params, view_params = dash.split_params(name, params, act.pairs.n, act.pairs.dim)
+    method = fitted_method(act, name, fit_params)
+    X, Y = act.pairs.image_embeddings, act.pairs.text_embeddings
+    return method_view(act.key, name, frozen(fit_params), frozen(view_params), method, X, Y)
+
+
+def active_raw_view(act: Active) -> ClosedView:
+    return raw_view(act.key, act.pairs.image_embeddings, act.pairs.text_embeddings)
+
+
+# ---------------------------------------------------------------------------------------------
+# UMAP in the background
+# ---------------------------------------------------------------------------------------------
+@st.cache_resource
+def umap_warm_up() -> Future:
+    """Compile UMAP's code in the background, once per server process (the first layout
+    would otherwise wait tens of seconds for it); started when Explore is first opened."""
+    return _umap_pool().submit(warm_up_umap)
+
+
+def umap_job(act: Active, **params: Any) -> Future:
+    """A background UMAP layout of the active pairs (started once per hash and parameters)."""
+    store = _umap_store()
+    key = (act.key, frozen(params))
+    job = store.get(key)
+    if job is None or job.cancelled():
+        X, Y = act.pairs.image_embeddings, act.pairs.text_embeddings
+        job = _umap_pool().submit(joint_umap, X, Y, **params)
+        store.put(key, job)
+    return job
+
+
+def umap_ready(act: Active, **params: Any) -> Projection | None:
+    """The finished UMAP layout, or None while it runs (raises the job's error, if any)."""
+    job = umap_job(act, **params)
+    return job.result() if job.done() else None
+
+
+# ---------------------------------------------------------------------------------------------
+# models (open_clip), shared by the Data and Retrieval pages
+# ---------------------------------------------------------------------------------------------
+@st.cache_resource(max_entries=2, show_spinner="Loading the model (once)…")
+def loaded_model(spec: Any) -> Any:
+    """An open_clip model held across runs, pages and sessions (``gapviz.encode.ModelSpec``)."""
+    from gapviz.encode import load_model
+
+    return load_model(spec)
+
+
+@st.cache_data(max_entries=128, show_spinner="Embedding your text…")
+def embed_text(identity: str, text: str, _spec: Any) -> np.ndarray:
+    """A typed text embedded by the model (keyed on the model's identity and the text)."""
+    from gapviz.encode import embed_texts
+
+    return embed_texts(loaded_model(_spec), [text])[0]

@@ -1,0 +1,69 @@
+"""The pages and the frame each of them draws first.
+
+Every page file starts with :func:`page_header`: it sets the page up (config, CSS), creates
+the session's state once (the demo loaded), and draws the sidebar with the page menu. So a
+page works however Streamlit runs it: through the router (``app.py``, ``st.navigation``), or
+on its own, as Streamlit runs a deep link such as ``/explore`` on a freshly started server
+while a ``pages/`` folder sits beside the entry file. The menu is drawn with
+``st.page_link`` from :data:`PAGES` (Streamlit's own menu is hidden: ``position="hidden"`` in
+the router, ``client.showSidebarNavigation = false`` in ``.streamlit/config.toml``), so it is
+the same in both cases. Only public, documented Streamlit calls are used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import streamlit as st
+
+from gapviz.workspace import Active
+
+from .components import COMPACT_CARDS_CSS, md_text, simulated_badge, style
+from .sidebar import render_sidebar
+from .state import active, init_state
+
+APP_TITLE = "gapviz"
+APP_TAGLINE = "Measure and close the modality gap"
+
+
+@dataclass(frozen=True)
+class PageEntry:
+    path: str
+    title: str
+    icon: str
+    default: bool = False
+
+
+#: Every page, in menu order; add a page by adding its file to ``pages/`` and a line here.
+PAGES: tuple[PageEntry, ...] = (
+    PageEntry("pages/overview.py", "Overview", ":material/dashboard:", default=True),
+    PageEntry("pages/data.py", "Data", ":material/database:"),
+    PageEntry("pages/explore.py", "Explore", ":material/scatter_plot:"),
+    PageEntry("pages/close_gap.py", "Close the gap", ":material/join_inner:"),
+    PageEntry("pages/retrieval.py", "Retrieval", ":material/search:"),
+    PageEntry("pages/compare.py", "Compare", ":material/compare_arrows:"),
+)
+
+
+def page_config() -> None:
+    st.set_page_config(page_title="gapviz · modality gap", page_icon=":material/join_inner:",
+                       layout="wide", initial_sidebar_state="expanded")
+
+
+def page_header(title: str, subtitle: str | None = None, *, compact: bool = False) -> Active:
+    """Draw the frame (config, CSS, state, sidebar and menu), then the page's title and a
+    line naming the active data; returns the active data."""
+    page_config()
+    style(COMPACT_CARDS_CSS if compact else "")
+    init_state()
+    render_sidebar(PAGES, APP_TITLE, APP_TAGLINE)
+    act = active()
+    st.title(title)
+    line = subtitle or ""
+    cols = st.columns([5, 1]) if act.simulated else [st.container()]
+    cols[0].caption(f"{line}{' · ' if line else ''}**{md_text(act.dataset.name)}** · "
+                    f"{md_text(act.model)} · {act.pairs.n:,} pairs · {act.pairs.dim}-d")
+    if act.simulated:
+        with cols[1]:
+            simulated_badge()
+    return act

@@ -1,0 +1,88 @@
+"""The sidebar every page shares: the app's name, the page menu, the dataset and model
+selectors, and what is active (dataset, model, method, simulated or not)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import streamlit as st
+
+from gapviz.methods import format_params, method_class, method_label
+from gapviz.workspace import Workspace
+
+from .components import md_text, simulated_badge
+from .state import active, workspace
+
+#: Session key of the slot that shows the chosen method (a fragment rewrites it).
+METHOD_SLOT_KEY = "_sidebar_method_slot"
+
+
+def _on_dataset_change() -> None:
+    ws = workspace()
+    ws.select(st.session_state["sidebar_dataset"])
+    st.session_state.pop("sidebar_model", None)
+
+
+def _on_model_change() -> None:
+    ws = workspace()
+    ws.select(ws.current_dataset, st.session_state["sidebar_model"])
+
+
+def render_sidebar(pages: Sequence[Any], title: str, tagline: str) -> None:
+    """The app's name, a link per page (``pages``: entries with path, title and icon), the
+    dataset and model selectors, and a card saying what is active."""
+    ws = workspace()
+    act = active()
+    sb = st.sidebar
+    sb.markdown(f"### {title}\n<span style='color:#64748B'>{tagline}</span>",
+                unsafe_allow_html=True)
+    for page in pages:
+        sb.page_link(page.path, label=page.title, icon=page.icon)
+    names = list(ws.datasets)
+    st.session_state["sidebar_dataset"] = act.dataset.name
+    sb.selectbox("Dataset", names, key="sidebar_dataset", on_change=_on_dataset_change)
+    models = list(act.dataset.models)
+    if len(models) > 1:
+        st.session_state["sidebar_model"] = act.model
+        sb.selectbox("Model", models, key="sidebar_model", on_change=_on_model_change,
+                     help="The same pairs embedded by several models: every page follows this "
+                          "choice, and nothing computed before is computed again.")
+    with sb.container(border=True):
+        st.markdown(f"**{md_text(act.dataset.name)}**  \n{act.pairs.n:,} pairs · "
+                    f"{act.pairs.dim}-d")
+        model_line = f"**Model** {md_text(act.model)}"
+        if act.simulated and act.pairs.meta.get("imitates"):
+            model_line += f"  \nimitates {md_text(act.pairs.meta['imitates'])}"
+        st.markdown(model_line)
+        # A slot the "Close the gap" fragment rewrites when a slider moves (a fragment may
+        # write to a container the full run drew), so the sidebar never shows a stale k.
+        st.session_state[METHOD_SLOT_KEY] = slot = st.empty()
+        slot.markdown(f"**Method** {method_summary(ws)}")
+        if act.simulated:
+            simulated_badge()
+
+
+def show_method_in_sidebar() -> None:
+    """Redraw the sidebar's method line (called by fragments after a parameter change)."""
+    slot = st.session_state.get(METHOD_SLOT_KEY)
+    if slot is not None:
+        slot.markdown(f"**Method** {method_summary(workspace())}")
+
+
+def method_summary(ws: Workspace) -> str:
+    """The chosen method and its slider parameters as the page will run them on the active
+    data, e.g. "Spectral (k = 60)"."""
+    label = method_label(ws.method)
+    try:
+        cls = method_class(ws.method)
+    except ValueError:
+        return label
+    shown = {k: v for k, v in ws.method_params.items()
+             if (info := cls.param_info(k)) is not None and info.slider is not None}
+    act = ws.active
+    if act is not None and shown:
+        shown = {k: v for k, v in cls.suited_params(act.pairs.n, act.pairs.dim, shown).items()
+                 if k in shown}
+    text = format_params(ws.method, shown)
+    return f"{label} ({text})" if text else label
