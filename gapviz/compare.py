@@ -1,12 +1,19 @@
-"""Compare gap-closing methods (and models) on the same pairs: the paper's Tables 2-5 in one view."""
+"""Compare gap-closing methods (and models) on the same pairs: the paper's Tables 2-5 in one view.
+
+Each method is fitted and scored under a protocol (:mod:`gapviz.protocols`): by default its own
+(held-out cross-fitting for the methods that read the pairing and for OT, transductive for the
+others), and every row records how its numbers were obtained. All rows score the same N pairs
+in the same mixed pool of 2N items, so they share one chance level.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from .embeddings import PairedEmbeddings
-from .measures import measure_gap, normalize_rows
+from .measures import normalize_rows
+from .protocols import DEFAULT_FOLDS, DEFAULT_SEED, PROTOCOLS, default_protocol, fit_and_score
 
 #: Measures of the comparison table, in the paper's order.
 COMPARE_KEYS: tuple[str, ...] = ("ITR", "TIR", "IMR", "TMR", "frechet", "R@5", "R@10", "R@20",
@@ -15,21 +22,58 @@ COMPARE_KEYS: tuple[str, ...] = ("ITR", "TIR", "IMR", "TMR", "frechet", "R@5", "
 
 @dataclass(frozen=True)
 class ComparisonRow:
-    """One (model, method) cell of a comparison, with the method's full description."""
+    """One (model, method) cell of a comparison, with the method's full description.
+
+    Attributes
+    ----------
+    model : str
+        Dataset label ("" when a single dataset is compared).
+    method : str
+        Registry name.
+    params : dict
+        The method's parameters (all of them, defaults included).
+    metrics : dict of str to float
+        The measures; empty when the row could not run (see ``error``).
+    protocol : str
+        The protocol the row was scored under (:data:`gapviz.protocols.PROTOCOLS`).
+    provenance : dict
+        :meth:`gapviz.protocols.Provenance.to_dict`: protocol, n_fit, n_scored, pool_size,
+        seed, folds, fit_source, shuffled, warning, ...; empty when the row could not run.
+    error : str or None
+        Why the method could not run on these data (its own message), or None.
+    """
 
     model: str
     method: str
     params: dict[str, Any]
     metrics: dict[str, float]
+    protocol: str = ""
+    provenance: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
 
     @property
     def label(self) -> str:
         return f"{self.model} / {self.method}" if self.model else self.method
 
+    @property
+    def ok(self) -> bool:
+        """The row ran (it has measures)."""
+        return self.error is None
+
+    @property
+    def warning(self) -> str | None:
+        """The provenance's warning (a pairing-reading method scored on its fit pairs), if any."""
+        return self.provenance.get("warning")
+
 
 def compare(datasets: Mapping[str, PairedEmbeddings], methods: Sequence[str], *,
             params: Mapping[str, Mapping[str, Any]] | None = None,
-            progress: Callable[[float, str], None] | None = None) -> list[ComparisonRow]:
+            progress: Callable[[float, str], None] | None = None,
+            protocol: str | Mapping[str, str] | None = None, folds: int = DEFAULT_FOLDS,
+            seed: int = DEFAULT_SEED,
+            fit_on: PairedEmbeddings | Mapping[str, PairedEmbeddings] | None = None,
+            fit_source: str | None = None, allow_pairing_leak: bool = False,
+            shuffled: bool = False, keep_going: bool = True) -> list[ComparisonRow]:
     """Fit and measure every method on every dataset (a model's embeddings of the pairs).
 
     Parameters
@@ -40,30 +84,69 @@ def compare(datasets: Mapping[str, PairedEmbeddings], methods: Sequence[str], *,
         Registry names (``gapviz.methods.METHODS``), e.g. ``["orig", "center", "spectral"]``.
     params : mapping of method name -> keyword arguments, optional
     progress : callable(fraction, message), optional
+    protocol : str or mapping of method name -> str, optional
+        One protocol for every method, or one per method; a method left out (or ``None``)
+        uses its own ``default_protocol``.
+    folds, seed : int
+        Held-out cross-fitting folds and the seed of folds and shuffled control
+        (:func:`gapviz.protocols.fit_and_score`).
+    fit_on : PairedEmbeddings or mapping of label -> PairedEmbeddings, optional
+        The fit pairs of the "fit-on" protocol: one set for every dataset, or one per dataset
+        label (each model's embeddings of the fit pairs).
+    fit_source : str, optional
+        A name for the fit pairs in the provenance (e.g. the file name).
+    allow_pairing_leak : bool, default=False
+        Let a method that reads the pairing be scored on its fit pairs (its row then carries a
+        warning); otherwise such a request makes that row an error.
+    shuffled : bool, default=False
+        Score every method on the pairs with their captions permuted (null control).
+    keep_going : bool, default=True
+        A method that cannot run on a dataset (its parameters do not suit the data, a refused
+        protocol, a numerical failure) gives a row with ``error`` set and no measures, and the
+        other rows are still computed. False re-raises the first such error.
 
     Returns
     -------
     list of ComparisonRow
-        In order: for each dataset, each method. Each method is fitted on the pairs it
-        transforms (transductive, as the paper's spectral method); use the CLI's ``--fit-on``
-        for a separate fit set.
-    """
-    from .methods import make_method
+        In order: for each dataset, each method, rows that could not run included (``error``).
 
+    Raises
+    ------
+    ValueError
+        An unknown method or protocol name (before anything runs).
+    """
+    from .methods import METHODS
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}.")
+    chosen_protocols = {name: _protocol_of(name, protocol) for name in methods}
     params = params or {}
     rows: list[ComparisonRow] = []
     total = max(1, len(datasets) * len(methods))
     step = 0
     for label, pairs in datasets.items():
         X, Y = normalize_rows(pairs.image_embeddings), normalize_rows(pairs.text_embeddings)
+        model = label if len(datasets) > 1 else ""
         for name in methods:
             if progress:
                 progress(step / total, f"{label}: {name}")
-            method = make_method(name, **dict(params.get(name, {})))
-            Xt, Yt = method.fit_transform(X, Y)
-            described = method.describe()
-            rows.append(ComparisonRow(label if len(datasets) > 1 else "", name,
-                                      described["params"], measure_gap(Xt, Yt).metrics))
+            chosen = chosen_protocols[name]
+            try:
+                fit_pairs = _fit_pairs(fit_on, label) if chosen == "fit-on" else None
+                result = fit_and_score(name, X, Y, protocol=chosen, params=params.get(name),
+                                       folds=folds, seed=seed, fit_pairs=fit_pairs,
+                                       fit_source=fit_source, allow_pairing_leak=allow_pairing_leak,
+                                       shuffled=shuffled)
+            except Exception as err:  # noqa: BLE001 - one method's failure must not lose the others
+                if not keep_going:
+                    raise
+                rows.append(ComparisonRow(model, name, _params_of(name, params.get(name)), {},
+                                          chosen, {}, _reason(err)))
+            else:
+                rows.append(ComparisonRow(model, name, result.fits[0].describe()["params"],
+                                          result.metrics, result.provenance.protocol,
+                                          result.provenance.to_dict()))
             step += 1
     if progress:
         progress(1.0, "done")
@@ -71,5 +154,51 @@ def compare(datasets: Mapping[str, PairedEmbeddings], methods: Sequence[str], *,
 
 
 def rows_to_columns(rows: Sequence[ComparisonRow]) -> dict[str, dict[str, float]]:
-    """``{label: metrics}`` for :func:`gapviz.tables.render` (one run per row of the table)."""
-    return {row.label: row.metrics for row in rows}
+    """``{label: metrics}`` for :func:`gapviz.tables.render` (one run per row of the table).
+
+    Rows that could not run (``error``) have no measures and are left out; report them with
+    :func:`failed_rows`.
+    """
+    return {row.label: row.metrics for row in rows if row.ok}
+
+
+def failed_rows(rows: Sequence[ComparisonRow]) -> list[ComparisonRow]:
+    """The rows that could not run, each with its ``error``."""
+    return [row for row in rows if not row.ok]
+
+
+def _protocol_of(name: str, protocol: str | Mapping[str, str] | None) -> str:
+    chosen = protocol.get(name) if isinstance(protocol, Mapping) else protocol
+    if chosen is None:
+        return default_protocol(name)
+    if chosen not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {chosen!r}; choose one of: {', '.join(PROTOCOLS)}.")
+    return chosen
+
+
+def _fit_pairs(fit_on, label: str):
+    if fit_on is None:
+        raise ValueError("protocol 'fit-on' needs the fit pairs (fit_on=...).")
+    if isinstance(fit_on, PairedEmbeddings):
+        pairs = fit_on
+    elif label in fit_on:
+        pairs = fit_on[label]
+    else:
+        raise ValueError(f"no fit pairs for dataset {label!r} (fit_on has {sorted(fit_on)}).")
+    return normalize_rows(pairs.image_embeddings), normalize_rows(pairs.text_embeddings)
+
+
+def _params_of(name: str, chosen: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The parameters a row would have run with (defaults under the chosen ones), if known."""
+    from .methods import method_params
+
+    try:
+        defaults = method_params(name)
+    except ValueError:
+        return dict(chosen or {})
+    return {**defaults, **dict(chosen or {})}
+
+
+def _reason(err: Exception) -> str:
+    text = str(err).strip()
+    return text if isinstance(err, ValueError) and text else f"{type(err).__name__}: {text}"

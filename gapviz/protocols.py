@@ -392,8 +392,7 @@ def protocol_transform(method: str | GapMethod, X: np.ndarray, Y: np.ndarray, *,
                     "R@20 near 0.8 where chance is 0.04). Use protocol 'held-out' or 'fit-on', or "
                     "pass allow_pairing_leak=True to see the leaky number with a warning.")
             warning = _leak_warning(name, X.shape[0])
-        Xt, Yt = _fit_or_explain(lambda: model.fit_transform(X, Y, progress=report), "transductive",
-                                 X.shape[0], X.shape[0])
+        Xt, Yt = model.fit_transform(X, Y, progress=report)
         prov = Provenance("transductive", name, X.shape[0], X.shape[0],
                           seed=seed if shuffled else None, shuffled=shuffled, warning=warning)
         return ProtocolResult(Xt, Yt, prov, (model,))
@@ -564,7 +563,7 @@ def _fit_or_explain(run, protocol: str, n_fit: int, n_scored: int, folds: int | 
             where = (f"under held-out ({folds}-fold cross-fitting) each fit sees {n_fit} of the "
                      f"{n_scored} pairs")
         else:
-            where = f"under {protocol} the fit sees {n_fit} pairs"
+            where = f"under fit-on the fit sees {n_fit} pairs"
         raise ValueError(f"{where}: {err}") from err
 
 
