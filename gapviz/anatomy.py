@@ -619,13 +619,16 @@ def _topk_upper(S, i0, r0, r1, row_val, row_idx, row_worst, col_val, col_idx, co
 
 
 @numba.njit(nogil=True, cache=True)
-def _ablation_panel(S, i0, r0, r1, c_off, n, xa, ya, inv_x, inv_y, thr, cnt_x, cnt_y):  # pragma: no cover
+def _ablation_panel(S, i0, r0, r1, c_off, n, xa, yaT, inv_x, inv_yT, thr, thrT, cnt_x, cnt_yT,
+                    acc):  # pragma: no cover
     """Cross-modal counts for every ablation level from one panel of image rows.
 
     ``S[r, c_off + j]`` = x_{i0+r} . y_j. For level m (top-m gap dims removed) the renormalised
     cosine is (s - sum_{l<m} xa[i,l] ya[j,l]) * inv_x[i,m] * inv_y[j,m]; image i counts the
     texts j != i with value >= thr[i, m] (its partner's, less the tie tolerance), text j the
-    images i != j with value >= thr[j, m]. ``cnt_y`` is the thread's own.
+    images i != j with value >= thr[j, m]. Level-major arrays (``yaT``, ``inv_yT``, ``thrT``,
+    ``cnt_yT``: shape (levels, n)) keep the inner loop over j contiguous, so it vectorises.
+    ``cnt_yT`` and ``acc`` (float64, n) are the calling thread's own.
     """
     levels = inv_x.shape[1]
     for r in range(r0, r1):
@@ -633,17 +636,28 @@ def _ablation_panel(S, i0, r0, r1, c_off, n, xa, ya, inv_x, inv_y, thr, cnt_x, c
         if i >= n:
             break
         for j in range(n):
-            if j == i:
-                continue
-            s = np.float64(S[r, c_off + j])
-            for m in range(levels):
-                if m > 0:
-                    s -= xa[i, m - 1] * ya[j, m - 1]
-                v = s * inv_x[i, m] * inv_y[j, m]
-                if v >= thr[i, m]:
-                    cnt_x[i, m] += 1
-                if v >= thr[j, m]:
-                    cnt_y[j, m] += 1
+            acc[j] = S[r, c_off + j]
+        for m in range(levels):
+            if m > 0:
+                a = xa[i, m - 1]
+                yl = yaT[m - 1]
+                for j in range(n):
+                    acc[j] -= a * yl[j]
+            ix = inv_x[i, m]
+            t = thr[i, m]
+            iy = inv_yT[m]
+            ty = thrT[m]
+            cy = cnt_yT[m]
+            c = 0
+            for j in range(n):
+                v = acc[j] * ix * iy[j]
+                c += v >= t
+                cy[j] += v >= ty[j]
+            # the partner (j == i) was counted above like any text: take it back out
+            v = acc[i] * ix * iy[i]
+            c -= v >= t
+            cy[i] -= v >= ty[i]
+            cnt_x[i, m] += c
 
 
 def _workers() -> int:
@@ -746,7 +760,15 @@ def _pool_pass(Xn: np.ndarray, Yn: np.ndarray, *, hub_k: int, ablation: np.ndarr
         cos_m = np.c_[s_pair[:, None], s_pair[:, None] - np.cumsum(xa * ya, axis=1)] * inv_x * inv_y
         thr = cos_m - TIE_TOL
         cnt_x = np.ones((n, M + 1), np.int64)  # the partner itself
-        cnt_y = np.zeros((workers, n, M + 1), np.int64)
+        cnt_yT = np.zeros((workers, M + 1, n), np.int64)
+        acc = np.empty((workers, n), np.float64)
+        yaT = np.ascontiguousarray(ya.T)
+        inv_yT = np.ascontiguousarray(inv_y.T)
+        thrT = np.ascontiguousarray(thr.T)
+
+        def ablate(S, i0, r0, r1, slot, c_off):
+            _ablation_panel(S, i0, r0, r1, c_off, n, xa, yaT, inv_x, inv_yT, thr, thrT, cnt_x,
+                            cnt_yT[slot], acc[slot])
 
     if top is not None:
         Z = np.vstack([Xn, Yn])
@@ -754,18 +776,18 @@ def _pool_pass(Xn: np.ndarray, Yn: np.ndarray, *, hub_k: int, ablation: np.ndarr
         def sweep(S, i0, r0, r1, slot):
             top.sweep(S, i0, r0, r1, slot)
             if ablation is not None and i0 < n:
-                _ablation_panel(S, i0, r0, r1, n - i0, n, xa, ya, inv_x, inv_y, thr, cnt_x, cnt_y[slot])
+                ablate(S, i0, r0, r1, slot, n - i0)
 
         _panel_loop(Z, None, block_values, sweep)
     elif ablation is not None:
         def sweep(S, i0, r0, r1, slot):
-            _ablation_panel(S, i0, r0, r1, 0, n, xa, ya, inv_x, inv_y, thr, cnt_x, cnt_y[slot])
+            ablate(S, i0, r0, r1, slot, 0)
 
         _panel_loop(Xn, Yn, block_values, sweep)
 
     curve = None
     if ablation is not None:
-        rank_t2i = 1 + cnt_y.sum(axis=0)
+        rank_t2i = 1 + cnt_yT.sum(axis=0).T
         rmg = np.empty(M + 1)
         for m in range(M + 1):
             sx = inv_x[:, m] @ Xn.astype(np.float64)

@@ -1,0 +1,68 @@
+"""Benchmark: the whole gap anatomy (with bootstrap intervals) against the plain measures.
+
+Target (issue 15): the anatomy, intervals included, in under 3 x the time of ``measure_gap`` on
+the same pairs, measured in the same run. "Anatomy" is everything ``gap_anatomy`` adds on top
+of a ``measure_gap`` report: per-dimension gap, the centroid/distribution split, the pool pass
+(hubness and the ablation curve, M = 10), the per-cluster gap (k-means with k given, or the
+labels) and B = 200 bootstrap resamples. The total (measure_gap + anatomy) is printed too.
+
+Usage: python bench/bench_anatomy.py [--sizes 2500 10000] [--dim 512] [--repeat 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from timing import best_of  # noqa: E402  (bench/ is the script's folder)
+
+TARGET = 3.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[2500, 10_000])
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--resamples", type=int, default=200)
+    ap.add_argument("--choose-k", action="store_true",
+                    help="let k-means choose k by silhouette (default: the demo's labels)")
+    args = ap.parse_args()
+
+    from gapviz.anatomy import gap_anatomy
+    from gapviz.closing_costs import pair_labels
+    from gapviz.measures import measure_gap
+    from gapviz.simulate import simulate_pairs
+
+    warm = simulate_pairs(300, 32, seed=0)  # compile the numba kernels (cached on disk after)
+    gap_anatomy(warm.image_embeddings, warm.text_embeddings, n_clusters=3, n_resamples=20)
+
+    print(f"d = {args.dim}, B = {args.resamples} resamples, {os.cpu_count()} CPUs; best of {args.repeat}")
+    print(f"{'N pairs':>8} {'measure_gap s':>14} {'anatomy s':>10} {'x measures':>11} {'target':>7} "
+          f"{'total s':>8}   parts of one anatomy run (s)")
+    for n in args.sizes:
+        pairs = simulate_pairs(n, args.dim, seed=1)
+        X, Y = pairs.image_embeddings, pairs.text_embeddings
+        labels = None if args.choose_k else pair_labels(pairs)
+        t_plain = best_of(lambda: measure_gap(X, Y), args.repeat)
+        report = measure_gap(X, Y)
+        runs = []
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            a = gap_anatomy(X, Y, report=report, labels=labels, n_resamples=args.resamples)
+            runs.append((time.perf_counter() - t0, a.seconds))
+        t_anat, parts = min(runs, key=lambda r: r[0])
+        ratio = t_anat / t_plain
+        verdict = "met" if ratio < TARGET else "MISSED"
+        detail = ", ".join(f"{k} {v:.2f}" for k, v in parts.items())
+        print(f"{n:>8,} {t_plain:>14.2f} {t_anat:>10.2f} {ratio:>10.2f}x {'<' + str(TARGET) + 'x':>7} "
+              f"{t_plain + t_anat:>8.2f}   {verdict}; {detail}")
+
+
+if __name__ == "__main__":
+    main()
