@@ -307,16 +307,21 @@ class LocalServer:
     Route prefixes change behaviour: ``/slow/...`` waits ``slow_seconds`` before answering;
     ``/flaky/...`` answers 500 the first ``flaky_failures`` times per path; ``/cut/...`` sends
     half the body then closes the first time, and honours ``Range`` afterwards; ``/html/...``
-    answers 200 with an HTML page; anything not in ``files`` is 404. ``hits`` counts requests
-    per path and ``ranges`` records the Range headers received.
+    answers 200 with an HTML page; ``/drip/...`` sends its body in 20 pieces ``drip_seconds``
+    apart (never silent for long, but slow in total); a path in ``redirects`` answers 302 to
+    the location given; anything not in ``files`` is 404. ``hits`` counts requests per path and
+    ``ranges`` records the Range headers received.
     """
 
     def __init__(self, files: dict[str, bytes], slow_seconds: float = 2.0, flaky_failures: int = 2,
-                 delay: float = 0.0) -> None:
+                 delay: float = 0.0, redirects: dict[str, str] | None = None,
+                 drip_seconds: float = 0.1) -> None:
         self.files = files
         self.slow_seconds = slow_seconds
         self.flaky_failures = flaky_failures
         self.delay = delay
+        self.redirects = dict(redirects or {})
+        self.drip_seconds = drip_seconds
         self.hits: Counter[str] = Counter()
         self.ranges: list[str] = []
         self._lock = threading.Lock()
@@ -339,12 +344,31 @@ class LocalServer:
                     time.sleep(server.slow_seconds)
                 if path.startswith("/flaky/") and count <= server.flaky_failures:
                     return self._send(500, b"temporary failure")
+                if path in server.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", server.redirects[path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if path.startswith("/html/"):
                     return self._send(200, b"<!DOCTYPE html><html><body>Photo unavailable</body></html>",
                                       "text/html")
                 body = server.files.get(path)
                 if body is None:
                     return self._send(404, b"not found")
+                if path.startswith("/drip/"):
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    step = max(1, -(-len(body) // 20))
+                    try:
+                        for start in range(0, len(body), step):
+                            self.wfile.write(body[start:start + step])
+                            self.wfile.flush()
+                            time.sleep(server.drip_seconds)
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass  # the client gave up (a deadline under test)
+                    return
                 if path.startswith("/cut/") and count == 1:
                     self.send_response(200)
                     self.send_header("Content-Length", str(len(body)))
@@ -394,3 +418,57 @@ def closed_port_url() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+# ----------------------------------------------------------------------------- hostile files
+
+def file_tree(root: Path) -> set[str]:
+    """Relative paths of every file and folder under ``root`` (to prove nothing else was written)."""
+    return {p.relative_to(root).as_posix() for p in root.rglob("*")}
+
+
+def written_outside(before: set[str], after: set[str], *allowed: str) -> list[str]:
+    """Paths in ``after`` but not ``before`` that are not under one of the ``allowed`` prefixes."""
+    return sorted(p for p in after - before
+                  if not any(p == a or p.startswith(a.rstrip("/") + "/") for a in allowed))
+
+
+def make_clashing_zip(path: Path) -> Path:
+    """A zip whose entries clash: ``x/b.jpg`` then a file ``x``; a file ``y`` then ``y/c.jpg``;
+    a name part of 300 bytes; plus two good pairs (sidecar captions)."""
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, seed in (("good1", 1), ("good2", 2)):
+            zf.writestr(f"{name}.jpg", image_bytes("JPEG", seed))
+            zf.writestr(f"{name}.txt", f"caption of {name}")
+        zf.writestr("x/b.jpg", image_bytes("JPEG", 3))
+        zf.writestr("x/b.txt", "caption of x/b")
+        zf.writestr("x", b"a file where a folder already is")
+        zf.writestr("y", b"a file first")
+        zf.writestr("y/c.jpg", image_bytes("JPEG", 4))
+        zf.writestr("n" * 300 + ".jpg", image_bytes("JPEG", 5))
+    return path
+
+
+def nested_json(depth: int) -> str:
+    """``{"caption": [[[...]]]}`` nested ``depth`` lists deep."""
+    return '{"caption": ' + "[" * depth + "]" * depth + "}"
+
+
+def write_big_png(path: Path, width: int = 9000, height: int = 9000) -> Path:
+    """A small file (a few hundred kB) declaring ``width x height`` pixels (81 MP by default):
+    under Pillow's bomb threshold, costly to decode."""
+    Image.new("1", (width, height)).save(path, optimize=True)
+    return path
+
+
+def make_npz_bomb(path: Path, rows: int = 20_000, dim: int = 1024) -> Path:
+    """An ``.npz`` of two zero arrays deflated to about a thousandth of their size."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for key in ("image_embeddings", "text_embeddings"):
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as out:
+                header = {"descr": "<f4", "fortran_order": False, "shape": (rows, dim)}
+                np.lib.format.write_array_header_1_0(out, header)
+                block = bytes(4 * dim * 1000)
+                for _ in range(rows // 1000):
+                    out.write(block)
+    return path
