@@ -114,8 +114,8 @@ def save_upload(files: Sequence[tuple[str, bytes]], cache_dir: str | os.PathLike
         limit = hosting.limits().max_upload_bytes
         total = sum(len(data) for _, data in files)
         if total > limit:
-            raise DataError(f"the upload is {total / 1024**2:,.1f} MiB, more than the "
-                            f"{limit / 1024**2:,.0f} MiB this demo accepts; upload a smaller sample.")
+            raise DataError(f"the upload is {total / 1024**2:.3g} MiB, more than the "
+                            f"{limit / 1024**2:.3g} MiB this demo accepts; upload a smaller sample.")
     digest = hashlib.sha1()
     for name, data in files:
         digest.update(name.encode("utf-8", "surrogatepass") + b"\0" + hashlib.sha1(data).digest())
