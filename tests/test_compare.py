@@ -1,0 +1,93 @@
+"""gapviz.compare: protocols and provenance per row, and a method that cannot run does not
+take the others down."""
+
+import numpy as np
+import pytest
+
+from gapviz.compare import COMPARE_KEYS, compare, failed_rows, rows_to_columns
+from gapviz.measures import normalize_rows
+from gapviz.protocols import fit_and_score
+from gapviz.simulate import simulate_pairs
+
+METHODS = ["orig", "center", "procrustes", "sinkhorn", "spectral"]
+
+
+@pytest.fixture(scope="module")
+def pairs32():
+    """d = 32: spectral's default k = 60 exceeds the d + 1 eigenvectors the graph has."""
+    return simulate_pairs(120, 32, seed=1)
+
+
+@pytest.fixture(scope="module")
+def rows(pairs32):
+    return compare({"a": pairs32}, METHODS)
+
+
+def test_keeps_going_when_one_method_cannot_run(rows):
+    assert [r.method for r in rows] == METHODS
+    bad = failed_rows(rows)
+    assert [r.method for r in bad] == ["spectral"]
+    assert "n_components=60" in bad[0].error and bad[0].metrics == {} and not bad[0].ok
+    assert bad[0].params["n_components"] == 60 and bad[0].protocol == "transductive"
+    assert all(r.ok and set(COMPARE_KEYS) <= set(r.metrics) for r in rows if r.method != "spectral")
+    assert list(rows_to_columns(rows)) == METHODS[:-1]
+    with pytest.raises(ValueError, match="n_components"):
+        compare({"a": simulate_pairs(120, 32, seed=1)}, ["spectral"], keep_going=False)
+
+
+def test_each_row_states_its_protocol_and_provenance(rows):
+    expected = {"orig": "transductive", "center": "transductive", "procrustes": "held-out",
+                "sinkhorn": "held-out"}
+    for r in rows:
+        if not r.ok:
+            continue
+        assert r.protocol == expected[r.method] == r.provenance["protocol"]
+        assert r.provenance["n_scored"] == 120 and r.provenance["pool_size"] == 240
+        assert r.provenance["n_fit"] == (96 if r.protocol == "held-out" else 120)
+        assert r.warning is None
+
+
+def test_row_measures_are_those_of_fit_and_score(rows, pairs32):
+    row = next(r for r in rows if r.method == "procrustes")
+    X, Y = normalize_rows(pairs32.image_embeddings), normalize_rows(pairs32.text_embeddings)
+    direct = fit_and_score("procrustes", X, Y)
+    assert row.metrics == direct.metrics and row.provenance == direct.provenance.to_dict()
+
+
+def test_one_protocol_for_all_refuses_the_leak_per_row(pairs32):
+    rows = compare({"a": pairs32}, ["center", "procrustes"], protocol="transductive")
+    assert rows[0].ok and rows[0].protocol == "transductive"
+    assert not rows[1].ok and "allow_pairing_leak" in rows[1].error
+    leaky = compare({"a": pairs32}, ["procrustes"], protocol="transductive", allow_pairing_leak=True)[0]
+    assert leaky.ok and leaky.protocol == "transductive" and "reads the pairing" in leaky.warning
+
+
+def test_per_method_protocols_seed_folds_and_shuffled_control(pairs32):
+    rows = compare({"a": pairs32}, ["center", "procrustes"], protocol={"center": "held-out"},
+                   folds=3, seed=5, shuffled=True)
+    assert [r.protocol for r in rows] == ["held-out", "held-out"]
+    assert all(r.provenance["folds"] == 3 and r.provenance["seed"] == 5 and r.provenance["shuffled"]
+               for r in rows)
+    with pytest.raises(ValueError, match="unknown protocol"):
+        compare({"a": pairs32}, ["center"], protocol="split")
+    with pytest.raises(ValueError, match="unknown method"):
+        compare({"a": pairs32}, ["center", "nope"])
+
+
+def test_fit_on_rows_record_the_source(pairs32):
+    fit = simulate_pairs(80, 32, seed=9)
+    rows = compare({"a": pairs32}, ["center", "procrustes"], protocol="fit-on", fit_on=fit,
+                   fit_source="fit.npz")
+    for r in rows:
+        assert r.ok and r.protocol == "fit-on"
+        assert (r.provenance["fit_source"], r.provenance["n_fit"], r.provenance["n_scored"]) == ("fit.npz", 80, 120)
+    missing = compare({"a": pairs32}, ["center"], protocol="fit-on")[0]
+    assert not missing.ok and "fit pairs" in missing.error
+
+
+def test_models_share_pairs_and_rows_are_labelled():
+    a, b = simulate_pairs(60, 16, seed=2), simulate_pairs(60, 16, profile="siglip", seed=2)
+    rows = compare({"clip": a, "siglip": b}, ["orig", "procrustes"])
+    assert [r.label for r in rows] == ["clip / orig", "clip / procrustes", "siglip / orig",
+                                       "siglip / procrustes"]
+    assert np.isfinite(rows[1].metrics["R@5"])
