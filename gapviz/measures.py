@@ -4,16 +4,28 @@ Notation: N pairs, ``X`` (N, d) image and ``Y`` (N, d) text embeddings, row i of
 Rows are L2-normalised here and similarity is cosine. The *mixed pool* is ``Z = [X; Y]``
 (2N items); a query is never its own result; ranks are 1-based.
 
-Ties
-----
-A tie never counts as a win for what a query is looking for: an item whose similarity *equals*
-the target's is ranked ahead of it. So a degenerate embedding that maps everything to one
-point gets the worst ranks, not the best, and the measures never overstate how far a gap
-is closed. For example an image query whose best text is exactly as similar as its best
-other image counts as "image first" (ITR) and its best text gets rank 2 (TMR).
-Similarities within :data:`TIE_TOL` of each other count as tied: float32 products of the
-same two vectors can differ in their last bits depending on where they sit in a block
-(BLAS tiling), and a duplicated point must tie with its twin wherever it is.
+Ties and exact ranks
+--------------------
+Every rank (ITR, TIR, TMR, IMR, mixed-pool and cross-modal R@K) is the one a float64
+computation on the same input gives: rows widened to float64, normalised, cosines compared in
+float64. A tie never counts as a win for what a query is looking for: an item whose cosine
+*equals* the target's is ranked ahead of it. So a degenerate embedding that maps everything to
+one point gets the worst ranks, not the best, and the measures never overstate how far a gap is
+closed. For example an image query whose best text is exactly as similar as its best other
+image counts as "image first" (ITR) and its best text gets rank 2 (TMR). Equal means equal in
+float64 up to :data:`TIE_TOL_FLOAT64` (1e-12, above the float64 rounding of a cosine):
+duplicated points (identical vectors) tie; two cosines 1.5e-6 apart do not.
+
+The similarity panels are float32 products (fast). Rows are normalised in float64 and rounded
+once to float32, so each float32 cosine is within ``(d + 2) u`` of the exact one (u = 2^-24;
+Higham's bound for a dot product of d terms in any summation order, the rows' absolute values
+having a dot product <= 1). :func:`float32_cosine_bound` takes twice that, ``h = (d + 4) *
+2^-23`` (6.2e-5 for d = 512). A comparison whose float32 cosine is more than ``h`` from its
+float64 threshold (the partner's cosine, the best other-modality cosine) is decided by the
+float32 value; the few within ``h`` are recomputed from the input rows in float64, one dot
+product each. The best other-modality cosine of a query is itself exact: its argmax when no
+other candidate is within ``2 h`` of the float32 maximum, else the float64 maximum over all
+those that are.
 
 Cost
 ----
@@ -46,59 +58,264 @@ from .embeddings import check_pair_arrays
 # ---------------------------------------------------------------------------------------------
 # numba kernels: one sweep of a similarity panel, every reduction at once
 # ---------------------------------------------------------------------------------------------
-#: Cosines closer than this are a tie (a few float32 roundings of a 512-d dot product).
+#: Tolerance of the float32 similarities that gapviz.retrieval displays (a few float32 roundings
+#: of a 512-d dot product). The measures do not use it: they settle close calls in float64.
 TIE_TOL = 2e-6
 #: Rows of one similarity panel. 512 rows x 5,000 columns (10 MB) stays in the last-level cache
 #: between the product that writes it and the sweep that reads it; ``block_values`` caps it.
 _PANEL_ROWS = 512
 
 
-@numba.njit(nogil=True, cache=True)
-def _cross_panel_stats(S, row_thr, col_thr, row_max, row_cnt, col_max, col_cnt):  # pragma: no cover
-    """One read of ``S``: per row its max and count(>= row_thr); per column the same.
+# ---------------------------------------------------------------------------------------------
+# exact float64 rechecks
+# ---------------------------------------------------------------------------------------------
+#: Two float64 cosines closer than this are a tie (duplicated points): the float64 rounding
+#: of a cosine in d <= 4096 dimensions is below 5e-13.
+TIE_TOL_FLOAT64 = 1e-12
+_U32 = 2.0 ** -24  # unit roundoff of float32 (half its machine epsilon)
 
-    ``col_max`` and ``col_cnt`` are the calling worker's own accumulators (reduced by the
-    caller), so workers never write the same memory.
+
+def float32_cosine_bound(d: int) -> float:
+    """Bound on |float32 cosine - exact cosine| for the float32 unit rows measure_gap uses.
+
+    Each row is normalised in float64 and rounded once to float32 (relative error <= u per
+    coordinate, u = 2^-24), then a float32 dot product of d terms in any summation order
+    (BLAS blocking, FMA) is within gamma_d = d u / (1 - d u) of the exact dot product of those
+    rows (Higham, *Accuracy and Stability of Numerical Algorithms*, section 3.1; the absolute
+    values of two unit rows have a dot product <= 1). Together at most about (d + 2) u; this
+    returns twice that, (d + 4) eps32 with eps32 = 2^-23, as the safety margin.
+    """
+    return 2.0 * (d + 4) * _U32
+
+
+@numba.njit(nogil=True, cache=True)
+def _dot64(a, b):  # pragma: no cover
+    """Float64 dot product in one fixed order (4 partial sums): bit-identical for identical
+    rows and symmetric in a and b, so duplicated points give equal cosines."""
+    d = a.shape[0]
+    s0 = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    s3 = 0.0
+    k = 0
+    while k + 4 <= d:
+        s0 += np.float64(a[k]) * np.float64(b[k])
+        s1 += np.float64(a[k + 1]) * np.float64(b[k + 1])
+        s2 += np.float64(a[k + 2]) * np.float64(b[k + 2])
+        s3 += np.float64(a[k + 3]) * np.float64(b[k + 3])
+        k += 4
+    while k < d:
+        s0 += np.float64(a[k]) * np.float64(b[k])
+        k += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+@numba.njit(nogil=True, cache=True)
+def _inv_norms64(A):  # pragma: no cover
+    """1 / ||a_i|| in float64 (0 for a zero row)."""
+    n = A.shape[0]
+    out = np.empty(n, np.float64)
+    for i in range(n):
+        s = _dot64(A[i], A[i])
+        out[i] = 1.0 / np.sqrt(s) if s > 0 else 0.0
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _scale_rows32(A, inv, out):  # pragma: no cover
+    """out[i] = float32(a_i * inv[i]), the product in float64: one rounding per coordinate."""
+    n, d = A.shape
+    for i in range(n):
+        s = inv[i]
+        for k in range(d):
+            out[i, k] = np.float32(np.float64(A[i, k]) * s)
+
+
+@numba.njit(nogil=True, cache=True)
+def _pair_cos64(X, Y, ix, iy):  # pragma: no cover
+    n = X.shape[0]
+    out = np.empty(n, np.float64)
+    for i in range(n):
+        out[i] = _dot64(X[i], Y[i]) * (ix[i] * iy[i])
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _count_at_least(Q, C, iq, ic, entries, thr, tol, counts):  # pragma: no cover
+    """For each (query, candidate) in ``entries``: counts[query] += cos64 >= thr[query] - tol."""
+    for e in range(entries.shape[0]):
+        q = entries[e, 0]
+        c = entries[e, 1]
+        s = _dot64(Q[q], C[c]) * (iq[q] * ic[c])
+        if s >= thr[q] - tol:
+            counts[q] += 1
+
+
+@numba.njit(nogil=True, cache=True)
+def _max_over(Q, C, iq, ic, entries, best):  # pragma: no cover
+    """best[query] = max(best[query], cos64(query, candidate)) over ``entries``."""
+    for e in range(entries.shape[0]):
+        q = entries[e, 0]
+        c = entries[e, 1]
+        s = _dot64(Q[q], C[c]) * (iq[q] * ic[c])
+        if s > best[q]:
+            best[q] = s
+
+
+#: Columns of one chunk of a panel row: a SIMD sweep counts the chunk's entries, and only a
+#: chunk holding a close call is read again, one entry at a time, to note them. (The sweeps
+#: index slices from 0 so that LLVM sees non-negative indices and vectorises them.)
+_CHUNK = 256
+#: Finite similarities only (the inputs are checked): lets LLVM vectorise the max reductions.
+_FASTMATH = {"nnan", "ninf", "nsz"}
+
+
+@numba.njit(nogil=True, cache=True, fastmath=_FASTMATH)
+def _cross_panel(S, i0, r_lo, r_hi, c_lo, c_hi, near, row_sure, row_m1, row_near, row_arg,
+                 col_sure, col_m1, col_m2, col_arg, buf_r, buf_c, found):  # pragma: no cover
+    """One sweep of the cross panel ``S = X[i0:i0+R] @ Y.T`` (float32).
+
+    Per image row i (a query): how many texts are surely at least as close as its partner
+    (``S >= r_hi[i]``), the largest value, its index and how many values lie within ``near``
+    of it. Per text column j, in the calling worker's own accumulators: the count against
+    ``c_hi[j]``, the two largest values and the argmax. Entries in the band ``[lo, hi)`` of
+    their query need float64: they are written as (query, candidate) to ``buf_r`` (image
+    queries) / ``buf_c`` (text queries) while there is room (``found`` counts them all). The
+    partner entry (j == i) is no competitor of itself: it is left out of the counts, not of
+    the maxima.
     """
     n_rows, n_cols = S.shape
+    cap_r = buf_r.shape[0]
+    cap_c = buf_c.shape[0]
     for r in range(n_rows):
-        t = row_thr[r]
-        m = np.float32(-np.inf)
-        c = 0
-        for j in range(n_cols):
-            v = S[r, j]
-            m = max(m, v)
-            c += np.int32(v >= t)
-            col_max[j] = max(col_max[j], v)
-            col_cnt[j] += np.int32(v >= col_thr[j])
-        row_max[r] = m
-        row_cnt[r] = c
+        i = i0 + r
+        lo = r_lo[i]
+        hi = r_hi[i]
+        m1 = np.float32(-np.inf)
+        best_chunk = 0
+        sure = 0
+        for j0 in range(0, n_cols, _CHUNK):
+            j1 = min(j0 + _CHUNK, n_cols)
+            row = S[r, j0:j1]
+            clo = c_lo[j0:j1]
+            chi = c_hi[j0:j1]
+            csure = col_sure[j0:j1]
+            cm1 = col_m1[j0:j1]
+            cm2 = col_m2[j0:j1]
+            carg = col_arg[j0:j1]
+            band = 0
+            cmax = np.float32(-np.inf)
+            for t in range(j1 - j0):
+                v = row[t]
+                up = np.int32(v >= hi)
+                sure += up
+                cu = np.int32(v >= chi[t])
+                csure[t] += cu
+                band += np.int32(v >= lo) - up + np.int32(v >= clo[t]) - cu
+                cmax = max(cmax, v)
+                old = cm1[t]
+                cm2[t] = max(cm2[t], min(old, v))
+                carg[t] = i if v > old else carg[t]
+                cm1[t] = max(old, v)
+            if cmax > m1:
+                m1 = cmax
+                best_chunk = j0
+            if band:  # rare: note the close calls of this chunk
+                for t in range(j1 - j0):
+                    j = j0 + t
+                    v = row[t]
+                    if j == i:
+                        continue
+                    if lo <= v < hi:
+                        if found[0] < cap_r:
+                            buf_r[found[0], 0] = i
+                            buf_r[found[0], 1] = j
+                        found[0] += 1
+                    if clo[t] <= v < chi[t]:
+                        if found[1] < cap_c:
+                            buf_c[found[1], 0] = j
+                            buf_c[found[1], 1] = i
+                        found[1] += 1
+        row = S[r, :]
+        top = m1 - near
+        cnt = 0
+        for t in range(n_cols):
+            cnt += np.int32(row[t] >= top)
+        a = best_chunk
+        while row[a] != m1:
+            a += 1
+        v = row[i]  # the partner: out of the sure counts
+        sure -= np.int32(v >= hi)
+        col_sure[i] -= np.int32(v >= c_hi[i])
+        row_sure[i] = sure
+        row_m1[i] = m1
+        row_near[i] = cnt
+        row_arg[i] = a
 
 
-@numba.njit(nogil=True, cache=True)
-def _upper_panel_counts(S, i0, thr_a, thr_b, cnt_a, cnt_b):  # pragma: no cover
-    """Counts over the strict upper triangle of a symmetric similarity matrix, one panel.
+@numba.njit(nogil=True, cache=True, fastmath=_FASTMATH)
+def _within_panel(S, i0, lo_a, hi_a, lo_b, hi_b, sure_a, sure_b, buf_a, buf_b,
+                  found):  # pragma: no cover
+    """One sweep of the strict upper triangle of a symmetric panel ``A[i0:i0+R] @ A[i0:].T``.
 
-    ``S = A[i0:i0 + R] @ A[i0:].T``: entry (r, c) is the pair of items (i0 + r, i0 + c), read
-    only where c > r, and serves both items: item i counts the j with s_ij >= thr_a[i] (and
-    thr_b[i]), item j the i with s_ij >= thr_a[j]. ``cnt_a``, ``cnt_b``: the worker's own.
+    Entry (r, c), c > r, is the pair of items (i0 + r, i0 + c) and serves both: each counts the
+    other when surely at least as close as its threshold a (``>= hi_a``) and b. Entries in a
+    band ``[lo, hi)`` need float64: they are written as (query, candidate) to ``buf_a`` /
+    ``buf_b`` while there is room (``found`` counts them all). ``sure_a``, ``sure_b``: the
+    calling worker's own accumulators.
     """
     n_rows, n_cols = S.shape
+    cap_a = buf_a.shape[0]
+    cap_b = buf_b.shape[0]
     for r in range(n_rows):
         gi = i0 + r
-        ta = thr_a[gi]
-        tb = thr_b[gi]
-        ca = 0
-        cb = 0
-        for c in range(r + 1, n_cols):
-            v = S[r, c]
-            gj = i0 + c
-            ca += np.int32(v >= ta)
-            cb += np.int32(v >= tb)
-            cnt_a[gj] += np.int32(v >= thr_a[gj])
-            cnt_b[gj] += np.int32(v >= thr_b[gj])
-        cnt_a[gi] += ca
-        cnt_b[gi] += cb
+        la = lo_a[gi]
+        ha = hi_a[gi]
+        lb = lo_b[gi]
+        hb = hi_b[gi]
+        sa = 0
+        sb = 0
+        for c0 in range(r + 1, n_cols, _CHUNK):
+            c1 = min(c0 + _CHUNK, n_cols)
+            row = S[r, c0:c1]
+            qla = lo_a[i0 + c0:i0 + c1]
+            qha = hi_a[i0 + c0:i0 + c1]
+            qlb = lo_b[i0 + c0:i0 + c1]
+            qhb = hi_b[i0 + c0:i0 + c1]
+            qsa = sure_a[i0 + c0:i0 + c1]
+            qsb = sure_b[i0 + c0:i0 + c1]
+            band = 0
+            for t in range(c1 - c0):
+                v = row[t]
+                ua = np.int32(v >= ha)
+                ub = np.int32(v >= hb)
+                sa += ua
+                sb += ub
+                va = np.int32(v >= qha[t])
+                vb = np.int32(v >= qhb[t])
+                qsa[t] += va
+                qsb[t] += vb
+                band += (np.int32(v >= la) - ua + np.int32(v >= lb) - ub
+                         + np.int32(v >= qla[t]) - va + np.int32(v >= qlb[t]) - vb)
+            if band:  # rare: note the close calls of this chunk
+                for t in range(c1 - c0):
+                    v = row[t]
+                    gj = i0 + c0 + t
+                    for side in range(2):
+                        q = gi if side == 0 else gj
+                        k = gj if side == 0 else gi
+                        if lo_a[q] <= v < hi_a[q]:
+                            if found[0] < cap_a:
+                                buf_a[found[0], 0] = q
+                                buf_a[found[0], 1] = k
+                            found[0] += 1
+                        if lo_b[q] <= v < hi_b[q]:
+                            if found[1] < cap_b:
+                                buf_b[found[1], 0] = q
+                                buf_b[found[1], 1] = k
+                            found[1] += 1
+        sure_a[gi] += sa
+        sure_b[gi] += sb
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,13 +325,18 @@ def _upper_panel_counts(S, i0, thr_a, thr_b, cnt_a, cnt_b):  # pragma: no cover
 class GapReport:
     """All measures of one embedding of N pairs.
 
+    Ranks are exact: they equal a float64 computation on the same input (rows widened to
+    float64 and normalised). An item whose cosine equals the target's, in float64 up to
+    :data:`TIE_TOL_FLOAT64` (duplicated points), is ranked ahead of it: a tie is never a win.
+    Near-ties are not ties: cosines 1.5e-6 apart are ordered as float64 orders them.
+
     Attributes
     ----------
     metrics : dict of str to float
         Scalar measures, keyed as in the CLI's JSON output (``ITR``, ``TIR``, ``IMR``, ``TMR``,
         ``R@5`` ... ; see :data:`METRIC_DESCRIPTIONS`). Ratios may be ``inf``.
     paired_cosine : ndarray of shape (N,)
-        cos(x_i, y_i).
+        cos(x_i, y_i), float64.
     best_text_rank : ndarray of shape (N,)
         Per image query, the mixed-pool rank of its best-ranked text (TMR averages it).
     best_image_rank : ndarray of shape (N,)
@@ -166,14 +388,12 @@ METRIC_DESCRIPTIONS: dict[str, str] = {
 # public functions
 # ---------------------------------------------------------------------------------------------
 def normalize_rows(A: np.ndarray) -> np.ndarray:
-    """``A`` with each row scaled to unit L2 norm, as C-contiguous float32; zero rows rejected."""
-    A = np.asarray(A, dtype=np.float32)
-    norms = np.linalg.norm(A, axis=1, keepdims=True)
-    if not np.all(norms > 0):
-        bad = np.flatnonzero(norms[:, 0] <= 0)[:5].tolist()
-        raise ValueError(f"rows {bad} are zero vectors and have no direction; drop them first "
-                         "(gapviz.embeddings.clean_pairs finds and reports them).")
-    return np.ascontiguousarray(A / norms)
+    """``A`` with each row scaled to unit L2 norm, as C-contiguous float32; zero rows rejected.
+
+    Norms and the scaling are computed in float64 and each coordinate is rounded once to
+    float32.
+    """
+    return _unit_rows(_exact_source(np.asarray(A)))[0]
 
 
 def measure_gap(X: np.ndarray, Y: np.ndarray, *, ks: tuple[int, ...] = RECALL_KS,
@@ -203,10 +423,12 @@ def measure_gap(X: np.ndarray, Y: np.ndarray, *, ks: tuple[int, ...] = RECALL_KS
     if not (np.isfinite(X).all() and np.isfinite(Y).all()):
         raise ValueError("embeddings contain NaN or inf; gapviz.embeddings.clean_pairs skips and "
                          "reports such rows.")
-    Xn, Yn = normalize_rows(X), normalize_rows(Y)
-    n = Xn.shape[0]
-    s_pair = np.einsum("ij,ij->i", Xn, Yn)
-    thr_pair = s_pair - np.float32(TIE_TOL)  # ">= threshold" then means "tied or closer"
+    Xr, Yr = _exact_source(X), _exact_source(Y)
+    Xn, ix = _unit_rows(Xr)
+    Yn, iy = _unit_rows(Yr)
+    n, d = Xn.shape
+    s_pair = _pair_cos64(Xr, Yr, ix, iy)  # float64 cosine of each pair
+    h = float32_cosine_bound(d)
 
     workers = _workers()
     with _one_blas_thread(workers), ThreadPoolExecutor(1, "gapviz-distances") as side:
@@ -214,18 +436,17 @@ def measure_gap(X: np.ndarray, Y: np.ndarray, *, ks: tuple[int, ...] = RECALL_KS
         # similarity pass instead of after it.
         distances = side.submit(distance_measures, Xn, Yn, s_pair, normalized=True)
 
-        # Cross block X Y^T: per image query (rows) the best text and the texts at least as
+        # Cross block X Y^T: per image query (rows) its best text and the texts at least as
         # close as its partner; per text query (columns) the same over images.
         best_text_sim, texts_ge_pair, best_image_sim, images_ge_pair = _cross_stats(
-            Xn, Yn, s_pair, thr_pair, block_values, workers)
+            Xn, Yn, Xr, Yr, ix, iy, s_pair, h, block_values, workers)
 
         # Within-modality blocks: how many same-modality items are at least as close as the
         # best other-modality item (-> ITR, TMR) and as the partner (-> mixed-pool rank of
         # the partner).
-        tie = np.float32(TIE_TOL)
-        imgs_ge_best_text, imgs_ge_pair = _within_counts(Xn, best_text_sim - tie, thr_pair,
+        imgs_ge_best_text, imgs_ge_pair = _within_counts(Xn, Xr, ix, best_text_sim, s_pair, h,
                                                          block_values, workers)
-        txts_ge_best_img, txts_ge_pair = _within_counts(Yn, best_image_sim - tie, thr_pair,
+        txts_ge_best_img, txts_ge_pair = _within_counts(Yn, Yr, iy, best_image_sim, s_pair, h,
                                                         block_values, workers)
         distances = distances.result()
 
@@ -477,50 +698,164 @@ class _OneBlasThread:
 _one_blas_thread = _OneBlasThread()
 
 
-def _cross_stats(X: np.ndarray, Y: np.ndarray, s_pair: np.ndarray, thr_pair: np.ndarray,
-                 block_values: int, workers: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One pass over ``X Y^T`` by row panels: row and column maxima and counts >= thr_pair.
+def _exact_source(A: np.ndarray) -> np.ndarray:
+    """The input rows as the float64 rechecks read them: float32/float64 kept as given (no
+    copy when contiguous), anything else widened to float64."""
+    if A.dtype in (np.float32, np.float64):
+        return np.ascontiguousarray(A)
+    return np.ascontiguousarray(A, dtype=np.float64)
 
-    Returns best_text_sim, texts_ge_pair (per image), best_image_sim, images_ge_pair (per
-    text); the counts include the partner itself.
+
+def _unit_rows(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 unit rows, float64 inverse norms) of ``A`` (already an exact source)."""
+    inv = _inv_norms64(A)
+    if not np.all(inv > 0):
+        bad = np.flatnonzero(~(inv > 0))[:5].tolist()
+        raise ValueError(f"rows {bad} are zero vectors and have no direction; drop them first "
+                         "(gapviz.embeddings.clean_pairs finds and reports them).")
+    out = np.empty(A.shape, np.float32)
+    _scale_rows32(A, inv, out)
+    return out, inv
+
+
+def _band32(thr: np.ndarray, h: float) -> tuple[np.ndarray, np.ndarray]:
+    """float32 ``lo <= thr - h`` and ``hi >= thr + h`` (rounded outwards)."""
+    lo = np.nextafter((thr - h).astype(np.float32), np.float32(-np.inf))
+    hi = np.nextafter((thr + h).astype(np.float32), np.float32(np.inf))
+    return lo, hi
+
+
+def _stack(parts: list[np.ndarray]) -> np.ndarray:
+    parts = [p for p in parts if p.shape[0]]
+    return np.concatenate(parts) if parts else np.empty((0, 2), np.int32)
+
+
+def _cross_stats(Xn: np.ndarray, Yn: np.ndarray, Xr: np.ndarray, Yr: np.ndarray, ix: np.ndarray,
+                 iy: np.ndarray, s_pair: np.ndarray, h: float, block_values: int,
+                 workers: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One pass over ``X Y^T`` by row panels, close calls settled in float64.
+
+    Returns best_text_sim, texts_ge_pair (per image query), best_image_sim, images_ge_pair
+    (per text query): the exact float64 best cosine to the other modality, and how many of
+    the other modality are at least as close as the partner (the partner included).
     """
-    n = X.shape[0]
+    n = Xn.shape[0]
     rows = _panel_rows(n, block_values, workers)
-    row_max = np.empty(n, np.float32)
-    row_cnt = np.empty(n, np.int32)
-    col_max = np.full((workers, n), -np.inf, np.float32)
-    col_cnt = np.zeros((workers, n), np.int32)
+    lo, hi = _band32(s_pair, h)
+    near = np.float32(2 * h)  # two float32 values each within h of their exact values
+    row_sure = np.zeros(n, np.int32)
+    row_m1 = np.empty(n, np.float32)
+    row_near = np.empty(n, np.int32)
+    row_arg = np.zeros(n, np.int64)
+    col_sure = np.zeros((workers, n), np.int32)
+    col_m1 = np.full((workers, n), -np.inf, np.float32)
+    col_m2 = np.full((workers, n), -np.inf, np.float32)
+    col_arg = np.zeros((workers, n), np.int64)
+    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
     def panel(slot: int, i0: int) -> None:
         i1 = min(n, i0 + rows)
-        S = X[i0:i1] @ Y.T
-        # The pair's own entry is pinned to s_pair (BLAS and einsum may differ in the last
-        # bit), so "at least as close as the partner" compares one value everywhere.
-        S[np.arange(i1 - i0), np.arange(i0, i1)] = s_pair[i0:i1]
-        _cross_panel_stats(S, thr_pair[i0:i1], thr_pair, row_max[i0:i1], row_cnt[i0:i1],
-                           col_max[slot], col_cnt[slot])
+        S = Xn[i0:i1] @ Yn.T
+        cap = 8 * (i1 - i0) + 256
+        acc = (col_sure[slot], col_m1[slot], col_m2[slot], col_arg[slot])
+        while True:
+            buf_r = np.empty((cap, 2), np.int32)
+            buf_c = np.empty((cap, 2), np.int32)
+            count = np.zeros(2, np.int64)
+            _cross_panel(S, i0, lo, hi, lo, hi, near, row_sure, row_m1, row_near, row_arg,
+                         *acc, buf_r, buf_c, count)
+            if count.max() <= cap:
+                break
+            # heavily tied data: more close calls than the buffers held; run again into
+            # bigger ones, the column accumulators into scratch (they are in already)
+            cap = int(count.max())
+            acc = (np.zeros(n, np.int32), np.full(n, -np.inf, np.float32),
+                   np.full(n, -np.inf, np.float32), np.zeros(n, np.int64))
+        # rows whose best text is not unique within `near`: all near-maximum texts
+        tied = [np.c_[np.full(j.size, i0 + r, np.int32), j.astype(np.int32)]
+                for r in np.flatnonzero(row_near[i0:i1] > 1)
+                for j in [np.flatnonzero(S[r] >= row_m1[i0 + r] - near)]]
+        found.append((buf_r[:count[0]], buf_c[:count[1]], _stack(tied)))
 
     _run_panels(panel, list(range(0, n, rows)), workers)
-    return (row_max, row_cnt.astype(np.int64), col_max.max(axis=0),
-            col_cnt.sum(axis=0, dtype=np.int64))
+
+    # Partner ranks: the sure counts plus the band entries that float64 puts at least as close.
+    texts_ge_pair = 1 + row_sure.astype(np.int64)
+    images_ge_pair = 1 + col_sure.sum(axis=0, dtype=np.int64)
+    _count_at_least(Xr, Yr, ix, iy, _stack([f[0] for f in found]), s_pair, TIE_TOL_FLOAT64,
+                    texts_ge_pair)
+    _count_at_least(Yr, Xr, iy, ix, _stack([f[1] for f in found]), s_pair, TIE_TOL_FLOAT64,
+                    images_ge_pair)
+
+    # Best text per image: the argmax when no other text is within `near` of it, else every
+    # near-maximum text, in float64.
+    idx = np.arange(n, dtype=np.int32)
+    unique = row_near == 1
+    entries = np.concatenate([np.c_[idx[unique], row_arg[unique].astype(np.int32)],
+                              _stack([f[2] for f in found])])
+    best_text = np.full(n, -np.inf)
+    _max_over(Xr, Yr, ix, iy, np.ascontiguousarray(entries, dtype=np.int32), best_text)
+
+    # Best image per text: the workers' top-2 merged; a maximum that is not unique within
+    # `near` (duplicated images above all) takes those texts' columns again, as rows.
+    w_star = col_m1.argmax(axis=0)
+    m1 = col_m1[w_star, idx]
+    others = col_m1.copy()
+    others[w_star, idx] = -np.inf
+    m2 = np.maximum(col_m2.max(axis=0), others.max(axis=0))
+    unique = m2 < m1 - near
+    parts = [np.c_[idx[unique], col_arg[w_star, idx][unique].astype(np.int32)]]
+    again = idx[~unique]
+    step = max(1, block_values // n)
+    for j0 in range(0, again.size, step):
+        cols = again[j0:j0 + step]
+        S = Yn[cols] @ Xn.T
+        r, c = np.nonzero(S >= (S.max(axis=1) - near)[:, None])
+        parts.append(np.c_[cols[r], c.astype(np.int32)])
+    best_image = np.full(n, -np.inf)
+    _max_over(Yr, Xr, iy, ix, np.ascontiguousarray(np.concatenate(parts), dtype=np.int32),
+              best_image)
+    return best_text, texts_ge_pair, best_image, images_ge_pair
 
 
-def _within_counts(A: np.ndarray, thr_a: np.ndarray, thr_b: np.ndarray,
-                   block_values: int, workers: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each row i of unit-norm ``A``: #{j != i : a_i . a_j >= thr_a[i]} and the same for thr_b.
+def _within_counts(An: np.ndarray, Ar: np.ndarray, ia: np.ndarray, thr_a: np.ndarray,
+                   thr_b: np.ndarray, h: float, block_values: int,
+                   workers: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each row i: #{j != i : cos64(a_i, a_j) >= thr_a[i]} and the same for thr_b.
 
-    Walks the upper triangle of ``A A^T`` by row panels (panel i0:i1 against rows i0:), so
-    each product a_i . a_j is computed once and serves both i and j: about N^2 d / 2
-    multiply-adds, and an item is never compared with itself.
+    Walks the upper triangle of ``An An^T`` (float32 unit rows) by row panels (panel i0:i1
+    against rows i0:), so each product is computed once and serves both i and j: about
+    N^2 d / 2 multiply-adds, and an item is never compared with itself. Entries within ``h``
+    of a threshold are recomputed from ``Ar`` (the input rows, inverse norms ``ia``) in float64.
     """
-    n = A.shape[0]
+    n = An.shape[0]
     rows = _panel_rows(n, block_values, workers)
-    cnt_a = np.zeros((workers, n), np.int32)
-    cnt_b = np.zeros((workers, n), np.int32)
+    lo_a, hi_a = _band32(thr_a, h)
+    lo_b, hi_b = _band32(thr_b, h)
+    sure_a = np.zeros((workers, n), np.int32)
+    sure_b = np.zeros((workers, n), np.int32)
+    found: list[tuple[np.ndarray, np.ndarray]] = []
 
     def panel(slot: int, i0: int) -> None:
-        S = A[i0:i0 + rows] @ A[i0:].T
-        _upper_panel_counts(S, i0, thr_a, thr_b, cnt_a[slot], cnt_b[slot])
+        S = An[i0:i0 + rows] @ An[i0:].T
+        cap = 8 * S.shape[0] + 256
+        acc = (sure_a[slot], sure_b[slot])
+        while True:
+            buf_a = np.empty((cap, 2), np.int32)
+            buf_b = np.empty((cap, 2), np.int32)
+            count = np.zeros(2, np.int64)
+            _within_panel(S, i0, lo_a, hi_a, lo_b, hi_b, *acc, buf_a, buf_b, count)
+            if count.max() <= cap:
+                break
+            # heavily tied data: more close calls than the buffers held; run again into
+            # bigger ones, counting into scratch (the sure counts are in already)
+            cap = int(count.max())
+            acc = (np.zeros(n, np.int32), np.zeros(n, np.int32))
+        found.append((buf_a[:count[0]], buf_b[:count[1]]))
 
     _run_panels(panel, list(range(0, n, rows)), workers)  # the largest panels first
-    return cnt_a.sum(axis=0, dtype=np.int64), cnt_b.sum(axis=0, dtype=np.int64)
+    cnt_a = sure_a.sum(axis=0, dtype=np.int64)
+    cnt_b = sure_b.sum(axis=0, dtype=np.int64)
+    _count_at_least(Ar, Ar, ia, ia, _stack([f[0] for f in found]), thr_a, TIE_TOL_FLOAT64, cnt_a)
+    _count_at_least(Ar, Ar, ia, ia, _stack([f[1] for f in found]), thr_b, TIE_TOL_FLOAT64, cnt_b)
+    return cnt_a, cnt_b

@@ -1,19 +1,23 @@
-"""Brute-force reference of the mixed-pool measures: the whole 2N x 2N pool, no blocks.
+"""Brute-force float64 reference of the mixed-pool measures: the whole 2N x 2N pool, no blocks.
 
-Written for clarity, not speed, straight from DESIGN.md's definitions and the tie rule in
-gapviz.measures (an item tied with the target, within TIE_TOL, is ranked ahead of it).
+Written for clarity, not speed, straight from DESIGN.md's definitions, as a user's own numpy
+script would do it: the input rows widened to float64, normalised, all cosines from one float64
+product. Tie rule as in gapviz.measures: an item whose cosine equals the target's (within
+TIE_TOL_FLOAT64, float64 rounding: duplicated points) is ranked ahead of it.
 """
 
 import numpy as np
 
-from gapviz.measures import TIE_TOL
+from gapviz.measures import TIE_TOL_FLOAT64 as TOL
 
 
 def brute_force_ranks(X, Y):
+    X = np.asarray(X, dtype=np.float64)
+    Y = np.asarray(Y, dtype=np.float64)
     X = X / np.linalg.norm(X, axis=1, keepdims=True)
     Y = Y / np.linalg.norm(Y, axis=1, keepdims=True)
     n = X.shape[0]
-    Z = np.vstack([X, Y]).astype(np.float64)
+    Z = np.vstack([X, Y])
     S = Z @ Z.T
     is_text = np.r_[np.zeros(n, bool), np.ones(n, bool)]
     out = {k: np.zeros(n, int) for k in ("best_text", "best_image", "i2t", "t2i", "i2t_x", "t2i_x")}
@@ -23,14 +27,31 @@ def brute_force_ranks(X, Y):
         other_mod = is_text[others] != is_text[q]
         best_other = sims[other_mod].max()
         # rank of the best other-modality item: 1 + same-modality items at least as close
-        best_rank = 1 + np.count_nonzero(sims[~other_mod] >= best_other - TIE_TOL)
+        best_rank = 1 + np.count_nonzero(sims[~other_mod] >= best_other - TOL)
         partner = q + n if q < n else q - n
         s_p = S[q, partner]
-        pool_rank = np.count_nonzero(sims >= s_p - TIE_TOL)  # the partner itself counts as 1
-        cross_rank = np.count_nonzero(sims[other_mod] >= s_p - TIE_TOL)
+        pool_rank = np.count_nonzero(sims >= s_p - TOL)  # the partner itself counts as 1
+        cross_rank = np.count_nonzero(sims[other_mod] >= s_p - TOL)
         i = q % n
         if q < n:
             out["best_text"][i], out["i2t"][i], out["i2t_x"][i] = best_rank, pool_rank, cross_rank
         else:
             out["best_image"][i], out["t2i"][i], out["t2i_x"][i] = best_rank, pool_rank, cross_rank
     return out
+
+
+def metrics_from_ranks(ref, ks=(5, 10, 20)):
+    """ITR, TIR, TMR, IMR and mixed-pool / cross-modal R@K from :func:`brute_force_ranks`."""
+    def ratio(a, b):
+        return float("inf") if b == 0 and a > 0 else (float("nan") if b == 0 else a / b)
+
+    bt, bi = ref["best_text"], ref["best_image"]
+    m = {"ITR": ratio(np.count_nonzero(bt > 1), np.count_nonzero(bt == 1)),
+         "TIR": ratio(np.count_nonzero(bi > 1), np.count_nonzero(bi == 1)),
+         "TMR": float(bt.mean()), "IMR": float(bi.mean())}
+    for k in ks:
+        m[f"R@{k}"] = float(np.mean(ref["i2t"] <= k))
+        m[f"R@{k}_t2i"] = float(np.mean(ref["t2i"] <= k))
+        m[f"R@{k}_i2t_crossmodal"] = float(np.mean(ref["i2t_x"] <= k))
+        m[f"R@{k}_t2i_crossmodal"] = float(np.mean(ref["t2i_x"] <= k))
+    return m

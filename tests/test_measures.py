@@ -11,7 +11,7 @@ from scipy import linalg
 from gapviz import measures
 from gapviz.measures import (distance_measures, frechet_distance, linear_separability,
                              measure_gap, paired_significance)
-from reference import brute_force_ranks
+from reference import brute_force_ranks, metrics_from_ranks
 
 
 def on_circle(degrees):
@@ -163,7 +163,7 @@ def test_blocked_pass_equals_brute_force(n, d, block, workers, monkeypatch):
     X[3] = X[5]                                       # duplicated points
     Y[7] = X[7]
     r = measure_gap(X, Y, block_values=block)
-    ref = brute_force_ranks(X.astype(np.float32), Y.astype(np.float32))
+    ref = brute_force_ranks(X, Y)  # the same input, in float64
     assert np.array_equal(r.best_text_rank, ref["best_text"])
     assert np.array_equal(r.best_image_rank, ref["best_image"])
     assert np.array_equal(r.i2t_rank, ref["i2t"])
@@ -247,3 +247,121 @@ def test_smallest_case_two_pairs():
     r = measure_gap(np.eye(2), np.eye(2))
     # image 0: img1 cos 0, txt0 cos 1 (its partner, first), txt1 cos 0 ties img1 -> partner rank 1
     assert r.i2t_rank.tolist() == [1, 1] and r.metrics["ITR"] == 0.0 and r.metrics["TMR"] == 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# exact ranks: near-ties and duplicates against the float64 brute force
+# ---------------------------------------------------------------------------------------------
+RANK_FIELDS = (("best_text_rank", "best_text"), ("best_image_rank", "best_image"),
+               ("i2t_rank", "i2t"), ("t2i_rank", "t2i"),
+               ("i2t_rank_crossmodal", "i2t_x"), ("t2i_rank_crossmodal", "t2i_x"))
+
+
+def assert_ranks_are_float64(X, Y, **kw):
+    r = measure_gap(X, Y, **kw)
+    ref = brute_force_ranks(X, Y)
+    for mine, theirs in RANK_FIELDS:
+        np.testing.assert_array_equal(getattr(r, mine), ref[theirs], err_msg=mine)
+    want = metrics_from_ranks(ref, r.ks)
+    assert {k: r.metrics[k] for k in want} == want
+    return r
+
+
+def near_tie_pairs(gap, d=512, n=40, seed=0):
+    """Image 0's best text and its best other image differ by ``gap`` in float64 cosine.
+
+    Image 0 = e1; image 1 at cosine c from it; text 0 at cosine c + gap. Every other item is
+    a random direction far from e1 (cosine ~ 0), so only these two compete for image 0.
+    """
+    rng = np.random.default_rng(seed)
+    Q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    e1, e2, e3 = Q[:, 0], Q[:, 1], Q[:, 2]
+    c = 0.8
+    X = rng.normal(size=(n, d))
+    Y = rng.normal(size=(n, d))
+    X[0] = e1
+    X[1] = c * e1 + np.sqrt(1 - c ** 2) * e2
+    ct = c + gap
+    Y[0] = ct * e1 + np.sqrt(1 - ct ** 2) * e3
+    return X.astype(np.float32), Y.astype(np.float32)
+
+
+@pytest.mark.parametrize("gap", [1.5e-6, -1.5e-6, 2e-7, -2e-7, 3e-5, -3e-5])
+def test_near_tie_is_ordered_as_float64_orders_it(gap):
+    X, Y = near_tie_pairs(gap)
+    r = assert_ranks_are_float64(X, Y)
+    Xd, Yd = X.astype(np.float64), Y.astype(np.float64)
+    cos = lambda a, b: a @ b / np.linalg.norm(a) / np.linalg.norm(b)  # noqa: E731
+    text_first = cos(Xd[0], Yd[0]) > cos(Xd[0], Xd[1])
+    assert text_first == (gap > 0)  # the float32 input keeps the order of the construction
+    assert r.best_text_rank[0] == (1 if text_first else 2)
+
+
+def test_near_ties_at_scale_match_float64():
+    # 600 pairs in 512 dimensions, every text a slightly moved copy of its image or of another
+    # image (moves of 1e-7 .. 1e-4 in cosine), so many comparisons fall inside the float32
+    # error band; exact duplicates as well.
+    rng = np.random.default_rng(11)
+    n, d = 600, 512
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    src = rng.integers(0, n, size=n)
+    scale = 10.0 ** rng.uniform(-7, -3.5, size=(n, 1))
+    Y = (X[src] + scale * rng.normal(size=(n, d))).astype(np.float32)
+    X[10:20] = X[0]            # duplicated images
+    Y[30:35] = Y[29]           # duplicated texts
+    X[40] = X[41] + np.float32(1e-6) * rng.normal(size=d).astype(np.float32)  # near-duplicate
+    assert_ranks_are_float64(X, Y, block_values=50_000)
+
+
+def test_duplicates_tie_in_high_dimensions():
+    # identical float32 vectors sitting in different panels and panel positions still tie
+    rng = np.random.default_rng(2)
+    n, d = 300, 768
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    Y = (X + 0.5 * rng.normal(size=(n, d))).astype(np.float32)
+    X[::7] = X[3]
+    Y[::11] = Y[5]
+    r = assert_ranks_are_float64(X, Y, block_values=20_000)
+    # an image duplicated k times: its own duplicates rank ahead of any text (cosine 1)
+    assert (r.best_text_rank[::7] >= len(range(0, n, 7))).all()
+
+
+def test_everything_tied_overflows_the_close_call_buffers():
+    # 300 identical pairs: every comparison is a close call, far more than the per-panel
+    # buffers hold at first; the rerun path must still give the all-tied ranks.
+    X = np.tile(np.float32([0.3, -1.2, 0.5, 2.0]), (300, 1))
+    r = assert_ranks_are_float64(X, X.copy())
+    assert r.best_text_rank.tolist() == [300] * 300
+    assert r.i2t_rank.tolist() == [599] * 300
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(2, 30), d=st.integers(1, 40), seed=st.integers(0, 10 ** 6),
+       log_eps=st.floats(-9, -3), n_dup=st.integers(0, 4), f64=st.booleans())
+def test_ranks_equal_float64_brute_force(n, d, seed, log_eps, n_dup, f64):
+    """Planted near-duplicates (moved by 10^log_eps) and exact duplicates, float32 or float64
+    input: every rank equals the float64 brute force."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)) + 0.3
+    Y = X[rng.permutation(n)] + 10.0 ** log_eps * rng.normal(size=(n, d))
+    for _ in range(n_dup):
+        i, j = rng.integers(0, n, size=2)
+        (X if rng.random() < 0.5 else Y)[i] = (X if rng.random() < 0.5 else Y)[j]
+    if not f64:
+        X, Y = X.astype(np.float32), Y.astype(np.float32)
+    if np.any(np.linalg.norm(X, axis=1) == 0) or np.any(np.linalg.norm(Y, axis=1) == 0):
+        return
+    assert_ranks_are_float64(X, Y, block_values=max(1, n * 3))
+
+
+def test_float32_cosine_bound_holds_with_room():
+    # the worst observed float32 error is well inside the documented bound h (which is twice
+    # the worst-case bound): in 512 dims h = 6.2e-5, observed errors are ~1e-7
+    rng = np.random.default_rng(4)
+    A = rng.normal(size=(400, 512))
+    B = A[::-1] + 0.1 * rng.normal(size=(400, 512))
+    An, Bn = measures.normalize_rows(A), measures.normalize_rows(B)
+    exact = (A / np.linalg.norm(A, axis=1, keepdims=True)) @ (B / np.linalg.norm(B, axis=1, keepdims=True)).T
+    err = np.abs((An @ Bn.T).astype(np.float64) - exact).max()
+    assert err < measures.float32_cosine_bound(512) / 2
+    assert measures.float32_cosine_bound(512) == pytest.approx(516 * 2.0 ** -23)
