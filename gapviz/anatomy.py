@@ -39,7 +39,9 @@ its own column accumulators.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -49,6 +51,7 @@ import numba
 import numpy as np
 from scipy import stats
 
+from . import measures as _measures
 from .config import BLOCK_VALUES, RECALL_KS
 from .measures import TIE_TOL, GapReport, frechet_distance, measure_gap, normalize_rows
 
@@ -64,8 +67,9 @@ DIMENSIONS_LISTED = 20
 #: Candidate k of k-means when none is given, and the pairs it is chosen on.
 KMEANS_K_RANGE = (2, 30)
 KMEANS_SUBSAMPLE = 1000
-#: Rows of one similarity panel (capped by BLOCK_VALUES).
-_PANEL_ROWS = 512
+#: Rows of one similarity panel (capped by BLOCK_VALUES): 256 x 5,000 float32 (5 MB) stays in
+#: the last-level cache between the product that writes it and the sweep that reads it.
+_PANEL_ROWS = 256
 
 
 # ---------------------------------------------------------------------------------------------
@@ -422,12 +426,22 @@ def cluster_gaps(X: np.ndarray, Y: np.ndarray, *, labels: Sequence[str] | None =
         idx = out.members(c)
         row: dict[str, Any] = {"cluster": c, "name": names[c], "n": int(idx.size)}
         if idx.size >= 2:
-            r = measure_gap(Xn[idx], Yn[idx], ks=ks)
+            Xc, Yc = _in_own_span(Xn[idx], Yn[idx])
+            r = measure_gap(Xc, Yc, ks=ks)
             row.update({key: v for key, v in r.metrics.items() if key != "N"})
-            row["RMG"] = relative_modality_gap(Xn[idx], Yn[idx])
+            row["RMG"] = relative_modality_gap(Xc, Yc)
             row["NDCG@10"] = float(ndcg_gains(r.i2t_rank).mean())
         out.rows.append(row)
     return out
+
+
+def _in_own_span(Xc: np.ndarray, Yc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A small cluster's rows in coordinates of their own span (an isometry: every cosine,
+    rank and distance is unchanged), so Fréchet's d x d solves shrink to 2n x 2n when 2n < d."""
+    if 2 * Xc.shape[0] >= Xc.shape[1]:
+        return Xc, Yc
+    Q, _ = np.linalg.qr(np.vstack([Xc, Yc]).T.astype(np.float64))
+    return (Xc @ Q).astype(np.float32), (Yc @ Q).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -669,16 +683,6 @@ def _workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _row_splits(r: int, n_cols_first: int, parts: int) -> list[tuple[int, int]]:
-    """Split panel rows 0..r into ``parts`` ranges of about equal upper-triangle work."""
-    if parts <= 1 or r < 2 * parts:
-        return [(0, r)]
-    work = np.maximum(n_cols_first - np.arange(r) - 1, 1).cumsum()
-    cuts = np.searchsorted(work, work[-1] * np.arange(1, parts) / parts)
-    bounds = [0, *np.unique(cuts).tolist(), r]
-    return [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-
-
 class _TopK:
     """Row lists plus one column list per thread, merged at the end."""
 
@@ -703,26 +707,45 @@ class _TopK:
 
 
 def _panel_loop(A: np.ndarray, B: np.ndarray | None, block_values: int, sweep) -> None:
-    """Product of each row panel and its sweep, the sweep split across threads.
+    """Each row panel's product and sweep, one panel at a time per worker thread.
 
     ``B is None``: panels ``A[i0:i1] @ A[i0:].T`` (upper triangle); else ``A[i0:i1] @ B.T``.
-    ``sweep(S, i0, r0, r1, slot)`` reads rows r0:r1 of panel S. The product uses BLAS's own
-    threads; the sweeps (numba, no GIL) one thread each.
+    ``sweep(S, i0, 0, rows, slot)`` reads panel S while it is still in cache; ``slot`` is the
+    worker's own accumulators. BLAS is held to one thread meanwhile (shared with
+    ``measure_gap``'s passes, so concurrent callers restore it correctly): a BLAS pool beside
+    the sweep threads would spin against them.
     """
     n = A.shape[0]
     workers = _workers()
     n_cols = n if B is None else B.shape[0]
-    rows = max(1, min(_PANEL_ROWS, block_values // max(n_cols, 1)))
-    with ThreadPoolExecutor(workers, thread_name_prefix="gapviz-anatomy") as pool:
-        for i0 in range(0, n, rows):
+    rows = max(1, min(_PANEL_ROWS, block_values // max(n_cols * workers, 1)))
+    pending = iter(range(0, n, rows))  # in the upper triangle the largest panels come first
+    lock = threading.Lock()
+
+    def worker(slot: int) -> None:
+        while True:
+            with lock:
+                i0 = next(pending, None)
+            if i0 is None:
+                return
             i1 = min(n, i0 + rows)
             S = A[i0:i1] @ (A[i0:] if B is None else B).T
-            parts = _row_splits(i1 - i0, S.shape[1], workers) if B is None else \
-                [(a * (i1 - i0) // workers, (a + 1) * (i1 - i0) // workers) for a in range(workers)]
-            futures = [pool.submit(sweep, S, i0, r0, r1, slot)
-                       for slot, (r0, r1) in enumerate(parts) if r1 > r0]
-            for f in futures:
-                f.result()
+            sweep(S, i0, 0, i1 - i0, slot)
+
+    with _blas_one_thread(workers):
+        if workers == 1:
+            worker(0)
+            return
+        with ThreadPoolExecutor(workers, thread_name_prefix="gapviz-anatomy") as pool:
+            for future in [pool.submit(worker, slot) for slot in range(workers)]:
+                future.result()
+
+
+def _blas_one_thread(workers: int):
+    """measure_gap's process-wide BLAS limiter (first caller in sets it, last one out restores
+    it), so a measure pass and an anatomy pass running at once never leave BLAS mis-set."""
+    limiter = getattr(_measures, "_one_blas_thread", None)
+    return limiter(workers) if limiter is not None else contextlib.nullcontext()
 
 
 def _topk_pass(An: np.ndarray, k: int, block_values: int) -> np.ndarray:
@@ -789,9 +812,10 @@ def _pool_pass(Xn: np.ndarray, Yn: np.ndarray, *, hub_k: int, ablation: np.ndarr
     if ablation is not None:
         rank_t2i = 1 + cnt_yT.sum(axis=0).T
         rmg = np.empty(M + 1)
+        SX = inv_x.T @ Xn.astype(np.float64)  # (M + 1, d): sums of the renormalised rows
+        SY = inv_y.T @ Yn.astype(np.float64)
         for m in range(M + 1):
-            sx = inv_x[:, m] @ Xn.astype(np.float64)
-            sy = inv_y[:, m] @ Yn.astype(np.float64)
+            sx, sy = SX[m], SY[m]
             sx[ablation[:m]] = 0.0
             sy[ablation[:m]] = 0.0
             rmg[m] = rmg_from_sums(float(cos_m[:, m].mean()), sx @ sx, sy @ sy, n,

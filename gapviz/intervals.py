@@ -31,6 +31,7 @@ p = (1 + #{|D*_b - D| >= |D|}) / (B + 1).
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -84,6 +85,14 @@ class PairOutcomes:
     def n(self) -> int:
         return int(self.Xn.shape[0])
 
+    @functools.cached_property
+    def X64(self) -> np.ndarray:
+        return self.Xn.astype(np.float64)
+
+    @functools.cached_property
+    def Y64(self) -> np.ndarray:
+        return self.Yn.astype(np.float64)
+
     @classmethod
     def from_report(cls, report: GapReport, X: np.ndarray, Y: np.ndarray, *,
                     neighbours: np.ndarray | None = None) -> "PairOutcomes":
@@ -111,41 +120,42 @@ def resample_weights(n: int, n_resamples: int, seed: int) -> np.ndarray:
 def measures_from_weights(o: PairOutcomes, W: np.ndarray, *, frechet: bool = False) -> dict[str, np.ndarray]:
     """Every scalar measure for each row of weights ``W`` (B, N); all-ones gives the estimates.
 
-    Keys as in ``GapReport.metrics`` plus cross-modal R@1 and R@5, ``RMG``, ``NDCG@10``, ``hubness`` (when the outcomes
-    carry neighbours) and, with ``frechet``, ``frechet``, ``centroid``, ``distribution``.
+    Keys as in ``GapReport.metrics`` plus cross-modal R@1 and R@5, ``RMG``, ``NDCG@10``,
+    ``hubness`` (when the outcomes carry neighbours) and, with ``frechet``, ``frechet``,
+    ``centroid``, ``distribution``.
     """
     W = np.atleast_2d(np.asarray(W, dtype=np.float64))
-    n = o.n
     tot = W.sum(1)
 
-    def mean(v: np.ndarray) -> np.ndarray:
-        return W @ np.asarray(v, dtype=np.float64) / tot
-
-    def ratio(first_same: np.ndarray) -> np.ndarray:
-        same = W @ first_same.astype(np.float64)
-        other = tot - same
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(other > 0, same / np.where(other > 0, other, 1), np.where(same > 0, np.inf, np.nan))
-
-    out: dict[str, np.ndarray] = {
-        "ITR": ratio(o.best_text_rank > 1),
-        "TIR": ratio(o.best_image_rank > 1),
-        "IMR": mean(o.best_image_rank),
-        "TMR": mean(o.best_text_rank),
+    # every mean over queries at once: one (B, N) @ (N, K) product
+    columns: dict[str, np.ndarray] = {
+        "_image_first": o.best_text_rank > 1,
+        "_text_first": o.best_image_rank > 1,
+        "IMR": o.best_image_rank,
+        "TMR": o.best_text_rank,
     }
     for k in o.ks:
-        out[f"R@{k}"] = mean(o.i2t_rank <= k)
+        columns[f"R@{k}"] = o.i2t_rank <= k
     for k in o.ks:
-        out[f"R@{k}_t2i"] = mean(o.t2i_rank <= k)
+        columns[f"R@{k}_t2i"] = o.t2i_rank <= k
     for k in sorted(set(o.ks) | set(CROSSMODAL_KS)):
-        out[f"R@{k}_i2t_crossmodal"] = mean(o.i2t_rank_crossmodal <= k)
-        out[f"R@{k}_t2i_crossmodal"] = mean(o.t2i_rank_crossmodal <= k)
-    out["paired_cosine_distance"] = mean(1.0 - o.paired_cos)
-    out["paired_l2"] = mean(o.paired_l2)
-    out["paired_l2_squared"] = mean(o.paired_l2 ** 2)
+        columns[f"R@{k}_i2t_crossmodal"] = o.i2t_rank_crossmodal <= k
+        columns[f"R@{k}_t2i_crossmodal"] = o.t2i_rank_crossmodal <= k
+    columns["paired_cosine_distance"] = 1.0 - o.paired_cos
+    columns["paired_l2"] = o.paired_l2
+    columns["paired_l2_squared"] = o.paired_l2 ** 2
+    columns["NDCG@10"] = ndcg_gains(o.i2t_rank, NDCG_K)
+    V = np.column_stack([np.asarray(v, dtype=np.float64) for v in columns.values()])
+    means = (W @ V) / tot[:, None]
+    m_ = dict(zip(columns, means.T))
 
-    SX = W @ o.Xn.astype(np.float64)  # (B, d) weighted sums of rows
-    SY = W @ o.Yn.astype(np.float64)
+    out: dict[str, np.ndarray] = {
+        "ITR": _ratio(m_.pop("_image_first")),
+        "TIR": _ratio(m_.pop("_text_first")),
+    }
+    out.update(m_)
+    SX = W @ o.X64  # (B, d) weighted sums of rows
+    SY = W @ o.Y64
     out["all_cosine_distance"] = 1.0 - np.einsum("bj,bj->b", SX, SY) / tot ** 2
     out["centroid_gap"] = np.linalg.norm(SX - SY, axis=1) / tot
     pairs = tot * (tot - 1)
@@ -155,7 +165,6 @@ def measures_from_weights(o: PairOutcomes, W: np.ndarray, *, frechet: bool = Fal
     out["text_cone"] = cone_y
     m = np.maximum(out["paired_cosine_distance"] / 2.0, RMG_FLOOR)
     out["RMG"] = m / (m + ((1.0 - cone_x) / 2.0 + (1.0 - cone_y) / 2.0) / 2.0)
-    out["NDCG@10"] = mean(ndcg_gains(o.i2t_rank, NDCG_K))
     if o.neighbours is not None:
         out["hubness"] = _hubness_from_weights(o.neighbours, W)
     if frechet:
@@ -163,16 +172,26 @@ def measures_from_weights(o: PairOutcomes, W: np.ndarray, *, frechet: bool = Fal
     return out
 
 
+def _ratio(share_same: np.ndarray) -> np.ndarray:
+    """same / other from the share of queries whose top-1 is of their own modality."""
+    other = 1.0 - share_same
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(other > 0, share_same / np.where(other > 0, other, 1.0),
+                        np.where(share_same > 0, np.inf, np.nan))
+
+
 def _hubness_from_weights(neighbours: np.ndarray, W: np.ndarray) -> np.ndarray:
     """Skewness of the k-occurrence counts with query q weighted by its pair's weight."""
-    from .anatomy import skewness
-
     n2, k = neighbours.shape
     occ = sparse.csr_matrix((np.ones(n2 * k), neighbours.ravel(), np.arange(0, n2 * k + 1, k)),
                             shape=(n2, n2))
     Wq = np.hstack([W, W])  # pair i weights its image query (i) and its text query (N + i)
     counts = np.asarray((occ.T @ Wq.T).T)  # (B, 2N)
-    return np.array([skewness(c) for c in counts])
+    dev = counts - counts.mean(axis=1, keepdims=True)
+    m2 = np.mean(dev ** 2, axis=1)
+    m3 = np.mean(dev ** 3, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(m2 > 0, m3 / np.where(m2 > 0, m2, 1.0) ** 1.5, 0.0)
 
 
 def _frechet_from_weights(o: PairOutcomes, W: np.ndarray) -> dict[str, np.ndarray]:
@@ -181,8 +200,7 @@ def _frechet_from_weights(o: PairOutcomes, W: np.ndarray) -> dict[str, np.ndarra
     fr, cen = np.empty(W.shape[0]), np.empty(W.shape[0])
     for b, w in enumerate(W):
         stats = []
-        for A in (o.Xn, o.Yn):
-            A = A.astype(np.float64)
+        for A in (o.X64, o.Y64):
             mu = w @ A / w.sum()
             C = A - mu
             cov = (C * w[:, None]).T @ C / (w.sum() - 1)

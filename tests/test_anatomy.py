@@ -251,6 +251,20 @@ def test_planted_cluster_has_its_own_gap():
     assert rows["b"]["RMG"] == pytest.approx(relative_modality_gap(X[idx], Y[idx]))
 
 
+def test_cluster_rows_are_measure_gap_of_the_clusters_pairs():
+    # small clusters are measured in coordinates of their own span: an isometry, same numbers
+    X, Y, labels = planted_clusters(per=8, d=40)
+    groups = cluster_gaps(X, Y, labels=labels)
+    for c, name in enumerate(groups.names):
+        idx = groups.members(c)
+        direct = measure_gap(X[idx], Y[idx]).metrics
+        row = groups.rows[c]
+        for key in ("ITR", "TIR", "IMR", "TMR", "R@5", "R@5_i2t_crossmodal"):
+            assert row[key] == direct[key], (name, key)
+        for key in ("paired_cosine_distance", "centroid_gap", "image_cone", "frechet"):
+            assert row[key] == pytest.approx(direct[key], rel=1e-4, abs=1e-6), (name, key)
+
+
 def test_kmeans_finds_the_planted_clusters():
     from sklearn.metrics import adjusted_rand_score
 
