@@ -1,6 +1,6 @@
 """Benchmark: the dashboard's speed, on the library path each page runs.
 
-Targets (issue 6):
+Targets:
   k slider, N = 2,500 pairs: a k change to updated metrics and figures < 0.5 s
       (slice stored eigenvectors + all measures + joint PCA + distance samples + the figures
       the page redraws, built and serialised as Streamlit sends them; no eigen-solve).

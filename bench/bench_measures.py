@@ -1,6 +1,6 @@
 """Benchmark: all gap measures vs the float32 matrix-product floor, measured in one run.
 
-Targets (issue 3):
+Targets:
   N = 5,000 pairs, d = 512: measure_gap <= 1.0 x one 10k x 10k x 512 float32 product (floor ~0.5x).
   N = 50,000 pairs (--large): <= 1.5 x (that product time x 100), peak memory < 2 GB.
   Memory grows linearly in N: peak RSS of each run is printed (each size in its own process).

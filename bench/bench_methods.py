@@ -1,4 +1,4 @@
-"""Benchmark: gap-closing methods on this machine, each figure next to its target (issue 4).
+"""Benchmark: gap-closing methods on this machine, each figure next to its target.
 
     python bench/bench_methods.py                 # N = 5,000 spectral, k changes, OT at 2,500 (~5 min)
     python bench/bench_methods.py --large         # also N = 50,000 pairs (~10 min more)

@@ -17,7 +17,7 @@ Generative model (row i, modality m in {image, text}; all vectors in R^d, then L
 
 and a fraction ``mispair`` of the texts describe another pair's meaning (noisy web pairs).
 Mean-centering removes ``mu_m`` only; the style and anisotropy terms are what keep centering
-helpful but not sufficient, so the methods can be told apart (DESIGN.md, "The simulated demo").
+helpful but not sufficient, so the methods can be told apart.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The Compare page through Streamlit's AppTest (issue 7): every method in the table, several
-models, and the same numbers as the ``python -m gapviz compare`` command it shows."""
+"""The Compare page through Streamlit's AppTest: every method in the table, several
+models, and the same numbers as the ``gapviz compare`` command it shows."""
 
 from __future__ import annotations
 
@@ -9,42 +9,28 @@ import json
 import math
 import shlex
 from contextlib import redirect_stdout
-from pathlib import Path
-
-from streamlit.testing.v1 import AppTest
 
 from gapviz.cli import compare as compare_cli
 from gapviz.compare import COMPARE_KEYS
 from gapviz.methods import METHODS
-from gapviz.simulate import PROFILES, simulate_pairs
+from gapviz.simulate import PROFILES
 from gapviz.workspace import Workspace
+from conftest import app_session, assert_clean, simulated_workspace
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGE = "pages/compare.py"
-TIMEOUT = 240
 
 
-def _clean(at: AppTest, where: str) -> None:
-    assert not at.exception, f"{where}: {[e.value for e in at.exception]}"
-    assert not at.error, f"{where}: {[e.value for e in at.error]}"
+def _clean(at, where: str) -> None:
+    assert_clean(at, where)
 
 
-def _session(ws: Workspace, **widgets) -> AppTest:
+def _session(ws: Workspace, **widgets):
     """A fresh session on the Compare page; ``widgets`` are initial widget values."""
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.session_state["workspace"] = ws
-    for key, value in widgets.items():
-        at.session_state[key] = value
-    at.switch_page(PAGE)
-    return at.run()
+    return app_session(PAGE, workspace=ws, **widgets)
 
 
 def _workspace(n: int, dim: int, profiles, name: str) -> Workspace:
-    ws = Workspace()
-    for p in profiles:
-        ws.add(simulate_pairs(n, dim, profile=p, seed=0), source="test", dataset=name,
-               model=PROFILES[p].name, activate=p == "clip")
-    return ws
+    return simulated_workspace(n, dim, name, profiles=profiles)
 
 
 def test_the_table_has_every_method_and_marks_nothing_missing():
@@ -71,8 +57,8 @@ def test_the_table_has_every_method_and_marks_nothing_missing():
 
 def _run_cli(command: str) -> dict:
     argv = shlex.split(command)
-    assert argv[:4] == ["python", "-m", "gapviz", "compare"]
-    argv = argv[3:]
+    assert argv[:2] == ["gapviz", "compare"]
+    argv = argv[1:]
     argv[argv.index("--format") + 1] = "json"
     parser = argparse.ArgumentParser()
     compare_cli.register(parser.add_subparsers(dest="command", required=True))
@@ -93,7 +79,7 @@ def test_several_models_and_the_cli_command_it_shows_give_the_same_numbers():
     table = at.dataframe[0].value
     assert len(table) == 9 and list(table["model"].unique()) == ["sim-CLIP", "sim-SigLIP", "sim-LLM2CLIP"]
     command = at.code[0].value
-    assert command.startswith("python -m gapviz compare demo:clip demo:siglip demo:llm2clip")
+    assert command.startswith("gapviz compare demo:clip demo:siglip demo:llm2clip")
     assert "--n 150 --demo-seed 0" in command
     rows = _run_cli(command)["rows"]
     assert len(rows) == 9

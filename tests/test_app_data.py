@@ -15,8 +15,8 @@ from streamlit.testing.v1 import AppTest
 from datafixtures import register_tiny_model, write_image, write_truncated_jpeg
 from gapviz.embeddings import PairedEmbeddings, to_npz_bytes
 from gapviz.workspace import DEMO_DATASET
+from conftest import app_session
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 TIMEOUT = 240
 CAPTIONS = ["a red kite over a field", "a boat on a lake", "a city street at night",
             "a dog in the snow", "two cats on a sofa", "a bowl of fruit", "a train at a station",
@@ -24,11 +24,8 @@ CAPTIONS = ["a red kite over a field", "a boat on a lake", "a city street at nig
 
 
 @pytest.fixture(scope="module", autouse=True)
-def cache_dir(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("GAPVIZ_CACHE_DIR", str(tmp_path_factory.mktemp("gapviz-cache")))
-    yield
-    mp.undo()
+def cache_dir(gapviz_cache):
+    return gapviz_cache
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +50,7 @@ def _pairs_zip(folder: Path) -> bytes:
 
 
 def _session() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    at.switch_page("pages/data.py").run()
+    at = app_session("pages/data.py", timeout=TIMEOUT)
     assert not at.exception, [e.value for e in at.exception]
     return at
 

@@ -7,32 +7,25 @@ module and a fresh session (:func:`_session`) is cheap.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from gapviz.workspace import DEMO_DATASET
+from conftest import app_session, assert_clean, card_values
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
-TIMEOUT = 240
 PAGES = ["pages/overview.py", "pages/data.py", "pages/explore.py", "pages/close_gap.py"]
 
 
 def _clean(at: AppTest, where: str) -> None:
-    assert not at.exception, f"{where}: {[e.value for e in at.exception]}"
-    assert not at.error, f"{where}: {[e.value for e in at.error]}"
+    assert_clean(at, where)
 
 
 def _metrics(at: AppTest) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for m in at.metric:
-        out.setdefault(m.label, m.value)
-    return out
+    return card_values(at)
 
 
 def _session() -> AppTest:
-    return AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    return app_session()
 
 
 @pytest.fixture(scope="module")

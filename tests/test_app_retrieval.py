@@ -1,4 +1,4 @@
-"""The Retrieval page through Streamlit's AppTest (issue 7).
+"""The Retrieval page through Streamlit's AppTest.
 
 Runs ``app.py`` (the router, then the page) on a small simulated workspace put in the session
 before the first run, so every run takes a second or two; and on a user's zip of images and
@@ -8,30 +8,24 @@ captions embedded by a tiny open_clip model (random weights), for free-text quer
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from gapviz.simulate import PROFILES, simulate_pairs
 from gapviz.workspace import Workspace
+from conftest import app_session, assert_clean, simulated_workspace
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGE = "pages/retrieval.py"
 TIMEOUT = 180
 N = 300
 
 
 def _clean(at: AppTest, where: str) -> None:
-    assert not at.exception, f"{where}: {[e.value for e in at.exception]}"
-    assert not at.error, f"{where}: {[e.value for e in at.error]}"
+    assert_clean(at, where)
 
 
 def _session(ws: Workspace) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.session_state["workspace"] = ws
-    at.switch_page(PAGE)
-    return at.run()
+    return app_session(PAGE, workspace=ws, timeout=TIMEOUT)
 
 
 def _columns(at: AppTest) -> tuple[str, str]:
@@ -55,11 +49,7 @@ def _modalities(html: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def small_ws() -> Workspace:
-    ws = Workspace()
-    for profile in PROFILES:
-        ws.add(simulate_pairs(N, 64, profile=profile, seed=1), source="test",
-               dataset="Small simulated", model=PROFILES[profile].name, activate=profile == "clip")
-    return ws
+    return simulated_workspace(N, 64, "Small simulated", seed=1)
 
 
 @pytest.fixture(scope="module")

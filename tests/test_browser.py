@@ -77,6 +77,16 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     """A real ``streamlit run app.py`` on a free port, with its own cache folder."""
+    yield from _serve(tmp_path_factory, "streamlit.log")
+
+
+@pytest.fixture
+def fresh_app_url(tmp_path_factory):
+    """A server of its own, started for one test (nothing has run on it yet)."""
+    yield from _serve(tmp_path_factory, "streamlit-fresh.log")
+
+
+def _serve(tmp_path_factory, log_name: str):
     port = _free_port()
     cache = tmp_path_factory.mktemp("gapviz-cache")
     log_path = tmp_path_factory.mktemp("server") / "streamlit.log"
@@ -109,7 +119,7 @@ def app_url(tmp_path_factory):
             proc.kill()
         server_log = log_path.read_text()
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        (ARTIFACTS / "streamlit.log").write_text(server_log)
+        (ARTIFACTS / log_name).write_text(server_log)
 
 
 def _wait_idle(page, timeout: float = RUN_TIMEOUT) -> None:
@@ -151,7 +161,8 @@ def _metrics(page) -> dict[str, str]:
 
 
 def _goto_page(page, title: str) -> None:
-    page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
+    page.locator('[data-testid="stSidebar"] [data-testid="stPageLink"] a',
+                 has_text=title).first.click()
     page.wait_for_timeout(300)
     _wait_idle(page)
 
@@ -285,3 +296,44 @@ def test_every_page_in_a_real_browser(app_url):
                 f"k slider -> first card updated (browser): {slider_update:.2f} s\n")
         finally:
             browser.close()
+
+
+#: Each page's URL path and the title it shows (the menu order of ui.frame.PAGES).
+DEEP_LINKS = {"data": "Data", "explore": "Explore the gap", "close_gap": "Close the gap",
+              "retrieval": "Retrieval", "compare": "Compare"}
+
+
+def test_deep_links_work_on_a_freshly_started_server(fresh_app_url):
+    """A link to a page opened before anyone has opened the app's root: Streamlit runs the
+    page file itself then (a ``pages/`` folder sits beside app.py); each page must still draw
+    the whole app, with the same menu, and its links must lead to the other pages."""
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+                                     headless=True)
+        try:
+            for path, title in DEEP_LINKS.items():
+                page = browser.new_page(viewport=VIEWPORT)  # a new session for each link
+                page.goto(f"{fresh_app_url}/{path}")
+                page.wait_for_selector("h1", timeout=FIRST_LOAD_TIMEOUT * 1000)
+                _wait_idle(page, FIRST_LOAD_TIMEOUT)
+                _assert_no_exception(page, f"/{path} opened directly")
+                assert page.locator("h1").first.inner_text().strip() == title
+                links = page.locator('[data-testid="stSidebar"] [data-testid="stPageLink"]')
+                assert [t.strip() for t in links.all_inner_texts()] == [
+                    "Overview", "Data", "Explore", "Close the gap", "Retrieval", "Compare"]
+                # Streamlit's own menu (which would list files, not pages) is hidden.
+                assert page.locator('[data-testid="stSidebarNav"]').count() == 0
+                assert "Demo (simulated)" in page.inner_text('[data-testid="stSidebar"]')
+                page.close()
+            page = browser.new_page(viewport=VIEWPORT)
+            page.goto(f"{fresh_app_url}/compare")
+            page.wait_for_selector("h1", timeout=FIRST_LOAD_TIMEOUT * 1000)
+            _wait_idle(page, FIRST_LOAD_TIMEOUT)
+            _goto_page(page, "Overview")
+            assert "The gap, seen" in page.inner_text("body")
+            _goto_page(page, "Explore")
+            assert page.locator("h1").first.inner_text().strip() == "Explore the gap"
+            _assert_no_exception(page, "menu links after a deep link")
+        finally:
+            browser.close()
+

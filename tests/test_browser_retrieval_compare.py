@@ -1,11 +1,11 @@
-"""Retrieval, Compare and the exports in a real browser (issue 7), on the built-in demo.
+"""Retrieval, Compare and the exports in a real browser, on the built-in demo.
 
 Reuses the server fixture and helpers of ``test_browser.py`` (``streamlit run app.py`` in
 Debian's headless chromium through Playwright). Checks that the retrieval columns render with
 the paper's contrast (raw: only images; spectral: the caption on top, highlighted), that the
 downloads produce files that open in their tools (CSV in the csv module, the HTML report in
 the browser with its charts drawn, the ``.npz`` in gapviz, a PNG in Pillow), and that the
-compare table and heatmap render. Screenshots go to ``tests/artifacts/issue7/``.
+compare table and heatmap render. Screenshots go to ``tests/artifacts/browser/``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from test_browser import (CHROMIUM, CHROMIUM_ARGS, FIRST_LOAD_TIMEOUT, VIEWPORT,
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "tests" / "artifacts" / "issue7"
+ARTIFACTS = ROOT / "tests" / "artifacts" / "browser"
 #: Seconds allowed for the Compare page's first table on the demo (seven methods fitted).
 COMPARE_TIMEOUT = 240
 

@@ -1,4 +1,4 @@
-"""`python -m gapviz evaluate`: reports in every format, user files, clear errors."""
+"""`gapviz evaluate`: reports in every format, user files, clear errors."""
 
 import csv
 import io

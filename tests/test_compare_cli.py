@@ -1,4 +1,4 @@
-"""``python -m gapviz compare``: its table equals the library's measures, in every format."""
+"""``gapviz compare``: its table equals the library's measures, in every format."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ METHODS = ["orig", "center", "standardize", "procrustes", "pca", "spectral"]
 
 
 def run_compare(*argv: str) -> str:
-    """The compare subcommand's output (the same code ``python -m gapviz compare`` runs)."""
+    """The compare subcommand's output (the same code ``gapviz compare`` runs)."""
     parser = argparse.ArgumentParser()
     compare_cli.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["compare", *argv])
@@ -130,3 +130,22 @@ def test_parameters_suited_to_small_data_are_what_the_cli_is_told():
     text = run_compare("demo", "--n", "30", "--methods", "pca", "--set", "pca.n_components=20",
                        "--format", "json")
     assert json.loads(text)["rows"][0]["params"] == {"n_components": 20}
+
+
+def test_the_command_the_compare_page_shows_parses_back_to_its_table():
+    import shlex
+
+    from gapviz.cli.compare import command_line
+
+    cmd = command_line(["demo:clip", "demo:siglip"], ["orig", "spectral"],
+                       {"spectral": {"n_components": 20, "graph": "joint"}},
+                       {"--n": 300, "--demo-seed": 2})
+    words = shlex.split(cmd)
+    assert words[:2] == ["gapviz", "compare"]
+    parser = argparse.ArgumentParser()
+    compare_cli.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(words[1:])
+    assert args.sources == ["demo:clip", "demo:siglip"] and args.methods == "orig,spectral"
+    assert (args.n, args.demo_seed, args.format) == (300, 2, "markdown")
+    assert compare_cli.parse_settings(args.set) == {"spectral": {"n_components": 20,
+                                                                 "graph": "joint"}}

@@ -1,4 +1,4 @@
-"""Exports a user takes away (issue 7): every file opens in the tool it is meant for.
+"""Exports a user takes away: every file opens in the tool it is meant for.
 
 CSV in the csv module (and pandas), markdown as a table, ``.npz`` in gapviz's own loader with
 the method recorded, PNG/SVG as images (kaleido, when it and a Chromium are installed), the

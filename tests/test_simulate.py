@@ -1,4 +1,4 @@
-"""The built-in demo's profiles have the shapes DESIGN.md asks for, at the demo's own size."""
+"""The built-in demo's profiles have the intended shapes, at the demo's own size."""
 
 import numpy as np
 import pytest

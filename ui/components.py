@@ -45,7 +45,8 @@ def metric_cards(metrics: dict[str, float], baseline: dict[str, float] | None = 
                  keys: Sequence[str] = dash.ALL_CARDS, recall_k: int = dash.DEFAULT_RECALL_K,
                  per_row: int | None = None, border: bool = True, gap: str = "small") -> None:
     """One ``st.metric`` per key, with the change against ``baseline`` coloured by the
-    measure's direction (lower distances green, higher recall green, ITR/TIR toward 1)."""
+    measure's direction (``gapviz.measure_info``: lower distances, higher recall and ITR/TIR
+    moving toward 1 are green)."""
     keys = [dash.card_key(k, recall_k) for k in keys]
     per_row = per_row or len(keys)
     for start in range(0, len(keys), per_row):
@@ -54,7 +55,8 @@ def metric_cards(metrics: dict[str, float], baseline: dict[str, float] | None = 
             value = metrics.get(key)
             delta = dash.format_delta(key, baseline.get(key), value) if baseline else None
             col.metric(dash.card_label(key), dash.format_metric(key, value), delta,
-                       delta_color=dash.delta_color(key), help=dash.card_help(key), border=border)
+                       delta_color=dash.delta_color(key, baseline.get(key) if baseline else None,
+                                                   value), help=dash.card_help(key), border=border)
 
 
 #: A little CSS: less empty space above the title, compact metric cards, tighter captions.

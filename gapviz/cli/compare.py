@@ -87,3 +87,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
             f"{label}{' (SIMULATED)' if p.is_simulated else ''}, N = {p.n}" for label, p in datasets.items())
         print(tables.render(columns, args.format, keys=keys, title=title, transpose=True), end="")
     return 0
+
+
+def command_line(sources: list[str], methods: list[str],
+                 settings: dict[str, dict[str, Any]] | None = None,
+                 options: dict[str, Any] | None = None, *, fmt: str = "markdown") -> str:
+    """The ``gapviz compare`` command that prints a table: the Compare page shows it, and a
+    test parses it back with :func:`register`'s parser.
+
+    Parameters
+    ----------
+    sources : list of str
+        ``demo``, ``demo:PROFILE`` or embeddings files.
+    methods : list of str
+    settings : {method: {param: value}}, optional
+        Written as ``--set METHOD.PARAM=VALUE`` (values as Python literals, as
+        :func:`parse_settings` reads them).
+    options : {flag: value}, optional
+        Other options, e.g. ``{"--n": 500}``; a value of True writes the bare flag.
+    """
+    import shlex
+
+    words = ["gapviz", "compare", *sources, "--methods", ",".join(methods)]
+    for flag, value in (options or {}).items():
+        words += [flag] if value is True else [flag, str(value)]
+    for method, params in (settings or {}).items():
+        words += [f"--set={method}.{key}={value!r}" for key, value in params.items()]
+    words += ["--format", fmt]
+    return shlex.join(words)

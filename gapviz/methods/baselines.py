@@ -1,4 +1,4 @@
-"""Baselines a fair comparison needs (DESIGN.md, "Gap-closing methods").
+"""Baselines a fair comparison needs.
 
 All of them are affine maps fitted once, so they transform unseen rows exactly as the fitted
 ones. Inputs are L2-normalised first (cosine is the similarity everywhere in gapviz).

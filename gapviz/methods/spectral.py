@@ -4,8 +4,8 @@ The 2N items of the mixed pool ``Z = [X; Y]`` are the nodes of a weighted graph 
 item's new embedding is its row in the eigenvectors of the graph Laplacian ``L = D - W`` for the
 k smallest non-trivial eigenvalues (Laplacian eigenmaps, Belkin & Niyogi 2003).
 
-Choices made here (DESIGN.md, "Gap-closing methods")
-----------------------------------------------------
+Choices made here
+-----------------
 Graph (``graph``)
     ``"bipartite"`` (default): only cross-modal edges, ``W = [[0, S], [S^T, 0]]`` with
     ``S[i, j] = a(cos(x_i, y_j))``. This is what closes the gap. For a bipartite graph the

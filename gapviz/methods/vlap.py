@@ -72,7 +72,7 @@ class VLAPGap(GapMethod):
     menu_rank = 50
     params_info = (
         Param("n_anchors", "vlap: number of anchors (k-means centroids of the texts; default 256)",
-              flag="--anchors", type=int, short="anchors", cap=lambda n, d: max(n, 2)),
+              flag="--anchors", type=int, cap=lambda n, d: max(n, 2)),
         Param("epochs", "vlap: training epochs (default 20)", flag="--epochs", type=int),
         Param("lr", "vlap: Adam learning rate (default 1e-3)", flag="--lr", type=float),
         Param("temperature", "vlap: softmax temperature (default 0.1)", flag="--temperature",

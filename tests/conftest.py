@@ -1,0 +1,75 @@
+"""What several test files share: the app driven through Streamlit's AppTest, small
+workspaces of simulated pairs, and a throw-away gapviz cache.
+
+(The local HTTP server, image fixtures and the tiny open_clip model are in
+``datafixtures.py``; ``reference.py`` holds the brute-force measures.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app.py")
+#: Seconds one AppTest run may take (the first one measures the demo and fits spectral).
+APP_TIMEOUT = 240
+
+
+def app_session(page: str | None = None, *, workspace: Any = None, timeout: float = APP_TIMEOUT,
+                **widgets: Any):
+    """A fresh AppTest session of ``app.py``, run once, on ``page`` (e.g. "pages/compare.py").
+
+    ``workspace`` replaces the session's workspace (the demo otherwise); ``widgets`` are
+    initial widget values by key.
+    """
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=timeout)
+    if workspace is not None:
+        at.session_state["workspace"] = workspace
+    for key, value in widgets.items():
+        at.session_state[key] = value
+    if page is not None:
+        at.switch_page(page)
+    return at.run()
+
+
+def assert_clean(at, where: str) -> None:
+    """No exception and no error message on the page."""
+    assert not at.exception, f"{where}: {[e.value for e in at.exception]}"
+    assert not at.error, f"{where}: {[e.value for e in at.error]}"
+
+
+def card_values(at) -> dict[str, str]:
+    """``{label: value}`` of the metric cards (the first card of each label)."""
+    out: dict[str, str] = {}
+    for m in at.metric:
+        out.setdefault(m.label, m.value)
+    return out
+
+
+def simulated_workspace(n: int, dim: int, name: str, *, seed: int = 0,
+                        profiles: Iterable[str] | None = None):
+    """A workspace holding simulated pairs under each profile as models of one dataset
+    (sim-CLIP active)."""
+    from gapviz.simulate import PROFILES, simulate_pairs
+    from gapviz.workspace import Workspace
+
+    ws = Workspace()
+    for p in (profiles if profiles is not None else PROFILES):
+        ws.add(simulate_pairs(n, dim, profile=p, seed=seed), source="test", dataset=name,
+               model=PROFILES[p].name, activate=p == "clip")
+    return ws
+
+
+@pytest.fixture(scope="module")
+def gapviz_cache(tmp_path_factory):
+    """``$GAPVIZ_CACHE_DIR`` pointed at a fresh folder for the module."""
+    mp = pytest.MonkeyPatch()
+    folder = tmp_path_factory.mktemp("gapviz-cache")
+    mp.setenv("GAPVIZ_CACHE_DIR", str(folder))
+    yield folder
+    mp.undo()
