@@ -263,8 +263,9 @@ def _from_arrays_unchecked(values: dict[str, Any], source: str) -> tuple[PairedE
     image, text = values["image_embeddings"], values["text_embeddings"]
     for name, arr in (("image_embeddings", image), ("text_embeddings", text)):
         _check_numeric(name, np.asarray(arr).dtype, source)
-    image = np.asarray(image, dtype=np.float32)
-    text = np.asarray(text, dtype=np.float32)
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, then skipped as such
+        image = np.asarray(image, dtype=np.float32)
+        text = np.asarray(text, dtype=np.float32)
     check_pair_arrays(image, text, min_pairs=0)
     keep, report = clean_pairs(image, text)
     n = image.shape[0]
@@ -537,7 +538,8 @@ def _vector_column(path: Path, table: Any, col: str) -> np.ndarray:
                 f"{path}: column '{col}' has rows of different lengths (e.g. {sorted(set(lengths[:50].tolist()))[:5]}); "
                 "every row needs a vector of the same length d.")
         d = int(lengths[0]) if lengths.size else 0
-    values = flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):  # beyond float32: inf, then skipped as such
+        values = flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
     return values.reshape(n, d) if n else np.zeros((0, d), np.float32)
 
 
