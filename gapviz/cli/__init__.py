@@ -1,4 +1,4 @@
-"""The ``gapviz`` command (also ``python -m gapviz``): ``evaluate``, ``embed``, ``compare``.
+"""The ``gapviz`` command (also ``python -m gapviz``): ``evaluate``, ``embed``, ``compare``, ``cache``.
 
 One module per subcommand; each has ``register(subparsers)`` and sets ``func`` (and the
 subcommand's name) on its parser. :func:`main` runs one and turns a user's mistake into one
@@ -14,7 +14,7 @@ from typing import Sequence
 from .common import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError, error_line
 
 #: Subcommand modules, in the order ``--help`` lists them.
-_SUBCOMMANDS = ("evaluate", "embed", "compare")
+_SUBCOMMANDS = ("evaluate", "embed", "compare", "cache")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,7 +26,8 @@ from ..data.defaults import (CAPTION_CHOICES, CAPTION_FILES, CC_TSV_ENV, DOWNLOA
                             DOWNLOAD_TIMEOUT, DOWNLOAD_WORKERS, MAX_IMAGE_PIXELS, SAMPLE_N,
                             SAMPLE_SEED)
 from ..data.download import is_url
-from ..embeddings import EmbeddingsFileError, load_embeddings, save_embeddings
+from ..embeddings import (EmbeddingsFileError, check_output_path, load_embeddings,
+                          save_embeddings)
 from .common import EXIT_INTERRUPTED, EXIT_USER_ERROR, error_line
 from ..encode import (DEFAULT_IMAGE_BATCH, KNOWN_MODELS, EmbedResult, ModelLoadError, ModelSpec,
                      embed_pairs)
@@ -141,6 +142,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise DataError(f"--out {args.out}: choose a .npz or .parquet file name.")
     if Path(args.out).exists() and not args.overwrite:
         raise FileExistsError(f"{args.out} already exists; choose another name or add --overwrite.")
+    # A folder or an unwritable place fails now, not after the whole embedding.
+    check_output_path(args.out, overwrite=args.overwrite)
     for name in ("n", "batch_size", "workers", "max_pixels"):
         value = getattr(args, name)
         if value is not None and value < 1:
