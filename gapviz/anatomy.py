@@ -642,7 +642,9 @@ def _ablation_panel(S, i0, r0, r1, c_off, n, xa, yaT, inv_x, inv_yT, thr, thrT, 
     texts j != i with value >= thr[i, m] (its partner's, less the tie tolerance), text j the
     images i != j with value >= thr[j, m]. Level-major arrays (``yaT``, ``inv_yT``, ``thrT``,
     ``cnt_yT``: shape (levels, n)) keep the inner loop over j contiguous, so it vectorises.
-    ``cnt_yT`` and ``acc`` (float64, n) are the calling thread's own.
+    ``cnt_yT`` and ``acc`` are the calling thread's own. All float32 (SIMD lanes and memory
+    traffic): a value is within about 1e-6 of its exact cosine, below the tie tolerance that
+    the thresholds already leave, so only near-exact ties can fall either way.
     """
     levels = inv_x.shape[1]
     for r in range(r0, r1):
@@ -771,7 +773,7 @@ def _pool_pass(Xn: np.ndarray, Yn: np.ndarray, *, hub_k: int, ablation: np.ndarr
     if ablation is not None:
         M = ablation.size
         xa = Xn[:, ablation].astype(np.float64)
-        ya = Yn[:, ablation].astype(np.float64)
+        ya = Yn[:, ablation].astype(np.float64)  # float64 for the thresholds and RMG
         # squared norms left after removing the first m dims, m = 0..M
         nx2 = np.c_[np.einsum("ij,ij->i", Xn, Xn, dtype=np.float64)[:, None], np.zeros((n, M))]
         ny2 = np.c_[np.einsum("ij,ij->i", Yn, Yn, dtype=np.float64)[:, None], np.zeros((n, M))]
@@ -783,15 +785,15 @@ def _pool_pass(Xn: np.ndarray, Yn: np.ndarray, *, hub_k: int, ablation: np.ndarr
         cos_m = np.c_[s_pair[:, None], s_pair[:, None] - np.cumsum(xa * ya, axis=1)] * inv_x * inv_y
         thr = cos_m - TIE_TOL
         cnt_x = np.ones((n, M + 1), np.int64)  # the partner itself
-        cnt_yT = np.zeros((workers, M + 1, n), np.int64)
-        acc = np.empty((workers, n), np.float64)
-        yaT = np.ascontiguousarray(ya.T)
-        inv_yT = np.ascontiguousarray(inv_y.T)
-        thrT = np.ascontiguousarray(thr.T)
+        cnt_yT = np.zeros((workers, M + 1, n), np.int32)
+        acc = np.empty((workers, n), np.float32)
+        f32 = lambda A: np.ascontiguousarray(A, dtype=np.float32)  # noqa: E731
+        xa32, yaT32, inv_x32, inv_yT32 = f32(xa), f32(ya.T), f32(inv_x), f32(inv_y.T)
+        thr32, thrT32 = f32(thr), f32(thr.T)
 
         def ablate(S, i0, r0, r1, slot, c_off):
-            _ablation_panel(S, i0, r0, r1, c_off, n, xa, yaT, inv_x, inv_yT, thr, thrT, cnt_x,
-                            cnt_yT[slot], acc[slot])
+            _ablation_panel(S, i0, r0, r1, c_off, n, xa32, yaT32, inv_x32, inv_yT32, thr32, thrT32,
+                            cnt_x, cnt_yT[slot], acc[slot])
 
     if top is not None:
         Z = np.vstack([Xn, Yn])
@@ -810,7 +812,7 @@ def _pool_pass(Xn: np.ndarray, Yn: np.ndarray, *, hub_k: int, ablation: np.ndarr
 
     curve = None
     if ablation is not None:
-        rank_t2i = 1 + cnt_yT.sum(axis=0).T
+        rank_t2i = 1 + cnt_yT.sum(axis=0, dtype=np.int64).T
         rmg = np.empty(M + 1)
         SX = inv_x.T @ Xn.astype(np.float64)  # (M + 1, d): sums of the renormalised rows
         SY = inv_y.T @ Yn.astype(np.float64)

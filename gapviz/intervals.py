@@ -154,8 +154,14 @@ def measures_from_weights(o: PairOutcomes, W: np.ndarray, *, frechet: bool = Fal
         "TIR": _ratio(m_.pop("_text_first")),
     }
     out.update(m_)
-    SX = W @ o.X64  # (B, d) weighted sums of rows
-    SY = W @ o.Y64
+    # (B, d) weighted sums of rows. Resamples use a float32 product (twice as fast; relative
+    # error about 1e-6, far inside any interval); the estimate (one row of weights) float64.
+    if W.shape[0] == 1:
+        SX, SY = W @ o.X64, W @ o.Y64
+    else:
+        W32 = W.astype(np.float32)
+        SX = (W32 @ o.Xn).astype(np.float64)
+        SY = (W32 @ o.Yn).astype(np.float64)
     out["all_cosine_distance"] = 1.0 - np.einsum("bj,bj->b", SX, SY) / tot ** 2
     out["centroid_gap"] = np.linalg.norm(SX - SY, axis=1) / tot
     pairs = tot * (tot - 1)
