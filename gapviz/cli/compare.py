@@ -6,13 +6,16 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import sys
 from typing import Any
 
 from .. import tables
-from ..compare import COMPARE_KEYS, compare, rows_to_columns
+from ..compare import COMPARE_KEYS, compare, failed_rows, rows_to_columns
 from ..config import DEMO_DIM
 from ..embeddings import PairedEmbeddings
 from .common import add_demo_arguments, add_format_argument, load_source
+from .protocol_options import (add_protocol_arguments, add_text_columns, chance_line, chance_record,
+                               load_fit_pairs, protocol_kwargs, provenance_cells)
 
 DEFAULT_METHODS = "orig,center,standardize,pca,procrustes,sinkhorn,spectral"
 
@@ -30,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--all-measures", action="store_true", help="every measure, not only the paper's")
     add_format_argument(p)
     add_demo_arguments(p, profile=False)
+    add_protocol_arguments(p, fit_on=True, seed_alias=True)
     p.set_defaults(func=cmd_compare)
 
 
@@ -75,18 +79,71 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}.")
     datasets = load_sources(args.sources, args.n, args.demo_seed, args.dim)
-    rows = compare(datasets, names, params=parse_settings(args.set))
+    kwargs = protocol_kwargs(args)
+    fit_on = load_fit_pairs(args.fit_on) if args.fit_on else None
+    rows = compare(datasets, names, params=parse_settings(args.set), fit_on=fit_on,
+                   fit_source=args.fit_on, **kwargs)
+    # A method that cannot run on these data is reported, and the others still are.
+    failed = failed_rows(rows)
+    for r in failed:
+        print(f"gapviz compare: {r.label} ({r.protocol}) not run: {r.error}", file=sys.stderr)
+    for r in rows:
+        if r.warning:
+            print(f"gapviz compare: warning: {r.label}: {r.warning}", file=sys.stderr)
+    if len(failed) == len(rows):
+        raise ValueError("no method could run on these data; see the reasons above.")
+    n_scored = next(iter(datasets.values())).n
     columns = rows_to_columns(rows)
-    keys = None if args.all_measures else [k for k in COMPARE_KEYS]
+    keys = list(COMPARE_KEYS) if not args.all_measures else tables.ordered_keys(columns)
     if args.format == "json":
-        payload = {"rows": [{"model": r.model, "method": r.method, "params": r.params,
-                             "metrics": r.metrics} for r in rows]}
+        payload = {"protocol": kwargs["protocol"] or "each method's default",
+                   "chance": chance_record(n_scored),
+                   "rows": [{"model": r.model, "method": r.method, "params": r.params,
+                             "protocol": r.protocol, "provenance": r.provenance,
+                             "metrics": r.metrics, "error": r.error} for r in rows]}
         print(json.dumps(payload, indent=2))
+        return 0
+    title = "gapviz compare: " + ", ".join(
+        f"{label}{' (SIMULATED)' if p.is_simulated else ''}, N = {p.n}" for label, p in datasets.items())
+    rendered = tables.render(columns, args.format, keys=keys, title=title, transpose=True)
+    ran = [r for r in rows if r.ok]
+    if args.format in ("csv", "markdown"):
+        cells = {r.label: provenance_cells(r.provenance) for r in ran}
+        rendered = add_text_columns(rendered, args.format, cells)
+        rendered += _not_run_rows(failed, keys, args.format)
     else:
-        title = "gapviz compare: " + ", ".join(
-            f"{label}{' (SIMULATED)' if p.is_simulated else ''}, N = {p.n}" for label, p in datasets.items())
-        print(tables.render(columns, args.format, keys=keys, title=title, transpose=True), end="")
+        width = max(len(r.label) for r in rows)
+        notes = [f"{r.label.ljust(width)}  {_summary(r)}" for r in ran]
+        notes += [f"{r.label.ljust(width)}  NOT RUN ({r.protocol}): {r.error}" for r in failed]
+        rendered += "\nhow each run was fitted and scored:\n" + "\n".join(notes) + "\n"
+        rendered += chance_line(n_scored) + "\n"
+    print(rendered, end="")
     return 0
+
+
+def _summary(row) -> str:
+    from ..protocols import Provenance
+
+    fields = {k: v for k, v in row.provenance.items() if k != "pool_size"}
+    return Provenance(**fields).summary()
+
+
+def _not_run_rows(failed, keys: list[str], fmt: str) -> str:
+    """Rows that could not run, for csv and markdown: empty measures, the reason as protocol."""
+    if not failed:
+        return ""
+    if fmt == "csv":
+        import csv
+        import io
+
+        from ..safety import csv_rows
+
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows(csv_rows(
+            [[r.label, *([""] * len(keys)), f"not run ({r.protocol}): {r.error}", "", ""] for r in failed]))
+        return buf.getvalue()
+    reason = lambda r: f"not run ({r.protocol}): {r.error}".replace("|", "\\|")  # noqa: E731
+    return "".join(f"| {r.label} |" + " — |" * len(keys) + f" {reason(r)} | | |\n" for r in failed)
 
 
 def command_line(sources: list[str], methods: list[str],

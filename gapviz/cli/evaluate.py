@@ -27,26 +27,53 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     help="also fit a linear classifier telling the modalities apart (slower)")
     add_demo_arguments(ev)
     add_method_arguments(ev)
+    from .protocol_options import add_protocol_arguments
+
+    add_protocol_arguments(ev)
     ev.set_defaults(func=cmd_evaluate)
     return ev
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .method_options import apply_method, method_from_args, print_progress
+    from ..protocols import protocol_transform, shuffle_pairs
+    from .method_options import method_from_args, print_progress
+    from .protocol_options import chance_record, load_fit_pairs, protocol_kwargs
 
     pairs, report = load_source(args.source, profile=args.profile, n_pairs=args.n, dim=args.dim,
                                 seed=args.demo_seed)
     info = dataset_info(pairs, report, args.source)
     X, Y = normalize_rows(pairs.image_embeddings), normalize_rows(pairs.text_embeddings)
+    method = method_from_args(args)
+    protocol = protocol_kwargs(args) if method is not None else None
+    if protocol is None and (args.protocol or args.shuffled_control or args.allow_pairing_leak):
+        raise ValueError("--protocol, --shuffled-control and --allow-pairing-leak apply to a "
+                         "method; add --method NAME.")
+    if protocol is not None and protocol["shuffled"]:
+        # ORIG is measured on the same permuted pairs the method is scored on.
+        X, Y, _ = shuffle_pairs(X, Y, seed=protocol["seed"])
     orig = measure_gap(X, Y, separability=args.separability).metrics
     columns = {"ORIG": orig}
     extra: dict[str, Any] = {"dataset": info}
-    method = method_from_args(args)
     if method is not None:
         fit_on = getattr(args, "fit_on", None)
-        Xt, Yt = apply_method(method, X, Y, fit_on=fit_on, progress=print_progress(sys.stderr))
+        fit_pairs = None
         if fit_on:
+            other = load_fit_pairs(fit_on)
+            fit_pairs = (normalize_rows(other.image_embeddings), normalize_rows(other.text_embeddings))
             extra["fit_on"] = {"source": fit_on}
+        # X, Y are already permuted when shuffled: the protocol must not permute them again.
+        result = protocol_transform(method, X, Y, fit_pairs=fit_pairs, fit_source=fit_on,
+                                    progress=print_progress(sys.stderr),
+                                    **{**protocol, "shuffled": False})
+        prov = result.provenance.to_dict()
+        prov["shuffled"] = protocol["shuffled"]
+        if protocol["shuffled"]:
+            prov["seed"] = protocol["seed"]
+        extra["protocol"] = prov
+        extra["chance"] = chance_record(pairs.n)
+        if prov["warning"]:
+            print(f"gapviz evaluate: warning: {prov['warning']}", file=sys.stderr)
+        Xt, Yt = result.image_embeddings, result.text_embeddings
         after = measure_gap(Xt, Yt, separability=args.separability).metrics
         label = method.name.upper()
         columns[label] = after
@@ -66,7 +93,7 @@ def _render_report(columns: dict[str, dict[str, float]], fmt: str, info: dict[st
         payload = {**extra, "metrics": metrics}
         return json.dumps(payload, indent=2, default=json_default) + "\n"
     if fmt in ("csv", "markdown"):
-        return tables.render(columns, fmt)
+        return tables.render(columns, fmt) + _protocol_rows(extra, fmt)
     lines = [f"gapviz report: {info['model'] or info['source']}   "
              f"N = {info['n_pairs']} pairs, d = {info['dim']}"]
     if info["simulated"]:
@@ -79,6 +106,7 @@ def _render_report(columns: dict[str, dict[str, float]], fmt: str, info: dict[st
         lines.append(f"method: {extra['method']['method']}({params})")
         if "fit_on" in extra:
             lines.append(f"fitted on the pairs of {extra['fit_on']['source']}, applied out of sample")
+        lines += _protocol_lines(extra)
     lines.append("")
     body = tables.render(columns, "table")
     if "significance" in extra:
@@ -87,3 +115,34 @@ def _render_report(columns: dict[str, dict[str, float]], fmt: str, info: dict[st
             body += (f"  {t['distance']:<6} mean {t['mean_before']:.4f} -> {t['mean_after']:.4f}   "
                      f"t p = {t['t_pvalue']:.3g}   Wilcoxon p = {t['wilcoxon_pvalue']:.3g}\n")
     return "\n".join(lines) + "\n" + body
+
+
+def _protocol_lines(extra: dict[str, Any]) -> list[str]:
+    """Text table: how the method's column was fitted and scored, and chance in its pool."""
+    from ..protocols import Provenance
+    from .protocol_options import chance_line
+
+    prov = {k: v for k, v in extra["protocol"].items() if k != "pool_size"}
+    return [f"protocol: {Provenance(**prov).summary()}", chance_line(prov["n_scored"])]
+
+
+def _protocol_rows(extra: dict[str, Any], fmt: str) -> str:
+    """CSV / markdown: rows for the protocol, n_fit, n_scored (ORIG: no fit) and R@K chance."""
+    if "protocol" not in extra:
+        return ""
+    from .protocol_options import provenance_cells
+
+    protocol, n_fit, n_scored = provenance_cells(extra["protocol"])
+    rows = [["protocol", "none (no fit)", protocol], ["n_fit", "0", n_fit],
+            ["n_scored", n_scored, n_scored]]
+    rows += [[f"chance {k}", f"{c['level']:.6g}", f"{c['level']:.6g}"] for k, c in extra["chance"].items()]
+    if fmt == "csv":
+        import csv
+        import io
+
+        from ..safety import csv_rows
+
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows(csv_rows(rows))
+        return buf.getvalue()
+    return "".join("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |\n" for r in rows)
