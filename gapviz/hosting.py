@@ -11,6 +11,8 @@ person runs gapviz on their own machine, nothing here applies. When hosted:
   link-local, multicast or reserved address is refused (:func:`check_url`), and the check is
   made again on the address actually connected to (so a DNS answer that changes between check
   and connection does not get through) and on every redirect;
+- **models**: only the listed models with their listed weights (:func:`check_model`); no
+  ``hf-hub:`` or ``local-dir:`` names, no checkpoint files on the server;
 - **limits**: uploads, each download and the total download time are bounded
   (:func:`limits`, each overridable by an environment variable below).
 
@@ -210,6 +212,26 @@ def guarded_create_connection(address: tuple[str, int], timeout: float | object 
         except OSError as err:
             last = err
     raise last or OSError(f"cannot connect to {host!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+# ---------------------------------------------------------------------------------------------
+def check_model(name: str, pretrained: str | None, listed: Iterable[tuple[str, str]], *,
+                hosted_mode: bool | None = None) -> None:
+    """Raise :class:`HostedRefusal` if a visitor may not load model ``name`` with ``pretrained``.
+
+    Outside hosted mode anything goes (open_clip names, ``hf-hub:``, checkpoint files). Hosted,
+    only a ``(name, pretrained)`` pair of ``listed`` (e.g. ``(m.name, m.pretrained) for m in
+    gapviz.encode.KNOWN_MODELS``) is allowed.
+    """
+    if not hosted(hosted_mode):
+        return
+    allowed = {(str(n), str(p)) for n, p in listed}
+    if (str(name), str(pretrained)) not in allowed:
+        choices = ", ".join(f"{n} ({p})" for n, p in sorted(allowed)) or "none"
+        raise HostedRefusal(f"this hosted demo offers only its listed models: {choices}; "
+                            "choose one of them.", "model not offered in this hosted demo")
 
 
 # ---------------------------------------------------------------------------------------------

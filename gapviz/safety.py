@@ -6,7 +6,9 @@
 - :func:`loads_json`: ``json.loads`` with a nesting limit checked *before* parsing, so a
   ``[[[[...]]]]`` file gives a one-line :class:`JSONInputError` instead of a ``RecursionError``;
 - :func:`file_mode` / :func:`set_default_mode`: files written through a temporary name
-  (``mkstemp`` creates them 0600) get the permissions an ordinary ``open(path, "w")`` would give.
+  (``mkstemp`` creates them 0600) get the permissions an ordinary ``open(path, "w")`` would give;
+- :func:`plain_text`: a string from a file (a model name, a key, a caption) made safe to place in
+  markdown, where it must show as written instead of becoming a link, an image or HTML.
 """
 
 from __future__ import annotations
@@ -97,6 +99,22 @@ def loads_json(data: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
         raise JSONInputError(f"not valid JSON ({err})") from None
     except RecursionError:  # only with an unusually low recursion limit
         raise JSONInputError("JSON nested too deeply to read; flatten it") from None
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$&:])")
+
+
+def plain_text(text: Any, max_length: int | None = 200) -> str:
+    """``text`` as literal characters inside markdown (Streamlit's ``st.markdown``, captions).
+
+    Every markdown and HTML special character is backslash-escaped, so ``![x](http://evil/a.png)``
+    shows as those characters instead of fetching a remote image, and ``<b>`` is not a tag; line
+    breaks become spaces; over ``max_length`` characters the text is cut with an ellipsis.
+    """
+    flat = " ".join(str(text).split())
+    if max_length is not None and len(flat) > max_length:
+        flat = flat[:max_length - 1] + "…"
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", flat)
 
 
 _umask_lock = threading.Lock()

@@ -477,3 +477,16 @@ def test_zip_uploaded_with_an_overlong_name_is_stored(tmp_path):
     assert stored.suffix == ".zip" and len(stored.name.encode()) <= 100
     pairs, _ = load_folder(stored, cache_dir=tmp_path / "cache")
     assert [p.caption for p in pairs] == ["a photo"]
+
+
+def test_user_strings_render_as_plain_text_in_markdown():
+    from gapviz.safety import plain_text
+
+    markdown_it = pytest.importorskip("markdown_it")
+    md = markdown_it.MarkdownIt("commonmark").enable("table").enable("strikethrough")
+    hostile = "![x](http://evil/a.png) <img src=x onerror=alert(1)> [click](javascript:x) **b** ~~s~~"
+    html = md.render(plain_text(hostile))
+    assert "<img" not in html and "<a " not in html and "<strong>" not in html and "<s>" not in html
+    assert "![x](http://evil/a.png)" in html  # shown as written
+    assert plain_text("ViT-B/32\nmodel", max_length=None) == "ViT\\-B/32 model"
+    assert plain_text("x" * 300).endswith("…") and len(plain_text("x" * 300)) == 200

@@ -178,3 +178,16 @@ def test_uploaded_embeddings_naming_server_images_show_none_of_them(tmp_path):
     assert visible_image_path(str(secret), [], hosted_mode=False) == secret.resolve()
     assert visible_image_path("imgs/0.jpg", [upload], hosted_mode=False) == own.resolve()
     assert visible_image_path("imgs/missing.jpg", [upload], hosted_mode=False) is None
+
+
+def test_hosted_visitors_choose_only_listed_models():
+    from gapviz.encode import KNOWN_MODELS
+
+    listed = [(m.name, m.pretrained) for m in KNOWN_MODELS]
+    first = KNOWN_MODELS[0]
+    hosting.check_model(first.name, first.pretrained, listed, hosted_mode=True)
+    for name, pretrained in (("hf-hub:someone/model", None), ("local-dir:/srv/models", None),
+                             (first.name, "/etc/passwd"), ("ViT-H-14", "laion2b_s32b_b79k")):
+        with pytest.raises(HostedRefusal, match="offers only its listed models: .*choose one of them"):
+            hosting.check_model(name, pretrained, listed, hosted_mode=True)
+        hosting.check_model(name, pretrained, listed, hosted_mode=False)
