@@ -135,10 +135,9 @@ class ClosedView:
     all_pairs: np.ndarray
 
 
-def view_of(X: np.ndarray, Y: np.ndarray, *, measure: bool = True) -> ClosedView:
+def view_of(X: np.ndarray, Y: np.ndarray) -> ClosedView:
     """Measures, 2-D PCA and distance samples of one embedding (raw or transformed)."""
-    report = measure_gap(X, Y) if measure else None
-    return ClosedView(X, Y, report, joint_pca(X, Y), paired_distances(X, Y),
+    return ClosedView(X, Y, measure_gap(X, Y), joint_pca(X, Y), paired_distances(X, Y),
                       cross_distance_sample(X, Y))
 
 

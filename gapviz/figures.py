@@ -194,34 +194,6 @@ def gap_scatter(proj: Projection, *, ids: Sequence[str] | None = None,
     return go.Figure(data=traces, layout=layout)
 
 
-def before_after_scatter(before: Projection, after: Projection, *,
-                         ids: Sequence[str] | None = None, captions: Sequence[str] | None = None,
-                         titles: tuple[str, str] = ("Raw embeddings", "After the method"),
-                         pair_lines: bool = False, max_lines: int = MAX_PAIR_LINES,
-                         height: int | None = 440) -> go.Figure:
-    """Two scatters side by side, same style and legend: the pool before and after a method.
-
-    Each side is its own joint projection (the method may change the dimension), so compare
-    shapes and the overlap of colours, not coordinates across the two panels.
-    """
-    if before.n != after.n:
-        raise ValueError(f"before has {before.n} pairs, after {after.n}: show the same pairs.")
-    hover = hover_arrays(ids, captions, before.n)
-    traces: list[go.Scattergl] = []
-    for panel, proj in ((1, before), (2, after)):
-        if pair_lines:
-            traces.append(_pair_lines_trace(proj, pair_line_rows(proj.n, max_lines), panel == 1,
-                                            panel))
-        for trace in _modality_traces(proj, ids=ids, captions=captions, showlegend=panel == 1,
-                                      hover=hover):
-            trace.update(_axes_of(panel))
-            traces.append(trace)
-    layout = _layout(height=height, panels=[(titles[0], *before.axis_titles),
-                                            (titles[1], *after.axis_titles)],
-                     equal_axes=[before.method == "pca", after.method == "pca"], spacing=0.04)
-    return go.Figure(data=traces, layout=layout)
-
-
 def distance_histogram(panels: Sequence[tuple[str, np.ndarray, np.ndarray]], *,
                        bins: int = DISTANCE_BINS, height: int | None = 300) -> go.Figure:
     """Histograms of cosine distance: true pairs vs all image-text combinations.

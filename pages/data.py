@@ -8,7 +8,6 @@ stays loaded and active.
 
 from __future__ import annotations
 
-import html
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ import pandas as pd
 import streamlit as st
 
 from gapviz import dashboard as dash
+from gapviz import data_view as dv
 from gapviz.cache import EmbeddingCache, cache_root
 from gapviz.data import save_upload
 from gapviz.embeddings import load_embeddings
@@ -247,19 +247,6 @@ def embeddings_tab() -> None:
 # ---------------------------------------------------------------------------------------------
 # what is loaded
 # ---------------------------------------------------------------------------------------------
-def _tile(row: int) -> str:
-    """A placeholder tile for a pair without an image (simulated data): its concept."""
-    cluster = act.pairs.meta.get("cluster")
-    names = act.pairs.meta.get("cluster_names")
-    k = cluster[row] if cluster is not None and len(cluster) == act.pairs.n else row
-    concept = names[k] if names else f"pair {act.pairs.ids[row]}"
-    hue = (k * 47) % 360
-    return (f"<div style='aspect-ratio:4/3;border-radius:8px;background:linear-gradient(135deg,"
-            f"hsl({hue},70%,88%),hsl({hue},60%,76%));display:flex;align-items:center;"
-            f"justify-content:center;color:hsl({hue},45%,28%);font-weight:600;font-size:0.95rem'>"
-            f"{html.escape(concept)}</div>")
-
-
 def preview_grid() -> None:
     pairs = act.pairs
     rows = list(range(min(PREVIEW_PAIRS, pairs.n)))
@@ -269,23 +256,12 @@ def preview_grid() -> None:
             if pairs.image_paths:
                 st.image(pairs.image_paths[r], width="stretch")
             else:
-                st.markdown(_tile(r), unsafe_allow_html=True)
-            caption = pairs.captions[r] if pairs.captions else ""
-            # Two lines at most, always two lines tall: the grid's rows stay aligned.
-            st.markdown(
-                "<div style='font-size:0.8rem;color:#64748B;line-height:1.3;height:2.6em;"
-                "overflow:hidden;display:-webkit-box;-webkit-line-clamp:2;"
-                "-webkit-box-orient:vertical;margin:0.1rem 0 0.5rem 0'>"
-                f"<code style='font-size:0.72rem'>{html.escape(pairs.ids[r])}</code> "
-                f"{html.escape(caption)}</div>", unsafe_allow_html=True)
+                st.markdown(dv.concept_tile_html(pairs, r), unsafe_allow_html=True)
+            st.markdown(dv.preview_caption_html(pairs, r), unsafe_allow_html=True)
 
 
 def loaded_summary() -> None:
-    table = pd.DataFrame([{
-        "active": name == act.dataset.name, "dataset": name, "pairs": ds.n,
-        "models": ", ".join(ds.models), "source": ds.source,
-    } for name, ds in ws.datasets.items()])
-    st.dataframe(table, hide_index=True, width="stretch",
+    st.dataframe(dv.datasets_table(ws.datasets, act.dataset.name), hide_index=True, width="stretch",
                  column_config={"active": st.column_config.CheckboxColumn("", width=30),
                                 "pairs": st.column_config.NumberColumn(format="localized",
                                                                        width="small")})
@@ -293,10 +269,9 @@ def loaded_summary() -> None:
     report = act.dataset.reports.get(act.model)
     if report is not None:
         st.markdown(f"**{md_text(act.model)}**: {md_text(report.summary())}")
-        reasons = [(reason, len(rows)) for reason, rows in report.skipped.items() if rows]
-        if reasons:
-            st.dataframe(pd.DataFrame(reasons, columns=["skipped because", "pairs"]),
-                         hide_index=True)
+        skipped = dv.skipped_table(report)
+        if skipped is not None:
+            st.dataframe(skipped, hide_index=True)
         for w in report.warnings:
             st.caption(f"⚠ {w}")
     elif act.simulated:

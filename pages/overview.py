@@ -17,7 +17,8 @@ from gapviz import dashboard as dash
 from gapviz import figures
 from gapviz.retrieval import retrieve
 from ui import compute
-from ui.components import describe_pair_item, guard, method_label, metric_cards
+from gapviz import overview_view as ov
+from ui.components import guard, method_label, metric_cards
 from ui.frame import page_header
 
 PROOF_K = 5
@@ -25,44 +26,6 @@ SCATTER_HEIGHT = 205
 
 act = page_header("The modality gap at a glance", compact=True)
 pairs = act.pairs
-
-
-def _panel_title(number: int, text: str, note: str = "") -> None:
-    extra = (f" <span style='color:#64748B;font-weight:400;font-size:0.85rem'>· "
-             f"{html.escape(note)}</span>") if note else ""
-    st.markdown(f"<div style='font-weight:600;font-size:1.02rem;line-height:1.6;margin:0.1rem 0 0 0'>"
-                f"<span style='display:inline-block;width:1.35rem;height:1.35rem;border-radius:50%;"
-                f"background:#2563EB;color:white;text-align:center;font-size:0.8rem;"
-                f"line-height:1.35rem;margin-right:0.35rem'>{number}</span>{html.escape(text)}"
-                f"{extra}</div>", unsafe_allow_html=True)
-
-
-def _pill(modality: str) -> str:
-    color = figures.MODALITY_COLORS[modality]
-    return (f"<span style='background:{color};color:white;border-radius:4px;padding:1px 6px;"
-            f"font-size:0.68rem;font-weight:600;letter-spacing:0.02em;white-space:nowrap'>"
-            f"{modality.upper()}</span>")
-
-
-def _hits_html(result, label: str) -> str:
-    rows = []
-    for hit in result.hits:
-        text = describe_pair_item(pairs, hit.index, hit.modality)
-        mark = ("<span style='color:#059669;font-weight:700;white-space:nowrap'>&#10003; pair</span>"
-                if hit.is_partner else "")
-        weight = "600" if hit.is_partner else "400"
-        rows.append(
-            "<div style='display:flex;align-items:center;gap:0.5rem;padding:2px 0;"
-            "border-bottom:1px solid #F1F5F9'>"
-            f"<span style='color:#94A3B8;width:1rem;text-align:right'>{hit.rank}</span>"
-            f"<span style='width:3.3rem'>{_pill(hit.modality)}</span>"
-            f"<span style='flex:1;min-width:0;overflow:hidden;text-overflow:ellipsis;"
-            f"white-space:nowrap;font-weight:{weight}'>{html.escape(text)}</span>{mark}</div>")
-    partner = ""
-    if result.partner_rank is not None:
-        partner = f"its own caption ranks <b>#{result.partner_rank:,}</b>"
-    return (f"<div style='font-size:0.86rem'><div style='margin-bottom:0.2rem'><b>{label}</b>"
-            f" <span style='color:#64748B'>· {partner}</span></div>{''.join(rows)}</div>")
 
 
 def _render() -> None:
@@ -79,15 +42,18 @@ def _render() -> None:
 
     left, right = st.columns(2, gap="small")
     with left, st.container(border=True):
-        _panel_title(1, "The gap, seen", "raw embeddings · PCA of images and texts together")
+        st.markdown(ov.panel_title_html(1, "The gap, seen",
+                                        "raw embeddings · PCA of images and texts together"),
+                    unsafe_allow_html=True)
         fig = figures.gap_scatter(raw.projection, ids=pairs.ids, captions=pairs.captions,
                                   query=("image", query), height=SCATTER_HEIGHT)
         st.plotly_chart(fig, key="overview_raw_scatter", config={"displayModeBar": False})
-        _panel_title(2, "The gap, measured")
+        st.markdown(ov.panel_title_html(2, "The gap, measured"), unsafe_allow_html=True)
         metric_cards(raw.report.metrics, keys=dash.GAP_CARDS, gap="xsmall")
         st.caption(dash.gap_sentence(raw.report.metrics).capitalize())
     with right, st.container(border=True):
-        _panel_title(3, "The gap, closed", closed_label)
+        st.markdown(ov.panel_title_html(3, "The gap, closed", closed_label),
+                    unsafe_allow_html=True)
         fig = figures.gap_scatter(closed.projection, ids=pairs.ids, captions=pairs.captions,
                                   query=("image", query), height=SCATTER_HEIGHT)
         st.plotly_chart(fig, key="overview_closed_scatter", config={"displayModeBar": False})
@@ -102,10 +68,11 @@ def _render() -> None:
         caption = pairs.captions[query] if pairs.captions else pairs.ids[query]
         head, buttons = st.columns([3.4, 1.6], vertical_alignment="center")
         with head:
-            _panel_title(4, "The proof", "one image query, its top 5 in the mixed pool of "
-                                         f"{2 * pairs.n - 1:,} images and texts")
+            st.markdown(ov.panel_title_html(4, "The proof", "one image query, its top 5 in the "
+                                            f"mixed pool of {2 * pairs.n - 1:,} images and texts"),
+                        unsafe_allow_html=True)
             st.markdown(f"<div style='font-size:0.9rem;margin-top:0.35rem'>Query: the "
-                        f"{_pill('image')} of pair <code>{html.escape(pairs.ids[query])}</code>"
+                        f"{ov.pill_html('image')} of pair <code>{html.escape(pairs.ids[query])}</code>"
                         f" — its caption is <i>“{html.escape(caption)}”</i></div>",
                         unsafe_allow_html=True)
         with buttons:
@@ -126,8 +93,8 @@ def _render() -> None:
             cols[0].image(pairs.image_paths[query], width="stretch")
         raw_hits = retrieve(pairs.image_embeddings, pairs.text_embeddings, "image", query, PROOF_K)
         closed_hits = retrieve(closed.images, closed.texts, "image", query, PROOF_K)
-        cols[-2].markdown(_hits_html(raw_hits, "Raw embeddings"), unsafe_allow_html=True)
-        cols[-1].markdown(_hits_html(closed_hits, f"Closed ({closed_label})"),
+        cols[-2].markdown(ov.hits_html(pairs, raw_hits, "Raw embeddings"), unsafe_allow_html=True)
+        cols[-1].markdown(ov.hits_html(pairs, closed_hits, f"Closed ({closed_label})"),
                           unsafe_allow_html=True)
 
 

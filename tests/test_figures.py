@@ -68,21 +68,6 @@ def test_query_star_and_umap_axes_are_free():
     assert fig.layout.yaxis.scaleanchor is None
 
 
-def test_before_after_uses_two_panels_one_legend_and_the_same_style():
-    before, after = _proj(20, 1), _proj(20, 2)
-    fig = figures.before_after_scatter(before, after, titles=("Raw", "Spectral, k = 5"))
-    traces = _modality_traces(fig)
-    assert len(traces) == 4
-    assert [t.xaxis for t in traces] == ["x", "x", "x2", "x2"]
-    assert [t.showlegend for t in traces] == [True, True, False, False]
-    assert traces[0].marker.color == traces[2].marker.color
-    assert [a.text for a in fig.layout.annotations] == ["Raw", "Spectral, k = 5"]
-    d1, d2 = fig.layout.xaxis.domain, fig.layout.xaxis2.domain
-    assert d1[1] < d2[0] and d1[1] - d1[0] == pytest.approx(d2[1] - d2[0])
-    with pytest.raises(ValueError, match="same pairs"):
-        figures.before_after_scatter(before, _proj(10))
-
-
 def test_distance_histogram_shows_densities_and_means():
     rng = np.random.default_rng(0)
     paired = rng.uniform(0.2, 0.6, 500)
@@ -119,7 +104,7 @@ def test_figures_scale_to_ten_thousand_pairs_quickly():
     proj = joint_pca(X, X + 1)
     ids = [f"p{i}" for i in range(10_000)]
     t0 = time.perf_counter()
-    fig = figures.before_after_scatter(proj, proj, ids=ids, captions=ids)
+    fig = figures.gap_scatter(proj, ids=ids, captions=ids)
     elapsed = time.perf_counter() - t0
-    assert sum(len(t.x) for t in fig.data) == 40_000
+    assert sum(len(t.x) for t in fig.data) == 20_000
     assert elapsed < 2.0  # numeric / fixed-width arrays only: no per-point Python objects

@@ -104,11 +104,5 @@ def md_text(text: Any) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", flat)
 
 
-def describe_pair_item(pairs: Any, row: int, modality: str) -> str:
-    """A short text for one pool item: its caption (texts) or "image of: caption" (images)."""
-    caption = pairs.captions[row] if pairs.captions else f"pair {pairs.ids[row]}"
-    return caption if modality == "text" else f"image of “{caption}”"
-
-
-__all__ = ["COMPACT_CARDS_CSS", "describe_pair_item", "guard", "md_text", "method_label",
+__all__ = ["COMPACT_CARDS_CSS", "guard", "md_text", "method_label",
            "method_names", "metric_cards", "simulated_badge", "style"]
