@@ -1,19 +1,30 @@
-"""Benchmark: data in and embeddings out, on this machine, each figure next to its target.
+"""Benchmark: embedding pairs end to end against what this machine's arithmetic allows.
 
-    python bench/bench_embed.py              # ~2-4 minutes on a 2-core CPU
-    python bench/bench_embed.py --full       # also embed all 2,500 pairs with ViT-B-32 for real
+    python bench/bench_embed.py                  # ~3-5 minutes on a 2-core CPU
+    python bench/bench_embed.py --n 785 --repeat 3 --precision bf16
+    python bench/bench_embed.py --io             # loading, validating, cache hits (2,500 pairs)
 
-Measures
---------
-1. Loading and validating 2,500 uploaded pairs (a folder of real JPEGs with a .txt beside each,
-   and the same folder as a .zip): target well under 10 s.
-2. ViT-B-32 (random weights: the same cost as trained ones) on this device: images per second
-   (decode + preprocess + forward, COCO-sized 640x480 JPEGs) and captions per second.
-3. A cache hit for 2,500 pairs: hashing every image and caption and reading the entry back,
-   first in the library, then as the whole ``embed`` command (process start-up excluded).
-   Without ``--full`` the entry under that key holds random vectors of ViT-B-32's shape rather
-   than 2,500 real forward passes (minutes on a CPU): a hit hashes the data and reads the
-   file, and costs the same whatever numbers the file holds. ``--full`` embeds for real.
+Throughput (the default)
+------------------------
+Real photos with human-written captions: Debian's Tux Paint stamps (``apt-get install
+tuxpaint-stamps-default``; PNG images under /usr/share/tuxpaint/stamps, caption = the first line
+of the ``.txt`` beside each), loaded by gapviz's folder loader. Without the package the
+benchmark says so and uses generated photo-like JPEGs with generated captions.
+
+The model is ViT-B-32 with random weights (the same arithmetic as trained ones). For each
+precision it measures, in the same process and one right after the other:
+
+- the *bound*: the FLOPs the work needs, counted by ``torch.utils.flop_counter.FlopCounterMode``
+  (the image tower once per image; the text tower at each caption's own token length), divided
+  by the best matrix-product rate measured in this run (the best of fp32 and bf16 over a few
+  shapes of the model's own products: the device's best arithmetic, whatever precision runs);
+- end-to-end images/s, captions/s and pairs/s: ``embed_pairs`` (read, decode, preprocess,
+  both towers, the precision self-check) plus writing the .npz, after a warm-up run (model
+  build and the one-time bf16 copy of the weights are reported apart);
+- the ratio of throughput to bound, next to the target (>= 50% end to end).
+
+The rate is measured before and after each run and averaged (the machine is shared: what a
+neighbour takes from one it takes from the other); each run is repeated and the spread shown.
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ import argparse
 import contextlib
 import io
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -34,10 +46,15 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gapviz.cache import EmbeddingCache  # noqa: E402
-from gapviz.data import load_folder  # noqa: E402
-from gapviz.embeddings import PairedEmbeddings  # noqa: E402
 from gapviz.cli.embed import main as embed_main  # noqa: E402
-from gapviz.encode import ModelSpec, embed_images, embed_pairs, embed_texts, load_model  # noqa: E402
+from gapviz.data import load_folder  # noqa: E402
+from gapviz.embed_pipeline import PrecisionError, embed_stream, resolve_precision  # noqa: E402
+from gapviz.embeddings import PairedEmbeddings, save_embeddings  # noqa: E402
+from gapviz.encode import (ModelSpec, _encode_text, _last_token, cache_identity,  # noqa: E402
+                           embed_images, embed_pairs, embed_texts, load_model)
+
+TUXPAINT = Path("/usr/share/tuxpaint/stamps")
+TARGET = 0.5
 
 WORDS = ("a man riding a wave on top of a surfboard . two dogs play in the snow near a red "
          "fence . a plate of food with broccoli and rice on a wooden table . people walking "
@@ -80,12 +97,8 @@ def line(name: str, value: str, target: str = "") -> None:
     print(f"  {name:<48} {value:>16}   {target}", flush=True)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", type=int, default=2500)
-    parser.add_argument("--images", type=int, default=128, help="images embedded for images/s")
-    parser.add_argument("--full", action="store_true", help="embed all pairs with ViT-B-32")
-    args = parser.parse_args()
+def io_main(args: argparse.Namespace) -> None:
+    """Loading, validating, and cache hits (``--io``)."""
     import torch
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -152,7 +165,7 @@ def main() -> None:
             rng = np.random.default_rng(0)
             vectors = rng.normal(size=(2, len(pairs), 512)).astype(np.float32)
             vectors /= np.linalg.norm(vectors, axis=2, keepdims=True)
-            cache.save(cache.key(pairs, spec.identity()),
+            cache.save(cache.key(pairs, cache_identity(spec)),
                        PairedEmbeddings(vectors[0], vectors[1], [p.id for p in pairs],
                                         [p.caption for p in pairs], [p.image_path for p in pairs],
                                         spec.label()))
@@ -173,6 +186,211 @@ def main() -> None:
         if first is not None:
             same = np.array_equal(first.embeddings.image_embeddings, hit.embeddings.image_embeddings)
             line("cache hit equals the first run", str(same))
+
+
+# ---------------------------------------------------------------------------------- the bound
+
+def matmul_rate(device: str, dtype_name: str, seconds: float = 0.4) -> float:
+    """Best FLOP/s of torch matrix products in ``dtype_name`` on ``device``, over square
+    products and the shapes of ViT-B-32's own (a batch of 32 images is 1,600 tokens of 768)."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    best = 0.0
+    for m, k, n in ((2048, 2048, 2048), (1600, 768, 3072), (1600, 3072, 768)):
+        a = torch.randn(m, k, device=device).to(dtype)
+        b = torch.randn(k, n, device=device).to(dtype)
+        a @ b
+        reps, started = 0, time.perf_counter()
+        while True:
+            a @ b
+            reps += 1
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            elapsed = time.perf_counter() - started
+            if elapsed >= seconds:
+                break
+        best = max(best, 2.0 * m * k * n * reps / elapsed)
+    return best
+
+
+def best_rate(device: str) -> tuple[float, str]:
+    """(FLOP/s, dtype) of the fastest matrix products here, fp32 or bf16 (fp16 too on GPUs)."""
+    names = ["float32", "bfloat16"] + (["float16"] if device != "cpu" else [])
+    rates = {name: matmul_rate(device, name) for name in names}
+    name = max(rates, key=rates.get)
+    return rates[name], name
+
+
+def count_flops(loaded, captions: list[str]) -> tuple[float, float]:
+    """(FLOPs per image, FLOPs of all ``captions``) as torch counts them.
+
+    Captions are counted at their own token length (each distinct length once): the least work
+    any text tower with a causal mask must do, so padding a batch to its longest caption counts
+    against the pipeline, not for it.
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = loaded.model
+    size = loaded.preprocess(Image.new("RGB", (64, 64))).shape
+    with torch.inference_mode():
+        with FlopCounterMode(display=False) as counter:
+            model.encode_image(torch.zeros((1, *size), device=loaded.device))
+        per_image = counter.get_total_flops()
+        tokens = loaded.tokenizer(captions)
+        lengths = (_last_token(tokens) + 1).tolist()
+        per_length = {}
+        for length in sorted(set(lengths)):
+            row = tokens[lengths.index(length)][None, :length].to(loaded.device)
+            with FlopCounterMode(display=False) as counter:
+                _encode_text(model, row)
+            per_length[length] = counter.get_total_flops()
+    return float(per_image), float(sum(per_length[n] for n in lengths))
+
+
+# ---------------------------------------------------------------------------------- the data
+
+def tuxpaint_pairs(n: int, tmp: Path) -> tuple[list, str]:
+    """Up to ``n`` Tux Paint stamp pairs, or generated ones when the package is absent."""
+    if TUXPAINT.is_dir():
+        pairs, report = load_folder(TUXPAINT)
+        pairs = pairs[:n]
+        return pairs, (f"Tux Paint stamps ({TUXPAINT}): {report.summary()}; using {len(pairs)}")
+    print(f"  Tux Paint stamps not found at {TUXPAINT} (apt-get install -y "
+          "tuxpaint-stamps-default); falling back to generated 640x480 JPEGs and captions")
+    make_upload(tmp / "generated", n, (640, 480))
+    pairs, report = load_folder(tmp / "generated")
+    return pairs, f"generated photo-like JPEGs: {report.summary()}"
+
+
+# ---------------------------------------------------------------------------------- the runs
+
+def timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def measure(device: str, work) -> tuple[float, float]:
+    """(seconds of ``work``, FLOP/s bound rate averaged from just before and just after)."""
+    before, _ = best_rate(device)
+    seconds = timed(work)
+    after, _ = best_rate(device)
+    return seconds, (before + after) / 2
+
+
+def spread(values: list[float], fmt: str) -> str:
+    if len(values) == 1:
+        return format(values[0], fmt)
+    return f"{format(statistics.median(values), fmt)} ({format(min(values), fmt)}-{format(max(values), fmt)})"
+
+
+def throughput_main(args: argparse.Namespace) -> None:
+    import torch
+
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    print(f"gapviz embed throughput: {os.cpu_count()} CPU cores, torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads), load average {load[0]:.1f} {load[1]:.1f} "
+          f"{load[2]:.1f} at start")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        pairs, what = tuxpaint_pairs(args.n, tmp)
+        print(f"  data: {what}")
+        started = time.perf_counter()
+        loaded = load_model(ModelSpec("ViT-B-32", "none"), device=args.device)
+        print(f"  model: ViT-B-32, random weights, on {loaded.device}; built in "
+              f"{time.perf_counter() - started:.1f} s")
+        captions = [p.caption for p in pairs]
+        paths = [p.image_path for p in pairs]
+        per_image, text_flops = count_flops(loaded, captions)
+        n = len(pairs)
+        print(f"  FLOPs counted by torch: image tower {per_image / 1e9:.2f} GFLOP per image; text "
+              f"tower {text_flops / n / 1e9:.3f} GFLOP per caption at its own length (mean "
+              f"{float((_last_token(loaded.tokenizer(captions)) + 1).float().mean()):.1f} tokens)")
+        rate, rate_dtype = best_rate(loaded.device)
+        print(f"  best matrix-product rate now: {rate / 1e9:.0f} GFLOP/s ({rate_dtype})")
+        precisions = args.precision or ["fp32", "auto"]
+        for precision in precisions:
+            try:
+                resolved = resolve_precision(precision, loaded.device)
+            except PrecisionError as err:
+                print(f"\n{precision}: not run: {err}")
+                continue
+            shown = f"{precision} -> {resolved}" if precision == "auto" else precision
+            print(f"\n{shown}")
+            started = time.perf_counter()
+            warm = embed_pairs(pairs[:16], loaded, precision=precision)
+            line("warm-up (16 pairs; makes the bf16 copy once)", f"{time.perf_counter() - started:.1f} s")
+            for note in warm.notes:
+                print(f"    {note}")
+            ratios: dict[str, list[float]] = {"images": [], "captions": [], "pairs": []}
+            rates: dict[str, list[float]] = {"images": [], "captions": [], "pairs": []}
+            bounds: list[float] = []
+            for _ in range(args.repeat):
+                if not args.pairs_only:
+                    seconds, bound_rate = measure(loaded.device, lambda: embed_stream(
+                        loaded, paths, [], precision=precision))
+                    rates["images"].append(n / seconds)
+                    ratios["images"].append(n * per_image / seconds / bound_rate)
+                    seconds, bound_rate = measure(loaded.device, lambda: embed_stream(
+                        loaded, [], captions, precision=precision))
+                    rates["captions"].append(n / seconds)
+                    ratios["captions"].append(text_flops / seconds / bound_rate)
+                out = tmp / "out.npz"
+                result = {}
+
+                def end_to_end() -> None:
+                    result["r"] = embed_pairs(pairs, loaded, precision=precision)
+                    save_embeddings(result["r"].embeddings, out, overwrite=True)
+
+                seconds, bound_rate = measure(loaded.device, end_to_end)
+                kept = result["r"].embeddings.n
+                rates["pairs"].append(kept / seconds)
+                flops = kept * per_image + text_flops
+                ratios["pairs"].append(flops / seconds / bound_rate)
+                bounds.append(bound_rate)
+            check = result["r"].precision_check
+            meta = result["r"].embeddings.meta
+            line("precision recorded in the file's meta", str(meta["precision"]))
+            if check is not None:
+                line("self-check: min / mean cosine to fp32",
+                     f"{check.min:.5f} / {check.mean:.5f}", "pass >= 0.999" if check.passed else
+                     "FAILED: fell back to fp32")
+            line("matrix-product rate (bound), GFLOP/s", spread([b / 1e9 for b in bounds], ".0f"))
+            if not args.pairs_only:
+                line("images/s (read+decode+preprocess+tower)", spread(rates["images"], ".1f"),
+                     f"{spread([100 * r for r in ratios['images']], '.0f')}% of bound")
+                line("captions/s (tokenize+tower)", spread(rates["captions"], ".1f"),
+                     f"{spread([100 * r for r in ratios['captions']], '.0f')}% of bound")
+            line("pairs/s end to end (+ self-check, write)", spread(rates["pairs"], ".1f"),
+                 f"{spread([100 * r for r in ratios['pairs']], '.0f')}% of bound "
+                 f"(target >= {100 * TARGET:.0f}%)")
+            bound_pairs = [b / (per_image + text_flops / n) for b in bounds]
+            line("bound, pairs/s", spread(bound_pairs, ".1f"))
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    print(f"\nload average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} at the end")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=400, help="pairs embedded (throughput)")
+    parser.add_argument("--repeat", type=int, default=2, help="runs per precision")
+    parser.add_argument("--precision", action="append", choices=("auto", "fp32", "bf16", "fp16"),
+                        help="precision to run (repeatable; default fp32 and auto)")
+    parser.add_argument("--pairs-only", action="store_true",
+                        help="skip the images-only and captions-only runs")
+    parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    parser.add_argument("--io", action="store_true",
+                        help="instead: loading, validating and cache hits of uploaded pairs")
+    parser.add_argument("--pairs", type=int, default=2500, help="--io: uploaded pairs")
+    parser.add_argument("--images", type=int, default=128, help="--io: images embedded for images/s")
+    parser.add_argument("--full", action="store_true", help="--io: embed all pairs with ViT-B-32")
+    args = parser.parse_args()
+    if args.io:
+        io_main(args)
+    else:
+        throughput_main(args)
 
 
 if __name__ == "__main__":

@@ -549,9 +549,9 @@ def _encode_text(model: Any, tokens: Any) -> Any:
 
     exact = (type(model) is open_clip.model.CLIP and getattr(model, "attn_mask", None) is not None
              and model.text_pool_type in ("argmax", "eos"))
-    end = int(_last_token(tokens).max()) + 1
-    if not exact or end >= tokens.shape[1]:
+    if not exact:
         return model.encode_text(tokens)
+    end = int(_last_token(tokens).max()) + 1
     tokens = tokens[:, :end]
     cast_dtype = model.transformer.get_cast_dtype()
     x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:end].to(cast_dtype)
