@@ -122,7 +122,8 @@ def zero_shot_accuracy(images: np.ndarray, labels: Sequence[str], classes: Seque
 
 
 def closing_costs(X: np.ndarray, Y: np.ndarray, X_t: np.ndarray, Y_t: np.ndarray, *,
-                  method: Any = None, labels: Sequence[str] | None = None,
+                  method: Any = None, fold_of: np.ndarray | None = None,
+                  labels: Sequence[str] | None = None,
                   encode_texts: Callable[[list[str]], np.ndarray] | None = None,
                   before: GapReport | None = None, after: GapReport | None = None,
                   k: int = PRESERVATION_K) -> dict[str, Any]:
@@ -134,9 +135,13 @@ def closing_costs(X: np.ndarray, Y: np.ndarray, X_t: np.ndarray, Y_t: np.ndarray
         The pairs before the method.
     X_t, Y_t : ndarray of shape (N, k)
         The same pairs after it.
-    method : fitted GapMethod, optional
+    method : fitted GapMethod or sequence of them, optional
         Needed for zero-shot after the method: class embeddings go through
-        ``method.transform_texts`` (out of sample).
+        ``method.transform_texts`` (out of sample). Held-out cross-fitting: one fit per fold
+        (``ProtocolResult.fits``) with ``fold_of``; each fold's images are classified against the
+        class embeddings of the fit that transformed them.
+    fold_of : ndarray of shape (N,), optional
+        Fold of each pair, indexing ``method`` (``ProtocolResult.fold_of``).
     labels : sequence of N str, optional
         Class of each pair; zero-shot is measured when given.
     encode_texts : callable, optional
@@ -175,8 +180,19 @@ def closing_costs(X: np.ndarray, Y: np.ndarray, X_t: np.ndarray, Y_t: np.ndarray
             protos, kind = class_text_centroids(Y, labels, classes), "mean text embedding of the class"
         acc_b = zero_shot_accuracy(X, labels, classes, protos)
         acc_a = None
-        if method is not None:
-            acc_a = zero_shot_accuracy(X_t, labels, classes, method.transform_texts(protos))
+        if method is not None and fold_of is None:
+            fit = method[0] if isinstance(method, (list, tuple)) else method
+            acc_a = zero_shot_accuracy(X_t, labels, classes, fit.transform_texts(protos))
+        elif method is not None:
+            fold_of = np.asarray(fold_of)
+            hits = 0.0
+            for f, fit in enumerate(method):
+                rows = np.flatnonzero(fold_of == f)
+                if rows.size:
+                    hits += rows.size * zero_shot_accuracy(
+                        np.asarray(X_t)[rows], [labels[i] for i in rows], classes,
+                        fit.transform_texts(protos))
+            acc_a = hits / len(labels)
         out["zero_shot"] = {"before": acc_b, "after": acc_a,
                             "change": None if acc_a is None else acc_a - acc_b,
                             "prototype": kind, "n_classes": len(classes)}

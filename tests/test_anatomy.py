@@ -508,3 +508,93 @@ def test_labels_integers_and_wrong_length(tmp_path):
     with pytest.raises(EmbeddingsFileError, match="one label per pair"):
         PairedEmbeddings(np.ones((3, 2)), np.ones((3, 2)), labels=["a"])
     assert closing_costs.pair_labels(PairedEmbeddings(np.ones((3, 2)), np.ones((3, 2)))) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# the CLI: evaluate --anatomy
+# ---------------------------------------------------------------------------------------------
+CLI_SMALL = ["--n", "240", "--dim", "32", "--resamples", "40"]
+
+
+def run_cli(capsys, *argv):
+    from gapviz.cli import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_anatomy_json(capsys):
+    code, out, _ = run_cli(capsys, "evaluate", "demo", *CLI_SMALL, "--anatomy", "--format", "json")
+    assert code == 0
+    data = json.loads(out)
+    pairs = simulate_pairs(240, 32)
+    X, Y = pairs.image_embeddings, pairs.text_embeddings
+    assert data["metrics"]["RMG"] == pytest.approx(relative_modality_gap(X, Y), rel=1e-6)
+    assert data["metrics"]["NDCG@10"] == pytest.approx(mixed_pool_ndcg(X, Y))
+    for key in ("NDCG@10", "hubness", "R@1_i2t_crossmodal", "ITR"):
+        lo, hi = data["ci"][key]
+        assert lo <= data["metrics"][key] <= hi, key
+    assert data["ci_method"]["n_resamples"] == 40
+    anat = data["anatomy"]
+    assert anat["dimensions"][0]["index"] == int(dimension_gaps(X, Y).order[0])
+    assert anat["cluster_source"] == "labels" and len(anat["clusters"]) == 20  # the demo's concepts
+    assert [a["removed"] for a in anat["ablation"]] == list(range(anatomy.ABLATION_DIMS + 1))
+    assert "closing_costs" not in data
+
+
+def test_cli_anatomy_with_a_method_reports_costs_and_comparison(capsys):
+    code, out, _ = run_cli(capsys, "evaluate", "demo", *CLI_SMALL, "--anatomy", "--method", "center",
+                           "--clusters", "4", "--format", "json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["metrics_orig"]["RMG"] > data["metrics"]["RMG"]  # centering narrows the gap
+    assert data["anatomy"]["cluster_source"] == "kmeans" and len(data["anatomy"]["clusters"]) == 4
+    costs = data["closing_costs"]
+    assert set(costs["retrieval"]) == {"R@1_i2t_crossmodal", "R@1_t2i_crossmodal",
+                                       "R@5_i2t_crossmodal", "R@5_t2i_crossmodal"}
+    assert costs["zero_shot"]["after"] is not None and costs["zero_shot"]["n_classes"] == 20
+    assert data["gap_removed"]["centroid"]["fraction_removed"] > 0.9
+    comp = data["comparison"]["measures"]["RMG"]
+    assert comp["a"] == pytest.approx(data["metrics_orig"]["RMG"])
+    assert comp["b"] == pytest.approx(data["metrics"]["RMG"])
+    assert isinstance(comp["significant"], bool) and 0 < comp["p_value"] <= 1
+    assert "ci_orig" in data and "anatomy_orig" in data
+
+
+def test_cli_anatomy_held_out_zero_shot_uses_each_folds_fit(capsys):
+    code, out, _ = run_cli(capsys, "evaluate", "demo", *CLI_SMALL, "--anatomy", "--method", "procrustes",
+                           "--protocol", "held-out", "--folds", "3", "--format", "json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["protocol"]["protocol"] == "held-out"
+    assert 0 <= data["closing_costs"]["zero_shot"]["after"] <= 1
+
+
+def test_cli_anatomy_table_and_markdown_show_the_main_numbers(capsys):
+    code, out, _ = run_cli(capsys, "evaluate", "demo", *CLI_SMALL, "--anatomy", "--method", "center")
+    assert code == 0
+    for text in ("gap anatomy (CENTER)", "RMG", "NDCG@10", "hubness", "top gap dimensions",
+                 "what closing costs (ORIG -> CENTER)", "zero-shot accuracy", "ORIG vs CENTER"):
+        assert text in out, text
+    code, md, _ = run_cli(capsys, "evaluate", "demo", *CLI_SMALL, "--anatomy", "--format", "markdown")
+    assert "### Gap anatomy" in md and "| RMG |" in md.replace("  ", " ")
+    code, plain, _ = run_cli(capsys, "evaluate", "demo", "--n", "240", "--dim", "32")
+    assert "gap anatomy" not in plain and "RMG" not in plain
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--resamples", "5"], "--resamples must be 0"),
+    (["--clusters", "0"], "--clusters must be at least 1"),
+    (["--ablation-dims", "-1"], "--ablation-dims must be 0 or more"),
+])
+def test_cli_anatomy_bad_options_exit_2(capsys, flags, message):
+    code, _, err = run_cli(capsys, "evaluate", "demo", "--n", "100", "--dim", "16", "--anatomy", *flags)
+    assert code == 2 and message in err
+
+
+def test_cli_anatomy_without_intervals(capsys):
+    code, out, _ = run_cli(capsys, "evaluate", "demo", "--n", "120", "--dim", "16", "--anatomy",
+                           "--resamples", "0", "--format", "json")
+    data = json.loads(out)
+    assert code == 0 and "ci" not in data and "RMG" in data["metrics"]

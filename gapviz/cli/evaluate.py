@@ -6,12 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Sequence
+from typing import Any
 
-import numpy as np
 
 from .. import tables
 from ..measures import measure_gap, normalize_rows, paired_significance
+from .anatomy_options import render_anatomy
 from .common import add_demo_arguments, add_format_argument, dataset_info, json_default, load_source
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from .protocol_options import add_protocol_arguments
 
     add_protocol_arguments(ev)
+    from .anatomy_options import add_anatomy_arguments
+
+    add_anatomy_arguments(ev)
     ev.set_defaults(func=cmd_evaluate)
     return ev
 
@@ -37,7 +40,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..protocols import protocol_transform, shuffle_pairs
     from .method_options import method_from_args, print_progress
+    from .anatomy_options import anatomy_section, check_anatomy_arguments
     from .protocol_options import chance_record, load_fit_pairs, protocol_kwargs
+
+    check_anatomy_arguments(args)
 
     pairs, report = load_source(args.source, profile=args.profile, n_pairs=args.n, dim=args.dim,
                                 seed=args.demo_seed)
@@ -51,8 +57,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if protocol is not None and protocol["shuffled"]:
         # ORIG is measured on the same permuted pairs the method is scored on.
         X, Y, _ = shuffle_pairs(X, Y, seed=protocol["seed"])
-    orig = measure_gap(X, Y, separability=args.separability).metrics
+    orig_report = measure_gap(X, Y, separability=args.separability)
+    orig = orig_report.metrics
     columns = {"ORIG": orig}
+    anatomy_inputs: dict[str, Any] = {}
     extra: dict[str, Any] = {"dataset": info}
     if method is not None:
         fit_on = getattr(args, "fit_on", None)
@@ -74,7 +82,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if prov["warning"]:
             print(f"gapviz evaluate: warning: {prov['warning']}", file=sys.stderr)
         Xt, Yt = result.image_embeddings, result.text_embeddings
-        after = measure_gap(Xt, Yt, separability=args.separability).metrics
+        after_report = measure_gap(Xt, Yt, separability=args.separability)
+        after = after_report.metrics
+        anatomy_inputs = {"method": method, "transformed": (Xt, Yt), "after": after_report,
+                          "fits": result.fits, "fold_of": result.fold_of}
         label = method.name.upper()
         columns[label] = after
         extra["method"] = method.describe()
@@ -83,6 +94,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         metrics = after
     else:
         metrics = orig
+    if args.anatomy:
+        section = anatomy_section(args, pairs, X, Y, orig_report, **anatomy_inputs)
+        for name, values in section.pop("columns").items():
+            columns[name].update(values)  # the same dicts as metrics / metrics_orig
+        extra.update(section)
     print(_render_report(columns, args.format, info, extra, metrics), end="")
     return 0
 
@@ -93,7 +109,7 @@ def _render_report(columns: dict[str, dict[str, float]], fmt: str, info: dict[st
         payload = {**extra, "metrics": metrics}
         return json.dumps(payload, indent=2, default=json_default) + "\n"
     if fmt in ("csv", "markdown"):
-        return tables.render(columns, fmt) + _protocol_rows(extra, fmt)
+        return tables.render(columns, fmt) + _protocol_rows(extra, fmt) + render_anatomy(extra, fmt, metrics)
     lines = [f"gapviz report: {info['model'] or info['source']}   "
              f"N = {info['n_pairs']} pairs, d = {info['dim']}"]
     if info["simulated"]:
@@ -114,6 +130,7 @@ def _render_report(columns: dict[str, dict[str, float]], fmt: str, info: dict[st
         for t in extra["significance"]:
             body += (f"  {t['distance']:<6} mean {t['mean_before']:.4f} -> {t['mean_after']:.4f}   "
                      f"t p = {t['t_pvalue']:.3g}   Wilcoxon p = {t['wilcoxon_pvalue']:.3g}\n")
+    body += render_anatomy(extra, "table", metrics)
     return "\n".join(lines) + "\n" + body
 
 

@@ -1,0 +1,198 @@
+"""``evaluate --anatomy``: the gap's anatomy, bootstrap intervals and, with ``--method``, what
+closing the gap costs, beside the usual report.
+
+JSON gains ``RMG``, ``NDCG@10``, ``hubness`` and the cross-modal ``R@1_i2t_crossmodal`` and
+``R@1_t2i_crossmodal`` in ``metrics`` (and ``metrics_orig``),
+``anatomy`` (dimensions, ablation, clusters, centroid_vs_distribution), ``ci`` =
+{measure: [low, high]} and ``ci_method``; with ``--method`` also ``anatomy_orig``, ``ci_orig``,
+``closing_costs``, ``gap_removed`` and ``comparison`` (ORIG vs the method, paired bootstrap on
+the same pairs). The text table and markdown show the main numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any
+
+import numpy as np
+
+from ..anatomy import ABLATION_DIMS, GapAnatomy, gap_anatomy, gap_removed
+from ..closing_costs import closing_costs, crossmodal_recall, pair_labels
+from ..intervals import N_RESAMPLES, paired_comparison
+from ..measures import GapReport
+
+#: The scalar measures the CLI compares between ORIG and a method (paired bootstrap).
+COMPARED = ("RMG", "NDCG@10", "hubness", "ITR", "R@5", "R@1_i2t_crossmodal", "R@1_t2i_crossmodal",
+            "paired_cosine_distance", "centroid_gap")
+#: The main numbers the text table and markdown show with their intervals.
+SHOWN = ("RMG", "NDCG@10", "hubness", "R@1_i2t_crossmodal", "ITR", "centroid_gap")
+
+
+def add_anatomy_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--anatomy`` and its knobs (one group)."""
+    group = parser.add_argument_group(
+        "gap anatomy",
+        "where the gap lives (per dimension, per cluster, centroid vs distribution), RMG, "
+        "NDCG@10 and hubness, bootstrap intervals and, with --method, what closing costs")
+    group.add_argument("--anatomy", action="store_true",
+                       help="add the gap anatomy, intervals and (with --method) closing costs")
+    group.add_argument("--resamples", type=int, default=N_RESAMPLES,
+                       help=f"bootstrap resamples of pairs for the intervals and comparisons "
+                            f"(default {N_RESAMPLES}; 0: no intervals)")
+    group.add_argument("--clusters", type=int, default=None, metavar="K",
+                       help="k of k-means for the per-cluster gap (default: the file's labels or "
+                            "the demo's concepts; without labels, k chosen by silhouette)")
+    group.add_argument("--ablation-dims", type=int, default=ABLATION_DIMS, metavar="M",
+                       help=f"ablation curve: remove the top 0..M gap dimensions (default {ABLATION_DIMS})")
+    group.add_argument("--anatomy-seed", type=int, default=0,
+                       help="seed of k-means and of the bootstrap (default 0)")
+
+
+def check_anatomy_arguments(args: argparse.Namespace) -> None:
+    """One ``ValueError`` per bad value, before anything is computed."""
+    if not getattr(args, "anatomy", False):
+        return
+    if args.resamples != 0 and args.resamples < 10:
+        raise ValueError(f"--resamples must be 0 (no intervals) or at least 10, got {args.resamples}.")
+    if args.clusters is not None and args.clusters < 1:
+        raise ValueError(f"--clusters must be at least 1, got {args.clusters}.")
+    if args.ablation_dims < 0:
+        raise ValueError(f"--ablation-dims must be 0 or more, got {args.ablation_dims}.")
+
+
+def anatomy_section(args: argparse.Namespace, pairs: Any, X: np.ndarray, Y: np.ndarray,
+                    orig: GapReport, *, method: Any = None, transformed: tuple | None = None,
+                    after: GapReport | None = None, fits: Any = None,
+                    fold_of: np.ndarray | None = None) -> dict[str, Any]:
+    """Everything ``--anatomy`` adds to the report.
+
+    ``fits`` and ``fold_of`` are the protocol's fitted methods (``ProtocolResult``): zero-shot
+    after the method sends the class embeddings through the fit that transformed each pair.
+
+    Returns
+    -------
+    dict
+        ``columns``: {"ORIG": {RMG, NDCG@10, hubness}, METHOD: {...}} to merge into the table's
+        columns; the other keys go to the JSON as they are (see the module docstring).
+    """
+    check_anatomy_arguments(args)
+    labels = pair_labels(pairs)
+    if labels is not None and args.clusters is None:
+        clusters_from = {"labels": labels}
+    else:
+        clusters_from = {"n_clusters": args.clusters}
+    opts = dict(intervals=args.resamples > 0, n_resamples=max(args.resamples, 10),
+                seed=args.anatomy_seed, ablation_dims=min(args.ablation_dims, X.shape[1]))
+    a0 = gap_anatomy(X, Y, report=orig, **clusters_from, **opts)
+    out: dict[str, Any] = {"columns": {"ORIG": {**a0.metrics, **crossmodal_recall(orig, (1,))}}}
+    if method is None or transformed is None:
+        out.update(_json_parts(a0, ""))
+        return out
+
+    Xt, Yt = transformed
+    a1 = gap_anatomy(Xt, Yt, report=after, **clusters_from, **opts)
+    out["columns"][method.name.upper()] = {**a1.metrics, **crossmodal_recall(a1.report, (1,))}
+    out.update(_json_parts(a1, ""))
+    out.update(_json_parts(a0, "_orig"))
+    out["gap_removed"] = gap_removed(a0.split, a1.split)
+    out["closing_costs"] = closing_costs(X, Y, Xt, Yt, method=fits, fold_of=fold_of,
+                                         labels=labels, before=orig, after=after)
+    if args.resamples > 0:
+        comp = paired_comparison(a0.outcomes(X, Y), a1.outcomes(Xt, Yt), n_resamples=args.resamples,
+                                 seed=args.anatomy_seed, measures=[m for m in COMPARED])
+        out["comparison"] = {"a": "ORIG", "b": method.name.upper(),
+                             "method": f"paired bootstrap over pairs, B = {args.resamples}, "
+                                       "two-sided, alpha = 0.05, no multiple-testing correction",
+                             "measures": comp}
+    return out
+
+
+def _json_parts(a: GapAnatomy, suffix: str) -> dict[str, Any]:
+    j = a.to_json()
+    parts = {f"anatomy{suffix}": j["anatomy"]}
+    if "ci" in j:
+        parts[f"ci{suffix}"] = j["ci"]
+        parts[f"ci_method{suffix}"] = j["ci_method"]
+    parts[f"anatomy_seconds{suffix}"] = j["seconds"]
+    return parts
+
+
+def render_anatomy(extra: dict[str, Any], fmt: str, metrics: dict[str, float] | None = None) -> str:
+    """The main anatomy numbers for the text table (``fmt="table"``) or markdown ("" otherwise).
+
+    ``metrics``: the reported run's measures, printed beside their intervals.
+    """
+    if "anatomy" not in extra or fmt not in ("table", "markdown"):
+        return ""
+    md = fmt == "markdown"
+    lines = ["", "### Gap anatomy" if md else "gap anatomy" + (f" ({extra['comparison']['b']})"
+                                                               if "comparison" in extra else "")]
+    if md:
+        lines.append("")
+    bullet = "- " if md else "  "
+    ci = extra.get("ci", {})
+    if ci:
+        cm = extra["ci_method"]
+        lines.append(f"{bullet}{cm['level']:.0%} intervals: {cm['method']}, B = {cm['n_resamples']}")
+    for key in SHOWN:
+        if key in ci:
+            lo, hi = ci[key]
+            value = (metrics or {}).get(key)
+            estimate = "" if value is None else f"{_fmt(value)} "
+            lines.append(f"{bullet}{key}: {estimate}[{_fmt(lo)}, {_fmt(hi)}]")
+    anat = extra["anatomy"]
+    split = anat["centroid_vs_distribution"]
+    lines.append(f"{bullet}Fréchet {_fmt(split['frechet'])} = centroid {_fmt(split['centroid'])} "
+                 f"({_pct(split['centroid_share'])}) + distribution {_fmt(split['distribution'])}")
+    top = ", ".join(f"{d['index']} ({_pct(d['share'])})" for d in anat["dimensions"][:5])
+    lines.append(f"{bullet}top gap dimensions (share of the squared centroid gap): {top}")
+    abl = anat["ablation"]
+    if len(abl) > 1:
+        first, last = abl[0], abl[-1]
+        lines.append(f"{bullet}removing the top {last['removed']} gap dimensions: cross-modal R@1 "
+                     f"{_fmt(first['R@1_i2t_crossmodal'])} -> {_fmt(last['R@1_i2t_crossmodal'])}, "
+                     f"RMG {_fmt(first['RMG'])} -> {_fmt(last['RMG'])}")
+    rows = [c for c in anat["clusters"] if "RMG" in c]
+    if rows:
+        rows.sort(key=lambda c: c["RMG"], reverse=True)
+        worst = ", ".join(f"{c['name']} {_fmt(c['RMG'])} (n={c['n']})" for c in rows[:3])
+        lines.append(f"{bullet}clusters ({anat['cluster_source']}, {len(anat['clusters'])}) with the "
+                     f"largest RMG: {worst}")
+    if "closing_costs" in extra:
+        cc = extra["closing_costs"]
+        name = extra.get("comparison", {}).get("b", "method")
+        r = cc["retrieval"]
+        lines.append(f"{bullet}what closing costs (ORIG -> {name}): " + ", ".join(
+            f"{k.replace('_crossmodal', '')} {_fmt(v['before'])} -> {_fmt(v['after'])}" for k, v in r.items()))
+        nb = cc["neighbourhood"]
+        lines.append(f"{bullet}{nb['k']} nearest same-modality neighbours kept: images "
+                     f"{_pct(nb['image'])}, texts {_pct(nb['text'])}")
+        if "zero_shot" in cc and cc["zero_shot"]["after"] is not None:
+            z = cc["zero_shot"]
+            lines.append(f"{bullet}zero-shot accuracy {_fmt(z['before'])} -> {_fmt(z['after'])} "
+                         f"({z['n_classes']} classes; class = {z['prototype']})")
+        g = extra["gap_removed"]
+        lines.append(f"{bullet}gap removed: centroid part {_pct(g['centroid']['fraction_removed'])}, "
+                     f"distribution part {_pct(g['distribution']['fraction_removed'])}")
+    if "comparison" in extra:
+        c = extra["comparison"]
+        lines.append(f"{bullet}ORIG vs {c['b']} ({c['method']}):")
+        for key, r in c["measures"].items():
+            mark = "significant" if r["significant"] else "within noise"
+            lines.append(f"{bullet}  {key}: {_fmt(r['a'])} -> {_fmt(r['b'])}, p = {r['p_value']:.3g} ({mark})")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float) and (math.isinf(v) or math.isnan(v)):
+        return str(v)
+    return f"{v:.4g}"
+
+
+def _pct(v: float | None) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return f"{100 * v:.1f}%"
