@@ -390,7 +390,8 @@ def protocol_transform(method: str | GapMethod, X: np.ndarray, Y: np.ndarray, *,
                     f"method {name!r} reads the pairing, so scored on the pairs it was fitted on it "
                     "memorises them (on pairs with no signal at all, transductive Procrustes reaches "
                     "R@20 near 0.8 where chance is 0.04). Use protocol 'held-out' or 'fit-on', or "
-                    "pass allow_pairing_leak=True to see the leaky number with a warning.")
+                    "pass allow_pairing_leak=True (command line: --allow-pairing-leak) to see the "
+                    "leaky number with a warning.")
             warning = _leak_warning(name, X.shape[0])
         Xt, Yt = model.fit_transform(X, Y, progress=report)
         prov = Provenance("transductive", name, X.shape[0], X.shape[0],
@@ -413,7 +414,8 @@ def protocol_transform(method: str | GapMethod, X: np.ndarray, Y: np.ndarray, *,
                 raise ValueError(
                     f"{overlap} of the {X.shape[0]} scored pairs are also among the fit pairs, and "
                     f"method {name!r} reads the pairing: it would be scored on pairs it memorised. "
-                    "Fit on other pairs, or pass allow_pairing_leak=True to see the number with a warning.")
+                    "Fit on other pairs, or pass allow_pairing_leak=True (command line: "
+                    "--allow-pairing-leak) to see the number with a warning.")
             warning = _leak_warning(name, overlap)
         _fit_or_explain(lambda: model.fit(Xf, Yf, progress=report), "fit-on", Xf.shape[0], X.shape[0])
         Xt, Yt = model.transform(X, Y)

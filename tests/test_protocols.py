@@ -127,10 +127,10 @@ def test_planted_signal_held_out_gain_remains_and_shuffled_falls_to_chance(signa
     X, Y = signal_pairs
     n = X.shape[0]
     orig = measure_gap(X, Y).metrics
-    held = fit_and_score(name, X, Y, protocol="held-out", params=params)
+    held = fit_and_score(name, X, Y, protocol="held-out", params=params, folds=3)
     assert held.metrics["R@5"] > orig["R@5"] + 0.1, (held.metrics["R@5"], orig["R@5"])
     assert held.metrics["ITR"] < orig["ITR"]
-    null = fit_and_score(name, X, Y, protocol="held-out", params=params, shuffled=True)
+    null = fit_and_score(name, X, Y, protocol="held-out", params=params, folds=3, shuffled=True)
     assert null.provenance.shuffled and "shuffled" in null.provenance.summary()
     # R@5: a shuffled caption shares its image's cluster 1 time in 20, which lifts R@20 (not
     # R@5) a little above chance for methods that gather clusters (a real effect, see module).
