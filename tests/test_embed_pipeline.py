@@ -391,3 +391,25 @@ def test_precision_check_summary_of_a_fallback():
     assert check.mean == pytest.approx((0.9997 * 2 + 0.99 * 2) / 4)
     assert check.summary().endswith("below 0.999: fell back to fp32")
     assert check.as_meta()["used"] == "fp32"
+
+
+# ------------------------------------------------------------------------------ the command
+
+def test_embed_command_precision(tiny, pairs, tmp_path, capsys):
+    from gapviz.cli.embed import main
+
+    folder = tmp_path / "up"
+    folder.mkdir()
+    for p in pairs[:6]:
+        (folder / f"{p.id}.png").write_bytes(open(p.image_path, "rb").read())
+        (folder / f"{p.id}.txt").write_text(p.caption)
+    common = [str(folder), "--model", tiny, "--pretrained", "none", "--no-cache"]
+    assert main(common + ["--out", str(tmp_path / "bf16.npz"), "--precision", "bf16"]) == 0
+    err = capsys.readouterr().err
+    assert "precision bf16: cosine to fp32 on 6 images and 6 captions" in err
+    emb, _ = load_embeddings(tmp_path / "bf16.npz")
+    assert emb.meta["precision"] == "bf16" and emb.meta["precision_check"]["passed"]
+    assert main(common + ["--out", str(tmp_path / "fp32.npz"), "--precision", "fp32"]) == 0
+    assert load_embeddings(tmp_path / "fp32.npz")[0].meta["precision"] == "fp32"
+    assert main(common + ["--out", str(tmp_path / "fp16.npz"), "--precision", "fp16"]) == 2
+    assert "fp16 is for GPUs" in capsys.readouterr().err
