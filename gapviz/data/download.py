@@ -279,7 +279,7 @@ class Downloader:
         request = urllib.request.Request(url, headers=headers)
         assert self.max_bytes is not None
         timeout = max(0.05, min(self.timeout, end - time.monotonic()))
-        try:
+        try:  # urllib's errors (HTTPError, URLError) are OSErrors too: they are caught first
             with self._opener.open(request, timeout=timeout) as response:
                 if have and response.status != 206:
                     have = 0  # the server ignored the range: start again
@@ -319,6 +319,11 @@ class Downloader:
             raise DownloadError(url, f"connection broken ({type(err).__name__})") from None
         except hosting.HostedRefusal as err:  # a redirect, or the address connected to
             raise DownloadError(url, err.reason, permanent=True, remember=False) from None
+        except DownloadError:
+            raise
+        except OSError as err:  # writing the .part file: a full disk, a read-only cache
+            raise DownloadError(url, f"cannot write the download here ({err.strerror or err})",
+                                permanent=True, remember=False) from None
 
 
 def _touch(path: Path) -> None:
