@@ -9,6 +9,7 @@ import tarfile
 import threading
 import time
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -16,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from datafixtures import (LocalServer, file_tree, image_bytes, make_clashing_zip, make_coco,
-                          make_npz_bomb, nested_json, write_big_png, write_cc_tsv, write_image,
+                          make_npz_bomb, nested_json, write_big_png, write_image,
                           written_outside)
 from gapviz import tables
 from gapviz.data import DataError, load_cc, load_coco, load_folder, load_webdataset
@@ -379,7 +380,7 @@ def test_two_processes_downloading_one_url_take_turns(tmp_path):
         for p in procs:
             p.join(timeout=10)
         assert got[0] == got[1], got  # no "No such file" from a shared .part
-        assert open(got[0], "rb").read() == body
+        assert Path(got[0]).read_bytes() == body
         assert server.hits["/drip/big.bin"] == 1  # the second process waited, then found the file
     assert not list((tmp_path / "dl").rglob("*.part"))
 

@@ -75,7 +75,7 @@ class _RedirectPolicy(urllib.request.HTTPRedirectHandler):
         super().__init__()
         self.hosted_mode = hosted_mode
 
-    def http_error_302(self, req, fp, code, msg, headers):  # noqa: ANN001 (urllib's signature)
+    def http_error_302(self, req, fp, code, msg, headers):
         target = headers.get("location") or headers.get("uri")
         if target:
             try:
@@ -101,12 +101,12 @@ class _GuardedHTTPSConnection(http.client.HTTPSConnection):
 
 
 class _GuardedHTTPHandler(urllib.request.HTTPHandler):
-    def http_open(self, req):  # noqa: ANN001
+    def http_open(self, req):
         return self.do_open(_GuardedHTTPConnection, req)
 
 
 class _GuardedHTTPSHandler(urllib.request.HTTPSHandler):
-    def https_open(self, req):  # noqa: ANN001
+    def https_open(self, req):
         return self.do_open(_GuardedHTTPSConnection, req, context=self._context)
 
 
