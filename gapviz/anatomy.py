@@ -67,6 +67,8 @@ DIMENSIONS_LISTED = 20
 #: Candidate k of k-means when none is given, and the pairs it is chosen on.
 KMEANS_K_RANGE = (2, 30)
 KMEANS_SUBSAMPLE = 1000
+#: Fewest pairs for which k is chosen (at least 5 pairs per cluster of the smallest k).
+KMEANS_MIN_PAIRS = 5 * KMEANS_K_RANGE[0]
 #: Rows of one similarity panel (capped by BLOCK_VALUES): 256 x 5,000 float32 (5 MB) stays in
 #: the last-level cache between the product that writes it and the sweep that reads it.
 _PANEL_ROWS = 256
@@ -379,7 +381,7 @@ def cluster_pairs(X: np.ndarray, Y: np.ndarray, n_clusters: int | None = None, *
     if n_clusters is None:
         rng = np.random.default_rng(seed)
         sub = J[rng.choice(n, min(n, KMEANS_SUBSAMPLE), replace=False)]
-        hi = min(KMEANS_K_RANGE[1], sub.shape[0] // 5)
+        hi = min(KMEANS_K_RANGE[1], sub.shape[0] // (KMEANS_MIN_PAIRS // KMEANS_K_RANGE[0]))
         if hi < KMEANS_K_RANGE[0]:
             raise ValueError(f"too few pairs ({n}) to choose k; give n_clusters.")
         scores = {}
@@ -530,7 +532,8 @@ def gap_anatomy(X: np.ndarray, Y: np.ndarray, *, report: GapReport | None = None
     n_clusters : int, optional
         k of k-means when there are no labels (chosen by silhouette when None).
     clusters : bool
-        Compute the per-cluster gap.
+        Compute the per-cluster gap (skipped, ``clusters`` None, when there are neither labels
+        nor ``n_clusters`` and fewer than ``KMEANS_MIN_PAIRS`` pairs to choose k on).
     ablation_dims : int
         M of the ablation curve.
     intervals : bool
@@ -567,6 +570,8 @@ def gap_anatomy(X: np.ndarray, Y: np.ndarray, *, report: GapReport | None = None
     seconds["pool_pass"] = time.perf_counter() - t
 
     groups = None
+    if clusters and labels is None and n_clusters is None and n < KMEANS_MIN_PAIRS:
+        clusters = False  # too few pairs to choose k; give n_clusters or labels
     if clusters:
         t = time.perf_counter()
         groups = cluster_gaps(Xn, Yn, labels=labels, n_clusters=n_clusters, seed=seed)

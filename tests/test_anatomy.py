@@ -409,6 +409,23 @@ def test_anatomy_json_on_the_demo():
     assert json.loads(text)["metrics"] == out["metrics"]
 
 
+def test_anatomy_of_very_few_pairs_skips_choosing_k():
+    X, Y = gaussian_pairs(4, 6, seed=24)
+    a = gap_anatomy(X, Y, n_resamples=20)
+    assert a.clusters is None and a.to_json()["anatomy"]["clusters"] == []
+    assert gap_anatomy(X, Y, n_clusters=2, intervals=False).clusters.k == 2
+    assert 0 < a.metrics["RMG"] < 1
+
+
+def test_pair_outcomes_match_the_anatomy():
+    X, Y = gaussian_pairs(90, 8, seed=25, shift=1.0)
+    o = intervals.pair_outcomes(X, Y)
+    a = gap_anatomy(X, Y, clusters=False, intervals=False)
+    assert np.array_equal(o.neighbours, a.neighbours)
+    assert bootstrap_ci(o, n_resamples=30).estimate["hubness"] == pytest.approx(a.metrics["hubness"])
+    assert "hubness" not in bootstrap_ci(intervals.pair_outcomes(X, Y, hubness=False), n_resamples=30).ci
+
+
 def test_anatomy_reuses_a_report_and_checks_it():
     X, Y = gaussian_pairs(60, 6, seed=17, shift=1.0)
     r = measure_gap(X, Y)
