@@ -12,11 +12,6 @@ from gapviz.hosting import (HostedRefusal, address_problem, check_server_path, c
                             limits, visible_image_path)
 
 
-@pytest.fixture
-def no_hosting(monkeypatch):
-    monkeypatch.delenv(hosting.HOSTED_ENV, raising=False)
-
-
 @pytest.mark.parametrize("value, expected", [("1", True), ("true", True), (" Yes ", True), ("on", True),
                                              ("0", False), ("", False), ("no", False)])
 def test_one_setting_turns_hosted_mode_on(monkeypatch, value, expected):
