@@ -6,7 +6,8 @@ person runs gapviz on their own machine, nothing here applies. When hosted:
 
 - **paths**: visitors only upload files; any server path they name is refused
   (:func:`check_server_path`), and an uploaded embeddings file's ``image_paths`` are shown only
-  for images that came inside the upload itself (:func:`visible_image_path`);
+  for images that came inside the upload itself (:func:`visible_image_path`,
+  :func:`restrict_image_paths`);
 - **URLs**: only ``http``/``https``; a URL whose host resolves to a private, loopback,
   link-local, multicast or reserved address is refused (:func:`check_url`), and the check is
   made again on the address actually connected to (so a DNS answer that changes between check
@@ -22,12 +23,14 @@ mode: the downloader has no use for them.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 #: The setting that turns hosted mode on.
@@ -294,3 +297,20 @@ def visible_image_path(path: str | os.PathLike | None, roots: Sequence[str | os.
         if resolved.is_file():
             return resolved
     return None
+
+
+def restrict_image_paths(pairs: Any, roots: Sequence[str | os.PathLike], *,
+                         hosted_mode: bool | None = None) -> Any:
+    """``pairs`` (a :class:`~gapviz.embeddings.PairedEmbeddings`) with each ``image_paths`` entry
+    replaced by :func:`visible_image_path` (``""`` where nothing may be shown).
+
+    Call it once when an uploaded embeddings file is loaded: every later preview, thumbnail and
+    report then sees only images that came with the upload. Outside hosted mode the paths are
+    resolved the same way, so missing files become ``""`` there too. Pairs without image paths
+    are returned as they are.
+    """
+    if not getattr(pairs, "image_paths", None):
+        return pairs
+    shown = [visible_image_path(p, roots, hosted_mode=hosted_mode) for p in pairs.image_paths]
+    # replace() keeps every other field (ids, captions, labels, model, meta) as it is.
+    return dataclasses.replace(pairs, image_paths=[str(p) if p is not None else "" for p in shown])

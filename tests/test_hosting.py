@@ -186,3 +186,21 @@ def test_hosted_visitors_choose_only_listed_models():
         with pytest.raises(HostedRefusal, match="offers only its listed models: .*choose one of them"):
             hosting.check_model(name, pretrained, listed, hosted_mode=True)
         hosting.check_model(name, pretrained, listed, hosted_mode=False)
+
+
+def test_restrict_image_paths_once_at_load(tmp_path):
+    secret = write_image(tmp_path / "private.jpg")
+    upload = tmp_path / "cache" / "uploads" / "abc"
+    own = write_image(upload / "0.jpg")
+    rng = np.random.default_rng(1)
+    pairs = PairedEmbeddings(rng.normal(size=(3, 4)), rng.normal(size=(3, 4)), ids=["a", "b", "c"],
+                             captions=["x", "y", "z"], image_paths=[str(secret), "0.jpg", "nope.jpg"],
+                             model="m", meta={"k": 1}, labels=["cat", "dog", "cat"])
+    shown = hosting.restrict_image_paths(pairs, [upload], hosted_mode=True)
+    assert shown.labels == ["cat", "dog", "cat"]
+    assert shown.image_paths == ["", str(own.resolve()), ""]
+    assert shown.ids == pairs.ids and shown.captions == pairs.captions and shown.meta == {"k": 1}
+    assert np.array_equal(shown.image_embeddings, pairs.image_embeddings)
+    assert pairs.image_paths[0] == str(secret)  # the input is not changed
+    no_paths = PairedEmbeddings(rng.normal(size=(2, 2)), rng.normal(size=(2, 2)))
+    assert hosting.restrict_image_paths(no_paths, [upload], hosted_mode=True) is no_paths
