@@ -36,13 +36,21 @@ callback reports each conditional-gradient iteration.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
+from typing import Any, Sequence
 
 import numpy as np
 from scipy import sparse
+from sklearn.exceptions import NotFittedError
 
 from ..config import BLOCK_VALUES
 from .base import GapMethod, Param, ProgressCallback, Slider, l2_normalize
+
+#: Pairs an OT coupling is fitted on by default (a seeded subsample when there are more; the
+#: other rows take the out-of-sample map). Measured trade-off: bench/bench_ot_live.py.
+FIT_SIZE = 1000
 
 REG_TYPES = ("pos", "disp")
 SIMILARITIES = ("knn", "gauss")
@@ -58,37 +66,169 @@ def _int_or_float(text: str) -> int | float:
 class _TransportGap(GapMethod):
     """Shared part: normalise, fit a coupling, barycentric map, out-of-sample displacement.
 
-    Subclasses implement :meth:`_coupling`.
+    Subclasses implement :meth:`_solve` (one coupling for the current parameters, from the
+    data-only state in ``_cache``, optionally warm-started) and name their slider parameters
+    in ``_live_params``.
 
     Attributes
     ----------
-    coupling_ : ndarray of shape (N, N)
+    coupling_ : ndarray of shape (n_fit, n_fit)
         The fitted coupling (rows: fitted images, columns: fitted texts), float64.
-    barycentric_ : ndarray of shape (N, d)
+    barycentric_ : ndarray of shape (n_fit, d)
         ``T(x_i)``, the fitted images' barycentric images (float32).
-    transport_ : ot.da.BaseTransport
-        The fitted POT estimator.
+    fit_index_ : ndarray of shape (n_fit,)
+        Rows of the ``fit`` input the coupling was fitted on (all of them, or a seeded
+        subsample of ``fit_size``); the other rows take the out-of-sample map.
     fit_seconds_ : float
-        Wall time of the coupling solve.
+        Wall time of the last coupling solve (0 when :meth:`refit` found it solved already).
+    warm_started_ : bool
+        Whether the last solve started from the previous parameters' solution.
     """
 
+    #: Parameters :meth:`refit` changes without recomputing what depends on the data only.
+    _live_params: tuple[str, ...] = ()
+    #: Solutions kept per parameter values, so that a slider moved back is instant.
+    _MEMO_SIZE = 8
+
     def _fit(self, X: np.ndarray, Y: np.ndarray, progress: ProgressCallback) -> None:
-        xs = l2_normalize(X).astype(np.float64)
-        xt = l2_normalize(Y).astype(np.float64)
-        t0 = time.perf_counter()
-        self.transport_ = self._coupling(xs, xt, progress)
-        self.fit_seconds_ = time.perf_counter() - t0
-        G = np.asarray(self.transport_.coupling_, dtype=np.float64)
-        self.coupling_ = G
-        # POT's barycentric mapping (BaseTransport.transform on the fitted samples), once; in
-        # float32 like every output (the product is N x N x d, the largest step after the solve).
+        Xn, Yn = l2_normalize(X), l2_normalize(Y)
+        n = Xn.shape[0]
+        if self.fit_size is not None and n > self.fit_size:
+            rng = np.random.default_rng(self.random_state)
+            self.fit_index_ = np.sort(rng.choice(n, size=int(self.fit_size), replace=False))
+        else:
+            self.fit_index_ = np.arange(n)
+        xs = Xn[self.fit_index_].astype(np.float64)
+        xt = Yn[self.fit_index_].astype(np.float64)
+        # What depends on the fitted rows only (cost matrix, graphs): computed once, reused by
+        # every refit. Solutions per parameter values: a small memo.
+        self._cache = {"xs": xs, "xt": xt}
+        self._memo: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+        self.xs_ = xs.astype(np.float32)
+        self._solve_and_map(progress, warm=False)
+
+    def refit(self, *, warm_start: bool = True, progress: ProgressCallback | None = None,
+              **params: Any) -> "_TransportGap":
+        """Solve again for new slider values on the same fitted pairs; returns ``self``.
+
+        Reuses everything that depends on the data only (the fit subsample, the cost matrix,
+        the similarity graphs), starts from the current solution (``warm_start``), and keeps
+        the last few solutions, so a value seen before costs nothing. Afterwards the method is
+        exactly as if it had been fitted with these parameters (to the solver's tolerance).
+
+        Parameters
+        ----------
+        warm_start : bool, default=True
+            Start the solver from the current solution.
+        progress : callable(fraction, message), optional
+        **params
+            New values of the live parameters (``reg_lap``, ``reg_src`` for ``"ot"``;
+            ``reg`` for ``"sinkhorn"``); any other name is refused (fit again instead).
+        """
+        if not getattr(self, "fitted_", False):
+            raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit first.")
+        unknown = sorted(set(params) - set(self._live_params))
+        if unknown:
+            raise ValueError(f"refit changes only {', '.join(self._live_params)}; "
+                             f"{', '.join(unknown)} need a new fit.")
+        old = {k: getattr(self, k) for k in params}
+        for k, v in params.items():
+            setattr(self, k, v)
+        try:
+            self._validate_parameters(self.fit_index_.size, self.xs_.shape[1])
+        except ValueError:
+            for k, v in old.items():
+                setattr(self, k, v)
+            raise
+        report = progress if progress is not None else (lambda f, m: None)
+        self._solve_and_map(report, warm=warm_start)
+        report(1.0, "done")
+        return self
+
+    def precompute(self, param_sets: Sequence[dict[str, Any]]) -> None:
+        """Solve for other slider values ahead of time (for a background thread).
+
+        Each dict gives live parameter values; their solutions go to the memo that
+        :meth:`refit` reads, warm-started from the nearest solution already there. The
+        method's own state (``coupling_``, ``barycentric_``, parameters) is not changed.
+        """
+        for params in param_sets:
+            unknown = sorted(set(params) - set(self._live_params))
+            if unknown:
+                raise ValueError(f"precompute takes only {', '.join(self._live_params)}, "
+                                 f"not {', '.join(unknown)}.")
+            values = {k: params.get(k, getattr(self, k)) for k in self._live_params}
+            key = tuple(float(values[k]) for k in self._live_params)
+            with self._lock:
+                if key in self._memo:
+                    continue
+                start = self._nearest(key)
+            G, state, info = self._solve(values, start, lambda f, m: None)
+            with self._lock:
+                self._remember(key, G, state, info, 0.0)
+
+    # -- internals ---------------------------------------------------------------------------
+    def _key(self) -> tuple[float, ...]:
+        return tuple(float(getattr(self, k)) for k in self._live_params)
+
+    def _nearest(self, key: tuple[float, ...]):
+        """The memo's solution at the nearest parameter values (log scale), or None."""
+        if not self._memo:
+            return None
+
+        def distance(other):
+            return sum(abs(np.log1p(abs(a)) - np.log1p(abs(b))) for a, b in zip(key, other))
+
+        best = min(self._memo, key=distance)
+        return self._memo[best]
+
+    def _remember(self, key, G, state, info, seconds) -> None:
         rows = G.sum(1)
         transp = np.nan_to_num(G / rows[:, None], nan=0.0, posinf=0.0, neginf=0.0)
-        self.barycentric_ = transp.astype(np.float32) @ xt.astype(np.float32)
-        self.xs_ = xs.astype(np.float32)
+        # POT's barycentric mapping (BaseTransport.transform on the fitted samples), once per
+        # solution, in float32 like every output.
+        bary = transp.astype(np.float32) @ self._cache["xt"].astype(np.float32)
+        self._memo[key] = {"G": G, "state": state, "info": info, "bary": bary, "seconds": seconds}
+        self._memo.move_to_end(key)
+        while len(self._memo) > self._MEMO_SIZE:
+            self._memo.popitem(last=False)
 
-    def _coupling(self, xs: np.ndarray, xt: np.ndarray, progress: ProgressCallback):
+    def _solve_and_map(self, progress: ProgressCallback, warm: bool) -> None:
+        key = self._key()
+        values = {k: getattr(self, k) for k in self._live_params}
+        with self._lock:
+            hit = self._memo.get(key)
+            start = (self._memo.get(getattr(self, "_current", None)) or self._nearest(key)) if warm else None
+        self.warm_started_ = False
+        if hit is None:
+            t0 = time.perf_counter()
+            G, state, info = self._solve(values, start, progress)
+            seconds = time.perf_counter() - t0
+            with self._lock:
+                self._remember(key, G, state, info, seconds)
+                hit = self._memo[key]
+            self.warm_started_ = start is not None
+            self.fit_seconds_ = seconds
+        else:
+            self.fit_seconds_ = 0.0
+        self._current = key
+        self.coupling_ = hit["G"]
+        self.barycentric_ = hit["bary"]
+        for k, v in hit["info"].items():
+            setattr(self, k, v)
+
+    def _solve(self, values: dict[str, Any], start, progress: ProgressCallback):
+        """(coupling, warm-start state, attributes to set) for the live ``values``."""
         raise NotImplementedError
+
+    def _cost(self) -> np.ndarray:
+        """POT's cost (``BaseTransport.fit``: squared Euclidean distances), computed once."""
+        if "M" not in self._cache:
+            import ot  # POT's import pulls in every backend it finds (torch...): lazily
+
+            self._cache["M"] = ot.dist(self._cache["xs"], self._cache["xt"])
+        return self._cache["M"]
 
     def _transform_images(self, X: np.ndarray) -> np.ndarray:
         Xn = l2_normalize(X)
@@ -96,6 +236,8 @@ class _TransportGap(GapMethod):
             return self.barycentric_.copy()
         # Out of sample (POT's BaseTransport.transform): nearest fitted image plus displacement.
         # For unit rows the nearest in squared Euclidean distance is the most cosine-similar.
+        # A fitted row (also within a larger input when fit_size subsampled it) is its own
+        # nearest, with displacement 0: it gets its barycentre.
         nn = np.empty(Xn.shape[0], np.int64)
         rows = max(1, BLOCK_VALUES // self.xs_.shape[0])
         for i0 in range(0, Xn.shape[0], rows):
@@ -105,6 +247,12 @@ class _TransportGap(GapMethod):
     def _transform_texts(self, Y: np.ndarray) -> np.ndarray:
         # The texts are the target: they stay where they are.
         return l2_normalize(Y)
+
+    def _validate_fit_size(self) -> None:
+        fs = self.fit_size
+        if fs is not None and (not isinstance(fs, (int, np.integer)) or isinstance(fs, bool) or fs < 2):
+            raise ValueError(f"fit_size must be an integer >= 2 (pairs the coupling is fitted on) "
+                             f"or None for all pairs, got {fs!r}.")
 
 
 class OTGap(_TransportGap):
@@ -183,7 +331,7 @@ class OTGap(_TransportGap):
     def __init__(self, reg_lap: float = 100.0, reg_src: float = 1.0, *, reg_type: str = "pos",
                  similarity: str = "knn", similarity_param: float | None = None,
                  max_iter: int = 10, tol: float = 1e-6, max_inner_iter: int = 100000,
-                 inner_tol: float = 1e-9):
+                 inner_tol: float = 1e-9, fit_size: int | None = FIT_SIZE, random_state: int = 0):
         self.reg_lap = reg_lap
         self.reg_src = reg_src
         self.reg_type = reg_type
@@ -193,8 +341,13 @@ class OTGap(_TransportGap):
         self.tol = tol
         self.max_inner_iter = max_inner_iter
         self.inner_tol = inner_tol
+        self.fit_size = fit_size
+        self.random_state = random_state
 
     def _validate_parameters(self, n_pairs: int, dim: int) -> None:
+        self._validate_fit_size()
+        if self.fit_size is not None:
+            n_pairs = min(n_pairs, int(self.fit_size))
         if not self.reg_lap >= 0:
             raise ValueError(f"reg_lap must be >= 0, got {self.reg_lap!r}.")
         if not 0 <= self.reg_src <= 1:
@@ -224,54 +377,31 @@ class OTGap(_TransportGap):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}.")
 
-    def _coupling(self, xs, xt, progress):
-        import ot  # POT's import pulls in every backend it finds (torch...): seconds, so lazily
+    _live_params = ("reg_lap", "reg_src")
 
-        est = ot.da.EMDLaplaceTransport(
-            reg_type=self.reg_type, reg_lap=self.reg_lap, reg_src=self.reg_src,
-            similarity=self.similarity, similarity_param=self.similarity_param,
-            max_iter=self.max_iter, tol=self.tol, max_inner_iter=self.max_inner_iter,
-            inner_tol=self.inner_tol, log=True)
-        # BaseTransport.fit: cost matrix, uniform marginals, stored samples (POT's own code).
-        ot.da.BaseTransport.fit(est, Xs=xs, Xt=xt)
-        est.coupling_, est.log_ = emd_laplace_factored(
-            est.mu_s, est.mu_t, xs, xt, est.cost_, sim=self.similarity, sim_param=self.similarity_param,
-            reg=self.reg_type, eta=self.reg_lap, alpha=self.reg_src, numItermax=self.max_iter,
-            stopThr=self.tol, numInnerItermax=self.max_inner_iter, stopInnerThr=self.inner_tol,
-            progress=progress)
-        self.loss_ = [float(v) for v in est.log_["loss"]]
-        self.n_iter_ = len(self.loss_) - 1
-        return est
+    def _solve(self, values, start, progress):
+        import ot
+
+        xs, xt = self._cache["xs"], self._cache["xt"]
+        key = ("graphs", self.similarity, self.similarity_param)
+        if key not in self._cache:  # the Laplacians depend on the fitted rows only
+            self._cache[key] = laplace_graphs(xs, xt, sim=self.similarity,
+                                              sim_param=self.similarity_param)
+        a = ot.unif(xs.shape[0])  # POT's uniform marginals (distribution_estimation_uniform)
+        b = ot.unif(xt.shape[0])
+        G, log = emd_laplace_factored(
+            a, b, xs, xt, self._cost(), sim=self.similarity, sim_param=self.similarity_param,
+            reg=self.reg_type, eta=values["reg_lap"], alpha=values["reg_src"],
+            numItermax=self.max_iter, stopThr=self.tol, numInnerItermax=self.max_inner_iter,
+            stopInnerThr=self.inner_tol, progress=progress,
+            G0=None if start is None else start["G"], graphs=self._cache[key])
+        loss = [float(v) for v in log["loss"]]
+        return G, None, {"loss_": loss, "n_iter_": len(loss) - 1}
 
 
-def emd_laplace_factored(a, b, xs, xt, M, *, sim="knn", sim_param=None, reg="pos", eta=1.0,
-                         alpha=0.5, numItermax=100, stopThr=1e-9, numInnerItermax=100000,
-                         stopInnerThr=1e-9, progress: ProgressCallback | None = None):
-    """POT's ``ot.da.emd_laplace`` with the objective and gradient in factored form.
-
-    Same problem, graph construction, solver (``ot.optim.cg`` with its Armijo line search) and
-    stopping rules as POT 0.9's ``emd_laplace``; only the products are ordered to cost
-    O(N^2 d + nnz(L) d) instead of O(N^3), and the kNN Laplacians stay sparse.
-
-    Parameters
-    ----------
-    a, b : ndarray of shape (ns,), (nt,)
-        Marginals.
-    xs, xt : ndarray of shape (ns, d), (nt, d)
-        Source and target samples.
-    M : ndarray of shape (ns, nt)
-        Ground cost.
-    sim, sim_param, reg, eta, alpha, numItermax, stopThr, numInnerItermax, stopInnerThr
-        As in ``ot.da.emd_laplace``.
-    progress : callable, optional
-        ``progress(fraction, message)`` once per conditional-gradient iteration.
-
-    Returns
-    -------
-    G : ndarray of shape (ns, nt)
-    log : dict
-        POT's log (``loss`` per iteration, and the last inner EMD log).
-    """
+def laplace_graphs(xs, xt, *, sim="knn", sim_param=None):
+    """Laplacians of the source and target similarity graphs, as POT's ``emd_laplace`` builds
+    them: ``(lS, lT, lS + lS^T, lT + lT^T)`` (sparse for ``"knn"``)."""
     import ot
 
     if sim == "gauss":
@@ -293,21 +423,76 @@ def emd_laplace_factored(a, b, xs, xt, M, *, sim="knn", sim_param=None, reg="pos
         lT = (sparse.diags(np.asarray(sT.sum(0)).ravel()) - sT).tocsr()
     else:
         raise ValueError(f"unknown similarity {sim!r}; use 'knn' or 'gauss'.")
-    ls2 = lS + lS.T
-    lt2 = lT + lT.T
+    return lS, lT, lS + lS.T, lT + lT.T
+
+
+def emd_laplace_factored(a, b, xs, xt, M, *, sim="knn", sim_param=None, reg="pos", eta=1.0,
+                         alpha=0.5, numItermax=100, stopThr=1e-9, numInnerItermax=100000,
+                         stopInnerThr=1e-9, progress: ProgressCallback | None = None,
+                         G0=None, graphs=None):
+    """POT's ``ot.da.emd_laplace`` with the objective and gradient in factored form.
+
+    Same problem, graph construction, solver (``ot.optim.cg`` with its Armijo line search) and
+    stopping rules as POT 0.9's ``emd_laplace``; only the products are ordered to cost
+    O(N^2 d + nnz(L) d) instead of O(N^3), and the kNN Laplacians stay sparse.
+
+    Parameters
+    ----------
+    a, b : ndarray of shape (ns,), (nt,)
+        Marginals.
+    xs, xt : ndarray of shape (ns, d), (nt, d)
+        Source and target samples.
+    M : ndarray of shape (ns, nt)
+        Ground cost.
+    sim, sim_param, reg, eta, alpha, numItermax, stopThr, numInnerItermax, stopInnerThr
+        As in ``ot.da.emd_laplace``.
+    progress : callable, optional
+        ``progress(fraction, message)`` once per conditional-gradient iteration.
+    G0 : ndarray of shape (ns, nt), optional
+        Starting coupling (a warm start: the solution for neighbouring ``eta``, ``alpha``);
+        POT's default (the product of the marginals) when None.
+    graphs : tuple, optional
+        :func:`laplace_graphs` of ``xs``, ``xt`` computed beforehand (they do not depend on
+        ``eta`` or ``alpha``).
+
+    Returns
+    -------
+    G : ndarray of shape (ns, nt)
+    log : dict
+        POT's log (``loss`` per iteration, and the last inner EMD log).
+    """
+    import ot
+
+    lS, lT, ls2, lt2 = graphs if graphs is not None else laplace_graphs(xs, xt, sim=sim,
+                                                                        sim_param=sim_param)
 
     # A term whose weight is 0 (reg_src = 1 keeps the source graph only, the default) is
     # skipped: POT computes it and multiplies by 0.
     use_s, use_t = alpha != 0, alpha != 1
 
+    # G xt and G^T xs, the O(N^2 d) products, for the last two couplings seen: the solver
+    # evaluates the objective at the accepted step and then the gradient at the same coupling
+    # (bit for bit), so each is computed once. The same products in the same order: the
+    # iterates are unchanged.
+    seen: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] = []
+
+    def products(G):
+        for G_seen, Ts, Tt in seen:
+            if G_seen.shape == G.shape and np.array_equal(G_seen, G):
+                return Ts, Tt
+        Ts = G @ xt if use_s else None
+        Tt = G.T @ xs if use_t else None
+        seen.insert(0, (G.copy(), Ts, Tt))
+        del seen[2:]
+        return Ts, Tt
+
     def f(G):
         # alpha tr(xt^T G^T lS G xt) + (1 - alpha) tr(xs^T G lT G^T xs)
+        Ts, Tt = products(G)
         value = 0.0
         if use_s:
-            Ts = G @ xt
             value += alpha * np.sum(Ts * (lS @ Ts))
         if use_t:
-            Tt = G.T @ xs
             value += (1 - alpha) * np.sum(Tt * (lT @ Tt))
         return value
 
@@ -321,11 +506,12 @@ def emd_laplace_factored(a, b, xs, xt, M, *, sim="knn", sim_param=None, reg="pos
             progress(it[0] / numItermax, f"conditional gradient iteration {it[0] + 1}/{numItermax} "
                                          f"({elapsed:.0f} s so far)")
         it[0] += 1
+        Ts, Tt = products(G)
         out = np.zeros_like(G)
         if use_s:
-            out += alpha * ((ls2 @ (G @ xt)) @ xt.T)
+            out += alpha * ((ls2 @ Ts) @ xt.T)
         if use_t:
-            out += (1 - alpha) * (xs @ np.asarray(lt2 @ (G.T @ xs)).T)
+            out += (1 - alpha) * (xs @ np.asarray(lt2 @ Tt).T)
         return out
 
     if reg == "disp":
@@ -333,7 +519,7 @@ def emd_laplace_factored(a, b, xs, xt, M, *, sim="knn", sim_param=None, reg="pos
         Ct = -eta * (1 - alpha) / xt.shape[0] * (xs @ np.asarray(lt2 @ xt).T)
         M = M + Cs + Ct
 
-    return ot.optim.cg(a, b, M, reg=eta, f=f, df=df, G0=None, numItermax=numItermax,
+    return ot.optim.cg(a, b, M, reg=eta, f=f, df=df, G0=G0, numItermax=numItermax,
                        numItermaxEmd=numInnerItermax, stopThr=stopThr, stopThr2=stopInnerThr,
                        verbose=False, log=True)
 
@@ -379,13 +565,16 @@ class SinkhornGap(_TransportGap):
     default_protocol = "held-out"
 
     def __init__(self, reg: float = 0.05, *, method: str = "sinkhorn", max_iter: int = 1000,
-                 tol: float = 1e-8):
+                 tol: float = 1e-8, fit_size: int | None = FIT_SIZE, random_state: int = 0):
         self.reg = reg
         self.method = method
         self.max_iter = max_iter
         self.tol = tol
+        self.fit_size = fit_size
+        self.random_state = random_state
 
     def _validate_parameters(self, n_pairs: int, dim: int) -> None:
+        self._validate_fit_size()
         if not self.reg > 0:
             raise ValueError(f"reg must be > 0 (entropic OT), got {self.reg!r}; "
                              "for unregularised OT use method 'ot' with reg_lap=0.")
@@ -396,12 +585,30 @@ class SinkhornGap(_TransportGap):
         if not self.tol >= 0:
             raise ValueError(f"tol must be >= 0, got {self.tol!r}.")
 
-    def _coupling(self, xs, xt, progress):
+    _live_params = ("reg",)
+
+    def _solve(self, values, start, progress):
         import ot
 
+        reg = float(values["reg"])
+        M = self._cost()
+        a = ot.unif(M.shape[0])  # POT's uniform marginals (distribution_estimation_uniform)
+        b = ot.unif(M.shape[1])
+        warm = None
+        if start is not None and start["state"] is not None:
+            f, g = start["state"]  # dual potentials, in the cost's units
+            # the plain and log solvers start from log-scalings f / reg; the stabilised one
+            # from the potentials themselves
+            warm = (f, g) if self.method == "sinkhorn_stabilized" else (f / reg, g / reg)
         progress(0.0, "Sinkhorn iterations")
-        est = ot.da.SinkhornTransport(reg_e=self.reg, method=self.method, max_iter=self.max_iter,
-                                      tol=self.tol, out_of_sample_map="ferradans", log=True)
-        est.fit(Xs=xs, Xt=xt)
-        self.n_iter_ = int(est.log_.get("niter", -1))
-        return est
+        G, log = ot.sinkhorn(a, b, M, reg, method=self.method, numItermax=self.max_iter,
+                             stopThr=self.tol, log=True, warmstart=warm)
+        if "logu" in log:  # stabilised: absorbed potentials plus the last scalings
+            lu, lv = log["logu"], log["logv"]
+        elif "log_u" in log:
+            lu, lv = log["log_u"], log["log_v"]
+        else:
+            with np.errstate(divide="ignore"):
+                lu, lv = np.log(log["u"]), np.log(log["v"])
+        state = (reg * lu, reg * lv) if np.isfinite(lu).all() and np.isfinite(lv).all() else None
+        return np.asarray(G), state, {"n_iter_": int(log.get("niter", log.get("n_iter", -1)))}
