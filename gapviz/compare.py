@@ -73,7 +73,8 @@ def compare(datasets: Mapping[str, PairedEmbeddings], methods: Sequence[str], *,
             seed: int = DEFAULT_SEED,
             fit_on: PairedEmbeddings | Mapping[str, PairedEmbeddings] | None = None,
             fit_source: str | None = None, allow_pairing_leak: bool = False,
-            shuffled: bool = False, keep_going: bool = True) -> list[ComparisonRow]:
+            shuffled: bool = False, max_fit: int | None = None,
+            keep_going: bool = True) -> list[ComparisonRow]:
     """Fit and measure every method on every dataset (a model's embeddings of the pairs).
 
     Parameters
@@ -100,6 +101,9 @@ def compare(datasets: Mapping[str, PairedEmbeddings], methods: Sequence[str], *,
         warning); otherwise such a request makes that row an error.
     shuffled : bool, default=False
         Score every method on the pairs with their captions permuted (null control).
+    max_fit : int, optional
+        Held-out and fit-on rows: fit on at most this many pairs (a seeded sample); ignored by
+        transductive rows, which fit on the scored pairs.
     keep_going : bool, default=True
         A method that cannot run on a dataset (its parameters do not suit the data, a refused
         protocol, a numerical failure) gives a row with ``error`` set and no measures, and the
@@ -137,7 +141,8 @@ def compare(datasets: Mapping[str, PairedEmbeddings], methods: Sequence[str], *,
                 result = fit_and_score(name, X, Y, protocol=chosen, params=params.get(name),
                                        folds=folds, seed=seed, fit_pairs=fit_pairs,
                                        fit_source=fit_source, allow_pairing_leak=allow_pairing_leak,
-                                       shuffled=shuffled)
+                                       shuffled=shuffled,
+                                       max_fit=None if chosen == "transductive" else max_fit)
             except Exception as err:  # noqa: BLE001 - one method's failure must not lose the others
                 if not keep_going:
                     raise

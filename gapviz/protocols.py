@@ -321,7 +321,7 @@ def protocol_transform(method: str | GapMethod, X: np.ndarray, Y: np.ndarray, *,
                        folds: int = DEFAULT_FOLDS, seed: int = DEFAULT_SEED,
                        fit_pairs: tuple[np.ndarray, np.ndarray] | None = None,
                        fit_source: str | None = None, allow_pairing_leak: bool = False,
-                       shuffled: bool = False,
+                       shuffled: bool = False, max_fit: int | None = None,
                        progress: ProgressCallback | None = None) -> ProtocolResult:
     """Fit ``method`` and transform the pairs ``(X, Y)`` under a protocol (no measures).
 
@@ -354,6 +354,10 @@ def protocol_transform(method: str | GapMethod, X: np.ndarray, Y: np.ndarray, *,
     shuffled : bool, default=False
         Run on the pairs with their captions permuted (:func:`shuffle_pairs`; for fit-on only
         the scored pairs are permuted): the null control.
+    max_fit : int, optional
+        Held-out and fit-on: fit on at most this many pairs, a seeded sample of those the
+        protocol allows (a slow fit such as OT's costs far more than the out-of-sample map);
+        ``n_fit`` in the provenance is the size used.
     progress : callable(fraction, message), optional
 
     Returns
@@ -381,6 +385,12 @@ def protocol_transform(method: str | GapMethod, X: np.ndarray, Y: np.ndarray, *,
         X, Y, _ = shuffle_pairs(X, Y, seed=seed)
     report = progress if progress is not None else _no_progress
     reads_pairing = bool(type(model).uses_pairing)
+    if max_fit is not None:
+        if protocol == "transductive":
+            raise ValueError("max_fit applies to 'held-out' and 'fit-on'; a transductive fit is on "
+                             "the scored pairs, all of them.")
+        if not isinstance(max_fit, (int, np.integer)) or isinstance(max_fit, bool) or max_fit < 2:
+            raise ValueError(f"max_fit must be an integer >= 2, got {max_fit!r}.")
 
     if protocol == "transductive":
         warning = None
@@ -407,6 +417,9 @@ def protocol_transform(method: str | GapMethod, X: np.ndarray, Y: np.ndarray, *,
         if Xf.shape[1] != X.shape[1]:
             raise ValueError(f"the fit pairs have dimension {Xf.shape[1]} but the scored pairs "
                              f"{X.shape[1]}; fit on embeddings of the same model.")
+        if max_fit is not None and Xf.shape[0] > max_fit:
+            keep = np.sort(np.random.default_rng([seed, 3]).choice(Xf.shape[0], max_fit, replace=False))
+            Xf, Yf = Xf[keep], Yf[keep]
         overlap = _shared_pairs(Xf, Yf, X, Y)
         warning = None
         if reads_pairing and overlap:
@@ -423,7 +436,7 @@ def protocol_transform(method: str | GapMethod, X: np.ndarray, Y: np.ndarray, *,
                           fit_source=fit_source, n_overlap=overlap, shuffled=shuffled, warning=warning)
         return ProtocolResult(Xt, Yt, prov, (model,))
 
-    return _cross_fit(model, name, X, Y, folds, seed, shuffled, report)
+    return _cross_fit(model, name, X, Y, folds, seed, shuffled, max_fit, report)
 
 
 def fit_and_score(method: str | GapMethod, X: np.ndarray, Y: np.ndarray, *,
@@ -431,7 +444,8 @@ def fit_and_score(method: str | GapMethod, X: np.ndarray, Y: np.ndarray, *,
                   folds: int = DEFAULT_FOLDS, seed: int = DEFAULT_SEED,
                   fit_pairs: tuple[np.ndarray, np.ndarray] | None = None,
                   fit_source: str | None = None, allow_pairing_leak: bool = False,
-                  shuffled: bool = False, ks: tuple[int, ...] = RECALL_KS,
+                  shuffled: bool = False, max_fit: int | None = None,
+                  ks: tuple[int, ...] = RECALL_KS,
                   separability: bool = False,
                   progress: ProgressCallback | None = None) -> ProtocolResult:
     """Fit ``method``, transform and measure the pairs under a protocol, with provenance.
@@ -456,7 +470,7 @@ def fit_and_score(method: str | GapMethod, X: np.ndarray, Y: np.ndarray, *,
     result = protocol_transform(method, X, Y, protocol=protocol, params=params, folds=folds,
                                 seed=seed, fit_pairs=fit_pairs, fit_source=fit_source,
                                 allow_pairing_leak=allow_pairing_leak, shuffled=shuffled,
-                                progress=progress)
+                                max_fit=max_fit, progress=progress)
     result.report = measure_gap(result.image_embeddings, result.text_embeddings, ks=ks,
                                 separability=separability)
     result.chance = chance_levels(result.provenance.n_scored, ks)
@@ -467,7 +481,7 @@ def fit_and_score(method: str | GapMethod, X: np.ndarray, Y: np.ndarray, *,
 # internals
 # ---------------------------------------------------------------------------------------------
 def _cross_fit(model: GapMethod, name: str, X: np.ndarray, Y: np.ndarray, folds: int, seed: int,
-               shuffled: bool, progress: ProgressCallback) -> ProtocolResult:
+               shuffled: bool, max_fit: int | None, progress: ProgressCallback) -> ProtocolResult:
     """Held-out by K-fold cross-fitting (module docstring)."""
     n = X.shape[0]
     if not isinstance(folds, (int, np.integer)) or isinstance(folds, bool) or not 2 <= folds <= n:
@@ -478,12 +492,16 @@ def _cross_fit(model: GapMethod, name: str, X: np.ndarray, Y: np.ndarray, folds:
     for f, rows in enumerate(parts):
         fold_of[rows] = f
     n_fit = n - max(len(p) for p in parts)
+    if max_fit is not None:
+        n_fit = min(n_fit, max_fit)
 
     fits: list[GapMethod] = []
     out_x: list[np.ndarray] = []
     out_y: list[np.ndarray] = []
     for f, rows in enumerate(parts):
         train = np.flatnonzero(fold_of != f)
+        if max_fit is not None and len(train) > max_fit:
+            train = np.sort(np.random.default_rng([seed, 3, f]).choice(train, max_fit, replace=False))
         fitted = clone(model)
 
         def sub_progress(fraction: float, message: str, f: int = f) -> None:

@@ -100,6 +100,9 @@ def test_compare_fit_on_a_file_and_no_row_at_all(capsys, tmp_path):
                        str(path), "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(out)))
     assert code == 0 and all(r["protocol"] == f"fit-on ({path})" and r["n_fit"] == "80" for r in rows)
+    _, out, _ = run(capsys, "compare", *DEMO, "--methods", "center,procrustes", "--max-fit", "50",
+                    "--format", "csv")
+    assert [r["n_fit"] for r in csv.DictReader(io.StringIO(out))] == ["120", "50"]
     code, _, err = run(capsys, "compare", *DEMO, "--methods", "spectral")
     assert code == 2 and "no method could run" in err
     code, _, err = run(capsys, "compare", *DEMO, "--methods", "orig", "--protocol", "fit-on")

@@ -91,3 +91,8 @@ def test_models_share_pairs_and_rows_are_labelled():
     assert [r.label for r in rows] == ["clip / orig", "clip / procrustes", "siglip / orig",
                                        "siglip / procrustes"]
     assert np.isfinite(rows[1].metrics["R@5"])
+
+
+def test_max_fit_applies_to_held_out_rows_only(pairs32):
+    rows = compare({"a": pairs32}, ["center", "procrustes"], max_fit=40)
+    assert [r.provenance["n_fit"] for r in rows] == [120, 40]

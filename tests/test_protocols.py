@@ -243,3 +243,20 @@ def test_a_method_object_is_copied_not_fitted_in_place(signal_pairs):
     assert not hasattr(m, "fitted_") and res.fits[0] is not m
     with pytest.raises(ValueError, match="params"):
         fit_and_score(m, *signal_pairs, params={"x": 1})
+
+
+def test_max_fit_caps_each_fit_with_a_seeded_sample(signal_pairs):
+    X, Y = signal_pairs
+    res = protocol_transform("procrustes", X, Y, folds=3, max_fit=50, seed=2)
+    assert res.provenance.n_fit == 50 and res.provenance.n_scored == 300
+    assert all(np.abs(f.mean_image_).sum() > 0 for f in res.fits)
+    again = protocol_transform("procrustes", X, Y, folds=3, max_fit=50, seed=2)
+    assert np.array_equal(again.image_embeddings, res.image_embeddings)
+    full = protocol_transform("procrustes", X, Y, folds=3, seed=2)
+    assert not np.allclose(full.image_embeddings, res.image_embeddings)
+    fit = simulate_pairs(200, 64, seed=9)
+    on = protocol_transform("center", X, Y, protocol="fit-on", max_fit=80,
+                            fit_pairs=(fit.image_embeddings, fit.text_embeddings))
+    assert on.provenance.n_fit == 80
+    with pytest.raises(ValueError, match="max_fit applies"):
+        protocol_transform("center", X, Y, protocol="transductive", max_fit=50)

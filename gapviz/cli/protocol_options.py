@@ -1,7 +1,7 @@
 """Command-line options and output lines for fit/score protocols (``evaluate --method``, ``compare``).
 
 ``--protocol transductive|held-out|fit-on`` (default: each method's own), ``--folds``,
-``--protocol-seed``, ``--shuffled-control`` and ``--allow-pairing-leak``; ``--fit-on FILE``
+``--protocol-seed``, ``--max-fit``, ``--shuffled-control`` and ``--allow-pairing-leak``; ``--fit-on FILE``
 implies ``--protocol fit-on``. Every output format says which protocol a number came from and
 how many pairs were fitted and scored (:mod:`gapviz.protocols`).
 """
@@ -47,6 +47,9 @@ def add_protocol_arguments(parser: argparse.ArgumentParser, *, fit_on: bool = Fa
     seed_flags = ["--protocol-seed", "--seed"] if seed_alias else ["--protocol-seed"]
     group.add_argument(*seed_flags, dest="protocol_seed", type=int, default=DEFAULT_SEED,
                        help=f"seed of the held-out folds and of the shuffled control (default {DEFAULT_SEED})")
+    group.add_argument("--max-fit", type=int, default=None, metavar="M",
+                       help="held-out and fit-on: fit on at most M pairs (a seeded sample), e.g. to "
+                            "keep OT fast; transductive fits use every scored pair")
     group.add_argument("--shuffled-control", action="store_true",
                        help="permute the captions first (seeded): every honest protocol must then "
                             "score at chance")
@@ -92,7 +95,7 @@ def protocol_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     from the parsed options (the fit pairs excepted)."""
     return {"protocol": protocol_from_args(args), "folds": args.folds, "seed": args.protocol_seed,
             "allow_pairing_leak": args.allow_pairing_leak,
-            "shuffled": args.shuffled_control}
+            "shuffled": args.shuffled_control, "max_fit": args.max_fit}
 
 
 def chance_line(n_scored: int, ks: Sequence[int] = RECALL_KS) -> str:
