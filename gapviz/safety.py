@@ -101,7 +101,12 @@ def loads_json(data: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
         raise JSONInputError("JSON nested too deeply to read; flatten it") from None
 
 
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$&:])")
+#: Characters that can make markdown out of a user's string: links and images ``[]!``, bare
+#: links ``:`` and ``.`` (``http://``, ``www.``), emphasis and code ``*_`~``, maths ``$``, HTML
+#: ``<>``, headings ``#``, tables ``|``, material icons ``:name:``. Parentheses, hyphens and
+#: plus signs stay as typed ("sim-CLIP (simulated)"): without brackets they make no link, and
+#: the text is flattened to one line, so they cannot start a list.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>#!|~$:.])")
 
 
 def plain_text(text: Any, max_length: int | None = 200) -> str:

@@ -22,10 +22,11 @@ from gapviz.cache import EmbeddingCache, cache_root
 from gapviz.data import save_upload
 from gapviz.embeddings import load_embeddings
 from gapviz.encode import KNOWN_MODELS, ModelSpec
+from gapviz.safety import plain_text
 from gapviz.simulate import PROFILES, simulate_pairs
 from gapviz.workspace import DEMO_DATASET
 from ui import compute
-from ui.components import guard, md_text
+from ui.components import guard
 from ui.frame import page_header
 from ui.state import keep, workspace
 
@@ -109,8 +110,8 @@ def _show_last_load() -> None:
     last = ws.last_load
     if not last:
         return
-    st.success(f"Loaded **{md_text(last['dataset'])}** · model **{md_text(last['model'])}** — "
-               f"{md_text(last['lines'][0])}.",
+    st.success(f"Loaded **{plain_text(last['dataset'])}** · model **{plain_text(last['model'])}** — "
+               f"{plain_text(last['lines'][0])}.",
                icon=":material/check_circle:")
     details = last["lines"][1:]
     if details:
@@ -268,7 +269,7 @@ def loaded_summary() -> None:
     st.caption("Switch dataset and model in the sidebar.")
     report = act.dataset.reports.get(act.model)
     if report is not None:
-        st.markdown(f"**{md_text(act.model)}**: {md_text(report.summary())}")
+        st.markdown(f"**{plain_text(act.model)}**: {plain_text(report.summary())}")
         skipped = dv.skipped_table(report)
         if skipped is not None:
             st.dataframe(skipped, hide_index=True)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
 
 import streamlit as st
 
 from gapviz import dashboard as dash
-from gapviz.methods import method_label, menu_order
+from gapviz.methods import menu_order, method_label
 
 log = logging.getLogger("gapviz.app")
 
@@ -91,18 +89,5 @@ def simulated_badge() -> None:
     st.badge("Simulated data", icon=":material/science:", color="orange")
 
 
-#: Characters that can make markdown out of a user's string in Streamlit: links and images
-#: ``[]()!``, bare links ``:`` and ``.`` (``http://``, ``www.``), emphasis and code ``*_`~``,
-#: maths ``$``, HTML ``<>``, headings ``#``, tables ``|``, material icons ``:name:``.
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>#!|~$:.])")
-
-
-def md_text(text: Any) -> str:
-    """A user's string (a file name, a model name from an uploaded file, a caption) for use
-    inside markdown, shown as typed: no link, remote image, heading or formatting survives."""
-    flat = " ".join(str(text).split())  # no line breaks: a string cannot open a block
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", flat)
-
-
-__all__ = ["COMPACT_CARDS_CSS", "guard", "md_text", "method_label",
+__all__ = ["COMPACT_CARDS_CSS", "guard", "method_label",
            "method_names", "metric_cards", "simulated_badge", "style"]
