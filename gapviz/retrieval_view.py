@@ -112,9 +112,16 @@ def query_model(pairs: PairedEmbeddings) -> tuple[Any, str]:
     if not name:
         return None, ("These embeddings were loaded from a file, so gapviz does not know which "
                       "model made them; embed pairs on **Data** to type queries.")
-    from .encode import ModelSpec
+    from . import hosting
+    from .encode import KNOWN_MODELS, ModelSpec
 
-    return ModelSpec(str(name), pairs.meta.get("pretrained")), ""
+    spec = ModelSpec(str(name), pairs.meta.get("pretrained"))
+    listed = [(m.name, m.pretrained) for m in KNOWN_MODELS] + [(m.name, None) for m in KNOWN_MODELS]
+    try:  # a hosted demo loads only its listed models, whatever a file's meta names
+        hosting.check_model(spec.name, spec.pretrained, listed)
+    except hosting.HostedRefusal as refusal:
+        return None, f"Free text is not available for these embeddings: {refusal}"
+    return spec, ""
 
 
 def run_query(pairs: PairedEmbeddings, images: np.ndarray, texts: np.ndarray, query: Query,
@@ -155,22 +162,17 @@ def thumbnail_uri(path: str, size: int = THUMB_PX) -> str | None:
     """A small JPEG of the image at ``path`` as a ``data:`` URI, or None when it cannot be read.
 
     Data URIs keep the cards (and the exported report) self-contained: no file server needed.
+    A missing, broken or oversized image gives None (the card shows a placeholder).
     """
-    try:
-        from PIL import Image, ImageOps
+    from PIL import ImageOps
 
-        with Image.open(path) as im:
-            im.draft("RGB", (size * 2, size * 2))  # JPEG: decode at a reduced scale, much faster
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("RGBA", "LA", "P"):
-                im = im.convert("RGBA")
-                bg = Image.new("RGBA", im.size, "white")
-                im = Image.alpha_composite(bg, im)
-            im = ImageOps.fit(im.convert("RGB"), (size, size))
-            buf = io.BytesIO()
-            im.save(buf, "JPEG", quality=80)
-    except Exception:  # noqa: BLE001 - a missing or broken file shows a placeholder, not an error
+    from .data.images import thumbnail
+
+    image = thumbnail(path, size * 2)  # pixel limit and decode budget of every image gapviz reads
+    if image is None:
         return None
+    buf = io.BytesIO()
+    ImageOps.fit(image, (size, size)).save(buf, "JPEG", quality=80)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 

@@ -18,6 +18,7 @@ import streamlit as st
 
 from gapviz import dashboard as dash
 from gapviz import data_view as dv
+from gapviz import hosting
 from gapviz.cache import EmbeddingCache, cache_root
 from gapviz.data import save_upload
 from gapviz.embeddings import load_embeddings
@@ -26,7 +27,7 @@ from gapviz.safety import plain_text
 from gapviz.simulate import PROFILES, simulate_pairs
 from gapviz.workspace import DEMO_DATASET
 from ui import compute
-from ui.components import guard
+from ui.components import guard, show_image
 from ui.frame import page_header
 from ui.state import keep, workspace
 
@@ -37,6 +38,16 @@ SIM_SIZES = (500, 1000, 2500, 5000, 10000)
 
 ws = workspace()
 act = page_header("Data", "what every page shows")
+#: A hosted demo (GAPVIZ_HOSTED=1): visitors upload files and pick listed datasets and models;
+#: no server paths, URLs or other models.
+HOSTED = hosting.hosted()
+#: (model, weights) a hosted visitor may load: the listed models, pretrained or random.
+LISTED_MODELS = [(m.name, m.pretrained) for m in KNOWN_MODELS] + [(m.name, None)
+                                                                  for m in KNOWN_MODELS]
+if HOSTED:
+    st.caption(":material/public: Hosted demo: upload files and choose the listed datasets and "
+               "models; the server's own files, private addresses and other models are not "
+               f"offered. Uploads up to {hosting.limits().max_upload_bytes / 1024**2:,.0f} MiB.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -70,7 +81,9 @@ def _progress_bar(label: str):
 
 def model_picker(prefix: str) -> ModelSpec:
     """Model choice: a well-known open_clip model, any other, or random weights."""
-    labels = {m.name: m.label for m in KNOWN_MODELS} | {OTHER_MODEL: "Another open_clip model…"}
+    labels = {m.name: m.label for m in KNOWN_MODELS}
+    if not HOSTED:
+        labels[OTHER_MODEL] = "Another open_clip model…"
     c1, c2 = st.columns([2, 1])
     choice = c1.selectbox("Model", list(labels), format_func=labels.get,
                           **keep(f"{prefix}_model", KNOWN_MODELS[0].name))
@@ -87,11 +100,18 @@ def model_picker(prefix: str) -> ModelSpec:
     else:
         name = choice
         tag = next(m.pretrained for m in KNOWN_MODELS if m.name == choice)
-    return ModelSpec(name.strip(), None if random_weights else tag)
+    spec = ModelSpec(name.strip(), None if random_weights else tag)
+    return spec
+
+
+def _check_model(spec: ModelSpec) -> None:
+    """Hosted: only the listed models (the picker offers no others; this is the rule)."""
+    hosting.check_model(spec.name, spec.pretrained, LISTED_MODELS)
 
 
 def _embed_and_add(pairs, report, spec: ModelSpec, source: str, meta: dict) -> None:
     """Embed pairs with a progress bar, add them to the workspace, remember the report."""
+    _check_model(spec)
     cache = EmbeddingCache()
     bar, update = _progress_bar(f"Embedding {len(pairs):,} pairs with {spec.label()}")
     model = spec
@@ -159,8 +179,9 @@ def pairs_tab() -> None:
     files = st.file_uploader("Image-caption pairs", accept_multiple_files=True,
                              type=["zip", "tar", "csv", "tsv", "jsonl", "txt", "jpg", "jpeg",
                                    "png", "webp", "gif"], key="data_pairs_upload")
-    path = st.text_input("…or a folder or .zip on this machine", key="data_pairs_path",
-                         placeholder="/path/to/pairs or /path/to/pairs.zip")
+    path = "" if HOSTED else st.text_input("…or a folder or .zip on this machine",
+                                           key="data_pairs_path",
+                                           placeholder="/path/to/pairs or /path/to/pairs.zip")
     c1, c2 = st.columns(2)
     n = c1.number_input("Keep at most (0 = all)", 0, 1_000_000, step=500,
                         **keep("data_pairs_n", 0))
@@ -176,7 +197,8 @@ def pairs_tab() -> None:
             elif path.strip():
                 source_path, source = Path(path.strip()).expanduser(), Path(path.strip()).name
             else:
-                raise ValueError("upload a .zip or files first, or give a folder path.")
+                raise ValueError("upload a .zip or files first" +
+                                 ("." if HOSTED else ", or give a folder path."))
             bar, update = _progress_bar("Checking images")
             with _as_uploaded(source):
                 pairs, report = load_folder(source_path, n=int(n) or None, seed=int(seed),
@@ -193,12 +215,20 @@ def sample_tab() -> None:
     n = c1.number_input("Pairs", 10, 50_000, step=500, **keep("data_sample_n", 2500),
                         help="The paper uses 2,500 random pairs.")
     seed = c2.number_input("Seed", 0, 10_000, step=1, **keep("data_sample_seed", 0))
+    ann = img = tsv = ""
     if kind == "COCO captions":
-        ann = st.text_input("Annotations (optional)", key="data_coco_ann",
-                            placeholder="captions_val2017.json, the annotations zip, or a URL; "
-                                        "empty = download the official 2017 annotations")
-        img = st.text_input("Images folder (optional)", key="data_coco_images",
-                            placeholder="empty = download only the sampled images")
+        if HOSTED:
+            st.caption("The official COCO 2017 annotations and the sampled images are downloaded.")
+        else:
+            ann = st.text_input("Annotations (optional)", key="data_coco_ann",
+                                placeholder="captions_val2017.json, the annotations zip, or a "
+                                            "URL; empty = download the official 2017 annotations")
+            img = st.text_input("Images folder (optional)", key="data_coco_images",
+                                placeholder="empty = download only the sampled images")
+    elif HOSTED:
+        upload = st.file_uploader("Conceptual Captions TSV", type=["tsv"], key="data_cc_upload",
+                                  help="No anonymous download of the CC TSV exists; upload it.")
+        tsv = str(_saved_file(upload.name, upload.getvalue())) if upload is not None else ""
     else:
         tsv = st.text_input("Conceptual Captions TSV", key="data_cc_tsv",
                             placeholder="path or URL of the CC TSV (no anonymous download exists)")
@@ -234,7 +264,10 @@ def embeddings_tab() -> None:
         for f in files or []:
             with guard(f"load {f.name}"):
                 with _as_uploaded(f.name):
-                    pairs, report = load_embeddings(_saved_file(f.name, f.getvalue()))
+                    saved = _saved_file(f.name, f.getvalue())
+                    pairs, report = load_embeddings(saved)
+                # Images named by the file are shown only if they came with the upload.
+                pairs = hosting.restrict_image_paths(pairs, [saved.parent])
                 model = pairs.model or Path(f.name).stem
                 loaded.append(ws.add(pairs, source=f"embeddings file {f.name}", model=model,
                                      report=report) + (report,))
@@ -254,9 +287,7 @@ def preview_grid() -> None:
     cols = st.columns(PREVIEW_COLUMNS)
     for i, r in enumerate(rows):
         with cols[i % PREVIEW_COLUMNS]:
-            if pairs.image_paths:
-                st.image(pairs.image_paths[r], width="stretch")
-            else:
+            if not show_image(st, pairs.image_paths[r] if pairs.image_paths else None):
                 st.markdown(dv.concept_tile_html(pairs, r), unsafe_allow_html=True)
             st.markdown(dv.preview_caption_html(pairs, r), unsafe_allow_html=True)
 

@@ -9,7 +9,7 @@ import streamlit as st
 from gapviz import dashboard as dash
 from gapviz import figures
 from ui import compute
-from ui.components import guard, metric_cards
+from ui.components import guard, metric_cards, show_image
 from ui.frame import page_header
 from ui.state import keep
 
@@ -61,7 +61,7 @@ def _selection_table(rows: list[tuple[int, str]]) -> None:
         shown = list(by_pair)[:MAX_THUMBNAILS]
         cols = st.columns(4)
         for i, r in enumerate(shown):
-            cols[i % 4].image(pairs.image_paths[r], caption=pairs.ids[r], width="stretch")
+            show_image(cols[i % 4], pairs.image_paths[r], caption=pairs.ids[r])
 
 
 @st.fragment(run_every=compute.UMAP_POLL_SECONDS if umap_pending else None)

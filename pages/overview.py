@@ -15,10 +15,10 @@ import streamlit as st
 
 from gapviz import dashboard as dash
 from gapviz import figures
+from gapviz import overview_view as ov
 from gapviz.retrieval import retrieve
 from ui import compute
-from gapviz import overview_view as ov
-from ui.components import guard, method_label, metric_cards
+from ui.components import guard, method_label, metric_cards, show_image
 from ui.frame import page_header
 
 PROOF_K = 5
@@ -89,8 +89,8 @@ def _render() -> None:
                 st.session_state["overview_query"] = (act.key, default_query)
                 st.rerun()
         cols = st.columns([0.9, 5, 5] if pairs.image_paths else [5, 5], gap="medium")
-        if pairs.image_paths:
-            cols[0].image(pairs.image_paths[query], width="stretch")
+        if pairs.image_paths and not show_image(cols[0], pairs.image_paths[query]):
+            cols[0].caption("image not available")
         raw_hits = retrieve(pairs.image_embeddings, pairs.text_embeddings, "image", query, PROOF_K)
         closed_hits = retrieve(closed.images, closed.texts, "image", query, PROOF_K)
         cols[-2].markdown(ov.hits_html(pairs, raw_hits, "Raw embeddings"), unsafe_allow_html=True)

@@ -234,9 +234,7 @@ def _report() -> str:
 
 
 def _results_csv() -> str:
-    import pandas as pd
-
-    return pd.DataFrame(rv.hits_records(pairs, columns)).to_csv(index=False)
+    return exports.records_csv(rv.hits_records(pairs, columns))
 
 
 def _export_items() -> export_ui.ExportItems:

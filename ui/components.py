@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import streamlit as st
 
@@ -89,5 +90,20 @@ def simulated_badge() -> None:
     st.badge("Simulated data", icon=":material/science:", color="orange")
 
 
+def show_image(container: Any, path: str | None, **kwargs: Any) -> bool:
+    """Show the image at ``path`` in ``container`` (a column, ``st``), read with gapviz's image
+    limits; False (nothing shown) when there is none or it cannot be read."""
+    from gapviz.data.images import thumbnail
+
+    image = thumbnail(path, IMAGE_PX)
+    if image is None:
+        return False
+    container.image(image, width="stretch", **kwargs)
+    return True
+
+
+#: Longer side, in pixels, of images shown on pages.
+IMAGE_PX = 512
+
 __all__ = ["COMPACT_CARDS_CSS", "guard", "method_label",
-           "method_names", "metric_cards", "simulated_badge", "style"]
+           "method_names", "metric_cards", "show_image", "simulated_badge", "style"]

@@ -209,6 +209,23 @@ def open_rgb(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> Ima
         raise ImageError(CORRUPT, str(err)) from None
 
 
+def thumbnail(path: str | os.PathLike | None, size: int = 512) -> Image.Image | None:
+    """A copy of the image at ``path`` at most ``size`` pixels on its longer side, for showing;
+    None when there is no path or the image cannot be used (missing, broken, too large).
+
+    Decoded through :func:`open_rgb`, so the pixel limit and the decode-memory budget hold for
+    previews and thumbnails as they do for embedding.
+    """
+    if not path:
+        return None
+    try:
+        image = open_rgb(path)
+    except (ImageError, OSError):
+        return None
+    image.thumbnail((size, size))
+    return image
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """RGB copy of ``image``; any transparency (alpha, palette or tRNS) is laid over white.
 

@@ -1,0 +1,68 @@
+"""The app as a hosted demo (GAPVIZ_HOSTED=1), driven through AppTest: a visitor can upload
+files and pick listed datasets and models, and can read nothing else on the server."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import app_session, assert_clean
+from gapviz.embeddings import PairedEmbeddings, to_npz_bytes
+from gapviz.encode import KNOWN_MODELS
+
+
+@pytest.fixture(autouse=True)
+def hosted(monkeypatch, gapviz_cache):
+    monkeypatch.setenv("GAPVIZ_HOSTED", "1")
+
+
+def _data_page():
+    at = app_session("pages/data.py")
+    assert_clean(at, "Data, hosted")
+    return at
+
+
+def _keys(elements) -> set[str]:
+    return {e.key for e in elements if e.key}
+
+
+def test_no_server_path_url_or_unlisted_model_is_offered():
+    at = _data_page()
+    assert "data_pairs_path" not in _keys(at.text_input)          # no server folder
+    assert "data_coco_ann" not in _keys(at.text_input)            # no annotation path or URL
+    assert "data_coco_images" not in _keys(at.text_input)
+    for box in at.selectbox:
+        if box.key in ("data_pairs_model", "data_sample_model"):
+            assert box.options == [m.label for m in KNOWN_MODELS]  # no "another model…"
+    assert any("Hosted demo" in c.value for c in at.caption)
+    at.radio(key="data_sample_kind").set_value("Conceptual Captions").run()
+    assert_clean(at, "CC, hosted")
+    assert "data_cc_tsv" not in _keys(at.text_input)              # a TSV is uploaded instead
+    assert "data_cc_upload" in _keys(at.get("file_uploader"))
+
+
+def test_an_uploaded_file_naming_server_images_shows_none_of_them(tmp_path):
+    private = tmp_path / "private" / "secret.png"
+    private.parent.mkdir()
+    Image.new("RGB", (32, 32), "red").save(private)
+    rng = np.random.default_rng(0)
+    n = 12
+    pe = PairedEmbeddings(rng.normal(size=(n, 16)), rng.normal(size=(n, 16)),
+                          [f"p{i}" for i in range(n)], [f"caption {i}" for i in range(n)],
+                          image_paths=[str(private)] * (n - 1) + ["../../../etc/hostname"],
+                          model="visitor model", meta={"model_name": "hf-hub:evil/model"})
+    at = _data_page()
+    at.file_uploader(key="data_emb_upload").set_value(
+        [("visitor.npz", to_npz_bytes(pe), "application/octet-stream")]).run()
+    at.button(key="data_emb_go").click().run()
+    assert_clean(at, "upload, hosted")
+    active = at.session_state["workspace"].active
+    assert active.model == "visitor model"
+    assert active.pairs.image_paths == [""] * n    # nothing outside the upload may be shown
+    assert len(at.get("imgs")) == 0                # the preview shows tiles, not the images
+    # Retrieval: the file's meta names a hub model; free text is refused, nothing is loaded.
+    at.switch_page("pages/retrieval.py").run()
+    assert_clean(at, "Retrieval, hosted")
+    at.radio(key="retrieval_source").set_value("text").run()
+    assert any("not available" in c.value and "listed models" in c.value for c in at.caption)
