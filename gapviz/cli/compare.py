@@ -80,6 +80,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}.")
     datasets = load_sources(args.sources, args.n, args.demo_seed, args.dim)
     kwargs = protocol_kwargs(args)
+    if args.fit_on and len(datasets) > 1:
+        raise ValueError(f"--fit-on {args.fit_on} holds one model's embeddings; with several "
+                         "SOURCEs (models) compare them one at a time, each with its own fit file.")
     fit_on = load_fit_pairs(args.fit_on) if args.fit_on else None
     rows = compare(datasets, names, params=parse_settings(args.set), fit_on=fit_on,
                    fit_source=args.fit_on, **kwargs)
