@@ -105,7 +105,8 @@ def test_compare_fit_on_a_file_and_no_row_at_all(capsys, tmp_path):
     assert [r["n_fit"] for r in csv.DictReader(io.StringIO(out))] == ["120", "50"]
     code, _, err = run(capsys, "compare", *DEMO, "--methods", "spectral")
     assert code == 2 and "no method could run" in err
-    code, _, err = run(capsys, "compare", *DEMO, "demo:siglip", "--methods", "orig", "--fit-on", str(path))
+    code, _, err = run(capsys, "compare", "demo", "demo:siglip", *DEMO[1:], "--methods", "orig",
+                       "--fit-on", str(path))
     assert code == 2 and "one model's embeddings" in err
     code, _, err = run(capsys, "compare", *DEMO, "--methods", "orig", "--protocol", "fit-on")
     assert code == 2 and "needs --fit-on FILE" in err
