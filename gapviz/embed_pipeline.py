@@ -11,11 +11,13 @@ Three pieces, used by :mod:`gapviz.encode`:
   (autocast would convert every weight on every call); on GPUs the fp32 weights run under
   autocast.
 - :func:`embed_stream` is the pipeline: worker threads read, decode and preprocess images
-  straight into the next batch's buffer (Pillow releases the GIL for decoding and resizing;
-  on CUDA the buffer is in pinned memory and copied asynchronously) while the main thread
-  runs the model; whenever the next image batch is not ready yet, a caption batch runs
-  instead. Before a reduced-precision run it checks itself on a small sample against fp32
-  (:func:`check_precision`) and falls back to fp32 below :data:`CHECK_THRESHOLD`.
+  straight into the next batches' buffers (Pillow releases the GIL for decoding and resizing;
+  on CUDA the buffers are in pinned memory, copied asynchronously) while model lanes run:
+  on a CPU one lane per core, each running whole batches on one thread (no per-operation
+  barrier across cores), on a GPU one. A lane takes the next image batch once it is decoded,
+  a caption batch while it is not. Before a reduced-precision run the pipeline checks itself
+  on a small sample against fp32 (:func:`check_precision`) and falls back to fp32 below
+  :data:`CHECK_THRESHOLD`.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from queue import Queue
 from typing import Any
 
 import numpy as np
@@ -46,6 +50,9 @@ CHECK_SAMPLE = 8
 #: (ViT-B-32 in bf16: 78 images/s at 32, 84 at 64) and delay the first results; GPUs need
 #: large batches to fill their units.
 BATCH_SIZES = {"cpu": (32, 64), "mps": (64, 128), "cuda": (256, 512)}
+
+#: At most this many model lanes on a CPU (each runs whole batches on its share of the cores).
+MAX_CPU_LANES = 4
 
 _DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
@@ -315,12 +322,37 @@ class StreamResult:
     notes: list[str] = field(default_factory=list)
 
 
+def default_lanes(device: str) -> tuple[int, int]:
+    """(model lanes, torch threads per lane) for ``device``.
+
+    On a CPU, several lanes each running whole batches on few threads beat one lane running
+    each operation on every core: every torch operation that fans out to all cores ends in a
+    barrier, and a barrier waits for the slowest core, which on a shared machine is often
+    busy elsewhere. Measured here (ViT-B-32, bf16, 2 cores, load ~7): one lane of 2 threads
+    8.5-12.8 images/s, two lanes of 1 thread 22.7-27.8 images/s; per CPU-second 16-19 vs 41.
+    GPUs run one lane: the device orders the work anyway.
+    """
+    import torch
+
+    if device.split(":")[0] != "cpu":
+        return 1, torch.get_num_threads()
+    cores = max(1, torch.get_num_threads())
+    lanes = min(cores, MAX_CPU_LANES)
+    return lanes, max(1, cores // lanes)
+
+
 def embed_stream(loaded: Any, image_paths: Sequence[str], captions: Sequence[str], *,
                  precision: str = "auto", image_batch: int | None = None,
                  text_batch: int | None = None, workers: int | None = None,
-                 max_pixels: int = MAX_IMAGE_PIXELS, progress: Progress | None = None,
-                 check_sample: int = CHECK_SAMPLE, threshold: float = CHECK_THRESHOLD) -> StreamResult:
+                 lanes: int | None = None, max_pixels: int = MAX_IMAGE_PIXELS,
+                 progress: Progress | None = None, check_sample: int = CHECK_SAMPLE,
+                 threshold: float = CHECK_THRESHOLD) -> StreamResult:
     """Embed images and captions with reading, decoding and preprocessing overlapping the model.
+
+    Decode workers fill the buffers of the next image batches; ``lanes`` model threads take
+    work in order: the next image batch once it is decoded, a caption batch while it is not.
+    Rows are written by index, so the output is in input order whatever finishes first.
+    ``progress`` is called from the calling thread (Streamlit needs that).
 
     Parameters
     ----------
@@ -332,6 +364,9 @@ def embed_stream(loaded: Any, image_paths: Sequence[str], captions: Sequence[str
         Default: :func:`default_batch_sizes` for the device.
     workers : int, optional
         Threads that read, decode and preprocess images (default: one per CPU core, at most 8).
+    lanes : int, optional
+        Model threads (default: :func:`default_lanes`); the torch threads are shared out
+        between them.
     check_sample : int
         Images and captions in the precision self-check.
 
@@ -347,10 +382,12 @@ def embed_stream(loaded: Any, image_paths: Sequence[str], captions: Sequence[str
     image_batch, text_batch = image_batch or default_images, text_batch or default_texts
     if image_batch < 1 or text_batch < 1:
         raise ValueError(f"batch sizes must be at least 1, got {image_batch} and {text_batch}.")
+    n_lanes, lane_threads = default_lanes(loaded.device)
+    if lanes is not None:
+        n_lanes, lane_threads = max(1, lanes), max(1, torch.get_num_threads() // max(1, lanes))
     n_images, n_texts = len(image_paths), len(captions)
     stage = ("embedding pairs" if n_images and n_texts else
              "embedding images" if n_images else "embedding captions")
-    total, done = n_images + n_texts, 0
 
     tokens = loaded.tokenizer(list(captions)) if n_texts else None
     text_batches: deque[Any] = deque()
@@ -365,10 +402,10 @@ def embed_stream(loaded: Any, image_paths: Sequence[str], captions: Sequence[str
     shape = tuple(loaded.preprocess(_blank_image()).shape) if n_images else ()
     workers = max(1, workers or min(8, os.cpu_count() or 1))
     failures: dict[int, str] = {}
-    out_images: np.ndarray | None = None
-    out_texts: np.ndarray | None = None
+    out: dict[str, np.ndarray] = {}
     check: PrecisionCheck | None = None
     notes: list[str] = []
+    lock = threading.Lock()
 
     def prepare(i: int, buffer: Any, slot: int) -> str | None:
         try:
@@ -377,81 +414,124 @@ def embed_stream(loaded: Any, image_paths: Sequence[str], captions: Sequence[str
             return err.reason
         return None
 
+    def store(kind: str, rows: Any, features: np.ndarray) -> None:
+        with lock:
+            if kind not in out:
+                n = n_images if kind == "images" else n_texts
+                out[kind] = np.full((n, features.shape[1]), np.nan, np.float32)
+        out[kind][rows] = features  # each row belongs to one batch: no two lanes write it
+
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gapviz-decode",
-                            initializer=_one_torch_thread) as pool:
+                            initializer=_torch_threads, initargs=(1,)) as pool:
         starts = deque(range(0, n_images, image_batch))
         queue: deque[tuple[list[int], Any, list[Future]]] = deque()
 
         def refill() -> None:
-            # Two batches in flight: one decoded while the model runs on the one before. The
-            # workers write each image straight into its batch's (pinned, on CUDA) buffer.
-            while len(queue) < 2 and starts:
+            # One batch per lane in flight plus one: decoded while the lanes run the ones
+            # before. The workers write each image straight into its batch's buffer (pinned
+            # memory on CUDA, for asynchronous copies).
+            while len(queue) < n_lanes + 1 and starts:
                 start = starts.popleft()
                 rows = list(range(start, min(start + image_batch, n_images)))
                 buffer = torch.empty((len(rows), *shape), pin_memory=encoder.pin)
                 queue.append((rows, buffer, [pool.submit(prepare, i, buffer, j)
                                              for j, i in enumerate(rows)]))
 
-        def take() -> tuple[int, list[int], Any]:
-            rows, buffer, futures = queue.popleft()
-            refill()
+        def collect(batch: tuple[list[int], Any, list[Future]]) -> tuple[int, list[int], Any]:
+            rows, buffer, futures = batch
             reasons = [future.result() for future in futures]
             ok = [j for j, reason in enumerate(reasons) if reason is None]
-            failures.update((rows[j], r) for j, r in enumerate(reasons) if r is not None)
+            with lock:
+                failures.update((rows[j], r) for j, r in enumerate(reasons) if r is not None)
             return len(rows), [rows[j] for j in ok], buffer if len(ok) == len(rows) else buffer[ok]
 
         refill()
-        ready = take() if queue else None
+        first = None
         if tried != "fp32":
-            sample_images = ready[2][:check_sample] if ready is not None else None
-            sample_tokens = tokens[:check_sample] if tokens is not None else None
-            check = check_precision(loaded, tried, sample_images, sample_tokens,
+            first = collect(queue.popleft()) if queue else None
+            refill()
+            check = check_precision(loaded, tried, first[2][:check_sample] if first else None,
+                                    tokens[:check_sample] if tokens is not None else None,
                                     requested=requested, threshold=threshold)
             notes.append(check.summary())
             if not check.passed:
                 log.warning("%s", check.summary())
                 encoder = Encoder(loaded, "fp32")
 
-        while ready is not None or queue or text_batches:
-            # Images when their batch is decoded; captions meanwhile, so the model never waits
-            # on the decoders while there is other work.
-            if ready is None and queue and (not text_batches or all(f.done() for f in queue[0][2])):
-                ready = take()
-            if ready is not None:
-                size, rows, buffer = ready
-                ready = None
-                if rows:
-                    features = encoder.images(buffer)
-                    if out_images is None:
-                        out_images = np.full((n_images, features.shape[1]), np.nan, np.float32)
-                    out_images[rows] = features
-                done += size
+        def next_task() -> tuple[str, Any] | None:
+            nonlocal first
+            with lock:
+                if first is not None:
+                    task, first = ("decoded", first), None
+                    return task
+                # Images once decoded; captions meanwhile, so no lane waits on the decoders
+                # while there is other work.
+                if queue and (not text_batches or all(f.done() for f in queue[0][2])):
+                    batch = queue.popleft()
+                    refill()
+                    return "images", batch
+                if text_batches:
+                    return "texts", text_batches.popleft()
+                return None
+
+        events: Queue = Queue()
+
+        def lane() -> None:
+            _torch_threads(lane_threads)
+            try:
+                while (task := next_task()) is not None:
+                    kind, work = task
+                    if kind == "texts":
+                        store("texts", work.numpy(), encoder.texts(tokens[work]))
+                        events.put(len(work))
+                        continue
+                    size, rows, buffer = work if kind == "decoded" else collect(work)
+                    if rows:
+                        store("images", rows, encoder.images(buffer))
+                    events.put(size)
+            except BaseException as err:  # re-raised by the calling thread
+                events.put(err)
+            finally:
+                events.put(None)
+
+        threads = [threading.Thread(target=lane, name=f"gapviz-lane-{k}", daemon=True)
+                   for k in range(n_lanes)]
+        for thread in threads:
+            thread.start()
+        done, finished, error = 0, 0, None
+        while finished < len(threads):
+            event = events.get()
+            if event is None:
+                finished += 1
+            elif isinstance(event, BaseException):
+                error = error or event
+                with lock:  # the other lanes stop after their current batch
+                    queue.clear()
+                    starts.clear()
+                    text_batches.clear()
             else:
-                batch = text_batches.popleft()
-                features = encoder.texts(tokens[batch])
-                if out_texts is None:
-                    out_texts = np.empty((n_texts, features.shape[1]), np.float32)
-                out_texts[batch.numpy()] = features
-                done += len(batch)
-            if progress is not None:
-                progress(done, total, stage)
-    if out_images is None:
-        out_images = np.full((n_images, 0), np.nan, np.float32)
-    if out_texts is None:
-        out_texts = np.empty((n_texts, 0), np.float32)
-    return StreamResult(out_images, out_texts, failures, encoder.precision, check, notes)
+                done += event
+                if progress is not None and error is None:
+                    progress(done, n_images + n_texts, stage)
+        for thread in threads:
+            thread.join()
+        if error is not None:
+            raise error
+    images = out.get("images", np.full((n_images, 0), np.nan, np.float32))
+    texts = out.get("texts", np.empty((n_texts, 0), np.float32))
+    return StreamResult(images, texts, failures, encoder.precision, check, notes)
 
 
-def _one_torch_thread() -> None:
-    """Decode workers run torch's per-image ops (to-tensor, normalise) on one thread each.
+def _torch_threads(n: int) -> None:
+    """Set torch's thread count for the calling thread (it is per thread).
 
-    torch's thread count is per thread; left at the core count, each worker's tiny ops fan out
-    to every core and wait on the model's threads: to-tensor of one 224x224 image took 21 ms
-    instead of 0.2 ms on a busy 2-core machine.
+    Decode workers run their per-image ops (to-tensor, normalise) on one thread: left at the
+    core count, each worker's tiny ops fan out to every core and wait on the model's threads
+    (to-tensor of one 224x224 image took 21 ms instead of 0.2 ms on a busy 2-core machine).
     """
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(n)
 
 
 def _blank_image() -> Any:

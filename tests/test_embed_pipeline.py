@@ -260,8 +260,10 @@ def test_pipeline_order_and_completeness_under_overlap(model, pairs, tmp_path, m
     monkeypatch.setattr(Encoder, "texts",
                         lambda self, t: calls.append(("text", len(t))) or real_texts(self, t))
     progress = []
+    caller = threading.get_ident()
     result = embed_stream(model, paths, captions, precision="fp32", image_batch=4, text_batch=3,
-                          workers=3, progress=lambda *a: progress.append(a))
+                          workers=3, lanes=2,
+                          progress=lambda *a: progress.append((*a, threading.get_ident())))
 
     assert sorted(opened) == sorted(paths)  # every image read exactly once
     assert result.failures == {9: "corrupt or truncated image"}
@@ -273,8 +275,9 @@ def test_pipeline_order_and_completeness_under_overlap(model, pairs, tmp_path, m
     assert sum(n for kind, n in calls if kind == "image") == len(keep)
     assert sum(n for kind, n in calls if kind == "text") == len(captions)
     assert [kind for kind, _ in calls].count("image") == -(-len(paths) // 4)
-    assert progress[-1] == (2 * len(paths), 2 * len(paths), "embedding pairs")
-    assert [d for d, _, _ in progress] == sorted(d for d, _, _ in progress)
+    assert progress[-1] == (2 * len(paths), 2 * len(paths), "embedding pairs", caller)
+    assert [d for d, *_ in progress] == sorted(d for d, *_ in progress)
+    assert {thread for *_, thread in progress} == {caller}  # Streamlit needs the calling thread
 
 
 def test_captions_fill_the_wait_for_decoding(model, pairs, monkeypatch):
@@ -295,11 +298,27 @@ def test_captions_fill_the_wait_for_decoding(model, pairs, monkeypatch):
     monkeypatch.setattr(Encoder, "images", lambda self, b: order.append("image") or real_image(self, b))
     monkeypatch.setattr(Encoder, "texts",
                         lambda self, t: order.append("text") or text_ran.set() or real_texts(self, t))
+    for lanes in (1, 2):
+        order.clear()
+        text_ran.clear()
+        started = time.perf_counter()
+        embed_stream(model, paths, [p.caption for p in pairs[:16]], precision="fp32",
+                     image_batch=4, text_batch=2, workers=1, lanes=lanes)
+        assert order.count("image") == 4 and order.count("text") == 8
+        second_image = [k for k, kind in enumerate(order) if kind == "image"][1]
+        assert "text" in order[:second_image] and time.perf_counter() - started < 8
+
+
+def test_an_error_in_a_lane_reaches_the_caller(model, pairs, monkeypatch):
+    def broken(self, tokens):
+        raise RuntimeError("out of memory in the text tower")
+
+    monkeypatch.setattr(Encoder, "texts", broken)
     started = time.perf_counter()
-    embed_stream(model, paths, [p.caption for p in pairs[:16]], precision="fp32", image_batch=4,
-                 text_batch=2, workers=1)
-    assert order.count("image") == 4 and order.count("text") == 8
-    assert order[:2] == ["image", "text"] and time.perf_counter() - started < 10
+    with pytest.raises(RuntimeError, match="out of memory in the text tower"):
+        embed_stream(model, [p.image_path for p in pairs], [p.caption for p in pairs],
+                     precision="fp32", image_batch=2, text_batch=2, lanes=2)
+    assert time.perf_counter() - started < 30
 
 
 def test_embed_pairs_keeps_pairs_aligned_at_every_precision(model, pairs):
