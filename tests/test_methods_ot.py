@@ -136,3 +136,139 @@ def test_parameters_are_validated_with_precise_messages():
         OTGap(similarity_param=5).fit(X[:5], Y[:5])
     with pytest.raises(ValueError, match="reg must be > 0"):
         SinkhornGap(reg=0).fit(X, Y)
+
+
+# ---------------------------------------------------------------------------------------------
+# live sliders: refit (cached data, warm starts, memo), fit_size subsample, precompute
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore:Sinkhorn did not converge")
+def test_sinkhorn_warm_refit_equals_cold_fit():
+    X, Y = gap_pairs(n=80, d=10)
+    warm = SinkhornGap(reg=0.1, max_iter=20000, tol=1e-11).fit(X, Y)
+    for reg in (0.2, 0.05, 0.5):
+        warm.refit(reg=reg)
+        assert warm.warm_started_
+        cold = SinkhornGap(reg=reg, max_iter=20000, tol=1e-11).fit(X, Y)
+        np.testing.assert_allclose(warm.coupling_, cold.coupling_, rtol=1e-6, atol=1e-12)
+        np.testing.assert_allclose(warm.transform_images(X), cold.transform_images(X), atol=1e-5)
+
+
+def test_sinkhorn_warm_start_saves_iterations():
+    X, Y = gap_pairs(n=80, d=10)
+    m = SinkhornGap(reg=0.05, max_iter=20000, tol=1e-10).fit(X, Y)
+    m.refit(reg=0.06)
+    warm_iters = m.n_iter_
+    cold_iters = SinkhornGap(reg=0.06, max_iter=20000, tol=1e-10).fit(X, Y).n_iter_
+    assert warm_iters < cold_iters
+
+
+def test_ot_cold_refit_is_pots_coupling_and_reuses_the_data_state():
+    X, Y = gap_pairs(n=50, d=8)
+    m = OTGap(reg_lap=1.0, max_iter=15, tol=1e-9).fit(X, Y)
+    graphs = next(v for k, v in m._cache.items() if isinstance(k, tuple) and k[0] == "graphs")
+    cost = m._cache["M"]
+    for params in (dict(reg_lap=0.5, reg_src=0.3), dict(reg_lap=0.2), dict(reg_src=1.0)):
+        m.refit(**params)
+        assert not m.warm_started_
+        ref = _pot_reference(X, Y, reg_lap=m.reg_lap, reg_src=m.reg_src)
+        np.testing.assert_allclose(m.coupling_, ref.coupling_, atol=1e-12)
+        np.testing.assert_allclose(m.transform_images(X), ref.transform(Xs=unit(X)), atol=1e-6)
+    # the cost matrix and the graphs were computed once, at fit
+    assert m._cache["M"] is cost
+    assert next(v for k, v in m._cache.items() if isinstance(k, tuple) and k[0] == "graphs") is graphs
+
+
+def test_ot_warm_refit_reaches_the_cold_optimum():
+    # Conditional gradient converges slowly; run long enough, warm and cold starts reach the
+    # same objective (to 1e-4), and for reg_lap = 0 (exact OT, one iteration) the same coupling.
+    X, Y = gap_pairs(n=40, d=8)
+    m = OTGap(reg_lap=50.0, max_iter=400, tol=1e-13, inner_tol=0.0).fit(X, Y)
+    m.refit(reg_lap=5.0, warm_start=True)
+    assert m.warm_started_
+    cold = OTGap(reg_lap=5.0, max_iter=400, tol=1e-13, inner_tol=0.0).fit(X, Y)
+    assert m.loss_[-1] == pytest.approx(cold.loss_[-1], rel=1e-4)
+    m.refit(reg_lap=0.0, warm_start=True)
+    exact = OTGap(reg_lap=0.0).fit(X, Y)
+    np.testing.assert_allclose(m.coupling_, exact.coupling_, atol=1e-12)
+
+
+def test_refit_memo_makes_a_seen_value_free_and_identical():
+    X, Y = gap_pairs(n=60, d=8)
+    m = SinkhornGap(reg=0.1).fit(X, Y)
+    G0 = m.coupling_.copy()
+    m.refit(reg=0.3)
+    assert m.fit_seconds_ > 0
+    m.refit(reg=0.1)
+    assert m.fit_seconds_ == 0.0
+    np.testing.assert_array_equal(m.coupling_, G0)
+
+
+def test_precompute_fills_the_memo_without_changing_the_model():
+    X, Y = gap_pairs(n=60, d=8)
+    m = OTGap(reg_lap=10.0).fit(X, Y)
+    G, T = m.coupling_.copy(), m.transform_images(X)
+    m.precompute([dict(reg_lap=1.0), dict(reg_lap=30.0, reg_src=0.5)])
+    assert m.reg_lap == 10.0 and m.reg_src == 1.0
+    np.testing.assert_array_equal(m.coupling_, G)
+    np.testing.assert_array_equal(m.transform_images(X), T)
+    m.refit(reg_lap=30.0, reg_src=0.5)
+    assert m.fit_seconds_ == 0.0  # solved ahead
+    cold = OTGap(reg_lap=30.0, reg_src=0.5).fit(X, Y)
+    np.testing.assert_allclose(m.coupling_, cold.coupling_, atol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:Sinkhorn did not converge")
+def test_refit_refuses_what_needs_a_new_fit():
+    from sklearn.exceptions import NotFittedError
+
+    X, Y = gap_pairs(n=40, d=8)
+    with pytest.raises(NotFittedError):
+        OTGap().refit(reg_lap=1.0)
+    m = OTGap(reg_lap=10.0).fit(X, Y)
+    with pytest.raises(ValueError, match="refit changes only reg_lap, reg_src; similarity"):
+        m.refit(similarity="gauss")
+    with pytest.raises(ValueError, match="reg_lap must be >= 0"):
+        m.refit(reg_lap=-1.0)
+    assert m.reg_lap == 10.0  # a refused value is not kept
+    with pytest.raises(ValueError, match="refit changes only reg;"):
+        SinkhornGap().fit(X, Y).refit(reg_lap=1.0)
+    m.set_params(fit_size=20)
+    with pytest.raises(ValueError, match="fit again"):
+        m.refit(reg_lap=1.0)
+
+
+@pytest.mark.filterwarnings("ignore:Sinkhorn did not converge")
+@pytest.mark.parametrize("cls", [OTGap, SinkhornGap], ids=["ot", "sinkhorn"])
+def test_fit_size_subsample_is_seeded_and_the_rest_is_out_of_sample(cls):
+    X, Y = gap_pairs(n=90, d=8)
+    a = cls(fit_size=30, random_state=3).fit(X, Y)
+    b = cls(fit_size=30, random_state=3).fit(X, Y)
+    c = cls(fit_size=30, random_state=4).fit(X, Y)
+    np.testing.assert_array_equal(a.fit_index_, b.fit_index_)
+    assert a.fit_index_.size == 30 and np.all(np.diff(a.fit_index_) > 0)
+    assert not np.array_equal(a.fit_index_, c.fit_index_)
+    np.testing.assert_array_equal(a.coupling_, b.coupling_)
+    assert a.coupling_.shape == (30, 30)
+    # the coupling is the one fitted on those 30 pairs alone
+    alone = cls(fit_size=None).fit(X[a.fit_index_], Y[a.fit_index_])
+    np.testing.assert_allclose(a.coupling_, alone.coupling_, atol=1e-12)
+    # transforming all 90: the fitted rows get their barycentres, the others the
+    # out-of-sample map (nearest fitted image plus displacement)
+    out = a.transform_images(X)
+    np.testing.assert_allclose(out[a.fit_index_], a.barycentric_, atol=1e-6)
+    rest = np.setdiff1d(np.arange(90), a.fit_index_)
+    xs, xr = unit(X[a.fit_index_]), unit(X[rest])
+    nn = np.argmax(xr @ xs.T, axis=1)
+    np.testing.assert_allclose(out[rest], a.barycentric_[nn] + xr - xs[nn], atol=1e-5)
+    np.testing.assert_allclose(a.transform_texts(Y), unit(Y), atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:Sinkhorn did not converge")
+def test_fit_size_is_validated():
+    X, Y = gap_pairs(n=20, d=6)
+    for bad in (1, 2.5, True, -3):
+        with pytest.raises(ValueError, match="fit_size must be an integer >= 2"):
+            OTGap(fit_size=bad).fit(X, Y)
+    with pytest.raises(ValueError, match="needs more points than neighbours"):
+        OTGap(fit_size=3).fit(X, Y)  # 3 fitted pairs cannot have 3 neighbours each
+    assert SinkhornGap(fit_size=None).fit(X, Y).fit_index_.size == 20

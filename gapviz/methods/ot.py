@@ -89,6 +89,8 @@ class _TransportGap(GapMethod):
     _live_params: tuple[str, ...] = ()
     #: Solutions kept per parameter values, so that a slider moved back is instant.
     _MEMO_SIZE = 8
+    #: Whether :meth:`refit` warm-starts unless told (see there).
+    warm_start_default: bool = False
 
     def _fit(self, X: np.ndarray, Y: np.ndarray, progress: ProgressCallback) -> None:
         Xn, Yn = l2_normalize(X), l2_normalize(Y)
@@ -103,24 +105,34 @@ class _TransportGap(GapMethod):
         # What depends on the fitted rows only (cost matrix, graphs): computed once, reused by
         # every refit. Solutions per parameter values: a small memo.
         self._cache = {"xs": xs, "xt": xt}
+        self._fit_sample = (self.fit_size, self.random_state)
         self._memo: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
         self.xs_ = xs.astype(np.float32)
         self._solve_and_map(progress, warm=False)
 
-    def refit(self, *, warm_start: bool = True, progress: ProgressCallback | None = None,
+    def refit(self, *, warm_start: bool | None = None, progress: ProgressCallback | None = None,
               **params: Any) -> "_TransportGap":
         """Solve again for new slider values on the same fitted pairs; returns ``self``.
 
         Reuses everything that depends on the data only (the fit subsample, the cost matrix,
-        the similarity graphs), starts from the current solution (``warm_start``), and keeps
-        the last few solutions, so a value seen before costs nothing. Afterwards the method is
-        exactly as if it had been fitted with these parameters (to the solver's tolerance).
+        the similarity graphs) and keeps the last few solutions, so a value seen before costs
+        nothing. With a cold start the result is the coupling ``fit`` would give with these
+        parameters (bit for bit: same solver, same start).
 
         Parameters
         ----------
-        warm_start : bool, default=True
-            Start the solver from the current solution.
+        warm_start : bool, optional
+            Start the solver from the current solution instead of POT's default start.
+            Default: the class's ``warm_start_default``. Sinkhorn (True): the problem is
+            strictly convex and solved to ``tol``, so a warm start reaches the coupling a cold
+            fit gives, to that tolerance, in fewer iterations (when the solver converges
+            within ``max_iter``; at reg <= 0.02 on the demo it does not, and the two stop at
+            different unconverged couplings). Laplacian OT (False): conditional gradient
+            stops after ``max_iter`` (10) iterations, far from convergence, so a warm start
+            gives a different coupling (on the demo usually a lower objective) than ``fit``
+            or ``gapviz compare`` with the same parameters; cold by default so that the app
+            and the command line agree.
         progress : callable(fraction, message), optional
         **params
             New values of the live parameters (``reg_lap``, ``reg_src`` for ``"ot"``;
@@ -132,6 +144,9 @@ class _TransportGap(GapMethod):
         if unknown:
             raise ValueError(f"refit changes only {', '.join(self._live_params)}; "
                              f"{', '.join(unknown)} need a new fit.")
+        if (self.fit_size, self.random_state) != self._fit_sample:
+            raise ValueError("fit_size or random_state changed since fit: they choose the fitted "
+                             "pairs, so fit again.")
         old = {k: getattr(self, k) for k in params}
         for k, v in params.items():
             setattr(self, k, v)
@@ -142,7 +157,8 @@ class _TransportGap(GapMethod):
                 setattr(self, k, v)
             raise
         report = progress if progress is not None else (lambda f, m: None)
-        self._solve_and_map(report, warm=warm_start)
+        warm = self.warm_start_default if warm_start is None else bool(warm_start)
+        self._solve_and_map(report, warm=warm)
         report(1.0, "done")
         return self
 
@@ -150,8 +166,9 @@ class _TransportGap(GapMethod):
         """Solve for other slider values ahead of time (for a background thread).
 
         Each dict gives live parameter values; their solutions go to the memo that
-        :meth:`refit` reads, warm-started from the nearest solution already there. The
-        method's own state (``coupling_``, ``barycentric_``, parameters) is not changed.
+        :meth:`refit` reads (warm-started from the nearest solution already there when
+        ``warm_start_default``). The method's own state (``coupling_``, ``barycentric_``,
+        parameters) is not changed. Parameters missing from a dict keep their current value.
         """
         for params in param_sets:
             unknown = sorted(set(params) - set(self._live_params))
@@ -159,18 +176,24 @@ class _TransportGap(GapMethod):
                 raise ValueError(f"precompute takes only {', '.join(self._live_params)}, "
                                  f"not {', '.join(unknown)}.")
             values = {k: params.get(k, getattr(self, k)) for k in self._live_params}
-            key = tuple(float(values[k]) for k in self._live_params)
+            key = self._key(values)
             with self._lock:
                 if key in self._memo:
                     continue
-                start = self._nearest(key)
+                start = self._nearest(key) if self.warm_start_default else None
             G, state, info = self._solve(values, start, lambda f, m: None)
             with self._lock:
                 self._remember(key, G, state, info, 0.0)
 
     # -- internals ---------------------------------------------------------------------------
-    def _key(self) -> tuple[float, ...]:
-        return tuple(float(getattr(self, k)) for k in self._live_params)
+    def _key(self, values: dict[str, Any] | None = None, warm: bool = False) -> tuple:
+        """Memo key: the live values, every other parameter, and whether the solution may
+        differ from a cold solve (a warm start where that is not the default)."""
+        values = values if values is not None else {k: getattr(self, k) for k in self._live_params}
+        others = tuple(sorted((k, repr(v)) for k, v in self.get_params().items()
+                              if k not in self._live_params))
+        return (tuple(float(values[k]) for k in self._live_params), others,
+                bool(warm and not self.warm_start_default))
 
     def _nearest(self, key: tuple[float, ...]):
         """The memo's solution at the nearest parameter values (log scale), or None."""
@@ -195,7 +218,7 @@ class _TransportGap(GapMethod):
             self._memo.popitem(last=False)
 
     def _solve_and_map(self, progress: ProgressCallback, warm: bool) -> None:
-        key = self._key()
+        key = self._key(warm=warm)
         values = {k: getattr(self, k) for k in self._live_params}
         with self._lock:
             hit = self._memo.get(key)
@@ -586,6 +609,7 @@ class SinkhornGap(_TransportGap):
             raise ValueError(f"tol must be >= 0, got {self.tol!r}.")
 
     _live_params = ("reg",)
+    warm_start_default = True
 
     def _solve(self, values, start, progress):
         import ot
