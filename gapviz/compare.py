@@ -142,7 +142,8 @@ def compare(datasets: Mapping[str, PairedEmbeddings], methods: Sequence[str], *,
                                        folds=folds, seed=seed, fit_pairs=fit_pairs,
                                        fit_source=fit_source, allow_pairing_leak=allow_pairing_leak,
                                        shuffled=shuffled,
-                                       max_fit=None if chosen == "transductive" else max_fit)
+                                       max_fit=None if chosen == "transductive" else max_fit,
+                                       progress=_within(progress, step, total, f"{label}: {name}"))
             except Exception as err:  # noqa: BLE001 - one method's failure must not lose the others
                 if not keep_going:
                     raise
@@ -170,6 +171,17 @@ def rows_to_columns(rows: Sequence[ComparisonRow]) -> dict[str, dict[str, float]
 def failed_rows(rows: Sequence[ComparisonRow]) -> list[ComparisonRow]:
     """The rows that could not run, each with its ``error``."""
     return [row for row in rows if not row.ok]
+
+
+def _within(progress, step: int, total: int, prefix: str):
+    """The progress of one row's fit (held-out: K fits) as a part of the whole comparison."""
+    if progress is None:
+        return None
+
+    def report(fraction: float, message: str) -> None:
+        progress((step + min(max(fraction, 0.0), 1.0)) / total, f"{prefix}: {message}")
+
+    return report
 
 
 def _protocol_of(name: str, protocol: str | Mapping[str, str] | None) -> str:

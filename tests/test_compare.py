@@ -96,3 +96,11 @@ def test_models_share_pairs_and_rows_are_labelled():
 def test_max_fit_applies_to_held_out_rows_only(pairs32):
     rows = compare({"a": pairs32}, ["center", "procrustes"], max_fit=40)
     assert [r.provenance["n_fit"] for r in rows] == [120, 40]
+
+
+def test_progress_moves_forward_through_each_rows_fits(pairs32):
+    seen = []
+    compare({"a": pairs32}, ["center", "procrustes"], progress=lambda f, m: seen.append((f, m)))
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert any("procrustes: fold 3/5" in m for _, m in seen)
