@@ -113,7 +113,8 @@ class Provenance:
     n_scored : int
         Pairs scored; the mixed pool has ``2 * n_scored`` items (:attr:`pool_size`).
     seed : int or None
-        Seed of the folds (held-out) and of the caption permutation (shuffled control).
+        Seed of the folds (held-out), of the caption permutation (shuffled control) and of the
+        fit sample (``max_fit``); None when nothing was drawn at random.
     folds : int or None
         K of held-out cross-fitting.
     fit_source : str or None
@@ -428,7 +429,8 @@ def protocol_transform(method: str | GapMethod, X: np.ndarray, Y: np.ndarray, *,
         if Xf.shape[1] != X.shape[1]:
             raise ValueError(f"the fit pairs have dimension {Xf.shape[1]} but the scored pairs "
                              f"{X.shape[1]}; fit on embeddings of the same model.")
-        if max_fit is not None and Xf.shape[0] > max_fit:
+        sampled = max_fit is not None and Xf.shape[0] > max_fit
+        if sampled:
             keep = np.sort(np.random.default_rng([seed, 3]).choice(Xf.shape[0], max_fit, replace=False))
             Xf, Yf = Xf[keep], Yf[keep]
         overlap = _shared_pairs(Xf, Yf, X, Y)
@@ -443,7 +445,8 @@ def protocol_transform(method: str | GapMethod, X: np.ndarray, Y: np.ndarray, *,
             warning = _leak_warning(name, overlap)
         _fit_or_explain(lambda: model.fit(Xf, Yf, progress=report), "fit-on", Xf.shape[0], X.shape[0])
         Xt, Yt = model.transform(X, Y)
-        prov = Provenance("fit-on", name, Xf.shape[0], X.shape[0], seed=seed if shuffled else None,
+        prov = Provenance("fit-on", name, Xf.shape[0], X.shape[0],
+                          seed=seed if shuffled or sampled else None,
                           fit_source=fit_source, n_overlap=overlap, shuffled=shuffled, warning=warning)
         return ProtocolResult(Xt, Yt, prov, (model,))
 

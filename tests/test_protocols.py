@@ -257,6 +257,6 @@ def test_max_fit_caps_each_fit_with_a_seeded_sample(signal_pairs):
     fit = simulate_pairs(200, 64, seed=9)
     on = protocol_transform("center", X, Y, protocol="fit-on", max_fit=80,
                             fit_pairs=(fit.image_embeddings, fit.text_embeddings))
-    assert on.provenance.n_fit == 80
+    assert on.provenance.n_fit == 80 and on.provenance.seed == 0
     with pytest.raises(ValueError, match="max_fit applies"):
         protocol_transform("center", X, Y, protocol="transductive", max_fit=50)
