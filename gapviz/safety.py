@@ -102,11 +102,13 @@ def loads_json(data: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
 
 
 #: Characters that can make markdown out of a user's string: links and images ``[]!``, bare
-#: links ``:`` and ``.`` (``http://``, ``www.``), emphasis and code ``*_`~``, maths ``$``, HTML
-#: ``<>``, headings ``#``, tables ``|``, material icons ``:name:``. Parentheses, hyphens and
-#: plus signs stay as typed ("sim-CLIP (simulated)"): without brackets they make no link, and
-#: the text is flattened to one line, so they cannot start a list.
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>#!|~$:.])")
+#: links ``:`` (``http://``) and ``@`` (e-mail), emphasis and code ``*_`~``, maths ``$``, HTML
+#: ``<>``, headings ``#``, tables ``|``, material icons ``:name:``. Parentheses, dots, hyphens
+#: and plus signs stay as typed ("sim-CLIP (simulated)", "broken.npz"): without brackets they
+#: make no link, and the text is flattened to one line, so they cannot start a list. The one
+#: bare link a dot makes, ``www.``, is broken separately.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>#!|~$:@])")
+_BARE_WWW = re.compile(r"(?i)\b(www)\.")
 
 
 def plain_text(text: Any, max_length: int | None = 200) -> str:
@@ -119,7 +121,7 @@ def plain_text(text: Any, max_length: int | None = 200) -> str:
     flat = " ".join(str(text).split())
     if max_length is not None and len(flat) > max_length:
         flat = flat[:max_length - 1] + "…"
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", flat)
+    return _BARE_WWW.sub(r"\1\\.", _MARKDOWN_SPECIAL.sub(r"\\\1", flat))
 
 
 _umask_lock = threading.Lock()

@@ -21,6 +21,7 @@ from gapviz.compare_figures import compare_heatmap, measure_help, measure_label
 from gapviz.measure_info import LEGEND
 from gapviz.measures import measure_gap
 from gapviz.methods import format_params, suited_params
+from gapviz.safety import plain_text
 from gapviz.tables import best_per_row, format_value
 from gapviz.workspace import DEMO_DATASET, Active
 from ui import compute
@@ -120,7 +121,7 @@ with st.container(border=True):
                                 help="The same pairs embedded by several models (added on Data).")
     else:
         models = [act.model]
-        c2.caption(f"Model: **{act.model}**. Embed the same pairs with another model on **Data** "
+        c2.caption(f"Model: **{plain_text(act.model)}**. Embed the same pairs with another model on **Data** "
                    "to compare models too.")
     methods = [m for m in offered if m in methods]
     models = [m for m in models_all if m in models]
@@ -202,7 +203,7 @@ heat = compare_heatmap(display, keys)
 with guard("show the comparison"):
     _show_table_and_heatmap()
 for model, name in failed:
-    st.caption(f"Left out: {method_label(name)} on {model} (see the message above).")
+    st.caption(f"Left out: {method_label(name)} on {plain_text(model)} (see the message above).")
 
 e1, e2 = st.columns([5, 1], vertical_alignment="center")
 with e1.expander("The same table from the command line"), guard("write the command"):

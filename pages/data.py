@@ -305,7 +305,7 @@ def loaded_summary() -> None:
         if skipped is not None:
             st.dataframe(skipped, hide_index=True)
         for w in report.warnings:
-            st.caption(f"⚠ {w}")
+            st.caption(f"⚠ {plain_text(w, None)}")
     elif act.simulated:
         st.caption("Simulated pairs: nothing skipped.")
 

@@ -66,3 +66,15 @@ def test_an_uploaded_file_naming_server_images_shows_none_of_them(tmp_path):
     assert_clean(at, "Retrieval, hosted")
     at.radio(key="retrieval_source").set_value("text").run()
     assert any("not available" in c.value and "listed models" in c.value for c in at.caption)
+
+
+def test_a_hostile_file_name_is_shown_as_text_in_the_error():
+    at = _data_page()
+    name = "![x](http://evil.example/a.png)[click](javascript:x).npz"
+    at.file_uploader(key="data_emb_upload").set_value(
+        [(name, b"not an npz", "application/octet-stream")]).run()
+    at.button(key="data_emb_go").click().run()
+    assert not at.exception and at.error
+    shown = at.error[0].value
+    assert "![x](" not in shown and "[click](" not in shown    # no image, no link
+    assert r"\!\[x\](http\://evil.example/a.png)" in shown      # the name, as typed

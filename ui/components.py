@@ -11,6 +11,7 @@ import streamlit as st
 
 from gapviz import dashboard as dash
 from gapviz.methods import menu_order, method_label
+from gapviz.safety import plain_text
 
 log = logging.getLogger("gapviz.app")
 
@@ -20,7 +21,7 @@ def guard(action: str) -> Iterator[None]:
     """Run a block; show an error message (not a traceback) if it fails.
 
     ``ValueError`` and friends carry messages written for the user (validation at the
-    boundary), so they are shown as they are; anything else gets a generic line and is
+    boundary), so they are shown as they are, as plain text (they may quote a file name); anything else gets a generic line and is
     logged with its traceback on the server. Streamlit's own control flow (rerun, stop) is
     a ``BaseException`` and passes through.
     """
@@ -28,11 +29,13 @@ def guard(action: str) -> Iterator[None]:
         yield
     except (ValueError, KeyError, OSError, RuntimeError) as err:
         log.info("%s failed: %s", action, err, exc_info=True)
-        st.error(f"Could not {action}: {err}", icon=":material/error:")
+        st.error(f"Could not {plain_text(action, None)}: {plain_text(err, None)}",
+                 icon=":material/error:")
     except Exception as err:  # noqa: BLE001 - the page edge: nothing may escape as a traceback
         log.exception("%s failed", action)
-        st.error(f"Something went wrong while trying to {action} ({type(err).__name__}: {err}). "
-                 "The previous data is still loaded.", icon=":material/error:")
+        st.error(f"Something went wrong while trying to {plain_text(action, None)} "
+                 f"({type(err).__name__}: {plain_text(err, None)}). The previous data is still "
+                 "loaded.", icon=":material/error:")
 
 
 def method_names() -> list[str]:
