@@ -29,9 +29,26 @@ exact OT problem (network simplex, about a second at N = 2,500) and evaluates th
 the Laplacian term. POT's ``emd_laplace`` forms that gradient as products of N x N matrices,
 ``(L_s + L_s^T) G (X_t X_t^T)``, O(N^3) per iteration. :class:`OTGap` keeps POT's solver, graph,
 cost, marginals and stopping rules and only evaluates the same gradient and objective in
-factored form, ``L_s (G X_t) X_t^T`` with a sparse kNN Laplacian, O(N^2 d): the couplings agree
-with ``EMDLaplaceTransport.fit`` to round-off (tested), several times faster. A ``progress``
-callback reports each conditional-gradient iteration.
+factored form, ``L_s (G X_t) X_t^T`` with a sparse kNN Laplacian, O(N^2 d), each product
+``G X_t`` once per coupling: the couplings agree with ``EMDLaplaceTransport.fit`` to round-off
+(tested), several times faster. A ``progress`` callback reports each conditional-gradient
+iteration.
+
+Live sliders
+------------
+Three things make a change of ``reg_lap``, ``reg_src`` or ``reg`` cheap (measured in
+``bench/bench_ot_live.py``):
+
+* ``fit_size``: the coupling is fitted on at most that many pairs (a seeded subsample), the
+  other rows take the out-of-sample map above. The solve cost grows like n^2 to n^3 in the
+  fitted pairs, the quality of the map more slowly (the README's trade-off table).
+* :meth:`~_TransportGap.refit`: what depends on the fitted rows only (the subsample, the cost
+  matrix, the similarity graphs) is computed once at ``fit``; a refit only solves. Sinkhorn
+  starts from the previous dual potentials (the same fixed point, fewer iterations); OT starts
+  cold unless asked, so that it gives the coupling ``fit`` gives. The last few solutions are
+  kept: moving a slider back costs nothing.
+* :meth:`~_TransportGap.precompute`: solves other slider values ahead (for a background
+  thread) into that memo, without changing the fitted state.
 """
 
 from __future__ import annotations
@@ -46,11 +63,16 @@ from scipy import sparse
 from sklearn.exceptions import NotFittedError
 
 from ..config import BLOCK_VALUES
+from ..measures import _one_blas_thread
 from .base import GapMethod, Param, ProgressCallback, Slider, l2_normalize
 
-#: Pairs an OT coupling is fitted on by default (a seeded subsample when there are more; the
-#: other rows take the out-of-sample map). Measured trade-off: bench/bench_ot_live.py.
-FIT_SIZE = 1000
+#: Pairs a coupling is fitted on by default (a seeded subsample when there are more; the other
+#: rows take the out-of-sample map), chosen so that a slider move stays under a second on two
+#: CPUs: one Laplacian-OT solve costs about 0.3 s of CPU at 500 pairs and 1.3 s at 1,000; one
+#: Sinkhorn solve 0.05-0.3 s at 1,000. More pairs fit better (bench/bench_ot_live.py prints
+#: the trade-off; the README quotes it); ``fit_size=None`` fits on every pair.
+OT_FIT_SIZE = 500
+SINKHORN_FIT_SIZE = 1000
 
 REG_TYPES = ("pos", "disp")
 SIMILARITIES = ("knn", "gauss")
@@ -181,7 +203,8 @@ class _TransportGap(GapMethod):
                 if key in self._memo:
                     continue
                 start = self._nearest(key) if self.warm_start_default else None
-            G, state, info = self._solve(values, start, lambda f, m: None)
+            with _one_blas_thread(2 if self.fit_index_.size <= 1000 else 1):
+                G, state, info = self._solve(values, start, lambda f, m: None)
             with self._lock:
                 self._remember(key, G, state, info, 0.0)
 
@@ -226,7 +249,11 @@ class _TransportGap(GapMethod):
         self.warm_started_ = False
         if hit is None:
             t0 = time.perf_counter()
-            G, state, info = self._solve(values, start, progress)
+            # BLAS on one thread for up to 1,000 fitted pairs: the products are then small
+            # and the network simplex is serial; BLAS threads spinning beside it, and beside
+            # the app's other threads, cost twice the time on two shared CPUs (measured).
+            with _one_blas_thread(2 if self.fit_index_.size <= 1000 else 1):
+                G, state, info = self._solve(values, start, progress)
             seconds = time.perf_counter() - t0
             with self._lock:
                 self._remember(key, G, state, info, seconds)
@@ -313,6 +340,13 @@ class OTGap(_TransportGap):
         Network-simplex iterations per exact OT solve.
     inner_tol : float, default=1e-9
         Stop when the absolute decrease of the objective is below this.
+    fit_size : int or None, default=500
+        Most pairs the coupling is fitted on: with more, a seeded subsample of this many is
+        fitted and the other rows take the out-of-sample map (the paper's protocol: OT
+        fitted on some pairs maps others). None fits on all (O(N^2) memory, seconds per
+        iteration at N = 2,500).
+    random_state : int, default=0
+        Seed of the ``fit_size`` subsample.
 
     Attributes
     ----------
@@ -354,7 +388,7 @@ class OTGap(_TransportGap):
     def __init__(self, reg_lap: float = 100.0, reg_src: float = 1.0, *, reg_type: str = "pos",
                  similarity: str = "knn", similarity_param: float | None = None,
                  max_iter: int = 10, tol: float = 1e-6, max_inner_iter: int = 100000,
-                 inner_tol: float = 1e-9, fit_size: int | None = FIT_SIZE, random_state: int = 0):
+                 inner_tol: float = 1e-9, fit_size: int | None = OT_FIT_SIZE, random_state: int = 0):
         self.reg_lap = reg_lap
         self.reg_src = reg_src
         self.reg_type = reg_type
@@ -565,6 +599,11 @@ class SinkhornGap(_TransportGap):
         Sinkhorn iterations.
     tol : float, default=1e-8
         Stop when the marginal error is below this (POT's default).
+    fit_size : int or None, default=1000
+        Most pairs the coupling is fitted on (a seeded subsample; the other rows take the
+        out-of-sample map); None fits on all.
+    random_state : int, default=0
+        Seed of the ``fit_size`` subsample.
     """
 
     name = "sinkhorn"
@@ -588,7 +627,8 @@ class SinkhornGap(_TransportGap):
     default_protocol = "held-out"
 
     def __init__(self, reg: float = 0.05, *, method: str = "sinkhorn", max_iter: int = 1000,
-                 tol: float = 1e-8, fit_size: int | None = FIT_SIZE, random_state: int = 0):
+                 tol: float = 1e-8, fit_size: int | None = SINKHORN_FIT_SIZE,
+                 random_state: int = 0):
         self.reg = reg
         self.method = method
         self.max_iter = max_iter
