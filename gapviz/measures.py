@@ -169,8 +169,11 @@ def _max_over(Q, C, iq, ic, entries, best):  # pragma: no cover
 #: chunk holding a close call is read again, one entry at a time, to note them. (The sweeps
 #: index slices from 0 so that LLVM sees non-negative indices and vectorises them.)
 _CHUNK = 256
-#: Finite similarities only (the inputs are checked): lets LLVM vectorise the max reductions.
+#: No NaN or infinity ever reaches the sweeps (inputs are checked finite, cosines of unit rows
+#: lie in [-1 - h, 1 + h], running maxima start at _BELOW): lets LLVM vectorise the maxima.
 _FASTMATH = {"nnan", "ninf", "nsz"}
+#: A float32 below every cosine: the start of running maxima (finite, as _FASTMATH requires).
+_BELOW = np.float32(-4.0)
 
 
 @numba.njit(nogil=True, cache=True, fastmath=_FASTMATH)
@@ -194,7 +197,7 @@ def _cross_panel(S, i0, r_lo, r_hi, c_lo, c_hi, near, row_sure, row_m1, row_near
         i = i0 + r
         lo = r_lo[i]
         hi = r_hi[i]
-        m1 = np.float32(-np.inf)
+        m1 = _BELOW
         best_chunk = 0
         sure = 0
         for j0 in range(0, n_cols, _CHUNK):
@@ -207,7 +210,7 @@ def _cross_panel(S, i0, r_lo, r_hi, c_lo, c_hi, near, row_sure, row_m1, row_near
             cm2 = col_m2[j0:j1]
             carg = col_arg[j0:j1]
             band = 0
-            cmax = np.float32(-np.inf)
+            cmax = _BELOW
             for t in range(j1 - j0):
                 v = row[t]
                 up = np.int32(v >= hi)
@@ -751,8 +754,8 @@ def _cross_stats(Xn: np.ndarray, Yn: np.ndarray, Xr: np.ndarray, Yr: np.ndarray,
     row_near = np.empty(n, np.int32)
     row_arg = np.zeros(n, np.int64)
     col_sure = np.zeros((workers, n), np.int32)
-    col_m1 = np.full((workers, n), -np.inf, np.float32)
-    col_m2 = np.full((workers, n), -np.inf, np.float32)
+    col_m1 = np.full((workers, n), _BELOW, np.float32)
+    col_m2 = np.full((workers, n), _BELOW, np.float32)
     col_arg = np.zeros((workers, n), np.int64)
     found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
@@ -772,8 +775,8 @@ def _cross_stats(Xn: np.ndarray, Yn: np.ndarray, Xr: np.ndarray, Yr: np.ndarray,
             # heavily tied data: more close calls than the buffers held; run again into
             # bigger ones, the column accumulators into scratch (they are in already)
             cap = int(count.max())
-            acc = (np.zeros(n, np.int32), np.full(n, -np.inf, np.float32),
-                   np.full(n, -np.inf, np.float32), np.zeros(n, np.int64))
+            acc = (np.zeros(n, np.int32), np.full(n, _BELOW, np.float32),
+                   np.full(n, _BELOW, np.float32), np.zeros(n, np.int64))
         # rows whose best text is not unique within `near`: all near-maximum texts
         tied = [np.c_[np.full(j.size, i0 + r, np.int32), j.astype(np.int32)]
                 for r in np.flatnonzero(row_near[i0:i1] > 1)
@@ -804,7 +807,7 @@ def _cross_stats(Xn: np.ndarray, Yn: np.ndarray, Xr: np.ndarray, Yr: np.ndarray,
     w_star = col_m1.argmax(axis=0)
     m1 = col_m1[w_star, idx]
     others = col_m1.copy()
-    others[w_star, idx] = -np.inf
+    others[w_star, idx] = _BELOW
     m2 = np.maximum(col_m2.max(axis=0), others.max(axis=0))
     unique = m2 < m1 - near
     parts = [np.c_[idx[unique], col_arg[w_star, idx][unique].astype(np.int32)]]
