@@ -19,7 +19,8 @@ Measures
   ||mean(X) - mean(Y)||^2; the ablation curve of Schrodi et al. removes the top-m gap
   dimensions, renormalises the rows and recomputes cross-modal R@1 and RMG (m = 0 .. M).
 - **Per-cluster gap**: every measure of :func:`gapviz.measures.measure_gap` and RMG on the pairs
-  of each cluster (the cluster's own pool), clusters from labels or k-means on [x_i, y_i].
+  of each cluster (the cluster's own pool), clusters from labels or seeded k-means on the
+  leading principal components of [x_i, y_i] (k given, or chosen by silhouette).
 - **NDCG@10** in the mixed pool (as MixBench / GR-CLIP report it): image queries, the paired
   text the one relevant item, gain 1 / log2(1 + rank) when rank <= 10; ranks are
   :func:`~gapviz.measures.measure_gap`'s, so a tie never counts as a win.
@@ -32,9 +33,12 @@ The within-modality means over distinct pairs come from sums: for unit rows the 
 cos(x_i, x_j) over i != j is (||sum_i x_i||^2 - N) / (N (N - 1)), so RMG is O(N d). Hubness and
 the ablation curve share one pass over the upper triangle of the mixed pool's similarities
 (about 2 N^2 d multiply-adds, as much as ``measure_gap``), by panels of rows: memory is
-O(N (d + k + M) + panel), never 2N x 2N. Each panel is one BLAS product; its sweep (top-k
-upkeep, the ablation's rank-one updates) is split between threads by rows, each thread with
-its own column accumulators.
+O(N (d + k + M) + panel), never 2N x 2N. One worker thread per CPU takes panels in turn,
+each doing the panel's BLAS product (BLAS held to one thread) and its numba sweep (top-k
+upkeep, the ablation's rank-one updates) while the panel is in cache, with its own column
+accumulators. The ablation sweep is float32: a renormalised cosine is within about 1e-6 of
+exact, inside the tie tolerance (``gapviz.measures.TIE_TOL``) it counts ties with, so only
+near-exact ties can fall either way.
 """
 
 from __future__ import annotations
