@@ -266,7 +266,8 @@ class PrecisionCheck:
 
 
 def check_precision(loaded: Any, precision: str, images: Any | None, tokens: Any | None, *,
-                    requested: str | None = None, threshold: float = CHECK_THRESHOLD) -> PrecisionCheck:
+                    requested: str | None = None, threshold: float = CHECK_THRESHOLD,
+                    lanes: int = 1, lane_threads: int | None = None) -> PrecisionCheck:
     """Embed a sample at fp32 and at ``precision`` and compare them row by row.
 
     Parameters
@@ -276,21 +277,45 @@ def check_precision(loaded: Any, precision: str, images: Any | None, tokens: Any
     images : tensor of shape (k, 3, H, W), or None
         Preprocessed images.
     tokens : tensor of shape (m, context_length), or None
+    lanes, lane_threads : int
+        The sample's pieces run on ``lanes`` threads of ``lane_threads`` torch threads each
+        (as the pipeline's model lanes do; the fp32 half costs most).
     """
     reference, trial = Encoder(loaded, "fp32"), Encoder(loaded, precision)
+    has_images = images is not None and len(images) > 0
+    has_texts = tokens is not None and len(tokens) > 0
+    half = (len(images) + 1) // 2 if has_images else 0
+    jobs: list[tuple[str, Callable[[], np.ndarray]]] = []
+    if has_images:  # longest first: fp32 images, in two halves
+        jobs += [("ref_images", lambda: reference.images(images[:half])),
+                 ("ref_images", lambda: reference.images(images[half:])),
+                 ("images", lambda: trial.images(images))]
+    if has_texts:
+        jobs += [("ref_texts", lambda: reference.texts(tokens)), ("texts", lambda: trial.texts(tokens))]
+    threads = lane_threads or _current_torch_threads()
+    with ThreadPoolExecutor(max_workers=max(1, lanes), thread_name_prefix="gapviz-check",
+                            initializer=_torch_threads, initargs=(threads,)) as pool:
+        done = list(pool.map(lambda job: (job[0], job[1]()), jobs))
+    parts: dict[str, list[np.ndarray]] = {}
+    for name, rows in done:
+        parts.setdefault(name, []).append(rows)
 
-    def cosines(run: Callable[[Encoder], np.ndarray]) -> np.ndarray:
-        return np.sum(run(reference) * run(trial), axis=1)
+    def stats(name: str) -> tuple[float, float]:
+        if name not in parts:
+            return float("nan"), float("nan")
+        cos = np.sum(np.concatenate(parts[f"ref_{name}"]) * np.concatenate(parts[name]), axis=1)
+        return float(cos.min()), float(cos.mean())
 
-    img = cosines(lambda e: e.images(images)) if images is not None and len(images) else np.array([])
-    txt = cosines(lambda e: e.texts(tokens)) if tokens is not None and len(tokens) else np.array([])
+    (image_min, image_mean), (text_min, text_mean) = stats("images"), stats("texts")
+    return PrecisionCheck(requested or precision, precision, len(images) if has_images else 0,
+                          len(tokens) if has_texts else 0, image_min, image_mean, text_min,
+                          text_mean, threshold)
 
-    def stats(values: np.ndarray) -> tuple[float, float]:
-        return (float(values.min()), float(values.mean())) if values.size else (float("nan"),) * 2
 
-    (image_min, image_mean), (text_min, text_mean) = stats(img), stats(txt)
-    return PrecisionCheck(requested or precision, precision, int(img.size), int(txt.size),
-                          image_min, image_mean, text_min, text_mean, threshold)
+def _current_torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 # ------------------------------------------------------------------------------ the pipeline
@@ -452,7 +477,8 @@ def embed_stream(loaded: Any, image_paths: Sequence[str], captions: Sequence[str
             refill()
             check = check_precision(loaded, tried, first[2][:check_sample] if first else None,
                                     tokens[:check_sample] if tokens is not None else None,
-                                    requested=requested, threshold=threshold)
+                                    requested=requested, threshold=threshold,
+                                    lanes=n_lanes, lane_threads=lane_threads)
             notes.append(check.summary())
             if not check.passed:
                 log.warning("%s", check.summary())
