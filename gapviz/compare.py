@@ -168,6 +168,43 @@ def rows_to_columns(rows: Sequence[ComparisonRow]) -> dict[str, dict[str, float]
     return {row.label: row.metrics for row in rows if row.ok}
 
 
+def comparison_table(rows: Sequence[ComparisonRow], keys: Sequence[str], *,
+                     label: Callable[[str], str] = str,
+                     describe: Callable[[str, Mapping[str, Any]], str] | None = None):
+    """One row per run that ran (its label as index): model, method, parameters, protocol,
+    pairs fitted / scored, then the measures ``keys`` (a ``pandas.DataFrame``).
+
+    ``label(name)`` shows a method's name ("Spectral"); ``describe(name, params)`` its
+    parameters ("k = 60"). A run without a fit (the raw embeddings) has protocol "—".
+    """
+    import math
+
+    import pandas as pd
+
+    records = []
+    for row in rows:
+        if not row.ok:
+            continue
+        prov = row.provenance
+        fitted = prov.get("n_fit") if row.method != "orig" else None
+        if fitted is not None and prov.get("protocol") == "held-out":
+            fitted_text = f"{prov.get('folds')} × ≥{fitted:,}"
+        else:
+            fitted_text = f"{fitted:,}" if fitted is not None else "—"
+        protocol = (prov.get("protocol", row.protocol) if row.method != "orig" else "—")
+        if prov.get("shuffled"):
+            protocol += ", shuffled"
+        if prov.get("warning"):
+            protocol += " ⚠"
+        records.append({
+            "run": row.label, "model": row.model, "method": label(row.method),
+            "parameters": describe(row.method, row.params) if describe else "",
+            "protocol": protocol, "fitted": fitted_text,
+            "scored": prov.get("n_scored", math.nan),
+            **{k: row.metrics.get(k, math.nan) for k in keys}})
+    return pd.DataFrame(records).set_index("run") if records else pd.DataFrame()
+
+
 def failed_rows(rows: Sequence[ComparisonRow]) -> list[ComparisonRow]:
     """The rows that could not run, each with its ``error``."""
     return [row for row in rows if not row.ok]

@@ -88,11 +88,15 @@ def measures_markdown(columns: Mapping[str, Mapping[str, float]], keys: Sequence
 # ---------------------------------------------------------------------------------------------
 # embeddings
 # ---------------------------------------------------------------------------------------------
-def method_description(method: Any, view_params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """``{"method": name, "params": {...}}`` of a fitted method as it is being viewed.
+def method_description(method: Any, view_params: Mapping[str, Any] | None = None, *,
+                       provenance: Any = None) -> dict[str, Any]:
+    """``{"method": name, "params": {...}, "protocol": {...}}`` of a fitted method as it is
+    being viewed.
 
     ``view_params`` (e.g. spectral ``n_components`` sliced from a larger fit) override the
     fitted parameters, so the description says what the exported numbers are.
+    ``provenance`` (a :class:`gapviz.protocols.Provenance`) records how they were obtained:
+    protocol, pairs fitted and scored, folds, seed, any warning.
     None (raw embeddings) gives ``{"method": "orig", "params": {}}``.
     """
     if method is None:
@@ -101,7 +105,10 @@ def method_description(method: Any, view_params: Mapping[str, Any] | None = None
     params = dict(desc.get("params", {}))
     for k, v in (view_params or {}).items():
         params[k] = v.item() if isinstance(v, np.generic) else v
-    return {"method": desc.get("method", getattr(method, "name", "")), "params": params}
+    out = {"method": desc.get("method", getattr(method, "name", "")), "params": params}
+    if provenance is not None:
+        out["protocol"] = provenance.to_dict()
+    return out
 
 
 def transformed_pairs(pairs: PairedEmbeddings, images: np.ndarray, texts: np.ndarray,

@@ -305,6 +305,21 @@ def shuffle_pairs(X: np.ndarray, Y: np.ndarray, *, seed: int = DEFAULT_SEED
 # ---------------------------------------------------------------------------------------------
 # fitting under a protocol
 # ---------------------------------------------------------------------------------------------
+def fit_size(n_pairs: int, protocol: str, *, folds: int = DEFAULT_FOLDS,
+             n_fit_pairs: int | None = None, max_fit: int | None = None) -> int:
+    """Pairs each fit sees when ``n_pairs`` are scored under ``protocol``: all of them
+    (transductive), the smallest training part of K-fold cross-fitting, N - ceil(N / K)
+    (held-out), or the other set's size (fit-on, ``n_fit_pairs``); at most ``max_fit``.
+    Size parameters (spectral k, VLAP anchors) must fit this, not N."""
+    if protocol == "held-out":
+        n = n_pairs - -(-n_pairs // folds)
+    elif protocol == "fit-on":
+        n = n_fit_pairs if n_fit_pairs is not None else n_pairs
+    else:
+        n = n_pairs
+    return min(n, max_fit) if max_fit is not None else n
+
+
 def resolve_method(method: str | GapMethod, params: Mapping[str, Any] | None = None) -> GapMethod:
     """An unfitted method: a registry name with ``params``, or a copy of a given method."""
     if isinstance(method, GapMethod):

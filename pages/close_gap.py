@@ -12,11 +12,12 @@ import streamlit as st
 from gapviz import dashboard as dash
 from gapviz import exports, figures
 from gapviz.config import RECALL_KS
-from gapviz.methods import describe_run, method_class, method_params
+from gapviz.methods import describe_run, make_method, method_class, method_params
 from ui import compute
 from ui import export_menu as export_ui
 from ui.components import guard, method_label, method_names, metric_cards
 from ui.frame import page_header
+from ui.scoring import scoring_controls, show_provenance
 from ui.sidebar import show_method_in_sidebar
 from ui.state import keep, workspace
 
@@ -27,13 +28,18 @@ ws = workspace()
 act = page_header("Close the gap", "methods that move images and texts together")
 
 names = method_names()
-c1, c2, c3 = st.columns([1.3, 0.7, 3], vertical_alignment="bottom")
+c1, c2, c3, c4 = st.columns([1.3, 1.5, 0.7, 2.2], vertical_alignment="bottom")
 method = c1.selectbox("Method", names, format_func=method_label,
                       **keep("close_method", dash.DEFAULT_METHOD))
-recall_k = c2.selectbox("Recall@K", RECALL_KS, **keep("close_recall_k", RECALL_KS[0]),
+recall_k = c3.selectbox("Recall@K", RECALL_KS, **keep("close_recall_k", RECALL_KS[0]),
                         help="K of the mixed-pool recall card")
 cls = method_class(method)
-c3.caption(cls.summary)
+c4.caption(cls.summary)
+scoring, fit_pairs = None, None
+with guard("choose the protocol"):
+    scoring, fit_pairs = scoring_controls("close", act, method, c2)
+if scoring is None:
+    st.stop()
 if ws.method != method:
     ws.method, ws.method_params = method, {}
 
@@ -73,11 +79,12 @@ def method_panel(after_slot, hist_slot) -> None:
         params = _params_controls()
         ws.method_params = params
         show_method_in_sidebar()  # every run: a fragment may only refill what it filled
-        view = compute.closed_view(act, method, params)
+        view, prov = compute.scored_view(act, method, params, scoring, fit_pairs)
         metric_cards(view.report.metrics, raw.report.metrics, recall_k=recall_k,
                             gap="xsmall")
         st.caption("Change against the raw embeddings. After: "
                    f"{dash.gap_sentence(view.report.metrics)}")
+        show_provenance(prov)
         fig = figures.gap_scatter(view.projection, ids=act.pairs.ids, captions=act.pairs.captions,
                                   title=describe_run(method, params), height=SCATTER_HEIGHT)
         after_slot.plotly_chart(fig, key="close_scatter", config={"displaylogo": False})
@@ -86,14 +93,15 @@ def method_panel(after_slot, hist_slot) -> None:
              (f"{method_label(method)}: true pairs vs all", view.paired, view.all_pairs)],
             height=HIST_HEIGHT)
         hist_slot.plotly_chart(hist, key="close_hist", config={"displayModeBar": False})
-        _export(params, view, fig, hist)
+        _export(params, view, prov, fig, hist)
 
 
-def _export(params: dict, view: dash.ClosedView, fig, hist) -> None:
-    """Downloads of what is shown: measures, transformed embeddings, figures, HTML report."""
-    fit_params, view_params = dash.split_params(method, params, act.pairs.n, act.pairs.dim)
-    desc = exports.method_description(compute.fitted_method(act, method, fit_params), view_params)
-    columns = {"ORIG": raw.report.metrics, method.upper(): view.report.metrics}
+def _export(params: dict, view: dash.ClosedView, prov, fig, hist) -> None:
+    """Downloads of what is shown: measures, transformed embeddings (the protocol in their
+    meta), figures, HTML report (the protocol in its notes)."""
+    desc = exports.method_description(make_method(method, **params), provenance=prov)
+    columns = {"ORIG": raw.report.metrics, f"{method.upper()} ({prov.protocol})":
+               view.report.metrics}
     shown = [("Raw vs after the method (PCA)", fig), ("Distances: true pairs vs all", hist)]
     label = method_label(method)
     export_ui.export_menu(export_ui.ExportItems(
@@ -103,7 +111,7 @@ def _export(params: dict, view: dash.ClosedView, fig, hist) -> None:
         report=lambda: exports.session_report(
             act.pairs, columns, title=f"Closing the modality gap: {label}",
             dataset=act.dataset.name, source=act.dataset.source, model=act.model, method=desc,
-            figures=shown)),
+            figures=shown, notes=[f"How obtained: {prov.summary()}"])),
         prefix="close", stem=f"close-{act.model}-{method}")
 
 

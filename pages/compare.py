@@ -9,18 +9,17 @@ under the table).
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 import streamlit as st
 
 from gapviz import dashboard as dash
 from gapviz import exports
-from gapviz.compare import COMPARE_KEYS
+from gapviz.compare import COMPARE_KEYS, ComparisonRow, comparison_table, rows_to_columns
 from gapviz.compare_figures import compare_heatmap, measure_help, measure_label
 from gapviz.measure_info import LEGEND
 from gapviz.measures import measure_gap
-from gapviz.methods import format_params, suited_params
+from gapviz.methods import format_params, method_class, suited_params
+from gapviz.protocols import Provenance, chance_recall, fit_size
 from gapviz.safety import plain_text
 from gapviz.tables import best_per_row, format_value
 from gapviz.workspace import DEMO_DATASET, Active
@@ -28,6 +27,7 @@ from ui import compute
 from ui import export_menu as export_ui
 from ui.components import guard, method_label, method_names
 from ui.frame import page_header
+from ui.scoring import PROTOCOL_HELP, PROTOCOL_LABELS
 from ui.state import keep, workspace
 
 #: Background of the best cell of each column.
@@ -45,13 +45,14 @@ names = method_names()
 offered = (["orig"] if "orig" in names else []) + [m for m in names if m != "orig"]
 
 
-def _params(name: str, a: Active) -> dict:
+def _params(name: str, a: Active, protocol: str = "transductive") -> dict:
     """The parameters a method runs with: those set on Close the gap for the method chosen
-    there, else its defaults (spectral: k = 60), lowered where the data cannot take them."""
+    there, else its defaults (spectral: k = 60), lowered where the pairs each fit sees under
+    ``protocol`` cannot take them (held-out fits see 80 % of the pairs)."""
     if name == "orig":
         return {}
     chosen = ws.method_params if name == ws.method and ws.method_params else None
-    return suited_params(name, a.pairs.n, a.pairs.dim, chosen)
+    return suited_params(name, fit_size(a.pairs.n, protocol), a.pairs.dim, chosen)
 
 
 @st.cache_data(max_entries=MEASURE_CACHE_ENTRIES, show_spinner=False)
@@ -65,15 +66,34 @@ def _measures(key: str, name: str, fit_items: tuple, view_items: tuple, _method,
     return measure_gap(Xt, Yt).metrics
 
 
-def _metrics(a: Active, name: str) -> dict[str, float]:
-    """The measures of ``name`` on model ``a``: raw ones from the shared raw view, the others
-    from the shared fit store (a method fitted on another page is not fitted again)."""
-    if name == "orig":
-        return compute.active_raw_view(a).report.metrics
-    fit_params, view_params = dash.split_params(name, _params(name, a), a.pairs.n, a.pairs.dim)
-    method = compute.fitted_method(a, name, fit_params)
-    return _measures(a.key, name, tuple(sorted(fit_params.items())), tuple(sorted(view_params.items())),
-                     method, a.pairs.image_embeddings, a.pairs.text_embeddings)
+@st.cache_data(max_entries=MEASURE_CACHE_ENTRIES, show_spinner=False)
+def _result_measures(key: str, name: str, params_items: tuple, scoring: compute.Scoring,
+                     _result) -> dict[str, float]:
+    return measure_gap(_result.image_embeddings, _result.text_embeddings).metrics
+
+
+def _row(a: Active, name: str, scoring: compute.Scoring) -> ComparisonRow:
+    """One row of the table: ``name`` on model ``a`` under ``scoring``, measured. Transductive
+    rows of methods that do not read the pairing come from the shared fit store (a method
+    fitted on another page is not fitted again); the others from ``protocol_transform``."""
+    params = _params(name, a, scoring.protocol)
+    cls = method_class(name)
+    fast = scoring.protocol == "transductive" and not scoring.shuffled and not cls.uses_pairing
+    if name == "orig" and not scoring.shuffled:
+        metrics, prov = (compute.active_raw_view(a).report.metrics,
+                         compute.transductive_provenance(a, name))
+    elif fast:
+        fit_params, view_params = dash.split_params(name, params, a.pairs.n, a.pairs.dim)
+        method = compute.fitted_method(a, name, fit_params)
+        metrics = _measures(a.key, name, compute.frozen(fit_params), compute.frozen(view_params),
+                            method, a.pairs.image_embeddings, a.pairs.text_embeddings)
+        prov = compute.transductive_provenance(a, name)
+    else:
+        result = compute.protocol_result(a, name, params, scoring)
+        metrics = _result_measures(a.key, name, compute.frozen(params), scoring, result)
+        prov = result.provenance
+    return ComparisonRow(a.model if len(models) > 1 else "", name, params, metrics,
+                         prov.protocol, prov.to_dict())
 
 
 def _active_for(model: str) -> Active:
@@ -88,7 +108,8 @@ def _cli_command(models: list[str], methods: list[str]) -> tuple[str, str]:
     settings = {}
     for name in methods:
         defaults = method_params(name)
-        changed = {k: v for k, v in _params(name, act).items() if defaults.get(k, object()) != v}
+        changed = {k: v for k, v in _params(name, act, _scoring(name).protocol).items()
+                   if defaults.get(k, object()) != v}
         if changed:
             settings[name] = changed
     first = ds.models[models[0]]
@@ -102,6 +123,12 @@ def _cli_command(models: list[str], methods: list[str]) -> tuple[str, str]:
         sources = [f"{exports.slug(m)}.npz" for m in models]
         note = ("Give the embeddings files of the models (the Data page's uploads, or `gapviz "
                 "embed` output), same pairs in each.")
+    if protocol_choice != "default":
+        options["--protocol"] = protocol_choice
+    if allow_leak:
+        options["--allow-pairing-leak"] = True
+    if shuffled:
+        options["--shuffled-control"] = True
     return command_line(sources, methods, settings, options), note
 
 
@@ -125,6 +152,18 @@ with st.container(border=True):
                    "to compare models too.")
     methods = [m for m in offered if m in methods]
     models = [m for m in models_all if m in models]
+    p1, p2, p3 = st.columns([1.6, 1.4, 1.4], vertical_alignment="bottom")
+    protocol_choice = p1.selectbox(
+        "Protocol", ["default", "transductive", "held-out"], help=PROTOCOL_HELP,
+        format_func=lambda p: "Each method's default" if p == "default" else PROTOCOL_LABELS[p],
+        **keep("compare_protocol", "default"))
+    allow_leak = protocol_choice == "transductive" and p2.checkbox(
+        "Score Procrustes / VLAP on their own fit pairs", **keep("compare_allow_leak", False),
+        help="Methods that learn from the pairing memorise their fit pairs; their transductive "
+             "numbers are shown only if you ask, marked ⚠.")
+    shuffled = p3.toggle("Shuffled-pairs check", **keep("compare_shuffled", False),
+                         help="Captions permuted (seeded, none keeps its own): there is nothing "
+                              "to find, so every honest row must fall to chance.")
 
 if not methods or not models:
     st.info("Pick at least one method and one model.", icon=":material/checklist:")
@@ -134,40 +173,41 @@ if not methods or not models:
 # ---------------------------------------------------------------------------------------------
 # the table
 # ---------------------------------------------------------------------------------------------
-def _run_label(model: str, name: str) -> str:
-    return f"{model} / {name}" if len(models) > 1 else name
+def _scoring(name: str) -> compute.Scoring:
+    protocol = method_class(name).default_protocol if protocol_choice == "default" else protocol_choice
+    return compute.Scoring(protocol, allow_leak=allow_leak, shuffled=shuffled)
 
 
-columns: dict[str, dict[str, float]] = {}
-records = []
+rows: list[ComparisonRow] = []
 failed = []
 tasks = [(m, n) for m in models for n in methods]
 bar = st.progress(0.0, text="Measuring…") if len(tasks) > 1 else None
 for i, (model, name) in enumerate(tasks):
     if bar is not None:
         bar.progress(i / len(tasks), text=f"{model}: {method_label(name)} ({i + 1} of {len(tasks)})")
-    a = _active_for(model)
-    metrics = None
-    with guard(f"measure {method_label(name)} on {model}"):
-        metrics = _metrics(a, name)
-    if metrics is None:
-        failed.append((model, name))
-        continue
-    label = _run_label(model, name)
-    columns[label] = metrics
-    params = _params(name, a) if name != "orig" else {}
-    records.append({"run": label, "model": model, "method": method_label(name),
-                    "parameters": format_params(name, params), **{k: metrics.get(k, math.nan) for k in COMPARE_KEYS}})
+    try:
+        rows.append(_row(_active_for(model), name, _scoring(name)))
+    except (ValueError, RuntimeError) as err:  # this row cannot run here; the others go on
+        failed.append((model, name, str(err)))
 if bar is not None:
     bar.empty()
+columns = rows_to_columns(rows)
 if not columns:
+    for model, name, reason in failed:
+        st.error(f"{method_label(name)} on {plain_text(model)}: {plain_text(reason, None)}")
     st.stop()
 
 keys = [k for k in COMPARE_KEYS if any(k in c for c in columns.values())]
-best = best_per_row(columns, keys)
-table = pd.DataFrame(records).set_index("run")
+# A row scored on its own fit pairs (⚠) is never crowned; nothing is crowned in the check.
+crownable = {} if shuffled else {r.label: r.metrics for r in rows if not r.warning}
+best = best_per_row(crownable, keys) if crownable else {}
+table = comparison_table(rows, keys, label=method_label, describe=format_params)
 if len(models) == 1:
     table = table.drop(columns=["model"])
+records = [{"run": r.label, "method": method_label(r.method), "model": r.model or act.model,
+            "parameters": format_params(r.method, r.params),
+            "provenance": Provenance(**{k: v for k, v in r.provenance.items()
+                                        if k != "pool_size"})} for r in rows]
 
 
 def _style(frame: pd.DataFrame):
@@ -180,6 +220,33 @@ def _style(frame: pd.DataFrame):
     return styler.apply(mark, subset=keys)
 
 
+recall_ks = [int(key[2:]) for key in keys if key.startswith("R@") and key[2:].isdigit()]
+
+
+def _chance_bound(k: int) -> float:
+    """Chance level of R@K in this pool plus 4 standard errors."""
+    c = chance_recall(n_scored, k)
+    return c.level + 4 * c.se
+
+
+def _chance_line() -> str:
+    """Chance level of each R@K column in this pool, and in the shuffled check which rows
+    stay within chance + 4 standard errors."""
+    parts = []
+    for k in recall_ks:
+        c = chance_recall(n_scored, k)
+        parts.append(f"R@{k} {c.level:.3f} ± {c.se:.3f}")
+    line = (f":material/casino: Chance level in this mixed pool of {2 * n_scored:,} items: "
+            + ", ".join(parts) + ".")
+    if shuffled:
+        above = sorted({r["run"] for r in records for k in recall_ks
+                        if columns[r["run"]].get(f"R@{k}", 0.0) > _chance_bound(k)})
+        line += (" **Shuffled-pairs check**: captions permuted, nothing to find. "
+                 + (f"Above chance + 4 SE: {', '.join(above)}." if above else
+                    "Every row is within chance + 4 SE."))
+    return line
+
+
 def _show_table_and_heatmap() -> None:
     view_tab, heat_tab = st.tabs(["Table", "Heatmap"], key="compare_view")
     with view_tab:
@@ -188,6 +255,7 @@ def _show_table_and_heatmap() -> None:
         st.dataframe(_style(table), key="compare_table", width="stretch",
                      height=min(35 * (len(table) + 1) + 3, 640), column_config=config,
                      hide_index=len(models) == 1)
+        st.caption(_chance_line())
         st.caption(f"{LEGEND} The best of each column is highlighted. ITR/TIR: "
                    "own-modality-first ratio (∞: no query ever gets the other modality first); "
                    "IMR/TMR: mean rank of the best other-modality item; R@K: mixed-pool recall.")
@@ -199,11 +267,17 @@ def _show_table_and_heatmap() -> None:
 
 display = {(f"{r['model']} / {r['method']}" if len(models) > 1 else r["method"]): columns[r["run"]]
            for r in records}  # the heatmap's rows read as the table's
+n_scored = next(iter(records))["provenance"].n_scored
 heat = compare_heatmap(display, keys)
 with guard("show the comparison"):
     _show_table_and_heatmap()
-for model, name in failed:
-    st.caption(f"Left out: {method_label(name)} on {plain_text(model)} (see the message above).")
+for model, name, reason in failed:
+    st.caption(f":material/block: {method_label(name)} on {plain_text(model)} could not run: "
+               f"{plain_text(reason, None)}")
+for r in records:
+    if r["provenance"].warning:
+        st.warning(f"{r['run']}: {plain_text(r['provenance'].warning, None)}",
+                   icon=":material/warning:")
 
 e1, e2 = st.columns([5, 1], vertical_alignment="center")
 with e1.expander("The same table from the command line"), guard("write the command"):
@@ -218,7 +292,7 @@ def _report() -> str:
         dataset=ds.name, source=ds.source,
         model=", ".join(models), method=None, figures=[("Comparison heatmap", heat)],
         notes=[f"{r['run']}: {r['method']}" + (f" ({r['parameters']})" if r["parameters"] else "")
-               for r in records])
+               + f"; how obtained: {r['provenance'].summary()}" for r in records])
 
 
 with e2, guard("prepare the exports"):

@@ -7,6 +7,8 @@ import argparse
 import io
 import json
 import math
+
+import numpy as np
 import shlex
 from contextlib import redirect_stdout
 
@@ -46,7 +48,10 @@ def test_the_table_has_every_method_and_marks_nothing_missing():
     assert set(table.index) == set(METHODS)
     assert set(COMPARE_KEYS) <= set(table.columns) and "model" not in table.columns
     assert table.loc["spectral", "parameters"] == "k = 60"
-    assert table.loc["vlap", "parameters"] == "n_anchors = 120"  # lowered to what 120 pairs allow
+    # Held-out (VLAP reads the pairing): each fit sees 96 of the 120 pairs, so 96 anchors.
+    assert table.loc["vlap", "parameters"] == "n_anchors = 96"
+    assert table.loc["vlap", "protocol"] == "held-out" and table.loc["spectral", "protocol"] == \
+        "transductive"
     orig, spectral = table.loc["orig"], table.loc["spectral"]
     assert spectral["ITR"] < orig["ITR"] and spectral["R@5"] > orig["R@5"]
     assert [c.key for c in at.get("plotly_chart")] == ["compare_heatmap"]
@@ -92,3 +97,38 @@ def test_several_models_and_the_cli_command_it_shows_give_the_same_numbers():
             a, b = row[key], cli["metrics"][key]
             assert (math.isinf(a) and a == b) or math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9), \
                 (run, key, a, b)
+
+
+def test_protocols_leaks_and_the_shuffled_check_on_pairs_without_signal():
+    from gapviz.embeddings import PairedEmbeddings
+
+    rng = np.random.default_rng(3)
+    n = 200
+    ws = Workspace()
+    ws.add(PairedEmbeddings(rng.normal(size=(n, 32)), rng.normal(size=(n, 32)),
+                            [f"p{i}" for i in range(n)], [f"c{i}" for i in range(n)],
+                            model="no signal"), source="test", dataset="No signal")
+    at = _session(ws, compare_methods=["orig", "center", "procrustes", "sinkhorn", "spectral"])
+    _clean(at, "Compare, no signal")
+    table = at.dataframe[0].value
+    chance20 = 20 / (2 * n - 1)
+    se20 = (chance20 * (1 - chance20) / n) ** 0.5
+    assert (table["R@20"] <= chance20 + 4 * se20).all(), table["R@20"]  # honest defaults
+    assert table.loc["procrustes", "protocol"] == "held-out"
+    assert any("Chance level in this mixed pool of 400 items" in c.value for c in at.caption)
+    # Transductive for all: Procrustes is refused (with its reason) unless asked for.
+    at.selectbox(key="compare_protocol").set_value("transductive").run()
+    assert not at.exception
+    assert "procrustes" not in at.dataframe[0].value.index
+    assert any("could not run" in c.value and "reads the pairing" in c.value for c in at.caption)
+    at.checkbox(key="compare_allow_leak").check().run()
+    leaky = at.dataframe[0].value
+    assert leaky.loc["procrustes", "protocol"] == "transductive ⚠"
+    assert leaky.loc["procrustes", "R@20"] > chance20 + 4 * se20  # the memorised pairs
+    assert any("Procrustes" in w.value or "procrustes" in w.value for w in at.warning)
+    # The shuffled-pairs check under each method's default protocol: all at chance.
+    at.checkbox(key="compare_allow_leak").uncheck().run()
+    at.selectbox(key="compare_protocol").set_value("default").run()
+    at.toggle(key="compare_shuffled").set_value(True).run()
+    _clean(at, "shuffled check")
+    assert any("Every row is within chance + 4 SE" in c.value for c in at.caption)

@@ -13,6 +13,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,15 @@ import streamlit as st
 
 from gapviz import dashboard as dash
 from gapviz.dashboard import ClosedView
+from gapviz.methods import method_class
 from gapviz.projection import Projection, joint_umap, warm_up_umap
+from gapviz.protocols import (
+    DEFAULT_FOLDS,
+    DEFAULT_SEED,
+    ProtocolResult,
+    Provenance,
+    protocol_transform,
+)
 from gapviz.workspace import Active
 
 from .components import method_label
@@ -194,3 +203,84 @@ def embed_text(identity: str, text: str, _spec: Any) -> np.ndarray:
     from gapviz.encode import embed_texts
 
     return embed_texts(loaded_model(_spec), [text])[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# protocols: how the shown numbers are obtained
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Scoring:
+    """How a method's numbers are obtained on the active pairs (``gapviz.protocols``).
+
+    ``fit_on`` is the dataset (and its content hash) to fit on for the "fit-on" protocol.
+    ``allow_leak`` lets a method that reads the pairing be scored on its own fit pairs (the
+    numbers then carry a warning). ``shuffled`` runs the shuffled-pairs control.
+    """
+
+    protocol: str
+    folds: int = DEFAULT_FOLDS
+    seed: int = DEFAULT_SEED
+    fit_on: tuple[str, str] | None = None   # (dataset label, content hash)
+    allow_leak: bool = False
+    shuffled: bool = False
+
+
+def transductive_provenance(act: Active, name: str) -> Provenance:
+    return Provenance("transductive", name, act.pairs.n, act.pairs.n)
+
+
+@st.cache_resource
+def _protocol_store() -> LRUStore:
+    return LRUStore(FIT_CACHE_ENTRIES)
+
+
+def protocol_result(act: Active, name: str, params: dict[str, Any], scoring: Scoring,
+                    fit_pairs: Any = None) -> ProtocolResult:
+    """``gapviz.protocols.protocol_transform`` of the active pairs, computed once per content
+    hash, method, parameters and scoring (held-out: K fits; fit-on: one fit on other pairs)."""
+    store = _protocol_store()
+    key = (act.key, name, frozen(params), scoring)
+    result = store.get(key)
+    if result is not None:
+        return result
+    label = method_label(name)
+    slot = st.empty()
+    bar = slot.progress(0.0, text=f"{label}: {scoring.protocol}…")
+
+    def progress(fraction: float, message: str = "") -> None:
+        bar.progress(min(max(float(fraction), 0.0), 1.0),
+                     text=f"{label} ({scoring.protocol}): {message}" if message else label)
+
+    try:
+        result = protocol_transform(
+            name, act.pairs.image_embeddings, act.pairs.text_embeddings,
+            protocol=scoring.protocol, params=params, folds=scoring.folds, seed=scoring.seed,
+            fit_pairs=fit_pairs, fit_source=scoring.fit_on[0] if scoring.fit_on else None,
+            allow_pairing_leak=scoring.allow_leak, shuffled=scoring.shuffled, progress=progress)
+    finally:
+        slot.empty()
+    store.put(key, result)
+    return result
+
+
+@st.cache_data(max_entries=VIEW_CACHE_ENTRIES, show_spinner="Measuring…")
+def _result_view(key: str, name: str, params_items: tuple, scoring: Scoring,
+                 _result: ProtocolResult) -> ClosedView:
+    return dash.view_of(_result.image_embeddings, _result.text_embeddings)
+
+
+def scored_view(act: Active, name: str, params: dict[str, Any], scoring: Scoring,
+                fit_pairs: Any = None) -> tuple[ClosedView, Provenance]:
+    """The view of the active pairs after ``name`` under ``scoring``, and how it was obtained.
+
+    Transductive scoring of a method that does not read the pairing takes the fast path of
+    :func:`closed_view` (one fit per content hash; spectral k slices eigenvectors). Every other
+    case goes through ``protocol_transform``; a method that reads the pairing is refused
+    transductive scoring unless ``scoring.allow_leak`` (then the provenance carries a warning).
+    """
+    cls = method_class(name)
+    if scoring.protocol == "transductive" and not scoring.shuffled and not cls.uses_pairing:
+        return closed_view(act, name, params), transductive_provenance(act, name)
+    result = protocol_result(act, name, params, scoring, fit_pairs)
+    view = _result_view(act.key, name, frozen(params), scoring, result)
+    return view, result.provenance

@@ -1,0 +1,100 @@
+"""The protocol picker every page that shows a method's numbers offers, and the line that
+says how those numbers were obtained (``gapviz.protocols``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from gapviz.config import RECALL_KS
+from gapviz.measures import normalize_rows
+from gapviz.methods import method_class
+from gapviz.protocols import DEFAULT_FOLDS, PROTOCOLS, Provenance, chance_recall
+from gapviz.safety import plain_text
+from gapviz.workspace import Active
+
+from .compute import Scoring
+from .state import keep, workspace
+
+#: How the protocols read in menus.
+PROTOCOL_LABELS = {
+    "transductive": "Transductive (fit on the scored pairs)",
+    "held-out": f"Held-out ({DEFAULT_FOLDS}-fold cross-fit)",
+    "fit-on": "Fit on another dataset",
+}
+#: Why each method has the default it has (the app's help).
+PROTOCOL_HELP = (
+    "How the numbers are obtained. Transductive: the method is fitted on the very pairs it is "
+    "scored on; fair for methods that never read which image goes with which text (spectral, "
+    "OT, Sinkhorn, centering, standardisation, PCA), though an OT plan between the two scored "
+    "sets is then an upper bound. Held-out: every pair is transformed by a fit that never saw "
+    f"it ({DEFAULT_FOLDS}-fold cross-fitting, seeded), so all pairs are scored in the full "
+    "mixed pool. Fit on another dataset: as the paper fits OT on separate COCO pairs. Defaults: "
+    "spectral and the baselines transductive (the paper's setting); OT and Sinkhorn held-out "
+    "(the paper fits OT on other pairs); Procrustes and VLAP, which learn from the pairing, "
+    "held-out, and never scored on their own fit pairs unless you ask.")
+
+
+def fit_on_choices(act: Active) -> dict[str, Active]:
+    """Other loaded datasets a method can be fitted on: same embedding dimension, and the same
+    model name when the dataset has it."""
+    ws = workspace()
+    out = {}
+    for name, ds in ws.datasets.items():
+        if name == act.dataset.name:
+            continue
+        model = act.model if act.model in ds.models else next(iter(ds.models))
+        pairs = ds.models[model]
+        if pairs.dim == act.pairs.dim:
+            out[f"{name} · {model}"] = Active(ds, model, pairs, ds.hashes[model])
+    return out
+
+
+def scoring_controls(prefix: str, act: Active, name: str, container: Any = None
+                     ) -> tuple[Scoring, Any]:
+    """A protocol menu for method ``name`` (its default first chosen), and for a method that
+    reads the pairing, an explicit opt-in to score it on its own fit pairs. Returns the
+    scoring and, for "fit-on", the fit pairs ``(X, Y)``."""
+    box = container if container is not None else st
+    cls = method_class(name)
+    default = cls.default_protocol
+    protocol = box.selectbox("Protocol", PROTOCOLS, format_func=PROTOCOL_LABELS.get,
+                             help=PROTOCOL_HELP, **keep(f"{prefix}_protocol_{name}", default))
+    allow_leak = False
+    fit_pairs = None
+    fit_on = None
+    if protocol == "transductive" and cls.uses_pairing:
+        allow_leak = box.checkbox(
+            "Score it on its own fit pairs anyway", **keep(f"{prefix}_allow_leak", False),
+            help=f"{cls.label or name} learns from which image goes with which text; scored on "
+                 "the pairs it was fitted on it memorises them (on pairs with no signal, "
+                 "Procrustes reaches R@20 near 0.8 where chance is 0.04). The numbers are then "
+                 "marked with a warning.")
+    if protocol == "fit-on":
+        choices = fit_on_choices(act)
+        if not choices:
+            raise ValueError("no other dataset of the same dimension is loaded to fit on: load "
+                             "other pairs embedded by the same model on Data, or pick another "
+                             "protocol.")
+        label = box.selectbox("Fit on", list(choices), key=f"{prefix}_fit_on")
+        other = choices[label]
+        fit_on = (label, other.key)
+        fit_pairs = (normalize_rows(other.pairs.image_embeddings),
+                     normalize_rows(other.pairs.text_embeddings))
+    return Scoring(protocol, fit_on=fit_on, allow_leak=allow_leak), fit_pairs
+
+
+def provenance_line(prov: Provenance, ks: tuple[int, ...] = RECALL_KS) -> str:
+    """How the numbers were obtained, and the chance level of R@K in this pool (markdown)."""
+    chance = ", ".join(f"R@{k} {chance_recall(prov.n_scored, k).level:.3f}" for k in ks)
+    return (f":material/rule: **How obtained**: {plain_text(prov.summary(), None)}. Mixed pool "
+            f"of {prov.pool_size:,} items; chance level {chance}.")
+
+
+def show_provenance(prov: Provenance, container: Any = None) -> None:
+    """The provenance line, and the warning when a method was scored on its own fit pairs."""
+    box = container if container is not None else st
+    if prov.warning:
+        box.warning(plain_text(prov.warning, None), icon=":material/warning:")
+    box.caption(provenance_line(prov))
