@@ -484,9 +484,15 @@ def cluster_gaps(X: np.ndarray, Y: np.ndarray, *, labels: Sequence[str] | None =
         assignment, k = cluster_pairs(Xn, Yn, n_clusters, seed=seed)
         names, source = [f"cluster {c}" for c in range(k)], "kmeans"
     out = ClusterGaps(np.asarray(assignment, dtype=np.int64), names, source, k)
-    for c in range(k):
+    with _blas_one_thread(2):  # many small solves: a BLAS thread pool only spins on them
+        _measure_clusters(out, Xn, Yn, ks)
+    return out
+
+
+def _measure_clusters(out: ClusterGaps, Xn: np.ndarray, Yn: np.ndarray, ks: tuple[int, ...]) -> None:
+    for c, name in enumerate(out.names):
         idx = out.members(c)
-        row: dict[str, Any] = {"cluster": c, "name": names[c], "n": int(idx.size)}
+        row: dict[str, Any] = {"cluster": c, "name": name, "n": int(idx.size)}
         if idx.size >= 2:
             Xc, Yc = _in_own_span(Xn[idx], Yn[idx])
             r = measure_gap(Xc, Yc, ks=ks)
@@ -494,7 +500,6 @@ def cluster_gaps(X: np.ndarray, Y: np.ndarray, *, labels: Sequence[str] | None =
             row["RMG"] = relative_modality_gap(Xc, Yc)
             row["NDCG@10"] = float(ndcg_gains(r.i2t_rank).mean())
         out.rows.append(row)
-    return out
 
 
 def _in_own_span(Xc: np.ndarray, Yc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

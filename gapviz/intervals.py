@@ -289,11 +289,15 @@ def bootstrap_ci(outcomes: PairOutcomes, *, n_resamples: int = N_RESAMPLES, leve
     keep_samples : bool
         Keep the B resampled values of each measure in ``samples``.
     """
+    from .anatomy import _blas_one_thread
+
     _check_bootstrap(n_resamples, level)
     t = time.perf_counter()
     n = outcomes.n
-    estimate = {k: float(v[0]) for k, v in measures_from_weights(outcomes, np.ones((1, n)), frechet=frechet).items()}
-    samples = measures_from_weights(outcomes, resample_weights(n, n_resamples, seed), frechet=frechet)
+    with _blas_one_thread(2):  # thin products: a BLAS thread pool would mostly spin
+        estimate = {k: float(v[0]) for k, v in
+                    measures_from_weights(outcomes, np.ones((1, n)), frechet=frechet).items()}
+        samples = measures_from_weights(outcomes, resample_weights(n, n_resamples, seed), frechet=frechet)
     alpha = 1.0 - level
     ci = {k: _percentile_interval(v, alpha) for k, v in samples.items()}
     return IntervalReport(estimate, ci, n_resamples, level, seed, time.perf_counter() - t,
@@ -327,10 +331,13 @@ def paired_comparison(a: PairOutcomes, b: PairOutcomes, *, n_resamples: int = N_
         raise ValueError(f"a has {a.n} pairs, b has {b.n}: a paired comparison needs the same pairs.")
     _check_bootstrap(n_resamples, 1 - alpha)
     n = a.n
+    from .anatomy import _blas_one_thread
+
     W = resample_weights(n, n_resamples, seed)
     ones = np.ones((1, n))
-    ea, eb = measures_from_weights(a, ones), measures_from_weights(b, ones)
-    sa, sb = measures_from_weights(a, W), measures_from_weights(b, W)
+    with _blas_one_thread(2):
+        ea, eb = measures_from_weights(a, ones), measures_from_weights(b, ones)
+        sa, sb = measures_from_weights(a, W), measures_from_weights(b, W)
     names = [k for k in ea if k in eb] if measures is None else list(measures)
     out = {}
     for name in names:
