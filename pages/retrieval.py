@@ -19,12 +19,14 @@ import streamlit as st
 from gapviz import dashboard as dash
 from gapviz import exports
 from gapviz import retrieval_view as rv
-from gapviz.methods import format_params, suited_params
+from gapviz.methods import format_params, make_method, method_class, suited_params
+from gapviz.protocols import fit_size
 from gapviz.retrieval import IMAGE, TEXT
 from ui import compute
 from ui import export_menu as export_ui
 from ui.components import guard, method_label, method_names
 from ui.frame import page_header
+from ui.scoring import scoring_controls, show_provenance
 from ui.state import forget_kept, keep, set_kept, workspace
 
 #: K of the top-K lists: slider range and default.
@@ -46,11 +48,12 @@ pool = 2 * pairs.n - 1
 names = method_names()
 
 
-def _method_params(name: str) -> dict:
+def _method_params(name: str, protocol: str) -> dict:
     """Parameters of ``name``: those set on Close the gap when it is the method chosen there,
-    else its defaults (spectral: k = 60), lowered where the data cannot take them."""
+    else its defaults (spectral: k = 60), lowered where the pairs each fit sees under
+    ``protocol`` cannot take them."""
     chosen = ws.method_params if name == ws.method and ws.method_params else None
-    return suited_params(name, pairs.n, pairs.dim, chosen)
+    return suited_params(name, fit_size(pairs.n, protocol), pairs.dim, chosen)
 
 
 def _explore_selection() -> list[tuple[int, str]]:
@@ -69,19 +72,23 @@ if st.session_state.get("retrieval_for") != act.key:  # new data: forget the old
     st.session_state["retrieval_for"] = act.key
 
 with st.container(border=True):
-    c1, c2, c3 = st.columns([1.6, 1.3, 1.2], vertical_alignment="bottom")
+    c1, c2, c5, c3 = st.columns([1.6, 1.3, 1.5, 1.2], vertical_alignment="bottom")
     source = c1.radio("Query", list(SOURCES), format_func=SOURCES.get, horizontal=True,
                       **keep("retrieval_source", "pair"))
     method = c2.selectbox("Method (right column)", names, format_func=method_label,
                           **keep("retrieval_method", ws.method if ws.method in names else names[0]))
     k = c3.slider("Top K", K_MIN, K_MAX, **keep("retrieval_k", K_DEFAULT),
                   help="How many results each column lists.")
-    params = _method_params(method)
 
-    raw = view = None
+    raw = view = prov = scoring = fit_pairs = None
     with guard(f"apply {method_label(method)}"):
         raw = compute.active_raw_view(act)
-        view = compute.closed_view(act, method, params) if method != "orig" else raw
+        if method == "orig":
+            view, params = raw, {}
+        else:
+            scoring, fit_pairs = scoring_controls("retrieval", act, method, c5)
+            params = _method_params(method, scoring.protocol)
+            view, prov = compute.scored_view(act, method, params, scoring, fit_pairs)
     if view is None:
         st.stop()
 
@@ -139,6 +146,8 @@ with st.container(border=True):
                + (f" ({format_params(method, params)})" if params else "")
                + f". Pool: {pairs.n:,} images + {pairs.n:,} captions; a query is ranked against "
                  f"the other {pool:,}.")
+    if prov is not None:
+        show_provenance(prov)
 
 if query is None:
     st.stop()
@@ -155,10 +164,19 @@ def _results(query: rv.Query):
     vector = compute.embed_text(json.dumps(spec.identity(), sort_keys=True), query.text, spec)
     if method == "orig":
         return rv.run_query(pairs, view.images, view.texts, query, k, vector=vector)
-    fit_params, view_params = dash.split_params(method, params, pairs.n, pairs.dim)
-    fitted = compute.fitted_method(act, method, fit_params)
+    fitted, view_params = _placing_method()
     return rv.run_query(pairs, view.images, view.texts, query, k, method=fitted,
                         view_params=view_params, vector=vector)
+
+
+def _placing_method():
+    """The fitted method that places a new query, and its view parameters: the shared fit
+    (transductive), or the first fold's fit, whose frame the other folds were aligned to
+    (held-out; the query is new to every fit), or the fit on the other dataset (fit-on)."""
+    if prov.protocol == "transductive" and not method_class(method).uses_pairing:
+        fit_params, view_params = dash.split_params(method, params, pairs.n, pairs.dim)
+        return compute.fitted_method(act, method, fit_params), view_params
+    return compute.protocol_result(act, method, params, scoring, fit_pairs).fits[0], {}
 
 
 result = None
@@ -223,14 +241,16 @@ def _report() -> str:
     measures = {"ORIG": raw.report.metrics}
     if method != "orig":
         measures[method.upper()] = view.report.metrics
-    desc = {"method": method, "params": params}
+    desc = {"method": method, "params": params,
+            **({"protocol": prov.to_dict()} if prov is not None else {})}
     what = (f"free text “{query.text}”" if query.is_free else
             f"the {MODALITIES[query.modality].lower()} of pair {pairs.ids[query.row]}")
     return exports.session_report(
         pairs, measures, title=f"Retrieval in the mixed pool: raw vs {method_label(method)}",
         dataset=act.dataset.name, source=act.dataset.source, model=act.model, method=desc,
         figures=figs, sections=[(f"Query: {what} (top {k})", rv.side_by_side_html(pairs, query, columns))],
-        notes=[rv.summary_line(r, query, k, pool) + f" ({t})" for t, r in columns])
+        notes=[rv.summary_line(r, query, k, pool) + f" ({t})" for t, r in columns]
+        + ([f"How obtained: {prov.summary()}"] if prov is not None else []))
 
 
 def _results_csv() -> str:
@@ -240,13 +260,14 @@ def _results_csv() -> str:
 def _export_items() -> export_ui.ExportItems:
     items = export_ui.ExportItems(
         report=_report,
-        columns={"ORIG": raw.report.metrics, **({method.upper(): view.report.metrics} if method != "orig" else {})},
+        columns={"ORIG": raw.report.metrics,
+                 **({f"{method.upper()} ({prov.protocol})": view.report.metrics}
+                    if method != "orig" else {})},
         figures=figs,
         extra=[("Results · CSV", exports.file_name(stem, "results", ext="csv"), _results_csv,
                 exports.MIME["csv"])])
     if method != "orig":
-        fit_params, view_params = dash.split_params(method, params, pairs.n, pairs.dim)
-        desc = exports.method_description(compute.fitted_method(act, method, fit_params), view_params)
+        desc = exports.method_description(make_method(method, **params), provenance=prov)
         items.embeddings = export_ui.EmbeddingsExport(pairs, view.images, view.texts, desc)
     return items
 

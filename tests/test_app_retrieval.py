@@ -191,3 +191,19 @@ def test_free_text_on_a_users_zip_goes_through_the_model_and_the_method(zip_ws):
     assert ("Rank of the true partner", "—") in _metrics(at)
     assert "gv-partner" not in raw.split("</style>")[-1]  # a free query has no partner
     assert any(m.value.startswith("#### Spectral (k = ") for m in at.markdown)
+
+
+def test_the_protocol_of_the_right_column_can_be_switched_and_is_stated(small_ws):
+    at = _session(small_ws)
+    at.selectbox(key="retrieval_method").set_value("center").run()
+    _clean(at, "centering")
+    assert any("transductive: fitted on the 300 scored pairs" in c.value for c in at.caption)
+    transductive = _columns(at)[1]
+    at.selectbox(key="retrieval_protocol_center").set_value("held-out").run()
+    _clean(at, "centering, held-out")
+    assert any("held-out: 5-fold cross-fit" in c.value and "300 scored" in c.value
+               for c in at.caption)
+    assert _columns(at)[1] != transductive  # out-of-fold means: other similarities
+    at.selectbox(key="retrieval_method").set_value("procrustes").run()
+    _clean(at, "procrustes: held-out by default")
+    assert any("held-out: 5-fold cross-fit" in c.value for c in at.caption)

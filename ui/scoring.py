@@ -3,6 +3,7 @@ says how those numbers were obtained (``gapviz.protocols``)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import streamlit as st
@@ -88,7 +89,10 @@ def scoring_controls(prefix: str, act: Active, name: str, container: Any = None
 def provenance_line(prov: Provenance, ks: tuple[int, ...] = RECALL_KS) -> str:
     """How the numbers were obtained, and the chance level of R@K in this pool (markdown)."""
     chance = ", ".join(f"R@{k} {chance_recall(prov.n_scored, k).level:.3f}" for k in ks)
-    return (f":material/rule: **How obtained**: {plain_text(prov.summary(), None)}. Mixed pool "
+    # The summary is gapviz's own text but for the fit set's name, which a user chose.
+    shown = replace(prov, fit_source=plain_text(prov.fit_source) if prov.fit_source else None,
+                    warning=None)
+    return (f":material/rule: **How obtained**: {shown.summary()}. Mixed pool "
             f"of {prov.pool_size:,} items; chance level {chance}.")
 
 
