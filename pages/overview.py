@@ -33,7 +33,9 @@ def _render() -> None:
     params = dash.default_params(pairs.n, pairs.dim)
     closed = compute.closed_view(act, dash.DEFAULT_METHOD, params)
     k = params["n_components"]
-    closed_label = f"{method_label(dash.DEFAULT_METHOD)}, k = {k}"
+    closed_short = f"{method_label(dash.DEFAULT_METHOD)}, k = {k}"
+    closed_label = (f"{closed_short}, transductive: fitted on the {pairs.n:,} pairs shown "
+                    "(it never reads which text is whose)")
 
     default_query = dash.pick_example_query(raw.report, closed.report)
     chosen = st.session_state.get("overview_query")  # (content hash, row): reset on new data
@@ -94,7 +96,7 @@ def _render() -> None:
         raw_hits = retrieve(pairs.image_embeddings, pairs.text_embeddings, "image", query, PROOF_K)
         closed_hits = retrieve(closed.images, closed.texts, "image", query, PROOF_K)
         cols[-2].markdown(ov.hits_html(pairs, raw_hits, "Raw embeddings"), unsafe_allow_html=True)
-        cols[-1].markdown(ov.hits_html(pairs, closed_hits, f"Closed ({closed_label})"),
+        cols[-1].markdown(ov.hits_html(pairs, closed_hits, f"Closed ({closed_short})"),
                           unsafe_allow_html=True)
 
 
