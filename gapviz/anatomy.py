@@ -53,7 +53,7 @@ from typing import Any, Sequence
 
 import numba
 import numpy as np
-from scipy import stats
+from scipy import sparse, stats
 
 from . import measures as _measures
 from .config import BLOCK_VALUES, RECALL_KS
@@ -442,8 +442,8 @@ def _kmeans(A: np.ndarray, k: int, seed: int, *, n_init: int, max_iter: int = 10
                 break
             labels = new
             counts = np.bincount(labels, minlength=k)
-            sums = np.zeros_like(C)
-            np.add.at(sums, labels, A)
+            members = sparse.csr_matrix((np.ones(n), (labels, np.arange(n))), shape=(k, n))
+            sums = members @ A
             filled = counts > 0
             C[filled] = sums[filled] / counts[filled, None]
         inertia = float(np.maximum(D[np.arange(n), labels], 0).sum())
