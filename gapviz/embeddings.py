@@ -23,6 +23,10 @@ booleans, complex numbers, text or nested lists), one vector of d >= 1 numbers p
 Optional text fields of the wrong type (``model`` that is a list, ``meta`` that is not a JSON
 object, ``captions`` that are numbers) are ignored with a warning in the report.
 
+A folder of ``.parquet`` shards (as ``gapviz embed --ray`` writes) reads as one set: the shards
+in name order, each checked like a file, then validated together (duplicate ids across shards,
+too few pairs); the size limit applies to the folder's total.
+
 Untrusted files are sized before they are read: the arrays' headers (``.npz``) or the row
 groups' metadata (``.parquet``) give what loading would take, and more than
 :data:`MAX_EMBEDDINGS_BYTES` (``$GAPVIZ_MAX_EMBEDDINGS_MB``, or ``max_bytes=``) is refused
@@ -331,11 +335,13 @@ def _check_size(path: Path, nbytes: int, limit: int) -> None:
 
 def load_embeddings(path: str | os.PathLike, *,
                     max_bytes: int | None = None) -> tuple[PairedEmbeddings, LoadReport]:
-    """Read a ``.npz`` or ``.parquet`` embeddings file.
+    """Read a ``.npz`` or ``.parquet`` embeddings file, or a folder of ``.parquet`` shards.
 
     Parameters
     ----------
     path : path
+        A file, or a folder whose ``*.parquet`` files (hidden ones aside) are shards of one set,
+        read in name order into one :class:`PairedEmbeddings`.
     max_bytes : int, optional
         Refuse files whose arrays would take more memory than this, checked from the headers
         before loading (default :func:`max_embeddings_bytes`, 2 GiB).
@@ -348,6 +354,8 @@ def load_embeddings(path: str | os.PathLike, *,
     limit = max_embeddings_bytes() if max_bytes is None else int(max_bytes)
     if not path.exists():
         raise EmbeddingsFileError(f"{path}: no such file. Give the path of a .npz or .parquet file.")
+    if path.is_dir():
+        return _load_shards(path, limit)
     if not path.is_file():
         raise EmbeddingsFileError(f"{path}: not a file (a folder?). Give the path of a .npz or "
                                   ".parquet file.")
@@ -375,6 +383,82 @@ def load_embeddings(path: str | os.PathLike, *,
                                   f"({type(err).__name__}: {_one_line(err)}).") from None
     report.warnings.extend(warnings)
     return pairs, report
+
+
+def shard_files(folder: str | os.PathLike) -> list[Path]:
+    """The ``*.parquet`` shards of ``folder`` in name order (hidden files, such as shards still
+    being written, left out)."""
+    return sorted(p for p in Path(folder).iterdir()
+                  if p.suffix.lower() == ".parquet" and not p.name.startswith(".") and p.is_file())
+
+
+def _load_shards(folder: Path, limit: int) -> tuple[PairedEmbeddings, LoadReport]:
+    """A folder of parquet shards as one set (see :func:`load_embeddings`)."""
+    shards = shard_files(folder)
+    if not shards:
+        raise EmbeddingsFileError(
+            f"{folder}: a folder without .parquet shards. Give a .npz or .parquet file, or a "
+            "folder of .parquet shards (as `gapviz embed --ray` writes).")
+    try:
+        import pyarrow.parquet as pq
+
+        total = 0
+        for shard in shards:
+            try:
+                total += _parquet_size(pq.ParquetFile(shard))
+            except Exception as err:  # pyarrow raises ArrowInvalid / OSError for corrupt files
+                raise EmbeddingsFileError(
+                    f"{shard}: not a readable parquet file ({_one_line(err)}).") from None
+        if total > limit:
+            raise _too_big(folder, total, limit)
+        parts = [(shard, *_read_parquet(shard, limit)) for shard in shards]
+        values, warnings = _join_shards(folder, parts)
+        pairs, report = _from_arrays(values, str(folder))
+    except EmbeddingsFileError:
+        raise
+    except MemoryError:
+        raise EmbeddingsFileError(f"{folder}: not enough memory to read these shards; use fewer "
+                                  "or smaller shards.") from None
+    except (ValueError, TypeError, OSError, EOFError, KeyError, IndexError, RecursionError) as err:
+        raise EmbeddingsFileError(f"{folder}: not a readable folder of embeddings shards "
+                                  f"({type(err).__name__}: {_one_line(err)}).") from None
+    report.warnings.extend(warnings)
+    return pairs, report
+
+
+def _join_shards(folder: Path, parts: list[tuple[Path, dict[str, Any], list[str]]]
+                 ) -> tuple[dict[str, Any], list[str]]:
+    """The shards' values end to end: one model and one d, text columns kept where every shard
+    has them, the first shard's meta (less its ``shard`` entry) with the number of shards."""
+    first_path, first, _ = parts[0]
+    warnings = [f"{path.name}: {w}" for path, _, ws in parts for w in ws]
+    dims = {}
+    for path, values, _ in parts:
+        for key in ("image_embeddings", "text_embeddings"):
+            d = values[key].shape[1]
+            if dims.setdefault(key, (d, path))[0] != d:
+                raise EmbeddingsFileError(
+                    f"{path}: {key.split('_')[0]} vectors of d={d}, but {dims[key][1].name} has "
+                    f"d={dims[key][0]}; the shards of one folder must come from one model.")
+        if values.get("model", "") != first.get("model", ""):
+            raise EmbeddingsFileError(
+                f"{path}: model '{values.get('model', '')}', but {first_path.name} has "
+                f"'{first.get('model', '')}'; the shards of one folder must come from one model.")
+    joined: dict[str, Any] = {
+        key: np.concatenate([values[key] for _, values, _ in parts])
+        for key in ("image_embeddings", "text_embeddings")}
+    for key in ("ids", "captions", "image_paths", "labels"):
+        have = [key in values for _, values, _ in parts]
+        if all(have):
+            joined[key] = [v for _, values, _ in parts for v in values[key]]
+        elif any(have):
+            warnings.append(f"ignored '{key}': only {sum(have)} of {len(parts)} shards have them"
+                            + ("; pairs are numbered by position instead" if key == "ids" else ""))
+    if "model" in first:
+        joined["model"] = first["model"]
+    meta = {k: v for k, v in dict(first.get("meta") or {}).items() if k != "shard"}
+    joined["meta"] = {**meta, "shards": len(parts)}
+    return joined, warnings
 
 
 def _one_line(err: BaseException, width: int = 200) -> str:

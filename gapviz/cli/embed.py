@@ -28,6 +28,8 @@ from ..data.defaults import (CAPTION_CHOICES, CAPTION_FILES, CC_TSV_ENV, DOWNLOA
 from ..data.download import is_url
 from ..embeddings import (EmbeddingsFileError, check_output_path, load_embeddings,
                           save_embeddings)
+from ..ray_embed import (SHARD_SIZE, RayMissingError, check_shard_folder, embed_with_ray,
+                         require_ray)
 from .common import EXIT_INTERRUPTED, EXIT_USER_ERROR, error_line
 from ..encode import (KNOWN_MODELS, PRECISIONS, EmbedResult, ModelLoadError, ModelSpec,
                      PrecisionError, embed_pairs)
@@ -53,6 +55,7 @@ examples:
   gapviz embed cc --tsv Validation_GCC-1.1.0-Validation.tsv --out cc.npz
   gapviz embed shard-000000.tar --out wds.npz                # webdataset
   gapviz embed llm2clip.npz --out checked.npz                # precomputed
+  gapviz embed photos/ --ray --out photos-shards/            # Ray: parquet shards, resumable
 
 upload layout: images with captions.csv/.tsv/.jsonl (columns image or file_name, and
 caption), or a .txt beside each image whose first line is the caption.
@@ -105,6 +108,13 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     n.add_argument("--cache-dir", help="cache root (default $GAPVIZ_CACHE_DIR or ~/.cache/gapviz)")
     n.add_argument("--no-cache", action="store_true", help="do not read or write cached embeddings")
     n.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    r = p.add_argument_group("Ray (pip install \"gapviz[scale]\")")
+    r.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                   help="embed with Ray Data into a folder of parquet shards (--out FOLDER); a "
+                        "rerun skips finished shards. ADDRESS: a cluster (auto, ray://host:10001); "
+                        "none starts a local runtime")
+    r.add_argument("--shard-size", type=int, default=SHARD_SIZE,
+                   help=f"--ray: pairs per shard (default {SHARD_SIZE})")
     p.set_defaults(func=run)
     return p
 
@@ -128,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         _check_args(args)
         return _embed(args, err)
-    except (DataError, ModelLoadError, EmbeddingsFileError, FileExistsError, PrecisionError) as exc:
+    except (DataError, ModelLoadError, EmbeddingsFileError, FileExistsError, PrecisionError,
+            RayMissingError) as exc:
         print(error_line("embed", exc), file=err)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
@@ -141,6 +152,14 @@ def _check_args(args: argparse.Namespace) -> None:
     if not args.source:
         raise DataError("give a SOURCE: a folder, a .zip, coco, cc, a COCO/CC file, or a "
                         ".npz/.parquet of embeddings (see --help).")
+    if getattr(args, "ray", None) is not None:
+        require_ray()  # before any loading: a missing extra is one line
+        if not args.out:
+            raise DataError("give --out FOLDER for the shards.")
+        if args.shard_size < 1:
+            raise DataError(f"--shard-size must be at least 1, got {args.shard_size}.")
+        check_shard_folder(args.out)
+        return
     if not args.out:
         raise DataError("give --out FILE.npz (or .parquet) for the embeddings.")
     if Path(args.out).suffix.lower() not in (".npz", ".parquet"):
@@ -235,6 +254,8 @@ def _embed(args: argparse.Namespace, err: TextIO) -> int:
     started = time.perf_counter()
     kind = detect_kind(args.source)
     progress = None if args.quiet else ProgressLine(err)
+    if kind == "embeddings" and getattr(args, "ray", None) is not None:
+        raise DataError(f"{args.source} holds embeddings already; --ray embeds images and captions.")
     if kind == "embeddings":
         embeddings, load_report = load_embeddings(args.source)
         _say(args, err, f"{args.source}: {load_report.summary()}")
@@ -256,6 +277,8 @@ def _embed(args: argparse.Namespace, err: TextIO) -> int:
     meta = {"source": args.source, "source_kind": kind, "n": args.n, "seed": args.seed,
             "caption_choice": args.caption if kind == "coco" else None,
             "data_report": report.summary()}
+    if getattr(args, "ray", None) is not None:
+        return _embed_ray(args, err, pairs, spec, meta, progress, started)
     result: EmbedResult = embed_pairs(pairs, spec, cache=cache, device=args.device,
                                       image_batch=args.batch_size, meta=meta, progress=progress,
                                       precision=args.precision)
@@ -273,6 +296,21 @@ def _embed(args: argparse.Namespace, err: TextIO) -> int:
     how = "from cache" if result.from_cache else f"embedded in {result.seconds:.1f} s"
     print(f"wrote {path} ({result.embeddings.n} pairs, d={result.embeddings.dim}, "
           f"{spec.label()}, {how}; total {time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+def _embed_ray(args: argparse.Namespace, err: TextIO, pairs: list, spec: ModelSpec,
+               meta: dict[str, Any], progress: Any, started: float) -> int:
+    ray = embed_with_ray(pairs, spec, args.out, address=args.ray or None,
+                         shard_size=args.shard_size, device=args.device, precision=args.precision,
+                         image_batch=args.batch_size, meta=meta, overwrite=args.overwrite,
+                         progress=progress)
+    if progress is not None:
+        progress.finish()
+    for reason, ids in ray.skipped.items():
+        _say(args, err, f"  skipped {len(ids)} while embedding: {reason} (e.g. {', '.join(ids[:3])})")
+    print(f"wrote {len(ray.written)} of {ray.shards} shards to {ray.folder} ({ray.already} already "
+          f"there; {ray.n_pairs} pairs, {spec.label()}; total {time.perf_counter() - started:.1f} s)")
     return 0
 
 
