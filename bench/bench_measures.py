@@ -16,7 +16,6 @@ import os
 import resource
 import subprocess
 import sys
-import time
 import tracemalloc
 
 import numpy as np
@@ -74,6 +73,7 @@ def main() -> None:
         return
 
     d = args.dim
+    print("load average " + ", ".join(f"{v:.2f}" for v in os.getloadavg()) + f" on {os.cpu_count()} CPUs")
     floor = product_time(10_000, d, args.repeat)
     print(f"floor: one float32 10,000 x 10,000 x {d} product = {floor:.3f} s "
           f"({2 * 1e8 * d / floor / 1e9:.0f} GFLOP/s)")
@@ -94,6 +94,8 @@ def main() -> None:
     print("x product = time / (product time x (N / 5,000)^2); N = 5,000 pairs is a 10,000-item pool.")
     print("measures MB = peak of the measures' own allocations (tracemalloc), on top of the inputs;")
     print("it is linear in N when MB / 1k pairs stays flat (the similarity blocks are capped at 64 MiB).")
+    print("load average " + ", ".join(f"{v:.2f}" for v in os.getloadavg()) + " at the end (a shared "
+          "machine inflates both the product and the measures, not always alike)")
 
 
 if __name__ == "__main__":
