@@ -45,6 +45,8 @@ from .measures import GapReport, normalize_rows
 
 #: Cross-modal R@K always given intervals (what closing costs are read in), beside the report's K.
 CROSSMODAL_KS = (1, 5)
+#: Ratios (1 = no bias, heavy-tailed) are compared as log(a) - log(b).
+RATIO_MEASURES = ("ITR", "TIR")
 #: Default number of bootstrap resamples and interval level.
 N_RESAMPLES = 200
 LEVEL = 0.95
@@ -262,12 +264,26 @@ class IntervalReport:
     seconds: float = 0.0
     samples: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
+    @property
+    def outside(self) -> list[str]:
+        """Measures whose estimate lies outside its own interval.
+
+        The percentile bootstrap assumes the resampled values scatter around the estimate.
+        Statistics that resampling pushes one way (a norm of a mean near 0, such as a
+        nearly closed centroid gap: duplicated pairs only add spread; hubness, whose duplicated
+        queries add spread to the k-occurrence counts) can have every resample on one side;
+        their interval then shows that bias and is not a range around the estimate.
+        """
+        return [k for k, (lo, hi) in self.ci.items()
+                if not (lo <= self.estimate[k] <= hi) and not math.isnan(self.estimate[k])]
+
     def describe(self) -> dict[str, object]:
-        """Method, resamples, level and seed, JSON-serialisable."""
+        """Method, resamples, level, seed and the measures whose estimate is outside its
+        interval (:attr:`outside`), JSON-serialisable."""
         return {"method": "percentile bootstrap over pairs (mixed-pool measures: queries "
                           "resampled, pool fixed)",
                 "n_resamples": self.n_resamples, "level": self.level, "seed": self.seed,
-                "seconds": self.seconds}
+                "seconds": self.seconds, "estimate_outside": self.outside}
 
 
 def bootstrap_ci(outcomes: PairOutcomes, *, n_resamples: int = N_RESAMPLES, level: float = LEVEL,
@@ -323,9 +339,12 @@ def paired_comparison(a: PairOutcomes, b: PairOutcomes, *, n_resamples: int = N_
     Returns
     -------
     dict
-        measure -> ``{"a", "b", "difference", "ci": [low, high], "p_value", "significant"}``.
-        ``p_value`` is nan (and ``significant`` False) when the difference is undefined (e.g.
-        ITR infinite on both sides). No correction for testing many measures at once.
+        measure -> ``{"a", "b", "difference", "scale", "ci": [low, high], "p_value",
+        "resamples_used", "significant"}``. ITR and TIR are compared on a log scale
+        (``difference`` = log(a / b)); resamples where a ratio is infinite are left out
+        (``resamples_used``). ``p_value`` is nan (and ``significant`` False) when the
+        difference itself is undefined (a ratio infinite on one side only). No correction for
+        testing many measures at once.
     """
     if a.n != b.n:
         raise ValueError(f"a has {a.n} pairs, b has {b.n}: a paired comparison needs the same pairs.")
@@ -341,23 +360,28 @@ def paired_comparison(a: PairOutcomes, b: PairOutcomes, *, n_resamples: int = N_
     names = [k for k in ea if k in eb] if measures is None else list(measures)
     out = {}
     for name in names:
+        log = name in RATIO_MEASURES
         va, vb = float(ea[name][0]), float(eb[name][0])
-        d = _difference(va, vb)
-        ds = np.array([_difference(x, y) for x, y in zip(sa[name], sb[name])])
+        d = _difference(va, vb, log)
+        ds = np.array([_difference(x, y, log) for x, y in zip(sa[name], sb[name])])
         ds = ds[np.isfinite(ds)]
         if not math.isfinite(d) or ds.size == 0:
             p, lo, hi = math.nan, math.nan, math.nan
         else:
             p = (1 + np.count_nonzero(np.abs(ds - d) >= abs(d))) / (ds.size + 1)
             lo, hi = _percentile_interval(ds, alpha)
-        out[name] = {"a": va, "b": vb, "difference": d, "ci": [lo, hi], "p_value": float(p),
+        out[name] = {"a": va, "b": vb, "difference": d, "scale": "log" if log else "linear",
+                     "ci": [lo, hi], "p_value": float(p), "resamples_used": int(ds.size),
                      "significant": bool(math.isfinite(p) and p < alpha)}
     return out
 
 
-def _difference(x: float, y: float) -> float:
+def _difference(x: float, y: float, log: bool = False) -> float:
     if x == y:  # also inf == inf: no difference
         return 0.0
+    if log:
+        with np.errstate(divide="ignore"):
+            return float(np.log(x) - np.log(y))  # inf when one side is inf or 0: left out
     return x - y
 
 

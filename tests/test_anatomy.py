@@ -333,6 +333,28 @@ def test_bootstrap_contains_estimate_and_narrows_as_one_over_sqrt_n():
         assert 1.4 < ratio < 2.9, (key, ratio)  # sqrt(1200 / 300) = 2
 
 
+def test_bootstrap_flags_an_estimate_that_resampling_biases():
+    # no gap at all: the centroid gap is a norm of noise, and every resample (duplicated pairs
+    # add spread) lands above the estimate; the report says so instead of passing it as a range
+    rng = np.random.default_rng(26)
+    X, Y = rng.normal(size=(400, 32)), rng.normal(size=(400, 32))
+    o = intervals.pair_outcomes(X, Y, hubness=False)
+    iv = bootstrap_ci(o, n_resamples=100)
+    assert "centroid_gap" in iv.outside and iv.ci["centroid_gap"][0] > iv.estimate["centroid_gap"]
+    assert iv.describe()["estimate_outside"] == iv.outside
+    assert "paired_cosine_distance" not in iv.outside
+
+
+def test_paired_comparison_of_ratios_is_on_a_log_scale():
+    X, Y = gaussian_pairs(200, 8, seed=27, shift=1.0)
+    a = intervals.pair_outcomes(X, Y, hubness=False)
+    b = intervals.pair_outcomes(X, Y + 0.5, hubness=False)
+    res = paired_comparison(a, b, n_resamples=100, measures=["ITR", "RMG"])
+    assert res["ITR"]["scale"] == "log" and res["RMG"]["scale"] == "linear"
+    assert res["ITR"]["difference"] == pytest.approx(math.log(res["ITR"]["a"] / res["ITR"]["b"]))
+    assert 0 < res["ITR"]["resamples_used"] <= 100
+
+
 def test_bootstrap_is_seeded():
     X, Y = gaussian_pairs(80, 6, seed=12, shift=1.0)
     o, _ = outcomes_of(X, Y)

@@ -140,7 +140,9 @@ def render_anatomy(extra: dict[str, Any], fmt: str, metrics: dict[str, float] | 
             lo, hi = ci[key]
             value = (metrics or {}).get(key)
             estimate = "" if value is None else f"{_fmt(value)} "
-            lines.append(f"{bullet}{key}: {estimate}[{_fmt(lo)}, {_fmt(hi)}]")
+            note = (" (estimate outside: resampling biases this measure)"
+                    if key in cm.get("estimate_outside", ()) else "")
+            lines.append(f"{bullet}{key}: {estimate}[{_fmt(lo)}, {_fmt(hi)}]{note}")
     anat = extra["anatomy"]
     split = anat["centroid_vs_distribution"]
     lines.append(f"{bullet}Fréchet {_fmt(split['frechet'])} = centroid {_fmt(split['centroid'])} "
@@ -180,7 +182,9 @@ def render_anatomy(extra: dict[str, Any], fmt: str, metrics: dict[str, float] | 
         lines.append(f"{bullet}ORIG vs {c['b']} ({c['method']}):")
         for key, r in c["measures"].items():
             mark = "significant" if r["significant"] else "within noise"
-            lines.append(f"{bullet}  {key}: {_fmt(r['a'])} -> {_fmt(r['b'])}, p = {r['p_value']:.3g} ({mark})")
+            scale = ", log scale" if r.get("scale") == "log" else ""
+            lines.append(f"{bullet}  {key}: {_fmt(r['a'])} -> {_fmt(r['b'])}, p = {r['p_value']:.3g}"
+                         f"{scale} ({mark})")
     return "\n".join(lines) + "\n"
 
 
