@@ -228,3 +228,35 @@ def embed_loaded_pairs(pairs: list[Any], report: Any, model: Any, *, cache: Any 
     if result.embeddings.n < 2:
         raise DataError("fewer than 2 pairs could be embedded; " + "; ".join(report.warnings))
     return result.embeddings, report
+
+
+# ---------------------------------------------------------------------------------------------
+# what closing the gap costs: one point of the trade-off view
+# ---------------------------------------------------------------------------------------------
+def tradeoff_point(label: str, X: np.ndarray, Y: np.ndarray, X_t: np.ndarray, Y_t: np.ndarray,
+                   before: GapReport, after: GapReport, *, rmg_before: float | None = None,
+                   neighbours: bool = True) -> dict[str, Any]:
+    """How much of the gap a run closed and what it kept, for the trade-off figure.
+
+    ``gap_closed`` = 1 - RMG(after) / RMG(before) (relative modality gap, Schrodi et al. 2025;
+    negative when the gap grew); ``r1_kept`` = cross-modal R@1 image→text after / before;
+    ``neighbours_kept`` = share of each item's 10 nearest same-modality neighbours kept (mean
+    over images and texts; O(N² d), skipped when ``neighbours`` is False).
+    """
+    from .anatomy import relative_modality_gap
+    from .closing_costs import crossmodal_recall, neighbourhood_preservation
+
+    rb = relative_modality_gap(X, Y) if rmg_before is None else rmg_before
+    ra = relative_modality_gap(X_t, Y_t)
+    r1_before = crossmodal_recall(before, (1,))["R@1_i2t_crossmodal"]
+    r1_after = crossmodal_recall(after, (1,))["R@1_i2t_crossmodal"]
+    point: dict[str, Any] = {
+        "label": label, "rmg_before": rb, "rmg_after": ra,
+        "gap_closed": 1.0 - ra / rb if rb > 0 else math.nan,
+        "r1_before": r1_before, "r1_after": r1_after,
+        "r1_kept": r1_after / r1_before if r1_before > 0 else None,
+    }
+    if neighbours:
+        point["neighbours_kept"] = float(np.mean([neighbourhood_preservation(X, X_t).mean(),
+                                                  neighbourhood_preservation(Y, Y_t).mean()]))
+    return point

@@ -41,6 +41,7 @@ PAGES: tuple[PageEntry, ...] = (
     PageEntry("pages/data.py", "Data", ":material/database:"),
     PageEntry("pages/explore.py", "Explore", ":material/scatter_plot:"),
     PageEntry("pages/close_gap.py", "Close the gap", ":material/join_inner:"),
+    PageEntry("pages/anatomy.py", "Anatomy", ":material/biotech:"),
     PageEntry("pages/retrieval.py", "Retrieval", ":material/search:"),
     PageEntry("pages/compare.py", "Compare", ":material/compare_arrows:"),
 )
