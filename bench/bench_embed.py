@@ -36,8 +36,10 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -190,87 +192,105 @@ def io_main(args: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------------------------- the bound
 
-def matmul_rate(device: str, dtype_name: str, seconds: float = 0.4) -> float:
-    """Best FLOP/s of torch matrix products in ``dtype_name`` on ``device``, over square
-    products and the shapes of ViT-B-32's own (a batch of 32 images is 1,600 tokens of 768).
+@dataclass(frozen=True)
+class Product:
+    """One way of running torch matrix products: dtype, shape, and how the cores are used
+    (``parallel``: one product per core at once, one thread each; else one product on all)."""
 
-    On a CPU both ways of using the cores count: one product on all threads, and one product
-    per core at once (one thread each); the better is the bound.
-    """
-    import threading
+    dtype: str
+    shape: tuple[int, int, int]
+    parallel: bool
 
+
+PRODUCT_SHAPES = ((2048, 2048, 2048), (1600, 768, 3072), (1600, 3072, 768))
+
+
+def product_rate(device: str, product: Product, seconds: float) -> tuple[float, float]:
+    """(FLOP/s of wall time, FLOP per CPU-second of this process) of ``product``, run for
+    ``seconds``."""
     import torch
 
-    dtype = getattr(torch, dtype_name)
-    shapes = ((2048, 2048, 2048), (1600, 768, 3072), (1600, 3072, 768))
+    m, k, n = product.shape
+    dtype = getattr(torch, product.dtype)
+    cores = torch.get_num_threads()
+    lanes = cores if product.parallel else 1
+    flops = [0.0] * lanes
 
-    def rate(m: int, k: int, n: int, threads: int | None = None) -> float:
-        if threads is not None:
-            torch.set_num_threads(threads)
+    def run(lane: int) -> None:
+        if product.parallel:
+            torch.set_num_threads(1)
         a = torch.randn(m, k, device=device).to(dtype)
         b = torch.randn(k, n, device=device).to(dtype)
         a @ b
-        reps, started = 0, time.perf_counter()
-        while True:
+        barrier.wait()
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
             a @ b
-            reps += 1
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
-            elapsed = time.perf_counter() - started
-            if elapsed >= seconds:
-                return 2.0 * m * k * n * reps / elapsed
+            flops[lane] += 2.0 * m * k * n
 
-    best = max(rate(*shape) for shape in shapes)
-    cores = torch.get_num_threads()
-    if device == "cpu" and cores > 1:
-        for shape in shapes:
-            results = [0.0] * cores
-
-            def one(k: int, shape=shape) -> None:
-                results[k] = rate(*shape, threads=1)
-
-            threads = [threading.Thread(target=one, args=(k,)) for k in range(cores)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            best = max(best, sum(results))
-    return best
+    barrier = threading.Barrier(lanes + 1)
+    threads = [threading.Thread(target=run, args=(lane,)) for lane in range(lanes)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    wall, cpu = time.perf_counter(), time.process_time()
+    for thread in threads:
+        thread.join()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return sum(flops) / wall, sum(flops) / max(cpu, 1e-9)
 
 
-def best_rate(device: str) -> tuple[float, str]:
-    """(FLOP/s, dtype) of the fastest matrix products here, fp32 or bf16 (fp16 too on GPUs)."""
-    names = ["float32", "bfloat16"] + (["float16"] if device != "cpu" else [])
-    rates = {name: matmul_rate(device, name) for name in names}
-    name = max(rates, key=rates.get)
-    return rates[name], name
+def best_product(device: str) -> tuple[Product, float]:
+    """The fastest product here over fp32 and bf16 (fp16 too on GPUs), the shapes above and
+    both ways of using the cores, from short probes; and its rate."""
+    dtypes = ["float32", "bfloat16"] + (["float16"] if device != "cpu" else [])
+    modes = [False, True] if device == "cpu" else [False]
+    rates = {}
+    for dtype in dtypes:
+        for shape in PRODUCT_SHAPES:
+            for parallel in modes:
+                product = Product(dtype, shape, parallel)
+                rates[product] = product_rate(device, product, 0.3)[0]
+    best = max(rates, key=rates.get)
+    return best, rates[best]
 
 
-def count_flops(loaded, captions: list[str]) -> tuple[float, float]:
-    """(FLOPs per image, FLOPs of all ``captions``) as torch counts them.
+def count_flops(loaded, captions: list[str]) -> tuple[float, float, float]:
+    """(FLOPs per image, FLOPs of all ``captions``, FLOPs per image as counted under inference
+    mode) as torch's ``FlopCounterMode`` counts them.
 
-    Captions are counted at their own token length (each distinct length once): the least work
-    any text tower with a causal mask must do, so padding a batch to its longest caption counts
-    against the pipeline, not for it.
+    Counted with autograd on: under ``inference_mode`` ``nn.MultiheadAttention`` takes a fused
+    kernel (``_native_multi_head_attention``) that the counter does not see, and misses the
+    attention's projections (a third of a ViT's products); the third figure shows that count.
+    Captions are counted at their own token length (each distinct length once): the least
+    work a text tower with a causal mask must do, so padding a batch to its longest caption
+    counts against the pipeline, not for it.
     """
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     model = loaded.model
     size = loaded.preprocess(Image.new("RGB", (64, 64))).shape
-    with torch.inference_mode():
+    image = torch.zeros((1, *size), device=loaded.device)
+
+    def flops(fn) -> float:
         with FlopCounterMode(display=False) as counter:
-            model.encode_image(torch.zeros((1, *size), device=loaded.device))
-        per_image = counter.get_total_flops()
+            fn()
+        return float(counter.get_total_flops())
+
+    with torch.inference_mode():
+        fused = flops(lambda: model.encode_image(image))
+    with torch.enable_grad():
+        per_image = flops(lambda: model.encode_image(image))
         tokens = loaded.tokenizer(captions)
         lengths = (_last_token(tokens) + 1).tolist()
         per_length = {}
         for length in sorted(set(lengths)):
             row = tokens[lengths.index(length)][None, :length].to(loaded.device)
-            with FlopCounterMode(display=False) as counter:
-                _encode_text(model, row)
-            per_length[length] = counter.get_total_flops()
-    return float(per_image), float(sum(per_length[n] for n in lengths))
+            per_length[length] = flops(lambda: _encode_text(model, row))
+    return per_image, float(sum(per_length[n] for n in lengths)), fused
 
 
 # ---------------------------------------------------------------------------------- the data
@@ -290,18 +310,26 @@ def tuxpaint_pairs(n: int, tmp: Path) -> tuple[list, str]:
 
 # ---------------------------------------------------------------------------------- the runs
 
-def timed(fn) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
+@dataclass
+class Run:
+    seconds: float
+    cpu_seconds: float
+    bound_rate: float  # FLOP/s, the best product's sustained rate just before and after
+    bound_cpu_rate: float  # FLOP per CPU-second of that product
 
 
-def measure(device: str, work) -> tuple[float, float]:
-    """(seconds of ``work``, FLOP/s bound rate averaged from just before and just after)."""
-    before, _ = best_rate(device)
-    seconds = timed(work)
-    after, _ = best_rate(device)
-    return seconds, (before + after) / 2
+def measure(device: str, product: Product, work, probe_seconds: float) -> Run:
+    """Time ``work`` (wall and CPU) between two sustained measurements of ``product``.
+
+    The machine is shared: the bound is the product's rate over a few seconds right before
+    and right after the work, averaged, so a neighbour's load weighs on both.
+    """
+    before = product_rate(device, product, probe_seconds)
+    wall, cpu = time.perf_counter(), time.process_time()
+    work()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    after = product_rate(device, product, probe_seconds)
+    return Run(wall, cpu, (before[0] + after[0]) / 2, (before[1] + after[1]) / 2)
 
 
 def spread(values: list[float], fmt: str) -> str:
@@ -327,13 +355,18 @@ def throughput_main(args: argparse.Namespace) -> None:
               f"{time.perf_counter() - started:.1f} s")
         captions = [p.caption for p in pairs]
         paths = [p.image_path for p in pairs]
-        per_image, text_flops = count_flops(loaded, captions)
+        per_image, text_flops, fused = count_flops(loaded, captions)
         n = len(pairs)
-        print(f"  FLOPs counted by torch: image tower {per_image / 1e9:.2f} GFLOP per image; text "
-              f"tower {text_flops / n / 1e9:.3f} GFLOP per caption at its own length (mean "
+        print(f"  FLOPs counted by torch: image tower {per_image / 1e9:.2f} GFLOP per image "
+              f"({fused / 1e9:.2f} if counted under inference_mode, where the counter misses the "
+              f"fused attention kernel); text tower {text_flops / n / 1e9:.3f} GFLOP per caption "
+              f"at its own length (mean "
               f"{float((_last_token(loaded.tokenizer(captions)) + 1).float().mean()):.1f} tokens)")
-        rate, rate_dtype = best_rate(loaded.device)
-        print(f"  best matrix-product rate now: {rate / 1e9:.0f} GFLOP/s ({rate_dtype})")
+        product, rate = best_product(loaded.device)
+        how = "one per core, 1 thread each" if product.parallel else "one on all threads"
+        print(f"  fastest matrix product here: {product.dtype} {'x'.join(map(str, product.shape))} "
+              f"({how}), {rate / 1e9:.0f} GFLOP/s now; the bound below is its rate over "
+              f"{args.probe:.0f} s before and after each run, averaged")
         precisions = args.precision or ["fp32", "auto"]
         for precision in precisions:
             try:
@@ -348,50 +381,47 @@ def throughput_main(args: argparse.Namespace) -> None:
             line("warm-up (16 pairs; makes the bf16 copy once)", f"{time.perf_counter() - started:.1f} s")
             for note in warm.notes:
                 print(f"    {note}")
-            ratios: dict[str, list[float]] = {"images": [], "captions": [], "pairs": []}
-            rates: dict[str, list[float]] = {"images": [], "captions": [], "pairs": []}
-            bounds: list[float] = []
+            kinds = ("pairs",) if args.pairs_only else ("images", "captions", "pairs")
+            runs: dict[str, list[Run]] = {kind: [] for kind in kinds}
+            flops = {"images": n * per_image, "captions": text_flops}
+            result = {}
+
+            def end_to_end() -> None:
+                result["r"] = embed_pairs(pairs, loaded, precision=precision)
+                save_embeddings(result["r"].embeddings, tmp / "out.npz", overwrite=True)
+
+            work = {"images": lambda: embed_stream(loaded, paths, [], precision=precision),
+                    "captions": lambda: embed_stream(loaded, [], captions, precision=precision),
+                    "pairs": end_to_end}
             for _ in range(args.repeat):
-                if not args.pairs_only:
-                    seconds, bound_rate = measure(loaded.device, lambda: embed_stream(
-                        loaded, paths, [], precision=precision))
-                    rates["images"].append(n / seconds)
-                    ratios["images"].append(n * per_image / seconds / bound_rate)
-                    seconds, bound_rate = measure(loaded.device, lambda: embed_stream(
-                        loaded, [], captions, precision=precision))
-                    rates["captions"].append(n / seconds)
-                    ratios["captions"].append(text_flops / seconds / bound_rate)
-                out = tmp / "out.npz"
-                result = {}
-
-                def end_to_end() -> None:
-                    result["r"] = embed_pairs(pairs, loaded, precision=precision)
-                    save_embeddings(result["r"].embeddings, out, overwrite=True)
-
-                seconds, bound_rate = measure(loaded.device, end_to_end)
-                kept = result["r"].embeddings.n
-                rates["pairs"].append(kept / seconds)
-                flops = kept * per_image + text_flops
-                ratios["pairs"].append(flops / seconds / bound_rate)
-                bounds.append(bound_rate)
+                for kind in kinds:
+                    runs[kind].append(measure(loaded.device, product, work[kind], args.probe))
+            kept = result["r"].embeddings.n
+            counts = {"images": n, "captions": n, "pairs": kept}
+            flops["pairs"] = kept * per_image + text_flops
             check = result["r"].precision_check
-            meta = result["r"].embeddings.meta
-            line("precision recorded in the file's meta", str(meta["precision"]))
+            line("precision recorded in the file's meta", str(result["r"].embeddings.meta["precision"]))
             if check is not None:
                 line("self-check: min / mean cosine to fp32",
                      f"{check.min:.5f} / {check.mean:.5f}", "pass >= 0.999" if check.passed else
                      "FAILED: fell back to fp32")
-            line("matrix-product rate (bound), GFLOP/s", spread([b / 1e9 for b in bounds], ".0f"))
-            if not args.pairs_only:
-                line("images/s (read+decode+preprocess+tower)", spread(rates["images"], ".1f"),
-                     f"{spread([100 * r for r in ratios['images']], '.0f')}% of bound")
-                line("captions/s (tokenize+tower)", spread(rates["captions"], ".1f"),
-                     f"{spread([100 * r for r in ratios['captions']], '.0f')}% of bound")
-            line("pairs/s end to end (+ self-check, write)", spread(rates["pairs"], ".1f"),
-                 f"{spread([100 * r for r in ratios['pairs']], '.0f')}% of bound "
-                 f"(target >= {100 * TARGET:.0f}%)")
-            bound_pairs = [b / (per_image + text_flops / n) for b in bounds]
-            line("bound, pairs/s", spread(bound_pairs, ".1f"))
+            labels = {"images": "images/s (read+decode+preprocess+tower)",
+                      "captions": "captions/s (tokenize+tower)",
+                      "pairs": "pairs/s end to end (+ self-check, write)"}
+            for kind in kinds:
+                rs = runs[kind]
+                ratio = [100 * flops[kind] / r.seconds / r.bound_rate for r in rs]
+                target = f" (target >= {100 * TARGET:.0f}%)" if kind == "pairs" else ""
+                line(labels[kind], spread([counts[kind] / r.seconds for r in rs], ".1f"),
+                     f"{spread(ratio, '.0f')}% of bound{target}")
+            rs = runs["pairs"]
+            line("bound: product rate around the runs, GFLOP/s", spread([r.bound_rate / 1e9 for r in rs], ".0f"))
+            line("bound, pairs/s", spread([r.bound_rate * kept / flops["pairs"] for r in rs], ".1f"))
+            # Per CPU-second both sides are free of how much of the machine the neighbours left.
+            line("end to end per CPU-second vs product per CPU-second",
+                 spread([100 * flops["pairs"] / r.cpu_seconds / r.bound_cpu_rate for r in rs], ".0f") + "%",
+                 f"CPU used {spread([r.cpu_seconds / r.seconds for r in rs], '.2f')} of "
+                 f"{torch.get_num_threads()} cores")
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     print(f"\nload average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} at the end")
 
@@ -402,6 +432,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="runs per precision")
     parser.add_argument("--precision", action="append", choices=("auto", "fp32", "bf16", "fp16"),
                         help="precision to run (repeatable; default fp32 and auto)")
+    parser.add_argument("--probe", type=float, default=3.0,
+                        help="seconds the bound's product runs before and after each run")
     parser.add_argument("--pairs-only", action="store_true",
                         help="skip the images-only and captions-only runs")
     parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
