@@ -22,7 +22,8 @@ import streamlit as st
 from gapviz import dashboard as dash
 from gapviz.dashboard import ClosedView
 from gapviz.methods import method_class
-from gapviz.projection import Projection, joint_umap, warm_up_umap
+from gapviz.atlas_view import PLOTLY_MAX_POINTS
+from gapviz.projection import Projection, joint_pca, joint_umap, warm_up_umap
 from gapviz.protocols import (
     DEFAULT_FOLDS,
     DEFAULT_SEED,
@@ -156,6 +157,21 @@ def closed_view(act: Active, name: str, params: dict[str, Any]) -> ClosedView:
 
 def active_raw_view(act: Active) -> ClosedView:
     return raw_view(act.key, act.pairs.image_embeddings, act.pairs.text_embeddings)
+
+
+@st.cache_data(max_entries=RAW_CACHE_ENTRIES, show_spinner="Projecting the pool…")
+def raw_projection(key: str, _X: np.ndarray, _Y: np.ndarray) -> Projection:
+    """PCA of the raw mixed pool alone (cached by content hash ``key``): the picture of a
+    large pool without waiting for its measures (O(N^2 d) in :func:`raw_view`)."""
+    return joint_pca(_X, _Y)
+
+
+def active_projection(act: Active) -> Projection:
+    """The raw pool's PCA: from the raw view when the measures are wanted anyway (small
+    pools), on its own for pools past ``gapviz.atlas_view.PLOTLY_MAX_POINTS``."""
+    if 2 * act.pairs.n <= PLOTLY_MAX_POINTS:
+        return active_raw_view(act).projection
+    return raw_projection(act.key, act.pairs.image_embeddings, act.pairs.text_embeddings)
 
 
 # ---------------------------------------------------------------------------------------------
