@@ -40,6 +40,13 @@ doing its own product (BLAS held to one thread) and sweep; the O(N d + d^3) meas
 of its uncertainty band in SIMD and note the rare entries inside it; the float64 rechecks are
 about three d-term dot products per query on the simulated demo (N = 5,000: some 31,000 in
 all, 2% of the CPU time). Heavily tied data (many duplicates) costs more, never wrong ranks.
+
+On a GPU
+--------
+``measure_gap(..., device=...)`` runs the same pass with torch (:mod:`gapviz.measures_torch`):
+float32 panel products on the device with TF32 off, the same bands, and the close calls
+settled on the CPU by the same float64 kernels, so the report equals this module's. By default
+it is used when torch sees a CUDA GPU and N >= :data:`DEVICE_MIN_PAIRS`.
 """
 
 from __future__ import annotations
@@ -67,6 +74,9 @@ TIE_TOL = 2e-6
 #: Rows of one similarity panel. 512 rows x 5,000 columns (10 MB) stays in the last-level cache
 #: between the product that writes it and the sweep that reads it; ``block_values`` caps it.
 _PANEL_ROWS = 512
+#: Pairs from which ``measure_gap(device="auto")`` moves the similarity pass to a CUDA GPU when
+#: torch sees one; below it the CPU pass is as fast (the copy and launches dominate).
+DEVICE_MIN_PAIRS = 20_000
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,7 +413,8 @@ def normalize_rows(A: np.ndarray) -> np.ndarray:
 
 
 def measure_gap(X: np.ndarray, Y: np.ndarray, *, ks: tuple[int, ...] = RECALL_KS,
-                separability: bool = False, block_values: int = BLOCK_VALUES) -> GapReport:
+                separability: bool = False, block_values: int | None = None,
+                device: str = "auto") -> GapReport:
     """Every gap measure of DESIGN.md "Measures" for N paired embeddings.
 
     Parameters
@@ -416,8 +427,14 @@ def measure_gap(X: np.ndarray, Y: np.ndarray, *, ks: tuple[int, ...] = RECALL_KS
         K values for recall@K.
     separability : bool
         Also fit a linear classifier (outside the similarity pass; slower).
-    block_values : int
-        Upper bound on the float32 values of one similarity block (memory knob).
+    block_values : int, optional
+        Upper bound on the float32 values of one similarity block (memory knob). Default:
+        ``BLOCK_VALUES`` on the CPU; on a GPU a larger panel within its free memory.
+    device : {"auto", "cpu", "cuda", "cuda:<index>", "torch"}
+        Where the similarity panels are computed. ``"auto"``: a CUDA GPU when torch sees one
+        and N >= :data:`DEVICE_MIN_PAIRS`, else the CPU. ``"cpu"``: this module's numba pass.
+        ``"cuda"``: torch on that GPU. ``"torch"``: torch on a GPU if it sees one, else on its
+        CPU device. Every device gives the same report (:mod:`gapviz.measures_torch`).
 
     Returns
     -------
@@ -436,24 +453,32 @@ def measure_gap(X: np.ndarray, Y: np.ndarray, *, ks: tuple[int, ...] = RECALL_KS
     s_pair = _pair_cos64(Xr, Yr, ix, iy)  # float64 cosine of each pair
     h = float32_cosine_bound(d)
 
-    workers = _workers()
+    on_device = _torch_device(device, n)  # None: the numba pass on this CPU
+    workers = _workers() if on_device is None else 1
     with _one_blas_thread(workers), ThreadPoolExecutor(1, "gapviz-distances") as side:
         # The O(N d + d^3) measures (Fréchet's eigen-solve above all) run beside the
         # similarity pass instead of after it.
         distances = side.submit(distance_measures, Xn, Yn, s_pair, normalized=True)
+        if on_device is None:
+            block_values = BLOCK_VALUES if block_values is None else block_values
+            # Cross block X Y^T: per image query (rows) its best text and the texts at least
+            # as close as its partner; per text query (columns) the same over images.
+            best_text_sim, texts_ge_pair, best_image_sim, images_ge_pair = _cross_stats(
+                Xn, Yn, Xr, Yr, ix, iy, s_pair, h, block_values, workers)
 
-        # Cross block X Y^T: per image query (rows) its best text and the texts at least as
-        # close as its partner; per text query (columns) the same over images.
-        best_text_sim, texts_ge_pair, best_image_sim, images_ge_pair = _cross_stats(
-            Xn, Yn, Xr, Yr, ix, iy, s_pair, h, block_values, workers)
+            # Within-modality blocks: how many same-modality items are at least as close as
+            # the best other-modality item (-> ITR, TMR) and as the partner (-> mixed-pool
+            # rank of the partner).
+            imgs_ge_best_text, imgs_ge_pair = _within_counts(Xn, Xr, ix, best_text_sim, s_pair,
+                                                             h, block_values, workers)
+            txts_ge_best_img, txts_ge_pair = _within_counts(Yn, Yr, iy, best_image_sim, s_pair,
+                                                            h, block_values, workers)
+        else:  # the same pass on a torch device, the same counts
+            from .measures_torch import similarity_pass
 
-        # Within-modality blocks: how many same-modality items are at least as close as the
-        # best other-modality item (-> ITR, TMR) and as the partner (-> mixed-pool rank of
-        # the partner).
-        imgs_ge_best_text, imgs_ge_pair = _within_counts(Xn, Xr, ix, best_text_sim, s_pair, h,
-                                                         block_values, workers)
-        txts_ge_best_img, txts_ge_pair = _within_counts(Yn, Yr, iy, best_image_sim, s_pair, h,
-                                                        block_values, workers)
+            (best_text_sim, texts_ge_pair, best_image_sim, images_ge_pair, imgs_ge_best_text,
+             imgs_ge_pair, txts_ge_best_img, txts_ge_pair) = similarity_pass(
+                Xn, Yn, Xr, Yr, ix, iy, s_pair, h, block_values, on_device)
         distances = distances.result()
 
     best_text_rank = 1 + imgs_ge_best_text
@@ -628,6 +653,41 @@ def _workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+def _torch_device(device: str, n: int):
+    """The torch device of the similarity pass, or None for this module's CPU pass.
+
+    Torch is imported only here, and under ``"auto"`` only from :data:`DEVICE_MIN_PAIRS`
+    pairs on: ``import gapviz.measures`` never imports it.
+    """
+    name = str(device).lower()
+    if name == "cpu":
+        return None
+    if name == "auto":
+        if n < DEVICE_MIN_PAIRS:
+            return None
+        try:
+            import torch
+        except ImportError:
+            return None
+        return torch.device("cuda") if torch.cuda.is_available() else None
+    if name != "torch" and not (name == "cuda" or name.startswith("cuda:")):
+        raise ValueError(f"device={device!r} is not one of 'auto', 'cpu', 'cuda', 'cuda:<index>', "
+                         "'torch'.")
+    try:
+        import torch
+    except ImportError:
+        raise ValueError(f"device={device!r} needs PyTorch, which is not installed; use "
+                         "device='cpu' or install torch.") from None
+    if name == "torch":
+        from .measures_torch import default_device
+
+        return default_device()
+    if not torch.cuda.is_available():
+        raise ValueError(f"device={device!r}: torch sees no CUDA GPU here; use device='auto' "
+                         "(the CPU when there is none) or device='cpu'.")
+    return torch.device(name)
 
 
 def _panel_rows(n_cols: int, block_values: int, workers: int) -> int:
