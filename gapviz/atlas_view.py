@@ -17,8 +17,8 @@ the atlas's selection (an SQL predicate) with DuckDB, which the atlas package in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import pandas as pd

@@ -8,7 +8,7 @@ import streamlit as st
 
 from gapviz import dashboard as dash
 from gapviz import figures
-from ui import compute
+from ui import atlas, compute
 from ui.components import guard, metric_cards, show_image
 from ui.frame import page_header
 from ui.state import keep
@@ -67,7 +67,7 @@ def _selection_table(rows: list[tuple[int, str]]) -> None:
 @st.fragment(run_every=compute.UMAP_POLL_SECONDS if umap_pending else None)
 def scatter_panel() -> None:
     with guard("draw the scatter"):
-        proj = compute.active_raw_view(act).projection
+        proj = compute.active_projection(act)
         if PROJECTIONS[projection] == "umap":
             ready = compute.umap_ready(act)
             if ready is None:
@@ -79,15 +79,19 @@ def scatter_panel() -> None:
                 proj = ready
         left, right = st.columns([2.3, 1], gap="medium")
         with left:
-            fig = figures.gap_scatter(proj, ids=pairs.ids, captions=pairs.captions,
-                                      pair_lines=lines, height=SCATTER_HEIGHT)
-            # Keyed by the data's hash: a selection made on other data is not carried over.
-            event = st.plotly_chart(fig, key=f"explore_scatter_{act.key[:12]}", on_select="rerun",
-                                    selection_mode=("box", "lasso", "points"),
-                                    config={"displaylogo": False})
+            if atlas.is_large(pairs.n):  # past Plotly's limit: Embedding Atlas, or a sample
+                picked = atlas.large_pool_panel(act.key, proj, pairs.ids, pairs.captions,
+                                                lines=lines, height=SCATTER_HEIGHT)
+            else:
+                fig = figures.gap_scatter(proj, ids=pairs.ids, captions=pairs.captions,
+                                          pair_lines=lines, height=SCATTER_HEIGHT)
+                # Keyed by the data's hash: a selection made on other data is not carried over.
+                event = st.plotly_chart(fig, key=f"explore_scatter_{act.key[:12]}",
+                                        on_select="rerun", selection_mode=("box", "lasso", "points"),
+                                        config={"displaylogo": False})
+                picked = figures.selected_rows(event.selection if event else None)
         with right:
-            rows = [(r, m) for r, m in figures.selected_rows(event.selection if event else None)
-                    if r < pairs.n]
+            rows = [(r, m) for r, m in picked if r < pairs.n]
             if rows:
                 # Handed to the Retrieval page ("a selection from Explore"), tagged with the
                 # data; kept when this chart's own state is dropped by a page switch.
@@ -97,9 +101,10 @@ def scatter_panel() -> None:
                 st.markdown("**Selection**")
                 st.caption("Nothing selected yet. Use the lasso or box tool on the chart; "
                            "double-click the chart to clear.")
-                raw = compute.active_raw_view(act).report.metrics
-                metric_cards(raw, keys=("ITR", "TIR", "R@{k}", "paired_cosine_distance"),
-                                    per_row=2)
+                if not atlas.is_large(pairs.n):  # a large pool's measures take minutes
+                    raw = compute.active_raw_view(act).report.metrics
+                    metric_cards(raw, keys=("ITR", "TIR", "R@{k}", "paired_cosine_distance"),
+                                 per_row=2)
 
 
 scatter_panel()

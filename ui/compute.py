@@ -20,9 +20,9 @@ import numpy as np
 import streamlit as st
 
 from gapviz import dashboard as dash
+from gapviz.atlas_view import PLOTLY_MAX_POINTS
 from gapviz.dashboard import ClosedView
 from gapviz.methods import method_class
-from gapviz.atlas_view import PLOTLY_MAX_POINTS
 from gapviz.projection import Projection, joint_pca, joint_umap, warm_up_umap
 from gapviz.protocols import (
     DEFAULT_FOLDS,

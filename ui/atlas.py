@@ -1,0 +1,97 @@
+"""Explore past Plotly's limit: the pool in Apple's Embedding Atlas Streamlit component.
+
+The atlas (``pip install "gapviz[atlas]"``) draws the table of :mod:`gapviz.atlas_view`:
+each point's partner is its one neighbour, so clicking a point and asking for its nearest
+neighbours shows its pair. Its selection (a rectangle or lasso, or a legend filter) comes
+back as an SQL predicate, evaluated on the same table into ``(row, modality)`` like the
+Plotly lasso. Without the package, :func:`plotly_sample` gives a seeded sample of the pool
+for the Plotly scatter, and :func:`install_note` says how to see all of it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import streamlit as st
+
+from gapviz import atlas_view as av
+from gapviz import figures
+from gapviz.projection import Projection
+
+#: Height of the atlas in pixels (its own frame; the user can drag it taller).
+ATLAS_HEIGHT = 700
+
+
+def atlas_installed() -> bool:
+    """Whether the ``embedding-atlas`` package can be imported."""
+    return importlib.util.find_spec("embedding_atlas") is not None
+
+
+@st.cache_resource(max_entries=2, show_spinner="Preparing the atlas of the pool…")
+def _table(key: str, method: str, _proj: Projection, _ids: tuple | list | None,
+           _captions: tuple | list | None) -> av.AtlasTable:
+    # Shared, not copied: the table of 200,000 points is tens of MB.
+    return av.atlas_table(_proj, ids=_ids, captions=_captions)
+
+
+def atlas_panel(key: str, proj: Projection, ids, captions) -> list[tuple[int, str]]:
+    """Draw the atlas of the pool (``key``: its content hash) and return the selected
+    ``(row, modality)``, rows of the whole pool."""
+    from embedding_atlas.streamlit import embedding_atlas
+
+    table = _table(key, proj.method, proj, ids, captions)
+    st.caption(f"{table.sample.describe()} Drawn with Embedding Atlas: click a point, then "
+               "its nearest neighbour is its pair; drag a rectangle or lasso (toolbar) to "
+               "list pairs.")
+    value = embedding_atlas(table.frame, key=f"explore_atlas_{key[:12]}_{proj.method}",
+                            x=av.X, y=av.Y, text=av.TEXT, neighbors=av.NEIGHBORS)
+    predicate = value.get("predicate") if isinstance(value, dict) else None
+    return av.rows_for_predicate(table, predicate)
+
+
+def is_large(n_pairs: int) -> bool:
+    """Whether a pool of ``n_pairs`` pairs has more points than Plotly draws smoothly."""
+    return 2 * n_pairs > av.PLOTLY_MAX_POINTS
+
+
+def large_pool_panel(key: str, proj: Projection, ids, captions, *, lines: bool,
+                     height: int) -> list[tuple[int, str]]:
+    """A pool past Plotly's limit: the atlas when installed, else a seeded sample in Plotly
+    (said so, with the install command). Returns the selected ``(row, modality)``."""
+    if atlas_installed():
+        return atlas_panel(key, proj, ids, captions)
+    sample = plotly_sample(proj.n)
+    install_note(sample)
+    sub, sub_ids, sub_caps = subset(proj, ids, captions, sample)
+    fig = figures.gap_scatter(sub, ids=sub_ids, captions=sub_caps, pair_lines=lines,
+                              height=height)
+    event = st.plotly_chart(fig, key=f"explore_scatter_{key[:12]}_sample", on_select="rerun",
+                            selection_mode=("box", "lasso", "points"),
+                            config={"displaylogo": False})
+    return to_pool_rows(sample, figures.selected_rows(event.selection if event else None))
+
+
+def plotly_sample(n_pairs: int) -> av.PoolSample:
+    """The seeded sample of pairs the Plotly scatter shows of a pool past its limit."""
+    return av.sample_pairs(n_pairs, av.PLOTLY_MAX_POINTS)
+
+
+def subset(proj: Projection, ids, captions, sample: av.PoolSample):
+    """The projection, ids and captions of the sampled pairs (row i = pair ``sample.rows[i]``)."""
+    rows = sample.rows
+    take = (lambda seq: [seq[int(r)] for r in rows]) if rows.size else (lambda seq: [])
+    return (av.subset_projection(proj, rows), take(ids) if ids is not None else None,
+            take(captions) if captions is not None else None)
+
+
+def install_note(sample: av.PoolSample) -> None:
+    """Say that the Plotly scatter is a sample, and how to see the whole pool."""
+    st.info(f"{sample.describe()} Plotly draws up to {av.PLOTLY_MAX_POINTS:,} points; to see "
+            f"all of them, install Embedding Atlas: `{av.ATLAS_INSTALL}` "
+            "(or `pip install embedding-atlas`) and reload.", icon=":material/info:")
+
+
+def to_pool_rows(sample: av.PoolSample, rows: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """``(row, modality)`` of a sampled scatter mapped back to rows of the whole pool."""
+    m = int(sample.rows.size)
+    return [(int(sample.rows[r]), mod) for r, mod in rows if 0 <= r < m]
