@@ -407,6 +407,9 @@ def embed_stream(loaded: Any, image_paths: Sequence[str], captions: Sequence[str
     image_batch, text_batch = image_batch or default_images, text_batch or default_texts
     if image_batch < 1 or text_batch < 1:
         raise ValueError(f"batch sizes must be at least 1, got {image_batch} and {text_batch}.")
+    if check_sample < 1:
+        raise ValueError(f"check_sample must be at least 1 (every reduced-precision run checks "
+                         f"itself), got {check_sample}.")
     n_lanes, lane_threads = default_lanes(loaded.device)
     if lanes is not None:
         n_lanes, lane_threads = max(1, lanes), max(1, torch.get_num_threads() // max(1, lanes))

@@ -191,3 +191,16 @@ def test_image_broken_after_loading_is_skipped_and_reported(model, pairs, tmp_pa
     result = embed_pairs(late, model)
     assert result.embeddings.ids == [p.id for p in pairs[:3]]
     assert result.skipped == {"corrupt or truncated image": ["late"]}
+
+
+def test_embed_images_and_texts_take_a_precision(model, pairs):
+    paths, captions = [p.image_path for p in pairs], [p.caption for p in pairs]
+    fp32_images, _ = embed_images(model, paths)
+    bf16_images, failures = embed_images(model, paths, precision="bf16")
+    assert not failures and bf16_images.dtype == np.float32
+    assert np.sum(fp32_images * bf16_images, axis=1).min() > 0.999
+    assert not np.array_equal(fp32_images, bf16_images)  # bf16 really ran
+    bf16_texts = embed_texts(model, captions, precision="bf16")
+    assert np.sum(embed_texts(model, captions) * bf16_texts, axis=1).min() > 0.999
+    with pytest.raises(ValueError, match="check_sample must be at least 1"):
+        embed_pairs(pairs, model, precision="bf16", check_sample=0)
