@@ -454,7 +454,9 @@ def measure_gap(X: np.ndarray, Y: np.ndarray, *, ks: tuple[int, ...] = RECALL_KS
     h = float32_cosine_bound(d)
 
     on_device = _torch_device(device, n)  # None: the numba pass on this CPU
-    workers = _workers() if on_device is None else 1
+    workers = _workers()
+    # BLAS is held to one thread on either device, so the float32 sums of the distances
+    # (Fréchet's covariances) are the same on both.
     with _one_blas_thread(workers), ThreadPoolExecutor(1, "gapviz-distances") as side:
         # The O(N d + d^3) measures (Fréchet's eigen-solve above all) run beside the
         # similarity pass instead of after it.
