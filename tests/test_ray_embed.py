@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datafixtures import register_tiny_model, write_image
+from datafixtures import make_webdataset, register_tiny_model, write_image
 from gapviz import cli
 from gapviz.embeddings import (EmbeddingsFileError, PairedEmbeddings, load_embeddings,
                                save_embeddings)
@@ -161,7 +161,7 @@ def ray_runtime():
     ray.shutdown()
 
 
-def _embed(tiny, source, out, *extra) -> tuple[int, str, str]:
+def _embed(tiny, source, out, *extra) -> int:
     argv = ["embed", str(source), "--out", str(out), "--model", tiny, "--pretrained", "none",
             "--precision", "fp32", "--no-cache", "-q", *map(str, extra)]
     return cli.main(argv)
@@ -291,3 +291,17 @@ def test_the_shards_folder_feeds_evaluate_and_compare(shards, single, tmp_path, 
     assert [r["method"] for r in rows] == ["orig", "center"]
     assert all(r["error"] is None and r["provenance"]["n_scored"] == N_PAIRS for r in rows)
     assert rows[0]["metrics"]["ITR"] == from_shards["metrics"]["ITR"]
+
+
+@needs_ray
+def test_a_webdataset_tar_through_ray_with_a_one_pair_shard(tiny, ray_runtime, tmp_path):
+    tar = make_webdataset(tmp_path / "wds.tar")
+    cache = ["--cache-dir", tmp_path / "cache"]
+    assert _embed(tiny, tar, tmp_path / "one.npz", *cache) == 0
+    assert _embed(tiny, tar, tmp_path / "shards", "--ray", "--shard-size", 2, *cache) == 0
+    assert sorted(p.name for p in (tmp_path / "shards").glob("*.parquet")) == [
+        "pairs-000000000-000000002.parquet", "pairs-000000002-000000003.parquet"]
+    pairs, single = load_embeddings(tmp_path / "shards")[0], load_embeddings(tmp_path / "one.npz")[0]
+    assert pairs.ids == single.ids == ["000001", "000002", "000003"]
+    np.testing.assert_allclose(pairs.image_embeddings, single.image_embeddings, atol=2e-6)
+    np.testing.assert_allclose(pairs.text_embeddings, single.text_embeddings, atol=2e-6)
