@@ -30,6 +30,16 @@ RANK_FIELDS = (("best_text_rank", "best_text"), ("best_image_rank", "best_image"
                ("i2t_rank_crossmodal", "i2t_x"), ("t2i_rank_crossmodal", "t2i_x"))
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Torch's CPU kernels on one thread: its OpenMP pool otherwise spins against other
+    processes on a shared machine (ten times slower here); results do not depend on it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def torch_cpu(monkeypatch):
     """device="torch" runs on torch's CPU device, even where a GPU is present."""
