@@ -54,6 +54,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -669,6 +670,9 @@ def _torch_device(device: str, n: int):
     if name == "auto":
         if n < DEVICE_MIN_PAIRS:
             return None
+        if ("torch" not in sys.modules and sys.platform.startswith("linux")
+                and not any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg"))):
+            return None  # no GPU driver on this Linux: spare the CPU pass torch's import (~2 s)
         try:
             import torch
         except ImportError:

@@ -7,6 +7,7 @@ CUDA GPU run when torch sees one and are skipped with a message otherwise.
 
 import dataclasses
 import math
+import os
 import subprocess
 import sys
 
@@ -189,6 +190,16 @@ def test_importing_the_measures_does_not_import_torch():
             "m.measure_gap(np.eye(3) + 0.1, np.eye(3)); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or any(
+    os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")),
+    reason="a GPU driver is present (or not Linux): auto has to ask torch")
+def test_auto_without_a_gpu_driver_does_not_import_torch():
+    code = ("import sys, gapviz.measures as m; "
+            "print(m._torch_device('auto', 10 ** 6), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "None False"
 
 
 def test_auto_picks_the_gpu_only_for_large_pools(monkeypatch):
