@@ -114,12 +114,13 @@ class RayEmbedResult:
 class PairEncoder:
     """The model actor of ``map_batches``: holds one loaded open_clip model and embeds batches.
 
-    ``__call__`` takes a batch of pairs (numpy columns ``index``, ``shard``, ``id``, ``caption``,
-    ``image_path``) and returns one row per pair: ``image_embedding`` and ``text_embedding``
-    (L2-normalised float32 vectors; NaN for an image that failed), ``skipped`` (the reason, or
-    ``""``) and ``precision`` (what ran). A reduced precision checks itself against fp32 on the
-    actor's first batch (:func:`gapviz.embed_pipeline.check_precision`); later batches keep
-    what that check settled on.
+    ``__call__`` takes a batch of n pairs (numpy columns ``index`` and ``shard``, passed through,
+    ``caption`` and ``image_path``) and returns n rows: ``image_embedding`` and
+    ``text_embedding`` of shape (n, d) (L2-normalised float32; NaN rows for images that failed),
+    ``skipped`` (the reason, or ``""``), ``precision`` (what ran) and ``check`` (the actor's
+    precision self-check as JSON, ``null`` for fp32). A reduced precision checks itself against
+    fp32 on the actor's first batch (:func:`gapviz.embed_pipeline.check_precision`); later
+    batches keep what that check settled on.
 
     Parameters
     ----------
@@ -387,6 +388,9 @@ def embed_with_ray(pairs: Sequence[Pair], spec: ModelSpec, out: str | os.PathLik
         data_log = logging.getLogger("ray.data")
         level = data_log.level
         data_log.setLevel(logging.ERROR)  # its per-run INFO lines and the progress-bar notice
+        context = ray.data.DataContext.get_current()
+        bars = context.enable_progress_bars
+        context.enable_progress_bars = False  # ``progress`` reports instead
         try:
             _run(ray, pairs, spec, folder, pending, result, device=device, precision=requested,
                  image_batch=image_batch, text_batch=text_batch, meta=meta or {},
@@ -395,6 +399,7 @@ def embed_with_ray(pairs: Sequence[Pair], spec: ModelSpec, out: str | os.PathLik
             raise _user_error(err) from None
         finally:
             data_log.setLevel(level)
+            context.enable_progress_bars = bars
             if started_here:
                 ray.shutdown()
     result.seconds = time.perf_counter() - started
@@ -403,11 +408,16 @@ def embed_with_ray(pairs: Sequence[Pair], spec: ModelSpec, out: str | os.PathLik
 
 def _init(ray: Any, address: str | None, num_cpus: int | None) -> None:
     quiet = {"logging_level": logging.WARNING, "include_dashboard": False}
-    if address:
+    if not address:
+        ray.init(num_cpus=num_cpus or min(LOCAL_CPUS, os.cpu_count() or 1), **quiet)
+        return
+    try:
         ray.init(address=address, **quiet)
-    else:
-        cpus = num_cpus or min(LOCAL_CPUS, os.cpu_count() or 1)
-        ray.init(num_cpus=cpus, **quiet)
+    except (ConnectionError, ValueError, RuntimeError, TimeoutError) as err:
+        text = " ".join(str(err).split())[:200]
+        raise DataError(f"cannot connect to the Ray cluster at {address} ({text}); check the "
+                        "address (auto, ray://host:10001), or give --ray alone for a local "
+                        "runtime.") from None
 
 
 def _run(ray: Any, pairs: Sequence[Pair], spec: ModelSpec, folder: Path,
@@ -416,12 +426,9 @@ def _run(ray: Any, pairs: Sequence[Pair], spec: ModelSpec, folder: Path,
          meta: dict[str, Any], progress: Progress | None) -> None:
     import pyarrow as pa
 
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False  # the caller's progress callback reports instead
     # One block per shard: an actor call embeds one whole shard.
     blocks = [pa.table({"index": pa.array(range(start, end), pa.int64()),
                         "shard": pa.array([start] * (end - start), pa.int64()),
-                        "id": pa.array([pairs[i].id for i in range(start, end)], pa.string()),
                         "caption": pa.array([pairs[i].caption for i in range(start, end)], pa.string()),
                         "image_path": pa.array([pairs[i].image_path for i in range(start, end)],
                                                pa.string())})
@@ -470,7 +477,8 @@ def _run(ray: Any, pairs: Sequence[Pair], spec: ModelSpec, folder: Path,
             if progress is not None:
                 progress(done, len(pairs), "embedding with Ray")
     if parts:  # every row comes back once; a shard still open means rows went missing
-        raise RuntimeError(f"Ray returned incomplete shards {sorted(parts)}; run again to redo them.")
+        raise DataError(f"Ray returned incomplete shards (first pairs {sorted(parts)[:5]}); run the "
+                        "same command again to redo them.")
 
 
 def _user_error(err: Exception) -> Exception:

@@ -120,7 +120,6 @@ def test_the_actor_marks_failed_images_and_the_shard_leaves_them_out(tmp_path):
     pairs = [Pair(f"p{i}", str(p), f"caption {i}") for i, p in enumerate(paths)]
     encoder = PairEncoder(ModelSpec(tiny, "none"), device="cpu", precision="fp32")
     rows = encoder({"index": np.arange(3), "shard": np.zeros(3, int),
-                    "id": np.array([p.id for p in pairs], object),
                     "caption": np.array([p.caption for p in pairs], object),
                     "image_path": np.array([p.image_path for p in pairs], object)})
     assert rows["skipped"][0] == rows["skipped"][2] == "" and rows["skipped"][1]
