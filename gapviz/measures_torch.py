@@ -44,8 +44,14 @@ import threading
 import numpy as np
 import torch
 
-from .measures import (TIE_TOL_FLOAT64, _BELOW, _band32, _count_at_least, _max_over,
-                       _stack)
+from .measures import (
+    _BELOW,
+    TIE_TOL_FLOAT64,
+    _band32,
+    _count_at_least,
+    _max_over,
+    _stack,
+)
 
 #: float32 values of one device panel: 2^28 is 1 GiB of products (about 2 GiB with the
 #: masks of its sweep), large enough to keep a GPU's matrix units busy; capped at a fifth of

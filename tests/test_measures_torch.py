@@ -18,9 +18,10 @@ from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 
-from gapviz import measures, measures_torch  # noqa: E402
-from gapviz.measures import measure_gap  # noqa: E402
-from reference import brute_force_ranks, metrics_from_ranks  # noqa: E402
+from reference import brute_force_ranks, metrics_from_ranks
+
+from gapviz import measures, measures_torch
+from gapviz.measures import measure_gap
 
 HAS_CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU visible to torch: the GPU "
