@@ -69,6 +69,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, NamedTuple, Sequence
 
@@ -168,6 +170,9 @@ class Provenance:
         elif self.protocol == "fit-on":
             text = (f"fit-on {self.fit_source or 'another set'}: fitted on {self.n_fit:,} pairs, "
                     f"{self.n_scored:,} scored")
+        elif self.n_fit < self.n_scored:
+            text = (f"transductive: fitted on {self.n_fit:,} of the {self.n_scored:,} scored "
+                    "pairs (a seeded subsample), the others mapped out of sample")
         else:
             text = f"transductive: fitted on the {self.n_scored:,} scored pairs"
         if self.shuffled:
@@ -431,7 +436,7 @@ def protocol_transform(method: str | GapMethod, X: np.ndarray, Y: np.ndarray, *,
                     "leaky number with a warning.")
             warning = _leak_warning(name, X.shape[0])
         Xt, Yt = model.fit_transform(X, Y, progress=report)
-        prov = Provenance("transductive", name, X.shape[0], X.shape[0],
+        prov = Provenance("transductive", name, _pairs_fitted(model, X.shape[0]), X.shape[0],
                           seed=seed if shuffled else None, shuffled=shuffled, warning=warning)
         return ProtocolResult(Xt, Yt, prov, (model,))
 
@@ -460,7 +465,7 @@ def protocol_transform(method: str | GapMethod, X: np.ndarray, Y: np.ndarray, *,
             warning = _leak_warning(name, overlap)
         _fit_or_explain(lambda: model.fit(Xf, Yf, progress=report), "fit-on", Xf.shape[0], X.shape[0])
         Xt, Yt = model.transform(X, Y)
-        prov = Provenance("fit-on", name, Xf.shape[0], X.shape[0],
+        prov = Provenance("fit-on", name, _pairs_fitted(model, Xf.shape[0]), X.shape[0],
                           seed=seed if shuffled or sampled else None,
                           fit_source=fit_source, n_overlap=overlap, shuffled=shuffled, warning=warning)
         return ProtocolResult(Xt, Yt, prov, (model,))
@@ -543,9 +548,10 @@ def _cross_fit(model: GapMethod, name: str, X: np.ndarray, Y: np.ndarray, folds:
         out_y.append(fitted.transform_texts(Y[rows]))
 
     residual, aligned = None, False
-    if not type(model).uses_pairing:
+    if type(model).output_space == "own":  # each fit has its own basis: align the folds
         progress(folds / (folds + 1), "aligning the folds' output frames")
         out_x, out_y, residual, aligned = _align_frames(fits, out_x, out_y, X, Y, seed)
+    n_fit = min(n_fit, *(_pairs_fitted(fit, n_fit) for fit in fits))
 
     k = out_x[0].shape[1]
     Xt = np.empty((n, k), np.float32)
@@ -556,6 +562,56 @@ def _cross_fit(model: GapMethod, name: str, X: np.ndarray, Y: np.ndarray, folds:
     prov = Provenance("held-out", name, n_fit, n, seed=seed, folds=folds, shuffled=shuffled,
                       aligned=aligned, alignment_residual=residual)
     return ProtocolResult(Xt, Yt, prov, tuple(fits), fold_of)
+
+
+def _pairs_fitted(fit: GapMethod, given: int) -> int:
+    """Pairs a fitted method actually fitted on: ``given``, or fewer when it fitted a
+    subsample of them (OT's ``fit_size``: ``fit_index_``)."""
+    index = getattr(fit, "fit_index_", None)
+    return min(given, int(np.size(index))) if index is not None else given
+
+
+def refit_result(result: ProtocolResult, X: np.ndarray, Y: np.ndarray, *,
+                 progress: ProgressCallback | None = None, **params: Any) -> ProtocolResult:
+    """``result`` with its fits refitted to new slider values ``params`` (a method's
+    ``refit``: OT's ``reg_lap`` / ``reg_src``, Sinkhorn's ``reg``) and the scored pairs ``X, Y``
+    (the same as for ``result``) transformed again; every fit keeps its own pairs, so the
+    protocol and provenance are unchanged. What makes a slider live: the fits' costs, graphs
+    and recent solutions are reused instead of fitting from scratch.
+
+    The fits are changed in place; callers sharing ``result`` between threads hold a lock.
+    """
+    report = progress if progress is not None else _no_progress
+    if result.provenance.aligned:
+        raise ValueError("the folds of this result were aligned (a method with its own output "
+                         "basis); refit it with protocol_transform instead.")
+    if not all(hasattr(fit, "refit") for fit in result.fits):
+        raise ValueError(f"method {result.provenance.method!r} has no refit; use protocol_transform.")
+    X, Y = np.asarray(X, dtype=np.float32), np.asarray(Y, dtype=np.float32)
+    if result.provenance.shuffled:
+        X, Y, _ = shuffle_pairs(X, Y, seed=result.provenance.seed)
+    k = len(result.fits)
+
+    def one(f: int):
+        fit = result.fits[f]
+        fit.refit(**params)
+        rows = (np.flatnonzero(result.fold_of == f) if result.fold_of is not None
+                else np.arange(X.shape[0]))
+        return rows, fit.transform_images(X[rows]), fit.transform_texts(Y[rows])
+
+    # The folds' fits are independent: refit them side by side (their solvers hold BLAS to one
+    # thread and release the GIL in their compiled parts), one worker per CPU.
+    workers = max(1, min(k, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gapviz-refit") as pool:
+        outs = list(pool.map(one, range(k)))
+    report(k / (k + 1), f"refitted {k} fit(s)")
+    width = outs[0][1].shape[1]
+    Xt = np.empty((X.shape[0], width), np.float32)
+    Yt = np.empty((X.shape[0], width), np.float32)
+    for rows, xs, ys in outs:
+        Xt[rows], Yt[rows] = xs, ys
+    report(1.0, "done")
+    return ProtocolResult(Xt, Yt, result.provenance, result.fits, result.fold_of)
 
 
 def _align_frames(fits, out_x, out_y, X, Y, seed):

@@ -30,6 +30,7 @@ from gapviz.protocols import (
     ProtocolResult,
     Provenance,
     protocol_transform,
+    refit_result,
 )
 from gapviz.workspace import Active
 
@@ -285,6 +286,49 @@ def _result_view(key: str, name: str, params_items: tuple, scoring: Scoring,
     return dash.view_of(_result.image_embeddings, _result.text_embeddings)
 
 
+@st.cache_resource
+def _live_store() -> LRUStore:
+    return LRUStore(FIT_CACHE_ENTRIES)
+
+
+@st.cache_resource
+def _live_views() -> LRUStore:
+    return LRUStore(VIEW_CACHE_ENTRIES)
+
+
+def _slider_names(name: str) -> set[str]:
+    return {p.name for p in method_class(name).params_info if p.slider is not None}
+
+
+def live_view(act: Active, name: str, params: dict[str, Any], scoring: Scoring,
+              fit_pairs: Any = None) -> tuple[ClosedView, Provenance]:
+    """A method with ``refit`` (OT, Sinkhorn) under ``scoring``: fitted once per content hash,
+    protocol and non-slider parameters; a slider move refits the same fits (their costs,
+    graphs and recent solutions reused: ``gapviz.protocols.refit_result``) and measures again.
+    """
+    sliders = {k: v for k, v in params.items() if k in _slider_names(name)}
+    base_params = {k: v for k, v in params.items() if k not in sliders}
+    views = _live_views()
+    view_key = (act.key, name, frozen(params), scoring)
+    cached = views.get(view_key)
+    if cached is not None:
+        return cached
+    store = _live_store()
+    base_key = (act.key, name, frozen(base_params), scoring)
+    entry = store.get(base_key)
+    if entry is None:
+        entry = (threading.Lock(), protocol_result(act, name, params, scoring, fit_pairs))
+        store.put(base_key, entry)
+    lock, base = entry
+    with lock:  # the fits are refitted in place; one slider move at a time per fit set
+        result = refit_result(base, act.pairs.image_embeddings, act.pairs.text_embeddings,
+                              **sliders)
+        view = dash.view_of(result.image_embeddings, result.text_embeddings)
+    out = (view, result.provenance)
+    views.put(view_key, out)
+    return out
+
+
 def scored_view(act: Active, name: str, params: dict[str, Any], scoring: Scoring,
                 fit_pairs: Any = None) -> tuple[ClosedView, Provenance]:
     """The view of the active pairs after ``name`` under ``scoring``, and how it was obtained.
@@ -295,6 +339,8 @@ def scored_view(act: Active, name: str, params: dict[str, Any], scoring: Scoring
     transductive scoring unless ``scoring.allow_leak`` (then the provenance carries a warning).
     """
     cls = method_class(name)
+    if hasattr(cls, "refit"):
+        return live_view(act, name, params, scoring, fit_pairs)
     if scoring.protocol == "transductive" and not scoring.shuffled and not cls.uses_pairing:
         return closed_view(act, name, params), transductive_provenance(act, name)
     result = protocol_result(act, name, params, scoring, fit_pairs)

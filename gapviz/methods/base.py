@@ -89,6 +89,10 @@ class GapMethod(BaseEstimator):
     #: only estimate per-modality statistics (means, spreads, pooled axes), which need no
     #: pairing and are stable at any N worth measuring.
     default_protocol: ClassVar[str] = "transductive"
+    #: Where the output lives: "input" when it is the input space itself, or a map into it
+    #: (fits on different pairs share the frame); "own" when each fit picks its own basis
+    #: (spectral eigenvectors, PCA axes), so held-out folds must be aligned.
+    output_space: ClassVar[str] = "input"
     #: Name in the app's menus and reports.
     label: ClassVar[str] = ""
     #: Place in the app's method menus (lower first: the paper's methods, then baselines).

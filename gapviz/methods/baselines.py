@@ -127,6 +127,7 @@ class PCAGap(GapMethod):
 
     name = "pca"
     label = "PCA"
+    output_space = "own"
     menu_rank = 70
     params_info = (
         Param("n_components", "components: spectral k (default 60; 2..200 typical) or PCA "

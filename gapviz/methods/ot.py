@@ -380,6 +380,11 @@ class OTGap(_TransportGap):
         Param("max_iter", "ot: conditional-gradient iterations (default 10); sinkhorn: "
               "iterations (default 1000)", flag="--max-iter", type=int),
         Param("tol", "ot / sinkhorn: stopping tolerance", flag="--tol", type=float),
+        Param("fit_size", "ot / sinkhorn: pairs the coupling is fitted on (a seeded subsample; "
+              "the others mapped out of sample; default 500 for ot, 1000 for sinkhorn)",
+              flag="--fit-size", type=int, short="fit size"),
+        Param("random_state", "random seed (spectral, vlap: initialisation; ot, sinkhorn: their fit_size subsample; default 0)",
+              flag="--seed", type=int, short="seed"),
     )
     summary = "Laplacian-regularised optimal transport of images onto texts (POT EMDLaplaceTransport)"
     uses_pairing = False
@@ -621,6 +626,11 @@ class SinkhornGap(_TransportGap):
         Param("max_iter", "ot: conditional-gradient iterations (default 10); sinkhorn: "
               "iterations (default 1000)", flag="--max-iter", type=int),
         Param("tol", "ot / sinkhorn: stopping tolerance", flag="--tol", type=float),
+        Param("fit_size", "ot / sinkhorn: pairs the coupling is fitted on (a seeded subsample; "
+              "the others mapped out of sample; default 500 for ot, 1000 for sinkhorn)",
+              flag="--fit-size", type=int, short="fit size"),
+        Param("random_state", "random seed (spectral, vlap: initialisation; ot, sinkhorn: their fit_size subsample; default 0)",
+              flag="--seed", type=int, short="seed"),
     )
     summary = "entropic optimal transport of images onto texts (POT SinkhornTransport)"
     uses_pairing = False

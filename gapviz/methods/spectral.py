@@ -169,6 +169,7 @@ class SpectralGap(GapMethod):
     uses_pairing = False
     default_protocol = "transductive"
     label = "Spectral"
+    output_space = "own"
     menu_rank = 0
     params_info = (
         Param("n_components", "components: spectral k (default 60; 2..200 typical) or PCA "
@@ -195,8 +196,8 @@ class SpectralGap(GapMethod):
         Param("laplacian", "spectral: random-walk (D-W)f = lambda D f (default) or "
               "(D-W)f = lambda f", flag="--laplacian", type=str,
               choices=("normalized", "unnormalized")),
-        Param("random_state", "spectral / vlap: random seed (default 0)", flag="--seed",
-              type=int, short="seed"),
+        Param("random_state", "random seed (spectral, vlap: initialisation; ot, sinkhorn: their fit_size subsample; default 0)",
+              flag="--seed", type=int, short="seed"),
     )
 
     def __init__(self, n_components: int = SPECTRAL_K, *, graph: str = "bipartite",

@@ -77,8 +77,8 @@ class VLAPGap(GapMethod):
         Param("lr", "vlap: Adam learning rate (default 1e-3)", flag="--lr", type=float),
         Param("temperature", "vlap: softmax temperature (default 0.1)", flag="--temperature",
               type=float),
-        Param("random_state", "spectral / vlap: random seed (default 0)", flag="--seed",
-              type=int, short="seed"),
+        Param("random_state", "random seed (spectral, vlap: initialisation; ot, sinkhorn: their fit_size subsample; default 0)",
+              flag="--seed", type=int, short="seed"),
     )
     summary = "one linear layer trained by Sinkhorn assignment prediction to anchors (VLAP-style)"
     uses_pairing = True
