@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .measures import TIE_TOL, normalize_rows
+from .measures import TIE_TOL_FLOAT64
 
 IMAGE, TEXT = "image", "text"
 
@@ -49,8 +49,7 @@ class QueryResult:
     same_modality_in_top_k: int
 
 
-def retrieve(X: np.ndarray, Y: np.ndarray, modality: str, index: int, k: int = 10,
-             *, normalized: bool = False) -> QueryResult:
+def retrieve(X: np.ndarray, Y: np.ndarray, modality: str, index: int, k: int = 10) -> QueryResult:
     """Top-``k`` of the mixed pool for pool item ``index`` of ``modality`` ("image" or "text").
 
     Parameters
@@ -68,28 +67,40 @@ def retrieve(X: np.ndarray, Y: np.ndarray, modality: str, index: int, k: int = 1
     n = X.shape[0]
     if not 0 <= index < n:
         raise ValueError(f"query index {index} is out of range for {n} pairs.")
-    if not normalized:
-        X, Y = normalize_rows(X), normalize_rows(Y)
-    q = (X if modality == IMAGE else Y)[index]
+    q = np.asarray((X if modality == IMAGE else Y)[index], dtype=np.float64)
     return _rank_pool(q, X, Y, k, modality, index)
 
 
 def retrieve_vector(query: np.ndarray, X: np.ndarray, Y: np.ndarray, modality: str,
-                    k: int = 10, *, normalized: bool = False) -> QueryResult:
+                    k: int = 10) -> QueryResult:
     """Top-``k`` for a query vector that is not in the pool (e.g. free text typed by a user,
     placed in the method's space through its out-of-sample path)."""
-    if not normalized:
-        X, Y = normalize_rows(X), normalize_rows(Y)
-    q = normalize_rows(np.asarray(query, dtype=np.float32).reshape(1, -1))[0]
-    if q.shape[0] != X.shape[1]:
-        raise ValueError(f"query has dimension {q.shape[0]}, the pool {X.shape[1]}.")
+    q = np.asarray(query, dtype=np.float64).reshape(-1)
+    if q.shape[0] != np.shape(X)[1]:
+        raise ValueError(f"query has dimension {q.shape[0]}, the pool {np.shape(X)[1]}.")
     return _rank_pool(q, X, Y, k, modality, None)
+
+
+#: Rows per chunk of the float64 cosines (bounds the float64 copy of the pool).
+COSINE_CHUNK = 16_384
+
+
+def _cosines(A: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """cos(a_i, q) for every row of ``A``, in float64 (as :mod:`gapviz.measures` ranks: the same
+    input gives the same order, near-ties included); zero rows give 0."""
+    qn = q / (np.linalg.norm(q) or 1.0)
+    out = np.empty(A.shape[0])
+    for start in range(0, A.shape[0], COSINE_CHUNK):
+        block = np.asarray(A[start:start + COSINE_CHUNK], dtype=np.float64)
+        norms = np.linalg.norm(block, axis=1)
+        out[start:start + block.shape[0]] = (block @ qn) / np.where(norms > 0, norms, 1.0)
+    return out
 
 
 def _rank_pool(q: np.ndarray, X: np.ndarray, Y: np.ndarray, k: int, modality: str,
                index: int | None) -> QueryResult:
     n = X.shape[0]
-    sims = np.concatenate([X @ q, Y @ q]).astype(np.float64)
+    sims = np.concatenate([_cosines(X, q), _cosines(Y, q)])
     mods = np.array([IMAGE] * n + [TEXT] * n)
     own = None if index is None else (index if modality == IMAGE else n + index)
     partner = None if index is None else (n + index if modality == IMAGE else index)
@@ -105,6 +116,6 @@ def _rank_pool(q: np.ndarray, X: np.ndarray, Y: np.ndarray, k: int, modality: st
     partner_rank = partner_sim = None
     if partner is not None:
         partner_sim = float(sims[partner])
-        partner_rank = int(np.count_nonzero(sims >= partner_sim - TIE_TOL))
+        partner_rank = int(np.count_nonzero(sims >= partner_sim - TIE_TOL_FLOAT64))
     same = sum(h.modality == modality for h in hits)
     return QueryResult(modality, index, hits, partner_rank, partner_sim, same)

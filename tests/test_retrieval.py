@@ -55,3 +55,18 @@ def test_bad_queries():
         retrieve(HAND_X, HAND_Y, "audio", 0)
     with pytest.raises(ValueError, match="dimension 3"):
         retrieve_vector(np.ones(3), HAND_X, HAND_Y, "text")
+
+
+def test_the_partner_rank_equals_the_measures_rank_also_for_near_ties():
+    from gapviz.measures import measure_gap
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(60, 32)).astype(np.float32)
+    Y = rng.normal(size=(60, 32)).astype(np.float32)
+    # A text close to its image, and a duplicated image (exact ties, which never win).
+    Y[0] = X[0] + 0.3 * rng.normal(size=32).astype(np.float32)
+    X[2] = X[1]
+    report = measure_gap(X, Y)
+    for i in range(60):
+        assert retrieve(X, Y, "image", i, 5).partner_rank == report.i2t_rank[i]
+        assert retrieve(X, Y, "text", i, 5).partner_rank == report.t2i_rank[i]
