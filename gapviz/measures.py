@@ -447,6 +447,7 @@ def measure_gap(X: np.ndarray, Y: np.ndarray, *, ks: tuple[int, ...] = RECALL_KS
     if not (np.isfinite(X).all() and np.isfinite(Y).all()):
         raise ValueError("embeddings contain NaN or inf; gapviz.embeddings.clean_pairs skips and "
                          "reports such rows.")
+    on_device = _torch_device(device, X.shape[0])  # None: the numba pass on this CPU
     Xr, Yr = _exact_source(X), _exact_source(Y)
     Xn, ix = _unit_rows(Xr)
     Yn, iy = _unit_rows(Yr)
@@ -454,7 +455,6 @@ def measure_gap(X: np.ndarray, Y: np.ndarray, *, ks: tuple[int, ...] = RECALL_KS
     s_pair = _pair_cos64(Xr, Yr, ix, iy)  # float64 cosine of each pair
     h = float32_cosine_bound(d)
 
-    on_device = _torch_device(device, n)  # None: the numba pass on this CPU
     workers = _workers()
     # BLAS is held to one thread on either device, so the float32 sums of the distances
     # (Fréchet's covariances) are the same on both.

@@ -216,7 +216,7 @@ def test_auto_picks_the_gpu_only_for_large_pools(monkeypatch):
     assert measures._torch_device("auto", n_big) == torch.device("cuda")
     assert measures._torch_device("cuda:1", 10) == torch.device("cuda:1")
     with pytest.raises(ValueError, match="not one of"):
-        measures._torch_device("tpu", 10)
+        measure_gap(np.eye(2), np.eye(2), device="tpu")
 
 
 def test_tf32_is_off_inside_a_cuda_pass_and_restored_after():
