@@ -338,3 +338,61 @@ def test_deep_links_work_on_a_freshly_started_server(fresh_app_url):
         finally:
             browser.close()
 
+
+
+#: Targets of a live regularisation slider at the demo's 2,500 pairs.
+SLIDER_MOVE_TARGET = 1.0
+FIRST_VIEW_TARGET = 5.0
+
+
+def _change_of_first_card(page, old: str, timeout_ms: int = 120_000) -> None:
+    page.wait_for_function(
+        "(old) => { const el = document.querySelector('[data-testid=\"stMetricValue\"]');"
+        " return el && el.innerText.trim() !== old; }", arg=old, timeout=timeout_ms)
+
+
+def test_ot_and_sinkhorn_sliders_move_live(app_url):
+    """On Close the gap, choose Laplace OT then Sinkhorn (each under its default protocol,
+    held-out): the first view within 5 s, then one step of the regularisation slider changes
+    the cards within 1 s. Times are printed; screenshots saved. On a machine busy with other
+    work (load above one runnable task per CPU) the times are printed but not judged."""
+    timings = {}
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+                                     headless=True)
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            page.goto(f"{app_url}/close_gap")
+            page.wait_for_selector('[data-testid="stMetric"]', timeout=FIRST_LOAD_TIMEOUT * 1000)
+            _wait_idle(page, FIRST_LOAD_TIMEOUT)
+            for label, key in (("Laplace OT (EMD)", "close_reg_lap"),
+                               ("Sinkhorn OT", "close_reg")):
+                before = _metrics(page)["ITR"]
+                page.locator(".st-key-close_method").click()
+                t0 = time.monotonic()
+                page.get_by_role("option", name=label).click()
+                _change_of_first_card(page, before)
+                _wait_idle(page)
+                timings[f"{label}: first view"] = time.monotonic() - t0
+                _assert_no_exception(page, label)
+                assert "held-out: 5-fold cross-fit" in page.inner_text("body")
+                page.wait_for_timeout(8000)  # the user reads; neighbouring values solve meanwhile
+                before = _metrics(page)["ITR"]
+                page.locator(f'.st-key-{key} input[type="range"]').first.focus()
+                t0 = time.monotonic()
+                page.keyboard.press("ArrowLeft")
+                _change_of_first_card(page, before)
+                timings[f"{label}: slider move"] = time.monotonic() - t0
+                _wait_idle(page)
+                _assert_no_exception(page, f"{label} after a slider move")
+                _shot(page, f"7_{key}_moved")
+        finally:
+            browser.close()
+    print("live sliders:", {k: round(v, 2) for k, v in timings.items()})
+    load = os.getloadavg()[0] / (os.cpu_count() or 1)
+    if load > 1.0:  # other work competes for the CPUs: a wall-clock time says little then
+        pytest.skip(f"machine loaded ({load:.1f} runnable per CPU): timings {timings} not judged; "
+                    "bench/bench_ot_live.py measures them against the same targets")
+    for what, seconds in timings.items():
+        target = FIRST_VIEW_TARGET if what.endswith("first view") else SLIDER_MOVE_TARGET
+        assert seconds < target, f"{what}: {seconds:.2f} s (target < {target:.0f} s); all: {timings}"

@@ -9,6 +9,7 @@ projections, distance samples) in :func:`st.cache_data` with ``max_entries``.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
@@ -35,6 +36,8 @@ from gapviz.protocols import (
 from gapviz.workspace import Active
 
 from .components import method_label
+
+log = logging.getLogger("gapviz.app")
 
 #: Cache sizes: fitted methods (eigenvectors, OT plans), method views, raw views, UMAP layouts.
 FIT_CACHE_ENTRIES = 12
@@ -300,6 +303,44 @@ def _slider_names(name: str) -> set[str]:
     return {p.name for p in method_class(name).params_info if p.slider is not None}
 
 
+@st.cache_resource
+def _precompute_pool() -> ThreadPoolExecutor:
+    # One worker: it only runs while the user looks at the page, and must not crowd the next move.
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="gapviz-precompute")
+
+
+def neighbour_values(name: str, sliders: dict[str, Any]) -> list[dict[str, Any]]:
+    """The slider values one step away from ``sliders`` (one parameter moved at a time): where
+    a user's next move most likely goes."""
+    out = []
+    for info in method_class(name).params_info:
+        if info.slider is None or info.name not in sliders:
+            continue
+        value, sl = sliders[info.name], info.slider
+        if sl.options is not None:
+            options = list(sl.options)
+            if value in options:
+                i = options.index(value)
+                steps = [options[j] for j in (i - 1, i + 1) if 0 <= j < len(options)]
+            else:
+                steps = []
+        else:
+            step = sl.step or 0.1
+            steps = [round(v, 10) for v in (value - step, value + step)
+                     if sl.lo is not None and sl.hi is not None and sl.lo <= v <= sl.hi]
+        out += [{**sliders, info.name: v} for v in steps]
+    return out
+
+
+def _precompute(fits: tuple, values: list[dict[str, Any]]) -> None:
+    for fit in fits:
+        try:
+            fit.precompute(values)
+        except Exception:  # noqa: BLE001 - ahead-of-time work; a failure shows on the real move
+            log.debug("precompute failed", exc_info=True)
+            return
+
+
 def live_view(act: Active, name: str, params: dict[str, Any], scoring: Scoring,
               fit_pairs: Any = None) -> tuple[ClosedView, Provenance]:
     """A method with ``refit`` (OT, Sinkhorn) under ``scoring``: fitted once per content hash,
@@ -326,6 +367,9 @@ def live_view(act: Active, name: str, params: dict[str, Any], scoring: Scoring,
         view = dash.view_of(result.image_embeddings, result.text_embeddings)
     out = (view, result.provenance)
     views.put(view_key, out)
+    # While the user looks, solve the neighbouring slider values (kept by each fit), so the
+    # next move one step away is a look-up.
+    _precompute_pool().submit(_precompute, base.fits, neighbour_values(name, sliders))
     return out
 
 
