@@ -17,6 +17,7 @@ from gapviz import exports
 from gapviz.compare import COMPARE_KEYS, ComparisonRow, comparison_table, rows_to_columns
 from gapviz.compare_figures import compare_heatmap, measure_help, measure_label
 from gapviz.measure_info import LEGEND
+from gapviz.measure_info import label as info_label
 from gapviz.measures import measure_gap
 from gapviz.methods import format_params, method_class, suited_params
 from gapviz.protocols import Provenance, chance_recall, fit_size
@@ -32,6 +33,8 @@ from ui.state import keep, workspace
 
 #: Background of the best cell of each column.
 BEST_STYLE = "background-color: #D1FAE5; color: #065F46; font-weight: 700"
+#: Background of a best cell that noise explains, and of its runner-up.
+NOISE_STYLE = "background-color: #FEF3C7; color: #92400E"
 #: Methods left out of the default selection because they fit slowly (Laplace OT: about a
 #: minute on 2,500 pairs on 2 cores; the VLAP map trains for tens of seconds); the user adds
 #: them in one click.
@@ -79,19 +82,25 @@ def _row(a: Active, name: str, scoring: compute.Scoring) -> ComparisonRow:
     params = _params(name, a, scoring.protocol)
     cls = method_class(name)
     fast = scoring.protocol == "transductive" and not scoring.shuffled and not cls.uses_pairing
+    X, Y = a.pairs.image_embeddings, a.pairs.text_embeddings
     if name == "orig" and not scoring.shuffled:
         metrics, prov = (compute.active_raw_view(a).report.metrics,
                          compute.transductive_provenance(a, name))
+        outputs = (lambda: (X, Y))
     elif fast:
         fit_params, view_params = dash.split_params(name, params, a.pairs.n, a.pairs.dim)
         method = compute.fitted_method(a, name, fit_params)
         metrics = _measures(a.key, name, compute.frozen(fit_params), compute.frozen(view_params),
-                            method, a.pairs.image_embeddings, a.pairs.text_embeddings)
+                            method, X, Y)
         prov = compute.transductive_provenance(a, name)
+        outputs = (lambda: dash.transformed(method, X, Y, view_params))
     else:
         result = compute.protocol_result(a, name, params, scoring)
         metrics = _result_measures(a.key, name, compute.frozen(params), scoring, result)
         prov = result.provenance
+        outputs = (lambda: (result.image_embeddings, result.text_embeddings))
+    label = f"{a.model} / {name}" if len(models) > 1 else name
+    row_outputs[label] = (f"{a.key}/{name}/{compute.frozen(params)}/{scoring}", outputs)
     return ComparisonRow(a.model if len(models) > 1 else "", name, params, metrics,
                          prov.protocol, prov.to_dict())
 
@@ -152,7 +161,7 @@ with st.container(border=True):
                    "to compare models too.")
     methods = [m for m in offered if m in methods]
     models = [m for m in models_all if m in models]
-    p1, p2, p3 = st.columns([1.6, 1.4, 1.4], vertical_alignment="bottom")
+    p1, p2, p3, p4 = st.columns([1.6, 1.4, 1.2, 1.2], vertical_alignment="bottom")
     protocol_choice = p1.selectbox(
         "Protocol", ["default", "transductive", "held-out"], help=PROTOCOL_HELP,
         format_func=lambda p: "Each method's default" if p == "default" else PROTOCOL_LABELS[p],
@@ -164,6 +173,10 @@ with st.container(border=True):
     shuffled = p3.toggle("Shuffled-pairs check", **keep("compare_shuffled", False),
                          help="Captions permuted (seeded, none keeps its own): there is nothing "
                               "to find, so every honest row must fall to chance.")
+    p4.toggle("Test the differences", **keep("compare_significance", True),
+              help="Each column's best against its runner-up on the same pairs: a paired "
+                   "bootstrap over pairs (200 resamples, p < 0.05). A win that noise explains "
+                   "is not crowned.")
 
 if not methods or not models:
     st.info("Pick at least one method and one model.", icon=":material/checklist:")
@@ -179,6 +192,8 @@ def _scoring(name: str) -> compute.Scoring:
 
 
 rows: list[ComparisonRow] = []
+#: run label -> (cache key, callable giving its transformed pairs), for the paired tests.
+row_outputs: dict = {}
 failed = []
 tasks = [(m, n) for m in models for n in methods]
 bar = st.progress(0.0, text="Measuring…") if len(tasks) > 1 else None
@@ -201,6 +216,56 @@ keys = [k for k in COMPARE_KEYS if any(k in c for c in columns.values())]
 # A row scored on its own fit pairs (⚠) is never crowned; nothing is crowned in the check.
 crownable = {} if shuffled else {r.label: r.metrics for r in rows if not r.warning}
 best = best_per_row(crownable, keys) if crownable else {}
+
+
+
+@st.cache_data(max_entries=MEASURE_CACHE_ENTRIES, show_spinner=False)
+def _outcomes(key: str, _outputs):
+    from gapviz.intervals import pair_outcomes
+
+    Xt, Yt = _outputs()
+    return pair_outcomes(Xt, Yt, hubness=False)
+
+
+@st.cache_data(max_entries=MEASURE_CACHE_ENTRIES, show_spinner=False)
+def _paired(key_a: str, key_b: str, measure: str, _a, _b) -> dict:
+    from gapviz.intervals import paired_comparison
+
+    return paired_comparison(_a, _b, measures=[measure])[measure]
+
+
+def _significance() -> dict[str, dict]:
+    """For each column, the best run against the runner-up on the same pairs (paired
+    bootstrap, 200 resamples, alpha 0.05): ``{measure: {"best", "runner_up", "p_value",
+    "significant"}}``. Noise-level wins are then not crowned."""
+    from gapviz.measure_info import info
+
+    out = {}
+    for key in keys:
+        winners = best.get(key, set())
+        if len(winners) != 1 or len(crownable) < 2:
+            continue
+        (top,) = winners
+        others = [(info(key).badness(m.get(key)), run) for run, m in crownable.items()
+                  if run != top and m.get(key) is not None]
+        if not others:
+            continue
+        runner = min(others)[1]
+        ka, fa = row_outputs[top]
+        kb, fb = row_outputs[runner]
+        try:
+            test = _paired(ka, kb, key, _outcomes(ka, fa), _outcomes(kb, fb))
+        except (KeyError, ValueError):  # a measure the bootstrap does not resample
+            continue
+        out[key] = {"best": top, "runner_up": runner, "p_value": test["p_value"],
+                    "significant": test["significant"]}
+    return out
+
+
+significance = {}
+if st.session_state.get("compare_significance", True) and not shuffled:
+    with guard("test the differences"), st.spinner("Testing each column's best against its runner-up…"):
+        significance = _significance()
 table = comparison_table(rows, keys, label=method_label, describe=format_params)
 if len(models) == 1:
     table = table.drop(columns=["model"])
@@ -215,6 +280,10 @@ def _style(frame: pd.DataFrame):
 
     def mark(col: pd.Series) -> list[str]:
         winners = best.get(col.name, set())
+        test = significance.get(col.name)
+        if test is not None and not test["significant"]:  # within noise of the runner-up
+            return [NOISE_STYLE if run in (test["best"], test["runner_up"]) else ""
+                    for run in col.index]
         return [BEST_STYLE if run in winners else "" for run in col.index]
 
     return styler.apply(mark, subset=keys)
@@ -256,6 +325,13 @@ def _show_table_and_heatmap() -> None:
                      height=min(35 * (len(table) + 1) + 3, 640), column_config=config,
                      hide_index=len(models) == 1)
         st.caption(_chance_line())
+        if significance:
+            ties = [f"{info_label(k)} ({t['best']} vs {t['runner_up']}, p = {t['p_value']:.2f})"
+                    for k, t in significance.items() if not t["significant"]]
+            st.caption(":material/balance: Green: the column's best, ahead of the runner-up "
+                       "beyond noise (paired bootstrap over the same pairs, 200 resamples, "
+                       "p < 0.05). Amber: best and runner-up within noise"
+                       + (": " + "; ".join(ties) if ties else "") + ".")
         st.caption(f"{LEGEND} The best of each column is highlighted. ITR/TIR: "
                    "own-modality-first ratio (∞: no query ever gets the other modality first); "
                    "IMR/TMR: mean rank of the best other-modality item; R@K: mixed-pool recall.")
