@@ -127,3 +127,18 @@ def test_explore_draws_the_atlas_when_installed(gapviz_cache):
     assert any("Drawn with Embedding Atlas" in c.value and f"All {2 * n:,} points shown" in c.value
                for c in at.caption), [c.value for c in at.caption]
     assert not at.info and not at.metric
+
+
+def test_explore_can_switch_a_large_pool_to_the_plotly_sample(gapviz_cache):
+    pytest.importorskip("embedding_atlas", reason="embedding-atlas is an extra (gapviz[atlas])")
+    from conftest import app_session, assert_clean, simulated_workspace
+
+    from ui.atlas import VIEWERS
+
+    n = av.PLOTLY_MAX_POINTS // 2 + 500
+    ws = simulated_workspace(n, 16, "large", profiles=["clip"])
+    at = app_session("pages/explore.py", workspace=ws, explore_viewer=VIEWERS[1])
+    assert_clean(at, "explore (large pool, Plotly sample chosen)")
+    assert any(c.value.startswith(f"Showing {av.PLOTLY_MAX_POINTS:,} of {2 * n:,} points")
+               for c in at.caption), [c.value for c in at.caption]
+    assert not any("Drawn with Embedding Atlas" in c.value for c in at.caption)

@@ -1,11 +1,13 @@
 """Explore past Plotly's limit: the pool in Apple's Embedding Atlas Streamlit component.
 
-The atlas (``pip install "gapviz[atlas]"``) draws the table of :mod:`gapviz.atlas_view`:
-each point's partner is its one neighbour, so clicking a point and asking for its nearest
-neighbours shows its pair. Its selection (a rectangle or lasso, or a legend filter) comes
-back as an SQL predicate, evaluated on the same table into ``(row, modality)`` like the
-Plotly lasso. Without the package, :func:`plotly_sample` gives a seeded sample of the pool
-for the Plotly scatter, and :func:`install_note` says how to see all of it.
+The atlas (``pip install "gapviz[atlas]"``) draws the table of :mod:`gapviz.atlas_view`, in
+which each point's partner is its one neighbour: clicking a point and asking for its nearest
+neighbours shows its pair. Its selection (a rectangle or lasso, a chart filter) comes back
+as an SQL predicate, evaluated on the same table into ``(row, modality)`` like the Plotly
+lasso. The atlas renders with WebGPU (a browser with WebGPU and ``shader-f16``) and loads
+DuckDB-WASM from cdn.jsdelivr.net, so a seeded Plotly sample stays one click away
+(:data:`VIEWERS`). Without the package that sample is what Explore shows, and
+:func:`install_note` says how to see all of the pool.
 """
 
 from __future__ import annotations
@@ -18,8 +20,14 @@ from gapviz import atlas_view as av
 from gapviz import figures
 from gapviz.projection import Projection
 
-#: Height of the atlas in pixels (its own frame; the user can drag it taller).
-ATLAS_HEIGHT = 700
+from .state import keep
+
+#: The viewers of a large pool: every point in the atlas, or a seeded sample in Plotly.
+VIEWERS = ("Embedding Atlas", "Plotly (sample)")
+VIEWER_HELP = (f"Embedding Atlas draws every point (up to {av.ATLAS_MAX_POINTS:,}) with WebGPU: "
+               "a browser with WebGPU and 16-bit floats (Chrome or Edge on a machine with a "
+               "GPU); it loads DuckDB-WASM from cdn.jsdelivr.net. Plotly draws a seeded sample "
+               f"of {av.PLOTLY_MAX_POINTS:,} points in any browser.")
 
 
 def atlas_installed() -> bool:
@@ -40,9 +48,9 @@ def atlas_panel(key: str, proj: Projection, ids, captions) -> list[tuple[int, st
     from embedding_atlas.streamlit import embedding_atlas
 
     table = _table(key, proj.method, proj, ids, captions)
-    st.caption(f"{table.sample.describe()} Drawn with Embedding Atlas: click a point, then "
-               "its nearest neighbour is its pair; drag a rectangle or lasso (toolbar) to "
-               "list pairs.")
+    st.caption(f"{table.sample.describe()} Drawn with Embedding Atlas: click a point and "
+               "choose *Nearest Neighbors*, its one neighbour is its pair; shift-drag a "
+               "rectangle (or click a bar of a chart) to list the pairs here.")
     value = embedding_atlas(table.frame, key=f"explore_atlas_{key[:12]}_{proj.method}",
                             x=av.X, y=av.Y, text=av.TEXT, neighbors=av.NEIGHBORS)
     predicate = value.get("predicate") if isinstance(value, dict) else None
@@ -59,9 +67,15 @@ def large_pool_panel(key: str, proj: Projection, ids, captions, *, lines: bool,
     """A pool past Plotly's limit: the atlas when installed, else a seeded sample in Plotly
     (said so, with the install command). Returns the selected ``(row, modality)``."""
     if atlas_installed():
-        return atlas_panel(key, proj, ids, captions)
-    sample = plotly_sample(proj.n)
-    install_note(sample)
+        viewer = st.radio("Viewer", VIEWERS, horizontal=True, help=VIEWER_HELP,
+                          **keep("explore_viewer", VIEWERS[0]))
+        if viewer == VIEWERS[0]:
+            return atlas_panel(key, proj, ids, captions)
+        sample = plotly_sample(proj.n)
+        st.caption(sample.describe())
+    else:
+        sample = plotly_sample(proj.n)
+        install_note(sample)
     sub, sub_ids, sub_caps = subset(proj, ids, captions, sample)
     fig = figures.gap_scatter(sub, ids=sub_ids, captions=sub_caps, pair_lines=lines,
                               height=height)
