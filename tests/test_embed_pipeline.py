@@ -116,7 +116,6 @@ def test_cpu_bf16_detection_reads_the_cpu_flags(monkeypatch, tmp_path):
         return real_open(fake if path == "/proc/cpuinfo" else path, *args, **kwargs)
 
     monkeypatch.setattr("builtins.open", fake_open)
-    monkeypatch.setattr(embed_pipeline.platform, "system", lambda: "Linux")
     fake.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n")
     assert cpu_has_native_bf16()
     fake.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f\n")
