@@ -1,6 +1,6 @@
 """Benchmark: the whole gap anatomy (with bootstrap intervals) against the plain measures.
 
-Target (issue 15): the anatomy, intervals included, in under 3 x the time of ``measure_gap`` on
+Target: the anatomy, intervals included, in under 3 x the time of ``measure_gap`` on
 the same pairs, measured in the same run. "Anatomy" is everything ``gap_anatomy`` adds on top
 of a ``measure_gap`` report: per-dimension gap, the centroid/distribution split, the pool pass
 (hubness and the ablation curve, M = 10), the per-cluster gap (k-means with k given, or the

@@ -1,7 +1,7 @@
 """Benchmark: how live the OT sliders are, and what the fit size costs in quality.
 
 On the simulated demo (``simulate_pairs(2500, 512, profile="clip")``) it prints, next to the
-targets (issue 13: a slider move < 1 s, the first view of a method < 5 s):
+targets (a slider move < 1 s, the first view of a method < 5 s):
 
 * first view: ``fit`` on the 2,500 pairs (a seeded subsample of ``fit_size`` pairs is fitted,
   the others take the out-of-sample map) plus ``transform`` of all 2,500;

@@ -66,9 +66,9 @@ ALL_PAIRS_SAMPLE = 20_000
 
 
 def _unit(A: np.ndarray) -> np.ndarray:
-    A = np.asarray(A, dtype=np.float32)
-    norms = np.linalg.norm(A, axis=1, keepdims=True)
-    return A / np.where(norms > 0, norms, 1.0).astype(np.float32)
+    from .measures import unit_rows
+
+    return unit_rows(A)
 
 
 def paired_distances(X: np.ndarray, Y: np.ndarray) -> np.ndarray:

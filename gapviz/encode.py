@@ -44,7 +44,7 @@ from .embeddings import PairedEmbeddings
 
 __all__ = ["KNOWN_MODELS", "PRECISIONS", "EmbedResult", "LoadedModel", "ModelChoice",
            "ModelLoadError", "ModelSpec", "PrecisionCheck", "PrecisionError", "cache_identity",
-           "embed_images", "embed_pairs", "embed_texts", "known_model_names", "load_model",
+           "embed_images", "embed_pairs", "embed_texts", "load_model",
            "pick_device", "resolve_precision"]
 
 RANDOM_WEIGHTS = ("none", "random")
@@ -209,13 +209,6 @@ def pick_device(preferred: str | None = None) -> str:
     if mps is not None and mps.is_available():
         return "mps"
     return "cpu"
-
-
-def known_model_names() -> list[str]:
-    """Every architecture name open_clip knows (for a model picker's free-text completion)."""
-    import open_clip
-
-    return list(open_clip.list_models())
 
 
 def load_model(spec: ModelSpec | str, pretrained: str | None = None, *, device: str | None = None,

@@ -351,7 +351,7 @@ class GapReport:
     ----------
     metrics : dict of str to float
         Scalar measures, keyed as in the CLI's JSON output (``ITR``, ``TIR``, ``IMR``, ``TMR``,
-        ``R@5`` ... ; see :data:`METRIC_DESCRIPTIONS`). Ratios may be ``inf``.
+        ``R@5`` ... ; see :mod:`gapviz.measure_info`). Ratios may be ``inf``.
     paired_cosine : ndarray of shape (N,)
         cos(x_i, y_i), float64.
     best_text_rank : ndarray of shape (N,)
@@ -379,31 +379,26 @@ class GapReport:
         return int(self.paired_cosine.shape[0])
 
 
-#: One line per metric key: what it means (README, CLI table, app tooltips).
-METRIC_DESCRIPTIONS: dict[str, str] = {
-    "ITR": "image queries whose top-1 in the mixed pool is an image, divided by those whose top-1 is a text (1 = no bias; inf = never a text first)",
-    "TIR": "the same for text queries: texts-first over images-first",
-    "TMR": "mean rank of the best-ranked text for an image query (1 .. N+1; 1 = a text always comes first)",
-    "IMR": "mean rank of the best-ranked image for a text query",
-    "R@K": "image query -> its paired text within the top K of the mixed pool (fraction of queries)",
-    "R@K_t2i": "text query -> its paired image within the top K of the mixed pool",
-    "R@K_i2t_crossmodal": "classic retrieval: paired text within the top K among texts only",
-    "R@K_t2i_crossmodal": "classic retrieval: paired image within the top K among images only",
-    "paired_cosine_distance": "mean of 1 - cos(x_i, y_i) over the pairs",
-    "paired_l2": "mean ||x_i - y_i|| over the pairs (rows L2-normalised)",
-    "paired_l2_squared": "mean ||x_i - y_i||^2 over the pairs (rows L2-normalised)",
-    "all_cosine_distance": "mean of 1 - cos(x_i, y_j) over all N x N image-text combinations",
-    "frechet": "Frechet distance between Gaussians fitted to each modality (as FID)",
-    "centroid_gap": "||mean(X) - mean(Y)|| of the L2-normalised rows (Liang et al. 2022)",
-    "image_cone": "mean cosine between two different images (cone effect; 0 = spread out)",
-    "text_cone": "mean cosine between two different texts",
-    "separability": "held-out accuracy of a linear classifier telling images from texts (0.5 = inseparable)",
-}
 
 
 # ---------------------------------------------------------------------------------------------
 # public functions
 # ---------------------------------------------------------------------------------------------
+def unit_rows(A: np.ndarray) -> np.ndarray:
+    """``A`` with each row scaled to unit L2 norm, as C-contiguous float32: gapviz's one row
+    normaliser (measures, methods, the demo, the app).
+
+    The norm and the scaling are computed in float64 and each coordinate is rounded once to
+    float32. A zero row has no direction and stays zero (:func:`normalize_rows` refuses it).
+    """
+    A = _exact_source(np.asarray(A))
+    if A.ndim != 2:
+        raise ValueError(f"expected a 2-D array of rows, got shape {A.shape}.")
+    out = np.empty(A.shape, np.float32)
+    _scale_rows32(A, _inv_norms64(A), out)
+    return out
+
+
 def normalize_rows(A: np.ndarray) -> np.ndarray:
     """``A`` with each row scaled to unit L2 norm, as C-contiguous float32; zero rows rejected.
 
@@ -416,7 +411,7 @@ def normalize_rows(A: np.ndarray) -> np.ndarray:
 def measure_gap(X: np.ndarray, Y: np.ndarray, *, ks: tuple[int, ...] = RECALL_KS,
                 separability: bool = False, block_values: int | None = None,
                 device: str = "auto") -> GapReport:
-    """Every gap measure of DESIGN.md "Measures" for N paired embeddings.
+    """Every gap measure of N paired embeddings (the paper's section 2.2, made precise).
 
     Parameters
     ----------

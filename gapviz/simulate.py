@@ -194,4 +194,6 @@ def demo_models(n_pairs: int = DEMO_N_PAIRS, dim: int = DEMO_DIM, seed: int = DE
 
 
 def _unit(A: np.ndarray) -> np.ndarray:
-    return (A / np.linalg.norm(A, axis=1, keepdims=True)).astype(np.float32)
+    from .measures import unit_rows
+
+    return unit_rows(A)

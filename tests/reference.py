@@ -1,6 +1,6 @@
 """Brute-force float64 reference of the mixed-pool measures: the whole 2N x 2N pool, no blocks.
 
-Written for clarity, not speed, straight from DESIGN.md's definitions, as a user's own numpy
+Written for clarity, not speed, straight from the measures' definitions, as a user's own numpy
 script would do it: the input rows widened to float64, normalised, all cosines from one float64
 product. Tie rule as in gapviz.measures: an item whose cosine equals the target's (within
 TIE_TOL_FLOAT64, float64 rounding: duplicated points) is ranked ahead of it.

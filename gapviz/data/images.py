@@ -22,7 +22,6 @@ import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -242,7 +241,3 @@ def to_rgb(image: Image.Image) -> Image.Image:
     rgba = image.convert("RGBA")
     background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     return Image.alpha_composite(background, rgba).convert("RGB")
-
-
-def is_image_name(name: str | Path, extensions: tuple[str, ...]) -> bool:
-    return Path(name).suffix.lower() in extensions
