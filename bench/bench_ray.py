@@ -94,7 +94,7 @@ def main() -> int:
                                      *common]))
             cold.append(run_embed(["embed", str(source), "--ray", "--out", str(work / f"cold{r}"),
                                    "--shard-size", str(args.shard_size), *common]))
-            ray.init(num_cpus=min(4, os.cpu_count() or 1), include_dashboard=False,
+            ray.init(address="local", num_cpus=min(4, os.cpu_count() or 1), include_dashboard=False,
                      logging_level="warning")
             try:
                 warm.append(run_embed(["embed", str(source), "--ray", "--out", str(work / f"warm{r}"),

@@ -409,7 +409,8 @@ def embed_with_ray(pairs: Sequence[Pair], spec: ModelSpec, out: str | os.PathLik
 def _init(ray: Any, address: str | None, num_cpus: int | None) -> None:
     quiet = {"logging_level": logging.WARNING, "include_dashboard": False}
     if not address:
-        ray.init(num_cpus=num_cpus or min(LOCAL_CPUS, os.cpu_count() or 1), **quiet)
+        # "local": a new runtime even where `ray start` left a cluster for ray.init() to join.
+        ray.init(address="local", num_cpus=num_cpus or min(LOCAL_CPUS, os.cpu_count() or 1), **quiet)
         return
     try:
         ray.init(address=address, **quiet)

@@ -155,7 +155,7 @@ def source(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ray_runtime():
     ray = pytest.importorskip("ray", reason='Ray is not installed (pip install "gapviz[scale]")')
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     yield ray
     ray.shutdown()
 
