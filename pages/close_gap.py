@@ -126,3 +126,40 @@ with guard("measure the raw embeddings"):
         key="close_scatter_raw", config={"displaylogo": False})
     with panel:
         method_panel(after_col.empty(), hist_slot.empty())
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _tradeoff_point(key: str, label: str, params_items: tuple, scoring_key: tuple, _X, _Y, _view,
+                    _raw_report, rmg_before: float) -> dict:
+    return dash.tradeoff_point(label, _X, _Y, _view.images, _view.texts, _raw_report,
+                               _view.report, rmg_before=rmg_before)
+
+
+with st.expander("What closing costs: the trade-off across this method's settings",
+                 icon=":material/balance:"), guard("measure the trade-off"):
+    if st.toggle("Compute", key="close_tradeoff",
+                 help="For each value of the method's main slider (spectral: k = 5 … 200, "
+                      "slices of one fit): the share of the gap closed (1 − RMG after / before) "
+                      "against cross-modal R@1 and each modality's 10-nearest neighbourhoods "
+                      "kept. Other methods: the current setting."):
+        from gapviz import anatomy_figures as af
+        from gapviz.anatomy import relative_modality_gap
+
+        X, Y = act.pairs.image_embeddings, act.pairs.text_embeddings
+        rmg0 = relative_modality_gap(X, Y)
+        settings = [dict(ws.method_params)]
+        info = cls.param_info("n_components")
+        if method == "spectral" and info is not None:
+            lo, hi = cls.slider_range("n_components", act.pairs.n, act.pairs.dim)
+            settings = [{"n_components": k} for k in (5, 10, 20, 40, 60, 120, 200) if lo <= k <= hi]
+        points = []
+        for p in settings:
+            view, prov = compute.scored_view(act, method, p, scoring, fit_pairs)
+            points.append(_tradeoff_point(act.key, describe_run(method, p),
+                                          compute.frozen(p), (scoring.protocol, scoring.folds),
+                                          X, Y, view, raw.report, rmg0))
+        st.plotly_chart(af.tradeoff_figure(points, x_label="gap closed (1 − RMG after / before)"),
+                        key="close_tradeoff_fig", config={"displaylogo": False})
+        st.caption(f"Under the protocol chosen above ({scoring.protocol}). Top right is best: "
+                   "the gap closed and nothing lost. The Anatomy page has the full costs "
+                   "(cross-modal R@1/R@5, neighbourhoods, zero-shot).")

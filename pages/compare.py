@@ -317,7 +317,7 @@ def _chance_line() -> str:
 
 
 def _show_table_and_heatmap() -> None:
-    view_tab, heat_tab = st.tabs(["Table", "Heatmap"], key="compare_view")
+    view_tab, heat_tab, trade_tab = st.tabs(["Table", "Heatmap", "Trade-off"], key="compare_view")
     with view_tab:
         config = {k: st.column_config.NumberColumn(measure_label(k), help=measure_help(k)) for k in keys}
         config["method"] = st.column_config.TextColumn("method", pinned=True)
@@ -338,11 +338,49 @@ def _show_table_and_heatmap() -> None:
     with heat_tab:
         st.plotly_chart(heat, key="compare_heatmap", config=export_ui.chart_config("compare-heatmap"))
         st.caption("Each column is coloured on its own scale: dark = the best run of that measure, "
-                   "light = the worst (ITR/TIR/IMR/TMR on a log scale). ★ marks the best value.")
+                   "light = the worst (ITR/TIR/IMR/TMR on a log scale). ★ marks the best value. "
+                   "Each row names its protocol.")
+    with trade_tab:
+        if st.toggle("Compute what each run keeps", key="compare_tradeoff",
+                     help="Gap closed (1 − RMG after / before) against cross-modal R@1 and "
+                          "each modality's 10-nearest neighbourhoods kept; one point per run."):
+            fig = _tradeoff()
+            st.plotly_chart(fig, key="compare_tradeoff_fig",
+                            config=export_ui.chart_config("compare-tradeoff"))
+            st.caption("Top right is best: the gap closed and nothing lost. Each point under "
+                       "its row's protocol.")
 
 
-display = {(f"{r['model']} / {r['method']}" if len(models) > 1 else r["method"]): columns[r["run"]]
-           for r in records}  # the heatmap's rows read as the table's
+@st.cache_data(max_entries=MEASURE_CACHE_ENTRIES, show_spinner="Measuring what each run keeps…")
+def _point(key: str, label: str, _outputs, _X, _Y, _raw_report, rmg_before: float) -> dict:
+    from gapviz.measures import measure_gap
+
+    Xt, Yt = _outputs()
+    return dash.tradeoff_point(label, _X, _Y, Xt, Yt, _raw_report, measure_gap(Xt, Yt),
+                               rmg_before=rmg_before)
+
+
+def _tradeoff():
+    from gapviz import anatomy_figures as af
+    from gapviz.anatomy import relative_modality_gap
+
+    points = []
+    for r in rows:
+        if r.method == "orig":
+            continue
+        a = _active_for(r.model or act.model)
+        X, Y = a.pairs.image_embeddings, a.pairs.text_embeddings
+        key, outputs = row_outputs[r.label]
+        raw_report = compute.active_raw_view(a).report
+        points.append(_point(key, r.label + ("" if r.protocol == "transductive" else
+                                             f" ({r.protocol})"),
+                             outputs, X, Y, raw_report, relative_modality_gap(X, Y)))
+    return af.tradeoff_figure(points, x_label="gap closed (1 − RMG after / before)")
+
+
+display = {(f"{r['model']} / {r['method']}" if len(models) > 1 else r["method"])
+           + f" · {r['provenance'].protocol if r['run'].split(' / ')[-1] != 'orig' else 'raw'}":
+           columns[r["run"]] for r in records}  # the heatmap's rows read as the table's
 n_scored = next(iter(records))["provenance"].n_scored
 heat = compare_heatmap(display, keys)
 with guard("show the comparison"):

@@ -57,6 +57,9 @@ def test_the_table_has_every_method_and_marks_nothing_missing():
     assert [c.key for c in at.get("plotly_chart")] == ["compare_heatmap"]
     # Each column's best is tested against its runner-up on the same pairs.
     assert any("paired bootstrap over the same pairs" in c.value for c in at.caption)
+    at.toggle(key="compare_tradeoff").set_value(True).run()
+    _clean(at, "trade-off")
+    assert "compare_tradeoff_fig" in [c.key for c in at.get("plotly_chart")]
     keys = {b.key for b in at.get("download_button")}
     assert {"compare_dl_report", "compare_dl_csv", "compare_dl_md", "compare_dl_fig0_png"} <= keys \
         or {"compare_dl_report", "compare_dl_csv", "compare_dl_md"} <= keys

@@ -190,3 +190,11 @@ def test_the_proof_query_can_be_changed_and_reset(at):
     assert query_line() != best and not at.button(key="overview_best").disabled
     at.button(key="overview_best").click().run()
     assert query_line() == best
+
+
+def test_close_the_gap_shows_the_trade_off_of_spectral_k(at):
+    at.switch_page("pages/close_gap.py").run()
+    at.toggle(key="close_tradeoff").set_value(True).run()
+    _clean(at, "Close the gap, trade-off")
+    assert "close_tradeoff_fig" in [c.key for c in at.get("plotly_chart")]
+    assert any("Top right is best" in c.value for c in at.caption)
