@@ -258,9 +258,18 @@ def embeddings_tab() -> None:
                 "ids) by different models become models of one dataset.")
     files = st.file_uploader("Embeddings files", type=["npz", "parquet"],
                              accept_multiple_files=True, key="data_emb_upload")
+    folder = "" if HOSTED else st.text_input(
+        "…or a file or a folder of parquet shards on this machine", key="data_emb_path",
+        placeholder="/path/to/embeddings.npz or /path/to/shards/ (gapviz embed --ray output)")
     if st.button("Load embeddings", key="data_emb_go", type="primary", icon=":material/upload:",
-                 disabled=not files):
+                 disabled=not (files or folder.strip())):
         loaded = []
+        if folder.strip():
+            with guard(f"load {folder.strip()}"):
+                path = Path(folder.strip()).expanduser()
+                pairs, report = load_embeddings(path)
+                loaded.append(ws.add(pairs, source=f"embeddings {path.name}",
+                                     model=pairs.model or path.stem, report=report) + (report,))
         for f in files or []:
             with guard(f"load {f.name}"):
                 with _as_uploaded(f.name):

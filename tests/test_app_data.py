@@ -148,3 +148,23 @@ def test_simulating_another_set_adds_a_simulated_dataset_with_three_models():
     act = ws.active
     assert act.dataset.name == "Simulated · 500 pairs · seed 7" and act.simulated
     assert len(act.dataset.models) == 3 and act.pairs.n == 500
+
+
+def test_a_folder_of_parquet_shards_on_this_machine_loads_as_one_dataset(tmp_path):
+    from gapviz.embeddings import save_embeddings
+
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        ids = [f"p{i * 30 + j}" for j in range(30)]
+        save_embeddings(PairedEmbeddings(rng.normal(size=(30, 8)), rng.normal(size=(30, 8)), ids,
+                                         [f"caption {j}" for j in ids], model="sharded model"),
+                        folder / f"pairs-{i * 30:06d}-{i * 30 + 30:06d}.parquet")
+    at = _session()
+    at.text_input(key="data_emb_path").input(str(folder)).run()
+    at.button(key="data_emb_go").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    active = at.session_state["workspace"].active
+    assert active.pairs.n == 60 and active.model == "sharded model"
+    assert active.pairs.ids[:2] == ["p0", "p1"] and active.pairs.ids[-1] == "p59"
