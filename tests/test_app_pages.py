@@ -119,12 +119,12 @@ def test_the_model_selector_switches_every_page_and_recomputes_nothing(at):
     _clean(session, "Close the gap, sim-SigLIP")
     assert "sim-SigLIP" in " ".join(c.value for c in session.caption)
     # Back to sim-CLIP: its fitted spectral method is still in the store, nothing refits.
-    fits = len(compute._fit_store())
+    fits = len(compute.store("fits"))
     back = _session()
     back.sidebar.selectbox(key="sidebar_model").set_value("sim-SigLIP").run()
     back.switch_page("pages/overview.py").run()
     assert _metrics(back)["ITR"] == siglip
-    assert len(compute._fit_store()) == fits
+    assert len(compute.store("fits")) == fits
 
 
 def test_explore_lists_nothing_until_points_are_selected(at):

@@ -79,14 +79,17 @@ class LRUStore:
             return len(self._items)
 
 
-@st.cache_resource
-def _fit_store() -> LRUStore:
-    return LRUStore(FIT_CACHE_ENTRIES)
+#: Sizes of the stores of heavy objects, by kind.
+STORE_ENTRIES = {"fits": FIT_CACHE_ENTRIES, "umap": UMAP_CACHE_ENTRIES,
+                 "protocol": FIT_CACHE_ENTRIES, "live": FIT_CACHE_ENTRIES,
+                 "live_views": VIEW_CACHE_ENTRIES}
 
 
 @st.cache_resource
-def _umap_store() -> LRUStore:
-    return LRUStore(UMAP_CACHE_ENTRIES)
+def store(kind: str) -> LRUStore:
+    """The process-wide store of ``kind`` (fitted methods, UMAP jobs, protocol results, live
+    fits and their views), shared by every session."""
+    return LRUStore(STORE_ENTRIES[kind])
 
 
 @st.cache_resource
@@ -107,9 +110,9 @@ def fitted_method(act: Active, name: str, fit_params: dict[str, Any]) -> Any:
     the others. Nothing Streamlit runs inside the stored computation itself, so a cached
     fit never replays stale elements.
     """
-    store = _fit_store()
+    fits = store("fits")
     key = (act.key, name, frozen(fit_params))
-    method = store.get(key)
+    method = fits.get(key)
     if method is not None:
         return method
     label = method_label(name)
@@ -126,7 +129,7 @@ def fitted_method(act: Active, name: str, fit_params: dict[str, Any]) -> Any:
                                      fit_params, progress=progress)
     finally:
         slot.empty()
-    store.put(key, method)
+    fits.put(key, method)
     return method
 
 
@@ -190,13 +193,13 @@ def umap_warm_up() -> Future:
 
 def umap_job(act: Active, **params: Any) -> Future:
     """A background UMAP layout of the active pairs (started once per hash and parameters)."""
-    store = _umap_store()
+    jobs = store("umap")
     key = (act.key, frozen(params))
-    job = store.get(key)
+    job = jobs.get(key)
     if job is None or job.cancelled():
         X, Y = act.pairs.image_embeddings, act.pairs.text_embeddings
         job = _umap_pool().submit(joint_umap, X, Y, **params)
-        store.put(key, job)
+        jobs.put(key, job)
     return job
 
 
@@ -249,18 +252,13 @@ def transductive_provenance(act: Active, name: str) -> Provenance:
     return Provenance("transductive", name, act.pairs.n, act.pairs.n)
 
 
-@st.cache_resource
-def _protocol_store() -> LRUStore:
-    return LRUStore(FIT_CACHE_ENTRIES)
-
-
 def protocol_result(act: Active, name: str, params: dict[str, Any], scoring: Scoring,
                     fit_pairs: Any = None) -> ProtocolResult:
     """``gapviz.protocols.protocol_transform`` of the active pairs, computed once per content
     hash, method, parameters and scoring (held-out: K fits; fit-on: one fit on other pairs)."""
-    store = _protocol_store()
+    results = store("protocol")
     key = (act.key, name, frozen(params), scoring)
-    result = store.get(key)
+    result = results.get(key)
     if result is not None:
         return result
     label = method_label(name)
@@ -279,7 +277,7 @@ def protocol_result(act: Active, name: str, params: dict[str, Any], scoring: Sco
             allow_pairing_leak=scoring.allow_leak, shuffled=scoring.shuffled, progress=progress)
     finally:
         slot.empty()
-    store.put(key, result)
+    results.put(key, result)
     return result
 
 
@@ -287,16 +285,6 @@ def protocol_result(act: Active, name: str, params: dict[str, Any], scoring: Sco
 def _result_view(key: str, name: str, params_items: tuple, scoring: Scoring,
                  _result: ProtocolResult) -> ClosedView:
     return dash.view_of(_result.image_embeddings, _result.text_embeddings)
-
-
-@st.cache_resource
-def _live_store() -> LRUStore:
-    return LRUStore(FIT_CACHE_ENTRIES)
-
-
-@st.cache_resource
-def _live_views() -> LRUStore:
-    return LRUStore(VIEW_CACHE_ENTRIES)
 
 
 def _slider_names(name: str) -> set[str]:
@@ -349,17 +337,17 @@ def live_view(act: Active, name: str, params: dict[str, Any], scoring: Scoring,
     """
     sliders = {k: v for k, v in params.items() if k in _slider_names(name)}
     base_params = {k: v for k, v in params.items() if k not in sliders}
-    views = _live_views()
+    views = store("live_views")
     view_key = (act.key, name, frozen(params), scoring)
     cached = views.get(view_key)
     if cached is not None:
         return cached
-    store = _live_store()
+    bases = store("live")
     base_key = (act.key, name, frozen(base_params), scoring)
-    entry = store.get(base_key)
+    entry = bases.get(base_key)
     if entry is None:
         entry = (threading.Lock(), protocol_result(act, name, params, scoring, fit_pairs))
-        store.put(base_key, entry)
+        bases.put(base_key, entry)
     lock, base = entry
     with lock:  # the fits are refitted in place; one slider move at a time per fit set
         result = refit_result(base, act.pairs.image_embeddings, act.pairs.text_embeddings,

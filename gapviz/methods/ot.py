@@ -85,6 +85,19 @@ def _int_or_float(text: str) -> int | float:
     return int(value) if value.is_integer() else value
 
 
+#: Parameters both transport methods take: the solver's stopping rules and the fitted subsample.
+_SOLVER_PARAMS = (
+    Param("max_iter", "ot: conditional-gradient iterations (default 10); sinkhorn: "
+          "iterations (default 1000)", flag="--max-iter", type=int),
+    Param("tol", "ot / sinkhorn: stopping tolerance", flag="--tol", type=float),
+    Param("fit_size", "ot / sinkhorn: pairs the coupling is fitted on (a seeded subsample; "
+          "the others mapped out of sample; default 500 for ot, 1000 for sinkhorn)",
+          flag="--fit-size", type=int, short="fit size"),
+    Param("random_state", "random seed (spectral, vlap: initialisation; ot, sinkhorn: their "
+          "fit_size subsample; default 0)", flag="--seed", type=int, short="seed"),
+)
+
+
 class _TransportGap(GapMethod):
     """Shared part: normalise, fit a coupling, barycentric map, out-of-sample displacement.
 
@@ -377,15 +390,7 @@ class OTGap(_TransportGap):
               flag="--similarity", type=str, choices=("knn", "gauss")),
         Param("similarity_param", "ot: neighbours (knn, default 3) or Gaussian sigma",
               flag="--similarity-param", type=_int_or_float),
-        Param("max_iter", "ot: conditional-gradient iterations (default 10); sinkhorn: "
-              "iterations (default 1000)", flag="--max-iter", type=int),
-        Param("tol", "ot / sinkhorn: stopping tolerance", flag="--tol", type=float),
-        Param("fit_size", "ot / sinkhorn: pairs the coupling is fitted on (a seeded subsample; "
-              "the others mapped out of sample; default 500 for ot, 1000 for sinkhorn)",
-              flag="--fit-size", type=int, short="fit size"),
-        Param("random_state", "random seed (spectral, vlap: initialisation; ot, sinkhorn: their fit_size subsample; default 0)",
-              flag="--seed", type=int, short="seed"),
-    )
+    ) + _SOLVER_PARAMS
     summary = "Laplacian-regularised optimal transport of images onto texts (POT EMDLaplaceTransport)"
     uses_pairing = False
     default_protocol = "held-out"
@@ -623,15 +628,7 @@ class SinkhornGap(_TransportGap):
                                  "lands near the texts' mean.")),
         Param("method", "sinkhorn: POT solver (default sinkhorn)", flag="--sinkhorn-method",
               type=str, choices=("sinkhorn", "sinkhorn_log", "sinkhorn_stabilized")),
-        Param("max_iter", "ot: conditional-gradient iterations (default 10); sinkhorn: "
-              "iterations (default 1000)", flag="--max-iter", type=int),
-        Param("tol", "ot / sinkhorn: stopping tolerance", flag="--tol", type=float),
-        Param("fit_size", "ot / sinkhorn: pairs the coupling is fitted on (a seeded subsample; "
-              "the others mapped out of sample; default 500 for ot, 1000 for sinkhorn)",
-              flag="--fit-size", type=int, short="fit size"),
-        Param("random_state", "random seed (spectral, vlap: initialisation; ot, sinkhorn: their fit_size subsample; default 0)",
-              flag="--seed", type=int, short="seed"),
-    )
+    ) + _SOLVER_PARAMS
     summary = "entropic optimal transport of images onto texts (POT SinkhornTransport)"
     uses_pairing = False
     default_protocol = "held-out"
