@@ -382,7 +382,7 @@ def throughput_main(args: argparse.Namespace) -> None:
             print(f"\n{shown}")
             started = time.perf_counter()
             warm = embed_pairs(pairs[:16], loaded, precision=precision)
-            line("warm-up (16 pairs; makes the bf16 copy once)", f"{time.perf_counter() - started:.1f} s")
+            line("warm-up run (16 pairs; one-time costs: bf16 copy)", f"{time.perf_counter() - started:.1f} s")
             for note in warm.notes:
                 print(f"    {note}")
             kinds = ("pairs",) if args.pairs_only else ("images", "captions", "pairs")
