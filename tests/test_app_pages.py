@@ -198,3 +198,9 @@ def test_close_the_gap_shows_the_trade_off_of_spectral_k(at):
     _clean(at, "Close the gap, trade-off")
     assert "close_tradeoff_fig" in [c.key for c in at.get("plotly_chart")]
     assert any("Top right is best" in c.value for c in at.caption)
+
+
+def test_recall_cards_give_the_chance_level_of_their_pool(at):
+    at.switch_page("pages/close_gap.py").run()
+    card = next(m for m in at.metric if m.label.startswith("Recall@"))
+    assert "Chance level in this pool of 5,000 items: 0.0010" in card.help

@@ -58,7 +58,20 @@ def metric_cards(metrics: dict[str, float], baseline: dict[str, float] | None = 
             delta = dash.format_delta(key, baseline.get(key), value) if baseline else None
             col.metric(dash.card_label(key), dash.format_metric(key, value), delta,
                        delta_color=dash.delta_color(key, baseline.get(key) if baseline else None,
-                                                   value), help=dash.card_help(key), border=border)
+                                                   value), help=_help(key, metrics), border=border)
+
+
+def _help(key: str, metrics: dict[str, float]) -> str:
+    """A card's tooltip; a mixed-pool recall card also gives its chance level in this pool."""
+    text = dash.card_help(key)
+    k, n = key[2:], metrics.get("N")
+    if key.startswith("R@") and k.isdigit() and n:
+        from gapviz.protocols import chance_recall
+
+        c = chance_recall(int(n), int(k))
+        text += (f" Chance level in this pool of {2 * int(n):,} items: {c.level:.4f} "
+                 f"(± {c.se:.4f}).")
+    return text
 
 
 #: A little CSS: less empty space above the title, compact metric cards, tighter captions.
