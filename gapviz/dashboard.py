@@ -225,6 +225,7 @@ def embed_loaded_pairs(pairs: list[Any], report: Any, model: Any, *, cache: Any 
         report.warnings.append(f"{len(ids)} image(s) failed while embedding: {reason} ({shown})")
     if result.from_cache:
         report.notes.append("embeddings read from the cache (same images, captions and model)")
+    report.notes.extend(getattr(result, "notes", None) or [])  # precision and its self-check
     if result.embeddings.n < 2:
         raise DataError("fewer than 2 pairs could be embedded; " + "; ".join(report.warnings))
     return result.embeddings, report

@@ -22,7 +22,7 @@ from gapviz import hosting
 from gapviz.cache import EmbeddingCache, cache_root
 from gapviz.data import save_upload
 from gapviz.embeddings import load_embeddings
-from gapviz.encode import KNOWN_MODELS, ModelSpec
+from gapviz.encode import KNOWN_MODELS, ModelSpec, cache_identity
 from gapviz.safety import plain_text
 from gapviz.simulate import PROFILES, simulate_pairs
 from gapviz.workspace import DEMO_DATASET
@@ -115,7 +115,7 @@ def _embed_and_add(pairs, report, spec: ModelSpec, source: str, meta: dict) -> N
     cache = EmbeddingCache()
     bar, update = _progress_bar(f"Embedding {len(pairs):,} pairs with {spec.label()}")
     model = spec
-    if len(pairs) >= 2 and cache.load(cache.key(pairs, spec.identity())) is None:
+    if len(pairs) >= 2 and cache.load(cache.key(pairs, cache_identity(spec))) is None:
         model = compute.loaded_model(spec)  # only load the model when the disk cache cannot answer
     embeddings, report = dash.embed_loaded_pairs(pairs, report, model, cache=cache, meta=meta,
                                                  progress=update)
