@@ -211,18 +211,35 @@ def rows_for_predicate(table: AtlasTable, predicate: str | None) -> list[tuple[i
 
     ``predicate`` is the SQL expression the atlas's Streamlit component returns (a rectangle
     or lasso over ``x``/``y``, a legend or chart filter); it is evaluated by DuckDB on the
-    same table the atlas was given. None or empty selects nothing.
+    same table the atlas was given, on a connection without file or network access.
+    None or empty selects nothing.
+
+    Raises
+    ------
+    ValueError
+        When ``predicate`` is more than one SQL statement.
     """
     if not predicate:
         return []
     import duckdb
 
     frame = table.frame[[ROW_ID, X, Y, TEXT, "modality", "pair", "pair_id"]]
-    con = duckdb.connect()
+    # The predicate comes from the browser: run it where it can read nothing but this table
+    # (no files, no extensions), as one statement only.
+    con = duckdb.connect(config={"enable_external_access": False})
     try:
         con.register("dataframe", frame)
-        found = con.execute(f"SELECT {ROW_ID} FROM dataframe WHERE {predicate} "
-                            f"ORDER BY {ROW_ID}").fetchnumpy()[ROW_ID]
+        sql = f"SELECT {ROW_ID} FROM dataframe WHERE ({predicate}) ORDER BY {ROW_ID}"
+        try:
+            statements = len(con.extract_statements(sql))
+        except duckdb.Error as err:
+            statements, cause = 0, err
+        else:
+            cause = None
+        if statements != 1:
+            raise ValueError("the atlas's selection is not a single SQL predicate; clear the "
+                             "selection in the atlas and select again.") from cause
+        found = con.execute(sql).fetchnumpy()[ROW_ID]
     finally:
         con.close()
     return table.pairs_of(found)

@@ -99,6 +99,21 @@ def test_predicate_selects_pairs():
     assert av.rows_for_predicate(table, None) == []
 
 
+def test_predicate_from_the_browser_cannot_reach_files(tmp_path):
+    pytest.importorskip("duckdb", reason="DuckDB comes with embedding-atlas (gapviz[atlas])")
+    import duckdb
+
+    table = av.atlas_table(_proj(4))
+    target = tmp_path / "written.csv"
+    with pytest.raises(ValueError, match="single SQL predicate"):
+        av.rows_for_predicate(table, f"x > 0; COPY (SELECT 1) TO '{target}'")
+    with pytest.raises(ValueError, match="single SQL predicate"):
+        av.rows_for_predicate(table, f"x > 0); COPY (SELECT 1) TO '{target}'; --")
+    with pytest.raises(duckdb.Error, match="disabled by configuration"):
+        av.rows_for_predicate(table, f"x > (SELECT count(*) FROM read_csv('{__file__}'))")
+    assert not target.exists()
+
+
 def test_explore_falls_back_to_a_plotly_sample_without_the_atlas(monkeypatch, gapviz_cache):
     from conftest import app_session, assert_clean, simulated_workspace
 

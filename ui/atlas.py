@@ -101,8 +101,8 @@ def subset(proj: Projection, ids, captions, sample: av.PoolSample):
 def install_note(sample: av.PoolSample) -> None:
     """Say that the Plotly scatter is a sample, and how to see the whole pool."""
     st.info(f"{sample.describe()} Plotly draws up to {av.PLOTLY_MAX_POINTS:,} points; to see "
-            f"all of them, install Embedding Atlas: `{av.ATLAS_INSTALL}` "
-            "(or `pip install embedding-atlas`) and reload.", icon=":material/info:")
+            f"up to {av.ATLAS_MAX_POINTS:,}, install Embedding Atlas: `{av.ATLAS_INSTALL}` "
+            "(or `pip install embedding-atlas`) and restart the app.", icon=":material/info:")
 
 
 def to_pool_rows(sample: av.PoolSample, rows: list[tuple[int, str]]) -> list[tuple[int, str]]:
