@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, os.path.dirname(HERE))  # gapviz, and ui for the page's neighbour rule
 
 MOVE_TARGET = 1.0
 FIRST_VIEW_TARGET = 5.0
@@ -86,22 +86,41 @@ def live(name: str, X: np.ndarray, Y: np.ndarray, fit_size: int) -> dict:
 def app_path(name: str, X: np.ndarray, Y: np.ndarray) -> dict:
     """What the Close the gap page does under the method's default protocol (held-out, 5-fold
     cross-fit): first view = ``protocol_transform`` + the page's view (measures, PCA,
-    distance samples); a move = ``refit_result`` (the 5 fits refitted side by side) + the view."""
+    distance samples); a move = ``refit_result`` (the 5 fits refitted side by side) + the view.
+
+    Moves are timed twice: *cold* (a value never solved) along the walk, and *one step after
+    the page had time* (the page solves the neighbouring slider values in the background while
+    the user looks; here that background work is run, and timed, before the move).
+    """
     import warnings
 
     from gapviz.dashboard import view_of
     from gapviz.protocols import protocol_transform, refit_result
+    from ui.compute import neighbour_values
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         (result, first) = timed(lambda: protocol_transform(name, X, Y))
         first += timed(lambda: view_of(result.image_embeddings, result.text_embeddings))[1]
-        moves = []
+        cold = []
         for value in WALKS[name]:
             (moved, dt) = timed(lambda: refit_result(result, X, Y, **value))
-            moves.append(dt + timed(lambda: view_of(moved.image_embeddings,
-                                                    moved.text_embeddings))[1])
-    return {"first": first, "moves": moves, "protocol": result.provenance.summary()}
+            cold.append(dt + timed(lambda: view_of(moved.image_embeddings,
+                                                   moved.text_embeddings))[1])
+        # a fresh fit set, then one-step moves, each after the background solved the neighbours
+        result = protocol_transform(name, X, Y)
+        current = {k: v for k, v in result.fits[0].get_params().items()
+                   if k in result.fits[0]._live_params}
+        stepped, background = [], []
+        for _ in range(4):
+            values = neighbour_values(name, current)
+            background.append(timed(lambda: [f.precompute(values) for f in result.fits])[1])
+            current = values[-1]
+            (moved, dt) = timed(lambda: refit_result(result, X, Y, **current))
+            stepped.append(dt + timed(lambda: view_of(moved.image_embeddings,
+                                                      moved.text_embeddings))[1])
+    return {"first": first, "moves": cold, "stepped": stepped, "background": background,
+            "protocol": result.provenance.summary()}
 
 
 def pot_floor(name: str, X: np.ndarray, Y: np.ndarray, fit_size: int) -> float:
@@ -202,10 +221,15 @@ def main() -> None:
         res = app_path(name, X, Y)
         print(f"{name:<9} ({res['protocol']})")
         print(f"          first view {res['first']:.2f} s (target < {FIRST_VIEW_TARGET:.0f} s: "
-              f"{'PASS' if res['first'] < FIRST_VIEW_TARGET else 'FAIL'}); moves "
-              f"median {statistics.median(res['moves']):.2f} s, max {max(res['moves']):.2f} s "
+              f"{'PASS' if res['first'] < FIRST_VIEW_TARGET else 'FAIL'})")
+        print(f"          cold moves (values never solved): median "
+              f"{statistics.median(res['moves']):.2f} s, max {max(res['moves']):.2f} s (target < "
+              f"{MOVE_TARGET:.0f} s: {'PASS' if max(res['moves']) < MOVE_TARGET else 'FAIL'})")
+        print(f"          one-step moves after the background solved the neighbours "
+              f"({statistics.median(res['background']):.2f} s median): median "
+              f"{statistics.median(res['stepped']):.2f} s, max {max(res['stepped']):.2f} s "
               f"(target < {MOVE_TARGET:.0f} s: "
-              f"{'PASS' if max(res['moves']) < MOVE_TARGET else 'FAIL'})")
+              f"{'PASS' if max(res['stepped']) < MOVE_TARGET else 'FAIL'})")
 
     if not args.quick:
         print("\nfit-size trade-off: fitted on fit_size of 2,500 other pairs, 2,500 pairs scored "

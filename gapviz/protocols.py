@@ -529,23 +529,30 @@ def _cross_fit(model: GapMethod, name: str, X: np.ndarray, Y: np.ndarray, folds:
     if max_fit is not None:
         n_fit = min(n_fit, max_fit)
 
-    fits: list[GapMethod] = []
-    out_x: list[np.ndarray] = []
-    out_y: list[np.ndarray] = []
-    for f, rows in enumerate(parts):
+    def fit_fold(f: int):
+        rows = parts[f]
         train = np.flatnonzero(fold_of != f)
         if max_fit is not None and len(train) > max_fit:
             train = np.sort(np.random.default_rng([seed, 3, f]).choice(train, max_fit, replace=False))
         fitted = clone(model)
 
-        def sub_progress(fraction: float, message: str, f: int = f) -> None:
+        def sub_progress(fraction: float, message: str) -> None:
             progress((f + fraction) / (folds + 1), f"fold {f + 1}/{folds}: {message}")
 
         _fit_or_explain(lambda: fitted.fit(X[train], Y[train], progress=sub_progress), "held-out",
                         len(train), n, folds)
-        fits.append(fitted)
-        out_x.append(fitted.transform_images(X[rows]))
-        out_y.append(fitted.transform_texts(Y[rows]))
+        return fitted, fitted.transform_images(X[rows]), fitted.transform_texts(Y[rows])
+
+    # The folds' fits are independent. Methods whose fits are small and hold BLAS to one thread
+    # (OT, Sinkhorn on their fit_size subsample) run side by side, one per CPU; the others one
+    # after the other, each with the whole BLAS.
+    workers = (max(1, min(folds, os.cpu_count() or 1))
+               if getattr(model, "fit_size", None) is not None else 1)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gapviz-fold") as pool:
+        done = list(pool.map(fit_fold, range(folds)))
+    fits = [d[0] for d in done]
+    out_x = [d[1] for d in done]
+    out_y = [d[2] for d in done]
 
     residual, aligned = None, False
     if type(model).output_space == "own":  # each fit has its own basis: align the folds

@@ -4,6 +4,7 @@ import numpy as np
 import ot
 import pytest
 
+from gapviz.methods import make_method
 from gapviz.methods.base import l2_normalize
 from gapviz.methods.ot import OTGap, SinkhornGap
 from methods_helpers import gap_pairs
@@ -272,3 +273,17 @@ def test_fit_size_is_validated():
     with pytest.raises(ValueError, match="needs more points than neighbours"):
         OTGap(fit_size=3).fit(X, Y)  # 3 fitted pairs cannot have 3 neighbours each
     assert SinkhornGap(fit_size=None).fit(X, Y).fit_index_.size == 20
+
+
+def test_precompute_warm_starts_from_the_nearest_solved_value():
+    from gapviz.simulate import simulate_pairs
+
+    p = simulate_pairs(300, 32, seed=2)
+    model = make_method("sinkhorn", reg=0.05, fit_size=200).fit(p.image_embeddings, p.text_embeddings)
+    model.precompute([{"reg": 0.1}])
+    model.precompute([{"reg": 0.2}])  # warm-started from 0.1, the nearest solved value
+    moved = model.refit(reg=0.2).transform_images(p.image_embeddings)
+    fresh = make_method("sinkhorn", reg=0.2, fit_size=200).fit(
+        p.image_embeddings, p.text_embeddings).transform_images(p.image_embeddings)
+    np.testing.assert_allclose(moved, fresh, atol=2e-4)
+    assert model.fit_seconds_ == 0  # the precomputed solution was used

@@ -231,16 +231,17 @@ class _TransportGap(GapMethod):
         return (tuple(float(values[k]) for k in self._live_params), others,
                 bool(warm and not self.warm_start_default))
 
-    def _nearest(self, key: tuple[float, ...]):
-        """The memo's solution at the nearest parameter values (log scale), or None."""
-        if not self._memo:
+    def _nearest(self, key: tuple):
+        """The memo's solution at the nearest live values (log scale) among those solved with
+        the same other parameters (a :meth:`_key`), or None."""
+        same = [other for other in self._memo if other[1:] == key[1:]]
+        if not same:
             return None
 
         def distance(other):
-            return sum(abs(np.log1p(abs(a)) - np.log1p(abs(b))) for a, b in zip(key, other))
+            return sum(abs(np.log1p(abs(a)) - np.log1p(abs(b))) for a, b in zip(key[0], other[0]))
 
-        best = min(self._memo, key=distance)
-        return self._memo[best]
+        return self._memo[min(same, key=distance)]
 
     def _remember(self, key, G, state, info, seconds) -> None:
         rows = G.sum(1)
