@@ -45,9 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -787,30 +785,22 @@ def _panel_loop(A: np.ndarray, B: np.ndarray | None, block_values: int, sweep) -
     ``measure_gap``'s passes, so concurrent callers restore it correctly): a BLAS pool beside
     the sweep threads would spin against them.
     """
+    from .measures import _run_panels
+
     n = A.shape[0]
     workers = _workers()
     n_cols = n if B is None else B.shape[0]
     rows = max(1, min(_PANEL_ROWS, block_values // max(n_cols * workers, 1)))
-    pending = iter(range(0, n, rows))  # in the upper triangle the largest panels come first
-    lock = threading.Lock()
 
-    def worker(slot: int) -> None:
-        while True:
-            with lock:
-                i0 = next(pending, None)
-            if i0 is None:
-                return
-            i1 = min(n, i0 + rows)
-            S = A[i0:i1] @ (A[i0:] if B is None else B).T
-            sweep(S, i0, 0, i1 - i0, slot)
+    def work(slot: int, i0: int) -> None:
+        i1 = min(n, i0 + rows)
+        S = A[i0:i1] @ (A[i0:] if B is None else B).T
+        sweep(S, i0, 0, i1 - i0, slot)
 
     with _blas_one_thread(workers):
-        if workers == 1:
-            worker(0)
-            return
-        with ThreadPoolExecutor(workers, thread_name_prefix="gapviz-anatomy") as pool:
-            for future in [pool.submit(worker, slot) for slot in range(workers)]:
-                future.result()
+        # measure_gap's panel runner: each worker takes the next panel when it is free (in the
+        # upper triangle the largest panels come first).
+        _run_panels(work, list(range(0, n, rows)), workers)
 
 
 def _blas_one_thread(workers: int):

@@ -70,7 +70,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, NamedTuple, Sequence
 
@@ -529,6 +529,13 @@ def _cross_fit(model: GapMethod, name: str, X: np.ndarray, Y: np.ndarray, folds:
     if max_fit is not None:
         n_fit = min(n_fit, max_fit)
 
+    # The folds' fits are independent. Methods whose fits are small and hold BLAS to one thread
+    # (OT, Sinkhorn on their fit_size subsample) run side by side, one per CPU; the others one
+    # after the other, each with the whole BLAS. Progress is reported from the calling thread
+    # only (a caller's progress bar may belong to it).
+    workers = (max(1, min(folds, os.cpu_count() or 1))
+               if getattr(model, "fit_size", None) is not None else 1)
+
     def fit_fold(f: int):
         rows = parts[f]
         train = np.flatnonzero(fold_of != f)
@@ -537,19 +544,21 @@ def _cross_fit(model: GapMethod, name: str, X: np.ndarray, Y: np.ndarray, folds:
         fitted = clone(model)
 
         def sub_progress(fraction: float, message: str) -> None:
-            progress((f + fraction) / (folds + 1), f"fold {f + 1}/{folds}: {message}")
+            if workers == 1:
+                progress((f + fraction) / (folds + 1), f"fold {f + 1}/{folds}: {message}")
 
         _fit_or_explain(lambda: fitted.fit(X[train], Y[train], progress=sub_progress), "held-out",
                         len(train), n, folds)
         return fitted, fitted.transform_images(X[rows]), fitted.transform_texts(Y[rows])
 
-    # The folds' fits are independent. Methods whose fits are small and hold BLAS to one thread
-    # (OT, Sinkhorn on their fit_size subsample) run side by side, one per CPU; the others one
-    # after the other, each with the whole BLAS.
-    workers = (max(1, min(folds, os.cpu_count() or 1))
-               if getattr(model, "fit_size", None) is not None else 1)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gapviz-fold") as pool:
-        done = list(pool.map(fit_fold, range(folds)))
+    if workers == 1:
+        done = [fit_fold(f) for f in range(folds)]
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gapviz-fold") as pool:
+            futures = [pool.submit(fit_fold, f) for f in range(folds)]
+            for finished, _ in enumerate(as_completed(futures), start=1):
+                progress(finished / (folds + 1), f"{finished} of {folds} folds fitted")
+            done = [future.result() for future in futures]
     fits = [d[0] for d in done]
     out_x = [d[1] for d in done]
     out_y = [d[2] for d in done]

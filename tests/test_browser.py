@@ -34,6 +34,9 @@ RUN_TIMEOUT = 90
 
 pytestmark = pytest.mark.browser
 
+sys.path.insert(0, str(ROOT))
+from ui.frame import PAGES  # noqa: E402  (the menu every page must show)
+
 if not CHROMIUM.exists():
     pytest.skip("Debian's chromium is not installed at /usr/bin/chromium "
                 "(apt-get install -y chromium)", allow_module_level=True)
@@ -86,17 +89,20 @@ def fresh_app_url(tmp_path_factory):
     yield from _serve(tmp_path_factory, "streamlit-fresh.log")
 
 
-def _serve(tmp_path_factory, log_name: str):
+def _serve(tmp_path_factory, log_name: str, *, script: Path = ROOT / "app.py", cwd: Path = ROOT,
+           env: dict | None = None):
+    """A real ``streamlit run SCRIPT`` on a free port with its own cache folder, until the
+    fixture ends (its log saved as ``tests/artifacts/browser/LOG_NAME``)."""
     port = _free_port()
     cache = tmp_path_factory.mktemp("gapviz-cache")
     log_path = tmp_path_factory.mktemp("server") / "streamlit.log"
-    env = {**os.environ, "GAPVIZ_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
+    env = {**os.environ, "GAPVIZ_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1", **(env or {})}
+    cmd = [sys.executable, "-m", "streamlit", "run", str(script),
            "--server.headless=true", f"--server.port={port}", "--server.address=127.0.0.1",
            "--browser.gatherUsageStats=false", "--server.fileWatcherType=none",
            "--server.runOnSave=false"]
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -300,7 +306,7 @@ def test_every_page_in_a_real_browser(app_url):
 
 #: Each page's URL path and the title it shows (the menu order of ui.frame.PAGES).
 DEEP_LINKS = {"data": "Data", "explore": "Explore the gap", "close_gap": "Close the gap",
-              "retrieval": "Retrieval", "compare": "Compare"}
+              "anatomy": "Anatomy of the gap", "retrieval": "Retrieval", "compare": "Compare"}
 
 
 def test_deep_links_work_on_a_freshly_started_server(fresh_app_url):
@@ -321,7 +327,7 @@ def test_deep_links_work_on_a_freshly_started_server(fresh_app_url):
                 links = page.locator('[data-testid="stSidebar"] [data-testid="stPageLink"]')
                 # Each link's text is its material icon's name, then its label.
                 assert [t.strip().split("\n")[-1] for t in links.all_inner_texts()] == [
-                    "Overview", "Data", "Explore", "Close the gap", "Retrieval", "Compare"]
+                    p.title for p in PAGES]
                 # Streamlit's own menu (which would list files, not pages) is hidden.
                 assert page.locator('[data-testid="stSidebarNav"]').count() == 0
                 assert "Demo (simulated)" in page.inner_text('[data-testid="stSidebar"]')

@@ -20,12 +20,8 @@ the atlas (a seeded Plotly sample) is tested by AppTest in ``test_atlas_view.py`
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -36,7 +32,7 @@ from test_browser import (
     RUN_TIMEOUT,
     VIEWPORT,
     _assert_no_exception,
-    _free_port,
+    _serve,
     _wait_idle,
 )
 
@@ -87,38 +83,8 @@ def large_url(tmp_path_factory):
         if (ROOT / name).exists():
             (app / name).symlink_to(ROOT / name)
     (app / "app.py").write_text(ENTRY)
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("server") / "streamlit.log"
-    env = {**os.environ, "GAPVIZ_CACHE_DIR": str(tmp_path_factory.mktemp("gapviz-cache")),
-           "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "streamlit", "run", str(app / "app.py"),
-           "--server.headless=true", f"--server.port={port}", "--server.address=127.0.0.1",
-           "--browser.gatherUsageStats=false", "--server.fileWatcherType=none",
-           "--server.runOnSave=false"]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=app, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        (ARTIFACTS / "streamlit-large-pool.log").write_text(log_path.read_text())
+    yield from _serve(tmp_path_factory, "streamlit-large-pool.log", script=app / "app.py",
+                      cwd=app, env={"PYTHONPATH": str(ROOT)})
 
 
 def _shot(page, name: str) -> None:
