@@ -55,3 +55,19 @@ def metrics_from_ranks(ref, ks=(5, 10, 20)):
         m[f"R@{k}_i2t_crossmodal"] = float(np.mean(ref["i2t_x"] <= k))
         m[f"R@{k}_t2i_crossmodal"] = float(np.mean(ref["t2i_x"] <= k))
     return m
+
+
+def planted_ties(n: int, d: int, seed: int, log_eps: float, n_dup: int, f64: bool):
+    """Pairs with planted near-duplicates (texts = permuted images moved by 10^log_eps) and
+    ``n_dup`` exact duplicates, in float64 or float32; None when a row came out zero."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)) + 0.3
+    Y = X[rng.permutation(n)] + 10.0 ** log_eps * rng.normal(size=(n, d))
+    for _ in range(n_dup):
+        i, j = rng.integers(0, n, size=2)
+        (X if rng.random() < 0.5 else Y)[i] = (X if rng.random() < 0.5 else Y)[j]
+    if not f64:
+        X, Y = X.astype(np.float32), Y.astype(np.float32)
+    if np.any(np.linalg.norm(X, axis=1) == 0) or np.any(np.linalg.norm(Y, axis=1) == 0):
+        return None
+    return X, Y

@@ -11,7 +11,7 @@ from scipy import linalg
 from gapviz import measures
 from gapviz.measures import (distance_measures, frechet_distance, linear_separability,
                              measure_gap, paired_significance)
-from reference import brute_force_ranks, metrics_from_ranks
+from reference import brute_force_ranks, metrics_from_ranks, planted_ties
 
 
 def on_circle(degrees):
@@ -341,16 +341,10 @@ def test_everything_tied_overflows_the_close_call_buffers():
 def test_ranks_equal_float64_brute_force(n, d, seed, log_eps, n_dup, f64):
     """Planted near-duplicates (moved by 10^log_eps) and exact duplicates, float32 or float64
     input: every rank equals the float64 brute force."""
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, d)) + 0.3
-    Y = X[rng.permutation(n)] + 10.0 ** log_eps * rng.normal(size=(n, d))
-    for _ in range(n_dup):
-        i, j = rng.integers(0, n, size=2)
-        (X if rng.random() < 0.5 else Y)[i] = (X if rng.random() < 0.5 else Y)[j]
-    if not f64:
-        X, Y = X.astype(np.float32), Y.astype(np.float32)
-    if np.any(np.linalg.norm(X, axis=1) == 0) or np.any(np.linalg.norm(Y, axis=1) == 0):
+    pairs = planted_ties(n, d, seed, log_eps, n_dup, f64)
+    if pairs is None:
         return
+    X, Y = pairs
     assert_ranks_are_float64(X, Y, block_values=max(1, n * 3))
 
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 
-from reference import brute_force_ranks, metrics_from_ranks
+from reference import brute_force_ranks, metrics_from_ranks, planted_ties
 
 from gapviz import measures, measures_torch
 from gapviz.measures import measure_gap
@@ -167,16 +167,10 @@ def test_two_pairs(torch_cpu):
        log_eps=st.floats(-9, -3), n_dup=st.integers(0, 4), f64=st.booleans(),
        block=st.integers(1, 400))
 def test_equals_cpu_and_float64_on_planted_ties(n, d, seed, log_eps, n_dup, f64, block):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, d)) + 0.3
-    Y = X[rng.permutation(n)] + 10.0 ** log_eps * rng.normal(size=(n, d))
-    for _ in range(n_dup):
-        i, j = rng.integers(0, n, size=2)
-        (X if rng.random() < 0.5 else Y)[i] = (X if rng.random() < 0.5 else Y)[j]
-    if not f64:
-        X, Y = X.astype(np.float32), Y.astype(np.float32)
-    if np.any(np.linalg.norm(X, axis=1) == 0) or np.any(np.linalg.norm(Y, axis=1) == 0):
+    pairs = planted_ties(n, d, seed, log_eps, n_dup, f64)
+    if pairs is None:
         return
+    X, Y = pairs
     torch_cpu_device = torch.device("cpu")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(measures_torch, "default_device", lambda: torch_cpu_device)

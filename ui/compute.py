@@ -110,27 +110,35 @@ def fitted_method(act: Active, name: str, fit_params: dict[str, Any]) -> Any:
     the others. Nothing Streamlit runs inside the stored computation itself, so a cached
     fit never replays stale elements.
     """
-    fits = store("fits")
-    key = (act.key, name, frozen(fit_params))
-    method = fits.get(key)
-    if method is not None:
-        return method
-    label = method_label(name)
+    return _stored("fits", (act.key, name, frozen(fit_params)),
+                   f"Fitting {method_label(name)} on {act.pairs.n:,} pairs",
+                   lambda progress: dash.fit_method(name, act.pairs.image_embeddings,
+                                                    act.pairs.text_embeddings, fit_params,
+                                                    progress=progress))
+
+
+def _stored(kind: str, key: Any, title: str, compute: Any) -> Any:
+    """``store(kind)[key]``, computed once by ``compute(progress)`` with a progress bar (and
+    a spinner) while it runs. Nothing Streamlit runs inside the stored computation itself,
+    so a stored result never replays stale elements."""
+    items = store(kind)
+    value = items.get(key)
+    if value is not None:
+        return value
     slot = st.empty()
-    bar = slot.progress(0.0, text=f"Fitting {label} on {act.pairs.n:,} pairs…")
+    bar = slot.progress(0.0, text=f"{title}…")
 
     def progress(fraction: float, message: str = "") -> None:
-        text = f"Fitting {label}: {message}" if message else f"Fitting {label}…"
-        bar.progress(min(max(float(fraction), 0.0), 1.0), text=text)
+        bar.progress(min(max(float(fraction), 0.0), 1.0),
+                     text=f"{title}: {message}" if message else f"{title}…")
 
     try:
-        with st.spinner(f"Fitting {label} on {act.pairs.n:,} pairs (once; cached afterwards)…"):
-            method = dash.fit_method(name, act.pairs.image_embeddings, act.pairs.text_embeddings,
-                                     fit_params, progress=progress)
+        with st.spinner(f"{title} (once; stored afterwards)…"):
+            value = compute(progress)
     finally:
         slot.empty()
-    fits.put(key, method)
-    return method
+    items.put(key, value)
+    return value
 
 
 @st.cache_data(max_entries=RAW_CACHE_ENTRIES, show_spinner="Measuring the gap…")
@@ -256,29 +264,14 @@ def protocol_result(act: Active, name: str, params: dict[str, Any], scoring: Sco
                     fit_pairs: Any = None) -> ProtocolResult:
     """``gapviz.protocols.protocol_transform`` of the active pairs, computed once per content
     hash, method, parameters and scoring (held-out: K fits; fit-on: one fit on other pairs)."""
-    results = store("protocol")
-    key = (act.key, name, frozen(params), scoring)
-    result = results.get(key)
-    if result is not None:
-        return result
-    label = method_label(name)
-    slot = st.empty()
-    bar = slot.progress(0.0, text=f"{label}: {scoring.protocol}…")
-
-    def progress(fraction: float, message: str = "") -> None:
-        bar.progress(min(max(float(fraction), 0.0), 1.0),
-                     text=f"{label} ({scoring.protocol}): {message}" if message else label)
-
-    try:
-        result = protocol_transform(
+    return _stored(
+        "protocol", (act.key, name, frozen(params), scoring),
+        f"{method_label(name)} ({scoring.protocol}) on {act.pairs.n:,} pairs",
+        lambda progress: protocol_transform(
             name, act.pairs.image_embeddings, act.pairs.text_embeddings,
             protocol=scoring.protocol, params=params, folds=scoring.folds, seed=scoring.seed,
             fit_pairs=fit_pairs, fit_source=scoring.fit_on[0] if scoring.fit_on else None,
-            allow_pairing_leak=scoring.allow_leak, shuffled=scoring.shuffled, progress=progress)
-    finally:
-        slot.empty()
-    results.put(key, result)
-    return result
+            allow_pairing_leak=scoring.allow_leak, shuffled=scoring.shuffled, progress=progress))
 
 
 @st.cache_data(max_entries=VIEW_CACHE_ENTRIES, show_spinner="Measuring…")
