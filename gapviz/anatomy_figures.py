@@ -74,7 +74,11 @@ def dimension_figure(dimensions: Sequence[Mapping[str, float]],
     fig.update_yaxes(title_text="RMG", row=1, col=2, secondary_y=True, showgrid=False)
     fig.update_xaxes(title_text="gap dimension (largest first)", row=1, col=1)
     fig.update_xaxes(title_text="dimensions removed (m)", row=1, col=2)
-    return _base(fig, height)
+    fig = _base(fig, height + 50)
+    # The subplot titles sit above the panels: the legend goes below them.
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.3, x=0.0),
+                      margin=dict(t=40, b=20))
+    return fig
 
 
 def split_figure(splits: Mapping[str, Mapping[str, float]], *, height: int = 300) -> go.Figure:
