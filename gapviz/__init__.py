@@ -17,6 +17,11 @@ _EXPORTS: dict[str, str] = {
     "GapReport": "measures", "measure_gap": "measures", "paired_significance": "measures",
     "METHODS": "methods", "make_method": "methods",
     "simulate_pairs": "simulate",
+    "PROTOCOLS": "protocols", "Provenance": "protocols", "fit_and_score": "protocols",
+    "protocol_transform": "protocols", "chance_recall": "protocols",
+    "gap_anatomy": "anatomy", "relative_modality_gap": "anatomy",
+    "bootstrap_ci": "intervals", "paired_comparison": "intervals", "pair_outcomes": "intervals",
+    "closing_costs": "closing_costs",
 }
 __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
