@@ -313,8 +313,14 @@ def neighbour_values(name: str, sliders: dict[str, Any]) -> list[dict[str, Any]]
     return out
 
 
-def _precompute(fits: tuple, values: list[dict[str, Any]]) -> None:
+#: The latest background request: older ones give way (the user has moved on).
+_latest_precompute = [0]
+
+
+def _precompute(token: int, fits: tuple, values: list[dict[str, Any]]) -> None:
     for fit in fits:
+        if token != _latest_precompute[0]:
+            return
         try:
             fit.precompute(values)
         except Exception:  # noqa: BLE001 - ahead-of-time work; a failure shows on the real move
@@ -350,7 +356,9 @@ def live_view(act: Active, name: str, params: dict[str, Any], scoring: Scoring,
     views.put(view_key, out)
     # While the user looks, solve the neighbouring slider values (kept by each fit), so the
     # next move one step away is a look-up.
-    _precompute_pool().submit(_precompute, base.fits, neighbour_values(name, sliders))
+    _latest_precompute[0] += 1
+    _precompute_pool().submit(_precompute, _latest_precompute[0], base.fits,
+                              neighbour_values(name, sliders))
     return out
 
 
