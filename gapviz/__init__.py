@@ -1,6 +1,7 @@
 """gapviz: measure and close the modality gap between image and text embeddings.
 
-The names below are loaded on first use (PEP 562), so importing a light part of the library
+The names below are loaded on first use (PEP 562; a name is never also a submodule's, whose
+attribute it would replace), so importing a light part of the library
 (``gapviz.data``, ``gapviz.embeddings``) does not pay for numba and scikit-learn.
 """
 
@@ -21,7 +22,6 @@ _EXPORTS: dict[str, str] = {
     "protocol_transform": "protocols", "chance_recall": "protocols",
     "gap_anatomy": "anatomy", "relative_modality_gap": "anatomy",
     "bootstrap_ci": "intervals", "paired_comparison": "intervals", "pair_outcomes": "intervals",
-    "closing_costs": "closing_costs",
 }
 __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
