@@ -50,3 +50,14 @@ def test_installed_command_runs_outside_the_repository(wheel, tmp_path):
     where = subprocess.run([str(py), "-c", "import gapviz; print(gapviz.__file__)"], cwd=tmp_path,
                            capture_output=True, text=True, timeout=120)
     assert str(env_dir) in where.stdout  # the installed copy, not the checkout
+
+
+def test_top_level_names_never_shadow_a_submodule():
+    import pkgutil
+
+    import gapviz
+
+    submodules = {m.name for m in pkgutil.iter_modules(gapviz.__path__)}
+    assert not set(gapviz._EXPORTS) & submodules
+    for name in gapviz.__all__:
+        assert getattr(gapviz, name) is not None
