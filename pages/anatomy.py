@@ -211,13 +211,12 @@ with tab_clusters, guard("measure the clusters"):
             }), hide_index=True, height=300, key="anatomy_cluster_pairs")
 
 with tab_costs, guard("measure what closing costs"):
-    fits = compute.protocol_result(act, method, params, scoring, fit_pairs).fits \
-        if prov.protocol != "transductive" or method_class(method).uses_pairing else None
-    fold_of = (compute.protocol_result(act, method, params, scoring, fit_pairs).fold_of
-               if fits is not None else None)
-    if fits is None:  # the shared transductive fit
+    if prov.protocol != "transductive" or method_class(method).uses_pairing:
+        result = compute.protocol_result(act, method, params, scoring, fit_pairs)
+        fits, fold_of = result.fits, result.fold_of
+    else:  # the shared transductive fit
         fit_params, _ = dash.split_params(method, params, pairs.n, pairs.dim)
-        fits = compute.fitted_method(act, method, fit_params)
+        fits, fold_of = compute.fitted_method(act, method, fit_params), None
     costs = _costs(act.key, method, compute.frozen(params), scoring, X, Y, view, fits, fold_of,
                    label_key)
     rows = [{"kept": key.replace("_crossmodal", "").replace("_i2t", " image→text")
