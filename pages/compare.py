@@ -35,9 +35,9 @@ from ui.state import keep, workspace
 BEST_STYLE = "background-color: #D1FAE5; color: #065F46; font-weight: 700"
 #: Background of a best cell that noise explains, and of its runner-up.
 NOISE_STYLE = "background-color: #FEF3C7; color: #92400E"
-#: Methods left out of the default selection because they fit slowly (Laplace OT: about a
-#: minute on 2,500 pairs on 2 cores; the VLAP map trains for tens of seconds); the user adds
-#: them in one click.
+#: Methods left out of the default selection because they are the slowest rows (under their
+#: default protocol, held-out, five fits each: Laplace OT a few seconds on 2,500 pairs on 2
+#: cores, the VLAP map tens of seconds to minutes); the user adds them in one click.
 SLOW_METHODS = ("ot", "vlap")
 MEASURE_CACHE_ENTRIES = 256
 
@@ -150,8 +150,9 @@ with st.container(border=True):
     methods = c1.multiselect("Methods (rows)", offered, format_func=method_label,
                              **keep("compare_methods", [m for m in offered if m not in SLOW_METHODS]),
                              help="Each is fitted once per model and cached: the other pages "
-                                  "reuse the fits, and this table reuses theirs. Laplace OT is "
-                                  "left out at first: it takes about a minute on 2,500 pairs.")
+                                  "reuse the fits, and this table reuses theirs. Laplace OT and "
+                                  "VLAP are left out at first: held-out, each takes five fits "
+                                  "(VLAP's are trainings: tens of seconds or more).")
     if len(models_all) > 1:
         models = c2.multiselect("Models", models_all, **keep("compare_models", [act.model]),
                                 help="The same pairs embedded by several models (added on Data).")
