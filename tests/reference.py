@@ -71,3 +71,22 @@ def planted_ties(n: int, d: int, seed: int, log_eps: float, n_dup: int, f64: boo
     if np.any(np.linalg.norm(X, axis=1) == 0) or np.any(np.linalg.norm(Y, axis=1) == 0):
         return None
     return X, Y
+
+
+def near_tie_pairs(gap: float, d: int, n: int = 40, seed: int = 0):
+    """Image 0's best text and its best other image differ by ``gap`` in float64 cosine.
+
+    Image 0 = e1; image 1 at cosine c from it; text 0 at cosine c + gap. Every other item is
+    a random direction far from e1 (cosine ~ 0), so only these two compete for image 0.
+    """
+    rng = np.random.default_rng(seed)
+    Q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    e1, e2, e3 = Q[:, 0], Q[:, 1], Q[:, 2]
+    c = 0.8
+    X = rng.normal(size=(n, d))
+    Y = rng.normal(size=(n, d))
+    X[0] = e1
+    X[1] = c * e1 + np.sqrt(1 - c ** 2) * e2
+    ct = c + gap
+    Y[0] = ct * e1 + np.sqrt(1 - ct ** 2) * e3
+    return X.astype(np.float32), Y.astype(np.float32)

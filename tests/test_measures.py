@@ -11,7 +11,7 @@ from scipy import linalg
 from gapviz import measures
 from gapviz.measures import (distance_measures, frechet_distance, linear_separability,
                              measure_gap, paired_significance)
-from reference import brute_force_ranks, metrics_from_ranks, planted_ties
+from reference import brute_force_ranks, metrics_from_ranks, near_tie_pairs, planted_ties
 
 
 def on_circle(degrees):
@@ -267,28 +267,9 @@ def assert_ranks_are_float64(X, Y, **kw):
     return r
 
 
-def near_tie_pairs(gap, d=512, n=40, seed=0):
-    """Image 0's best text and its best other image differ by ``gap`` in float64 cosine.
-
-    Image 0 = e1; image 1 at cosine c from it; text 0 at cosine c + gap. Every other item is
-    a random direction far from e1 (cosine ~ 0), so only these two compete for image 0.
-    """
-    rng = np.random.default_rng(seed)
-    Q, _ = np.linalg.qr(rng.normal(size=(d, d)))
-    e1, e2, e3 = Q[:, 0], Q[:, 1], Q[:, 2]
-    c = 0.8
-    X = rng.normal(size=(n, d))
-    Y = rng.normal(size=(n, d))
-    X[0] = e1
-    X[1] = c * e1 + np.sqrt(1 - c ** 2) * e2
-    ct = c + gap
-    Y[0] = ct * e1 + np.sqrt(1 - ct ** 2) * e3
-    return X.astype(np.float32), Y.astype(np.float32)
-
-
 @pytest.mark.parametrize("gap", [1.5e-6, -1.5e-6, 2e-7, -2e-7, 3e-5, -3e-5])
 def test_near_tie_is_ordered_as_float64_orders_it(gap):
-    X, Y = near_tie_pairs(gap)
+    X, Y = near_tie_pairs(gap, d=512)
     r = assert_ranks_are_float64(X, Y)
     Xd, Yd = X.astype(np.float64), Y.astype(np.float64)
     cos = lambda a, b: a @ b / np.linalg.norm(a) / np.linalg.norm(b)  # noqa: E731

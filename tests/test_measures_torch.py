@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 
-from reference import brute_force_ranks, metrics_from_ranks, planted_ties
+from reference import brute_force_ranks, metrics_from_ranks, near_tie_pairs, planted_ties
 
 from gapviz import measures, measures_torch
 from gapviz.measures import measure_gap
@@ -89,20 +89,6 @@ def tied_pairs(n, d, seed):
     return X, Y
 
 
-def near_tie_pairs(gap, d=256, n=40, seed=0):
-    """Image 0's partner text and its nearest other image differ by ``gap`` in cosine."""
-    rng = np.random.default_rng(seed)
-    Q, _ = np.linalg.qr(rng.normal(size=(d, d)))
-    e1, e2, e3 = Q[:, 0], Q[:, 1], Q[:, 2]
-    c = 0.8
-    X = rng.normal(size=(n, d))
-    Y = rng.normal(size=(n, d))
-    X[0] = e1
-    X[1] = c * e1 + np.sqrt(1 - c ** 2) * e2
-    Y[0] = (c + gap) * e1 + np.sqrt(1 - (c + gap) ** 2) * e3
-    return X.astype(np.float32), Y.astype(np.float32)
-
-
 def crowded_pairs(n=240, d=256, seed=11):
     """Texts that are slight moves (1e-7 .. 1e-4 in cosine) of images, exact duplicates of
     images and of texts, a near-duplicate image: many comparisons inside the float32 band."""
@@ -130,7 +116,7 @@ def test_tied_data_across_panel_edges(n, d, block, torch_cpu):
 
 @pytest.mark.parametrize("gap", [1.5e-6, -1.5e-6, 2e-7, -2e-7, 3e-5, -3e-5])
 def test_near_ties_are_ordered_as_float64_orders_them(gap, torch_cpu):
-    X, Y = near_tie_pairs(gap)
+    X, Y = near_tie_pairs(gap, d=256)
     r = assert_device_equals_cpu_and_float64(X, Y, torch_cpu, block_values=40 * 7)
     assert r.best_text_rank[0] == (1 if gap > 0 else 2)
 
