@@ -41,9 +41,10 @@ import os
 import tempfile
 import zipfile
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -365,24 +366,30 @@ def load_embeddings(path: str | os.PathLike, *,
             f"{path}: unsupported extension '{suffix}'. gapviz reads embeddings from .npz "
             "(arrays image_embeddings, text_embeddings) or .parquet (columns image_embedding, "
             "text_embedding).")
-    try:
+    with _read_errors(path, "this file; use a smaller file", "embeddings file"):
         if suffix == ".npz":
             values, warnings = _read_npz(path, limit)
         else:
             values, warnings = _read_parquet(path, limit)
         pairs, report = _from_arrays(values, str(path))
+    report.warnings.extend(warnings)
+    return pairs, report
+
+
+@contextmanager
+def _read_errors(path: Path, memory: str, what: str) -> Iterator[None]:
+    """Anything a damaged file can still make a reader raise, as one line naming the file:
+    "PATH: not enough memory to read MEMORY." or "PATH: not a readable WHAT (error)."."""
+    try:
+        yield
     except EmbeddingsFileError:
         raise
     except MemoryError:
-        raise EmbeddingsFileError(f"{path}: not enough memory to read this file; use a smaller "
-                                  "file.") from None
+        raise EmbeddingsFileError(f"{path}: not enough memory to read {memory}.") from None
     except (ValueError, TypeError, OSError, EOFError, KeyError, IndexError, RecursionError,
             zlib.error) as err:
-        # Anything a damaged file can still make a reader raise: one line with the file name.
-        raise EmbeddingsFileError(f"{path}: not a readable embeddings file "
+        raise EmbeddingsFileError(f"{path}: not a readable {what} "
                                   f"({type(err).__name__}: {_one_line(err)}).") from None
-    report.warnings.extend(warnings)
-    return pairs, report
 
 
 def shard_files(folder: str | os.PathLike) -> list[Path]:
@@ -399,7 +406,8 @@ def _load_shards(folder: Path, limit: int) -> tuple[PairedEmbeddings, LoadReport
         raise EmbeddingsFileError(
             f"{folder}: a folder without .parquet shards. Give a .npz or .parquet file, or a "
             "folder of .parquet shards (as `gapviz embed --ray` writes).")
-    try:
+    with _read_errors(folder, "these shards; use fewer or smaller shards",
+                      "folder of embeddings shards"):
         import pyarrow.parquet as pq
 
         total = 0
@@ -414,14 +422,6 @@ def _load_shards(folder: Path, limit: int) -> tuple[PairedEmbeddings, LoadReport
         parts = [(shard, *_read_parquet(shard, limit)) for shard in shards]
         values, warnings = _join_shards(folder, parts)
         pairs, report = _from_arrays(values, str(folder))
-    except EmbeddingsFileError:
-        raise
-    except MemoryError:
-        raise EmbeddingsFileError(f"{folder}: not enough memory to read these shards; use fewer "
-                                  "or smaller shards.") from None
-    except (ValueError, TypeError, OSError, EOFError, KeyError, IndexError, RecursionError) as err:
-        raise EmbeddingsFileError(f"{folder}: not a readable folder of embeddings shards "
-                                  f"({type(err).__name__}: {_one_line(err)}).") from None
     report.warnings.extend(warnings)
     return pairs, report
 
