@@ -13,7 +13,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 from .embeddings import PairedEmbeddings
 from .measures import normalize_rows
-from .protocols import DEFAULT_FOLDS, DEFAULT_SEED, PROTOCOLS, default_protocol, fit_and_score
+from .protocols import (DEFAULT_FOLDS, DEFAULT_SEED, PROTOCOLS, default_protocol, fit_and_score,
+                        fit_size)
 
 #: Measures of the comparison table, in the paper's order.
 COMPARE_KEYS: tuple[str, ...] = ("ITR", "TIR", "IMR", "TMR", "frechet", "R@5", "R@10", "R@20",
@@ -41,6 +42,9 @@ class ComparisonRow:
         seed, folds, fit_source, shuffled, warning, ...; empty when the row could not run.
     error : str or None
         Why the method could not run on these data (its own message), or None.
+    notes : tuple of str
+        What was changed before the run, e.g. a size parameter left at its default that was
+        lowered to what each fit's pairs allow (a value the caller chose is never changed).
     """
 
     model: str
@@ -50,6 +54,7 @@ class ComparisonRow:
     protocol: str = ""
     provenance: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    notes: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -109,6 +114,11 @@ def compare(datasets: Mapping[str, PairedEmbeddings], methods: Sequence[str], *,
         protocol, a numerical failure) gives a row with ``error`` set and no measures, and the
         other rows are still computed. False re-raises the first such error.
 
+    A size parameter the caller left at its default (spectral ``n_components``, VLAP's anchors)
+    is lowered to what the pairs each fit sees allow (:func:`gapviz.protocols.fit_size`), and
+    the row's ``notes`` say so; a value given in ``params`` is used as given (a row that cannot
+    take it reports why).
+
     Returns
     -------
     list of ComparisonRow
@@ -136,9 +146,14 @@ def compare(datasets: Mapping[str, PairedEmbeddings], methods: Sequence[str], *,
             if progress:
                 progress(step / total, f"{label}: {name}")
             chosen = chosen_protocols[name]
+            notes: tuple[str, ...] = ()
             try:
                 fit_pairs = _fit_pairs(fit_on, label) if chosen == "fit-on" else None
-                result = fit_and_score(name, X, Y, protocol=chosen, params=params.get(name),
+                n_fit = fit_size(len(X), chosen, folds=folds,
+                                 n_fit_pairs=None if fit_pairs is None else len(fit_pairs[0]),
+                                 max_fit=None if chosen == "transductive" else max_fit)
+                run_params, notes = _sized_params(name, params.get(name), n_fit, X.shape[1])
+                result = fit_and_score(name, X, Y, protocol=chosen, params=run_params,
                                        folds=folds, seed=seed, fit_pairs=fit_pairs,
                                        fit_source=fit_source, allow_pairing_leak=allow_pairing_leak,
                                        shuffled=shuffled,
@@ -148,11 +163,11 @@ def compare(datasets: Mapping[str, PairedEmbeddings], methods: Sequence[str], *,
                 if not keep_going:
                     raise
                 rows.append(ComparisonRow(model, name, _params_of(name, params.get(name)), {},
-                                          chosen, {}, _reason(err)))
+                                          chosen, {}, _reason(err), notes))
             else:
                 rows.append(ComparisonRow(model, name, result.fits[0].describe()["params"],
                                           result.metrics, result.provenance.protocol,
-                                          result.provenance.to_dict()))
+                                          result.provenance.to_dict(), notes=notes))
             step += 1
     if progress:
         progress(1.0, "done")
@@ -240,6 +255,22 @@ def _fit_pairs(fit_on, label: str):
     else:
         raise ValueError(f"no fit pairs for dataset {label!r} (fit_on has {sorted(fit_on)}).")
     return normalize_rows(pairs.image_embeddings), normalize_rows(pairs.text_embeddings)
+
+
+def _sized_params(name: str, given: Mapping[str, Any] | None, n_fit: int, dim: int
+                  ) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """``given`` plus each size parameter left at a default that ``n_fit`` pairs of dimension
+    ``dim`` cannot take, lowered to the largest value they can; and a note per lowered one."""
+    from .methods import method_params, suited_params
+
+    given = dict(given or {})
+    defaults = method_params(name)
+    suited = suited_params(name, n_fit, dim, given)
+    lowered = {k: v for k, v in suited.items()
+               if k not in given and k in defaults and v != defaults[k]}
+    notes = tuple(f"{k} lowered from its default {defaults[k]} to {v}: each fit sees {n_fit:,} "
+                  f"pairs of dimension {dim}" for k, v in lowered.items())
+    return {**given, **lowered}, notes
 
 
 def _params_of(name: str, chosen: Mapping[str, Any] | None) -> dict[str, Any]:

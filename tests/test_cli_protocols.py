@@ -16,7 +16,8 @@ from gapviz.simulate import simulate_pairs
 
 #: d = 32: spectral's default k = 60 cannot run (at most d + 1 eigenvectors).
 DEMO = ["demo", "--n", "120", "--dim", "32"]
-COMPARE = ["compare", *DEMO, "--methods", "orig,procrustes,spectral"]
+#: Spectral told k = 60 on d = 32 (more than it can take): the row that cannot run.
+COMPARE = ["compare", *DEMO, "--methods", "orig,procrustes,spectral", "--set", "spectral.n_components=60"]
 
 
 def run(capsys, *argv):
@@ -103,7 +104,8 @@ def test_compare_fit_on_a_file_and_no_row_at_all(capsys, tmp_path):
     _, out, _ = run(capsys, "compare", *DEMO, "--methods", "center,procrustes", "--max-fit", "50",
                     "--format", "csv")
     assert [r["n_fit"] for r in csv.DictReader(io.StringIO(out))] == ["120", "50"]
-    code, _, err = run(capsys, "compare", *DEMO, "--methods", "spectral")
+    code, _, err = run(capsys, "compare", *DEMO, "--methods", "spectral",
+                       "--set", "spectral.n_components=60")
     assert code == 2 and "no method could run" in err
     code, _, err = run(capsys, "compare", "demo", "demo:siglip", *DEMO[1:], "--methods", "orig",
                        "--fit-on", str(path))

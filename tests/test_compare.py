@@ -12,6 +12,10 @@ from gapviz.simulate import simulate_pairs
 METHODS = ["orig", "center", "procrustes", "sinkhorn", "spectral"]
 
 
+#: Spectral told k = 60 on d = 32, more than the d + 1 eigenvectors its graph has.
+TOO_MANY = {"spectral": {"n_components": 60}}
+
+
 @pytest.fixture(scope="module")
 def pairs32():
     """d = 32: spectral's default k = 60 exceeds the d + 1 eigenvectors the graph has."""
@@ -20,7 +24,7 @@ def pairs32():
 
 @pytest.fixture(scope="module")
 def rows(pairs32):
-    return compare({"a": pairs32}, METHODS)
+    return compare({"a": pairs32}, METHODS, params=TOO_MANY)
 
 
 def test_keeps_going_when_one_method_cannot_run(rows):
@@ -32,7 +36,29 @@ def test_keeps_going_when_one_method_cannot_run(rows):
     assert all(r.ok and set(COMPARE_KEYS) <= set(r.metrics) for r in rows if r.method != "spectral")
     assert list(rows_to_columns(rows)) == METHODS[:-1]
     with pytest.raises(ValueError, match="n_components"):
-        compare({"a": simulate_pairs(120, 32, seed=1)}, ["spectral"], keep_going=False)
+        compare({"a": simulate_pairs(120, 32, seed=1)}, ["spectral"], params=TOO_MANY,
+                keep_going=False)
+
+
+def test_a_size_left_at_its_default_is_lowered_to_the_fit_and_says_so(pairs32):
+    """Defaults too big for the pairs each fit sees are lowered (a chosen value never is):
+    spectral's k to d = 32 (transductive), VLAP's anchors to the 96 pairs
+    of a 5-fold fit on 120."""
+    from gapviz.methods import method_params
+
+    rows = compare({"a": pairs32}, ["spectral", "vlap", "center"])
+    spectral, vlap, center = rows
+    assert all(r.ok for r in rows)
+    assert method_params("spectral")["n_components"] == 60
+    assert spectral.params["n_components"] == 32
+    assert spectral.notes == ("n_components lowered from its default 60 to 32: each fit sees "
+                              "120 pairs of dimension 32",)
+    assert vlap.params["n_anchors"] == 96 == vlap.provenance["n_fit"]
+    assert "n_anchors lowered from its default 256 to 96" in vlap.notes[0]
+    assert center.notes == ()
+    # the same measures as a fit told k = 32
+    told = compare({"a": pairs32}, ["spectral"], params={"spectral": {"n_components": 32}})[0]
+    assert told.metrics == spectral.metrics and told.notes == ()
 
 
 def test_each_row_states_its_protocol_and_provenance(rows):

@@ -93,6 +93,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for r in rows:
         if r.warning:
             print(f"gapviz compare: warning: {r.label}: {r.warning}", file=sys.stderr)
+        for note in r.notes:
+            print(f"gapviz compare: note: {r.label}: {note}", file=sys.stderr)
     if len(failed) == len(rows):
         raise ValueError("no method could run on these data; see the reasons above.")
     n_scored = next(iter(datasets.values())).n
@@ -103,7 +105,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                    "chance": chance_record(n_scored),
                    "rows": [{"model": r.model, "method": r.method, "params": r.params,
                              "protocol": r.protocol, "provenance": r.provenance,
-                             "metrics": r.metrics, "error": r.error} for r in rows]}
+                             "metrics": r.metrics, "error": r.error, "notes": list(r.notes)}
+                            for r in rows]}
         print(json.dumps(payload, indent=2))
         return 0
     title = "gapviz compare: " + ", ".join(
@@ -116,7 +119,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         rendered += _not_run_rows(failed, keys, args.format)
     else:
         width = max(len(r.label) for r in rows)
-        notes = [f"{r.label.ljust(width)}  {_summary(r)}" for r in ran]
+        notes = [f"{r.label.ljust(width)}  {_summary(r)}" + "".join(f"; {n}" for n in r.notes)
+                 for r in ran]
         notes += [f"{r.label.ljust(width)}  NOT RUN ({r.protocol}): {r.error}" for r in failed]
         rendered += "\nhow each run was fitted and scored:\n" + "\n".join(notes) + "\n"
         rendered += chance_line(n_scored) + "\n"
