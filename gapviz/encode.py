@@ -332,7 +332,8 @@ def _tokenizer_offline_message(spec: ModelSpec, repo: str, host: str) -> str:
         f"cache. On a connected machine run `hf download {repo}` (or "
         f"`huggingface-cli download {repo}`) and copy the cache (~/.cache/huggingface, or set "
         "HF_HOME), or save the tokenizer to a folder (`transformers.AutoTokenizer.from_pretrained"
-        f"('{repo}').save_pretrained('DIR')`) and pass it: ModelSpec(..., tokenizer='DIR').")
+        f"('{repo}').save_pretrained('DIR')`) and pass it: `gapviz embed ... --tokenizer DIR`, "
+        "or ModelSpec(..., tokenizer='DIR').")
 
 
 class _DropRandomInitWarning(logging.Filter):

@@ -431,3 +431,24 @@ def test_embed_command_precision(tiny, pairs, tmp_path, capsys):
     assert load_embeddings(tmp_path / "fp32.npz")[0].meta["precision"] == "fp32"
     assert main(common + ["--out", str(tmp_path / "fp16.npz"), "--precision", "fp16"]) == 2
     assert "fp16 is for GPUs" in capsys.readouterr().err
+
+
+def test_the_command_line_takes_a_local_tokenizer_folder(tiny, local_tokenizer, tmp_path, capsys):
+    """``gapviz embed ... --tokenizer DIR``: the texts equal the library's with that folder."""
+    from datafixtures import make_txt_folder
+    from gapviz.cli.embed import main
+
+    captions = make_txt_folder(tmp_path / "up")
+    out = tmp_path / "siglip.npz"
+    rc = main([str(tmp_path / "up"), "--out", str(out), "--model", TINY_SIGLIP, "--pretrained",
+               "none", "--tokenizer", str(local_tokenizer), "--no-cache", "--precision", "fp32"])
+    assert rc == 0, capsys.readouterr().err
+    pairs, _ = load_embeddings(out)
+    assert dict(zip(pairs.ids, pairs.captions)) == captions
+    loaded = load_model(ModelSpec(TINY_SIGLIP, "none", tokenizer=str(local_tokenizer)))
+    np.testing.assert_allclose(pairs.text_embeddings, embed_texts(loaded, pairs.captions),
+                               atol=1e-5)
+    rc = main([str(tmp_path / "up"), "--out", str(tmp_path / "x.npz"), "--model", TINY_SIGLIP,
+               "--pretrained", "none", "--tokenizer", str(tmp_path / "nowhere"), "--no-cache"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "tokenizer folder" in err and "nowhere" in err and "Traceback" not in err

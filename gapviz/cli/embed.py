@@ -79,6 +79,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="weights: a pretrained tag, a local checkpoint file, or 'none' for random "
                    f"weights (default {DEFAULT_MODEL.pretrained})")
     g.add_argument("--weights-seed", type=int, default=0, help="seed of random weights (default 0)")
+    g.add_argument("--tokenizer", metavar="DIR",
+                   help="a folder holding a Hugging Face tokenizer (what save_pretrained writes: "
+                        "tokenizer.json, tokenizer_config.json), for models whose tokenizer "
+                        "comes from the hub (SigLIP) on a machine that cannot reach it")
     g.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     g.add_argument("--batch-size", type=int,
                    help="images per batch (default: sized for the device, 32 on a CPU)")
@@ -271,7 +275,7 @@ def _embed(args: argparse.Namespace, err: TextIO) -> int:
     for line in report.lines():
         _say(args, err, line)
     require_pairs(pairs, report, args.source)
-    spec = ModelSpec(args.model, args.pretrained, seed=args.weights_seed)
+    spec = ModelSpec(args.model, args.pretrained, seed=args.weights_seed, tokenizer=args.tokenizer)
     cache = None if args.no_cache else EmbeddingCache(args.cache_dir)
     _say(args, err, f"embedding {len(pairs)} pairs with {spec.label()}")
     meta = {"source": args.source, "source_kind": kind, "n": args.n, "seed": args.seed,
