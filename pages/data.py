@@ -100,8 +100,15 @@ def model_picker(prefix: str) -> ModelSpec:
     else:
         name = choice
         tag = next(m.pretrained for m in KNOWN_MODELS if m.name == choice)
-    spec = ModelSpec(name.strip(), None if random_weights else tag)
-    return spec
+    tokenizer = None
+    if not HOSTED:
+        tokenizer = st.text_input(
+            "Tokenizer folder (optional)", placeholder="only for SigLIP-style models offline",
+            help="A folder holding a Hugging Face tokenizer (what `save_pretrained` writes: "
+                 "tokenizer.json, tokenizer_config.json), for models whose tokenizer comes from "
+                 "the hub (SigLIP) on a machine that cannot reach it. Leave empty otherwise.",
+            **keep(f"{prefix}_tokenizer", "")).strip() or None
+    return ModelSpec(name.strip(), None if random_weights else tag, tokenizer=tokenizer)
 
 
 def _check_model(spec: ModelSpec) -> None:

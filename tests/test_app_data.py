@@ -168,3 +168,20 @@ def test_a_folder_of_parquet_shards_on_this_machine_loads_as_one_dataset(tmp_pat
     active = at.session_state["workspace"].active
     assert active.pairs.n == 60 and active.model == "sharded model"
     assert active.pairs.ids[:2] == ["p0", "p1"] and active.pairs.ids[-1] == "p59"
+
+
+def test_a_tokenizer_folder_that_is_not_there_is_a_message_and_nothing_is_added(tiny_model, tmp_path):
+    """The Data page's optional tokenizer folder reaches the model: a wrong one is said plainly."""
+    at = _session()
+    at.file_uploader(key="data_pairs_upload").set_value(
+        ("pairs.zip", _pairs_zip(tmp_path), "application/zip"))
+    at.selectbox(key="data_pairs_model").set_value("other")
+    at.run()
+    at.text_input(key="data_pairs_arch").set_value(tiny_model)
+    at.toggle(key="data_pairs_random").set_value(True)
+    at.text_input(key="data_pairs_tokenizer").set_value(str(tmp_path / "no-tokenizer"))
+    at.button(key="data_pairs_go").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    errors = " ".join(e.value for e in at.error)
+    assert "tokenizer folder" in errors and "no-tokenizer" in errors, errors
+    assert set(at.session_state["workspace"].datasets) == {DEMO_DATASET}
