@@ -701,9 +701,10 @@ def _run_panels(work, starts: list[int], workers: int) -> None:
     """Call ``work(slot, i0)`` for every panel start, on ``workers`` threads.
 
     Each thread takes the next panel when it is free (the machine may be shared) and owns
-    accumulator ``slot``. Run it under ``_one_blas_thread``.
+    accumulator ``slot``. Run it under ``_one_blas_thread``. One panel (a small set) runs on
+    the calling thread: starting threads would cost more than it.
     """
-    if workers == 1:
+    if workers == 1 or len(starts) == 1:
         for i0 in starts:
             work(0, i0)
         return
