@@ -55,7 +55,9 @@ def _session() -> AppTest:
     return at
 
 
-def test_uploading_a_zip_of_pairs_adds_a_dataset_with_its_skip_report(tiny_model, tmp_path):
+def _upload_pairs(tiny_model: str, tmp_path, **fields: str) -> AppTest:
+    """The Data page with the pairs zip uploaded and the tiny random-weight model chosen; the
+    text ``fields`` (by key) set, then Load pressed."""
     at = _session()
     at.file_uploader(key="data_pairs_upload").set_value(
         ("pairs.zip", _pairs_zip(tmp_path), "application/zip"))
@@ -63,7 +65,14 @@ def test_uploading_a_zip_of_pairs_adds_a_dataset_with_its_skip_report(tiny_model
     at.run()
     at.text_input(key="data_pairs_arch").set_value(tiny_model)
     at.toggle(key="data_pairs_random").set_value(True)
+    for key, value in fields.items():
+        at.text_input(key=key).set_value(value)
     at.button(key="data_pairs_go").click().run()
+    return at
+
+
+def test_uploading_a_zip_of_pairs_adds_a_dataset_with_its_skip_report(tiny_model, tmp_path):
+    at = _upload_pairs(tiny_model, tmp_path)
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
 
@@ -172,15 +181,7 @@ def test_a_folder_of_parquet_shards_on_this_machine_loads_as_one_dataset(tmp_pat
 
 def test_a_tokenizer_folder_that_is_not_there_is_a_message_and_nothing_is_added(tiny_model, tmp_path):
     """The Data page's optional tokenizer folder reaches the model: a wrong one is said plainly."""
-    at = _session()
-    at.file_uploader(key="data_pairs_upload").set_value(
-        ("pairs.zip", _pairs_zip(tmp_path), "application/zip"))
-    at.selectbox(key="data_pairs_model").set_value("other")
-    at.run()
-    at.text_input(key="data_pairs_arch").set_value(tiny_model)
-    at.toggle(key="data_pairs_random").set_value(True)
-    at.text_input(key="data_pairs_tokenizer").set_value(str(tmp_path / "no-tokenizer"))
-    at.button(key="data_pairs_go").click().run()
+    at = _upload_pairs(tiny_model, tmp_path, data_pairs_tokenizer=str(tmp_path / "no-tokenizer"))
     assert not at.exception, [e.value for e in at.exception]
     errors = " ".join(e.value for e in at.error)
     assert "tokenizer folder" in errors and "no-tokenizer" in errors, errors
