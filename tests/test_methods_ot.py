@@ -42,6 +42,45 @@ def test_coupling_is_pots_emd_laplace_transport(params):
     np.testing.assert_allclose(m.transform_images(Xnew), ref.transform(Xs=unit(Xnew)), atol=1e-6)
 
 
+@pytest.mark.parametrize("params", POT_OPTIONS[:3] + [dict(reg_lap=100.0, reg_src=1.0)],
+                         ids=lambda p: ",".join(f"{k}={v}" for k, v in p.items()))
+def test_assignment_step_gives_the_network_simplex_iterates(params):
+    # Uniform marginals on as many images as texts, no duplicated point: the exact-OT step's
+    # optimum is a unique permutation / N, found alike by both solvers, so every iterate is
+    # the same, bit for bit.
+    from gapviz.methods.ot import emd_laplace_factored, exact_ot_step, laplace_graphs
+
+    X, Y = gap_pairs(n=80, d=12, seed=4)
+    xs, xt = unit(X), unit(Y)
+    a = ot.unif(80)
+    assert exact_ot_step(a, a, xs, xt) == "assignment"
+    graphs = laplace_graphs(xs, xt)
+    out = {}
+    for lp in ("assignment", "emd"):
+        out[lp] = emd_laplace_factored(a, a, xs, xt, ot.dist(xs, xt), eta=params["reg_lap"],
+                                       alpha=params["reg_src"], numItermax=12, stopThr=1e-12,
+                                       graphs=graphs, lp=lp)
+    np.testing.assert_array_equal(out["assignment"][0], out["emd"][0])
+    assert out["assignment"][1]["loss"] == out["emd"][1]["loss"]
+
+
+def test_exact_ot_step_keeps_the_network_simplex_where_it_would_choose_between_ties():
+    from gapviz.methods.ot import exact_ot_step
+
+    X, Y = gap_pairs(n=30, d=6)
+    xs, xt = unit(X), unit(Y)
+    a = ot.unif(30)
+    assert exact_ot_step(a, a, xs, xt) == "assignment"
+    dup = xs.copy()
+    dup[5] = dup[9]  # one image twice (two captions of it)
+    assert exact_ot_step(a, a, dup, xt) == "emd"
+    assert exact_ot_step(a, a, xs, np.vstack([xt[:29], xt[:1]])) == "emd"
+    w = np.full(30, 1.0 / 30)
+    w[:2] = [0.5 / 30, 1.5 / 30]
+    assert exact_ot_step(w, a, xs, xt) == "emd"
+    assert exact_ot_step(ot.unif(20), a, xs[:20], xt) == "emd"
+
+
 @pytest.mark.parametrize("method", [OTGap(reg_lap=50.0), SinkhornGap(reg=0.1, max_iter=5000)],
                          ids=["ot", "sinkhorn"])
 def test_coupling_marginals_are_uniform(method):
@@ -147,7 +186,7 @@ def test_sinkhorn_warm_refit_equals_cold_fit():
     X, Y = gap_pairs(n=80, d=10)
     warm = SinkhornGap(reg=0.1, max_iter=20000, tol=1e-11).fit(X, Y)
     for reg in (0.2, 0.05, 0.5):
-        warm.refit(reg=reg)
+        warm.refit(reg=reg, warm_start=True)
         assert warm.warm_started_
         cold = SinkhornGap(reg=reg, max_iter=20000, tol=1e-11).fit(X, Y)
         np.testing.assert_allclose(warm.coupling_, cold.coupling_, rtol=1e-6, atol=1e-12)
@@ -157,10 +196,57 @@ def test_sinkhorn_warm_refit_equals_cold_fit():
 def test_sinkhorn_warm_start_saves_iterations():
     X, Y = gap_pairs(n=80, d=10)
     m = SinkhornGap(reg=0.05, max_iter=20000, tol=1e-10).fit(X, Y)
-    m.refit(reg=0.06)
+    m.refit(reg=0.06, warm_start=True)
     warm_iters = m.n_iter_
     cold_iters = SinkhornGap(reg=0.06, max_iter=20000, tol=1e-10).fit(X, Y).n_iter_
     assert warm_iters < cold_iters
+
+
+SINKHORN_CASES = [  # (reg, max_iter, tol): converged, and stopped at max_iter far from it
+    (0.5, 1000, 1e-8), (0.05, 1000, 1e-8), (0.01, 1000, 1e-8), (0.005, 300, 1e-12),
+]
+
+
+@pytest.mark.filterwarnings("ignore:Sinkhorn did not converge")
+@pytest.mark.parametrize("reg,max_iter,tol", SINKHORN_CASES)
+def test_sinkhorn_knopp_is_pots_sinkhorn(reg, max_iter, tol):
+    from gapviz.methods.ot import sinkhorn_knopp
+
+    X, Y = gap_pairs(n=70, d=12, seed=3)
+    M = ot.dist(unit(X), unit(Y))
+    a, b = ot.unif(70), ot.unif(70)
+    G, log = sinkhorn_knopp(a, b, M, reg, numItermax=max_iter, stopThr=tol)
+    ref, ref_log = ot.sinkhorn(a, b, M, reg, numItermax=max_iter, stopThr=tol, log=True)
+    # the same iterations (summation order aside: round-off), stopped at the same one
+    assert log["niter"] == ref_log["niter"]
+    np.testing.assert_allclose(log["err"], ref_log["err"], rtol=1e-6, atol=1e-15)
+    np.testing.assert_allclose(G, ref, rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(log["u"], ref_log["u"], rtol=1e-9)
+    # a warm start from given log-scalings, as POT's warmstart
+    start = (np.log(ref_log["u"]) + 0.1, np.log(ref_log["v"]) - 0.1)
+    G, log = sinkhorn_knopp(a, b, M, reg, numItermax=max_iter, stopThr=tol, warmstart=start)
+    ref, ref_log = ot.sinkhorn(a, b, M, reg, numItermax=max_iter, stopThr=tol, log=True,
+                               warmstart=start)
+    assert log["niter"] == ref_log["niter"]
+    np.testing.assert_allclose(G, ref, rtol=1e-9, atol=1e-15)
+
+
+def test_sinkhorn_knopp_warns_as_pot():
+    from gapviz.methods.ot import sinkhorn_knopp
+
+    X, Y = gap_pairs(n=30, d=6)
+    M = ot.dist(unit(X), unit(Y))
+    a = ot.unif(30)
+    with pytest.warns(UserWarning, match="Sinkhorn did not converge"):
+        sinkhorn_knopp(a, a, M, 0.01, numItermax=20, stopThr=1e-15)
+    # a kernel that underflows to 0: POT stops at once and keeps the start
+    with pytest.warns(UserWarning, match="numerical errors at iteration 0"):
+        G, log = sinkhorn_knopp(a, a, M + 1e4, 1.0, numItermax=50)
+    with pytest.warns(UserWarning, match="numerical errors at iteration 0"), \
+            np.errstate(divide="ignore", invalid="ignore"):
+        ref, ref_log = ot.sinkhorn(a, a, M + 1e4, 1.0, numItermax=50, log=True)
+    assert log["niter"] == ref_log["niter"] == 0
+    np.testing.assert_array_equal(log["u"], ref_log["u"])
 
 
 def test_ot_cold_refit_is_pots_coupling_and_reuses_the_data_state():
@@ -275,15 +361,29 @@ def test_fit_size_is_validated():
     assert SinkhornGap(fit_size=None).fit(X, Y).fit_index_.size == 20
 
 
-def test_precompute_warm_starts_from_the_nearest_solved_value():
+@pytest.mark.filterwarnings("ignore:Sinkhorn did not converge")
+@pytest.mark.parametrize("name,walk", [
+    ("sinkhorn", [{"reg": 0.05}, {"reg": 0.01}, {"reg": 0.02}, {"reg": 0.2}, {"reg": 0.01}]),
+    ("ot", [{"reg_lap": 1000.0}, {"reg_lap": 10.0}, {"reg_lap": 0.0}, {"reg_src": 0.7},
+            {"reg_lap": 100.0, "reg_src": 1.0}]),
+], ids=["sinkhorn", "ot"])
+def test_refit_gives_the_fit_coupling_whatever_the_slider_history(name, walk):
+    # A slider move (refit, or a value precomputed in the background) gives exactly the
+    # coupling a fresh fit with those parameters gives, wherever the slider came from; at
+    # reg 0.01-0.02 Sinkhorn stops at max_iter before converging, as does conditional
+    # gradient at max_iter = 10, so a warm start would not.
     from gapviz.simulate import simulate_pairs
 
     p = simulate_pairs(300, 32, seed=2)
-    model = make_method("sinkhorn", reg=0.05, fit_size=200).fit(p.image_embeddings, p.text_embeddings)
-    model.precompute([{"reg": 0.1}])
-    model.precompute([{"reg": 0.2}])  # warm-started from 0.1, the nearest solved value
-    moved = model.refit(reg=0.2).transform_images(p.image_embeddings)
-    fresh = make_method("sinkhorn", reg=0.2, fit_size=200).fit(
-        p.image_embeddings, p.text_embeddings).transform_images(p.image_embeddings)
-    np.testing.assert_allclose(moved, fresh, atol=2e-4)
-    assert model.fit_seconds_ == 0  # the precomputed solution was used
+    X, Y = p.image_embeddings, p.text_embeddings
+    model = make_method(name, fit_size=150).fit(X, Y)
+    model.precompute([walk[2]])
+    for step in walk:
+        model.refit(**step)
+        assert not model.warm_started_
+        params = {k: getattr(model, k) for k in model._live_params}
+        fresh = make_method(name, fit_size=150, **params).fit(X, Y)
+        np.testing.assert_array_equal(model.coupling_, fresh.coupling_)
+        np.testing.assert_array_equal(model.transform_images(X), fresh.transform_images(X))
+    model.refit(**walk[2])
+    assert model.fit_seconds_ == 0  # kept, not solved again
