@@ -636,40 +636,62 @@ def emd_laplace_factored(a, b, xs, xt, M, *, sim="knn", sim_param=None, reg="pos
                                          f"({elapsed:.0f} s so far)")
         it[0] += 1
         Ts, Tt = products_at(G)
-        out = np.zeros_like(G)
-        if use_s:
-            out += alpha * ((ls2 @ Ts) @ xt.T)
+        # (0 + x is x: the same values as POT's sum of the two terms, without an N x N zero)
+        out = alpha * ((ls2 @ Ts) @ xt.T) if use_s else None
         if use_t:
-            out += (1 - alpha) * (xs @ np.asarray(lt2 @ Tt).T)
+            term = (1 - alpha) * (xs @ np.asarray(lt2 @ Tt).T)
+            out = term if out is None else out + term
         return out
+
+    def quadratic(L, T, dT):
+        # (T + t dT)^T L (T + t dT) = A + t B + t^2 C (traces), for any step t
+        LT, LdT = L @ T, L @ dT
+        return (float(np.vdot(T, LT)), float(np.vdot(T, LdT) + np.vdot(dT, LT)),
+                float(np.vdot(dT, LdT)))
+
+    # The last assignment step's vertex, (rows, cols, mass), read by the line search after it.
+    vertex: list = []
 
     def line_search(cost, G, deltaG, Mi, cost_G, df_G, **kwargs):
         # POT's line_search_armijo (scipy's scalar_search_armijo, c1 = 1e-4, first trial step
         # 0.99, steps clipped at 0), with the cost along the segment from linear products.
         Ts, Tt = products_at(G)
-        Gc = G + deltaG  # the exact-OT vertex, sparse
-        Tsc, Ttc = products(Gc, sparse_G=True)
+        if vertex:  # a permutation: its products are rows of xt and xs
+            rows, cols, mass = vertex.pop()
+            Tsc = Ttc = None
+            if use_s:
+                Tsc = np.zeros_like(Ts)
+                Tsc[rows] = mass[:, None] * xt[cols]
+            if use_t:
+                Ttc = np.zeros_like(Tt)
+                Ttc[cols] = mass[:, None] * xs[rows]
+        else:
+            Tsc, Ttc = products(G + deltaG, sparse_G=True)  # the exact-OT vertex, sparse
         dTs = Tsc - Ts if use_s else None
         dTt = Ttc - Tt if use_t else None
-        mG, mD = np.sum(M * G), np.sum(M * deltaG)
+        # Omega along the segment is a quadratic in the step: its three coefficients, then
+        # O(1) per trial step.
+        q = np.zeros(3)
+        if use_s:
+            q += alpha * np.array(quadratic(lS, Ts, dTs))
+        if use_t:
+            q += (1 - alpha) * np.array(quadratic(lT, Tt, dTt))
+        mG, mD = float(np.vdot(M, G)), float(np.vdot(M, deltaG))
         calls = [0]
-
-        def at(t):
-            return (Ts + t * dTs if use_s else None), (Tt + t * dTt if use_t else None)
 
         def phi(t):
             t = max(float(t), 0.0)
             calls[0] += 1
-            return mG + t * mD + eta * omega(*at(t))
+            return mG + t * mD + eta * (q[0] + t * q[1] + t * t * q[2])
 
-        step, phi1 = scalar_search_armijo(phi, cost_G, np.sum(deltaG * Mi), c1=1e-4,
+        step, phi1 = scalar_search_armijo(phi, cost_G, float(np.vdot(deltaG, Mi)), c1=1e-4,
                                           alpha0=0.99, amin=0.0)
         if step is None:
             return 0.0, calls[0], cost_G
         step = max(float(step), 0.0)
-        Ts_new, Tt_new = at(step)
         # the loop's next iterate, G + step * deltaG, with its products
-        current.update(G=G + step * deltaG, Ts=Ts_new, Tt=Tt_new)
+        current.update(G=G + step * deltaG, Ts=Ts + step * dTs if use_s else None,
+                       Tt=Tt + step * dTt if use_t else None)
         return step, calls[0], phi1
 
     if lp == "assignment":
@@ -677,6 +699,7 @@ def emd_laplace_factored(a, b, xs, xt, M, *, sim="knn", sim_param=None, reg="pos
             rows, cols = linear_sum_assignment(Mi)
             Gc = np.zeros_like(Mi)
             Gc[rows, cols] = a[rows]
+            vertex[:] = [(rows, cols, a[rows])]
             return Gc, {}
     else:
         def lp_solver(a, b, Mi, **kwargs):
