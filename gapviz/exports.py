@@ -64,9 +64,13 @@ def file_name(*parts: str, ext: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # tables
 # ---------------------------------------------------------------------------------------------
-def measures_csv(columns: Mapping[str, Mapping[str, float]], keys: Sequence[str] | None = None) -> str:
-    """One row per run, one column per measure, full precision (``inf`` for an infinite ratio)."""
-    return tables.render(columns, "csv", keys=list(keys) if keys else None, transpose=True)
+def measures_csv(columns: Mapping[str, Mapping[str, float]], keys: Sequence[str] | None = None,
+                 runs: Mapping[str, Mapping[str, str]] | None = None) -> str:
+    """One row per run, one column per measure, full precision (``inf`` for an infinite ratio),
+    then how each run was obtained: ``runs`` maps a run to its
+    :func:`gapviz.tables.run_cells` (parameters, protocol, pairs fitted and scored)."""
+    return _with_runs(tables.render(columns, "csv", keys=list(keys) if keys else None,
+                                    transpose=True), "csv", columns, runs)
 
 
 def records_csv(records: Sequence[Mapping[str, Any]]) -> str:
@@ -80,9 +84,21 @@ def records_csv(records: Sequence[Mapping[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def measures_markdown(columns: Mapping[str, Mapping[str, float]], keys: Sequence[str] | None = None) -> str:
-    """A markdown table, one row per run, the best value of each measure in bold."""
-    return tables.render(columns, "markdown", keys=list(keys) if keys else None, transpose=True)
+def measures_markdown(columns: Mapping[str, Mapping[str, float]], keys: Sequence[str] | None = None,
+                      runs: Mapping[str, Mapping[str, str]] | None = None) -> str:
+    """A markdown table, one row per run, the best value of each measure in bold, then how
+    each run was obtained (``runs``, as in :func:`measures_csv`)."""
+    return _with_runs(tables.render(columns, "markdown", keys=list(keys) if keys else None,
+                                    transpose=True), "markdown", columns, runs)
+
+
+def _with_runs(rendered: str, fmt: str, columns: Mapping[str, Any],
+               runs: Mapping[str, Mapping[str, str]] | None) -> str:
+    if not runs:
+        return rendered
+    header = tables.RUN_COLUMNS
+    cells = {name: [runs.get(name, {}).get(h, "") for h in header] for name in columns}
+    return tables.add_text_columns(rendered, fmt, cells, header)
 
 
 # ---------------------------------------------------------------------------------------------

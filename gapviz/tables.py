@@ -12,10 +12,10 @@ import csv
 import io
 import json
 import math
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from . import measure_info
-from .safety import csv_rows
+from .safety import csv_cell, csv_rows
 # the cell format, re-exported for the pages
 from .measure_info import format_value  # noqa: F401
 
@@ -104,3 +104,72 @@ def best_per_row(columns: Mapping[str, Mapping[str, float]], keys: list[str]) ->
         target = min(vals.values())
         best[k] = {n for n, v in vals.items() if v == target}
     return best
+
+
+# ---------------------------------------------------------------------------------------------
+# how each run was obtained, as text columns beside the measures
+# ---------------------------------------------------------------------------------------------
+#: Columns :func:`provenance_cells` fills.
+PROTOCOL_COLUMNS: tuple[str, ...] = ("protocol", "n_fit", "n_scored")
+
+
+def add_text_columns(rendered: str, fmt: str, values: Mapping[str, Sequence[str]],
+                     header: Sequence[str] = PROTOCOL_COLUMNS) -> str:
+    """Append text columns to a run-per-row table rendered as csv or markdown.
+
+    Parameters
+    ----------
+    rendered : str
+        :func:`gapviz.tables.render` output with ``transpose=True``; its rows are the runs.
+    fmt : {"csv", "markdown"}
+    values : mapping of run label -> cells
+        One cell per name of ``header`` for each run, in the table's row order.
+    """
+    labels = list(values)
+    if fmt == "csv":
+        rows = list(csv.reader(io.StringIO(rendered)))
+        rows[0] += list(header)
+        for row, label in zip(rows[1:], labels):
+            row += [csv_cell(v) for v in values[label]]  # a fit file's name is the user's text
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows(rows)
+        return buf.getvalue()
+    if fmt == "markdown":
+        lines = rendered.rstrip("\n").split("\n")
+        lines[0] += " " + " | ".join(header) + " |"
+        lines[1] += "---|" * len(header)
+        for i, label in enumerate(labels):
+            lines[2 + i] += " " + " | ".join(v.replace("|", "\\|") for v in values[label]) + " |"
+        return "\n".join(lines) + "\n"
+    raise ValueError(f"text columns are for csv or markdown, not {fmt!r}.")
+
+
+def provenance_cells(provenance: Mapping[str, Any]) -> list[str]:
+    """``[protocol, n_fit, n_scored]`` cells of a run (the protocol names folds and warning)."""
+    protocol = provenance.get("protocol", "")
+    if protocol == "held-out":
+        protocol += f" ({provenance.get('folds')}-fold, seed {provenance.get('seed')})"
+    elif protocol == "fit-on" and provenance.get("fit_source"):
+        protocol += f" ({provenance['fit_source']})"
+    if provenance.get("shuffled"):
+        protocol += " shuffled control"
+    if provenance.get("warning"):
+        protocol += " LEAK WARNING"
+    return [protocol, str(provenance.get("n_fit", "")), str(provenance.get("n_scored", ""))]
+
+
+#: Columns of :func:`run_cells`: a run's parameters, then how it was obtained.
+RUN_COLUMNS: tuple[str, ...] = ("parameters", *PROTOCOL_COLUMNS)
+
+
+def run_cells(provenance: Mapping[str, Any] | None, *, params: str = "",
+              n_scored: int | None = None) -> dict[str, str]:
+    """``{column: text}`` of :data:`RUN_COLUMNS` for one run of a measures table.
+
+    ``provenance`` is :meth:`gapviz.protocols.Provenance.to_dict` of the run; None for the raw
+    embeddings (no method, nothing fitted; give ``n_scored``). ``params`` is the method's
+    parameters as people read them (e.g. "k = 60")."""
+    if provenance is None:
+        return {"parameters": params, "protocol": "none (raw embeddings)", "n_fit": "0",
+                "n_scored": "" if n_scored is None else str(n_scored)}
+    return {"parameters": params, **dict(zip(PROTOCOL_COLUMNS, provenance_cells(provenance)))}

@@ -14,8 +14,9 @@ from ..compare import COMPARE_KEYS, compare, failed_rows, rows_to_columns
 from ..config import DEMO_DIM
 from ..embeddings import PairedEmbeddings
 from .common import add_demo_arguments, add_format_argument, load_source
-from .protocol_options import (add_protocol_arguments, add_text_columns, chance_line, chance_record,
-                               load_fit_pairs, protocol_kwargs, provenance_cells)
+from ..tables import add_text_columns, provenance_cells
+from .protocol_options import (add_protocol_arguments, chance_line, chance_record, load_fit_pairs,
+                               protocol_kwargs)
 
 DEFAULT_METHODS = "orig,center,standardize,pca,procrustes,sinkhorn,spectral"
 

@@ -147,7 +147,7 @@ def _protocol_rows(extra: dict[str, Any], fmt: str) -> str:
     """CSV / markdown: rows for the protocol, n_fit, n_scored (ORIG: no fit) and R@K chance."""
     if "protocol" not in extra:
         return ""
-    from .protocol_options import provenance_cells
+    from ..tables import provenance_cells
 
     protocol, n_fit, n_scored = provenance_cells(extra["protocol"])
     rows = [["protocol", "none (no fit)", protocol], ["n_fit", "0", n_fit],

@@ -9,17 +9,13 @@ how many pairs were fitted and scored (:mod:`gapviz.protocols`).
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import sys
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 from ..config import RECALL_KS
-from ..safety import csv_cell
 from ..protocols import DEFAULT_FOLDS, DEFAULT_SEED, PROTOCOLS, chance_recall
 
 #: Columns a comparison table gains for the protocol of each run (after the measures).
-PROTOCOL_COLUMNS: tuple[str, ...] = ("protocol", "n_fit", "n_scored")
 
 
 def add_protocol_arguments(parser: argparse.ArgumentParser, *, fit_on: bool = False,
@@ -116,46 +112,3 @@ def chance_record(n_scored: int, ks: Sequence[int] = RECALL_KS) -> dict[str, dic
     return out
 
 
-def add_text_columns(rendered: str, fmt: str, values: Mapping[str, Sequence[str]],
-                     header: Sequence[str] = PROTOCOL_COLUMNS) -> str:
-    """Append text columns to a run-per-row table rendered as csv or markdown.
-
-    Parameters
-    ----------
-    rendered : str
-        :func:`gapviz.tables.render` output with ``transpose=True``; its rows are the runs.
-    fmt : {"csv", "markdown"}
-    values : mapping of run label -> cells
-        One cell per name of ``header`` for each run, in the table's row order.
-    """
-    labels = list(values)
-    if fmt == "csv":
-        rows = list(csv.reader(io.StringIO(rendered)))
-        rows[0] += list(header)
-        for row, label in zip(rows[1:], labels):
-            row += [csv_cell(v) for v in values[label]]  # a fit file's name is the user's text
-        buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerows(rows)
-        return buf.getvalue()
-    if fmt == "markdown":
-        lines = rendered.rstrip("\n").split("\n")
-        lines[0] += " " + " | ".join(header) + " |"
-        lines[1] += "---|" * len(header)
-        for i, label in enumerate(labels):
-            lines[2 + i] += " " + " | ".join(v.replace("|", "\\|") for v in values[label]) + " |"
-        return "\n".join(lines) + "\n"
-    raise ValueError(f"text columns are for csv or markdown, not {fmt!r}.")
-
-
-def provenance_cells(provenance: Mapping[str, Any]) -> list[str]:
-    """``[protocol, n_fit, n_scored]`` cells of a run (the protocol names folds and warning)."""
-    protocol = provenance.get("protocol", "")
-    if protocol == "held-out":
-        protocol += f" ({provenance.get('folds')}-fold, seed {provenance.get('seed')})"
-    elif protocol == "fit-on" and provenance.get("fit_source"):
-        protocol += f" ({provenance['fit_source']})"
-    if provenance.get("shuffled"):
-        protocol += " shuffled control"
-    if provenance.get("warning"):
-        protocol += " LEAK WARNING"
-    return [protocol, str(provenance.get("n_fit", "")), str(provenance.get("n_scored", ""))]
