@@ -131,15 +131,18 @@ def transformed_pairs(pairs: PairedEmbeddings, images: np.ndarray, texts: np.nda
                       description: Mapping[str, Any]) -> PairedEmbeddings:
     """The pairs with transformed embeddings; ``meta`` records how they were made.
 
-    ``meta`` gains ``method``, ``params``, ``transformed_from`` (the model whose embeddings
-    were transformed) and ``normalized`` (whether every row has unit length).
+    ``meta`` gains ``method``, ``params``, ``protocol`` (how the rows were obtained: protocol,
+    pairs fitted and scored, folds, seed, any warning; absent for raw embeddings),
+    ``transformed_from`` (the model whose embeddings were transformed) and ``normalized``
+    (whether every row has unit length).
     """
     images = np.asarray(images, dtype=np.float32)
     texts = np.asarray(texts, dtype=np.float32)
     unit = bool(np.allclose(np.linalg.norm(images, axis=1), 1, atol=1e-4)
                 and np.allclose(np.linalg.norm(texts, axis=1), 1, atol=1e-4))
+    extra = {"protocol": dict(description["protocol"])} if description.get("protocol") else {}
     return pairs.with_embeddings(images, texts, method=description.get("method", ""),
-                                 params=dict(description.get("params", {})),
+                                 params=dict(description.get("params", {})), **extra,
                                  transformed_from=pairs.model, normalized=unit)
 
 

@@ -105,6 +105,24 @@ def test_transformed_npz_opens_in_gapviz_with_the_method_and_its_parameters(pair
     assert measure_gap(loaded.image_embeddings, loaded.text_embeddings).metrics["ITR"] == \
         measure_gap(Xt, Yt).metrics["ITR"]
     assert exports.method_description(None) == {"method": "orig", "params": {}}
+    assert "protocol" not in loaded.meta  # no provenance given, none invented
+
+
+def test_transformed_npz_records_how_the_rows_were_obtained(pairs, tmp_path):
+    """A held-out fit's export carries its protocol, pairs fitted and scored, folds and seed."""
+    from gapviz.protocols import fit_and_score
+
+    X, Y = pairs.image_embeddings, pairs.text_embeddings
+    result = fit_and_score("procrustes", X, Y, protocol="held-out", folds=4, seed=3)
+    desc = exports.method_description(result.fits[0], provenance=result.provenance)
+    path = tmp_path / "heldout.npz"
+    path.write_bytes(exports.transformed_npz(pairs, result.image_embeddings,
+                                                  result.text_embeddings, desc))
+    loaded, _ = load_embeddings(path)
+    protocol = loaded.meta["protocol"]
+    assert protocol == json.loads(json.dumps(result.provenance.to_dict()))
+    assert (protocol["protocol"], protocol["folds"], protocol["seed"]) == ("held-out", 4, 3)
+    assert protocol["n_scored"] == pairs.n and protocol["n_fit"] == pairs.n - -(-pairs.n // 4)
 
 
 # ---------------------------------------------------------------------------- figures

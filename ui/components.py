@@ -16,6 +16,11 @@ from gapviz.safety import plain_text
 log = logging.getLogger("gapviz.app")
 
 
+class NeedsChoice(Exception):
+    """Nothing failed, but the page needs the user to choose (its message says what and
+    where): :func:`guard` shows it as a note, not an error."""
+
+
 @contextmanager
 def guard(action: str) -> Iterator[None]:
     """Run a block; show an error message (not a traceback) if it fails.
@@ -23,10 +28,12 @@ def guard(action: str) -> Iterator[None]:
     ``ValueError`` and friends carry messages written for the user (validation at the
     boundary), so they are shown as they are, as plain text (they may quote a file name); anything else gets a generic line and is
     logged with its traceback on the server. Streamlit's own control flow (rerun, stop) is
-    a ``BaseException`` and passes through.
+    a ``BaseException`` and passes through. A :class:`NeedsChoice` is a note, not an error.
     """
     try:
         yield
+    except NeedsChoice as note:
+        st.info(plain_text(note, None), icon=":material/info:")
     except (ValueError, KeyError, OSError, RuntimeError) as err:
         log.info("%s failed: %s", action, err, exc_info=True)
         st.error(f"Could not {plain_text(action, None)}: {plain_text(err, None)}",

@@ -15,8 +15,9 @@ from gapviz.protocols import DEFAULT_FOLDS, PROTOCOLS, Provenance, chance_recall
 from gapviz.safety import plain_text
 from gapviz.workspace import Active
 
+from .components import NeedsChoice
 from .compute import Scoring
-from .state import keep, workspace
+from .state import keep, kept, set_kept, workspace
 
 #: How the protocols read in menus.
 PROTOCOL_LABELS = {
@@ -34,7 +35,13 @@ PROTOCOL_HELP = (
     "mixed pool. Fit on another dataset: as the paper fits OT on separate COCO pairs. Defaults: "
     "spectral and the baselines transductive (the paper's setting); OT and Sinkhorn held-out "
     "(the paper fits OT on other pairs); Procrustes and VLAP, which learn from the pairing, "
-    "held-out, and never scored on their own fit pairs unless you ask.")
+    "held-out, and never scored on their own fit pairs unless you ask. Fit on another dataset "
+    "is offered once another set of pairs embedded by the same model is loaded (Data: your "
+    "pairs, or Demo: simulate another set).")
+#: What a method that reads the pairing does when scored on its own fit pairs (measured on pairs
+#: without any signal; the README's protocols section).
+LEAK_EVIDENCE = ("on 500 pairs with no signal at all, Procrustes scored on its own fit pairs "
+                 "reaches R@20 above 0.6 where chance is 0.02")
 
 
 def fit_on_choices(act: Active) -> dict[str, Active]:
@@ -56,31 +63,44 @@ def scoring_controls(prefix: str, act: Active, name: str, container: Any = None
                      ) -> tuple[Scoring, Any]:
     """A protocol menu for method ``name`` (its default first chosen), and for a method that
     reads the pairing, an explicit opt-in to score it on its own fit pairs. Returns the
-    scoring and, for "fit-on", the fit pairs ``(X, Y)``."""
+    scoring and, for "fit-on", the fit pairs ``(X, Y)``.
+
+    "Fit on another dataset" is offered only when one is loaded. The raw embeddings
+    (``orig``) fit nothing and get no menu. Raises :class:`~ui.components.NeedsChoice`
+    while a method that reads the pairing is set to be scored on its own fit pairs without
+    the opt-in."""
     box = container if container is not None else st
+    if name == "orig":
+        return Scoring("transductive"), None
     cls = method_class(name)
     default = cls.default_protocol
-    protocol = box.selectbox("Protocol", PROTOCOLS, format_func=PROTOCOL_LABELS.get,
-                             help=PROTOCOL_HELP, **keep(f"{prefix}_protocol_{name}", default))
+    choices = fit_on_choices(act)
+    options = [p for p in PROTOCOLS if p != "fit-on" or choices]
+    key = f"{prefix}_protocol_{name}"
+    if kept(key, default) not in options:  # fit-on kept from when another dataset was loaded
+        set_kept(key, default)
+    protocol = box.selectbox("Protocol", options, format_func=PROTOCOL_LABELS.get,
+                             help=PROTOCOL_HELP, **keep(key, default))
     allow_leak = False
     fit_pairs = None
     fit_on = None
+    label = cls.label or name
     if protocol == "transductive" and cls.uses_pairing:
         allow_leak = box.checkbox(
             "Score it on its own fit pairs anyway", **keep(f"{prefix}_allow_leak", False),
-            help=f"{cls.label or name} learns from which image goes with which text; scored on "
-                 "the pairs it was fitted on it memorises them (on pairs with no signal, "
-                 "Procrustes reaches R@20 near 0.8 where chance is 0.04). The numbers are then "
+            help=f"{label} learns from which image goes with which text; scored on the pairs "
+                 f"it was fitted on it memorises them ({LEAK_EVIDENCE}). The numbers are then "
                  "marked with a warning.")
+        if not allow_leak:
+            raise NeedsChoice(
+                f"{label} learns from which image goes with which text, so scored on the pairs "
+                f"it was fitted on it memorises them ({LEAK_EVIDENCE}). Choose Held-out in "
+                "the Protocol menu for a fair number, or tick \"Score it on its own fit pairs "
+                "anyway\" to see the memorised one, marked with a warning.")
     if protocol == "fit-on":
-        choices = fit_on_choices(act)
-        if not choices:
-            raise ValueError("no other dataset of the same dimension is loaded to fit on: load "
-                             "other pairs embedded by the same model on Data, or pick another "
-                             "protocol.")
-        label = box.selectbox("Fit on", list(choices), key=f"{prefix}_fit_on")
-        other = choices[label]
-        fit_on = (label, other.key)
+        source = box.selectbox("Fit on", list(choices), key=f"{prefix}_fit_on")
+        other = choices[source]
+        fit_on = (source, other.key)
         fit_pairs = (normalize_rows(other.pairs.image_embeddings),
                      normalize_rows(other.pairs.text_embeddings))
     return Scoring(protocol, fit_on=fit_on, allow_leak=allow_leak), fit_pairs
@@ -92,7 +112,9 @@ def provenance_line(prov: Provenance, ks: tuple[int, ...] = RECALL_KS) -> str:
     # The summary is gapviz's own text but for the fit set's name, which a user chose.
     shown = replace(prov, fit_source=plain_text(prov.fit_source) if prov.fit_source else None,
                     warning=None)
-    return (f":material/rule: **How obtained**: {shown.summary()}. Mixed pool "
+    how = (f"no method: the raw embeddings, nothing fitted, {prov.n_scored:,} pairs scored"
+           if prov.method == "orig" else shown.summary())
+    return (f":material/rule: **How obtained**: {how}. Mixed pool "
             f"of {prov.pool_size:,} items; chance level {chance}.")
 
 
