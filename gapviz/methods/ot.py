@@ -27,8 +27,8 @@ Speed of ``OTGap``
 POT solves the problem by conditional gradient (``ot.optim.cg``): each iteration solves one
 exact OT problem (network simplex, about a second at N = 2,500) and evaluates the gradient of
 the Laplacian term. POT's ``emd_laplace`` forms that gradient as products of N x N matrices,
-``(L_s + L_s^T) G (X_t X_t^T)``, O(N^3) per iteration. :class:`OTGap` keeps POT's solver, graph,
-cost, marginals and stopping rules and only evaluates the same gradient and objective in
+``(L_s + L_s^T) G (X_t X_t^T)``, O(N^3) per iteration. :class:`OTGap` keeps POT's algorithm,
+graph, cost, marginals and stopping rules and only evaluates the same gradient and objective in
 factored form, ``L_s (G X_t) X_t^T`` with a sparse kNN Laplacian, O(N^2 d), and its line
 search from products that are linear in G (:func:`emd_laplace_factored`); with uniform
 marginals on distinct points each exact-OT step is solved as the assignment problem it is
@@ -531,20 +531,26 @@ def emd_laplace_factored(a, b, xs, xt, M, *, sim="knn", sim_param=None, reg="pos
                          G0=None, graphs=None, lp: str = "auto"):
     """POT's ``ot.da.emd_laplace`` with the objective and gradient in factored form.
 
-    Same problem, graph construction, solver (``ot.optim.cg``: conditional gradient, POT's
-    Armijo rule for the step) and stopping rules as POT 0.9's ``emd_laplace``; the products
-    are ordered to cost O(N^2 d + nnz(L) d) instead of O(N^3), and the kNN Laplacians stay
-    sparse.
+    Same problem, graph construction, algorithm and stopping rules as POT 0.9's
+    ``emd_laplace``: the loop of ``ot.optim.cg`` / ``generic_conditional_gradient`` (start at
+    ``G0``, linearise, exact-OT step, POT's Armijo step on the segment, stop after
+    ``numItermax`` iterations or when the objective's relative change is below ``stopThr`` or
+    its absolute change below ``stopInnerThr``, one loss per iteration). What differs is how
+    each quantity is computed:
 
-    The regulariser depends on the coupling through ``T_s = G X_t`` and ``T_t = G^T X_s``
-    only, and those are linear in G. So along a line-search segment ``G + t (G_c - G)``
-    (``G_c`` the exact-OT vertex of the iteration, at most ns + nt - 1 non-zeros) they are
-    ``T(G) + t (T(G_c) - T(G))``: each step costs one sparse product for ``T(G_c)`` instead of
-    a dense O(N^2 d) product per trial step, and the accepted step's products are carried to
-    the next iteration. The one dense product left per iteration is the gradient, which the
-    exact-OT step needs as an N x N cost. The exact-OT step is an assignment problem when the
-    marginals are uniform on N = N distinct points (:func:`exact_ot_step`). The iterates are
-    POT's up to round-off (tested against ``EMDLaplaceTransport``).
+    * the regulariser depends on G through ``T_s = G X_t`` and ``T_t = G^T X_s`` only
+      (O(N^2 d + nnz(L) d) instead of POT's O(N^3) products; the kNN Laplacians stay sparse);
+    * those are linear in G, so along the segment ``G + t (P - G)`` to the exact-OT vertex P
+      (at most ns + nt - 1 non-zeros) the regulariser is a quadratic in t: three coefficients
+      per iteration, then O(1) per trial step, and the accepted step's products carry over;
+    * G is kept as the combination of its start and the vertices, and formed once at the end;
+      ``<M, G>`` and ``<Mi, G>`` are read from it in O(N) per vertex;
+    * the exact-OT step is an assignment problem when the marginals are uniform on N = N
+      distinct points (:func:`exact_ot_step`).
+
+    The one O(N^2 d) product left per iteration is the gradient, which the exact-OT step needs
+    as an N x N cost. Couplings and losses are POT's up to round-off (tested against
+    ``EMDLaplaceTransport``).
 
     Parameters
     ----------
@@ -577,7 +583,7 @@ def emd_laplace_factored(a, b, xs, xt, M, *, sim="knn", sim_param=None, reg="pos
     """
     import ot
     from scipy.optimize import linear_sum_assignment
-    from scipy.optimize._linesearch import scalar_search_armijo
+    from scipy.optimize._linesearch import scalar_search_armijo  # POT's line search uses it
 
     if lp == "auto":
         lp = exact_ot_step(a, b, xs, xt)
@@ -595,88 +601,92 @@ def emd_laplace_factored(a, b, xs, xt, M, *, sim="knn", sim_param=None, reg="pos
         Cs = -eta * alpha / xs.shape[0] * (np.asarray(ls2 @ xs) @ xt.T)
         Ct = -eta * (1 - alpha) / xt.shape[0] * (xs @ np.asarray(lt2 @ xt).T)
         M = M + Cs + Ct
+    M = np.ascontiguousarray(M, dtype=np.float64)
 
-    def products(G, sparse_G=False):
-        """``(G xt, G^T xs)``, the terms in use (None for the others)."""
-        Gm = sparse.csr_matrix(G) if sparse_G else G
-        Ts = np.asarray(Gm @ xt) if use_s else None
-        Tt = np.asarray(Gm.T @ xs) if use_t else None
-        return Ts, Tt
+    def quadratic(L, T, dT):
+        # (T + t dT)^T L (T + t dT) = A + t B + t^2 C (traces), for any step t
+        LT, LdT = L @ T, L @ dT
+        return np.array([np.vdot(T, LT), np.vdot(T, LdT) + np.vdot(dT, LT), np.vdot(dT, LdT)])
 
     def omega(Ts, Tt):
         # alpha tr(xt^T G^T lS G xt) + (1 - alpha) tr(xs^T G lT G^T xs)
         value = 0.0
         if use_s:
-            value += alpha * np.sum(Ts * (lS @ Ts))
+            value += alpha * np.vdot(Ts, lS @ Ts)
         if use_t:
-            value += (1 - alpha) * np.sum(Tt * (lT @ Tt))
+            value += (1 - alpha) * np.vdot(Tt, lT @ Tt)
         return value
 
-    # The current iterate and its products: set at the start and by each accepted step.
-    current: dict[str, Any] = {}
-
-    def products_at(G):
-        if "G" in current and current["G"].shape == G.shape and np.array_equal(current["G"], G):
-            return current["Ts"], current["Tt"]
-        Ts, Tt = products(G)
-        current.update(G=G.copy(), Ts=Ts, Tt=Tt)
-        return Ts, Tt
-
-    def f(G):
-        return omega(*products_at(G))
-
-    it = [0]
+    # The coupling is kept as a combination c0 G0 + sum_k c_k P_k of the start G0 and the
+    # exact-OT vertices P_k (sparse: (rows, cols, mass)); what the loop reads of it, <M, G>,
+    # <Mi, G> and the products T_s, T_t, is carried along. G itself is formed once, at the end.
+    G_start = np.outer(a, b) if G0 is None else np.array(G0, dtype=np.float64)
+    c0 = 1.0
+    vertices: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    coefs: list[float] = []
+    Ts = np.asarray(G_start @ xt) if use_s else None
+    Tt = np.asarray(G_start.T @ xs) if use_t else None
+    mG = float(np.vdot(M, G_start))
+    cost_G = mG + eta * omega(Ts, Tt)
+    losses = [cost_G]
+    Mi = np.empty_like(M)
+    term = np.empty_like(M) if use_s and use_t else None
+    inner_log: dict = {}
     t0 = time.perf_counter()
-
-    def df(G):
-        # alpha (lS + lS^T) G xt xt^T + (1 - alpha) xs xs^T G (lT + lT^T), right to left
+    it = 0
+    while True:
         if progress is not None:
-            elapsed = time.perf_counter() - t0
-            progress(it[0] / numItermax, f"conditional gradient iteration {it[0] + 1}/{numItermax} "
-                                         f"({elapsed:.0f} s so far)")
-        it[0] += 1
-        Ts, Tt = products_at(G)
-        # (0 + x is x: the same values as POT's sum of the two terms, without an N x N zero)
-        out = alpha * ((ls2 @ Ts) @ xt.T) if use_s else None
-        if use_t:
-            term = (1 - alpha) * (xs @ np.asarray(lt2 @ Tt).T)
-            out = term if out is None else out + term
-        return out
-
-    def quadratic(L, T, dT):
-        # (T + t dT)^T L (T + t dT) = A + t B + t^2 C (traces), for any step t
-        LT, LdT = L @ T, L @ dT
-        return (float(np.vdot(T, LT)), float(np.vdot(T, LdT) + np.vdot(dT, LT)),
-                float(np.vdot(dT, LdT)))
-
-    # The last assignment step's vertex, (rows, cols, mass), read by the line search after it.
-    vertex: list = []
-
-    def line_search(cost, G, deltaG, Mi, cost_G, df_G, **kwargs):
-        # POT's line_search_armijo (scipy's scalar_search_armijo, c1 = 1e-4, first trial step
-        # 0.99, steps clipped at 0), with the cost along the segment from linear products.
-        Ts, Tt = products_at(G)
-        if vertex:  # a permutation: its products are rows of xt and xs
-            rows, cols, mass = vertex.pop()
-            Tsc = Ttc = None
-            if use_s:
-                Tsc = np.zeros_like(Ts)
-                Tsc[rows] = mass[:, None] * xt[cols]
-            if use_t:
-                Ttc = np.zeros_like(Tt)
-                Ttc[cols] = mass[:, None] * xs[rows]
-        else:
-            Tsc, Ttc = products(G + deltaG, sparse_G=True)  # the exact-OT vertex, sparse
-        dTs = Tsc - Ts if use_s else None
-        dTt = Ttc - Tt if use_t else None
-        # Omega along the segment is a quadratic in the step: its three coefficients, then
-        # O(1) per trial step.
-        q = np.zeros(3)
+            progress(it / numItermax, f"conditional gradient iteration {it + 1}/{numItermax} "
+                                      f"({time.perf_counter() - t0:.0f} s so far)")
+        it += 1
+        old_cost = cost_G
+        # problem linearisation: Mi = M + eta * grad Omega(G), the gradient
+        # alpha (lS + lS^T) G xt xt^T + (1 - alpha) xs xs^T G (lT + lT^T), right to left,
+        # in place (the same roundings as POT's M + reg * (alpha * ... + (1 - alpha) * ...))
         if use_s:
-            q += alpha * np.array(quadratic(lS, Ts, dTs))
+            np.matmul(np.asarray(ls2 @ Ts), xt.T, out=Mi)
+            Mi *= alpha
         if use_t:
-            q += (1 - alpha) * np.array(quadratic(lT, Tt, dTt))
-        mG, mD = float(np.vdot(M, G)), float(np.vdot(M, deltaG))
+            target = term if use_s else Mi
+            np.matmul(xs, np.asarray(lt2 @ Tt).T, out=target)
+            target *= 1 - alpha
+            if use_s:
+                Mi += term
+        Mi *= eta
+        Mi += M
+        # the exact-OT step
+        if lp == "assignment":
+            rows, cols = linear_sum_assignment(Mi)
+            mass = a[rows]
+        else:
+            Gc, inner_log = ot.emd(a, b, Mi, numInnerItermax, log=True)
+            rows, cols = np.nonzero(Gc)
+            mass = Gc[rows, cols]
+        # POT's line_search_armijo (scipy's scalar_search_armijo, c1 = 1e-4, first trial step
+        # 0.99, steps clipped at 0) on cost(G + t (P - G)); Omega along the segment is a
+        # quadratic in t, the transport term linear.
+        dTs = dTt = None
+        q = np.zeros(3)
+        P = None if lp == "assignment" else sparse.csr_matrix((mass, (rows, cols)), M.shape)
+        if use_s:  # P xt - T_s; an assignment's rows are distinct: P xt is rows of xt
+            if P is None:
+                dTs = -Ts
+                dTs[rows] += mass[:, None] * xt[cols]
+            else:
+                dTs = np.asarray(P @ xt) - Ts
+            q += alpha * quadratic(lS, Ts, dTs)
+        if use_t:
+            if P is None:
+                dTt = -Tt
+                dTt[cols] += mass[:, None] * xs[rows]
+            else:
+                dTt = np.asarray(P.T @ xs) - Tt
+            q += (1 - alpha) * quadratic(lT, Tt, dTt)
+        mP = float(np.dot(mass, M[rows, cols]))
+        iP = float(np.dot(mass, Mi[rows, cols]))
+        iG = c0 * float(np.vdot(G_start, Mi)) + sum(
+            c * float(np.dot(m_, Mi[r_, c_])) for c, (r_, c_, m_) in zip(coefs, vertices))
+        mD = mP - mG
         calls = [0]
 
         def phi(t):
@@ -684,31 +694,36 @@ def emd_laplace_factored(a, b, xs, xt, M, *, sim="knn", sim_param=None, reg="pos
             calls[0] += 1
             return mG + t * mD + eta * (q[0] + t * q[1] + t * t * q[2])
 
-        step, phi1 = scalar_search_armijo(phi, cost_G, float(np.vdot(deltaG, Mi)), c1=1e-4,
-                                          alpha0=0.99, amin=0.0)
+        step, phi1 = scalar_search_armijo(phi, cost_G, iP - iG, c1=1e-4, alpha0=0.99,
+                                          amin=0.0)
         if step is None:
-            return 0.0, calls[0], cost_G
-        step = max(float(step), 0.0)
-        # the loop's next iterate, G + step * deltaG, with its products
-        current.update(G=G + step * deltaG, Ts=Ts + step * dTs if use_s else None,
-                       Tt=Tt + step * dTt if use_t else None)
-        return step, calls[0], phi1
+            step = 0.0
+        else:
+            step = max(float(step), 0.0)
+            cost_G = phi1
+        # G <- G + step (P - G)
+        c0 *= 1.0 - step
+        coefs = [c * (1.0 - step) for c in coefs] + [step]
+        vertices.append((rows, cols, mass))
+        mG = mG + step * mD
+        if use_s:
+            Ts = Ts + step * dTs
+        if use_t:
+            Tt = Tt + step * dTt
+        # POT's stopping rules (ot.optim.generic_conditional_gradient)
+        stop = it >= numItermax
+        abs_delta = abs(cost_G - old_cost)
+        rel_delta = abs_delta / abs(cost_G) if cost_G != 0.0 else np.nan
+        if rel_delta < stopThr or abs_delta < stopInnerThr:
+            stop = True
+        losses.append(cost_G)
+        if stop:
+            break
 
-    if lp == "assignment":
-        def lp_solver(a, b, Mi, **kwargs):
-            rows, cols = linear_sum_assignment(Mi)
-            Gc = np.zeros_like(Mi)
-            Gc[rows, cols] = a[rows]
-            vertex[:] = [(rows, cols, a[rows])]
-            return Gc, {}
-    else:
-        def lp_solver(a, b, Mi, **kwargs):
-            return ot.emd(a, b, Mi, numInnerItermax, log=True)
-
-    # ot.optim.cg is this loop with the network simplex as its linear step
-    return ot.optim.generic_conditional_gradient(
-        a, b, M, f, df, eta, None, lp_solver, line_search, G0=G0, numItermax=numItermax,
-        stopThr=stopThr, stopThr2=stopInnerThr, verbose=False, log=True)
+    G = G_start * c0
+    for c, (r_, c_, m_) in zip(coefs, vertices):  # (r_, c_) pairs are distinct in a vertex
+        G[r_, c_] += c * m_
+    return G, {"loss": losses, **inner_log}
 
 
 class SinkhornGap(_TransportGap):
