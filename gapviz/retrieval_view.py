@@ -423,12 +423,28 @@ def query_figure(result: QueryResult, *, k: int, pool_size: int, query: Query,
 # ---------------------------------------------------------------------------------------------
 # rows for a CSV
 # ---------------------------------------------------------------------------------------------
-def hits_records(pairs: PairedEmbeddings, results: Sequence[tuple[str, QueryResult]]) -> list[dict[str, Any]]:
-    """One dict per (column, hit): the top K of each column, for a table or a CSV."""
+def hits_records(pairs: PairedEmbeddings, results: Sequence[tuple[str, QueryResult]], *,
+                 query: Query | None = None, how: Mapping[str, str] | None = None
+                 ) -> list[dict[str, Any]]:
+    """One dict per (column, hit): the top K of each column, for a table or a CSV.
+
+    With ``query`` each row also says what was asked (the query's modality, pair id or typed
+    text) and where the query's true partner ranks in that column's whole pool; ``how`` maps
+    a column label to how its space was obtained (a provenance summary)."""
     out: list[dict[str, Any]] = []
     for label, result in results:
+        asked: dict[str, Any] = {}
+        if query is not None:
+            asked = {"query_modality": query.modality,
+                     "query_pair_id": "" if query.is_free else pairs.ids[query.row],
+                     "query_text": query.text if query.is_free else "",
+                     "partner_rank_in_pool": "" if result.partner_rank is None
+                     else result.partner_rank}
+        asked["space"] = label
+        if how is not None:
+            asked["how_obtained"] = how.get(label, "")
         for h in result.hits:
-            out.append({"space": label, "rank": h.rank, "modality": h.modality,
+            out.append({**asked, "rank": h.rank, "modality": h.modality,
                         "pair_id": pairs.ids[h.index], "row": h.index,
                         "caption": caption_of(pairs, h.index) if pairs.captions else "",
                         "similarity": round(h.similarity, 6), "true_partner": h.is_partner})

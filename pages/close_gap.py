@@ -100,12 +100,13 @@ def _export(params: dict, view: dash.ClosedView, prov, fig, hist) -> None:
     """Downloads of what is shown: measures, transformed embeddings (the protocol in their
     meta), figures, HTML report (the protocol in its notes)."""
     desc = exports.method_description(make_method(method, **params), provenance=prov)
-    columns = {"ORIG": raw.report.metrics, f"{method.upper()} ({prov.protocol})":
-               view.report.metrics}
-    shown = [("Raw vs after the method (PCA)", fig), ("Distances: true pairs vs all", hist)]
+    columns, runs = export_ui.raw_and_method(raw.report.metrics, act.pairs.n, method,
+                                             view.report.metrics, prov, params)
+    shown = [("Raw embeddings (PCA)", raw_scatter), ("After the method (PCA)", fig),
+             ("Distances: true pairs vs all", hist)]
     label = method_label(method)
     export_ui.export_menu(export_ui.ExportItems(
-        columns=columns,
+        columns=columns, runs=runs,
         embeddings=export_ui.EmbeddingsExport(act.pairs, view.images, view.texts, desc),
         figures=shown,
         report=lambda: exports.session_report(
@@ -120,10 +121,10 @@ with guard("measure the raw embeddings"):
     panel = st.container()
     before_col, after_col = st.columns(2, gap="medium")
     hist_slot = st.container()
-    before_col.plotly_chart(
-        figures.gap_scatter(raw.projection, ids=act.pairs.ids, captions=act.pairs.captions,
-                            title="Raw embeddings", height=SCATTER_HEIGHT),
-        key="close_scatter_raw", config={"displaylogo": False})
+    raw_scatter = figures.gap_scatter(raw.projection, ids=act.pairs.ids,
+                                      captions=act.pairs.captions, title="Raw embeddings",
+                                      height=SCATTER_HEIGHT)
+    before_col.plotly_chart(raw_scatter, key="close_scatter_raw", config={"displaylogo": False})
     with panel:
         method_panel(after_col.empty(), hist_slot.empty())
 

@@ -144,8 +144,10 @@ with st.container(border=True):
             st.caption("Type a caption-like sentence and press Enter.")
     st.caption(f"Right column: **{method_label(method)}**"
                + (f" ({format_params(method, params)})" if params else "")
-               + f". Pool: {pairs.n:,} images + {pairs.n:,} captions; a query is ranked against "
-                 f"the other {pool:,}.")
+               + f". Pool: {pairs.n:,} images + {pairs.n:,} captions; "
+               + (f"typed text is not in the pool: it is ranked against all {2 * pairs.n:,}."
+                  if source == "text" else
+                  f"a query from the pool is ranked against the other {pool:,}."))
     if prov is not None:
         show_provenance(prov)
 
@@ -254,16 +256,16 @@ def _report() -> str:
 
 
 def _results_csv() -> str:
-    return exports.records_csv(rv.hits_records(pairs, columns))
+    how = {columns[0][0]: "no method: the raw embeddings, nothing fitted",
+           columns[1][0]: prov.summary() if prov is not None else "no method: the raw embeddings"}
+    return exports.records_csv(rv.hits_records(pairs, columns, query=query, how=how))
 
 
 def _export_items() -> export_ui.ExportItems:
+    measures, runs = export_ui.raw_and_method(raw.report.metrics, pairs.n, method,
+                                              view.report.metrics, prov, params)
     items = export_ui.ExportItems(
-        report=_report,
-        columns={"ORIG": raw.report.metrics,
-                 **({f"{method.upper()} ({prov.protocol})": view.report.metrics}
-                    if method != "orig" else {})},
-        figures=figs,
+        report=_report, columns=measures, runs=runs, figures=figs,
         extra=[("Results · CSV", exports.file_name(stem, "results", ext="csv"), _results_csv,
                 exports.MIME["csv"])])
     if method != "orig":

@@ -247,6 +247,15 @@ def test_hits_records_feed_a_csv(pairs):
     frame = pd.DataFrame(rows)
     assert list(frame["space"]) == ["raw"] * 3 + ["same"] * 3
     assert frame.loc[3, "true_partner"] and frame.loc[3, "pair_id"] == pairs.ids[0]
+    # with the query and how each space was obtained, the CSV says what it answers
+    raw = retrieve(X, Y, "image", 5, 3)
+    rows = rv.hits_records(pairs, [("raw", raw)], query=rv.Query("image", 5),
+                           how={"raw": "no method"})
+    assert rows[0]["query_pair_id"] == pairs.ids[5] and rows[0]["query_modality"] == "image"
+    assert rows[0]["partner_rank_in_pool"] == raw.partner_rank and rows[0]["how_obtained"] == "no method"
+    text = exports.records_csv(rows)
+    assert text.splitlines()[0].startswith("query_modality,query_pair_id,query_text,"
+                                           "partner_rank_in_pool,space,how_obtained,rank")
 
 
 # ---------------------------------------------------------------------------- compare heatmap

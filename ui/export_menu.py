@@ -20,7 +20,8 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from gapviz import exports
+from gapviz import exports, tables
+from gapviz.methods import method_class
 
 log = logging.getLogger("gapviz.app")
 
@@ -73,6 +74,23 @@ def _deferred(make: Callable[[], str | bytes], what: str) -> Callable[[], str | 
             raise
 
     return run
+
+
+def raw_and_method(raw: Mapping[str, float], n_scored: int, method: str,
+                   metrics: Mapping[str, float] | None = None, provenance: Any = None,
+                   params: Mapping[str, Any] | None = None
+                   ) -> tuple[dict[str, Mapping[str, float]], dict[str, dict[str, str]]]:
+    """``(columns, runs)`` of a measures export of the raw embeddings ("ORIG") and, unless
+    ``method`` is "orig", the method's ``metrics`` as scored under ``provenance`` (a
+    :class:`gapviz.protocols.Provenance`) with ``params``."""
+    columns: dict[str, Mapping[str, float]] = {"ORIG": raw}
+    runs = {"ORIG": tables.run_cells(None, n_scored=n_scored)}
+    if method != "orig" and metrics is not None and provenance is not None:
+        run = f"{method.upper()} ({provenance.protocol})"
+        columns[run] = metrics
+        runs[run] = tables.run_cells(provenance.to_dict(),
+                                     params=method_class(method).format_params(dict(params or {})))
+    return columns, runs
 
 
 def measures_buttons(columns: Mapping[str, Mapping[str, float]], *, prefix: str, stem: str,
