@@ -81,9 +81,11 @@ from .base import GapMethod, Param, ProgressCallback, Slider, l2_normalize
 
 #: Pairs a coupling is fitted on by default (a seeded subsample when there are more; the other
 #: rows take the out-of-sample map), chosen so that a slider move stays under a second on two
-#: CPUs: one Laplacian-OT solve costs about 0.3 s of CPU at 500 pairs and 1.3 s at 1,000; one
-#: Sinkhorn solve 0.05-0.3 s at 1,000. More pairs fit better (bench/bench_ot_live.py prints
-#: the trade-off; the README quotes it); ``fit_size=None`` fits on every pair.
+#: CPUs, where the default protocol (held-out, 5 folds) solves five couplings per move: one
+#: Laplacian-OT solve costs about 0.17 s of CPU at 500 pairs and 0.7 s at 1,000; one Sinkhorn
+#: solve 0.01-0.15 s at 1,000 (the most at reg <= 0.02, 1,000 iterations). More pairs fit
+#: better (bench/bench_ot_live.py prints the trade-off; the README quotes it);
+#: ``fit_size=None`` fits on every pair.
 OT_FIT_SIZE = 500
 SINKHORN_FIT_SIZE = 1000
 
