@@ -53,9 +53,19 @@ def gap_sentence(metrics: dict[str, float]) -> str:
     if math.isinf(itr):
         first = "every image query sees another image before any text"
     else:
-        share = itr / (1.0 + itr)
-        first = f"{share:.0%} of image queries see an image before any text"
+        first = f"{_share(itr / (1.0 + itr))} of image queries see an image before any text"
     return f"{first}; the nearest text ranks #{tmr:,.0f} on average (of {2 * n - 1:,})."
+
+
+def _share(p: float) -> str:
+    """A fraction as a percentage that reads 0 % or 100 % only when it is exactly that:
+    0.997 is "99.7%", not "100%" (which the sentence keeps for "every")."""
+    for decimals in range(4):
+        text = f"{p:.{decimals}%}"
+        if 0 < p < 1 and float(text[:-1]) in (0.0, 100.0):
+            continue
+        return text
+    return text
 
 
 # ---------------------------------------------------------------------------------------------

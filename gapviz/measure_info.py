@@ -105,7 +105,7 @@ MEASURES: tuple[MeasureInfo, ...] = (
     MeasureInfo("IMR", "IMR", "IMR", "mean rank of the best-ranked image for a text query",
                 "lower", "magnitude", log_scale=True, unit="rank"),
     MeasureInfo("TMR", "TMR", "TMR",
-                "mean rank of the best-ranked text for an image query (1 .. N+1; 1 = a text "
+                "mean rank of the best-ranked text for an image query (1 .. N; 1 = a text "
                 "always comes first)", "lower", "magnitude", log_scale=True, unit="rank"),
     MeasureInfo("RMG", "RMG", "RMG",
                 "relative modality gap (Schrodi et al., ICLR 2025): m / (m + (w_x + w_y) / 2), m "

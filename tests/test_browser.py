@@ -197,6 +197,11 @@ def test_every_page_in_a_real_browser(app_url):
                                      headless=True)
         try:
             page = browser.new_page(viewport=VIEWPORT)
+            # Nothing but the app's own server: a hosted demo must not send its visitors'
+            # browsers elsewhere (fonts, icons, scripts from a CDN).
+            elsewhere: list[str] = []
+            page.on("request", lambda r: None if r.url.startswith((app_url, "data:", "blob:"))
+                    else elsewhere.append(r.url))
             started = time.monotonic()
             page.goto(app_url)
             page.wait_for_selector('[data-testid="stMetric"]', timeout=FIRST_LOAD_TIMEOUT * 1000)
@@ -297,6 +302,7 @@ def test_every_page_in_a_real_browser(app_url):
             assert "pairs.zip" in page.inner_text("body")
             _shot(page, "8_overview_own_data", full=False)
 
+            assert not elsewhere, f"requests beyond the app's server: {sorted(set(elsewhere))[:5]}"
             (ARTIFACTS / "timings.txt").write_text(
                 f"first page load (browser, demo): {first_load:.2f} s\n"
                 f"k slider -> first card updated (browser): {slider_update:.2f} s\n")

@@ -50,6 +50,10 @@ def test_gap_sentence_reads_the_ratio():
     assert dash.gap_sentence({"N": 10, "ITR": math.inf, "TMR": 7.0}).startswith(
         "every image query sees another image")
     assert dash.gap_sentence({"N": 10, "ITR": 1.0, "TMR": 2.0}).startswith("50% of image queries")
+    # a finite ratio never reads as "100%" (kept for "every"), nor a non-zero one as "0%"
+    assert dash.gap_sentence({"N": 2500, "ITR": 356.0, "TMR": 1077.0}).startswith(
+        "99.7% of image queries")
+    assert dash.gap_sentence({"N": 9, "ITR": 1e-4, "TMR": 1.0}).startswith("0.01% of image")
 
 
 def test_distance_samples():

@@ -36,13 +36,21 @@ def guard(action: str) -> Iterator[None]:
         st.info(plain_text(note, None), icon=":material/info:")
     except (ValueError, KeyError, OSError, RuntimeError) as err:
         log.info("%s failed: %s", action, err, exc_info=True)
-        st.error(f"Could not {plain_text(action, None)}: {plain_text(err, None)}",
+        st.error(f"Could not {plain_text(action, None)}: {plain_text(_unrepeated(action, err), None)}",
                  icon=":material/error:")
     except Exception as err:  # noqa: BLE001 - the page edge: nothing may escape as a traceback
         log.exception("%s failed", action)
         st.error(f"Something went wrong while trying to {plain_text(action, None)} "
                  f"({type(err).__name__}: {plain_text(err, None)}). The previous data is still "
                  "loaded.", icon=":material/error:")
+
+
+def _unrepeated(action: str, err: Exception) -> str:
+    """The error's message without a leading "NAME: " that ``action`` ("load NAME") already
+    says, so a message reads "Could not load x.npz: not a readable .npz", not "x.npz: x.npz: ..."."""
+    text = str(err)
+    what = action.split(" ", 1)[-1]
+    return text[len(what) + 1:].lstrip() if what and text.startswith(what + ":") else text
 
 
 def method_names() -> list[str]:
