@@ -9,7 +9,7 @@ stays loaded and active.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -69,14 +69,20 @@ def _as_uploaded(name: str) -> Iterator[None]:
         raise ValueError(re.sub(root + r"[^\s:]*", name, str(err))) from None
 
 
-def _progress_bar(label: str):
+@contextmanager
+def _progress_bar(label: str) -> Iterator[Callable[..., None]]:
+    """A progress bar for the block, yielding its ``update(done, total, stage)``; removed when
+    the block ends, also when it fails (not left above the error)."""
     bar = st.progress(0.0, text=label)
 
     def update(done: int, total: int, stage: str = "") -> None:
         frac = done / total if total else 0.0
         bar.progress(min(max(frac, 0.0), 1.0), text=f"{stage or label}: {done:,} / {total:,}")
 
-    return bar, update
+    try:
+        yield update
+    finally:
+        bar.empty()
 
 
 def model_picker(prefix: str) -> ModelSpec:
@@ -120,13 +126,12 @@ def _embed_and_add(pairs, report, spec: ModelSpec, source: str, meta: dict) -> N
     """Embed pairs with a progress bar, add them to the workspace, remember the report."""
     _check_model(spec)
     cache = EmbeddingCache()
-    bar, update = _progress_bar(f"Embedding {len(pairs):,} pairs with {spec.label()}")
-    model = spec
-    if len(pairs) >= 2 and cache.load(cache.key(pairs, cache_identity(spec))) is None:
-        model = compute.loaded_model(spec)  # only load the model when the disk cache cannot answer
-    embeddings, report = dash.embed_loaded_pairs(pairs, report, model, cache=cache, meta=meta,
-                                                 progress=update)
-    bar.empty()
+    with _progress_bar(f"Embedding {len(pairs):,} pairs with {spec.label()}") as update:
+        model = spec
+        if len(pairs) >= 2 and cache.load(cache.key(pairs, cache_identity(spec))) is None:
+            model = compute.loaded_model(spec)  # only load the model when the disk cache cannot answer
+        embeddings, report = dash.embed_loaded_pairs(pairs, report, model, cache=cache, meta=meta,
+                                                     progress=update)
     dataset, model_name = ws.add(embeddings, source=source, report=report)
     ws.last_load = {"dataset": dataset, "model": model_name,
                     "lines": report.lines(), "warnings": list(report.warnings)}
@@ -206,11 +211,9 @@ def pairs_tab() -> None:
             else:
                 raise ValueError("upload a .zip or files first" +
                                  ("." if HOSTED else ", or give a folder path."))
-            bar, update = _progress_bar("Checking images")
-            with _as_uploaded(source):
+            with _progress_bar("Checking images") as update, _as_uploaded(source):
                 pairs, report = load_folder(source_path, n=int(n) or None, seed=int(seed),
                                             progress=update)
-            bar.empty()
             _embed_and_add(pairs, report, spec, source,
                            {"source": source, "sample_n": int(n) or None, "seed": int(seed)})
 
@@ -245,16 +248,15 @@ def sample_tab() -> None:
         with guard(f"sample {kind}"):
             from gapviz.data import load_cc, load_coco
 
-            bar, update = _progress_bar("Preparing the sample")
-            if kind == "COCO captions":
-                pairs, report = load_coco(ann.strip() or None, img.strip() or None, n=int(n),
-                                          seed=int(seed), progress=update)
-                source = f"COCO sample ({int(n):,}, seed {int(seed)})"
-            else:
-                pairs, report = load_cc(tsv.strip() or None, n=int(n), seed=int(seed),
-                                        progress=update)
-                source = f"CC sample ({int(n):,}, seed {int(seed)})"
-            bar.empty()
+            with _progress_bar("Preparing the sample") as update:
+                if kind == "COCO captions":
+                    pairs, report = load_coco(ann.strip() or None, img.strip() or None, n=int(n),
+                                              seed=int(seed), progress=update)
+                    source = f"COCO sample ({int(n):,}, seed {int(seed)})"
+                else:
+                    pairs, report = load_cc(tsv.strip() or None, n=int(n), seed=int(seed),
+                                            progress=update)
+                    source = f"CC sample ({int(n):,}, seed {int(seed)})"
             _embed_and_add(pairs, report, spec, source, {"source": source, "seed": int(seed)})
 
 

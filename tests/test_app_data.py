@@ -139,6 +139,16 @@ def test_a_broken_file_shows_a_message_and_the_previous_data_stays(tmp_path):
     assert not at.exception
     assert any("empty.zip" in e.value or "pair" in e.value for e in at.error)
     assert at.session_state["workspace"].active.key == before.key
+    # Two archives at once: one message saying what to do, no progress bar left above it.
+    at.file_uploader(key="data_pairs_upload").set_value(
+        [("a.zip", _empty_zip(), "application/zip"), ("b.zip", _empty_zip(), "application/zip")])
+    at.button(key="data_pairs_go").click().run()
+    assert not at.exception
+    assert [e.value.replace("\\", "") for e in at.error] == [  # as shown: escapes read as text
+        "Could not load these pairs: 2 files uploaded together, 2 of them archives (a.zip, "
+        "b.zip): upload one archive at a time (put all pairs in one .zip), or images with "
+        "their captions file and no archive."]
+    assert not at.get("progress") and at.session_state["workspace"].active.key == before.key
 
 
 def _empty_zip() -> bytes:

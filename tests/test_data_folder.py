@@ -211,3 +211,11 @@ def test_browser_uploads_are_stored_once_and_load(tmp_path):
     assert [(p.id, p.caption) for p in pairs] == [("a.jpg", "A photo."), ("b.png", "Another photo.")]
     with pytest.raises(DataError, match="nothing was uploaded"):
         save_upload([], cache_dir=tmp_path / "cache")
+    # Several archives (or one among images) at once: said plainly, nothing stored.
+    with pytest.raises(DataError, match=r"2 files uploaded together, 2 of them archives "
+                                        r"\(photos.zip, more.zip\): upload one archive at a time"):
+        save_upload([("photos.zip", archive.read_bytes()), ("more.zip", archive.read_bytes())],
+                    cache_dir=tmp_path / "cache")
+    with pytest.raises(DataError, match="1 of them archives"):
+        save_upload([("a.jpg", image_bytes("JPEG")), ("photos.zip", archive.read_bytes())],
+                    cache_dir=tmp_path / "cache")

@@ -99,6 +99,8 @@ def save_upload(files: Sequence[tuple[str, bytes]], cache_dir: str | os.PathLike
     """Store uploaded files (``(name, bytes)``, as a browser upload gives them) for :func:`load_folder`.
 
     One archive is stored as that file; several files (images plus captions) go to a folder.
+    Several files among which an archive are refused (what would one do with a zip among
+    images?), with a message that says to upload one archive at a time.
     The place is named by a hash of the content, so uploading the same files again reuses
     the earlier copy (and its extraction). Names are reduced to safe relative paths; a name
     that is not safe keeps only its last part.
@@ -120,6 +122,13 @@ def save_upload(files: Sequence[tuple[str, bytes]], cache_dir: str | os.PathLike
     for name, data in files:
         digest.update(name.encode("utf-8", "surrogatepass") + b"\0" + hashlib.sha1(data).digest())
     root = cache_root(cache_dir) / "uploads" / digest.hexdigest()[:20]
+    archives = [name for name, _ in files if is_archive(name)]
+    if archives and len(files) > 1:
+        raise DataError(
+            f"{len(files)} files uploaded together, {len(archives)} of them archives "
+            f"({', '.join(archives[:3])}{', ...' if len(archives) > 3 else ''}): upload one "
+            "archive at a time (put all pairs in one .zip), or images with their captions "
+            "file and no archive.")
     if len(files) == 1 and is_archive(files[0][0]):
         target = root / safe_file_name(files[0][0], "upload.zip")
         _write_once(target, files[0][1])
