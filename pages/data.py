@@ -143,7 +143,7 @@ def _show_last_load() -> None:
     if not last:
         return
     st.success(f"Loaded **{plain_text(last['dataset'])}** · model **{plain_text(last['model'])}** — "
-               f"{plain_text(last['lines'][0])}.",
+               f"{plain_text(last['lines'][0], 1000)}.",
                icon=":material/check_circle:")
     details = last["lines"][1:]
     if details:

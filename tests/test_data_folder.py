@@ -219,3 +219,32 @@ def test_browser_uploads_are_stored_once_and_load(tmp_path):
     with pytest.raises(DataError, match="1 of them archives"):
         save_upload([("a.jpg", image_bytes("JPEG")), ("photos.zip", archive.read_bytes())],
                     cache_dir=tmp_path / "cache")
+
+
+def test_a_quote_left_open_skips_its_row_and_reads_the_lines_it_swallowed(tmp_path):
+    """Every line of a captions CSV is accounted for: an unclosed quote costs only its own row,
+    a comma in an unquoted last-column caption stays in the caption, extra fields elsewhere
+    are skipped with the reason."""
+    from gapviz.data.folder import EXTRA_FIELDS, UNCLOSED_QUOTE
+
+    up = tmp_path / "up"
+    for i in range(5):
+        write_image(up / f"{i}.png", "PNG", seed=i)
+    (up / "captions.csv").write_text(
+        "image,caption\n"
+        "0.png,a red bus\n"
+        '1.png,"a quote that is never closed\n'
+        "2.png,a dog on a sofa\n"
+        "3.png,a cat, a hat and a mat\n"
+        '4.png,"a bird, quoted"\n')
+    pairs, report = load_folder(up)
+    assert [(p.id, p.caption) for p in pairs] == [
+        ("0.png", "a red bus"), ("2.png", "a dog on a sofa"), ("3.png", "a cat, a hat and a mat"),
+        ("4.png", "a bird, quoted")]
+    assert report.examples[UNCLOSED_QUOTE] == ["captions.csv line 3"]
+    assert any("1 row(s) had more fields than the header" in n for n in report.notes)
+    # the caption not last: extra fields cannot be placed, so that row is skipped
+    (up / "captions.csv").write_text("caption,image\na cat, a hat,3.png\na dog,2.png\n")
+    pairs, report = load_folder(up)
+    assert [(p.id, p.caption) for p in pairs] == [("2.png", "a dog")]
+    assert report.examples[EXTRA_FIELDS] == ["captions.csv line 2"]

@@ -34,6 +34,10 @@ from .download import safe_file_name
 from .pairs import Candidate, DataError, DataReport, Pair, Progress, collect_pairs, decode_text
 
 UNREADABLE_ROW = "unreadable row in captions file"
+UNCLOSED_QUOTE = ("captions-file row whose quote is never closed (it ran over the lines after "
+                  "it, which are read on their own)")
+EXTRA_FIELDS = ("captions-file row with more fields than the header (an unquoted comma? put "
+                "the caption in double quotes)")
 NOT_TEXT_VALUE = "captions-file row with a list or object where text belongs"
 ROW_WITHOUT_IMAGE = "captions-file row without an image name"
 UNSAFE_IMAGE_PATH = "image path leaves the upload folder (absolute or '..')"
@@ -254,24 +258,7 @@ def read_caption_rows(path: Path, report: DataReport) -> list[tuple[int, dict[st
             records.append((number, {str(k): v for k, v in record.items()}))
         header = sorted({k for _, r in records for k in r})
     elif suffix in (".csv", ".tsv"):
-        # TSV captions often hold bare quotes ("a 'so-called' cat"), so TSV is not quoted.
-        reader = (csv.DictReader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
-                  if suffix == ".tsv" else csv.DictReader(io.StringIO(text, newline="")))
-        number = 0
-        while True:
-            number += 1
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error:
-                if number == 1 and reader.fieldnames is None:
-                    raise DataError(f"{path}: the header line is not readable CSV/TSV; the first "
-                                    "line must name the columns (image, caption).") from None
-                report.skip(UNREADABLE_ROW, f"{path.name} row {number}")
-                continue
-            records.append((number, {k: v or "" for k, v in row.items() if k is not None}))
-        header = list(reader.fieldnames or [])
+        header, records = _delimited_rows(path, text, report)
     else:
         raise DataError(f"{path}: unsupported captions file type '{suffix}'; use .csv, .tsv or "
                         ".jsonl with columns 'image' and 'caption'.")
@@ -293,6 +280,76 @@ def read_caption_rows(path: Path, report: DataReport) -> list[tuple[int, dict[st
             continue
         rows.append((number, {k: "" if v is None else str(v) for k, v in fields.items()}))
     return rows
+
+
+def _delimited_rows(path: Path, text: str, report: DataReport
+                    ) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """Header and ``(row number, row)`` of a ``.csv`` / ``.tsv`` captions file.
+
+    A captions file holds one row per line, so a quoted field that runs over several lines is
+    a quote left open: that row is skipped (:data:`UNCLOSED_QUOTE`) and the lines it swallowed
+    are read on their own, so they are neither lost nor silently merged. A row with more
+    fields than the header keeps them in its caption when the caption is the last column (a
+    comma in an unquoted caption), and is skipped (:data:`EXTRA_FIELDS`) otherwise.
+    """
+    # TSV captions often hold bare quotes ("a 'so-called' cat"), so TSV is not quoted.
+    options: dict[str, Any] = ({"delimiter": "\t", "quoting": csv.QUOTE_NONE}
+                               if path.suffix.lower() == ".tsv" else {})
+    reader = csv.reader(io.StringIO(text, newline=""), **options)
+    try:
+        header = next(reader, [])
+    except csv.Error:
+        raise DataError(f"{path}: the header line is not readable CSV/TSV; the first line must "
+                        "name the columns (image, caption).") from None
+    lines = text.splitlines()
+    last = _last_caption_column(header)
+    records: list[tuple[int, dict[str, str]]] = []
+    rejoined = 0
+
+    def add(fields: list[str], where: str) -> None:
+        nonlocal rejoined
+        if len(fields) > len(header):
+            if last is None:
+                report.skip(EXTRA_FIELDS, where)
+                return
+            fields = [*fields[:last], options.get("delimiter", ",").join(fields[last:])]
+            rejoined += 1
+        records.append((len(records) + 1, dict(zip(header, fields))))
+
+    done = reader.line_num
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error:  # e.g. a field over the size limit
+            report.skip(UNREADABLE_ROW, f"{path.name} line {done + 1}")
+            done = reader.line_num
+            continue
+        start, done = done + 1, reader.line_num
+        if done > start:  # a quote left open swallowed the lines after it
+            report.skip(UNCLOSED_QUOTE, f"{path.name} line {start}")
+            for number in range(start + 1, min(done, len(lines)) + 1):
+                line = lines[number - 1]
+                if not line.strip():
+                    continue
+                try:
+                    add(next(csv.reader([line], strict=True, **options)), f"{path.name} line {number}")
+                except csv.Error:
+                    report.skip(UNREADABLE_ROW, f"{path.name} line {number}")
+            continue
+        if fields:
+            add(fields, f"{path.name} line {start}")
+    if rejoined:
+        report.notes.append(f"{path.name}: {rejoined} row(s) had more fields than the header; "
+                            "the extra fields were kept in the caption (its last column).")
+    return header, records
+
+
+def _last_caption_column(header: list[str]) -> int | None:
+    """Index of the caption column when it is the header's last column, else None."""
+    names = [h.strip().lower() for h in header]
+    return len(names) - 1 if names and names[-1] in CAPTION_COLUMNS else None
 
 
 def _from_sidecar_txt(root: Path, files: list[PurePosixPath], kind: dict,
