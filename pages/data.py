@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
 
 from gapviz import dashboard as dash
@@ -159,9 +158,8 @@ def demo_tab() -> None:
     st.markdown("Simulated image and text embeddings with a modality gap of several causes "
                 "(a centroid shift, narrow cones, modality-specific structure, noisy pairs). "
                 "Each profile **imitates** a real model's kind of gap; none is a real model's output.")
-    table = pd.DataFrame([{"profile": p.name, "imitates": p.imitates, "gap": p.description}
-                          for p in PROFILES.values()])
-    st.dataframe(table, hide_index=True, width="stretch")
+    st.markdown("\n".join(f"- **{p.name}** (imitates {p.imitates}): {p.description}"
+                          for p in PROFILES.values()))
     if st.button("Use the demo", key="data_use_demo", icon=":material/science:",
                  disabled=act.dataset.name == DEMO_DATASET,
                  help="The demo is active" if act.dataset.name == DEMO_DATASET else None):
@@ -305,7 +303,7 @@ def preview_grid() -> None:
     cols = st.columns(PREVIEW_COLUMNS)
     for i, r in enumerate(rows):
         with cols[i % PREVIEW_COLUMNS]:
-            if not show_image(st, pairs.image_paths[r] if pairs.image_paths else None):
+            if not show_image(st, pairs.image_paths[r] if pairs.image_paths else None, tile=True):
                 st.markdown(dv.concept_tile_html(pairs, r), unsafe_allow_html=True)
             st.markdown(dv.preview_caption_html(pairs, r), unsafe_allow_html=True)
 
@@ -314,7 +312,8 @@ def loaded_summary() -> None:
     st.dataframe(dv.datasets_table(ws.datasets, act.dataset.name), hide_index=True, width="stretch",
                  column_config={"active": st.column_config.CheckboxColumn("", width=30),
                                 "pairs": st.column_config.NumberColumn(format="localized",
-                                                                       width="small")})
+                                                                       width="small"),
+                                "models": st.column_config.TextColumn(width="large")})
     st.caption("Switch dataset and model in the sidebar.")
     report = act.dataset.reports.get(act.model)
     if report is not None:

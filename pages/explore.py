@@ -61,7 +61,7 @@ def _selection_table(rows: list[tuple[int, str]]) -> None:
         shown = list(by_pair)[:MAX_THUMBNAILS]
         cols = st.columns(4)
         for i, r in enumerate(shown):
-            show_image(cols[i % 4], pairs.image_paths[r], caption=pairs.ids[r])
+            show_image(cols[i % 4], pairs.image_paths[r], caption=pairs.ids[r], tile=True)
 
 
 @st.fragment(run_every=compute.UMAP_POLL_SECONDS if umap_pending else None)

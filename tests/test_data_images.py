@@ -117,3 +117,16 @@ def test_missing_file(tmp_path):
 ])
 def test_sniff_format(head, expected):
     assert sniff_format(head) == expected
+
+
+def test_square_tiles_fit_any_shape_and_never_enlarge():
+    from gapviz.data.images import square_tile
+
+    tall = Image.new("RGB", (100, 400), (255, 0, 0))
+    tile = square_tile(tall, 200)
+    assert tile.size == (200, 200)
+    px = np.asarray(tile)
+    assert (px[:, 75:125] == [255, 0, 0]).all() and (px[:, :70] == 255).all()  # 50 x 200, centred
+    small = Image.new("RGB", (20, 10), (0, 0, 255))
+    px = np.asarray(square_tile(small, 200))
+    assert (px[95:105, 90:110] == [0, 0, 255]).all() and (px == [0, 0, 255]).all(axis=2).sum() == 200

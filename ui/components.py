@@ -121,20 +121,23 @@ def simulated_badge() -> None:
     st.badge("Simulated data", icon=":material/science:", color="orange")
 
 
-def show_image(container: Any, path: str | None, **kwargs: Any) -> bool:
+def show_image(container: Any, path: str | None, *, tile: bool = False, **kwargs: Any) -> bool:
     """Show the image at ``path`` in ``container`` (a column, ``st``), read with gapviz's image
-    limits; False (nothing shown) when there is none or it cannot be read."""
-    from gapviz.data.images import thumbnail
+    limits; False (nothing shown) when there is none or it cannot be read. ``tile``: on a
+    square canvas of :data:`TILE_PX`, so a grid of pictures of any shapes lines up."""
+    from gapviz.data.images import square_tile, thumbnail
 
     image = thumbnail(path, IMAGE_PX)
     if image is None:
         return False
-    container.image(image, width="stretch", **kwargs)
+    container.image(square_tile(image, TILE_PX) if tile else image, width="stretch", **kwargs)
     return True
 
 
 #: Longer side, in pixels, of images shown on pages.
 IMAGE_PX = 512
+#: Side, in pixels, of a grid tile (:func:`show_image` with ``tile``).
+TILE_PX = 256
 
 __all__ = ["COMPACT_CARDS_CSS", "guard", "method_label",
            "method_names", "metric_cards", "show_image", "simulated_badge", "style"]

@@ -225,6 +225,17 @@ def thumbnail(path: str | os.PathLike | None, size: int = 512) -> Image.Image | 
     return image
 
 
+def square_tile(image: Image.Image, size: int, background: tuple[int, int, int] = (255, 255, 255)
+                ) -> Image.Image:
+    """``image`` centred on a ``size`` x ``size`` canvas, shrunk to fit but never enlarged (a
+    small picture stays sharp): tiles of a grid then line up whatever their shapes."""
+    image = image.copy()
+    image.thumbnail((size, size))
+    canvas = Image.new("RGB", (size, size), background)
+    canvas.paste(image, ((size - image.width) // 2, (size - image.height) // 2))
+    return canvas
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """RGB copy of ``image``; any transparency (alpha, palette or tRNS) is laid over white.
 
