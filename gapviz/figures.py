@@ -226,13 +226,12 @@ def distance_histogram(panels: Sequence[tuple[str, np.ndarray, np.ndarray]], *,
                 shapes.append(dict(type="line", x0=mean, x1=mean, y0=0, y1=1,
                                    xref=axes["xaxis"], yref=f"{axes['yaxis']} domain",
                                    line=dict(color=color, width=2, dash="dot")))
-    layout = _layout(height=height, panels=[(title, "cosine distance", "") for title, _, _ in panels],
+    layout = _layout(height=height, panels=[(title, "cosine distance", "density")
+                                            for title, _, _ in panels],
                      equal_axes=[False], tick_labels=True, spacing=0.06, dragmode="zoom")
     layout.update(barmode="overlay", bargap=0, shapes=shapes)
     for i in range(1, len(panels) + 1):
-        suffix = "" if i == 1 else str(i)
-        layout[f"xaxis{suffix}"]["range"] = [0, 2]
-        layout[f"yaxis{suffix}"]["showticklabels"] = False
+        layout[f"xaxis{'' if i == 1 else i}"]["range"] = [0, 2]
     return go.Figure(data=traces, layout=layout)
 
 
