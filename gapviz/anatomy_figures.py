@@ -123,30 +123,62 @@ def interval_figure(estimates: Mapping[str, float], intervals: Mapping[str, Sequ
     return _base(fig, height)
 
 
+#: One colour per run of the trade-off figure (each dark enough for a white number on it).
+TRADEOFF_COLORS = ("#2563EB", "#EA580C", "#059669", "#7C3AED", "#DB2777", "#0E7490",
+                   "#A16207", "#475569", "#B91C1C", "#4D7C0F")
+#: Marker symbol of each kept quantity, in the order of ``kept``.
+KEPT_SYMBOLS = ("circle", "diamond", "square", "triangle-up")
+
+
 def tradeoff_figure(points: Sequence[Mapping[str, Any]], *, x_label: str = "gap closed",
                     kept: Sequence[tuple[str, str]] = (("r1_kept", "cross-modal R@1 kept"),
                                                        ("neighbours_kept", "neighbourhoods kept")),
-                    height: int = 380) -> go.Figure:
-    """Gap closed (x) against what is kept (y): one marker per run and kept quantity.
+                    height: int = 380, title: str = "What closing the gap costs") -> go.Figure:
+    """Gap closed (x) against what is kept (y): one numbered colour per run, one marker
+    symbol per kept quantity.
 
     ``points``: dicts with ``label`` (run), ``gap_closed`` (share of the raw gap removed, 0..1;
     1 = closed) and the keys of ``kept`` (shares kept, 1 = nothing lost). The ideal run sits
     top right.
+
+    Labels are never written on the plot, where close runs would overlap: run i's markers
+    carry its number i, the legend below the plot says "i · label" (a click hides the run),
+    and the hover text says everything. A run's markers share its x (the gap it closed) and are
+    joined by a thin line. Both axes are shares, in percent.
     """
     fig = go.Figure()
-    symbols = ("circle", "diamond", "square", "triangle-up")
-    colors = (KEPT_COLOR, GAP_COLOR, "#059669", "#7C3AED")
-    for i, (key, name) in enumerate(kept):
-        shown = [p for p in points if p.get(key) is not None]
-        if not shown:
-            continue
-        fig.add_trace(go.Scatter(
-            x=[float(p["gap_closed"]) for p in shown], y=[float(p[key]) for p in shown],
-            mode="markers+text", text=[str(p["label"]) for p in shown], textposition="top center",
-            textfont=dict(size=11, color=MUTED), name=name,
-            marker=dict(size=11, symbol=symbols[i % 4], color=colors[i % 4]),
-            hovertemplate="%{text}<br>" + x_label + " %{x:.0%}<br>" + name + " %{y:.0%}<extra></extra>"))
-    fig.add_shape(type="line", x0=0, x1=1, y0=1, y1=1, line=dict(color="#CBD5E1", dash="dot"))
+    runs = [p for p in points if p.get("gap_closed") is not None]
+    for i, point in enumerate(runs, start=1):
+        color = TRADEOFF_COLORS[(i - 1) % len(TRADEOFF_COLORS)]
+        name = f"{i} · {point['label']}"
+        shown = [(key, what, KEPT_SYMBOLS[j % len(KEPT_SYMBOLS)])
+                 for j, (key, what) in enumerate(kept) if point.get(key) is not None]
+        x = float(point["gap_closed"])
+        ys = [float(point[key]) for key, _, _ in shown]
+        if len(ys) > 1:  # the run's kept quantities, joined at its x
+            fig.add_trace(go.Scatter(x=[x, x], y=[min(ys), max(ys)], mode="lines",
+                                     line=dict(color=color, width=1.5), opacity=0.5,
+                                     legendgroup=name, showlegend=False, hoverinfo="skip"))
+        for j, ((key, what, symbol), y) in enumerate(zip(shown, ys)):
+            fig.add_trace(go.Scatter(
+                x=[x], y=[y], mode="markers+text", text=[str(i)], textposition="middle center",
+                textfont=dict(size=10, color="#FFFFFF"), name=name, legendgroup=name,
+                showlegend=j == 0, customdata=[[point["label"], what]],
+                marker=dict(size=19, symbol=symbol, color=color,
+                            line=dict(color="#FFFFFF", width=1)),
+                hovertemplate=f"<b>{i} · %{{customdata[0]}}</b><br>{x_label} %{{x:.0%}}"
+                              "<br>%{customdata[1]} %{y:.0%}<extra></extra>"))
+    for j, (_, what) in enumerate(kept):  # what each symbol means, in the legend only
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=what,
+                                 marker=dict(size=11, symbol=KEPT_SYMBOLS[j % len(KEPT_SYMBOLS)],
+                                             color=MUTED), hoverinfo="skip"))
+    fig.add_shape(type="line", xref="paper", x0=0, x1=1, y0=1, y1=1,
+                  line=dict(color="#CBD5E1", dash="dot"))
     fig.update_xaxes(title_text=x_label, tickformat=".0%")
-    fig.update_yaxes(title_text="kept (1 = nothing lost)", tickformat=".0%")
-    return _base(fig, height, "What closing the gap costs")
+    fig.update_yaxes(title_text="share kept (100% = nothing lost)", tickformat=".0%")
+    legend_rows = -(-(len(runs) + len(kept)) // 2)
+    fig = _base(fig, height + 22 * legend_rows, title)
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.16, x=0.0,
+                                  font=dict(size=11), entrywidth=0.5, entrywidthmode="fraction"),
+                      margin=dict(b=20))
+    return fig

@@ -187,25 +187,23 @@ def comparison_table(rows: Sequence[ComparisonRow], keys: Sequence[str], *,
                      label: Callable[[str], str] = str,
                      describe: Callable[[str, Mapping[str, Any]], str] | None = None):
     """One row per run that ran (its label as index): model, method, parameters, protocol,
-    pairs fitted / scored, then the measures ``keys`` (a ``pandas.DataFrame``).
+    pairs fitted (:func:`fitted_text`) / scored, then the measures ``keys`` (a
+    ``pandas.DataFrame``).
 
     ``label(name)`` shows a method's name ("Spectral"); ``describe(name, params)`` its
-    parameters ("k = 60"). A run without a fit (the raw embeddings) has protocol "—".
+    parameters (default: :func:`params_text`, "k = 60"). A run without a fit (the raw
+    embeddings) has protocol "—".
     """
     import math
 
     import pandas as pd
 
+    describe = describe or params_text
     records = []
     for row in rows:
         if not row.ok:
             continue
         prov = row.provenance
-        fitted = prov.get("n_fit") if row.method != "orig" else None
-        if fitted is not None and prov.get("protocol") == "held-out":
-            fitted_text = f"{prov.get('folds')} × ≥{fitted:,}"
-        else:
-            fitted_text = f"{fitted:,}" if fitted is not None else "—"
         protocol = (prov.get("protocol", row.protocol) if row.method != "orig" else "—")
         if prov.get("shuffled"):
             protocol += ", shuffled"
@@ -213,11 +211,127 @@ def comparison_table(rows: Sequence[ComparisonRow], keys: Sequence[str], *,
             protocol += " ⚠"
         records.append({
             "run": row.label, "model": row.model, "method": label(row.method),
-            "parameters": describe(row.method, row.params) if describe else "",
-            "protocol": protocol, "fitted": fitted_text,
+            "parameters": describe(row.method, row.params),
+            "protocol": protocol, "fitted": fitted_text(prov) if row.method != "orig" else "—",
             "scored": prov.get("n_scored", math.nan),
             **{k: row.metrics.get(k, math.nan) for k in keys}})
     return pd.DataFrame(records).set_index("run") if records else pd.DataFrame()
+
+
+def fitted_text(provenance: Mapping[str, Any]) -> str:
+    """The pairs each fit of a run saw, as people read it.
+
+    Held-out K-fold: ``"5 folds × 2,000"`` (each fit on the other folds' pairs; a range such
+    as ``"2,000–2,001"`` when N does not split evenly), ``"5 folds × 1,000 of 2,000"`` when each
+    fit took a seeded subsample of its training pairs (Sinkhorn's ``fit_size``, ``max_fit``).
+    Transductive: ``"2,500"``, or ``"1,000 of 2,500"`` for a subsample of the scored pairs.
+    Fit-on: the fit set's size. ``"—"`` without a record.
+
+    Parameters
+    ----------
+    provenance : mapping
+        :meth:`gapviz.protocols.Provenance.to_dict` of the run.
+    """
+    n_fit, n_scored = provenance.get("n_fit"), provenance.get("n_scored")
+    if n_fit is None:
+        return "—"
+    protocol, folds = provenance.get("protocol"), provenance.get("folds")
+    if protocol == "held-out" and folds and n_scored:
+        # each fold's training pairs are the other folds: N minus a part of size ceil or floor(N / K)
+        low, high = n_scored - -(-n_scored // folds), n_scored - n_scored // folds
+        train = f"{low:,}" if low == high else f"{low:,}–{high:,}"
+        return f"{folds} folds × " + (f"{n_fit:,} of {train}" if n_fit < low else train)
+    if protocol == "transductive" and n_scored and n_fit < n_scored:
+        return f"{n_fit:,} of {n_scored:,}"
+    return f"{n_fit:,}"
+
+
+#: Parameters that tune a solver or seed a draw rather than define the method: a table's
+#: parameters column leaves them out unless they were changed from their defaults.
+SOLVER_PARAMS: frozenset[str] = frozenset({"max_iter", "tol", "max_inner_iter", "inner_tol",
+                                           "method", "random_state", "max_components",
+                                           "approximate_knn", "heat_scale", "within_weight",
+                                           "similarity_param", "batch_size", "sinkhorn_iters"})
+
+
+def shown_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters of a run that a table's parameters column shows.
+
+    Every parameter the method declares (``params_info``: the ones the app and the command
+    line offer) with its value in ``params`` (else its default), except solver settings,
+    seeds and the options that only matter with another setting (:data:`SOLVER_PARAMS`)
+    and unset (None) ones, unless changed from their defaults; then anything else in
+    ``params`` that differs from its default. Spectral gives "k = 60, graph = bipartite,
+    affinity = shift, laplacian = normalized"; Sinkhorn "reg = 0.05, fit size = 1000".
+    """
+    from .methods import METHODS, method_params
+
+    if name not in METHODS:
+        return dict(params)
+    defaults = method_params(name)
+    values = {**defaults, **dict(params)}
+    out: dict[str, Any] = {}
+    for info in METHODS[name].params_info:
+        if info.name not in values:
+            continue
+        value, changed = values[info.name], values[info.name] != defaults.get(info.name, object())
+        if changed or (info.name not in SOLVER_PARAMS and value is not None):
+            out[info.name] = value
+    out.update({k: v for k, v in params.items()
+                if k not in out and v != defaults.get(k, object())})
+    return out
+
+
+def params_text(name: str, params: Mapping[str, Any]) -> str:
+    """:func:`shown_params` as people read them ("k = 60, graph = bipartite"; "" for none)."""
+    from .methods import format_params
+
+    return format_params(name, shown_params(name, params))
+
+
+def format_cell(key: str, value: float | None) -> str:
+    """A comparison cell (table and heatmap): one rule per column, so a column reads evenly.
+
+    Ratios and ranks that span decades (ITR, TIR, IMR, TMR: ``number == "magnitude"`` in
+    :mod:`gapviz.measure_info`) keep three significant figures, never dropping integer digits:
+    0.767, 1.65, 15.0, 356, 2,499. The others (recalls, distances) three decimals: 0.002,
+    3.236. Infinite ratios print as ∞, a missing value as —, an undefined one (0/0) as nan.
+    """
+    import math
+
+    from . import measure_info
+
+    if value is None:
+        return "—"
+    value = float(value)
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "∞" if value > 0 else "−∞"
+    if measure_info.info(key).number != "magnitude":
+        return f"{value:,.3f}"
+    mag = abs(value)
+    if mag == 0:
+        return "0"
+    decimals = max(0, 2 - math.floor(math.log10(mag)))
+    text = f"{value:,.{decimals}f}"
+    if decimals and float(text.replace(",", "")) >= 10 ** (3 - decimals):  # 9.996 -> 10.00
+        text = f"{value:,.{decimals - 1}f}"
+    return text
+
+
+def run_title(row: ComparisonRow, label: Callable[[str], str] = str) -> str:
+    """A run as a figure names it: method label and protocol ("Spectral · transductive"),
+    the model first when several are compared ("sim-CLIP / Spectral · transductive"),
+    ", shuffled" for the shuffled-pairs control and ⚠ for a pairing leak; the raw embeddings
+    are "· raw"."""
+    protocol = "raw" if row.method == "orig" else (row.provenance.get("protocol") or row.protocol)
+    text = f"{label(row.method)} · {protocol}"
+    if row.provenance.get("shuffled"):
+        text += ", shuffled"
+    if row.warning:
+        text += " ⚠"
+    return f"{row.model} / {text}" if row.model else text
 
 
 def failed_rows(rows: Sequence[ComparisonRow]) -> list[ComparisonRow]:

@@ -5,27 +5,37 @@ One row per run (a method, or a model / method), one column per measure of
 recall@5/10/20). Measures have different units and directions, so each column is coloured by
 its own scale: 1 (dark) for the best run of that column, 0 (light) for the worst, following
 each measure's direction and log scale in :mod:`gapviz.measure_info` (ITR and TIR are best at
-1; an infinite ratio is the worst). The cell text is the value itself, the best one starred.
+1; an infinite ratio is the worst). The cell text is the value itself (:func:`gapviz.compare.format_cell`),
+the best one starred, in white on dark cells and dark on light ones.
+
+A shuffled-pairs control is a null check, not a ranking: drawn with ``rank=False``, its cells
+are neither coloured best to worst nor starred; only the cells given as ``flagged`` (e.g. a
+recall above chance) stand out.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 
 from . import measure_info
-from .compare import COMPARE_KEYS
+from .compare import COMPARE_KEYS, format_cell
 from .figures import FONT
-from .measure_info import format_value
 # the column titles and their tooltips, re-exported for the pages
 from .measure_info import help_text as measure_help  # noqa: F401
 from .tables import best_per_row
 
-#: Light (worst) to dark green (best).
-COLORSCALE = [[0.0, "#F8FAFC"], [0.5, "#A7F3D0"], [1.0, "#059669"]]
+#: Light (worst) to dark green (best). The dark end is dark enough for white text.
+COLORSCALE = [[0.0, "#F8FAFC"], [0.5, "#A7F3D0"], [1.0, "#047857"]]
+#: Without a ranking (``rank=False``): plain cells, and amber for a flagged one.
+UNRANKED_COLORSCALE = [[0.0, "#F1F5F9"], [1.0, "#FCD34D"]]
+#: Cell text on light cells and on dark ones; whichever contrasts more with the cell is used
+#: (WCAG 2 contrast ratio, at least 4.5 everywhere on these scales).
+DARK_TEXT = "#020617"
+LIGHT_TEXT = "#FFFFFF"
 
 
 def measure_label(key: str, arrow: bool = True) -> str:
@@ -75,7 +85,8 @@ def goodness(values: Sequence[float | None], key: str) -> list[float | None]:
 
 
 def compare_heatmap(columns: Mapping[str, Mapping[str, float]], keys: Sequence[str] = COMPARE_KEYS, *,
-                    title: str | None = None, height: int | None = None) -> go.Figure:
+                    title: str | None = None, height: int | None = None, rank: bool = True,
+                    flagged: Collection[tuple[str, str]] = ()) -> go.Figure:
     """Heatmap of runs (rows) by measures (columns), each column coloured best (dark) to worst.
 
     Parameters
@@ -84,38 +95,100 @@ def compare_heatmap(columns: Mapping[str, Mapping[str, float]], keys: Sequence[s
         As :func:`gapviz.compare.rows_to_columns` returns it; rows keep this order.
     keys : sequence of str
         Measures to show, in order (those missing from every run are left out).
+    title : str, optional
+        Figure title (it travels with a PNG/SVG export: say what the runs are).
+    rank : bool, default=True
+        Colour each column best to worst and star its best value. False for a null check
+        (shuffled-pairs control): plain cells, nothing starred.
+    flagged : collection of (run label, measure key)
+        Cells drawn in amber with a ⚠ (with ``rank=False``: e.g. a recall above chance).
 
     Returns
     -------
     go.Figure
-        ``customdata`` of each cell is ``[run label, measure key]``.
+        Trace 0, the heatmap: ``customdata`` of each cell is ``[run label, measure key]``,
+        ``text`` the cell text (hover). Trace 1 writes the cell texts, each in the colour
+        that contrasts most with its cell (``textfont.color``).
     """
     runs = list(columns)
     keys = [k for k in keys if any(k in columns[r] for r in runs)]
-    best = best_per_row(columns, list(keys))
+    best = best_per_row(columns, list(keys)) if rank else {}
+    flagged = set(flagged)
     z = np.full((len(runs), len(keys)), np.nan)
     text = [["" for _ in keys] for _ in runs]
     for j, k in enumerate(keys):
-        scores = goodness([columns[r].get(k, math.nan) for r in runs], k)
+        scores = (goodness([columns[r].get(k, math.nan) for r in runs], k) if rank
+                  else [1.0 if (r, k) in flagged else 0.0 for r in runs])
         for i, r in enumerate(runs):
             if scores[i] is not None:
                 z[i, j] = scores[i]
-            value = format_value(columns[r].get(k), "display")
+            value = format_cell(k, columns[r].get(k))
+            if (r, k) in flagged:
+                value = f"⚠ {value}"
             text[i][j] = f"<b>★ {value}</b>" if r in best.get(k, ()) else value
     custom = np.empty((len(runs), len(keys), 2), dtype=object)
     for i, r in enumerate(runs):
         for j, k in enumerate(keys):
             custom[i, j] = (r, k)
+    scale = COLORSCALE if rank else UNRANKED_COLORSCALE
     xlabels = [measure_label(k) for k in keys]
     fig = go.Figure(go.Heatmap(
-        z=z, x=xlabels, y=runs, text=text, texttemplate="%{text}", textfont=dict(size=12),
-        customdata=custom, colorscale=COLORSCALE, zmin=0, zmax=1, showscale=False, xgap=2, ygap=2,
+        z=z, x=xlabels, y=runs, text=text, customdata=custom, colorscale=scale, zmin=0, zmax=1,
+        showscale=False, xgap=2, ygap=2,
         hovertemplate="<b>%{y}</b><br>%{x}: %{text}<extra></extra>"))
+    cells = [(i, j) for i in range(len(runs)) for j in range(len(keys))]
+    fig.add_trace(go.Scatter(
+        x=[xlabels[j] for _, j in cells], y=[runs[i] for i, _ in cells],
+        text=[text[i][j] for i, j in cells], mode="text", hoverinfo="skip", showlegend=False,
+        textfont=dict(size=12, color=[text_color(cell_color(scale, z[i, j])) for i, j in cells])))
     fig.update_layout(
-        template="plotly_white", font=FONT, height=height or 110 + 34 * len(runs),
-        margin=dict(l=10, r=10, t=70 if title else 40, b=10),
-        title=dict(text=title, x=0.0, font=dict(size=15)) if title else None,
-        xaxis=dict(side="top", tickfont=dict(size=12), showgrid=False),
-        yaxis=dict(autorange="reversed", tickfont=dict(size=12), showgrid=False, automargin=True),
+        template="plotly_white", font=FONT, height=height or (130 if title else 110) + 34 * len(runs),
+        margin=dict(l=10, r=10, t=100 if title else 40, b=10),
+        title=dict(text=title, x=0.0, y=0.98, yanchor="top", font=dict(size=15)) if title else None,
+        xaxis=dict(side="top", tickfont=dict(size=12), showgrid=False, zeroline=False),
+        yaxis=dict(autorange="reversed", tickfont=dict(size=12), showgrid=False, zeroline=False,
+                   automargin=True),
         plot_bgcolor="white")
     return fig
+
+
+def _rgb(color: str) -> tuple[int, int, int]:
+    color = color.lstrip("#")
+    return int(color[0:2], 16), int(color[2:4], 16), int(color[4:6], 16)
+
+
+def cell_color(colorscale: Sequence[Sequence], z: float | None) -> tuple[int, int, int]:
+    """The RGB colour Plotly paints a cell of value ``z`` (0..1) with ``colorscale`` (linear
+    between its stops); white for a cell without a value (the plot's background)."""
+    if z is None or not math.isfinite(z):
+        return 255, 255, 255
+    z = min(max(float(z), 0.0), 1.0)
+    for (z0, c0), (z1, c1) in zip(colorscale, colorscale[1:]):
+        if z <= z1:
+            t = 0.0 if z1 == z0 else (z - z0) / (z1 - z0)
+            a, b = _rgb(c0), _rgb(c1)
+            return tuple(round(x + (y - x) * t) for x, y in zip(a, b))  # type: ignore[return-value]
+    return _rgb(colorscale[-1][1])
+
+
+def luminance(rgb: Sequence[float]) -> float:
+    """WCAG 2 relative luminance of an sRGB colour (0 black .. 1 white)."""
+    def channel(c: float) -> float:
+        c = c / 255
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (channel(c) for c in rgb)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast(a: Sequence[float], b: Sequence[float]) -> float:
+    """WCAG 2 contrast ratio of two RGB colours (1 .. 21; 4.5 is the bar for body text)."""
+    la, lb = sorted((luminance(a), luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+def text_color(background: Sequence[float]) -> str:
+    """:data:`LIGHT_TEXT` on a dark cell, :data:`DARK_TEXT` on a light one: the one with the
+    larger contrast ratio against ``background``."""
+    light, dark = contrast(background, _rgb(LIGHT_TEXT)), contrast(background, _rgb(DARK_TEXT))
+    return LIGHT_TEXT if light > dark else DARK_TEXT

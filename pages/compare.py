@@ -5,24 +5,33 @@ recall@5/10/20, the best value of each column marked, as a table or a heatmap. E
 comes from the app's shared caches (:mod:`ui.compute`), so a method fitted on another page
 is not fitted again, and the numbers are those of ``gapviz compare`` (the command is shown
 under the table).
+
+Rows are measured one after the other and shown as they come (a first visit fits the held-out
+methods five times each); every row is cached per dataset, method, parameters and protocol,
+so a later visit draws at once. The shuffled-pairs check is a null control: its rows say
+"shuffled" everywhere (table, heatmap, exports) and nothing is marked best.
 """
 
 from __future__ import annotations
+
+import time
+from dataclasses import replace
 
 import pandas as pd
 import streamlit as st
 
 from gapviz import dashboard as dash
 from gapviz import exports
-from gapviz.compare import COMPARE_KEYS, ComparisonRow, comparison_table, rows_to_columns
+from gapviz.compare import (COMPARE_KEYS, ComparisonRow, comparison_table, format_cell,
+                            params_text, rows_to_columns, run_title)
 from gapviz.compare_figures import compare_heatmap, measure_help, measure_label
 from gapviz.measure_info import LEGEND
 from gapviz.measure_info import label as info_label
 from gapviz.measures import measure_gap
-from gapviz.methods import format_params, method_class, suited_params
+from gapviz.methods import method_class, method_params, suited_params
 from gapviz.protocols import Provenance, chance_recall, fit_size
 from gapviz.safety import plain_text
-from gapviz.tables import best_per_row, format_value
+from gapviz.tables import best_per_row, run_cells
 from gapviz.workspace import DEMO_DATASET, Active
 from ui import compute
 from ui import export_menu as export_ui
@@ -40,6 +49,9 @@ NOISE_STYLE = "background-color: #FEF3C7; color: #92400E"
 #: cores, the VLAP map tens of seconds to minutes); the user adds them in one click.
 SLOW_METHODS = ("ot", "vlap")
 MEASURE_CACHE_ENTRIES = 256
+#: Seconds of measuring after which the rows measured so far are shown while the others run
+#: (a cached page draws faster than this and is not redrawn row by row).
+PARTIAL_AFTER_S = 0.4
 
 ws = workspace()
 act = page_header("Compare", "every method and every model on the same pairs")
@@ -93,6 +105,9 @@ def _row(a: Active, name: str, scoring: compute.Scoring) -> ComparisonRow:
         metrics = _measures(a.key, name, compute.frozen(fit_params), compute.frozen(view_params),
                             method, X, Y)
         prov = compute.transductive_provenance(a, name)
+        fitted_rows = getattr(method, "fit_index_", None)  # Sinkhorn / OT: a subsample
+        if fitted_rows is not None:
+            prov = replace(prov, n_fit=min(prov.n_fit, len(fitted_rows)))
         outputs = (lambda: dash.transformed(method, X, Y, view_params))
     else:
         result = compute.protocol_result(a, name, params, scoring)
@@ -101,7 +116,8 @@ def _row(a: Active, name: str, scoring: compute.Scoring) -> ComparisonRow:
         outputs = (lambda: (result.image_embeddings, result.text_embeddings))
     label = f"{a.model} / {name}" if len(models) > 1 else name
     row_outputs[label] = (f"{a.key}/{name}/{compute.frozen(params)}/{scoring}", outputs)
-    return ComparisonRow(a.model if len(models) > 1 else "", name, params, metrics,
+    run_params = {} if name == "orig" else {**method_params(name), **params}  # what ran
+    return ComparisonRow(a.model if len(models) > 1 else "", name, run_params, metrics,
                          prov.protocol, prov.to_dict())
 
 
@@ -192,21 +208,54 @@ def _scoring(name: str) -> compute.Scoring:
     return compute.Scoring(protocol, allow_leak=allow_leak, shuffled=shuffled)
 
 
-rows: list[ComparisonRow] = []
+def _partial(done: list[ComparisonRow]) -> None:
+    """The rows measured so far, while the others are (no best marked yet)."""
+    keys_so_far = [k for k in COMPARE_KEYS if any(k in r.metrics for r in done)]
+    frame = comparison_table(done, keys_so_far, label=method_label, describe=params_text)
+    if frame.empty:
+        return
+    if len(models) == 1:
+        frame = frame.drop(columns=["model"])
+    live.dataframe(frame.style.format({k: (lambda v, k=k: format_cell(k, v)) for k in keys_so_far}),
+                   width="stretch", hide_index=len(models) == 1,
+                   column_config={k: st.column_config.NumberColumn(measure_label(k))
+                                  for k in keys_so_far})
+
+
+def _slow(task: tuple[str, str]) -> bool:
+    """A row that fits K times (held-out, fit-on) or a method that trains: measured last."""
+    name = task[1]
+    return _scoring(name).protocol != "transductive" or name in SLOW_METHODS
+
+
 #: run label -> (cache key, callable giving its transformed pairs), for the paired tests.
 row_outputs: dict = {}
 failed = []
 tasks = [(m, n) for m in models for n in methods]
+# Quick rows first, so the rows shown while the others run are many; the table keeps the
+# order of the menus.
+order = sorted(range(len(tasks)), key=lambda i: _slow(tasks[i]))
+measured: dict[int, ComparisonRow] = {}
 bar = st.progress(0.0, text="Measuring…") if len(tasks) > 1 else None
-for i, (model, name) in enumerate(tasks):
+live = st.empty()  # the rows so far while measuring; then the table, heatmap and trade-off
+started = time.perf_counter()
+for done, i in enumerate(order):
+    model, name = tasks[i]
     if bar is not None:
-        bar.progress(i / len(tasks), text=f"{model}: {method_label(name)} ({i + 1} of {len(tasks)})")
+        bar.progress(done / len(tasks), text=f"{model}: {method_label(name)} ({done + 1} of {len(tasks)})"
+                     + (". The rows so far are below; the best of each column, the heatmap and "
+                        "the trade-off come once every row is in (each row is kept: the next "
+                        "visit is instant)." if measured else ""))
     try:
-        rows.append(_row(_active_for(model), name, _scoring(name)))
+        measured[i] = _row(_active_for(model), name, _scoring(name))
     except (ValueError, RuntimeError) as err:  # this row cannot run here; the others go on
         failed.append((model, name, str(err)))
+    if done + 1 < len(tasks) and time.perf_counter() - started > PARTIAL_AFTER_S:
+        _partial([measured[j] for j in sorted(measured)])
+rows: list[ComparisonRow] = [measured[j] for j in sorted(measured)]
 if bar is not None:
     bar.empty()
+live.empty()  # the partial table goes; the full view is drawn in its place
 columns = rows_to_columns(rows)
 if not columns:
     for model, name, reason in failed:
@@ -267,17 +316,17 @@ significance = {}
 if st.session_state.get("compare_significance", True) and not shuffled:
     with guard("test the differences"), st.spinner("Testing each column's best against its runner-up…"):
         significance = _significance()
-table = comparison_table(rows, keys, label=method_label, describe=format_params)
+table = comparison_table(rows, keys, label=method_label, describe=params_text)
 if len(models) == 1:
     table = table.drop(columns=["model"])
 records = [{"run": r.label, "method": method_label(r.method), "model": r.model or act.model,
-            "parameters": format_params(r.method, r.params),
+            "parameters": params_text(r.method, r.params), "title": run_title(r, method_label),
             "provenance": Provenance(**{k: v for k, v in r.provenance.items()
                                         if k != "pool_size"})} for r in rows]
 
 
 def _style(frame: pd.DataFrame):
-    styler = frame.style.format({k: (lambda v: format_value(v, "display")) for k in keys})
+    styler = frame.style.format({k: (lambda v, k=k: format_cell(k, v)) for k in keys})
 
     def mark(col: pd.Series) -> list[str]:
         winners = best.get(col.name, set())
@@ -322,6 +371,10 @@ def _show_table_and_heatmap() -> None:
     with view_tab:
         config = {k: st.column_config.NumberColumn(measure_label(k), help=measure_help(k)) for k in keys}
         config["method"] = st.column_config.TextColumn("method", pinned=True)
+        config["fitted"] = st.column_config.TextColumn(
+            "fitted", help="Pairs each fit saw. Held-out: K folds, each fitted on the other "
+                           "folds' pairs (\"1,000 of 2,000\": a seeded subsample of them, as "
+                           "Sinkhorn's fit size asks).")
         st.dataframe(_style(table), key="compare_table", width="stretch",
                      height=min(35 * (len(table) + 1) + 3, 640), column_config=config,
                      hide_index=len(models) == 1)
@@ -333,14 +386,24 @@ def _show_table_and_heatmap() -> None:
                        "beyond noise (paired bootstrap over the same pairs, 200 resamples, "
                        "p < 0.05). Amber: best and runner-up within noise"
                        + (": " + "; ".join(ties) if ties else "") + ".")
-        st.caption(f"{LEGEND} The best of each column is highlighted. ITR/TIR: "
-                   "own-modality-first ratio (∞: no query ever gets the other modality first); "
-                   "IMR/TMR: mean rank of the best other-modality item; R@K: mixed-pool recall.")
+        marks = (" Nothing is highlighted: on shuffled pairs no run can be best." if shuffled
+                 else " The best of each column is highlighted.")
+        st.caption(f"{LEGEND}{marks} ITR/TIR: own-modality-first ratio (∞: no query ever gets "
+                   "the other modality first); IMR/TMR: mean rank of the best other-modality "
+                   "item; R@K: mixed-pool recall. Ratios and ranks to three significant "
+                   "figures, the other measures to three decimals.")
     with heat_tab:
-        st.plotly_chart(heat, key="compare_heatmap", config=export_ui.chart_config("compare-heatmap"))
-        st.caption("Each column is coloured on its own scale: dark = the best run of that measure, "
-                   "light = the worst (ITR/TIR/IMR/TMR on a log scale). ★ marks the best value. "
-                   "Each row names its protocol.")
+        st.plotly_chart(heat, key="compare_heatmap", config=export_ui.chart_config(
+            "compare-heatmap-shuffled-control" if shuffled else "compare-heatmap"))
+        if shuffled:
+            st.caption("Shuffled-pairs control: a null check, not a ranking, so no cell is "
+                       "coloured or starred as best. ⚠ (amber) marks a recall above chance + 4 "
+                       "standard errors, where a protocol would be finding pairs that are not "
+                       "there. Each row names its protocol.")
+        else:
+            st.caption("Each column is coloured on its own scale: dark = the best run of that "
+                       "measure, light = the worst (ITR/TIR/IMR/TMR on a log scale). ★ marks "
+                       "the best value. Each row names its protocol.")
     with trade_tab:
         if st.toggle("Compute what each run keeps", key="compare_tradeoff",
                      help="Gap closed (1 − RMG after / before) against cross-modal R@1 and "
@@ -348,8 +411,9 @@ def _show_table_and_heatmap() -> None:
             fig = _tradeoff()
             st.plotly_chart(fig, key="compare_tradeoff_fig",
                             config=export_ui.chart_config("compare-tradeoff"))
-            st.caption("Top right is best: the gap closed and nothing lost. Each point under "
-                       "its row's protocol.")
+            st.caption("Top right is best: the gap closed and nothing lost. Each run is a "
+                       "number, its two markers what it kept (hover for the values; a click on "
+                       "the legend hides a run). Each point under its row's protocol.")
 
 
 @st.cache_data(max_entries=MEASURE_CACHE_ENTRIES, show_spinner="Measuring what each run keeps…")
@@ -373,18 +437,30 @@ def _tradeoff():
         X, Y = a.pairs.image_embeddings, a.pairs.text_embeddings
         key, outputs = row_outputs[r.label]
         raw_report = compute.active_raw_view(a).report
-        points.append(_point(key, r.label + ("" if r.protocol == "transductive" else
-                                             f" ({r.protocol})"),
-                             outputs, X, Y, raw_report, relative_modality_gap(X, Y)))
-    return af.tradeoff_figure(points, x_label="gap closed (1 − RMG after / before)")
+        points.append(_point(key, run_title(r, method_label), outputs, X, Y, raw_report,
+                             relative_modality_gap(X, Y)))
+    title = ("What closing the gap costs: shuffled-pairs control" if shuffled
+             else "What closing the gap costs")
+    return af.tradeoff_figure(points, x_label="gap closed (1 − RMG after / before)", title=title)
 
 
-display = {(f"{r['model']} / {r['method']}" if len(models) > 1 else r["method"])
-           + f" · {r['provenance'].protocol if r['run'].split(' / ')[-1] != 'orig' else 'raw'}":
-           columns[r["run"]] for r in records}  # the heatmap's rows read as the table's
+def _heatmap_title() -> str:
+    """The heatmap's title: it says what the runs are, and travels with a PNG/SVG export."""
+    where = f"{plain_text(ds.name)} · {', '.join(plain_text(m) for m in models)} · {n_scored:,} pairs"
+    if shuffled:
+        return (f"Shuffled-pairs control (captions permuted): every row should be at chance"
+                f"<br><sup>{where} · a null check, not a ranking</sup>")
+    return f"Gap-closing methods compared<br><sup>{where}</sup>"
+
+
 n_scored = next(iter(records))["provenance"].n_scored
-heat = compare_heatmap(display, keys)
-with guard("show the comparison"):
+# The heatmap's rows read as the table's, with the protocol (and "shuffled") in each name.
+display = {r["title"]: columns[r["run"]] for r in records}
+above_chance = ({(r["title"], f"R@{k}") for r in records for k in recall_ks
+                 if columns[r["run"]].get(f"R@{k}", 0.0) > _chance_bound(k)} if shuffled else set())
+heat = compare_heatmap(display, keys, title=_heatmap_title(), rank=not shuffled,
+                       flagged=above_chance)
+with live.container(), guard("show the comparison"):
     _show_table_and_heatmap()
 for model, name, reason in failed:
     st.caption(f":material/block: {method_label(name)} on {plain_text(model)} could not run: "
@@ -401,16 +477,30 @@ with e1.expander("The same table from the command line"), guard("write the comma
     st.caption(note + " Use `--format table|csv|json` for other layouts.")
 
 
+def _run_cells(r: ComparisonRow) -> dict[str, str]:
+    """How a run was obtained, for the measures CSV / markdown (``gapviz.tables.run_cells``)."""
+    text = params_text(r.method, r.params)
+    if r.method != "orig":
+        return run_cells(r.provenance, params=text)
+    cells = run_cells(None, params=text, n_scored=r.provenance.get("n_scored", n_scored))
+    if r.provenance.get("shuffled"):  # the raw embeddings, scored on permuted captions
+        cells["protocol"] += " shuffled control"
+    return cells
+
+
 def _report() -> str:
+    title = ("Shuffled-pairs control of gap-closing methods (captions permuted: every row "
+             "should be at chance)" if shuffled else "Comparison of gap-closing methods")
     return exports.session_report(
-        act.pairs, columns, keys=keys, title="Comparison of gap-closing methods",
-        dataset=ds.name, source=ds.source,
+        act.pairs, columns, keys=keys, title=title, dataset=ds.name, source=ds.source,
         model=", ".join(models), method=None, figures=[("Comparison heatmap", heat)],
         notes=[f"{r['run']}: {r['method']}" + (f" ({r['parameters']})" if r["parameters"] else "")
                + f"; how obtained: {r['provenance'].summary()}" for r in records])
 
 
 with e2, guard("prepare the exports"):
-    export_ui.export_menu(export_ui.ExportItems(columns=columns, keys=keys, figures=[("heatmap", heat)],
-                                                report=_report),
-                          prefix="compare", stem=f"compare-{ds.name}")
+    export_ui.export_menu(
+        export_ui.ExportItems(columns=columns, keys=keys, runs={r.label: _run_cells(r) for r in rows},
+                              figures=[("shuffled-control heatmap" if shuffled else "heatmap", heat)],
+                              report=_report),
+        prefix="compare", stem=f"compare-{ds.name}" + ("-shuffled-control" if shuffled else ""))

@@ -4,6 +4,7 @@ models, and the same numbers as the ``gapviz compare`` command it shows."""
 from __future__ import annotations
 
 import argparse
+import csv
 import io
 import json
 import math
@@ -14,7 +15,7 @@ from contextlib import redirect_stdout
 
 from gapviz.cli import compare as compare_cli
 from gapviz.compare import COMPARE_KEYS
-from gapviz.methods import METHODS
+from gapviz.methods import METHODS, method_class
 from gapviz.simulate import PROFILES
 from gapviz.workspace import Workspace
 from conftest import app_session, assert_clean, simulated_workspace
@@ -47,11 +48,24 @@ def test_the_table_has_every_method_and_marks_nothing_missing():
     assert list(table.index) == ["orig"] + [m for m in table.index if m != "orig"]
     assert set(table.index) == set(METHODS)
     assert set(COMPARE_KEYS) <= set(table.columns) and "model" not in table.columns
-    assert table.loc["spectral", "parameters"] == "k = 60"
+    # Every method with parameters shows them (solver settings and seeds at their defaults not).
+    assert table.loc["spectral", "parameters"] == ("k = 60, graph = bipartite, affinity = shift, "
+                                                   "laplacian = normalized")
     # Held-out (VLAP reads the pairing): each fit sees 96 of the 120 pairs, so 96 anchors.
-    assert table.loc["vlap", "parameters"] == "n_anchors = 96"
+    assert table.loc["vlap", "parameters"] == "n_anchors = 96, epochs = 20, lr = 0.001, temperature = 0.1"
+    assert table.loc["sinkhorn", "parameters"] == "reg = 0.05, fit size = 1000"
+    assert table.loc["ot", "parameters"] == ("reg_lap = 100, reg_src = 1, reg_type = pos, "
+                                             "similarity = knn, fit size = 500")
+    assert table.loc["pca", "parameters"] == "k = 60" and table.loc["procrustes", "parameters"] == \
+        "center = True"
+    assert all(table.loc[m, "parameters"] for m in METHODS if method_class(m).params_info)
+    assert table.loc["center", "parameters"] == "" and table.loc["orig", "parameters"] == ""
     assert table.loc["vlap", "protocol"] == "held-out" and table.loc["spectral", "protocol"] == \
         "transductive"
+    # What each fit saw: 5 folds of 120 pairs, each fit on the other 96 (all of them: OT's and
+    # Sinkhorn's fit sizes are above 96).
+    assert table.loc["sinkhorn", "fitted"] == "5 folds × 96" == table.loc["ot", "fitted"]
+    assert table.loc["spectral", "fitted"] == "120" and table.loc["orig", "fitted"] == "—"
     orig, spectral = table.loc["orig"], table.loc["spectral"]
     assert spectral["ITR"] < orig["ITR"] and spectral["R@5"] > orig["R@5"]
     assert [c.key for c in at.get("plotly_chart")] == ["compare_heatmap"]
@@ -60,9 +74,25 @@ def test_the_table_has_every_method_and_marks_nothing_missing():
     at.toggle(key="compare_tradeoff").set_value(True).run()
     _clean(at, "trade-off")
     assert "compare_tradeoff_fig" in [c.key for c in at.get("plotly_chart")]
+    # The trade-off names runs as the table and heatmap do (method labels, protocol), by number.
+    trade = _figure(at, "compare_tradeoff_fig")
+    legend = [t["name"] for t in trade["data"] if t.get("showlegend", True) and t.get("name")]
+    assert legend[:3] == ["1 · Spectral · transductive", "2 · Laplace OT (EMD) · held-out",
+                          "3 · Sinkhorn OT · held-out"]
+    assert not any(name in legend for name in ("pca", "standardize", "center", "sinkhorn (held-out)"))
+    drawn = {text for t in trade["data"] for text in t.get("text") or []}
+    assert drawn == {str(i) for i in range(1, len(METHODS))}  # numbers on the plot, no labels
+    assert trade["layout"]["yaxis"]["tickformat"] == ".0%" and \
+        "100% = nothing lost" in trade["layout"]["yaxis"]["title"]["text"]
     keys = {b.key for b in at.get("download_button")}
     assert {"compare_dl_report", "compare_dl_csv", "compare_dl_md", "compare_dl_fig0_png"} <= keys \
         or {"compare_dl_report", "compare_dl_csv", "compare_dl_md"} <= keys
+
+
+def _figure(at, key: str) -> dict:
+    """The plotly figure (as JSON) of the chart with ``key``."""
+    chart = next(c for c in at.get("plotly_chart") if c.key == key)
+    return json.loads(chart.proto.spec)
 
 
 def _run_cli(command: str) -> dict:
@@ -137,3 +167,49 @@ def test_protocols_leaks_and_the_shuffled_check_on_pairs_without_signal():
     at.toggle(key="compare_shuffled").set_value(True).run()
     _clean(at, "shuffled check")
     assert any("Every row is within chance + 4 SE" in c.value for c in at.caption)
+    # A null check, not a ranking: "shuffled" in every row and the title, nothing starred.
+    heat = _figure(at, "compare_heatmap")
+    cells = heat["data"][0]
+    assert len(cells["y"]) == 5 and all(label.endswith(", shuffled") for label in cells["y"])
+    assert "Sinkhorn OT · held-out, shuffled" in cells["y"]
+    assert heat["layout"]["title"]["text"].startswith("Shuffled-pairs control")
+    assert not any("★" in text for row in cells["text"] for text in row)
+    assert not any("★ marks the best" in c.value for c in at.caption)
+    assert any("no run can be best" in c.value for c in at.caption)
+    shuffled_table = at.dataframe[0].value
+    assert (shuffled_table["protocol"].str.endswith(", shuffled")).all()
+
+
+def test_the_measures_exports_say_how_each_run_was_obtained(monkeypatch):
+    """Measures CSV and markdown: parameters, protocol, pairs fitted and scored per run, and
+    the shuffled control marked in each row and in the file name."""
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    files: dict[str, bytes] = {}
+    store = MemoryMediaFileStorage.load_and_get_id
+
+    def keep_file(self, data, mimetype, kind, filename=None):
+        files[filename] = data if isinstance(data, bytes) else data.encode()
+        return store(self, data, mimetype, kind, filename)
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", keep_file)
+    ws = _workspace(120, 32, ["clip"], "Small")
+    at = _session(ws, compare_methods=["orig", "pca", "sinkhorn", "spectral"])
+    _clean(at, "Compare for the exports")
+    rows = {r["run"]: r for r in csv.DictReader(io.StringIO(
+        files["gapviz-compare-small-measures.csv"].decode()))}
+    assert list(rows) == ["orig", "spectral", "sinkhorn", "pca"]
+    assert rows["sinkhorn"]["parameters"] == "reg = 0.05, fit size = 1000"
+    assert rows["sinkhorn"]["protocol"] == "held-out (5-fold, seed 0)"
+    assert (rows["sinkhorn"]["n_fit"], rows["sinkhorn"]["n_scored"]) == ("96", "120")
+    assert rows["pca"]["parameters"] == "k = 32" and rows["pca"]["protocol"] == "transductive"
+    assert (rows["orig"]["protocol"], rows["orig"]["n_fit"]) == ("none (raw embeddings)", "0")
+    assert float(rows["spectral"]["ITR"]) == at.dataframe[0].value.loc["spectral", "ITR"]
+    markdown = files["gapviz-compare-small-measures.md"].decode()
+    assert "| parameters | protocol | n_fit | n_scored |" in markdown.splitlines()[0]
+    files.clear()
+    at.toggle(key="compare_shuffled").set_value(True).run()
+    _clean(at, "shuffled exports")
+    rows = list(csv.DictReader(io.StringIO(
+        files["gapviz-compare-small-shuffled-control-measures.csv"].decode())))
+    assert len(rows) == 4 and all(r["protocol"].endswith("shuffled control") for r in rows)

@@ -1,6 +1,8 @@
 """gapviz.compare: protocols and provenance per row, and a method that cannot run does not
 take the others down."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -130,3 +132,62 @@ def test_progress_moves_forward_through_each_rows_fits(pairs32):
     fractions = [f for f, _ in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert any("procrustes: fold 3/5" in m for _, m in seen)
+
+
+# ---------------------------------------------------------------------------------------------
+# how a comparison reads: cells, parameters, pairs fitted, run names
+# ---------------------------------------------------------------------------------------------
+def test_magnitude_columns_keep_three_significant_figures_and_the_others_three_decimals():
+    from gapviz.compare import format_cell
+
+    # the ITR column the audit saw: 356.14, 0.767, 15.03, 2,499.0 -> one rule
+    itr = [356.142857, 0.766784, 15.025641, 2499.0, 1.653928, math.inf]
+    assert [format_cell("ITR", v) for v in itr] == ["356", "0.767", "15.0", "2,499", "1.65", "∞"]
+    assert [format_cell("TMR", v) for v in (1076.5352, 9.9996, 99.96, 0.0512345)] == [
+        "1,077", "10.0", "100", "0.0512"]
+    assert [format_cell("R@5", v) for v in (0.0016, 0.5028, 0.0)] == ["0.002", "0.503", "0.000"]
+    assert [format_cell("frechet", v) for v in (3.236, 0.30001)] == ["3.236", "0.300"]
+    assert (format_cell("ITR", None), format_cell("ITR", math.nan)) == ("—", "nan")
+
+
+def test_pairs_fitted_say_folds_and_subsamples():
+    from gapviz.compare import fitted_text
+
+    held_out = {"protocol": "held-out", "folds": 5, "n_scored": 2500}
+    assert fitted_text({**held_out, "n_fit": 1000}) == "5 folds × 1,000 of 2,000"
+    assert fitted_text({**held_out, "n_fit": 2000}) == "5 folds × 2,000"
+    assert fitted_text({**held_out, "n_fit": 2001, "n_scored": 2502}) == "5 folds × 2,001–2,002"
+    assert fitted_text({"protocol": "transductive", "n_fit": 1000, "n_scored": 2500}) == "1,000 of 2,500"
+    assert fitted_text({"protocol": "transductive", "n_fit": 2500, "n_scored": 2500}) == "2,500"
+    assert fitted_text({"protocol": "fit-on", "n_fit": 5000, "n_scored": 2500}) == "5,000"
+    assert fitted_text({}) == "—"
+
+
+def test_every_method_with_parameters_shows_them():
+    from gapviz.compare import params_text, shown_params
+    from gapviz.methods import METHODS, method_class, method_params
+
+    for name in METHODS:
+        text = params_text(name, method_params(name))
+        assert bool(text) == bool(method_class(name).params_info), name
+    assert params_text("sinkhorn", {"reg": 0.1}) == "reg = 0.1, fit size = 1000"
+    assert params_text("pca", {"n_components": 20}) == "k = 20"
+    assert params_text("procrustes", {}) == "center = True"
+    # a solver setting is shown once it is changed from its default
+    assert shown_params("sinkhorn", {"max_iter": 50}) == {"reg": 0.05, "max_iter": 50,
+                                                          "fit_size": 1000}
+    assert params_text("orig", {}) == "" and params_text("center", {}) == ""
+
+
+def test_the_table_and_run_names_say_protocol_folds_and_shuffled(pairs32):
+    from gapviz.compare import comparison_table, run_title
+
+    rows = compare({"a": pairs32}, ["orig", "sinkhorn", "center"], shuffled=True,
+                   params={"sinkhorn": {"fit_size": 50}})
+    table = comparison_table(rows, ["ITR", "R@5"])
+    assert table.loc["sinkhorn", "fitted"] == "5 folds × 50 of 96"
+    assert table.loc["sinkhorn", "parameters"] == "reg = 0.05, fit size = 50"
+    assert table.loc["sinkhorn", "protocol"] == "held-out, shuffled"
+    assert table.loc["orig", "fitted"] == "—" and table.loc["orig", "protocol"] == "—, shuffled"
+    assert [run_title(r, str.upper) for r in rows] == [
+        "ORIG · raw, shuffled", "SINKHORN · held-out, shuffled", "CENTER · transductive, shuffled"]

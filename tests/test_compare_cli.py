@@ -149,3 +149,30 @@ def test_the_command_the_compare_page_shows_parses_back_to_its_table():
     assert (args.n, args.demo_seed, args.format) == (300, 2, "markdown")
     assert compare_cli.parse_settings(args.set) == {"spectral": {"n_components": 20,
                                                                  "graph": "joint"}}
+
+
+def test_a_shuffled_control_is_titled_as_such_and_crowns_nothing():
+    argv = ["demo", "--n", "120", "--dim", "32", "--methods", "orig,center,spectral",
+            "--shuffled-control"]
+    rows = json.loads(run_compare(*argv, "--format", "json"))
+    assert rows["shuffled_control"] is True
+    md = run_compare(*argv, "--format", "markdown")
+    title, blank, header, rule, *body = md.rstrip("\n").split("\n")
+    assert title.startswith("**gapviz compare: ") and "SHUFFLED CONTROL" in title
+    assert "no best is marked" in title and blank == ""
+    assert header.startswith("| run | ITR |") and len(body) == 3
+    assert "**" not in "\n".join(body)  # chance-level "bests" are not bolded
+    for line, row in zip(body, rows["rows"]):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[0] == row["method"] and cells[-3] == "transductive shuffled control"
+    table = run_compare(*argv)
+    assert "SHUFFLED CONTROL" in table.splitlines()[0]
+    # without the control, each column's best is bold as before
+    assert "**" in run_compare(*argv[:-1], "--format", "markdown")
+
+
+def test_best_marks_come_off_the_measure_cells_only():
+    md = ("| run | ITR | R@5 |\n|---|---:|---:|\n| **x** | **1.20** | 0.100 |\n"
+          "| y | 3.00 | **0.300** |\n")
+    assert compare_cli.without_best_marks(md, 2) == (
+        "| run | ITR | R@5 |\n|---|---:|---:|\n| **x** | 1.20 | 0.100 |\n| y | 3.00 | 0.300 |\n")

@@ -108,3 +108,89 @@ def test_figures_scale_to_ten_thousand_pairs_quickly():
     elapsed = time.perf_counter() - t0
     assert sum(len(t.x) for t in fig.data) == 20_000
     assert elapsed < 2.0  # numeric / fixed-width arrays only: no per-point Python objects
+
+
+# ---------------------------------------------------------------------------------------------
+# the Compare heatmap and the trade-off
+# ---------------------------------------------------------------------------------------------
+HEAT_COLUMNS = {
+    "None (raw embeddings) · raw": {"ITR": 356.142857, "TMR": 1076.5352, "R@5": 0.016, "frechet": 1.02},
+    "Spectral · transductive": {"ITR": 0.766784, "TMR": 1.8568, "R@5": 0.5028, "frechet": 0.0023},
+    "Sinkhorn OT · held-out": {"ITR": 1.455796, "TMR": 3.236, "R@5": 0.354, "frechet": 0.30001},
+    "PCA · transductive": {"ITR": 2499.0, "TMR": 843.5784, "R@5": 0.0004, "frechet": 1.547696},
+}
+
+
+def _cells(fig):
+    """(run, key-label) -> (cell colour, text colour, text) of a compare heatmap."""
+    from gapviz.compare_figures import cell_color
+
+    heat, words = fig.data[0], fig.data[1]
+    scale = [[float(z), c] for z, c in heat.colorscale]
+    out = {}
+    for i, run in enumerate(heat.y):
+        for j, column in enumerate(heat.x):
+            k = [n for n, (x, y) in enumerate(zip(words.x, words.y)) if (x, y) == (column, run)]
+            assert len(k) == 1
+            out[run, column] = (cell_color(scale, heat.z[i][j]), words.textfont.color[k[0]],
+                                words.text[k[0]])
+    return out
+
+
+def test_heatmap_text_follows_the_darkness_of_its_cell():
+    from gapviz.compare_figures import DARK_TEXT, LIGHT_TEXT, compare_heatmap, contrast
+
+    cells = _cells(compare_heatmap(HEAT_COLUMNS, ["ITR", "TMR", "R@5", "frechet"]))
+    white, dark = (255, 255, 255), (2, 6, 23)
+    for (run, column), (background, color, text) in cells.items():
+        rgb = white if color == LIGHT_TEXT else dark
+        assert contrast(background, rgb) >= 4.5, (run, column, background, color)
+    # the best of each column is the darkest cell: starred, in white
+    best = cells["Spectral · transductive", "TMR ↓"]
+    assert best[0] == (4, 120, 87) and best[1] == LIGHT_TEXT and best[2] == "<b>★ 1.86</b>"
+    worst = cells["None (raw embeddings) · raw", "TMR ↓"]
+    assert worst[0] == (248, 250, 252) and worst[1] == DARK_TEXT and worst[2] == "1,077"
+    # one rule per column: ratios to three significant figures, the others three decimals
+    assert [cells[r, "ITR →1"][2].replace("<b>★ ", "").replace("</b>", "") for r in HEAT_COLUMNS] == [
+        "356", "0.767", "1.46", "2,499"]
+    assert cells["Sinkhorn OT · held-out", "Fréchet ↓"][2] == "0.300"
+
+
+def test_heatmap_of_a_null_check_ranks_nothing():
+    from gapviz.compare_figures import compare_heatmap
+
+    shuffled = {f"{run}, shuffled": values for run, values in HEAT_COLUMNS.items()}
+    fig = compare_heatmap(shuffled, ["ITR", "R@5"], rank=False, title="Shuffled-pairs control",
+                          flagged={("Spectral · transductive, shuffled", "R@5")})
+    heat, words = fig.data[0], fig.data[1]
+    assert fig.layout.title.text == "Shuffled-pairs control"
+    assert not any("★" in t for t in words.text) and not any("★" in t for row in heat.text for t in row)
+    flagged = [[z for z in row] for row in heat.z]
+    assert flagged == [[0, 0], [0, 1], [0, 0], [0, 0]]  # only the flagged cell stands out
+    assert heat.text[1][1] == "⚠ 0.503" and heat.text[0][0] == "356"
+
+
+def test_tradeoff_numbers_runs_instead_of_writing_labels_on_the_plot():
+    from gapviz.anatomy_figures import tradeoff_figure
+
+    points = [{"label": "Mean-centering · transductive", "gap_closed": 0.40, "r1_kept": 1.02,
+               "neighbours_kept": 0.98},
+              {"label": "Standardisation · transductive", "gap_closed": 0.41, "r1_kept": 1.01,
+               "neighbours_kept": 0.97},
+              {"label": "Spectral · transductive", "gap_closed": 0.95, "r1_kept": 0.55,
+               "neighbours_kept": None}]
+    fig = tradeoff_figure(points, x_label="gap closed")
+    markers = [t for t in fig.data if t.mode == "markers+text"]
+    assert [(t.name, t.text[0], t.x[0], t.y[0]) for t in markers] == [
+        ("1 · Mean-centering · transductive", "1", 0.40, 1.02),
+        ("1 · Mean-centering · transductive", "1", 0.40, 0.98),
+        ("2 · Standardisation · transductive", "2", 0.41, 1.01),
+        ("2 · Standardisation · transductive", "2", 0.41, 0.97),
+        ("3 · Spectral · transductive", "3", 0.95, 0.55)]
+    assert [t.marker.symbol for t in markers] == ["circle", "diamond", "circle", "diamond", "circle"]
+    legend = [t.name for t in fig.data if t.showlegend is not False and t.name]
+    assert legend == ["1 · Mean-centering · transductive", "2 · Standardisation · transductive",
+                      "3 · Spectral · transductive", "cross-modal R@1 kept", "neighbourhoods kept"]
+    assert fig.layout.yaxis.tickformat == ".0%" and fig.layout.xaxis.tickformat == ".0%"
+    assert fig.layout.yaxis.title.text == "share kept (100% = nothing lost)"
+    assert fig.layout.title.text == "What closing the gap costs"

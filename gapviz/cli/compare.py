@@ -101,8 +101,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     n_scored = next(iter(datasets.values())).n
     columns = rows_to_columns(rows)
     keys = list(COMPARE_KEYS) if not args.all_measures else tables.ordered_keys(columns)
+    shuffled = bool(kwargs["shuffled"])
     if args.format == "json":
         payload = {"protocol": kwargs["protocol"] or "each method's default",
+                   "shuffled_control": shuffled,
                    "chance": chance_record(n_scored),
                    "rows": [{"model": r.model, "method": r.method, "params": r.params,
                              "protocol": r.protocol, "provenance": r.provenance,
@@ -112,12 +114,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return 0
     title = "gapviz compare: " + ", ".join(
         f"{label}{' (SIMULATED)' if p.is_simulated else ''}, N = {p.n}" for label, p in datasets.items())
+    if shuffled:
+        title += f" — SHUFFLED CONTROL (captions permuted, seed {kwargs['seed']}): {SHUFFLED_NOTE}"
     rendered = tables.render(columns, args.format, keys=keys, title=title, transpose=True)
     ran = [r for r in rows if r.ok]
+    if args.format == "markdown" and shuffled:
+        rendered = without_best_marks(rendered, len(keys))
     if args.format in ("csv", "markdown"):
         cells = {r.label: provenance_cells(r.provenance) for r in ran}
         rendered = add_text_columns(rendered, args.format, cells)
         rendered += _not_run_rows(failed, keys, args.format)
+        if args.format == "markdown" and shuffled:  # a title paragraph above the table
+            rendered = f"**{_markdown_text(title)}**\n\n" + rendered
     else:
         width = max(len(r.label) for r in rows)
         notes = [f"{r.label.ljust(width)}  {_summary(r)}" + "".join(f"; {n}" for n in r.notes)
@@ -127,6 +135,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
         rendered += chance_line(n_scored) + "\n"
     print(rendered, end="")
     return 0
+
+
+#: What a shuffled-control table says in its title (and why no best is marked in it).
+SHUFFLED_NOTE = "a null check, not a ranking: every row should be at chance; no best is marked"
+
+
+def without_best_marks(markdown: str, n_measures: int) -> str:
+    """A run-per-row markdown table of :func:`gapviz.tables.render` without the bold it puts on
+    each column's best value: the measure cells are the last ``n_measures`` of each row.
+
+    For the shuffled-pairs control, where no run can be best (captions permuted, every
+    honest row at chance)."""
+    lines = markdown.rstrip("\n").split("\n")
+    out = lines[:2]
+    for line in lines[2:]:
+        head, *cells = line[:-2].rsplit(" | ", n_measures)
+        cells = [c[2:-2] if len(c) > 4 and c.startswith("**") and c.endswith("**") else c
+                 for c in cells]
+        out.append(" | ".join([head, *cells]) + " |")
+    return "\n".join(out) + "\n"
+
+
+def _markdown_text(text: str) -> str:
+    """Plain text for a markdown paragraph (model labels come from files)."""
+    return "".join("\\" + c if c in "\\`*_[]<>|#" else c for c in text)
 
 
 def _summary(row) -> str:
