@@ -224,10 +224,11 @@ class _TransportGap(GapMethod):
             with self._lock:
                 if key in self._memo:
                     continue
-            with _one_blas_thread(2 if self.fit_index_.size <= 1000 else 1):
+            with _one_blas_thread(2):  # one BLAS thread: see _solve_and_map
                 G, state, info = self._solve(values, None, lambda f, m: None)
+                bary = self._barycentres(G)
             with self._lock:
-                self._remember(key, G, state, info, 0.0)
+                self._remember(key, G, state, info, bary, 0.0)
 
     # -- internals ---------------------------------------------------------------------------
     def _key(self, values: dict[str, Any] | None = None, warm: bool = False) -> tuple:
@@ -250,7 +251,8 @@ class _TransportGap(GapMethod):
 
         return self._memo[min(same, key=distance)]
 
-    def _remember(self, key, G, state, info, seconds) -> None:
+    def _barycentres(self, G: np.ndarray) -> np.ndarray:
+        """``T(x_i)`` for the fitted images under coupling G, float32 (n_fit, d)."""
         rows = G.sum(1)
         transp = np.nan_to_num(G / rows[:, None], nan=0.0, posinf=0.0, neginf=0.0)
         # POT's barycentric mapping (BaseTransport.transform on the fitted samples), once per
@@ -260,6 +262,9 @@ class _TransportGap(GapMethod):
             bary = np.asarray(sparse.csr_matrix(transp) @ self._cache["xt"]).astype(np.float32)
         else:
             bary = transp.astype(np.float32) @ self._cache["xt"].astype(np.float32)
+        return bary
+
+    def _remember(self, key, G, state, info, bary, seconds) -> None:
         self._memo[key] = {"G": G, "state": state, "info": info, "bary": bary, "seconds": seconds}
         self._memo.move_to_end(key)
         while len(self._memo) > self._MEMO_SIZE:
@@ -274,14 +279,18 @@ class _TransportGap(GapMethod):
         self.warm_started_ = False
         if hit is None:
             t0 = time.perf_counter()
-            # BLAS on one thread for up to 1,000 fitted pairs: the products are then small
-            # and the network simplex is serial; BLAS threads spinning beside it, and beside
-            # the app's other threads, cost twice the time on two shared CPUs (measured).
-            with _one_blas_thread(2 if self.fit_index_.size <= 1000 else 1):
+            # BLAS on one thread for every solve and its barycentres. The products' rounding
+            # then does not depend on the thread count, so a refit gives the coupling and the
+            # mapped points of ``fit`` bit for bit whatever the load (a fit holds BLAS to one
+            # thread on a busy machine); and up to 1,000 fitted pairs the products are small
+            # beside the serial exact-OT and Sinkhorn steps: BLAS threads spinning beside them,
+            # and beside the app's other threads, cost twice the time on two shared CPUs.
+            with _one_blas_thread(2):
                 G, state, info = self._solve(values, start, progress)
+                bary = self._barycentres(G)
             seconds = time.perf_counter() - t0
             with self._lock:
-                self._remember(key, G, state, info, seconds)
+                self._remember(key, G, state, info, bary, seconds)
                 hit = self._memo[key]
             self.warm_started_ = start is not None
             self.fit_seconds_ = seconds
