@@ -142,7 +142,7 @@ def tradeoff_figure(points: Sequence[Mapping[str, Any]], *, x_label: str = "gap 
     top right.
 
     Labels are never written on the plot, where close runs would overlap: run i's markers
-    carry its number i, the legend below the plot says "i · label" (a click hides the run),
+    carry its number i, the legend beside the plot says "i · label" (a click hides the run),
     and the hover text says everything. A run's markers share its x (the gap it closed) and are
     joined by a thin line. Both axes are shares, in percent.
     """
@@ -176,9 +176,9 @@ def tradeoff_figure(points: Sequence[Mapping[str, Any]], *, x_label: str = "gap 
                   line=dict(color="#CBD5E1", dash="dot"))
     fig.update_xaxes(title_text=x_label, tickformat=".0%")
     fig.update_yaxes(title_text="share kept (100% = nothing lost)", tickformat=".0%")
-    legend_rows = -(-(len(runs) + len(kept)) // 2)
-    fig = _base(fig, height + 22 * legend_rows, title)
-    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.16, x=0.0,
-                                  font=dict(size=11), entrywidth=0.5, entrywidthmode="fraction"),
-                      margin=dict(b=20))
+    # The legend lists the runs beside the plot (a long list grows the figure, not the labels).
+    fig = _base(fig, max(height, 120 + 22 * (len(runs) + len(kept))), title)
+    fig.update_layout(legend=dict(orientation="v", yanchor="top", y=1.0, xanchor="left", x=1.02,
+                                  font=dict(size=11), tracegroupgap=2),
+                      margin=dict(r=10, b=10))
     return fig

@@ -32,10 +32,13 @@ from .tables import best_per_row
 COLORSCALE = [[0.0, "#F8FAFC"], [0.5, "#A7F3D0"], [1.0, "#047857"]]
 #: Without a ranking (``rank=False``): plain cells, and amber for a flagged one.
 UNRANKED_COLORSCALE = [[0.0, "#F1F5F9"], [1.0, "#FCD34D"]]
-#: Cell text on light cells and on dark ones; whichever contrasts more with the cell is used
-#: (WCAG 2 contrast ratio, at least 4.5 everywhere on these scales).
+#: Cell text on light cells and on dark ones (:func:`text_color`).
 DARK_TEXT = "#020617"
 LIGHT_TEXT = "#FFFFFF"
+#: Cells darker than this relative luminance get white text: mid greens such as #059669 (0.23)
+#: read better in white, as buttons of that colour are written. On either side of it the
+#: WCAG 2 contrast ratio is at least 3.5 (white) and 5.8 (dark).
+LIGHT_TEXT_BELOW = 0.25
 
 
 def measure_label(key: str, arrow: bool = True) -> str:
@@ -85,7 +88,8 @@ def goodness(values: Sequence[float | None], key: str) -> list[float | None]:
 
 
 def compare_heatmap(columns: Mapping[str, Mapping[str, float]], keys: Sequence[str] = COMPARE_KEYS, *,
-                    title: str | None = None, height: int | None = None, rank: bool = True,
+                    title: str | None = None, subtitle: str | None = None,
+                    height: int | None = None, rank: bool = True,
                     flagged: Collection[tuple[str, str]] = ()) -> go.Figure:
     """Heatmap of runs (rows) by measures (columns), each column coloured best (dark) to worst.
 
@@ -95,8 +99,9 @@ def compare_heatmap(columns: Mapping[str, Mapping[str, float]], keys: Sequence[s
         As :func:`gapviz.compare.rows_to_columns` returns it; rows keep this order.
     keys : sequence of str
         Measures to show, in order (those missing from every run are left out).
-    title : str, optional
-        Figure title (it travels with a PNG/SVG export: say what the runs are).
+    title, subtitle : str, optional
+        Figure title and a smaller line under it (they travel with a PNG/SVG export: say
+        what the runs are).
     rank : bool, default=True
         Colour each column best to worst and star its best value. False for a null check
         (shuffled-pairs control): plain cells, nothing starred.
@@ -142,9 +147,13 @@ def compare_heatmap(columns: Mapping[str, Mapping[str, float]], keys: Sequence[s
         text=[text[i][j] for i, j in cells], mode="text", hoverinfo="skip", showlegend=False,
         textfont=dict(size=12, color=[text_color(cell_color(scale, z[i, j])) for i, j in cells])))
     fig.update_layout(
-        template="plotly_white", font=FONT, height=height or (130 if title else 110) + 34 * len(runs),
+        template="plotly_white", font=FONT,
+        height=height or (110 + 34 * len(runs) + (60 if title else 0)),
         margin=dict(l=10, r=10, t=100 if title else 40, b=10),
-        title=dict(text=title, x=0.0, y=0.98, yanchor="top", font=dict(size=15)) if title else None,
+        title=dict(text=title, x=0.0, xanchor="left", yref="container", y=1.0, yanchor="top",
+                   pad=dict(t=14), font=dict(size=15),
+                   subtitle=dict(text=subtitle or "", font=dict(size=12, color="#475569")))
+        if title else None,
         xaxis=dict(side="top", tickfont=dict(size=12), showgrid=False, zeroline=False),
         yaxis=dict(autorange="reversed", tickfont=dict(size=12), showgrid=False, zeroline=False,
                    automargin=True),
@@ -188,7 +197,6 @@ def contrast(a: Sequence[float], b: Sequence[float]) -> float:
 
 
 def text_color(background: Sequence[float]) -> str:
-    """:data:`LIGHT_TEXT` on a dark cell, :data:`DARK_TEXT` on a light one: the one with the
-    larger contrast ratio against ``background``."""
-    light, dark = contrast(background, _rgb(LIGHT_TEXT)), contrast(background, _rgb(DARK_TEXT))
-    return LIGHT_TEXT if light > dark else DARK_TEXT
+    """:data:`LIGHT_TEXT` on a dark cell (relative luminance below :data:`LIGHT_TEXT_BELOW`),
+    :data:`DARK_TEXT` on a light one."""
+    return LIGHT_TEXT if luminance(background) < LIGHT_TEXT_BELOW else DARK_TEXT

@@ -371,8 +371,10 @@ def _show_table_and_heatmap() -> None:
     with view_tab:
         config = {k: st.column_config.NumberColumn(measure_label(k), help=measure_help(k)) for k in keys}
         config["method"] = st.column_config.TextColumn("method", pinned=True)
+        config["parameters"] = st.column_config.TextColumn("parameters", width="medium")
+        config["scored"] = st.column_config.NumberColumn("scored", format="localized")
         config["fitted"] = st.column_config.TextColumn(
-            "fitted", help="Pairs each fit saw. Held-out: K folds, each fitted on the other "
+            "fitted", width="medium", help="Pairs each fit saw. Held-out: K folds, each fitted on the other "
                            "folds' pairs (\"1,000 of 2,000\": a seeded subsample of them, as "
                            "Sinkhorn's fit size asks).")
         st.dataframe(_style(table), key="compare_table", width="stretch",
@@ -444,13 +446,14 @@ def _tradeoff():
     return af.tradeoff_figure(points, x_label="gap closed (1 − RMG after / before)", title=title)
 
 
-def _heatmap_title() -> str:
-    """The heatmap's title: it says what the runs are, and travels with a PNG/SVG export."""
+def _heatmap_title() -> tuple[str, str]:
+    """The heatmap's title and subtitle: they say what the runs are, and travel with a PNG/SVG
+    export."""
     where = f"{plain_text(ds.name)} · {', '.join(plain_text(m) for m in models)} · {n_scored:,} pairs"
     if shuffled:
-        return (f"Shuffled-pairs control (captions permuted): every row should be at chance"
-                f"<br><sup>{where} · a null check, not a ranking</sup>")
-    return f"Gap-closing methods compared<br><sup>{where}</sup>"
+        return ("Shuffled-pairs control (captions permuted): every row should be at chance",
+                f"{where} · a null check, not a ranking: nothing is marked best")
+    return "Gap-closing methods compared", f"{where} · ★ the best of each column"
 
 
 n_scored = next(iter(records))["provenance"].n_scored
@@ -458,7 +461,8 @@ n_scored = next(iter(records))["provenance"].n_scored
 display = {r["title"]: columns[r["run"]] for r in records}
 above_chance = ({(r["title"], f"R@{k}") for r in records for k in recall_ks
                  if columns[r["run"]].get(f"R@{k}", 0.0) > _chance_bound(k)} if shuffled else set())
-heat = compare_heatmap(display, keys, title=_heatmap_title(), rank=not shuffled,
+heat_title, heat_subtitle = _heatmap_title()
+heat = compare_heatmap(display, keys, title=heat_title, subtitle=heat_subtitle, rank=not shuffled,
                        flagged=above_chance)
 with live.container(), guard("show the comparison"):
     _show_table_and_heatmap()

@@ -173,6 +173,7 @@ def test_protocols_leaks_and_the_shuffled_check_on_pairs_without_signal():
     assert len(cells["y"]) == 5 and all(label.endswith(", shuffled") for label in cells["y"])
     assert "Sinkhorn OT · held-out, shuffled" in cells["y"]
     assert heat["layout"]["title"]["text"].startswith("Shuffled-pairs control")
+    assert "not a ranking" in heat["layout"]["title"]["subtitle"]["text"]
     assert not any("★" in text for row in cells["text"] for text in row)
     assert not any("★ marks the best" in c.value for c in at.caption)
     assert any("no run can be best" in c.value for c in at.caption)

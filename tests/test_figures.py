@@ -138,13 +138,17 @@ def _cells(fig):
 
 
 def test_heatmap_text_follows_the_darkness_of_its_cell():
-    from gapviz.compare_figures import DARK_TEXT, LIGHT_TEXT, compare_heatmap, contrast
+    from gapviz.compare_figures import DARK_TEXT, LIGHT_TEXT, compare_heatmap, contrast, luminance
 
     cells = _cells(compare_heatmap(HEAT_COLUMNS, ["ITR", "TMR", "R@5", "frechet"]))
     white, dark = (255, 255, 255), (2, 6, 23)
+    assert {color for _, color, _ in cells.values()} == {LIGHT_TEXT, DARK_TEXT}
     for (run, column), (background, color, text) in cells.items():
+        # white on the dark cells (#059669, the old scale's end, among them), dark elsewhere
+        assert (color == LIGHT_TEXT) == (luminance(background) < 0.25), (run, column, background)
         rgb = white if color == LIGHT_TEXT else dark
-        assert contrast(background, rgb) >= 4.5, (run, column, background, color)
+        assert contrast(background, rgb) >= 3.5, (run, column, background, color)
+    assert luminance((5, 150, 105)) < 0.25
     # the best of each column is the darkest cell: starred, in white
     best = cells["Spectral · transductive", "TMR ↓"]
     assert best[0] == (4, 120, 87) and best[1] == LIGHT_TEXT and best[2] == "<b>★ 1.86</b>"
@@ -161,9 +165,11 @@ def test_heatmap_of_a_null_check_ranks_nothing():
 
     shuffled = {f"{run}, shuffled": values for run, values in HEAT_COLUMNS.items()}
     fig = compare_heatmap(shuffled, ["ITR", "R@5"], rank=False, title="Shuffled-pairs control",
+                          subtitle="a null check",
                           flagged={("Spectral · transductive, shuffled", "R@5")})
     heat, words = fig.data[0], fig.data[1]
     assert fig.layout.title.text == "Shuffled-pairs control"
+    assert fig.layout.title.subtitle.text == "a null check"
     assert not any("★" in t for t in words.text) and not any("★" in t for row in heat.text for t in row)
     flagged = [[z for z in row] for row in heat.z]
     assert flagged == [[0, 0], [0, 1], [0, 0], [0, 0]]  # only the flagged cell stands out
