@@ -455,7 +455,7 @@ def _kmeans(A: np.ndarray, k: int, seed: int, *, n_init: int, max_iter: int = 10
 
 def cluster_gaps(X: np.ndarray, Y: np.ndarray, *, labels: Sequence[str] | None = None,
                  n_clusters: int | None = None, seed: int = 0,
-                 ks: tuple[int, ...] = RECALL_KS) -> ClusterGaps:
+                 ks: tuple[int, ...] = RECALL_KS, like: ClusterGaps | None = None) -> ClusterGaps:
     """Gap measures per cluster: ITR, R@K, paired distance, RMG, ... of each cluster's pairs.
 
     Parameters
@@ -468,9 +468,21 @@ def cluster_gaps(X: np.ndarray, Y: np.ndarray, *, labels: Sequence[str] | None =
     seed : int
     ks : tuple of int
         K of R@K, passed to ``measure_gap``.
+    like : ClusterGaps, optional
+        Measure these clusters (their assignment, names and source) instead of choosing any:
+        the same pairs after a method, cluster by cluster beside the raw embeddings (k-means
+        on the transformed pairs would group them differently).
     """
     Xn, Yn = normalize_rows(X), normalize_rows(Y)
     n = Xn.shape[0]
+    if like is not None:
+        if like.assignment.shape[0] != n:
+            raise ValueError(f"the clusters given are of {like.assignment.shape[0]} pairs, X has "
+                             f"{n}: pass the clusters of these pairs.")
+        out = ClusterGaps(like.assignment.copy(), list(like.names), like.source, like.k)
+        with _blas_one_thread(2):
+            _measure_clusters(out, Xn, Yn, ks)
+        return out
     if labels is not None:
         labels = [str(v) for v in labels]
         if len(labels) != n:
@@ -579,8 +591,8 @@ class GapAnatomy:
 
 def gap_anatomy(X: np.ndarray, Y: np.ndarray, *, report: GapReport | None = None,
                 labels: Sequence[str] | None = None, n_clusters: int | None = None,
-                clusters: bool = True, ablation_dims: int = ABLATION_DIMS,
-                intervals: bool = True, n_resamples: int = 200, level: float = 0.95,
+                clusters: bool = True, cluster_like: ClusterGaps | None = None,
+                ablation_dims: int = ABLATION_DIMS, intervals: bool = True, n_resamples: int = 200, level: float = 0.95,
                 seed: int = 0, block_values: int = BLOCK_VALUES) -> GapAnatomy:
     """The whole anatomy of the gap of N pairs, optionally with bootstrap intervals.
 
@@ -597,6 +609,9 @@ def gap_anatomy(X: np.ndarray, Y: np.ndarray, *, report: GapReport | None = None
     clusters : bool
         Compute the per-cluster gap (skipped, ``clusters`` None, when there are neither labels
         nor ``n_clusters`` and fewer than ``KMEANS_MIN_PAIRS`` pairs to choose k on).
+    cluster_like : ClusterGaps, optional
+        Measure the clusters of another anatomy of the same pairs (e.g. the raw embeddings'
+        when these are the pairs after a method): :func:`cluster_gaps` ``like``.
     ablation_dims : int
         M of the ablation curve.
     intervals : bool
@@ -633,6 +648,11 @@ def gap_anatomy(X: np.ndarray, Y: np.ndarray, *, report: GapReport | None = None
     seconds["pool_pass"] = time.perf_counter() - t
 
     groups = None
+    if clusters and cluster_like is not None:
+        t = time.perf_counter()
+        groups = cluster_gaps(Xn, Yn, like=cluster_like, seed=seed)
+        seconds["clusters"] = time.perf_counter() - t
+        clusters = False
     if clusters and labels is None and n_clusters is None and n < KMEANS_MIN_PAIRS:
         clusters = False  # too few pairs to choose k; give n_clusters or labels
     if clusters:

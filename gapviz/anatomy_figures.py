@@ -4,12 +4,15 @@
   the ablation curve (cross-modal R@1 and RMG as the top-m dimensions are removed);
 - :func:`split_figure`: the Fréchet distance split into centroid and distribution parts,
   one stacked bar per method;
-- :func:`interval_figure`: measures with their bootstrap intervals as whiskers;
-- :func:`tradeoff_figure`: gap closed (x) against what is kept (y), one point per run.
+- :func:`interval_figure`: measures with their bootstrap intervals as whiskers, one marker
+  per run (e.g. raw and after a method) side by side;
+- :func:`tradeoff_figure`: gap closed (x) against what is kept (y), one point per run;
+- :func:`gap_intensity`: how dark a table cell is drawn, 0 (smallest gap) .. 1 (largest).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,12 +21,17 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .figures import FONT
+from .measure_info import lookup
 
 #: Colours of the anatomy figures (blue: the gap; orange: what is kept).
 GAP_COLOR = "#2563EB"
 KEPT_COLOR = "#EA580C"
 SHAPE_COLOR = "#93C5FD"
 MUTED = "#64748B"
+#: Marker colours of the runs of :func:`interval_figure`, in order (raw first).
+RUN_COLORS = (MUTED, GAP_COLOR, KEPT_COLOR, "#059669")
+#: Intensity of the largest finite gap when an infinite one shares its scale (one shade lighter).
+LARGEST_FINITE_SHADE = 0.8
 
 
 def _base(fig: go.Figure, height: int, title: str = "") -> go.Figure:
@@ -39,13 +47,45 @@ def _base(fig: go.Figure, height: int, title: str = "") -> go.Figure:
     return fig
 
 
+def nice_ticks(lo: float, hi: float, target: int = 5) -> list[float]:
+    """Round tick values covering [lo, hi]: steps of 1, 2, 2.5 or 5 times a power of ten,
+    about ``target`` of them (``lo == hi`` gives a small interval around the value)."""
+    lo, hi = float(min(lo, hi)), float(max(lo, hi))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return []
+    if hi - lo < 1e-12:
+        pad = max(abs(lo) * 0.01, 1e-3)
+        lo, hi = lo - pad, hi + pad
+    raw = (hi - lo) / max(target - 1, 1)
+    power = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+    first = math.floor(lo / step + 1e-9) * step
+    last = math.ceil(hi / step - 1e-9) * step
+    count = int(round((last - first) / step)) + 1
+    return [round(first + i * step, 12) for i in range(count)]
+
+
+def _tick_format(ticks: Sequence[float]) -> str:
+    """Fewest decimals that tell ``ticks`` apart (at most 4)."""
+    for decimals in range(0, 5):
+        if len({round(t, decimals) for t in ticks}) == len(ticks):
+            return f".{decimals}f"
+    return ".4f"
+
+
 def dimension_figure(dimensions: Sequence[Mapping[str, float]],
-                     ablation: Sequence[Mapping[str, Any]], *, height: int = 360) -> go.Figure:
+                     ablation: Sequence[Mapping[str, Any]], *, n_dimensions: int | None = None,
+                     height: int = 360) -> go.Figure:
     """Left: the largest gap dimensions (``anatomy.dimensions``: index, gap, share), each bar
-    its share of ||mean(X) - mean(Y)||²; right: the ablation curve (``anatomy.ablation``:
-    removed, R@1_i2t_crossmodal, R@1_t2i_crossmodal, RMG) as the top-m are removed."""
+    its share of ||mean(X) - mean(Y)||², and their cumulative share (labelled where it ends:
+    the top-n shown of ``n_dimensions``); right: the ablation curve (``anatomy.ablation``:
+    removed, R@1_i2t_crossmodal, R@1_t2i_crossmodal, RMG) as the top-m are removed, RMG on a
+    right axis with round ticks."""
+    shown_n = len(dimensions)
+    total = f" of {n_dimensions:,}" if n_dimensions else ""
     fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.1,
-                        subplot_titles=("Where the centroid gap lives",
+                        subplot_titles=(f"Where the centroid gap lives (top {shown_n}{total} "
+                                        "dimensions)",
                                         "Removing the top-m gap dimensions"),
                         specs=[[{}, {"secondary_y": True}]])
     labels = [f"d{int(d['index'])}" for d in dimensions]
@@ -57,8 +97,14 @@ def dimension_figure(dimensions: Sequence[Mapping[str, float]],
                                        "<br>share %{y:.1%}<extra></extra>"), row=1, col=1)
     cumulative = np.cumsum(share)
     fig.add_trace(go.Scatter(x=labels, y=cumulative, mode="lines", line=dict(color=MUTED, dash="dot"),
-                             name="cumulative share", hovertemplate="top %{pointNumber} +1: "
-                             "%{y:.1%}<extra></extra>"), row=1, col=1)
+                             name=f"cumulative share (top {shown_n}{total})",
+                             customdata=np.arange(1, shown_n + 1),
+                             hovertemplate="top %{customdata}: %{y:.1%}<extra></extra>"),
+                  row=1, col=1)
+    if shown_n:
+        fig.add_annotation(x=labels[-1], y=float(cumulative[-1]), row=1, col=1,
+                           text=f"top {shown_n}: {cumulative[-1]:.0%}", showarrow=False,
+                           xanchor="right", yanchor="bottom", font=dict(size=11, color=MUTED))
     m = [int(p["removed"]) for p in ablation]
     fig.add_trace(go.Scatter(x=m, y=[float(p["R@1_i2t_crossmodal"]) for p in ablation],
                              mode="lines+markers", name="R@1 image→text", line=dict(color=KEPT_COLOR)),
@@ -66,12 +112,19 @@ def dimension_figure(dimensions: Sequence[Mapping[str, float]],
     fig.add_trace(go.Scatter(x=m, y=[float(p["R@1_t2i_crossmodal"]) for p in ablation],
                              mode="lines+markers", name="R@1 text→image",
                              line=dict(color=KEPT_COLOR, dash="dash")), row=1, col=2)
-    fig.add_trace(go.Scatter(x=m, y=[float(p["RMG"]) for p in ablation], mode="lines+markers",
-                             name="RMG", line=dict(color=GAP_COLOR)), row=1, col=2,
-                  secondary_y=True)
+    rmg = [float(p["RMG"]) for p in ablation]
+    fig.add_trace(go.Scatter(x=m, y=rmg, mode="lines+markers", name="RMG (right axis)",
+                             line=dict(color=GAP_COLOR),
+                             hovertemplate="m = %{x}<br>RMG %{y:.4f}<extra></extra>"),
+                  row=1, col=2, secondary_y=True)
     fig.update_yaxes(title_text="share of ||Δmean||²", tickformat=".0%", row=1, col=1)
     fig.update_yaxes(title_text="cross-modal R@1", row=1, col=2)
-    fig.update_yaxes(title_text="RMG", row=1, col=2, secondary_y=True, showgrid=False)
+    ticks = nice_ticks(min(rmg), max(rmg)) if rmg else []
+    rmg_axis: dict[str, Any] = dict(title_text="RMG", showgrid=False)
+    if ticks:
+        rmg_axis.update(tickmode="array", tickvals=ticks, tickformat=_tick_format(ticks),
+                        range=[ticks[0], ticks[-1]])
+    fig.update_yaxes(row=1, col=2, secondary_y=True, **rmg_axis)
     fig.update_xaxes(title_text="gap dimension (largest first)", row=1, col=1)
     fig.update_xaxes(title_text="dimensions removed (m)", row=1, col=2)
     fig = _base(fig, height + 50)
@@ -101,26 +154,79 @@ def split_figure(splits: Mapping[str, Mapping[str, float]], *, height: int = 300
     return _base(fig, height, "The gap: mean shift vs distribution")
 
 
-def interval_figure(estimates: Mapping[str, float], intervals: Mapping[str, Sequence[float]],
+def interval_figure(runs: Mapping[str, tuple[Mapping[str, float], Mapping[str, Sequence[float]]]],
                     keys: Sequence[str], *, labels: Mapping[str, str] | None = None,
-                    height: int = 280) -> go.Figure:
-    """Each measure of ``keys`` as a point with its interval (whiskers), one small panel each
-    (their scales differ)."""
-    keys = [k for k in keys if k in estimates]
-    fig = make_subplots(rows=1, cols=max(len(keys), 1), horizontal_spacing=0.06,
+                    height: int = 300) -> go.Figure:
+    """Each measure of ``keys`` in its own small panel (their scales differ), one marker per run
+    with its interval as whiskers, runs side by side in the order given.
+
+    ``runs`` maps a run's label (e.g. "Raw", "Spectral, k = 60") to ``(estimates, intervals)``:
+    measure -> value and measure -> (low, high), as in
+    :class:`gapviz.intervals.IntervalReport`'s ``estimate`` and ``ci``.
+    """
+    keys = [k for k in keys if any(k in est for est, _ in runs.values())]
+    fig = make_subplots(rows=1, cols=max(len(keys), 1), horizontal_spacing=0.07,
                         subplot_titles=[(labels or {}).get(k, k) for k in keys])
-    for i, key in enumerate(keys, start=1):
-        value = float(estimates[key])
-        lo, hi = (float(v) for v in intervals.get(key, (value, value)))
-        fig.add_trace(go.Scatter(
-            x=[key], y=[value], mode="markers", marker=dict(size=10, color=GAP_COLOR),
-            error_y=dict(type="data", symmetric=False, array=[max(hi - value, 0.0)],
-                         arrayminus=[max(value - lo, 0.0)], color=MUTED, thickness=1.5, width=8),
-            showlegend=False,
-            hovertemplate=f"{key} %{{y:.4g}}<br>interval [{lo:.4g}, {hi:.4g}]<extra></extra>"),
-            row=1, col=i)
-        fig.update_xaxes(showticklabels=False, row=1, col=i)
-    return _base(fig, height)
+    names = list(runs)
+    for r, run in enumerate(names):
+        estimates, intervals = runs[run]
+        color = RUN_COLORS[r % len(RUN_COLORS)]
+        for i, key in enumerate(keys, start=1):
+            if key not in estimates:
+                continue
+            value = float(estimates[key])
+            lo, hi = (float(v) for v in intervals.get(key, (value, value)))
+            fig.add_trace(go.Scatter(
+                x=[run], y=[value], mode="markers", marker=dict(size=10, color=color),
+                error_y=dict(type="data", symmetric=False, array=[max(hi - value, 0.0)],
+                             arrayminus=[max(value - lo, 0.0)], color=color, thickness=1.5,
+                             width=8),
+                name=run, legendgroup=run, showlegend=i == 1,
+                hovertemplate=f"{run}<br>{key} %{{y:.4g}}<br>interval [{lo:.4g}, {hi:.4g}]"
+                              "<extra></extra>"),
+                row=1, col=i)
+    for i in range(1, len(keys) + 1):
+        fig.update_xaxes(showticklabels=False, range=[-0.6, len(names) - 0.4], row=1, col=i)
+    fig = _base(fig, height)
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.08, x=0.0),
+                      margin=dict(t=40, b=10))
+    return fig
+
+
+def gap_intensity(values: Sequence[float | None], key: str) -> list[float | None]:
+    """How large each value's gap is on the values' own range: 0 (smallest) .. 1 (largest).
+
+    The measure's direction (:mod:`gapviz.measure_info`) says what a larger gap is: a larger
+    distance or RMG, a lower recall, a ratio (ITR, TIR) further from 1 on a log scale. An
+    infinite ITR is the largest gap there is (1; the largest finite one is then drawn at
+    ``LARGEST_FINITE_SHADE``); a missing or NaN value gets None. Give every
+    column that should share a scale (e.g. one measure raw and after a method) at once.
+    """
+    entry = lookup(key)
+
+    def badness(v: float | None) -> float:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return math.nan
+        return entry.badness(float(v)) if entry is not None else float(v)
+
+    bad = [badness(v) for v in values]
+    finite = [b for b in bad if math.isfinite(b)]
+    lo, hi = (min(finite), max(finite)) if finite else (0.0, 0.0)
+    # with an infinite gap on the scale, the largest finite one stays a shade lighter than it
+    top = LARGEST_FINITE_SHADE if math.inf in bad else 1.0
+    out: list[float | None] = []
+    for b in bad:
+        if math.isnan(b):
+            out.append(None)
+        elif b == math.inf:
+            out.append(1.0)
+        elif b == -math.inf:
+            out.append(0.0)
+        elif hi > lo:
+            out.append(top * (b - lo) / (hi - lo))
+        else:  # every finite value equal: the smallest gap shown (an infinite one is larger)
+            out.append(0.0)
+    return out
 
 
 #: One colour per run of the trade-off figure (each dark enough for a white number on it).

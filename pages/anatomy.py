@@ -1,28 +1,36 @@
 """Anatomy: where the gap lives, how sure the numbers are, and what closing it costs.
 
-Gap dimensions with the ablation curve, the Fréchet distance split into a mean shift and a
-distribution part (raw and after the chosen method), per-cluster gaps (click a cluster to list
-its pairs), bootstrap intervals on request, and the trade-off between closing the gap and what
-the method keeps. Everything is computed by :mod:`gapviz.anatomy`, :mod:`gapviz.closing_costs`
-and :mod:`gapviz.intervals`; this page caches and renders.
+The new measures raw and after the chosen method (under its protocol), bootstrap intervals of
+both with their paired comparison on request, gap dimensions with the ablation curve, the
+Fréchet distance split into a mean shift and a distribution part, per-cluster gaps raw and after
+(click a cluster to list its pairs), and what closing costs, with the trade-off across methods
+computed once per dataset. Everything is computed by :mod:`gapviz.anatomy`,
+:mod:`gapviz.closing_costs` and :mod:`gapviz.intervals`; this page caches and renders.
 """
 
 from __future__ import annotations
 
+import math
 import time
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
 from gapviz import anatomy_figures as af
 from gapviz import dashboard as dash
 from gapviz.anatomy import centroid_vs_distribution, gap_anatomy
-from gapviz.closing_costs import closing_costs, pair_labels
-from gapviz.measure_info import info
-from gapviz.methods import describe_run, method_class, suited_params
-from gapviz.protocols import fit_size
+from gapviz.closing_costs import (
+    TRADEOFF_KS,
+    TRADEOFF_METHODS,
+    closing_costs,
+    pair_labels,
+    tradeoff_points,
+)
+from gapviz.measure_info import format_metric, info
+from gapviz.methods import describe_run, format_params, method_class, suited_params
+from gapviz.protocols import DEFAULT_FOLDS, DEFAULT_SEED, fit_size
 from gapviz.safety import plain_text
+from gapviz.tables import run_cells
 from ui import compute
 from ui import export_menu as export_ui
 from ui.components import guard, method_label, method_names, metric_cards
@@ -33,12 +41,17 @@ from ui.state import keep, workspace
 #: Dimensions listed in the bar chart, points of the ablation curve.
 DIMENSIONS_SHOWN = 30
 ABLATION_DIMS = 20
-#: Measures shown with intervals.
+#: Measures shown with intervals, and those compared raw vs after (ITR on a log scale).
 INTERVAL_KEYS = ("RMG", "NDCG@10", "hubness", "R@5", "paired_cosine_distance")
-#: Spectral k values of the trade-off view (slices of one fit).
-TRADEOFF_KS = (5, 10, 20, 40, 60, 120, 200)
-#: Methods of the trade-off view besides spectral (quick ones; each under its default protocol).
-TRADEOFF_METHODS = ("center", "standardize", "sinkhorn", "procrustes")
+COMPARED_KEYS = ("RMG", "NDCG@10", "hubness", "ITR", "R@5", "paired_cosine_distance",
+                 "R@1_i2t_crossmodal")
+#: Bootstrap resamples and seed of the intervals.
+CI_RESAMPLES = 200
+CI_SEED = 0
+#: Measures of the cluster table (raw and after).
+CLUSTER_KEYS = ("ITR", "R@5", "paired_cosine_distance", "RMG")
+#: Trade-off results kept (one per dataset and protocol settings).
+TRADEOFF_ENTRIES = 8
 
 ws = workspace()
 act = page_header("Anatomy of the gap", "where it lives, how sure we are, what closing it costs")
@@ -47,19 +60,25 @@ X, Y = pairs.image_embeddings, pairs.text_embeddings
 
 
 @st.cache_data(max_entries=8, show_spinner="Dissecting the gap (one pass over the pool)…")
-def _anatomy(key: str, _X, _Y, labels: tuple | None):
-    """The raw anatomy without intervals (cached by content hash)."""
-    return gap_anatomy(_X, _Y, labels=list(labels) if labels else None,
+def _anatomy(key: str, _X, _Y, labels: tuple | None, _like=None):
+    """The anatomy without intervals (cached by ``key``: content hash, and for the output of a
+    method its name, parameters and scoring). ``_like``: measure the raw anatomy's clusters
+    (the same pairs after a method), not clusters of its own."""
+    return gap_anatomy(_X, _Y, labels=list(labels) if labels and _like is None else None,
+                       cluster_like=_like,
                        ablation_dims=min(ABLATION_DIMS, _X.shape[1] - 1), intervals=False)
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
-def _intervals(key: str, _anat, _X, _Y, n_resamples: int, seed: int):
-    from gapviz.intervals import bootstrap_ci
+@st.cache_data(max_entries=8, show_spinner="Resampling the scored pairs (raw and after)…")
+def _intervals(key: str, _raw, _after, _X, _Y, _Xt, _Yt, n_resamples: int, seed: int):
+    """Intervals raw and after the method, from the same resamples, and their comparison
+    (cached by ``key``: content hash, method, parameters, scoring)."""
+    from gapviz.intervals import before_after_intervals
     from gapviz.measures import normalize_rows
 
-    return bootstrap_ci(_anat.outcomes(normalize_rows(_X), normalize_rows(_Y)),
-                        n_resamples=n_resamples, seed=seed)
+    return before_after_intervals(_raw.outcomes(normalize_rows(_X), normalize_rows(_Y)),
+                                  _after.outcomes(normalize_rows(_Xt), normalize_rows(_Yt)),
+                                  n_resamples=n_resamples, seed=seed, measures=COMPARED_KEYS)
 
 
 @st.cache_data(max_entries=32, show_spinner="Measuring what the method keeps…")
@@ -69,31 +88,68 @@ def _costs(key: str, name: str, params_items: tuple, scoring, _X, _Y, _view, _fi
                          labels=list(labels) if labels else None, after=_view.report)
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
-def _point(key: str, label: str, params_items: tuple, scoring, _X, _Y, _view, _raw_report,
-           rmg_before: float):
-    return dash.tradeoff_point(label, _X, _Y, _view.images, _view.texts, _raw_report,
-                               _view.report, rmg_before=rmg_before)
+@st.cache_resource
+def _tradeoff_store() -> compute.LRUStore:
+    """Trade-off points by (content hash, runs, protocol settings), shared by every session:
+    the page's own method never enters the key, so changing it never recomputes them."""
+    return compute.LRUStore(TRADEOFF_ENTRIES)
 
 
-def _shade(column: pd.Series) -> list[str]:
-    """Background of a cluster table column: darker blue = larger gap (for R@5: lower recall),
-    on the column's own range (log scale for ITR, which spans decades)."""
-    values = column.astype(float).replace([float("inf")], float("nan"))
-    if column.name == "ITR":
-        values = np.log10(values.where(values > 0))
-    lo, hi = values.min(), values.max()
-    out = []
-    for v in values:
-        if pd.isna(v) or hi <= lo:
-            out.append("")
-            continue
-        t = (v - lo) / (hi - lo)
-        t = 1 - t if column.name == "R@5" else t
-        light = 96 - 40 * t
-        out.append(f"background-color: hsl(217, 91%, {light:.0f}%); "
-                   f"color: {'white' if light < 70 else '#0F172A'}")
-    return out
+def _tradeoff_key(key: str) -> tuple:
+    return (key, TRADEOFF_KS, TRADEOFF_METHODS, DEFAULT_FOLDS, DEFAULT_SEED)
+
+
+def _tradeoff(act, raw_report, rmg_before: float) -> list[dict]:
+    """The trade-off points of the active pairs: stored after the first time, with a progress
+    bar while they are computed (Procrustes and Sinkhorn are each cross-fitted 5 times)."""
+    store, key = _tradeoff_store(), _tradeoff_key(act.key)
+    points = store.get(key)
+    if points is not None:
+        return points
+    slot = st.empty()
+    title = f"Trade-off across methods on {act.pairs.n:,} pairs (once; stored afterwards)"
+    bar = slot.progress(0.0, text=f"{title}…")
+    try:
+        points = tradeoff_points(
+            act.pairs.image_embeddings, act.pairs.text_embeddings, before=raw_report,
+            rmg_before=rmg_before, folds=DEFAULT_FOLDS, seed=DEFAULT_SEED,
+            progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=f"{title}: {m} done"))
+    finally:
+        slot.empty()
+    store.put(key, points)
+    return points
+
+
+def _cluster_table(raw_rows: list[dict], after_rows: list[dict] | None, after_name: str
+                   ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Per-cluster measures raw and after, as (values, display text, cell styles): each
+    measure's two columns shaded on one scale, darker = larger gap (an infinite ITR darkest)."""
+    values: dict[str, list] = {"cluster": [r["name"] for r in raw_rows],
+                               "pairs": [r["n"] for r in raw_rows]}
+    text = {k: list(v) for k, v in values.items()}
+    styles = {"cluster": values["cluster"], "pairs": [""] * len(raw_rows)}
+    for key in CLUSTER_KEYS:
+        runs = [("raw", raw_rows)] + ([(after_name, after_rows)] if after_rows else [])
+        cols = {f"{info(key).label} · {run}": [r.get(key) for r in rows] for run, rows in runs}
+        shades = af.gap_intensity([v for col in cols.values() for v in col], key)
+        for c, (name, col) in enumerate(cols.items()):
+            values[name] = col
+            text[name] = [format_metric(key, v) for v in col]
+            styles[name] = [_cell_style(t) for t in shades[c * len(col):(c + 1) * len(col)]]
+    return (pd.DataFrame(values).set_index("cluster"), pd.DataFrame(text).set_index("cluster"),
+            pd.DataFrame(styles).set_index("cluster"))
+
+
+def _percent(v: float | None) -> float | None:
+    return None if v is None or not math.isfinite(v) else 100 * v
+
+
+def _cell_style(t: float | None) -> str:
+    if t is None:
+        return ""
+    light = 96 - 40 * t
+    return (f"background-color: hsl(217, 91%, {light:.0f}%); "
+            f"color: {'white' if light < 70 else '#0F172A'}")
 
 
 labels = pair_labels(pairs)
@@ -119,68 +175,119 @@ with guard(f"apply {method_label(method)}"):
     c3.caption(f"{describe_run(method, params)}: {method_class(method).summary}")
 if view is None:
     st.stop()
+#: One run of the page: the pairs, the method, its parameters and how it is scored.
+run_key = f"{act.key}/{method}/{compute.frozen(params)}/{scoring}"
+run_name = describe_run(method, params)
 after = None
 with guard("measure the anatomy after the method"):
-    after = _anatomy(f"{act.key}/{method}/{compute.frozen(params)}/{scoring}", view.images,
-                     view.texts, label_key)
+    after = _anatomy(run_key, view.images, view.texts, label_key, anat.clusters)
 
 # --- cards -------------------------------------------------------------------------------------
-st.markdown("**Raw embeddings → after the method**")
+st.markdown(f"**Raw embeddings → after {plain_text(run_name)}**")
 cards = dict(raw.report.metrics) | anat.metrics
 cards_after = dict(view.report.metrics) | (after.metrics if after else {})
 metric_cards(cards_after, cards, keys=("RMG", "NDCG@10", "hubness", "ITR", "R@{k}", "frechet"),
              gap="xsmall")
 show_provenance(prov)
-st.caption(f"RMG: {info('RMG').help}. Its L2M and L2I are the centroid gap "
-           f"({raw.report.metrics.get('centroid_gap', float('nan')):.3f} raw) and the paired L2 "
-           f"distance ({raw.report.metrics.get('paired_l2', float('nan')):.3f} raw).")
+st.caption(f"Each card: after the method, and the change from the raw embeddings "
+           f"({pairs.n:,} pairs, no method). RMG: {info('RMG').help}. Its L2M and L2I are the "
+           f"centroid gap ({raw.report.metrics.get('centroid_gap', float('nan')):.3f} raw) and "
+           f"the paired L2 distance ({raw.report.metrics.get('paired_l2', float('nan')):.3f} raw).")
+
+
+# --- how sure: intervals raw and after, on request -------------------------------------------
+def _show_intervals() -> None:
+    if after is None:
+        return
+    started = time.perf_counter()
+    both = _intervals(run_key, anat, after, X, Y, view.images, view.texts, CI_RESAMPLES, CI_SEED)
+    runs = {"Raw": (both.before.estimate, both.before.ci),
+            run_name: (both.after.estimate, both.after.ci)}
+    st.plotly_chart(af.interval_figure(runs, INTERVAL_KEYS,
+                                       labels={k: info(k).label for k in INTERVAL_KEYS}),
+                    key="anatomy_ci", config=export_ui.chart_config("gap-intervals"))
+    rows = []
+    for key, c in both.comparison.items():
+        log = c["scale"] == "log"
+        lo, hi = c["ci"]
+        diff = c["difference"]
+        rows.append({
+            "measure": info(key).label,
+            "raw": format_metric(key, c["b"]),
+            "after": format_metric(key, c["a"]),
+            "after − raw": ("log ratio " if log else "") + (f"{diff:+.3f}" if math.isfinite(diff)
+                                                           else "undefined"),
+            "95% interval of the change": (f"[{lo:+.3f}, {hi:+.3f}]" if math.isfinite(lo)
+                                           else "—"),
+            "p-value": "—" if math.isnan(c["p_value"]) else f"{c['p_value']:.3f}",
+            "more than resampling noise": "yes" if c["significant"] else "no",
+        })
+    st.dataframe(pd.DataFrame(rows), hide_index=True, key="anatomy_ci_compare", width="stretch",
+                 column_config={"measure": st.column_config.TextColumn(width="medium")})
+    outside = sorted(set(both.before.outside) & set(INTERVAL_KEYS)) + \
+        [f"{k} (after)" for k in sorted(set(both.after.outside) & set(INTERVAL_KEYS))]
+    st.caption(
+        f"95% percentile-bootstrap intervals over the {prov.n_scored:,} scored pairs, "
+        f"{CI_RESAMPLES} resamples (seed {CI_SEED}), the same resamples for raw and after: "
+        f"raw = the embeddings as loaded, no method; after = {plain_text(run_name)}, "
+        f"{prov.summary()}. The method's fit is held fixed (not refitted per resample), so "
+        "fit-to-fit variability is left out; mixed-pool measures (NDCG, R@5, ITR, hubness) "
+        "resample the queries, the pool kept whole. Paired comparison: the change after − raw "
+        f"on each resample, two-sided p-value of no change (Hall & Wilson 1991; the smallest "
+        f"{CI_RESAMPLES} resamples can give is {1 / (CI_RESAMPLES + 1):.3f}), no correction "
+        "for testing several measures; ITR as log(after / raw). "
+        + (f"Estimate outside its own interval (resampling pushes it one way): "
+           f"{', '.join(outside)}. " if outside else "")
+        + f"Computed in {both.seconds:.2f} s (shown in {time.perf_counter() - started:.2f} s).")
+
+
+ci_asked = st.session_state.setdefault("anatomy_ci_runs", set())
+with st.container(border=True):
+    a, b = st.columns([4, 1.3], vertical_alignment="center")
+    a.markdown("**How sure are these numbers?** Bootstrap intervals of the raw and the after "
+               "values, and whether each change is more than resampling noise (a few seconds).")
+    if b.button("Compute 95% intervals", key="anatomy_ci_go", icon=":material/functions:",
+                disabled=run_key in ci_asked or after is None,
+                help=f"Percentile bootstrap over the {pairs.n:,} scored pairs, {CI_RESAMPLES} "
+                     "seeded resamples, raw and after the method on the same resamples."):
+        ci_asked.add(run_key)
+    if run_key in ci_asked:
+        with guard("compute the intervals"):
+            _show_intervals()
 
 tab_dims, tab_split, tab_clusters, tab_costs = st.tabs(
     ["Gap dimensions", "Mean shift vs distribution", "Clusters", "What closing costs"],
     key="anatomy_tabs")
 
 with tab_dims, guard("draw the gap dimensions"):
-    fig_dims = af.dimension_figure(anat.dimensions.to_list(DIMENSIONS_SHOWN), anat.ablation.to_list())
+    fig_dims = af.dimension_figure(anat.dimensions.to_list(DIMENSIONS_SHOWN), anat.ablation.to_list(),
+                                   n_dimensions=pairs.dim)
     st.plotly_chart(fig_dims, key="anatomy_dims",
                     config=export_ui.chart_config("gap-dimensions"))
     top = anat.dimensions.to_list(5)
-    st.caption(f"The {len(top)} largest gap dimensions carry "
-               f"{sum(d['share'] for d in top):.0%} of ||mean(images) − mean(texts)||². Right: "
-               "cross-modal R@1 and RMG after removing the top-m dimensions and renormalising "
-               "(Schrodi et al., ICLR 2025).")
+    shown = anat.dimensions.to_list(DIMENSIONS_SHOWN)
+    st.caption(f"Raw embeddings ({pairs.n:,} pairs, no method). Left: the {len(shown)} of "
+               f"{pairs.dim:,} dimensions with the largest |mean(images) − mean(texts)|; the "
+               f"{len(top)} largest carry {sum(d['share'] for d in top):.0%} of "
+               f"||mean(images) − mean(texts)||², the {len(shown)} shown "
+               f"{sum(d['share'] for d in shown):.0%}. Right: cross-modal R@1 and RMG after "
+               "removing the top-m dimensions and renormalising (Schrodi et al., ICLR 2025).")
 
 with tab_split, guard("split the gap"):
-    splits = {"Raw": anat.split, describe_run(method, params):
+    splits = {"Raw": anat.split, run_name:
               after.split if after else centroid_vs_distribution(view.images, view.texts)}
     fig_split = af.split_figure(splits)
     left, right = st.columns([3, 2])
     left.plotly_chart(fig_split, key="anatomy_split",
                       config=export_ui.chart_config("gap-split"))
-    removed = {k: v for k, v in zip(("centroid", "distribution"),
-                                    (1 - splits[list(splits)[1]][p] / anat.split[p]
-                                     if anat.split[p] > 0 else float("nan")
-                                     for p in ("centroid", "distribution")))}
+    removed = {p: (1 - splits[run_name][p] / anat.split[p] if anat.split[p] > 0
+                   else float("nan")) for p in ("centroid", "distribution")}
     right.markdown(f"**{method_label(method)} removes** {removed['centroid']:.0%} of the mean "
                    f"shift and {removed['distribution']:.0%} of the distribution part.")
     right.caption("Fréchet distance = ||μ_x − μ_y||² (the mean shift a centering removes) + "
                   "the Fréchet distance once each modality's mean is removed (shape and "
                   "spread; Dowson & Landau 1982). Recent work finds the distribution part, not "
-                  "the raw gap, predicts cross-modal quality.")
-    with right.container(border=True):
-        st.markdown("**How sure are these numbers?**")
-        if st.button("Compute 95% intervals", key="anatomy_ci_go", icon=":material/functions:",
-                     help="Percentile bootstrap over pairs, 200 seeded resamples (mixed-pool "
-                          "measures: queries resampled, the pool kept)."):
-            st.session_state["anatomy_ci_for"] = act.key
-    if st.session_state.get("anatomy_ci_for") == act.key:
-        started = time.perf_counter()
-        ci = _intervals(act.key, anat, X, Y, 200, 0)
-        st.plotly_chart(af.interval_figure(ci.estimate, ci.ci, INTERVAL_KEYS,
-                                           labels={k: info(k).label for k in INTERVAL_KEYS}),
-                        key="anatomy_ci", config=export_ui.chart_config("gap-intervals"))
-        st.caption(f"Raw embeddings, 95% percentile-bootstrap intervals over {pairs.n:,} pairs, "
-                   f"200 resamples, seed 0; computed in {ci.seconds:.2f} s "
-                   f"(shown in {time.perf_counter() - started:.2f} s).")
+                  f"the raw gap, predicts cross-modal quality. After: {prov.summary()}.")
 
 with tab_clusters, guard("measure the clusters"):
     clusters = anat.clusters
@@ -188,27 +295,65 @@ with tab_clusters, guard("measure the clusters"):
         st.info("Too few pairs to choose clusters automatically; load at least a few hundred "
                 "pairs, or a file with a `labels` column.", icon=":material/info:")
     else:
-        table = pd.DataFrame(clusters.rows)
-        shown = ["name", "n", "ITR", "R@5", "paired_cosine_distance", "RMG"]
-        table = table[[c for c in shown if c in table.columns]].set_index("name")
-        st.caption(f"Clusters from {'the pairs’ labels' if clusters.source == 'labels' else f'k-means (k = {clusters.k}) on the joint embedding'}; "
-                   "each measured in its own mixed pool. Darker = larger gap. Click a row to list "
-                   "its pairs.")
-        gap_cols = [c for c in ("ITR", "paired_cosine_distance", "RMG", "R@5")
-                    if c in table.columns]
-        styled = table.style.format(precision=3).apply(_shade, subset=gap_cols)
+        after_rows = after.clusters.rows if after is not None and after.clusters else None
+        values, text, styles = _cluster_table(clusters.rows, after_rows, method_label(method))
+        source = ("the pairs’ labels" if clusters.source == "labels" else
+                  f"k-means (k = {clusters.k}) on the raw joint embedding")
+        st.caption(f"Clusters from {source}; each measured in its own mixed pool of its pairs: "
+                   f"raw embeddings, and after {plain_text(run_name)} ({prov.summary()}; "
+                   "the method fitted once on all pairs under its protocol, each cluster's "
+                   "pairs then measured). Darker = larger gap, each measure's raw and after "
+                   "columns on one scale (∞ darkest; for R@5, lower recall). Click a row to "
+                   "list its pairs.")
+        styled = text.style.apply(lambda _: styles, axis=None)
         event = st.dataframe(styled, key="anatomy_clusters", on_select="rerun",
                              selection_mode="single-row", width="stretch")
         chosen_rows = event.selection.rows if event is not None else []
         if chosen_rows:
             cluster = int(chosen_rows[0])
             members = clusters.members(cluster)
-            st.markdown(f"**{plain_text(clusters.names[cluster])}**: {len(members):,} pairs")
+            st.markdown(f"**{plain_text(clusters.names[cluster])}**: {len(members):,} pairs "
+                        "(pair distance: cosine distance of the raw embeddings)")
             st.dataframe(pd.DataFrame({
                 "pair": [pairs.ids[i] for i in members[:200]],
                 "caption": [pairs.captions[i] if pairs.captions else "" for i in members[:200]],
                 "pair distance": dash.paired_distances(X[members[:200]], Y[members[:200]]),
             }), hide_index=True, height=300, key="anatomy_cluster_pairs")
+
+
+@st.fragment
+def _tradeoff_panel(raw_report, rmg_before: float) -> None:
+    """The trade-off across methods, a fragment: the toggle reruns only this panel."""
+    if not st.toggle("Trade-off across methods", key="anatomy_tradeoff",
+                     help="Spectral at several k (slices of one fit), and the quick baselines "
+                          "under their default protocols; computed once per dataset (up to half "
+                          "a minute), stored afterwards, whatever the page's method."):
+        return
+    with guard("measure the trade-off"):
+        points = _tradeoff(act, raw_report, rmg_before)
+        fig = af.tradeoff_figure(points, x_label="gap closed (1 − RMG after / before)")
+        st.plotly_chart(fig, key="anatomy_tradeoff_fig",
+                        config=export_ui.chart_config("gap-tradeoff"))
+        st.caption("Top right is best: the gap closed and nothing lost. Each point is one run "
+                   f"on these {pairs.n:,} pairs under its method's default protocol "
+                   "(spectral and the baselines transductive; Sinkhorn and Procrustes "
+                   f"held-out, {DEFAULT_FOLDS}-fold cross-fit, seed {DEFAULT_SEED}), whatever "
+                   "the method chosen above; the table below says how each was obtained.")
+        st.dataframe(pd.DataFrame([{
+            "run": p["params"], "gap closed": _percent(p["gap_closed"]),
+            "R@1 after / before": _percent(p["r1_kept"]),
+            "neighbourhoods kept": _percent(p.get("neighbours_kept")), "RMG after": p["rmg_after"],
+            "pairs fitted": p["n_fit"], "pairs scored": p["n_scored"], "protocol": p["how"]}
+            for p in points]),
+            hide_index=True, key="anatomy_tradeoff_runs", width="stretch",
+            column_config={"run": st.column_config.TextColumn(width="small"),
+                           "protocol": st.column_config.TextColumn(width="large"),
+                           "RMG after": st.column_config.NumberColumn(format="%.3f"),
+                           **{c: st.column_config.NumberColumn(format="%.0f%%") for c in
+                              ("gap closed", "R@1 after / before", "neighbourhoods kept")},
+                           **{c: st.column_config.NumberColumn(format="localized") for c in
+                              ("pairs fitted", "pairs scored")}})
+
 
 with tab_costs, guard("measure what closing costs"):
     if prov.protocol != "transductive" or method_class(method).uses_pairing:
@@ -224,43 +369,36 @@ with tab_costs, guard("measure what closing costs"):
              "change": v["change"]} for key, v in costs["retrieval"].items()]
     rows += [{"kept": f"{m} neighbourhoods (10-NN kept)", "before": 1.0, "after": v,
               "change": v - 1.0} for m, v in costs["neighbourhood"].items() if m != "k"]
-    if "zero_shot" in costs and costs["zero_shot"]["after"] is not None:
-        z = costs["zero_shot"]
-        rows.append({"kept": f"zero-shot accuracy ({z['n_classes']} classes, {z['prototype']})",
-                     "before": z["before"], "after": z["after"], "change": z["change"]})
-    left, right = st.columns([2, 3])
-    left.dataframe(pd.DataFrame(rows).set_index("kept").style.format("{:.3f}"),
-                   key="anatomy_costs")
-    left.caption("Classic retrieval (images against texts only, and the reverse), each "
-                 "modality's own neighbourhoods, and zero-shot classification when the pairs "
-                 "have class labels (the demo's cluster names play them): a method may close "
-                 "the gap and lose these.")
-    if right.toggle("Trade-off across methods", key="anatomy_tradeoff",
-                    help="Spectral at several k (slices of one fit), and the quick baselines "
-                         "under their default protocols; up to half a minute the first time, "
-                         "cached afterwards."):
-        points = []
-        for k in TRADEOFF_KS:
-            if k <= method_class("spectral").slider_range("n_components", pairs.n, pairs.dim)[1]:
-                p = {"n_components": k}
-                v, _ = compute.scored_view(act, "spectral", p, compute.Scoring("transductive"))
-                points.append(_point(act.key, f"spectral k={k}", compute.frozen(p), None, X, Y, v,
-                                     raw.report, anat.metrics["RMG"]))
-        for name in TRADEOFF_METHODS:
-            sc = compute.Scoring(method_class(name).default_protocol)
-            p = suited_params(name, fit_size(pairs.n, sc.protocol), pairs.dim)
-            v, _ = compute.scored_view(act, name, p, sc)
-            points.append(_point(act.key, method_label(name), compute.frozen(p), sc, X, Y, v,
-                                 raw.report, anat.metrics["RMG"]))
-        fig_trade = af.tradeoff_figure(points, x_label="gap closed (1 − RMG after / before)")
-        right.plotly_chart(fig_trade, key="anatomy_tradeoff_fig",
-                           config=export_ui.chart_config("gap-tradeoff"))
-        right.caption("Top right is best: the gap closed and nothing lost. Each point's "
-                      "protocol is its method's default (spectral and the baselines "
-                      "transductive; Sinkhorn and Procrustes held-out).")
+    zero_shot = costs.get("zero_shot")
+    if zero_shot and zero_shot["after"] is not None:
+        rows.append({"kept": f"zero-shot accuracy ({zero_shot['n_classes']} classes)",
+                     "before": zero_shot["before"], "after": zero_shot["after"],
+                     "change": zero_shot["change"]})
+    st.dataframe(pd.DataFrame(rows), hide_index=True, key="anatomy_costs", width="stretch",
+                 column_config={"kept": st.column_config.TextColumn(width="large"),
+                                **{c: st.column_config.NumberColumn(format="%.3f")
+                                   for c in ("before", "after", "change")}})
+    st.caption(
+        f"Before: the raw embeddings ({pairs.n:,} pairs). After: {plain_text(run_name)}, "
+        f"{prov.summary()}. Classic retrieval (images against texts only, and the reverse), "
+        "each modality's own neighbourhoods, and zero-shot classification when the pairs have "
+        "class labels (the demo's cluster names play them)"
+        + (f"; class prototype: {zero_shot['prototype']}" if zero_shot else "")
+        + (", each held-out pair's images classified by the fit that transformed them"
+           if fold_of is not None else "")
+        + ": a method may close the gap and lose these.")
+    _tradeoff_panel(raw.report, anat.metrics["RMG"])
 
+stored_points = _tradeoff_store().get(_tradeoff_key(act.key))
+figures = [("Gap dimensions and ablation", fig_dims), ("Mean shift vs distribution", fig_split)]
+if stored_points:
+    figures.append(("Trade-off across methods",
+                    af.tradeoff_figure(stored_points, x_label="gap closed (1 − RMG after / before)")))
+after_column = f"{method.upper()} ({prov.protocol})"
 export_ui.export_menu(export_ui.ExportItems(
-    columns={"ORIG": cards, f"{method.upper()} ({prov.protocol})": cards_after},
+    columns={"ORIG": cards, after_column: cards_after},
     keys=["RMG", "NDCG@10", "hubness", "ITR", "TIR", "R@5", "frechet", "centroid_gap"],
-    figures=[("Gap dimensions and ablation", fig_dims), ("Mean shift vs distribution", fig_split)]),
+    runs={"ORIG": run_cells(None, n_scored=pairs.n),
+          after_column: run_cells(prov.to_dict(), params=format_params(method, params))},
+    figures=figures),
     prefix="anatomy", stem=f"anatomy-{act.model}")

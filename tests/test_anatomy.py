@@ -637,3 +637,139 @@ def test_cli_anatomy_without_intervals(capsys):
                            "--resamples", "0", "--format", "json")
     data = json.loads(out)
     assert code == 0 and "ci" not in data and "RMG" in data["metrics"]
+
+
+# ---------------------------------------------------------------------------------------------
+# raw and after a method side by side: intervals, clusters, the trade-off, figures
+# ---------------------------------------------------------------------------------------------
+def test_before_after_intervals_are_bootstrap_ci_and_paired_comparison_in_one_pass():
+    from gapviz.intervals import before_after_intervals, pair_outcomes
+
+    X, Y = gaussian_pairs(150, 12, seed=21, shift=1.5)
+    Xt, Yt = X - X.mean(0), Y - Y.mean(0)
+    raw, after = pair_outcomes(X, Y), pair_outcomes(Xt, Yt)
+    both = before_after_intervals(raw, after, n_resamples=60, seed=4,
+                                  measures=("RMG", "ITR", "hubness", "R@5"))
+    for side, o in ((both.before, raw), (both.after, after)):
+        alone = bootstrap_ci(o, n_resamples=60, seed=4)
+        assert side.estimate == alone.estimate
+        assert side.ci == alone.ci
+    assert both.comparison == paired_comparison(after, raw, n_resamples=60, seed=4,
+                                                measures=("RMG", "ITR", "hubness", "R@5"))
+    # centering shrinks the relative gap of a shifted pair of clouds: more than noise
+    rmg = both.comparison["RMG"]
+    assert rmg["a"] < rmg["b"] and rmg["difference"] < 0 and rmg["significant"]
+    assert both.comparison["ITR"]["scale"] == "log"
+
+
+def test_before_after_intervals_need_the_same_pairs():
+    from gapviz.intervals import before_after_intervals, pair_outcomes
+
+    X, Y = gaussian_pairs(40, 6, seed=2)
+    with pytest.raises(ValueError, match="same scored pairs"):
+        before_after_intervals(pair_outcomes(X, Y), pair_outcomes(X[:30], Y[:30]))
+
+
+def test_clusters_like_another_anatomy_keep_its_groups():
+    pairs = simulate_pairs(300, 32, seed=16)
+    X, Y = pairs.image_embeddings, pairs.text_embeddings
+    raw = cluster_gaps(X, Y, n_clusters=4, seed=0)
+    Xt, Yt = X - X.mean(0), Y - Y.mean(0)
+    after = cluster_gaps(Xt, Yt, like=raw)
+    assert np.array_equal(after.assignment, raw.assignment)
+    assert after.names == raw.names and after.source == "kmeans" and after.k == 4
+    for row in after.rows:
+        idx = raw.members(row["cluster"])
+        assert row["n"] == idx.size
+        assert row["RMG"] == pytest.approx(relative_modality_gap(Xt[idx], Yt[idx]), abs=1e-9)
+        assert row["ITR"] == pytest.approx(measure_gap(Xt[idx], Yt[idx]).metrics["ITR"])
+    whole = gap_anatomy(Xt, Yt, cluster_like=raw, intervals=False)
+    assert [r["RMG"] for r in whole.clusters.rows] == [r["RMG"] for r in after.rows]
+    with pytest.raises(ValueError, match="clusters given are of 300 pairs"):
+        cluster_gaps(Xt[:100], Yt[:100], like=raw)
+
+
+def test_gap_intensity_shades_infinite_darkest_and_follows_each_direction():
+    from gapviz.anatomy_figures import LARGEST_FINITE_SHADE, gap_intensity
+
+    itr = gap_intensity([129.0, math.inf, 3.0, math.nan, 1.0, None], "ITR")
+    assert itr[1] == 1.0 and itr[0] == LARGEST_FINITE_SHADE < 1.0
+    assert itr[4] == 0.0 and itr[3] is None and itr[5] is None
+    # ITR is read on a log scale around 1: 3 is log(3)/log(129) of the way
+    assert itr[2] == pytest.approx(LARGEST_FINITE_SHADE * math.log(3) / math.log(129))
+    assert gap_intensity([0.2, 0.6, 0.4], "R@5") == pytest.approx([1.0, 0.0, 0.5])  # lower recall
+    assert gap_intensity([0.2, 0.6, 0.4], "RMG") == pytest.approx([0.0, 1.0, 0.5])
+    assert gap_intensity([0.3, 0.3], "paired_cosine_distance") == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("lo, hi, expected", [
+    (0.47667, 0.50253, [0.47, 0.48, 0.49, 0.5, 0.51]),
+    (0.0, 1.0, [0.0, 0.25, 0.5, 0.75, 1.0]),
+    (0.31, 0.31, [0.306, 0.308, 0.31, 0.312, 0.314]),  # one value: 1% either side
+])
+def test_nice_ticks_are_round(lo, hi, expected):
+    from gapviz.anatomy_figures import nice_ticks
+
+    assert nice_ticks(lo, hi) == pytest.approx(expected)
+
+
+def test_dimension_figure_says_what_it_shows_and_ticks_rmg_roundly():
+    from gapviz.anatomy_figures import dimension_figure
+
+    X, Y = gaussian_pairs(200, 40, seed=5, shift=2.0)
+    anat = gap_anatomy(X, Y, intervals=False, clusters=False, ablation_dims=8)
+    fig = dimension_figure(anat.dimensions.to_list(30), anat.ablation.to_list(), n_dimensions=40)
+    titles = [a.text for a in fig.layout.annotations]
+    assert "Where the centroid gap lives (top 30 of 40 dimensions)" in titles
+    share30 = sum(d["share"] for d in anat.dimensions.to_list(30))
+    assert f"top 30: {share30:.0%}" in titles
+    rmg_axis = next(ax for name, ax in fig.layout.to_plotly_json().items()
+                    if name.startswith("yaxis") and ax.get("title", {}).get("text") == "RMG")
+    ticks = rmg_axis["tickvals"]
+    rmg = anat.ablation.rmg
+    assert ticks[0] <= rmg.min() and ticks[-1] >= rmg.max()
+    steps = np.round(np.diff(ticks), 12)
+    assert np.allclose(steps, steps[0])
+    mantissa = steps[0] / 10 ** math.floor(math.log10(steps[0]) + 1e-9)
+    assert any(math.isclose(mantissa, m, rel_tol=1e-6) for m in (1, 2, 2.5, 5))
+    assert rmg_axis["tickformat"] in (".0f", ".1f", ".2f", ".3f", ".4f")
+
+
+def test_interval_figure_puts_runs_side_by_side():
+    from gapviz.anatomy_figures import interval_figure
+
+    runs = {"Raw": ({"RMG": 0.5, "R@5": 0.1}, {"RMG": (0.45, 0.55), "R@5": (0.05, 0.2)}),
+            "Spectral, k = 60": ({"RMG": 0.3, "R@5": 0.4}, {"RMG": (0.28, 0.33), "R@5": (0.3, 0.5)})}
+    fig = interval_figure(runs, ("RMG", "R@5", "hubness"))
+    assert len(fig.data) == 4  # two measures (hubness is absent) x two runs
+    rmg_after = next(t for t in fig.data if t.name == "Spectral, k = 60" and t.xaxis == "x")
+    assert list(rmg_after.y) == [0.3]
+    assert list(rmg_after.error_y.array) == pytest.approx([0.03])
+    assert list(rmg_after.error_y.arrayminus) == pytest.approx([0.02])
+    assert [t.showlegend for t in fig.data] == [True, False, True, False]
+
+
+def test_tradeoff_points_say_how_each_run_was_obtained():
+    pairs = simulate_pairs(240, 24, seed=9)
+    X, Y = pairs.image_embeddings, pairs.text_embeddings
+    seen = []
+    points = closing_costs.tradeoff_points(X, Y, spectral_ks=(5, 20, 500),
+                                           methods=("center", "procrustes"),
+                                           progress=lambda f, m: seen.append((f, m)))
+    assert [p["label"] for p in points] == ["spectral k=5", "spectral k=20", "Mean-centering",
+                                            "Procrustes (held-out)"]
+    assert [f for f, _ in seen] == pytest.approx([0.25, 0.5, 0.75, 1.0])  # k = 500 is too large
+    assert [p["protocol"] for p in points] == ["transductive", "transductive", "transductive",
+                                               "held-out"]
+    assert points[3]["n_fit"] == 240 - 240 // 5 and points[3]["n_scored"] == 240
+    assert "5-fold cross-fit" in points[3]["how"]
+    # spectral k = 20 is the slice of one fit: the same as a fit of its own at k = 20
+    from gapviz.dashboard import fit_method, split_params, transformed
+
+    fit = fit_method("spectral", X, Y, split_params("spectral", {"n_components": 20}, 240, 24)[0])
+    Xt, Yt = transformed(fit, X, Y, {"n_components": 20})
+    assert points[1]["rmg_after"] == pytest.approx(relative_modality_gap(Xt, Yt), rel=1e-6)
+    rmg_raw = relative_modality_gap(X, Y)
+    for p in points:
+        assert p["rmg_before"] == pytest.approx(rmg_raw)
+        assert p["gap_closed"] == pytest.approx(1 - p["rmg_after"] / rmg_raw)
