@@ -154,3 +154,10 @@ def test_another_method_under_another_protocol(at):
     assert "RMG · Mean-centering" in table.columns
     caption = next(c.value for c in at.caption if c.value.startswith("Clusters from"))
     assert "held-out: 5-fold cross-fit" in caption
+    # intervals of a held-out run: on the scored pairs as the cross-fit transformed them
+    at.button(key="anatomy_ci_go").click().run()
+    assert_clean(at, "intervals, held-out")
+    caption = next(c.value for c in at.caption if "percentile-bootstrap intervals" in c.value)
+    assert "after = Mean-centering, held-out: 5-fold cross-fit (seed 0)" in caption
+    compare = _frame(at, "more than resampling noise").set_index("measure")
+    assert compare.loc["RMG", "after"] == card_values(at)["RMG"]
