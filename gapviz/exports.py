@@ -85,11 +85,14 @@ def records_csv(records: Sequence[Mapping[str, Any]]) -> str:
 
 
 def measures_markdown(columns: Mapping[str, Mapping[str, float]], keys: Sequence[str] | None = None,
-                      runs: Mapping[str, Mapping[str, str]] | None = None) -> str:
-    """A markdown table, one row per run, the best value of each measure in bold, then how
-    each run was obtained (``runs``, as in :func:`measures_csv`)."""
+                      runs: Mapping[str, Mapping[str, str]] | None = None, *,
+                      mark_best: bool = True) -> str:
+    """A markdown table, one row per run, the best value of each measure in bold (unless
+    ``mark_best`` is False: a shuffled control has no best), then how each run was obtained
+    (``runs``, as in :func:`measures_csv`)."""
     return _with_runs(tables.render(columns, "markdown", keys=list(keys) if keys else None,
-                                    transpose=True), "markdown", columns, runs)
+                                    transpose=True, mark_best=mark_best),
+                      "markdown", columns, runs)
 
 
 def _with_runs(rendered: str, fmt: str, columns: Mapping[str, Any],
@@ -258,7 +261,8 @@ def session_report(pairs: PairedEmbeddings, columns: Mapping[str, Mapping[str, f
                    title: str = "Modality gap report", dataset: str = "", source: str = "",
                    model: str = "", method: Mapping[str, Any] | None = None,
                    figures: Sequence[tuple[str, go.Figure]] = (), keys: Sequence[str] | None = None,
-                   sections: Sequence[tuple[str, str]] = (), notes: Sequence[str] = ()) -> str:
+                   sections: Sequence[tuple[str, str]] = (), notes: Sequence[str] = (),
+                   mark_best: bool = True) -> str:
     """A one-page, self-contained HTML report of what the user is looking at.
 
     Parameters
@@ -276,13 +280,16 @@ def session_report(pairs: PairedEmbeddings, columns: Mapping[str, Mapping[str, f
         before the figures. The HTML must be self-contained (data URIs, inline styles).
     notes : sequence of str
         Lines under the measures.
+    mark_best : bool
+        Mark each measure's best run (False for a shuffled control, where none can be best).
     """
     import html as _html
 
     page = html_report(title=title, dataset=dataset_summary(pairs, dataset=dataset, source=source,
                                                             model=model),
                        columns=columns, figures=(), method=method,
-                       keys=list(keys) if keys else None, notes=list(notes))
+                       keys=list(keys) if keys else None, notes=list(notes),
+                       mark_best=mark_best)
     parts = [f"<h2>{_html.escape(t)}</h2>\n{body}\n" for t, body in sections]
     for i, (caption, fig) in enumerate(figures):  # plotly.js inlined once, with the first
         parts.append(f"<h2>{_html.escape(caption)}</h2>")

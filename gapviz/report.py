@@ -27,7 +27,8 @@ td.best{font-weight:700;color:#0b6e4f} .note{color:#52606d;font-size:.85rem}
 
 def html_report(*, title: str, dataset: Mapping[str, Any], columns: Mapping[str, Mapping[str, float]],
                 figures: Sequence[tuple[str, go.Figure]] = (), method: Mapping[str, Any] | None = None,
-                keys: list[str] | None = None, notes: Sequence[str] = ()) -> str:
+                keys: list[str] | None = None, notes: Sequence[str] = (),
+                mark_best: bool = True) -> str:
     """Render the report as one HTML string.
 
     Parameters
@@ -45,6 +46,8 @@ def html_report(*, title: str, dataset: Mapping[str, Any], columns: Mapping[str,
         Measures to include (default: all present).
     notes : sequence of str
         Free lines (e.g. significance tests).
+    mark_best : bool
+        Bold each measure's best run (False for a shuffled control, where none can be best).
     """
     esc = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
@@ -62,7 +65,7 @@ def html_report(*, title: str, dataset: Mapping[str, Any], columns: Mapping[str,
         parts.append(f"<h2>Method</h2><p><b>{esc(str(method.get('method', '')))}</b>({esc(params)})</p>")
     keys = keys or tables.ordered_keys(columns)
     parts.append("<h2>Measures</h2>")
-    parts.append(measures_table_html(columns, keys))
+    parts.append(measures_table_html(columns, keys, mark_best=mark_best))
     parts += [f"<p class='note'>{esc(n)}</p>" for n in notes]
     for i, (caption, fig) in enumerate(figures):
         parts.append(f"<h2>{esc(caption)}</h2>")
@@ -74,10 +77,12 @@ def html_report(*, title: str, dataset: Mapping[str, Any], columns: Mapping[str,
     return "\n".join(parts)
 
 
-def measures_table_html(columns: Mapping[str, Mapping[str, float]], keys: list[str] | None = None) -> str:
-    """An HTML table of measures (rows) by run (columns), the best value per row in bold."""
+def measures_table_html(columns: Mapping[str, Mapping[str, float]], keys: list[str] | None = None,
+                        *, mark_best: bool = True) -> str:
+    """An HTML table of measures (rows) by run (columns), the best value per row in bold
+    (unless ``mark_best`` is False)."""
     keys = keys or tables.ordered_keys(columns)
-    best = tables.best_per_row(columns, keys)
+    best = tables.best_per_row(columns, keys) if mark_best else {}
     names = list(columns)
     rows = ["<table><tr><th>measure</th>" + "".join(f"<th>{html.escape(n)}</th>" for n in names) + "</tr>"]
     for k in keys:

@@ -28,7 +28,7 @@ def ordered_keys(columns: Mapping[str, Mapping[str, float]]) -> list[str]:
 
 def render(columns: Mapping[str, Mapping[str, float]], fmt: str = "table", *,
            keys: list[str] | None = None, title: str = "", extra: Mapping[str, Any] | None = None,
-           transpose: bool = False) -> str:
+           transpose: bool = False, mark_best: bool = True) -> str:
     """Render measure columns as ``table`` | ``markdown`` | ``csv`` | ``json``.
 
     Parameters
@@ -45,6 +45,9 @@ def render(columns: Mapping[str, Mapping[str, float]], fmt: str = "table", *,
     transpose : bool
         False: one row per measure, one column per run. True: one row per run, one column per
         measure (the paper's layout for comparing methods).
+    mark_best : bool
+        Markdown: bold each measure's best run. False for a table where no run can be best
+        (the shuffled-pairs control: every honest row at chance).
     """
     keys = keys or ordered_keys(columns)
     names = list(columns)
@@ -53,7 +56,7 @@ def render(columns: Mapping[str, Mapping[str, float]], fmt: str = "table", *,
                           indent=2, default=str)
     if fmt not in ("csv", "markdown", "table"):
         raise ValueError(f"unknown format '{fmt}'; choose table, markdown, csv or json.")
-    best = best_per_row(columns, keys)
+    best = best_per_row(columns, keys) if mark_best else {}
     if fmt == "csv":
         cell = lambda n, k: repr(float(columns[n][k])) if k in columns[n] else ""  # noqa: E731
     elif fmt == "markdown":
@@ -163,13 +166,15 @@ RUN_COLUMNS: tuple[str, ...] = ("parameters", *PROTOCOL_COLUMNS)
 
 
 def run_cells(provenance: Mapping[str, Any] | None, *, params: str = "",
-              n_scored: int | None = None) -> dict[str, str]:
+              n_scored: int | None = None, shuffled: bool = False) -> dict[str, str]:
     """``{column: text}`` of :data:`RUN_COLUMNS` for one run of a measures table.
 
     ``provenance`` is :meth:`gapviz.protocols.Provenance.to_dict` of the run; None for the raw
-    embeddings (no method, nothing fitted; give ``n_scored``). ``params`` is the method's
-    parameters as people read them (e.g. "k = 60")."""
+    embeddings (no method, nothing fitted; give ``n_scored``, and ``shuffled`` when they were
+    scored with their captions permuted). ``params`` is the method's parameters as people read
+    them (e.g. "k = 60")."""
     if provenance is None:
-        return {"parameters": params, "protocol": "none (raw embeddings)", "n_fit": "0",
-                "n_scored": "" if n_scored is None else str(n_scored)}
+        return {"parameters": params,
+                "protocol": "none (raw embeddings)" + (" shuffled control" if shuffled else ""),
+                "n_fit": "0", "n_scored": "" if n_scored is None else str(n_scored)}
     return {"parameters": params, **dict(zip(PROTOCOL_COLUMNS, provenance_cells(provenance)))}

@@ -15,7 +15,6 @@ so a later visit draws at once. The shuffled-pairs check is a null control: its 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 
 import pandas as pd
 import streamlit as st
@@ -104,10 +103,7 @@ def _row(a: Active, name: str, scoring: compute.Scoring) -> ComparisonRow:
         method = compute.fitted_method(a, name, fit_params)
         metrics = _measures(a.key, name, compute.frozen(fit_params), compute.frozen(view_params),
                             method, X, Y)
-        prov = compute.transductive_provenance(a, name)
-        fitted_rows = getattr(method, "fit_index_", None)  # Sinkhorn / OT: a subsample
-        if fitted_rows is not None:
-            prov = replace(prov, n_fit=min(prov.n_fit, len(fitted_rows)))
+        prov = compute.transductive_provenance(a, name, method)
         outputs = (lambda: dash.transformed(method, X, Y, view_params))
     else:
         result = compute.protocol_result(a, name, params, scoring)
@@ -486,10 +482,8 @@ def _run_cells(r: ComparisonRow) -> dict[str, str]:
     text = params_text(r.method, r.params)
     if r.method != "orig":
         return run_cells(r.provenance, params=text)
-    cells = run_cells(None, params=text, n_scored=r.provenance.get("n_scored", n_scored))
-    if r.provenance.get("shuffled"):  # the raw embeddings, scored on permuted captions
-        cells["protocol"] += " shuffled control"
-    return cells
+    return run_cells(None, params=text, n_scored=r.provenance.get("n_scored", n_scored),
+                     shuffled=bool(r.provenance.get("shuffled")))
 
 
 def _report() -> str:
@@ -499,12 +493,13 @@ def _report() -> str:
         act.pairs, columns, keys=keys, title=title, dataset=ds.name, source=ds.source,
         model=", ".join(models), method=None, figures=[("Comparison heatmap", heat)],
         notes=[f"{r['run']}: {r['method']}" + (f" ({r['parameters']})" if r["parameters"] else "")
-               + f"; how obtained: {r['provenance'].summary()}" for r in records])
+               + f"; how obtained: {r['provenance'].summary()}" for r in records],
+        mark_best=not shuffled)
 
 
 with e2, guard("prepare the exports"):
     export_ui.export_menu(
         export_ui.ExportItems(columns=columns, keys=keys, runs={r.label: _run_cells(r) for r in rows},
                               figures=[("shuffled-control heatmap" if shuffled else "heatmap", heat)],
-                              report=_report),
+                              report=_report, mark_best=not shuffled),
         prefix="compare", stem=f"compare-{ds.name}" + ("-shuffled-control" if shuffled else ""))

@@ -170,9 +170,3 @@ def test_a_shuffled_control_is_titled_as_such_and_crowns_nothing():
     # without the control, each column's best is bold as before
     assert "**" in run_compare(*argv[:-1], "--format", "markdown")
 
-
-def test_best_marks_come_off_the_measure_cells_only():
-    md = ("| run | ITR | R@5 |\n|---|---:|---:|\n| **x** | **1.20** | 0.100 |\n"
-          "| y | 3.00 | **0.300** |\n")
-    assert compare_cli.without_best_marks(md, 2) == (
-        "| run | ITR | R@5 |\n|---|---:|---:|\n| **x** | 1.20 | 0.100 |\n| y | 3.00 | 0.300 |\n")

@@ -271,6 +271,6 @@ def test_heatmap_has_a_row_per_run_and_stars_the_best():
     fig = compare_heatmap(COLUMNS, ["ITR", "TIR", "R@5", "frechet"])
     hm = fig.data[0]
     assert list(hm.y) == list(COLUMNS) and list(hm.x) == [measure_label(k) for k in ("ITR", "TIR", "R@5", "frechet")]
-    assert hm.text[1] == ["<b>★ 2.500</b>", "<b>★ 3.000</b>", "<b>★ 0.450</b>", "<b>★ 0.010</b>"]
+    assert hm.text[1] == ["<b>★ 2.50</b>", "<b>★ 3.00</b>", "<b>★ 0.450</b>", "<b>★ 0.010</b>"]  # 3 s.f. for ratios
     assert hm.text[0][1] == "∞" and list(hm.customdata[2][0]) == ["center", "ITR"]
     assert measure_label("ITR") == "ITR →1" and measure_label("TMR") == "TMR ↓" and measure_label("R@5") == "R@5 ↑"

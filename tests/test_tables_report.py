@@ -64,3 +64,19 @@ def test_heatmap_scores_itr_by_distance_to_one():
 
     scores = goodness([400.0, 0.004, 2.0, math.inf], "ITR")
     assert scores[2] == 1.0 and scores[3] == 0.0 and scores[0] < scores[2] and scores[1] < scores[2]
+
+
+def test_no_best_is_marked_where_none_can_be():
+    """A shuffled control's tables (markdown, HTML report) mark no best; others do."""
+    from gapviz import exports, tables
+    from gapviz.report import measures_table_html
+
+    cols = {"a": {"ITR": 1.2, "R@5": 0.1}, "b": {"ITR": 3.0, "R@5": 0.3}}
+    assert "**" in tables.render(cols, "markdown", transpose=True)
+    plain = tables.render(cols, "markdown", transpose=True, mark_best=False)
+    assert "**" not in plain and "| a | 1.200 | 0.100 |" in plain
+    assert "**" not in exports.measures_markdown(cols, mark_best=False)
+    assert "class='best'" in measures_table_html(cols)
+    assert "class='best'" not in measures_table_html(cols, mark_best=False)
+    assert tables.run_cells(None, n_scored=5, shuffled=True)["protocol"] == \
+        "none (raw embeddings) shuffled control"

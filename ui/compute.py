@@ -256,8 +256,12 @@ class Scoring:
     shuffled: bool = False
 
 
-def transductive_provenance(act: Active, name: str) -> Provenance:
-    return Provenance("transductive", name, act.pairs.n, act.pairs.n)
+def transductive_provenance(act: Active, name: str, method: Any = None) -> Provenance:
+    """Fitted on the scored pairs, or on the subsample of them a fitted ``method`` kept
+    (OT and Sinkhorn's ``fit_index_``)."""
+    fitted_rows = getattr(method, "fit_index_", None)
+    n_fit = act.pairs.n if fitted_rows is None else min(act.pairs.n, len(fitted_rows))
+    return Provenance("transductive", name, n_fit, act.pairs.n)
 
 
 def protocol_result(act: Active, name: str, params: dict[str, Any], scoring: Scoring,

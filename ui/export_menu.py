@@ -45,6 +45,8 @@ class ExportItems:
     runs: Mapping[str, Mapping[str, str]] | None = None
     """How each run of ``columns`` was obtained (:func:`gapviz.tables.run_cells`): written
     beside its measures in the CSV and markdown."""
+    mark_best: bool = True
+    """Bold each measure's best run in the markdown (False for a shuffled control)."""
     embeddings: EmbeddingsExport | None = None
     figures: Sequence[tuple[str, go.Figure]] = ()
     report: Callable[[], str] | None = None
@@ -95,14 +97,15 @@ def raw_and_method(raw: Mapping[str, float], n_scored: int, method: str,
 
 def measures_buttons(columns: Mapping[str, Mapping[str, float]], *, prefix: str, stem: str,
                      keys: Sequence[str] | None = None,
-                     runs: Mapping[str, Mapping[str, str]] | None = None) -> None:
+                     runs: Mapping[str, Mapping[str, str]] | None = None,
+                     mark_best: bool = True) -> None:
     """CSV and markdown of the measures table (one row per run, with how it was obtained)."""
     c1, c2 = st.columns(2)
     c1.download_button("Measures · CSV", exports.measures_csv(columns, keys, runs),
                        file_name=exports.file_name(stem, "measures", ext="csv"),
                        mime=exports.MIME["csv"], key=f"{prefix}_dl_csv", on_click="ignore",
                        icon=":material/table:", width="stretch")
-    c2.download_button("Measures · Markdown", exports.measures_markdown(columns, keys, runs),
+    c2.download_button("Measures · Markdown", exports.measures_markdown(columns, keys, runs, mark_best=mark_best),
                        file_name=exports.file_name(stem, "measures", ext="md"),
                        mime=exports.MIME["md"], key=f"{prefix}_dl_md", on_click="ignore",
                        icon=":material/article:", width="stretch")
@@ -159,7 +162,7 @@ def export_menu(items: ExportItems, *, prefix: str, stem: str, label: str = "Exp
             report_button(items.report, prefix=prefix, stem=stem)
         if items.columns:
             measures_buttons(items.columns, prefix=prefix, stem=stem, keys=items.keys,
-                             runs=items.runs)
+                             runs=items.runs, mark_best=items.mark_best)
         if items.embeddings is not None:
             embeddings_button(items.embeddings, prefix=prefix, stem=stem)
         for i, (text, name, make, mime) in enumerate(items.extra):

@@ -116,10 +116,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         f"{label}{' (SIMULATED)' if p.is_simulated else ''}, N = {p.n}" for label, p in datasets.items())
     if shuffled:
         title += f" — SHUFFLED CONTROL (captions permuted, seed {kwargs['seed']}): {SHUFFLED_NOTE}"
-    rendered = tables.render(columns, args.format, keys=keys, title=title, transpose=True)
+    rendered = tables.render(columns, args.format, keys=keys, title=title, transpose=True,
+                             mark_best=not shuffled)
     ran = [r for r in rows if r.ok]
-    if args.format == "markdown" and shuffled:
-        rendered = without_best_marks(rendered, len(keys))
     if args.format in ("csv", "markdown"):
         cells = {r.label: provenance_cells(r.provenance) for r in ran}
         rendered = add_text_columns(rendered, args.format, cells)
@@ -139,22 +138,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 #: What a shuffled-control table says in its title (and why no best is marked in it).
 SHUFFLED_NOTE = "a null check, not a ranking: every row should be at chance; no best is marked"
-
-
-def without_best_marks(markdown: str, n_measures: int) -> str:
-    """A run-per-row markdown table of :func:`gapviz.tables.render` without the bold it puts on
-    each column's best value: the measure cells are the last ``n_measures`` of each row.
-
-    For the shuffled-pairs control, where no run can be best (captions permuted, every
-    honest row at chance)."""
-    lines = markdown.rstrip("\n").split("\n")
-    out = lines[:2]
-    for line in lines[2:]:
-        head, *cells = line[:-2].rsplit(" | ", n_measures)
-        cells = [c[2:-2] if len(c) > 4 and c.startswith("**") and c.endswith("**") else c
-                 for c in cells]
-        out.append(" | ".join([head, *cells]) + " |")
-    return "\n".join(out) + "\n"
 
 
 def _markdown_text(text: str) -> str:
