@@ -164,7 +164,9 @@ class Provenance:
 
         e.g. ``"held-out: 5-fold cross-fit (seed 0), each fit on >= 400 pairs, 500 scored"``.
         """
-        if self.protocol == "held-out":
+        if self.method == "orig":
+            text = f"no method: the raw embeddings, nothing fitted, {self.n_scored:,} pairs scored"
+        elif self.protocol == "held-out":
             text = (f"held-out: {self.folds}-fold cross-fit (seed {self.seed}), each pair scored "
                     f"by a fit on >= {self.n_fit:,} other pairs, {self.n_scored:,} scored")
         elif self.protocol == "fit-on":
@@ -689,8 +691,11 @@ def _fit_or_explain(run, protocol: str, n_fit: int, n_scored: int, folds: int | 
 
 
 def _leak_warning(name: str, n_shared: int) -> str:
-    return (f"{name} reads the pairing and was scored on {n_shared} pairs it was fitted on: it can "
-            "memorise them, so these scores overstate it (held-out scores are the honest ones)")
+    from .methods import method_label
+
+    return (f"{method_label(name)} reads the pairing and was scored on {n_shared:,} pairs it was "
+            "fitted on: it can memorise them, so these scores overstate it (held-out scores are "
+            "the honest ones)")
 
 
 def _pair_digests(X: np.ndarray, Y: np.ndarray) -> list[bytes]:

@@ -144,7 +144,7 @@ def test_evaluate_transductive_procrustes_is_refused_then_warned(capsys):
     code, _, err = run(capsys, *argv)
     assert code == 2 and "reads the pairing" in err
     code, out, err = run(capsys, *argv, "--allow-pairing-leak")
-    assert code == 0 and "WARNING: procrustes reads the pairing" in out and "warning:" in err
+    assert code == 0 and "WARNING: Procrustes reads the pairing" in out and "warning:" in err
 
 
 def test_evaluate_shuffled_control_scores_both_columns_on_the_permuted_pairs(capsys):

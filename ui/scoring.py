@@ -112,9 +112,7 @@ def provenance_line(prov: Provenance, ks: tuple[int, ...] = RECALL_KS) -> str:
     # The summary is gapviz's own text but for the fit set's name, which a user chose.
     shown = replace(prov, fit_source=plain_text(prov.fit_source) if prov.fit_source else None,
                     warning=None)
-    how = (f"no method: the raw embeddings, nothing fitted, {prov.n_scored:,} pairs scored"
-           if prov.method == "orig" else shown.summary())
-    return (f":material/rule: **How obtained**: {how}. Mixed pool "
+    return (f":material/rule: **How obtained**: {shown.summary()}. Mixed pool "
             f"of {prov.pool_size:,} items; chance level {chance}.")
 
 
