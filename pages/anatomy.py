@@ -343,11 +343,13 @@ def _tradeoff_panel(raw_report, rmg_before: float) -> None:
             "run": p["params"], "gap closed": _percent(p["gap_closed"]),
             "R@1 after / before": _percent(p["r1_kept"]),
             "neighbourhoods kept": _percent(p.get("neighbours_kept")), "RMG after": p["rmg_after"],
-            "pairs fitted": p["n_fit"], "pairs scored": p["n_scored"], "protocol": p["how"]}
+            "pairs fitted": p["n_fit"], "pairs scored": p["n_scored"],
+            "protocol": (f"held-out, {DEFAULT_FOLDS}-fold cross-fit (seed {DEFAULT_SEED})"
+                         if p["protocol"] == "held-out" else p["protocol"])}
             for p in points]),
             hide_index=True, key="anatomy_tradeoff_runs", width="stretch",
-            column_config={"run": st.column_config.TextColumn(width="small"),
-                           "protocol": st.column_config.TextColumn(width="large"),
+            column_config={"run": st.column_config.TextColumn(width="medium"),
+                           "protocol": st.column_config.TextColumn(width="medium"),
                            "RMG after": st.column_config.NumberColumn(format="%.3f"),
                            **{c: st.column_config.NumberColumn(format="%.0f%%") for c in
                               ("gap closed", "R@1 after / before", "neighbourhoods kept")},
