@@ -13,6 +13,7 @@ from gapviz import dashboard as dash
 from gapviz import exports, figures
 from gapviz.config import RECALL_KS
 from gapviz.methods import describe_run, make_method, method_class, method_params
+from gapviz.safety import plain_text
 from ui import compute
 from ui import export_menu as export_ui
 from ui.components import guard, method_label, method_names, metric_cards
@@ -129,38 +130,62 @@ with guard("measure the raw embeddings"):
         method_panel(after_col.empty(), hist_slot.empty())
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def _tradeoff_point(key: str, label: str, params_items: tuple, scoring_key: tuple, _X, _Y, _view,
-                    _raw_report, rmg_before: float) -> dict:
-    return dash.tradeoff_point(label, _X, _Y, _view.images, _view.texts, _raw_report,
-                               _view.report, rmg_before=rmg_before)
+@st.cache_data(max_entries=32, show_spinner="Measuring each setting (once per data, method and "
+                                           "protocol)…")
+def _tradeoff_points(key: str, method: str, settings: tuple, scoring: tuple, _X, _Y, _raw_report,
+                     _fit_pairs) -> list[dict]:
+    """One trade-off point per setting of ``method`` under ``scoring`` (``(protocol, folds,
+    seed, fit-on, allow_leak)``), each with how it was obtained. Kept by Streamlit per content
+    hash ``key``, method, settings and protocol: finished points do not depend on the pages'
+    smaller stores of fits, so a rerun never refits them."""
+    from gapviz.anatomy import relative_modality_gap
+    from gapviz.closing_costs import tradeoff_points
+    from gapviz.measures import measure_gap
+    from gapviz.protocols import protocol_transform
+
+    protocol, folds, seed, fit_on, allow_leak = scoring
+    rmg0 = relative_modality_gap(_X, _Y)
+    if method == "spectral" and protocol == "transductive":  # slices of one eigen-solve
+        return tradeoff_points(_X, _Y, spectral_ks=[dict(p)["n_components"] for p in settings],
+                               methods=(), before=_raw_report, rmg_before=rmg0)
+    points = []
+    for frozen_params in settings:
+        params = dict(frozen_params)
+        result = protocol_transform(method, _X, _Y, protocol=protocol, params=params, folds=folds,
+                                    seed=seed, fit_pairs=_fit_pairs,
+                                    fit_source=fit_on[0] if fit_on else None,
+                                    allow_pairing_leak=allow_leak)
+        Xt, Yt = result.image_embeddings, result.text_embeddings
+        prov = result.provenance
+        point = dash.tradeoff_point(describe_run(method, params), _X, _Y, Xt, Yt, _raw_report,
+                                    measure_gap(Xt, Yt), rmg_before=rmg0)
+        points.append({**point, "method": method, "params": describe_run(method, params),
+                       "protocol": prov.protocol, "how": prov.summary(), "n_fit": prov.n_fit,
+                       "n_scored": prov.n_scored})
+    return points
 
 
 with st.expander("What closing costs: the trade-off across this method's settings",
                  icon=":material/balance:"), guard("measure the trade-off"):
     if st.toggle("Compute", key="close_tradeoff",
                  help="For each value of the method's main slider (spectral: k = 5 … 200, "
-                      "slices of one fit): the share of the gap closed (1 − RMG after / before) "
-                      "against cross-modal R@1 and each modality's 10-nearest neighbourhoods "
-                      "kept. Other methods: the current setting."):
+                      "slices of one fit under the transductive protocol): the share of the gap "
+                      "closed (1 − RMG after / before) against cross-modal R@1 and each "
+                      "modality's 10-nearest neighbourhoods kept. Other methods: the current "
+                      "setting. Computed once per data, method and protocol."):
         from gapviz import anatomy_figures as af
-        from gapviz.anatomy import relative_modality_gap
 
-        X, Y = act.pairs.image_embeddings, act.pairs.text_embeddings
-        rmg0 = relative_modality_gap(X, Y)
         settings = [dict(ws.method_params)]
-        info = cls.param_info("n_components")
-        if method == "spectral" and info is not None:
+        if method == "spectral":
             lo, hi = cls.slider_range("n_components", act.pairs.n, act.pairs.dim)
             settings = [{"n_components": k} for k in (5, 10, 20, 40, 60, 120, 200) if lo <= k <= hi]
-        points = []
-        for p in settings:
-            view, prov = compute.scored_view(act, method, p, scoring, fit_pairs)
-            points.append(_tradeoff_point(act.key, describe_run(method, p),
-                                          compute.frozen(p), (scoring.protocol, scoring.folds),
-                                          X, Y, view, raw.report, rmg0))
+        points = _tradeoff_points(
+            act.key, method, tuple(compute.frozen(p) for p in settings),
+            (scoring.protocol, scoring.folds, scoring.seed, scoring.fit_on, scoring.allow_leak),
+            act.pairs.image_embeddings, act.pairs.text_embeddings, raw.report, fit_pairs)
         st.plotly_chart(af.tradeoff_figure(points, x_label="gap closed (1 − RMG after / before)"),
                         key="close_tradeoff_fig", config={"displaylogo": False})
-        st.caption(f"Under the protocol chosen above ({scoring.protocol}). Top right is best: "
-                   "the gap closed and nothing lost. The Anatomy page has the full costs "
+        how = points[0]["how"] if points else scoring.protocol
+        st.caption(f"How obtained (each point): {plain_text(how, None)}. Top right is best: the "
+                   "gap closed and nothing lost. The Anatomy page has the full costs "
                    "(cross-modal R@1/R@5, neighbourhoods, zero-shot).")

@@ -197,7 +197,25 @@ def test_close_the_gap_shows_the_trade_off_of_spectral_k(at):
     at.toggle(key="close_tradeoff").set_value(True).run()
     _clean(at, "Close the gap, trade-off")
     assert "close_tradeoff_fig" in [c.key for c in at.get("plotly_chart")]
-    assert any("Top right is best" in c.value for c in at.caption)
+    assert any("Top right is best" in c.value and "transductive: fitted on the 2,500 scored pairs"
+               in c.value.replace("\\", "") for c in at.caption)  # as shown: escapes read as text
+    # Kept once computed: dropping every store of fits does not make a rerun refit them.
+    from gapviz import closing_costs
+    from ui import compute
+
+    fig = next(c for c in at.get("plotly_chart") if c.key == "close_tradeoff_fig")
+    for kind in ("fits", "protocol", "live", "live_views"):
+        compute.store(kind)._items.clear()
+    calls = []
+    real = closing_costs.tradeoff_points
+    closing_costs.tradeoff_points = lambda *a, **k: calls.append(a) or real(*a, **k)
+    try:
+        at.run()
+    finally:
+        closing_costs.tradeoff_points = real
+    again = next(c for c in at.get("plotly_chart") if c.key == "close_tradeoff_fig")
+    assert again.proto.spec == fig.proto.spec and calls == []
+    at.toggle(key="close_tradeoff").set_value(False).run()
 
 
 def test_recall_cards_give_the_chance_level_of_their_pool(at):
