@@ -500,25 +500,28 @@ def cluster_gaps(X: np.ndarray, Y: np.ndarray, *, labels: Sequence[str] | None =
 
 
 def _measure_clusters(out: ClusterGaps, Xn: np.ndarray, Yn: np.ndarray, ks: tuple[int, ...]) -> None:
-    for c, name in enumerate(out.names):
+    """One row of measures per cluster, in cluster order. Clusters are measured side by side,
+    one per CPU: each is small (its similarity pass is one panel, its span a thin QR), so one
+    cluster cannot keep two cores busy."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(c: int) -> dict[str, Any]:
         idx = out.members(c)
-        row: dict[str, Any] = {"cluster": c, "name": name, "n": int(idx.size)}
+        row: dict[str, Any] = {"cluster": c, "name": out.names[c], "n": int(idx.size)}
         if idx.size >= 2:
-            Xc, Yc = _in_own_span(Xn[idx], Yn[idx])
+            Xc, Yc = Xn[idx], Yn[idx]
             r = measure_gap(Xc, Yc, ks=ks)
             row.update({key: v for key, v in r.metrics.items() if key != "N"})
             row["RMG"] = relative_modality_gap(Xc, Yc)
             row["NDCG@10"] = float(ndcg_gains(r.i2t_rank).mean())
-        out.rows.append(row)
+        return row
 
-
-def _in_own_span(Xc: np.ndarray, Yc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A small cluster's rows in coordinates of their own span (an isometry: every cosine,
-    rank and distance is unchanged), so Fréchet's d x d solves shrink to 2n x 2n when 2n < d."""
-    if 2 * Xc.shape[0] >= Xc.shape[1]:
-        return Xc, Yc
-    Q, _ = np.linalg.qr(np.vstack([Xc, Yc]).T.astype(np.float64))
-    return (Xc @ Q).astype(np.float32), (Yc @ Q).astype(np.float32)
+    workers = min(_workers(), len(out.names))
+    if workers <= 1:
+        out.rows.extend(one(c) for c in range(len(out.names)))
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="gapviz-clusters") as pool:
+        out.rows.extend(pool.map(one, range(len(out.names))))
 
 
 # ---------------------------------------------------------------------------------------------

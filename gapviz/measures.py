@@ -545,6 +545,9 @@ def frechet_distance(X: np.ndarray, Y: np.ndarray) -> float:
     non-symmetric ``sqrtm``. ``L`` is the Cholesky factor (one cheap factorisation); a
     singular ``C_x`` (fewer rows than dimensions, a flat direction) takes its eigen-factor.
     """
+    X, Y = np.asarray(X), np.asarray(Y)
+    if X.shape[0] == Y.shape[0] and X.shape[0] < X.shape[1]:
+        return _frechet_few_rows(X, Y)
     mu_x, cx = _mean_cov(X)
     mu_y, cy = _mean_cov(Y)
     try:
@@ -555,6 +558,23 @@ def frechet_distance(X: np.ndarray, Y: np.ndarray) -> float:
     m = factor.T @ cy @ factor
     tr_sqrt = np.sqrt(np.clip(linalg.eigvalsh(m, driver="evd"), 0, None)).sum()
     value = float(np.sum((mu_x - mu_y) ** 2) + np.trace(cx) + np.trace(cy) - 2.0 * tr_sqrt)
+    return max(value, 0.0)
+
+
+def _frechet_few_rows(X: np.ndarray, Y: np.ndarray) -> float:
+    """:func:`frechet_distance` for n rows of each when n < d, in n x n instead of d x d.
+
+    With centred rows A, B (n x d), C_x = A^T A / (n - 1) and C_y = B^T B / (n - 1): the
+    non-zero eigenvalues of C_x C_y are those of (B A^T)(B A^T)^T / (n - 1)^2, so
+    Tr (C_x C_y)^(1/2) is the sum of the singular values of B A^T over n - 1, and the traces
+    of C_x, C_y are the squared norms of A, B over n - 1."""
+    A = np.asarray(X, dtype=np.float64)
+    B = np.asarray(Y, dtype=np.float64)
+    mu_x, mu_y = A.mean(0), B.mean(0)
+    A, B = A - mu_x, B - mu_y
+    m = A.shape[0] - 1
+    tr_sqrt = linalg.svdvals(B @ A.T).sum() / m
+    value = float(np.sum((mu_x - mu_y) ** 2) + (np.sum(A * A) + np.sum(B * B)) / m - 2.0 * tr_sqrt)
     return max(value, 0.0)
 
 
