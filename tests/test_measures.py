@@ -135,6 +135,20 @@ def test_frechet_singular_covariance():
     assert frechet_distance(X, Y) == pytest.approx(ref, rel=1e-7)
 
 
+def test_frechet_of_fewer_pairs_than_dimensions_takes_the_small_product():
+    """n pairs in d > n dimensions (a small cluster): the n x n path equals the d x d formula
+    (by hand: a pure shift; and the spectrum of C_x C_y, as above)."""
+    rng = np.random.default_rng(5)
+    X, Y = rng.normal(size=(12, 40)), rng.normal(size=(12, 40)) * 0.5 + 0.3
+    cx, cy = np.cov(X, rowvar=False), np.cov(Y, rowvar=False)
+    tr_sqrt = np.sqrt(np.clip(np.linalg.eigvals(cx @ cy).real, 0, None)).sum()
+    ref = np.sum((X.mean(0) - Y.mean(0)) ** 2) + np.trace(cx) + np.trace(cy) - 2 * tr_sqrt
+    assert frechet_distance(X, Y) == pytest.approx(ref, rel=1e-9)
+    t = rng.normal(size=40)
+    assert frechet_distance(X + t, X) == pytest.approx(float(t @ t), rel=1e-9)
+    assert frechet_distance(X, X) == pytest.approx(0.0, abs=1e-9)
+
+
 def test_concurrent_passes_agree_and_restore_blas_threads():
     from concurrent.futures import ThreadPoolExecutor
 
