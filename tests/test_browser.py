@@ -366,7 +366,8 @@ def _change_of_first_card(page, old: str, timeout_ms: int = 120_000) -> None:
 def test_ot_and_sinkhorn_sliders_move_live(app_url):
     """On Close the gap, choose Laplace OT then Sinkhorn (each under its default protocol,
     held-out): the first view within 5 s, then one step of the regularisation slider changes
-    the cards within 1 s. Times are printed; screenshots saved. On a machine busy with other
+    the cards within 1 s (the median of three one-step moves to values not seen before, each
+    after the user has read for 8 s). Times are printed; screenshots saved. On a machine busy with other
     work (load above one runnable task per CPU) the times are printed but not judged."""
     timings = {}
     with sync_api.sync_playwright() as pw:
@@ -377,8 +378,10 @@ def test_ot_and_sinkhorn_sliders_move_live(app_url):
             page.goto(f"{app_url}/close_gap")
             page.wait_for_selector('[data-testid="stMetric"]', timeout=FIRST_LOAD_TIMEOUT * 1000)
             _wait_idle(page, FIRST_LOAD_TIMEOUT)
-            for label, key in (("Laplace OT (EMD)", "close_reg_lap"),
-                               ("Sinkhorn OT", "close_reg")):
+            # three one-step moves, each to a value not seen before: reg_lap 100 -> 30 -> 10
+            # -> 1; reg 0.05 -> 0.1 -> 0.2 -> 0.5
+            for label, key, arrow in (("Laplace OT (EMD)", "close_reg_lap", "ArrowLeft"),
+                                      ("Sinkhorn OT", "close_reg", "ArrowRight")):
                 before = _metrics(page)["ITR"]
                 page.locator(".st-key-close_method").click()
                 t0 = time.monotonic()
@@ -388,23 +391,32 @@ def test_ot_and_sinkhorn_sliders_move_live(app_url):
                 timings[f"{label}: first view"] = time.monotonic() - t0
                 _assert_no_exception(page, label)
                 assert "held-out: 5-fold cross-fit" in page.inner_text("body")
-                page.wait_for_timeout(8000)  # the user reads; neighbouring values solve meanwhile
-                before = _metrics(page)["ITR"]
-                page.locator(f'.st-key-{key} input[type="range"]').first.focus()
-                t0 = time.monotonic()
-                page.keyboard.press("ArrowLeft")
-                _change_of_first_card(page, before)
-                timings[f"{label}: slider move"] = time.monotonic() - t0
-                _wait_idle(page)
-                _assert_no_exception(page, f"{label} after a slider move")
+                moves = []
+                for _ in range(3):
+                    page.wait_for_timeout(8000)  # the user reads; neighbouring values solve
+                    before = _metrics(page)["ITR"]
+                    page.locator(f'.st-key-{key} input[type="range"]').first.focus()
+                    t0 = time.monotonic()
+                    page.keyboard.press(arrow)
+                    _change_of_first_card(page, before)
+                    moves.append(time.monotonic() - t0)
+                    _wait_idle(page)
+                    _assert_no_exception(page, f"{label} after a slider move")
+                # the median of three one-step moves: one hiccup of a shared machine (a
+                # collection, another test's leftover work in the server) is not the app's speed
+                timings[f"{label}: slider move"] = sorted(moves)[1]
+                timings[f"{label}: slider moves (all)"] = moves
                 _shot(page, f"7_{key}_moved")
         finally:
             browser.close()
-    print("live sliders:", {k: round(v, 2) for k, v in timings.items()})
+    print("live sliders:", {k: [round(x, 2) for x in v] if isinstance(v, list) else round(v, 2)
+                            for k, v in timings.items()})
     load = os.getloadavg()[0] / (os.cpu_count() or 1)
     if load > 1.0:  # other work competes for the CPUs: a wall-clock time says little then
         pytest.skip(f"machine loaded ({load:.1f} runnable per CPU): timings {timings} not judged; "
                     "bench/bench_ot_live.py measures them against the same targets")
     for what, seconds in timings.items():
+        if isinstance(seconds, list):
+            continue  # printed; the median above is judged
         target = FIRST_VIEW_TARGET if what.endswith("first view") else SLIDER_MOVE_TARGET
         assert seconds < target, f"{what}: {seconds:.2f} s (target < {target:.0f} s); all: {timings}"
