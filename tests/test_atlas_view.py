@@ -131,6 +131,23 @@ def test_explore_falls_back_to_a_plotly_sample_without_the_atlas(monkeypatch, ga
     assert not at.metric
 
 
+def test_a_hosted_demo_shows_the_sample_not_the_atlas(monkeypatch, gapviz_cache):
+    """The atlas component loads code from a CDN: hosted pages send visitors nowhere else."""
+    from conftest import app_session, assert_clean, simulated_workspace
+
+    import ui.atlas
+
+    monkeypatch.setenv("GAPVIZ_HOSTED", "1")
+    monkeypatch.setattr(ui.atlas, "atlas_installed", lambda: True)
+    n = av.PLOTLY_MAX_POINTS // 2 + 500
+    ws = simulated_workspace(n, 16, "large", profiles=["clip"])
+    at = app_session("pages/explore.py", workspace=ws)
+    assert_clean(at, "explore (large pool, hosted)")
+    assert any(f"Showing {av.PLOTLY_MAX_POINTS:,} of {2 * n:,} points" in c.value
+               and "not offered on a hosted demo" in c.value for c in at.caption)
+    assert not [r for r in at.radio if r.key == "explore_viewer"]
+
+
 def test_explore_draws_the_atlas_when_installed(gapviz_cache):
     pytest.importorskip("embedding_atlas", reason="embedding-atlas is an extra (gapviz[atlas])")
     from conftest import app_session, assert_clean, simulated_workspace

@@ -17,7 +17,7 @@ import importlib.util
 import streamlit as st
 
 from gapviz import atlas_view as av
-from gapviz import figures
+from gapviz import figures, hosting
 from gapviz.projection import Projection
 
 from .state import keep
@@ -65,8 +65,14 @@ def is_large(n_pairs: int) -> bool:
 def large_pool_panel(key: str, proj: Projection, ids, captions, *, lines: bool,
                      height: int) -> list[tuple[int, str]]:
     """A pool past Plotly's limit: the atlas when installed, else a seeded sample in Plotly
-    (said so, with the install command). Returns the selected ``(row, modality)``."""
-    if atlas_installed():
+    (said so, with the install command). A hosted demo shows the sample: the atlas's component
+    loads code from a CDN, and a hosted page sends its visitors nowhere but this server.
+    Returns the selected ``(row, modality)``."""
+    if hosting.hosted():
+        sample = plotly_sample(proj.n)
+        st.caption(f"{sample.describe()} (Embedding Atlas, which loads code from a CDN, is not "
+                   "offered on a hosted demo.)")
+    elif atlas_installed():
         viewer = st.radio("Viewer", VIEWERS, horizontal=True, help=VIEWER_HELP,
                           **keep("explore_viewer", VIEWERS[0]))
         if viewer == VIEWERS[0]:
