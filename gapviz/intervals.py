@@ -43,7 +43,7 @@ import numpy as np
 from scipy import sparse
 
 from .anatomy import NDCG_K, RMG_FLOOR, ndcg_gains
-from .measures import GapReport, normalize_rows
+from .measures import GapReport, _one_blas_thread, normalize_rows
 
 #: Cross-modal R@K always given intervals (what closing costs are read in), beside the report's K.
 CROSSMODAL_KS = (1, 5)
@@ -307,12 +307,11 @@ def bootstrap_ci(outcomes: PairOutcomes, *, n_resamples: int = N_RESAMPLES, leve
     keep_samples : bool
         Keep the B resampled values of each measure in ``samples``.
     """
-    from .anatomy import _blas_one_thread
 
     _check_bootstrap(n_resamples, level)
     t = time.perf_counter()
     n = outcomes.n
-    with _blas_one_thread(2):  # thin products: a BLAS thread pool would mostly spin
+    with _one_blas_thread(2):  # thin products: a BLAS thread pool would mostly spin
         estimate = {k: float(v[0]) for k, v in
                     measures_from_weights(outcomes, np.ones((1, n)), frechet=frechet).items()}
         samples = measures_from_weights(outcomes, resample_weights(n, n_resamples, seed), frechet=frechet)
@@ -352,11 +351,10 @@ def paired_comparison(a: PairOutcomes, b: PairOutcomes, *, n_resamples: int = N_
         raise ValueError(f"a has {a.n} pairs, b has {b.n}: a paired comparison needs the same pairs.")
     _check_bootstrap(n_resamples, 1 - alpha)
     n = a.n
-    from .anatomy import _blas_one_thread
 
     W = resample_weights(n, n_resamples, seed)
     ones = np.ones((1, n))
-    with _blas_one_thread(2):
+    with _one_blas_thread(2):
         ea, eb = measures_from_weights(a, ones), measures_from_weights(b, ones)
         sa, sb = measures_from_weights(a, W), measures_from_weights(b, W)
     names = [k for k in ea if k in eb] if measures is None else list(measures)
@@ -429,7 +427,6 @@ def before_after_intervals(before: PairOutcomes, after: PairOutcomes, *,
     if before.n != after.n:
         raise ValueError(f"before has {before.n} pairs, after {after.n}: intervals before and "
                          "after a method need the same scored pairs.")
-    from .anatomy import _blas_one_thread
 
     _check_bootstrap(n_resamples, level)
     t = time.perf_counter()
@@ -438,7 +435,7 @@ def before_after_intervals(before: PairOutcomes, after: PairOutcomes, *,
     ones = np.ones((1, n))
     alpha = 1.0 - level
     reports, estimates, samples = [], [], []
-    with _blas_one_thread(2):
+    with _one_blas_thread(2):
         for o in (before, after):
             t_side = time.perf_counter()
             e = {k: float(v[0]) for k, v in measures_from_weights(o, ones).items()}

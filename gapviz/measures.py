@@ -52,10 +52,12 @@ it is used when torch sees a CUDA GPU and N >= :data:`DEVICE_MIN_PAIRS`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -744,34 +746,25 @@ def _run_panels(work, starts: list[int], workers: int) -> None:
             future.result()
 
 
-class _OneBlasThread:
-    """Holds BLAS to one thread while any measure pass runs; shared by concurrent callers.
+class SharedSetting:
+    """A process-wide setting held while any caller needs it; shared by concurrent callers.
 
-    A worker's product and its numba sweep then run back to back on one core. Left to
-    themselves, BLAS's thread pool and a second pool for the sweeps spin against each other
-    on the same cores, which cost about 40% on 2 cores. The first caller in sets the limit and
-    the last one out restores it, so concurrent passes (app sessions are threads) never
-    leave the process with a wrong BLAS setting.
+    ``apply()`` sets it and returns the function that puts back what was there. The first
+    caller in applies it and the last one out restores it, so concurrent passes (app sessions
+    are threads) never leave the process with a wrong setting.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, apply: Callable[[], Callable[[], None]]) -> None:
+        self._apply = apply
         self._lock = threading.Lock()
         self._users = 0
-        self._limiter = None
-        self._controller = None  # made on first use: it lists the BLAS libraries loaded then
+        self._restore: Callable[[], None] | None = None
 
     @contextlib.contextmanager
-    def __call__(self, workers: int):
-        if workers == 1:  # nothing runs beside BLAS: leave it alone
-            yield
-            return
+    def held(self) -> Iterator[None]:
         with self._lock:
             if self._users == 0:
-                if self._controller is None:
-                    from threadpoolctl import ThreadpoolController
-
-                    self._controller = ThreadpoolController()
-                self._limiter = self._controller.limit(limits=1, user_api="blas")
+                self._restore = self._apply()
             self._users += 1
         try:
             yield
@@ -779,11 +772,39 @@ class _OneBlasThread:
             with self._lock:
                 self._users -= 1
                 if self._users == 0:
-                    self._limiter.restore_original_limits()
-                    self._limiter = None
+                    self._restore()
+                    self._restore = None
 
 
-_one_blas_thread = _OneBlasThread()
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    """Made on first use: it lists the BLAS libraries loaded then."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def _blas_to_one_thread() -> Callable[[], None]:
+    return _blas_controller().limit(limits=1, user_api="blas").restore_original_limits
+
+
+_blas_held_to_one = SharedSetting(_blas_to_one_thread)
+
+
+@contextlib.contextmanager
+def _one_blas_thread(workers: int) -> Iterator[None]:
+    """Holds BLAS to one thread while any measure pass runs (:class:`SharedSetting`).
+
+    A worker's product and its numba sweep then run back to back on one core. Left to
+    themselves, BLAS's thread pool and a second pool for the sweeps spin against each other
+    on the same cores, which cost about 40% on 2 cores. With one worker nothing runs beside
+    BLAS, and it is left alone.
+    """
+    if workers == 1:
+        yield
+        return
+    with _blas_held_to_one.held():
+        yield
 
 
 def _exact_source(A: np.ndarray) -> np.ndarray:

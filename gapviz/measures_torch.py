@@ -39,7 +39,6 @@ Torch is imported by this module only; ``gapviz.measures`` imports it on demand.
 from __future__ import annotations
 
 import contextlib
-import threading
 
 import numpy as np
 import torch
@@ -47,6 +46,7 @@ import torch
 from .measures import (
     _BELOW,
     TIE_TOL_FLOAT64,
+    SharedSetting,
     _band32,
     _count_at_least,
     _max_over,
@@ -267,50 +267,33 @@ def _panel_values(block_values: int | None, device: torch.device) -> int:
     return 1 << 24  # torch's CPU device: the CPU pass's 64 MiB
 
 
-class _IeeeFloat32:
-    """TF32 off for cuBLAS while any pass runs on a CUDA device; shared by concurrent callers.
+def _tf32_off():
+    """TF32 off for cuBLAS; returns the function that puts the setting back. The legacy flag
+    ``torch.backends.cuda.matmul.allow_tf32`` is used unless the process set precision through
+    torch's newer ``fp32_precision`` API (reading the legacy flag then raises), in which case
+    that one is saved and set instead."""
+    matmul = torch.backends.cuda.matmul
+    try:
+        saved = matmul.allow_tf32
+    except RuntimeError:  # the newer API is in use: keep to it
+        saved = matmul.fp32_precision
+        matmul.fp32_precision = "ieee"
+        return lambda: setattr(matmul, "fp32_precision", saved)
+    matmul.allow_tf32 = False
+    return lambda: setattr(matmul, "allow_tf32", saved)
+
+
+_tf32_held_off = SharedSetting(_tf32_off)
+
+
+@contextlib.contextmanager
+def _ieee_float32_products(device: torch.device):
+    """TF32 off for cuBLAS while any pass runs on a CUDA device (:class:`SharedSetting`).
 
     TF32 rounds the factors of a float32 product to 10 mantissa bits, far outside the float32
-    error bound the exact rank rule relies on. The first caller in saves the setting and the
-    last one out restores it. The legacy flag ``torch.backends.cuda.matmul.allow_tf32`` is
-    used unless the process set precision through torch's newer ``fp32_precision`` API
-    (reading the legacy flag then raises), in which case that one is saved and set instead.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._users = 0
-        self._restore = None
-
-    @contextlib.contextmanager
-    def __call__(self, device: torch.device):
-        if device.type != "cuda":
-            yield
-            return
-        with self._lock:
-            if self._users == 0:
-                self._restore = self._switch_off()
-            self._users += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._users -= 1
-                if self._users == 0:
-                    self._restore()
-                    self._restore = None
-
-    @staticmethod
-    def _switch_off():
-        matmul = torch.backends.cuda.matmul
-        try:
-            saved = matmul.allow_tf32
-        except RuntimeError:  # the newer API is in use: keep to it
-            saved = matmul.fp32_precision
-            matmul.fp32_precision = "ieee"
-            return lambda: setattr(matmul, "fp32_precision", saved)
-        matmul.allow_tf32 = False
-        return lambda: setattr(matmul, "allow_tf32", saved)
-
-
-_ieee_float32_products = _IeeeFloat32()
+    error bound the exact rank rule relies on."""
+    if device.type != "cuda":
+        yield
+        return
+    with _tf32_held_off.held():
+        yield
