@@ -57,6 +57,22 @@ def metrics_from_ranks(ref, ks=(5, 10, 20)):
     return m
 
 
+#: (GapReport field, :func:`brute_force_ranks` key) of every rank array a report carries.
+RANK_FIELDS = (("best_text_rank", "best_text"), ("best_image_rank", "best_image"),
+               ("i2t_rank", "i2t"), ("t2i_rank", "t2i"),
+               ("i2t_rank_crossmodal", "i2t_x"), ("t2i_rank_crossmodal", "t2i_x"))
+
+
+def assert_report_is_float64(report, X, Y):
+    """Every rank array of ``report`` (``measure_gap`` on X, Y, any device) equals the float64
+    brute force on the same input, and so do the metrics read from the ranks."""
+    ref = brute_force_ranks(X, Y)
+    for mine, theirs in RANK_FIELDS:
+        np.testing.assert_array_equal(getattr(report, mine), ref[theirs], err_msg=mine)
+    want = metrics_from_ranks(ref, report.ks)
+    assert {k: report.metrics[k] for k in want} == want
+
+
 def planted_ties(n: int, d: int, seed: int, log_eps: float, n_dup: int, f64: bool):
     """Pairs with planted near-duplicates (texts = permuted images moved by 10^log_eps) and
     ``n_dup`` exact duplicates, in float64 or float32; None when a row came out zero."""

@@ -3,7 +3,6 @@ brute-force references, the bootstrap's behaviour and the paired test's false-po
 
 import json
 import math
-import os
 
 import numpy as np
 import pytest
