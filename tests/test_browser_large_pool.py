@@ -34,6 +34,7 @@ from test_browser import (
     _assert_no_exception,
     _serve,
     _wait_idle,
+    sync_api,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,10 +158,6 @@ def _open_explore(browser, url: str):
 
 
 def test_a_200k_point_pool_opens_in_explore_and_selections_list_pairs(large_url):
-    sync_api = pytest.importorskip("playwright.sync_api",
-                                   reason="the playwright Python package is not installed")
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium")
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
                                      headless=True)
@@ -251,10 +248,6 @@ def test_a_click_in_the_atlas_shows_the_pair(large_url):
     """Click a point of the atlas, ask for its nearest neighbours: one, its partner; then a
     rectangle around the point lists its pair. Needs WebGPU with 16-bit floats in the
     browser (Embedding Atlas draws its points with nothing else)."""
-    sync_api = pytest.importorskip("playwright.sync_api",
-                                   reason="the playwright Python package is not installed")
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium")
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
                                      args=[a for a in CHROMIUM_ARGS if a != "--disable-gpu"]
