@@ -27,10 +27,9 @@ from gapviz.closing_costs import (
     tradeoff_points,
 )
 from gapviz.measure_info import format_metric, info
-from gapviz.methods import describe_run, format_params, method_class, suited_params
+from gapviz.methods import describe_run, method_class, suited_params
 from gapviz.protocols import DEFAULT_FOLDS, DEFAULT_SEED, fit_size
 from gapviz.safety import plain_text
-from gapviz.tables import run_cells
 from ui import compute
 from ui import export_menu as export_ui
 from ui.components import guard, method_label, method_names, metric_cards
@@ -396,11 +395,9 @@ figures = [("Gap dimensions and ablation", fig_dims), ("Mean shift vs distributi
 if stored_points:
     figures.append(("Trade-off across methods",
                     af.tradeoff_figure(stored_points, x_label="gap closed (1 − RMG after / before)")))
-after_column = f"{method.upper()} ({prov.protocol})"
+measures, runs = export_ui.raw_and_method(cards, pairs.n, method, cards_after, prov, params)
 export_ui.export_menu(export_ui.ExportItems(
-    columns={"ORIG": cards, after_column: cards_after},
+    columns=measures, runs=runs,
     keys=["RMG", "NDCG@10", "hubness", "ITR", "TIR", "R@5", "frechet", "centroid_gap"],
-    runs={"ORIG": run_cells(None, n_scored=pairs.n),
-          after_column: run_cells(prov.to_dict(), params=format_params(method, params))},
     figures=figures),
     prefix="anatomy", stem=f"anatomy-{act.model}")
