@@ -248,7 +248,7 @@ def tradeoff_points(X: np.ndarray, Y: np.ndarray, *, spectral_ks: Sequence[int] 
     """
     from .dashboard import fit_method, split_params, tradeoff_point, transformed
     from .methods import describe_run, method_class, method_label, suited_params
-    from .protocols import DEFAULT_FOLDS, DEFAULT_SEED, fit_size, protocol_transform
+    from .protocols import DEFAULT_FOLDS, DEFAULT_SEED, fit_size
 
     folds = DEFAULT_FOLDS if folds is None else folds
     seed = DEFAULT_SEED if seed is None else seed
@@ -280,14 +280,30 @@ def tradeoff_points(X: np.ndarray, Y: np.ndarray, *, spectral_ks: Sequence[int] 
     for name in methods:
         protocol = method_class(name).default_protocol
         params = suited_params(name, fit_size(n, protocol, folds=folds), d)
-        result = protocol_transform(name, X, Y, protocol=protocol, params=params, folds=folds,
-                                    seed=seed)
-        Xt, Yt = result.image_embeddings, result.text_embeddings
-        prov = result.provenance
-        label = method_label(name) + ("" if prov.protocol == "transductive" else f" ({prov.protocol})")
-        point = tradeoff_point(label, X, Y, Xt, Yt, before, measure_gap(Xt, Yt),
-                               rmg_before=rmg_before)
-        add({**point, "method": name, "params": describe_run(name, params),
-             "protocol": prov.protocol, "how": prov.summary(), "n_fit": prov.n_fit, "n_scored": prov.n_scored},
+        label = method_label(name) + ("" if protocol == "transductive" else f" ({protocol})")
+        add(protocol_tradeoff_point(name, X, Y, params, label=label, protocol=protocol,
+                                    folds=folds, seed=seed, before=before, rmg_before=rmg_before),
             method_label(name))
     return points
+
+
+def protocol_tradeoff_point(name: str, X: np.ndarray, Y: np.ndarray, params: dict[str, Any], *,
+                            label: str, protocol: str, folds: int, seed: int, before: GapReport,
+                            rmg_before: float | None = None, **protocol_options: Any
+                            ) -> dict[str, Any]:
+    """One trade-off point: method ``name`` with ``params`` under ``protocol``
+    (:func:`gapviz.protocols.protocol_transform`; ``protocol_options`` such as ``fit_pairs``
+    are passed on), as :func:`gapviz.dashboard.tradeoff_point` gives it, plus how it was
+    obtained: ``method``, ``params``, ``protocol``, ``how``, ``n_fit``, ``n_scored``."""
+    from .dashboard import tradeoff_point
+    from .methods import describe_run
+    from .protocols import protocol_transform
+
+    result = protocol_transform(name, X, Y, protocol=protocol, params=params, folds=folds,
+                                seed=seed, **protocol_options)
+    Xt, Yt = result.image_embeddings, result.text_embeddings
+    prov = result.provenance
+    point = tradeoff_point(label, X, Y, Xt, Yt, before, measure_gap(Xt, Yt), rmg_before=rmg_before)
+    return {**point, "method": name, "params": describe_run(name, params),
+            "protocol": prov.protocol, "how": prov.summary(), "n_fit": prov.n_fit,
+            "n_scored": prov.n_scored}

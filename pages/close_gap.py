@@ -139,30 +139,19 @@ def _tradeoff_points(key: str, method: str, settings: tuple, scoring: tuple, _X,
     hash ``key``, method, settings and protocol: finished points do not depend on the pages'
     smaller stores of fits, so a rerun never refits them."""
     from gapviz.anatomy import relative_modality_gap
-    from gapviz.closing_costs import tradeoff_points
-    from gapviz.measures import measure_gap
-    from gapviz.protocols import protocol_transform
+    from gapviz.closing_costs import protocol_tradeoff_point, tradeoff_points
 
     protocol, folds, seed, fit_on, allow_leak = scoring
     rmg0 = relative_modality_gap(_X, _Y)
     if method == "spectral" and protocol == "transductive":  # slices of one eigen-solve
         return tradeoff_points(_X, _Y, spectral_ks=[dict(p)["n_components"] for p in settings],
                                methods=(), before=_raw_report, rmg_before=rmg0)
-    points = []
-    for frozen_params in settings:
-        params = dict(frozen_params)
-        result = protocol_transform(method, _X, _Y, protocol=protocol, params=params, folds=folds,
-                                    seed=seed, fit_pairs=_fit_pairs,
+    return [protocol_tradeoff_point(method, _X, _Y, dict(p), label=describe_run(method, dict(p)),
+                                    protocol=protocol, folds=folds, seed=seed, before=_raw_report,
+                                    rmg_before=rmg0, fit_pairs=_fit_pairs,
                                     fit_source=fit_on[0] if fit_on else None,
                                     allow_pairing_leak=allow_leak)
-        Xt, Yt = result.image_embeddings, result.text_embeddings
-        prov = result.provenance
-        point = dash.tradeoff_point(describe_run(method, params), _X, _Y, Xt, Yt, _raw_report,
-                                    measure_gap(Xt, Yt), rmg_before=rmg0)
-        points.append({**point, "method": method, "params": describe_run(method, params),
-                       "protocol": prov.protocol, "how": prov.summary(), "n_fit": prov.n_fit,
-                       "n_scored": prov.n_scored})
-    return points
+            for p in settings]
 
 
 with st.expander("What closing costs: the trade-off across this method's settings",
