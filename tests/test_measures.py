@@ -358,3 +358,30 @@ def test_float32_cosine_bound_holds_with_room():
     err = np.abs((An @ Bn.T).astype(np.float64) - exact).max()
     assert err < measures.float32_cosine_bound(512) / 2
     assert measures.float32_cosine_bound(512) == pytest.approx(516 * 2.0 ** -23)
+
+
+def test_a_vlap_fit_beside_a_measure_pass_leaves_every_thread_setting_as_it_was():
+    """VLAP holds BLAS, OpenMP and torch to one thread through the shared settings: fits and
+    passes running at once restore what the process had."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+    from threadpoolctl import threadpool_info
+
+    from gapviz.methods import make_method
+    from gapviz.simulate import simulate_pairs
+
+    p = simulate_pairs(200, 16, seed=0)
+    def settings():
+        return sorted((i["filepath"], i["num_threads"]) for i in threadpool_info()), \
+            torch.get_num_threads()
+
+    before = settings()
+    with ThreadPoolExecutor(3) as pool:
+        jobs = [pool.submit(make_method("vlap", n_anchors=16, epochs=2).fit, p.image_embeddings,
+                            p.text_embeddings),
+                pool.submit(measure_gap, p.image_embeddings, p.text_embeddings),
+                pool.submit(make_method("vlap", n_anchors=16, epochs=2).fit, p.image_embeddings,
+                            p.text_embeddings)]
+        [j.result() for j in jobs]
+    assert settings() == before

@@ -31,6 +31,7 @@ import contextlib
 
 import numpy as np
 
+from ..measures import SharedSetting, _one_blas_thread
 from .base import GapMethod, Param, ProgressCallback, l2_normalize
 
 
@@ -131,7 +132,7 @@ class VLAPGap(GapMethod):
 
         gen = torch.Generator().manual_seed(self.random_state)
         # fork_rng: seeding here must not change the caller's global torch RNG.
-        with torch.random.fork_rng(devices=[]), _one_thread(torch):
+        with torch.random.fork_rng(devices=[]), _one_thread():
             torch.manual_seed(self.random_state)
             xt = torch.from_numpy(Xn)
             yt = torch.from_numpy(Yn)
@@ -177,25 +178,38 @@ class VLAPGap(GapMethod):
         return l2_normalize(Y)
 
 
+def _torch_and_openmp_to_one_thread():
+    """torch's intra-op pool and OpenMP to one thread; returns what puts them back."""
+    import torch
+
+    from ..measures import _blas_controller
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    limiter = _blas_controller().limit(limits=1, user_api="openmp")
+
+    def restore() -> None:
+        limiter.restore_original_limits()
+        torch.set_num_threads(before)
+
+    return restore
+
+
+_torch_and_openmp_held_to_one = SharedSetting(_torch_and_openmp_to_one_thread)
+
+
 @contextlib.contextmanager
-def _one_thread(torch=None):
-    """Run the block on one thread (BLAS, OpenMP and, given, torch's intra-op pool).
+def _one_thread():
+    """Run the block on one thread: BLAS (the measures' shared limit), OpenMP and torch's
+    intra-op pool, each held by :class:`gapviz.measures.SharedSetting` so that concurrent fits
+    and measure passes never leave the process with a wrong setting.
 
     Every product here is small (a batch of 256 against a d x d layer, k-means over N texts):
     a thread pool costs more in hand-offs than it gains, and on a shared machine its spinning
     threads fight other work for the cores. Measured on 2 busy CPUs (load 8), one fit at
     N = 2,000, d = 512: 45-121 s with the default pools, 1.6 s on one thread."""
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads() if torch is not None else None
-    try:
-        if torch is not None:
-            torch.set_num_threads(1)
-        with threadpool_limits(1):
-            yield
-    finally:
-        if before is not None:
-            torch.set_num_threads(before)
+    with _one_blas_thread(2), _torch_and_openmp_held_to_one.held():
+        yield
 
 
 def _sinkhorn_codes(logits, log_marginal, n_iter: int):
