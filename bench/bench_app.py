@@ -45,27 +45,31 @@ def _run_part(part: str, *args: str) -> dict:
 def part_slider(n: int, repeat: int) -> dict:
     import plotly.io as pio
 
-    from gapviz import dashboard as dash
     from gapviz import figures
+    from gapviz.runs import RunData, Runner, RunSpec
     from gapviz.simulate import simulate_pairs
+    from gapviz.views import view_of
 
     pairs = simulate_pairs(n)
     X, Y = pairs.image_embeddings, pairs.text_embeddings
     t0 = time.perf_counter()
-    raw = dash.view_of(X, Y)
+    raw = view_of(X, Y)
     raw_s = time.perf_counter() - t0
-    fit_params, _ = dash.split_params("spectral", {}, n, pairs.dim)
+    # The page's path: the runner fits once, every k is a slice of that fit.
+    runner, data = Runner(), RunData.of(pairs)
+    spec = RunSpec.make("spectral", {"n_components": 60})
     t0 = time.perf_counter()
-    method = dash.fit_method("spectral", X, Y, fit_params)
+    runner.run(spec, data)
     fit_s = time.perf_counter() - t0
 
     def update(k: int) -> dict[str, float]:
         t = {}
         t0 = time.perf_counter()
-        Xt, Yt = dash.transformed(method, X, Y, {"n_components": k})
+        run = runner.run(spec.with_params(n_components=k), data)
+        Xt, Yt = run.images, run.texts
         t["slice"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        view = dash.view_of(Xt, Yt)
+        view = view_of(Xt, Yt)
         t["measures+pca+distances"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         # What the page redraws: the "after" scatter (the "before" one is static) and the
@@ -109,10 +113,9 @@ def part_first_load() -> dict:
 
 
 def part_umap(n: int) -> dict:
-    from gapviz.projection import joint_umap, warm_up_umap
+    from gapviz.projection import LayoutJobs, joint_umap, warm_up_umap
+    from gapviz.runs import LRUStore
     from gapviz.simulate import simulate_pairs
-    from ui import compute
-    from gapviz.workspace import Workspace
 
     pairs = simulate_pairs(n)
     t0 = time.perf_counter()
@@ -122,15 +125,14 @@ def part_umap(n: int) -> dict:
     joint_umap(pairs.image_embeddings, pairs.text_embeddings)
     first_s = time.perf_counter() - t0
     # The app's path: a background job keyed by content hash; the second ask is a cache hit.
-    ws = Workspace()
-    ws.add(pairs, source="bench")
-    act = ws.active
-    job = compute.umap_job(act)
+    jobs, key = LayoutJobs(LRUStore(8)), pairs.content_hash()
+    X, Y = pairs.image_embeddings, pairs.text_embeddings
+    job = jobs.job(key, X, Y)
     t0 = time.perf_counter()
     job.result()
     app_first_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    proj = compute.umap_ready(act)
+    proj = jobs.ready(key, X, Y)
     cached_s = time.perf_counter() - t0
     assert proj is not None
     return {"n": n, "compile_s": compile_s, "first_s": first_s, "app_first_s": app_first_s,

@@ -90,62 +90,65 @@ def live(name: str, X: np.ndarray, Y: np.ndarray, fit_size: int) -> dict:
 
 def app_path(name: str, X: np.ndarray, Y: np.ndarray, repeat: int = 1) -> dict:
     """What the Close the gap page does under the method's default protocol (held-out, 5-fold
-    cross-fit): first view = ``protocol_transform`` + the page's view (measures, PCA,
-    distance samples); a move = ``refit_result`` (the 5 fits refitted side by side) + the view.
+    cross-fit), through the same runner the page asks (:class:`gapviz.runs.Runner`): first
+    view = the run's full protocol + the page's view (measures, PCA, distance samples); a move
+    = the runner's refit (the 5 fits refitted side by side) + the view.
 
     Moves are timed twice: *cold* (a value never solved) along the walk, ``repeat`` times
-    from a fresh fit set, and *one step after the page had time* (the page solves the
+    from a fresh runner, and *one step after the page had time* (the page solves the
     neighbouring slider values in the background while the user looks; here that background
     work is run, and timed, before the move). ``same`` says whether the walk's last move gave
     the numbers a fresh ``protocol_transform`` at that value gives (bit for bit).
     """
     import warnings
 
-    from gapviz.dashboard import view_of
-    from gapviz.protocols import protocol_transform, refit_result
-    from ui.compute import neighbour_values
+    from gapviz.protocols import protocol_transform
+    from gapviz.runs import RunData, Runner, RunSpec, neighbour_values, slider_values
+    from gapviz.views import view_of
 
+    data = RunData(X, Y, "bench")
+    spec = RunSpec.make(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cold, cold_cpu, detail = [], [], []
         for r in range(repeat):
-            (result, dt) = timed(lambda: protocol_transform(name, X, Y))
-            dt += timed(lambda: view_of(result.image_embeddings, result.text_embeddings))[1]
+            runner = Runner()
+            (run, dt) = timed(lambda: runner.run(spec, data))
+            dt += timed(lambda: view_of(run.images, run.texts))[1]
             if r == 0:
                 first = dt
-            seen = {tuple(result.fits[0].get_params()[k] for k in result.fits[0]._live_params)}
+            seen = {tuple(sorted(slider_values(spec).items()))}
             for value in WALKS[name]:
-                (moved, dt) = timed(lambda: refit_result(result, X, Y, **value))
+                moved_spec = spec.with_params(**value)
+                (moved, dt) = timed(lambda: runner.run(moved_spec, data))
                 cpu = timed.cpu
-                dt += timed(lambda: view_of(moved.image_embeddings, moved.text_embeddings))[1]
+                dt += timed(lambda: view_of(moved.images, moved.texts))[1]
                 cpu += timed.cpu
-                key = tuple(result.fits[0].get_params()[k] for k in result.fits[0]._live_params)
+                key = tuple(sorted(slider_values(moved_spec).items()))
                 if key not in seen:  # a move back to a value solved before is a look-up
                     cold.append(dt)
                     cold_cpu.append(cpu)
                     detail.append((value, dt, os.getloadavg()[0]))
                 seen.add(key)
-        params = {k: v for k, v in result.fits[0].get_params().items()
-                  if k in result.fits[0]._live_params}
+        params = Runner.resolved_params(moved.spec, data.n, data.dim)
         fresh = protocol_transform(name, X, Y, params=params)
-        same = (np.array_equal(fresh.image_embeddings, moved.image_embeddings)
-                and np.array_equal(fresh.text_embeddings, moved.text_embeddings))
-        # a fresh fit set, then one-step moves, each after the background solved the neighbours
-        result = protocol_transform(name, X, Y)
-        current = {k: v for k, v in result.fits[0].get_params().items()
-                   if k in result.fits[0]._live_params}
+        same = (np.array_equal(fresh.image_embeddings, moved.images)
+                and np.array_equal(fresh.text_embeddings, moved.texts))
+        # a fresh runner, then one-step moves, each after the background solved the neighbours
+        runner = Runner()
+        current = spec
+        run = runner.run(current, data)
         stepped, background = [], []
         for _ in range(4):
-            values = neighbour_values(name, current)
-            background.append(timed(lambda: [f.precompute(values) for f in result.fits])[1])
-            current = values[-1]
-            (moved, dt) = timed(lambda: refit_result(result, X, Y, **current))
-            stepped.append(dt + timed(lambda: view_of(moved.image_embeddings,
-                                                      moved.text_embeddings))[1])
+            values = neighbour_values(name, slider_values(current))
+            background.append(timed(lambda: runner.precompute(current, data, values))[1])
+            current = current.with_params(**values[-1])
+            (moved, dt) = timed(lambda: runner.run(current, data))
+            stepped.append(dt + timed(lambda: view_of(moved.images, moved.texts))[1])
     return {"first": first, "moves": cold, "moves_cpu": cold_cpu, "detail": detail,
             "stepped": stepped,
-            "background": background, "protocol": result.provenance.summary(), "same": same,
-            "same_at": params}
+            "background": background, "protocol": run.provenance.summary(), "same": same,
+            "same_at": slider_values(moved.spec)}
 
 
 def pot_floor(name: str, X: np.ndarray, Y: np.ndarray, fit_size: int) -> float:

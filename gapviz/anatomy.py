@@ -53,8 +53,8 @@ import numpy as np
 from scipy import sparse, stats
 
 from .config import BLOCK_VALUES, RECALL_KS
-from .measures import (TIE_TOL, GapReport, _one_blas_thread, frechet_distance, measure_gap,
-                       normalize_rows)
+from .measures import TIE_TOL, GapReport, frechet_distance, measure_gap, normalize_rows
+from .threads import one_blas_thread
 
 #: The paired term of RMG is floored here, as in Schrodi et al.'s code (no division by ~0).
 RMG_FLOOR = 1e-3
@@ -386,7 +386,7 @@ def cluster_pairs(X: np.ndarray, Y: np.ndarray, n_clusters: int | None = None, *
     Xn, Yn = normalize_rows(X), normalize_rows(Y)
     J = np.hstack([Xn, Yn]).astype(np.float64)
     n = J.shape[0]
-    with _one_blas_thread(2):
+    with one_blas_thread(2):
         p = min(KMEANS_COMPONENTS, J.shape[1], n - 1)
         if 1 <= p < J.shape[1]:
             J = _randomized_pca(J, p, seed)
@@ -479,7 +479,7 @@ def cluster_gaps(X: np.ndarray, Y: np.ndarray, *, labels: Sequence[str] | None =
             raise ValueError(f"the clusters given are of {like.assignment.shape[0]} pairs, X has "
                              f"{n}: pass the clusters of these pairs.")
         out = ClusterGaps(like.assignment.copy(), list(like.names), like.source, like.k)
-        with _one_blas_thread(2):
+        with one_blas_thread(2):
             _measure_clusters(out, Xn, Yn, ks)
         return out
     if labels is not None:
@@ -493,7 +493,7 @@ def cluster_gaps(X: np.ndarray, Y: np.ndarray, *, labels: Sequence[str] | None =
         assignment, k = cluster_pairs(Xn, Yn, n_clusters, seed=seed)
         names, source = [f"cluster {c}" for c in range(k)], "kmeans"
     out = ClusterGaps(np.asarray(assignment, dtype=np.int64), names, source, k)
-    with _one_blas_thread(2):  # many small solves: a BLAS thread pool only spins on them
+    with one_blas_thread(2):  # many small solves: a BLAS thread pool only spins on them
         _measure_clusters(out, Xn, Yn, ks)
     return out
 
@@ -819,7 +819,7 @@ def _panel_loop(A: np.ndarray, B: np.ndarray | None, block_values: int, sweep) -
         S = A[i0:i1] @ (A[i0:] if B is None else B).T
         sweep(S, i0, 0, i1 - i0, slot)
 
-    with _one_blas_thread(workers):
+    with one_blas_thread(workers):
         # measure_gap's panel runner: each worker takes the next panel when it is free (in the
         # upper triangle the largest panels come first).
         _run_panels(work, list(range(0, n, rows)), workers)

@@ -13,13 +13,13 @@
   The true class must be strictly the most similar (beyond the tie tolerance) to count.
   Without a text encoder (the simulated demo), each class is represented by the mean of its
   pairs' text embeddings instead of a prompt: :func:`class_text_centroids`.
-- **The trade-off across methods** (:func:`tradeoff_points`): gap closed against what is kept,
-  one point per run (spectral at several k, quick baselines), each under its method's default
-  protocol and saying how it was obtained.
+- **One point of the trade-off view** (:func:`tradeoff_point`): gap closed against what a run
+  kept; the runs and their points are obtained by :meth:`gapviz.runs.Runner.tradeoff`.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -33,11 +33,6 @@ PROMPT_TEMPLATE = "a photo of a {label}."
 PRESERVATION_K = HUBNESS_K
 #: K of the cross-modal recalls reported before/after.
 COST_KS = (1, 5)
-#: Runs of the trade-off view: spectral at these k (slices of one fit), and these methods.
-TRADEOFF_KS = (5, 10, 20, 40, 60, 120, 200)
-TRADEOFF_METHODS = ("center", "standardize", "sinkhorn", "procrustes")
-
-
 def crossmodal_recall(report: GapReport, ks: Sequence[int] = COST_KS) -> dict[str, float]:
     """``R@K_i2t_crossmodal`` and ``R@K_t2i_crossmodal`` for each K from a report's ranks."""
     out = {}
@@ -221,89 +216,29 @@ def pair_labels(pairs: Any) -> list[str] | None:
     return None
 
 
-def tradeoff_points(X: np.ndarray, Y: np.ndarray, *, spectral_ks: Sequence[int] = TRADEOFF_KS,
-                    methods: Sequence[str] = TRADEOFF_METHODS, folds: int | None = None,
-                    seed: int | None = None, before: GapReport | None = None,
-                    rmg_before: float | None = None,
-                    progress: Callable[[float, str], None] | None = None) -> list[dict[str, Any]]:
-    """Gap closed against what is kept, one point per run, for the trade-off figure.
+def tradeoff_point(label: str, X: np.ndarray, Y: np.ndarray, X_t: np.ndarray, Y_t: np.ndarray,
+                   before: GapReport, after: GapReport, *, rmg_before: float | None = None,
+                   neighbours: bool = True) -> dict[str, Any]:
+    """How much of the gap a run closed and what it kept, for the trade-off figure.
 
-    Spectral at each k of ``spectral_ks`` that the data allows (transductive: one eigen-solve
-    for the largest k, every k a slice of it), then each of ``methods`` under its default
-    protocol (held-out methods cross-fitted with ``folds`` folds and ``seed``) with its
-    suited parameters (labelled with the protocol when it is not transductive). Each point is :func:`gapviz.dashboard.tradeoff_point`'s plus how it was
-    obtained: ``method``, ``params``, ``protocol``, ``how`` (the protocol in a sentence),
-    ``n_fit``, ``n_scored``.
-
-    Parameters
-    ----------
-    X, Y : ndarray of shape (N, d)
-        The pairs before any method.
-    before : GapReport, optional
-        ``measure_gap(X, Y)`` if already computed.
-    rmg_before : float, optional
-        RMG of (X, Y) if already computed.
-    progress : callable, optional
-        ``progress(fraction, message)`` after each run.
+    ``gap_closed`` = 1 - RMG(after) / RMG(before) (relative modality gap, Schrodi et al. 2025;
+    negative when the gap grew); ``r1_kept`` = cross-modal R@1 image→text after / before;
+    ``neighbours_kept`` = share of each item's 10 nearest same-modality neighbours kept (mean
+    over images and texts; O(N² d), skipped when ``neighbours`` is False).
     """
-    from .dashboard import fit_method, split_params, tradeoff_point, transformed
-    from .methods import describe_run, method_class, method_label, suited_params
-    from .protocols import DEFAULT_FOLDS, DEFAULT_SEED, fit_size
+    from .anatomy import relative_modality_gap
 
-    folds = DEFAULT_FOLDS if folds is None else folds
-    seed = DEFAULT_SEED if seed is None else seed
-    n, d = X.shape
-    before = measure_gap(X, Y) if before is None else before
-    hi = method_class("spectral").slider_range("n_components", n, d)[1]
-    ks = [int(k) for k in spectral_ks if k <= hi]
-    total = len(ks) + len(methods)
-    done = 0
-    points: list[dict[str, Any]] = []
-
-    def add(point: dict[str, Any], message: str) -> None:
-        nonlocal done
-        points.append(point)
-        done += 1
-        if progress is not None:
-            progress(done / max(total, 1), message)
-
-    if ks:
-        fit_params, _ = split_params("spectral", {"n_components": max(ks)}, n, d)
-        fit = fit_method("spectral", X, Y, fit_params)
-        for k in ks:
-            Xt, Yt = transformed(fit, X, Y, {"n_components": k})
-            point = tradeoff_point(f"spectral k={k}", X, Y, Xt, Yt, before, measure_gap(Xt, Yt),
-                                   rmg_before=rmg_before)
-            add({**point, "method": "spectral", "params": describe_run("spectral", {"n_components": k}),
-                 "protocol": "transductive", "how": f"transductive: fitted on the {n:,} scored pairs",
-                 "n_fit": n, "n_scored": n}, f"spectral k = {k}")
-    for name in methods:
-        protocol = method_class(name).default_protocol
-        params = suited_params(name, fit_size(n, protocol, folds=folds), d)
-        label = method_label(name) + ("" if protocol == "transductive" else f" ({protocol})")
-        add(protocol_tradeoff_point(name, X, Y, params, label=label, protocol=protocol,
-                                    folds=folds, seed=seed, before=before, rmg_before=rmg_before),
-            method_label(name))
-    return points
-
-
-def protocol_tradeoff_point(name: str, X: np.ndarray, Y: np.ndarray, params: dict[str, Any], *,
-                            label: str, protocol: str, folds: int, seed: int, before: GapReport,
-                            rmg_before: float | None = None, **protocol_options: Any
-                            ) -> dict[str, Any]:
-    """One trade-off point: method ``name`` with ``params`` under ``protocol``
-    (:func:`gapviz.protocols.protocol_transform`; ``protocol_options`` such as ``fit_pairs``
-    are passed on), as :func:`gapviz.dashboard.tradeoff_point` gives it, plus how it was
-    obtained: ``method``, ``params``, ``protocol``, ``how``, ``n_fit``, ``n_scored``."""
-    from .dashboard import tradeoff_point
-    from .methods import describe_run
-    from .protocols import protocol_transform
-
-    result = protocol_transform(name, X, Y, protocol=protocol, params=params, folds=folds,
-                                seed=seed, **protocol_options)
-    Xt, Yt = result.image_embeddings, result.text_embeddings
-    prov = result.provenance
-    point = tradeoff_point(label, X, Y, Xt, Yt, before, measure_gap(Xt, Yt), rmg_before=rmg_before)
-    return {**point, "method": name, "params": describe_run(name, params),
-            "protocol": prov.protocol, "how": prov.summary(), "n_fit": prov.n_fit,
-            "n_scored": prov.n_scored}
+    rb = relative_modality_gap(X, Y) if rmg_before is None else rmg_before
+    ra = relative_modality_gap(X_t, Y_t)
+    r1_before = crossmodal_recall(before, (1,))["R@1_i2t_crossmodal"]
+    r1_after = crossmodal_recall(after, (1,))["R@1_i2t_crossmodal"]
+    point: dict[str, Any] = {
+        "label": label, "rmg_before": rb, "rmg_after": ra,
+        "gap_closed": 1.0 - ra / rb if rb > 0 else math.nan,
+        "r1_before": r1_before, "r1_after": r1_after,
+        "r1_kept": r1_after / r1_before if r1_before > 0 else None,
+    }
+    if neighbours:
+        point["neighbours_kept"] = float(np.mean([neighbourhood_preservation(X, X_t).mean(),
+                                                  neighbourhood_preservation(Y, Y_t).mean()]))
+    return point

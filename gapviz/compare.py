@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from .embeddings import PairedEmbeddings
-from .measures import normalize_rows
-from .protocols import (DEFAULT_FOLDS, DEFAULT_SEED, PROTOCOLS, default_protocol, fit_and_score,
-                        fit_size)
+from .protocols import DEFAULT_FOLDS, DEFAULT_SEED, PROTOCOLS, default_protocol
+from .runs import RunData, Runner, planned_spec
 
 #: Measures of the comparison table, in the paper's order.
 COMPARE_KEYS: tuple[str, ...] = ("ITR", "TIR", "IMR", "TMR", "frechet", "R@5", "R@10", "R@20",
@@ -55,6 +54,8 @@ class ComparisonRow:
     provenance: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     notes: tuple[str, ...] = ()
+    #: The run behind the row (:class:`gapviz.runs.Run`), for the paired tests; None if it failed.
+    run: Any = field(default=None, compare=False, repr=False)
 
     @property
     def label(self) -> str:
@@ -79,7 +80,7 @@ def compare(datasets: Mapping[str, PairedEmbeddings], methods: Sequence[str], *,
             fit_on: PairedEmbeddings | Mapping[str, PairedEmbeddings] | None = None,
             fit_source: str | None = None, allow_pairing_leak: bool = False,
             shuffled: bool = False, max_fit: int | None = None,
-            keep_going: bool = True) -> list[ComparisonRow]:
+            keep_going: bool = True, runner: Runner | None = None) -> list[ComparisonRow]:
     """Fit and measure every method on every dataset (a model's embeddings of the pairs).
 
     Parameters
@@ -113,6 +114,8 @@ def compare(datasets: Mapping[str, PairedEmbeddings], methods: Sequence[str], *,
         A method that cannot run on a dataset (its parameters do not suit the data, a refused
         protocol, a numerical failure) gives a row with ``error`` set and no measures, and the
         other rows are still computed. False re-raises the first such error.
+    runner : gapviz.runs.Runner, optional
+        The runner that obtains each run (the app gives its shared one); a fresh one otherwise.
 
     A size parameter the caller left at its default (spectral ``n_components``, VLAP's anchors)
     is lowered to what the pairs each fit sees allow (:func:`gapviz.protocols.fit_size`), and
@@ -136,42 +139,139 @@ def compare(datasets: Mapping[str, PairedEmbeddings], methods: Sequence[str], *,
         raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}.")
     chosen_protocols = {name: _protocol_of(name, protocol) for name in methods}
     params = params or {}
+    runner = runner if runner is not None else Runner()
     rows: list[ComparisonRow] = []
     total = max(1, len(datasets) * len(methods))
     step = 0
     for label, pairs in datasets.items():
-        X, Y = normalize_rows(pairs.image_embeddings), normalize_rows(pairs.text_embeddings)
+        data = RunData.of(pairs, label=label)
         model = label if len(datasets) > 1 else ""
         for name in methods:
             if progress:
                 progress(step / total, f"{label}: {name}")
             chosen = chosen_protocols[name]
-            notes: tuple[str, ...] = ()
             try:
-                fit_pairs = _fit_pairs(fit_on, label) if chosen == "fit-on" else None
-                n_fit = fit_size(len(X), chosen, folds=folds,
-                                 n_fit_pairs=None if fit_pairs is None else len(fit_pairs[0]),
-                                 max_fit=None if chosen == "transductive" else max_fit)
-                run_params, notes = _sized_params(name, params.get(name), n_fit, X.shape[1])
-                result = fit_and_score(name, X, Y, protocol=chosen, params=run_params,
-                                       folds=folds, seed=seed, fit_pairs=fit_pairs,
-                                       fit_source=fit_source, allow_pairing_leak=allow_pairing_leak,
-                                       shuffled=shuffled,
-                                       max_fit=None if chosen == "transductive" else max_fit,
-                                       progress=_within(progress, step, total, f"{label}: {name}"))
+                other = (RunData.of(_fit_pairs(fit_on, label), label=fit_source or "")
+                         if chosen == "fit-on" else None)
+                rows.append(compare_row(runner, data, name, model=model, params=params.get(name),
+                                        protocol=chosen, folds=folds, seed=seed, fit_on=other,
+                                        allow_pairing_leak=allow_pairing_leak, shuffled=shuffled,
+                                        max_fit=max_fit,
+                                        progress=_within(progress, step, total, f"{label}: {name}")))
             except Exception as err:  # noqa: BLE001 - one method's failure must not lose the others
                 if not keep_going:
                     raise
                 rows.append(ComparisonRow(model, name, _params_of(name, params.get(name)), {},
-                                          chosen, {}, _reason(err), notes))
-            else:
-                rows.append(ComparisonRow(model, name, result.fits[0].describe()["params"],
-                                          result.metrics, result.provenance.protocol,
-                                          result.provenance.to_dict(), notes=notes))
+                                          chosen, {}, _reason(err)))
             step += 1
     if progress:
         progress(1.0, "done")
     return rows
+
+
+def compare_row(runner: Runner, data: RunData, method: str, *, model: str = "",
+                params: Mapping[str, Any] | None = None, protocol: str | None = None,
+                folds: int = DEFAULT_FOLDS, seed: int = DEFAULT_SEED, fit_on: RunData | None = None,
+                allow_pairing_leak: bool = False, shuffled: bool = False,
+                max_fit: int | None = None,
+                progress: Callable[[float, str], None] | None = None) -> ComparisonRow:
+    """One row of a comparison: ``method`` on ``data`` under ``protocol`` (its default when
+    None), obtained by ``runner`` (:func:`gapviz.runs.planned_spec` sizes its parameters) and
+    measured. Raises what the run raises (a refused protocol, parameters the data cannot take).
+    """
+    spec, notes = planned_spec(method, params, data.n, data.dim, protocol=protocol,
+                               n_fit_pairs=None if fit_on is None else fit_on.n, max_fit=max_fit,
+                               folds=folds, seed=seed,
+                               fit_on=None if fit_on is None else fit_on.key,
+                               allow_leak=allow_pairing_leak, shuffled=shuffled)
+    run = runner.run(spec, data, fit_on=fit_on, progress=progress)
+    ran = {} if method == "orig" else run.fits[0].describe()["params"]
+    return ComparisonRow(model, method, ran, run.metrics, run.provenance.protocol,
+                         run.provenance.to_dict(), notes=notes, run=run)
+
+
+#: Paired bootstrap of a column's best against its runner-up: resamples and level.
+SIGNIFICANCE_RESAMPLES = 200
+SIGNIFICANCE_ALPHA = 0.05
+
+
+def crowned(rows: Sequence[ComparisonRow], keys: Sequence[str], *, shuffled: bool = False
+            ) -> dict[str, set[str]]:
+    """The best run(s) of each measure among the rows that may be crowned: none in the
+    shuffled-pairs control (a null check, not a ranking), never a row scored on its own fit
+    pairs (a warning), never a row that did not run."""
+    from .tables import best_per_row
+
+    if shuffled:
+        return {}
+    columns = {r.label: r.metrics for r in rows if r.ok and not r.warning}
+    return best_per_row(columns, list(keys)) if columns else {}
+
+
+def significance(rows: Sequence[ComparisonRow], keys: Sequence[str], *, shuffled: bool = False,
+                 n_resamples: int = SIGNIFICANCE_RESAMPLES, alpha: float = SIGNIFICANCE_ALPHA,
+                 outcomes: Callable[[Any], Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Each measure's best run against its runner-up on the same pairs.
+
+    A paired bootstrap over pairs (:func:`gapviz.intervals.paired_comparison`, the same
+    resamples for both runs, seed 0): a best within noise of the runner-up is not crowned
+    (the Compare page colours both amber; ``gapviz compare`` prints ``~`` beside both).
+
+    Parameters
+    ----------
+    rows : sequence of ComparisonRow
+        Rows from :func:`compare` or :func:`compare_row` (they carry their runs).
+    keys : sequence of str
+        Measures to test; those the bootstrap does not resample are left out.
+    shuffled : bool
+        The shuffled-pairs control: nothing is crowned, nothing tested.
+    outcomes : callable(run) -> PairOutcomes, optional
+        A cache of :func:`gapviz.intervals.pair_outcomes` per run (the app's); computed
+        here otherwise.
+
+    Returns
+    -------
+    dict
+        ``{measure: {"best", "runner_up", "p_value", "significant"}}`` (run labels).
+    """
+    from .intervals import pair_outcomes, paired_comparison
+    from .measure_info import info
+
+    best = crowned(rows, keys, shuffled=shuffled)
+    by_label = {r.label: r for r in rows if r.ok and not r.warning and r.run is not None}
+    if len(by_label) < 2:
+        return {}
+    cache: dict[str, Any] = {}
+
+    def outcome(label: str) -> Any:
+        run = by_label[label].run
+        if outcomes is not None:
+            return outcomes(run)
+        if label not in cache:
+            cache[label] = pair_outcomes(run.images, run.texts, hubness=False)
+        return cache[label]
+
+    out: dict[str, dict[str, Any]] = {}
+    for key in keys:
+        winners = best.get(key, set())
+        if len(winners) != 1:
+            continue
+        (top,) = winners
+        if top not in by_label:
+            continue
+        others = [(info(key).badness(r.metrics.get(key)), label) for label, r in by_label.items()
+                  if label != top and r.metrics.get(key) is not None]
+        if not others:
+            continue
+        runner_up = min(others)[1]
+        try:
+            test = paired_comparison(outcome(top), outcome(runner_up), n_resamples=n_resamples,
+                                     alpha=alpha, measures=[key])[key]
+        except (KeyError, ValueError):  # a measure the bootstrap does not resample
+            continue
+        out[key] = {"best": top, "runner_up": runner_up, "p_value": float(test["p_value"]),
+                    "significant": bool(test["significant"])}
+    return out
 
 
 def rows_to_columns(rows: Sequence[ComparisonRow]) -> dict[str, dict[str, float]]:
@@ -368,23 +468,7 @@ def _fit_pairs(fit_on, label: str):
         pairs = fit_on[label]
     else:
         raise ValueError(f"no fit pairs for dataset {label!r} (fit_on has {sorted(fit_on)}).")
-    return normalize_rows(pairs.image_embeddings), normalize_rows(pairs.text_embeddings)
-
-
-def _sized_params(name: str, given: Mapping[str, Any] | None, n_fit: int, dim: int
-                  ) -> tuple[dict[str, Any], tuple[str, ...]]:
-    """``given`` plus each size parameter left at a default that ``n_fit`` pairs of dimension
-    ``dim`` cannot take, lowered to the largest value they can; and a note per lowered one."""
-    from .methods import method_params, suited_params
-
-    given = dict(given or {})
-    defaults = method_params(name)
-    suited = suited_params(name, n_fit, dim, given)
-    lowered = {k: v for k, v in suited.items()
-               if k not in given and k in defaults and v != defaults[k]}
-    notes = tuple(f"{k} lowered from its default {defaults[k]} to {v}: each fit sees {n_fit:,} "
-                  f"pairs of dimension {dim}" for k, v in lowered.items())
-    return {**given, **lowered}, notes
+    return pairs
 
 
 def _params_of(name: str, chosen: Mapping[str, Any] | None) -> dict[str, Any]:

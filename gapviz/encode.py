@@ -685,3 +685,46 @@ def _attach(cached: PairedEmbeddings, pairs: Sequence[Pair], spec: ModelSpec,
     return PairedEmbeddings(cached.image_embeddings, cached.text_embeddings, [p.id for p in rows],
                             [p.caption for p in rows], [p.image_path for p in rows], spec.label(),
                             {**cached.meta, **meta})
+
+
+def embed_loaded_pairs(pairs: list[Any], report: Any, model: Any, *, cache: Any = None,
+                       meta: dict[str, Any] | None = None,
+                       progress: Callable[[int, int, str], None] | None = None) -> tuple[Any, Any]:
+    """Embed loaded pairs and fold the embedding step's skips into the loader's report.
+
+    Parameters
+    ----------
+    pairs : list of gapviz.data.Pair
+        What a loader kept.
+    report : gapviz.data.DataReport
+        The loader's report; updated in place (images that failed while embedding are
+        subtracted from the kept count and named in a warning).
+    model : gapviz.encode.ModelSpec or LoadedModel
+    cache : gapviz.cache.EmbeddingCache, optional
+
+    Returns
+    -------
+    (PairedEmbeddings, DataReport)
+
+    Raises
+    ------
+    gapviz.data.DataError
+        Fewer than 2 pairs left to embed.
+    """
+    from .data import DataError
+
+    if len(pairs) < 2:
+        detail = " ".join(line.strip() for line in report.lines()[1:])
+        raise DataError(f"only {len(pairs)} usable pair(s) found, at least 2 are needed. "
+                        f"{report.summary()}. {detail}".strip())
+    result = embed_pairs(pairs, model, cache=cache, meta=meta, progress=progress)
+    for reason, ids in result.skipped.items():
+        report.n_kept -= len(ids)
+        shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+        report.warnings.append(f"{len(ids)} image(s) failed while embedding: {reason} ({shown})")
+    if result.from_cache:
+        report.notes.append("embeddings read from the cache (same images, captions and model)")
+    report.notes.extend(getattr(result, "notes", None) or [])  # precision and its self-check
+    if result.embeddings.n < 2:
+        raise DataError("fewer than 2 pairs could be embedded; " + "; ".join(report.warnings))
+    return result.embeddings, report

@@ -74,9 +74,9 @@ def measures_csv(columns: Mapping[str, Mapping[str, float]], keys: Sequence[str]
 
 
 def records_csv(records: Sequence[Mapping[str, Any]]) -> str:
-    """CSV of dict rows (e.g. :func:`gapviz.retrieval_view.hits_records`), columns in first-seen
-    order; text that a spreadsheet would run as a formula is neutralised (captions, ids and
-    model names come from uploaded files)."""
+    """CSV of dict rows (e.g. :func:`gapviz.figures.retrieval.hits_records`), columns in
+    first-seen order; text that a spreadsheet would run as a formula is neutralised (captions,
+    ids and model names come from uploaded files)."""
     columns = list(dict.fromkeys(k for record in records for k in record))
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")

@@ -43,7 +43,8 @@ import numpy as np
 from scipy import sparse
 
 from .anatomy import NDCG_K, RMG_FLOOR, ndcg_gains
-from .measures import GapReport, _one_blas_thread, normalize_rows
+from .measures import GapReport, normalize_rows
+from .threads import one_blas_thread
 
 #: Cross-modal R@K always given intervals (what closing costs are read in), beside the report's K.
 CROSSMODAL_KS = (1, 5)
@@ -311,7 +312,7 @@ def bootstrap_ci(outcomes: PairOutcomes, *, n_resamples: int = N_RESAMPLES, leve
     _check_bootstrap(n_resamples, level)
     t = time.perf_counter()
     n = outcomes.n
-    with _one_blas_thread(2):  # thin products: a BLAS thread pool would mostly spin
+    with one_blas_thread(2):  # thin products: a BLAS thread pool would mostly spin
         estimate = {k: float(v[0]) for k, v in
                     measures_from_weights(outcomes, np.ones((1, n)), frechet=frechet).items()}
         samples = measures_from_weights(outcomes, resample_weights(n, n_resamples, seed), frechet=frechet)
@@ -354,7 +355,7 @@ def paired_comparison(a: PairOutcomes, b: PairOutcomes, *, n_resamples: int = N_
 
     W = resample_weights(n, n_resamples, seed)
     ones = np.ones((1, n))
-    with _one_blas_thread(2):
+    with one_blas_thread(2):
         ea, eb = measures_from_weights(a, ones), measures_from_weights(b, ones)
         sa, sb = measures_from_weights(a, W), measures_from_weights(b, W)
     names = [k for k in ea if k in eb] if measures is None else list(measures)
@@ -435,7 +436,7 @@ def before_after_intervals(before: PairOutcomes, after: PairOutcomes, *,
     ones = np.ones((1, n))
     alpha = 1.0 - level
     reports, estimates, samples = [], [], []
-    with _one_blas_thread(2):
+    with one_blas_thread(2):
         for o in (before, after):
             t_side = time.perf_counter()
             e = {k: float(v[0]) for k, v in measures_from_weights(o, ones).items()}

@@ -1,7 +1,7 @@
 """What each measure is called, what it means, which way is better and how it prints.
 
 One table, :data:`MEASURES`, read by the metric cards (:mod:`gapviz.dashboard`), the measure
-tables (:mod:`gapviz.tables`), the Compare heatmap (:mod:`gapviz.compare_figures`), the HTML
+tables (:mod:`gapviz.tables`), the Compare heatmap (:mod:`gapviz.figures.compare`), the HTML
 report (:mod:`gapviz.report`) and the benchmark tables. Adding a measure is one
 :class:`MeasureInfo` entry here; its cards, tooltips, table rows and colours follow.
 
@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 from typing import Iterable, Literal
+
+from .config import RECALL_KS
 
 Direction = Literal["lower", "higher", "one"]
 NumberFormat = Literal["magnitude", "percent", "decimal", "count"]
@@ -365,3 +367,44 @@ def format_value(value: float | None, style: CellStyle = "text") -> str:
     if mag >= 10:
         return f"{value:.2f}"
     return f"{value:.3f}"
+
+
+# ---------------------------------------------------------------------------------------------
+# metric cards
+# ---------------------------------------------------------------------------------------------
+#: The four gap cards of the Overview (paper section 2.2).
+GAP_CARDS: tuple[str, ...] = ("ITR", "TIR", "IMR", "TMR")
+#: The cards of "Close the gap": the gap cards, mixed-pool recall, paired distance, Fréchet.
+ALL_CARDS: tuple[str, ...] = (*GAP_CARDS, "R@{k}", "paired_cosine_distance", "frechet")
+
+#: Default K of the recall card.
+DEFAULT_RECALL_K = RECALL_KS[0]
+
+
+def card_key(card: str, k: int = DEFAULT_RECALL_K) -> str:
+    """The metric key of a card (``"R@{k}"`` becomes ``"R@5"`` for k = 5)."""
+    return card.format(k=k)
+
+
+def gap_sentence(metrics: dict[str, float]) -> str:
+    """One plain-language line reading the ITR / TMR of a report, for non-specialists."""
+    n = int(metrics.get("N", 0))
+    itr, tmr = metrics.get("ITR", math.nan), metrics.get("TMR", math.nan)
+    if math.isnan(itr) or n == 0:
+        return ""
+    if math.isinf(itr):
+        first = "every image query sees another image before any text"
+    else:
+        first = f"{_share(itr / (1.0 + itr))} of image queries see an image before any text"
+    return f"{first}; the nearest text ranks #{tmr:,.0f} on average (of {2 * n - 1:,})."
+
+
+def _share(p: float) -> str:
+    """A fraction as a percentage that reads 0 % or 100 % only when it is exactly that:
+    0.997 is "99.7%", not "100%" (which the sentence keeps for "every")."""
+    for decimals in range(4):
+        text = f"{p:.{decimals}%}"
+        if 0 < p < 1 and float(text[:-1]) in (0.0, 100.0):
+            continue
+        return text
+    return text

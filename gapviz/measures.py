@@ -51,13 +51,10 @@ it is used when torch sees a CUDA GPU and N >= :data:`DEVICE_MIN_PAIRS`.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import math
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -67,6 +64,7 @@ from scipy import linalg, stats
 
 from .config import BLOCK_VALUES, RECALL_KS
 from .embeddings import check_pair_arrays
+from .threads import one_blas_thread
 
 # ---------------------------------------------------------------------------------------------
 # numba kernels: one sweep of a similarity panel, every reduction at once
@@ -455,7 +453,7 @@ def measure_gap(X: np.ndarray, Y: np.ndarray, *, ks: tuple[int, ...] = RECALL_KS
     workers = _workers()
     # BLAS is held to one thread on either device, so the float32 sums of the distances
     # (Fréchet's covariances) are the same on both.
-    with _one_blas_thread(workers), ThreadPoolExecutor(1, "gapviz-distances") as side:
+    with one_blas_thread(workers), ThreadPoolExecutor(1, "gapviz-distances") as side:
         # The O(N d + d^3) measures (Fréchet's eigen-solve above all) run beside the
         # similarity pass instead of after it.
         distances = side.submit(distance_measures, Xn, Yn, s_pair, normalized=True)
@@ -723,8 +721,8 @@ def _run_panels(work, starts: list[int], workers: int) -> None:
     """Call ``work(slot, i0)`` for every panel start, on ``workers`` threads.
 
     Each thread takes the next panel when it is free (the machine may be shared) and owns
-    accumulator ``slot``. Run it under ``_one_blas_thread``. One panel (a small set) runs on
-    the calling thread: starting threads would cost more than it.
+    accumulator ``slot``. Run it under :func:`gapviz.threads.one_blas_thread`. One panel (a
+    small set) runs on the calling thread: starting threads would cost more than it.
     """
     if workers == 1 or len(starts) == 1:
         for i0 in starts:
@@ -744,67 +742,6 @@ def _run_panels(work, starts: list[int], workers: int) -> None:
     with ThreadPoolExecutor(workers, thread_name_prefix="gapviz-panel") as pool:
         for future in [pool.submit(worker, slot) for slot in range(workers)]:
             future.result()
-
-
-class SharedSetting:
-    """A process-wide setting held while any caller needs it; shared by concurrent callers.
-
-    ``apply()`` sets it and returns the function that puts back what was there. The first
-    caller in applies it and the last one out restores it, so concurrent passes (app sessions
-    are threads) never leave the process with a wrong setting.
-    """
-
-    def __init__(self, apply: Callable[[], Callable[[], None]]) -> None:
-        self._apply = apply
-        self._lock = threading.Lock()
-        self._users = 0
-        self._restore: Callable[[], None] | None = None
-
-    @contextlib.contextmanager
-    def held(self) -> Iterator[None]:
-        with self._lock:
-            if self._users == 0:
-                self._restore = self._apply()
-            self._users += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._users -= 1
-                if self._users == 0:
-                    self._restore()
-                    self._restore = None
-
-
-@functools.lru_cache(maxsize=1)
-def _blas_controller():
-    """Made on first use: it lists the BLAS libraries loaded then."""
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
-
-
-def _blas_to_one_thread() -> Callable[[], None]:
-    return _blas_controller().limit(limits=1, user_api="blas").restore_original_limits
-
-
-_blas_held_to_one = SharedSetting(_blas_to_one_thread)
-
-
-@contextlib.contextmanager
-def _one_blas_thread(workers: int) -> Iterator[None]:
-    """Holds BLAS to one thread while any measure pass runs (:class:`SharedSetting`).
-
-    A worker's product and its numba sweep then run back to back on one core. Left to
-    themselves, BLAS's thread pool and a second pool for the sweeps spin against each other
-    on the same cores, which cost about 40% on 2 cores. With one worker nothing runs beside
-    BLAS, and it is left alone.
-    """
-    if workers == 1:
-        yield
-        return
-    with _blas_held_to_one.held():
-        yield
 
 
 def _exact_source(A: np.ndarray) -> np.ndarray:

@@ -46,12 +46,12 @@ import torch
 from .measures import (
     _BELOW,
     TIE_TOL_FLOAT64,
-    SharedSetting,
     _band32,
     _count_at_least,
     _max_over,
     _stack,
 )
+from .threads import SharedSetting
 
 #: float32 values of one device panel: 2^28 is 1 GiB of products (about 2 GiB with the
 #: masks of its sweep), large enough to keep a GPU's matrix units busy; capped at a fifth of
@@ -288,7 +288,8 @@ _tf32_held_off = SharedSetting(_tf32_off)
 
 @contextlib.contextmanager
 def _ieee_float32_products(device: torch.device):
-    """TF32 off for cuBLAS while any pass runs on a CUDA device (:class:`SharedSetting`).
+    """TF32 off for cuBLAS while any pass runs on a CUDA device (a
+    :class:`gapviz.threads.SharedSetting`).
 
     TF32 rounds the factors of a float32 product to 10 mantissa bits, far outside the float32
     error bound the exact rank rule relies on."""

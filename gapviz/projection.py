@@ -30,7 +30,7 @@ UMAP_PCA_DIMS = 50
 UMAP_EPOCHS = 200
 UMAP_INIT = "pca"
 
-#: Projection methods offered by :func:`project`.
+#: Projection methods: :func:`joint_pca` and :func:`joint_umap`.
 PROJECTIONS = ("pca", "umap")
 
 
@@ -210,12 +210,39 @@ def warm_up_umap() -> None:
     joint_umap(X, X + rng.normal(size=X.shape).astype(np.float32))
 
 
-def project(X: np.ndarray, Y: np.ndarray, method: str = "pca", **params: Any) -> Projection:
-    """Joint 2-D projection by name: ``"pca"`` (instant) or ``"umap"`` (seconds to minutes)."""
-    if method == "pca":
-        if params:
-            raise ValueError(f"PCA takes no parameters, got {sorted(params)}.")
-        return joint_pca(X, Y)
-    if method == "umap":
-        return joint_umap(X, Y, **params)
-    raise ValueError(f"unknown projection '{method}'; choose one of {list(PROJECTIONS)}.")
+class LayoutJobs:
+    """UMAP layouts computed in the background, one job per data hash and parameters.
+
+    Parameters
+    ----------
+    store : gapviz.runs.LRUStore
+        Where the jobs (``concurrent.futures.Future``) are kept: given, so the app can share
+        one store between sessions.
+    workers : int, default=1
+        Background threads. One: UMAP is CPU-bound, two layouts at once only halve each
+        other's speed.
+    """
+
+    def __init__(self, store: Any, workers: int = 1) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.store = store
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gapviz-umap")
+
+    def submit(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn`` on the layout worker (e.g. :func:`warm_up_umap`)."""
+        return self._pool.submit(fn, *args, **kwargs)
+
+    def job(self, key: str, X: np.ndarray, Y: np.ndarray, **params: Any) -> Any:
+        """The layout job of pairs with content hash ``key`` (started once per parameters)."""
+        name = (key, tuple(sorted(params.items())))
+        job = self.store.get(name)
+        if job is None or job.cancelled():
+            job = self._pool.submit(joint_umap, X, Y, **params)
+            self.store.put(name, job)
+        return job
+
+    def ready(self, key: str, X: np.ndarray, Y: np.ndarray, **params: Any) -> Projection | None:
+        """The finished layout, or None while it runs (raises the job's error, if any)."""
+        job = self.job(key, X, Y, **params)
+        return job.result() if job.done() else None

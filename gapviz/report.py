@@ -13,16 +13,7 @@ from typing import Any, Mapping, Sequence
 import plotly.graph_objects as go
 
 from . import measure_info, tables
-
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2rem auto;
-color:#1f2933;padding:0 1rem}
-h1{font-size:1.6rem;margin-bottom:.2rem} h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #e4e7eb}
-.meta{color:#52606d} .badge{background:#fff3c4;color:#8d2b0b;border-radius:4px;padding:.15rem .5rem;
-font-weight:600;font-size:.85rem} table{border-collapse:collapse;font-size:.9rem;margin:.5rem 0}
-th,td{border-bottom:1px solid #e4e7eb;padding:.3rem .7rem;text-align:right} th:first-child,td:first-child{text-align:left}
-td.best{font-weight:700;color:#0b6e4f} .note{color:#52606d;font-size:.85rem}
-"""
+from .figures.html import REPORT_CSS
 
 
 def html_report(*, title: str, dataset: Mapping[str, Any], columns: Mapping[str, Mapping[str, float]],
@@ -51,7 +42,7 @@ def html_report(*, title: str, dataset: Mapping[str, Any], columns: Mapping[str,
     """
     esc = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
-             f"<style>{_CSS}</style></head><body>", f"<h1>{esc(title)}</h1>"]
+             f"<style>{REPORT_CSS}</style></head><body>", f"<h1>{esc(title)}</h1>"]
     stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     parts.append(f"<p class='meta'>gapviz report, {stamp}</p>")
     if dataset.get("simulated"):

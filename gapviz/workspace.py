@@ -81,6 +81,8 @@ class Workspace:
         #: Method chosen on the "Close the gap" page and its parameters (shown in the sidebar).
         self.method: str = "spectral"
         self.method_params: dict[str, Any] = {}
+        #: The run "Close the gap" last showed (a ``gapviz.runs.RunSpec``), or None.
+        self.last_spec: Any = None
         #: Messages of the last load, shown once by the Data page.
         self.last_load: dict[str, Any] | None = None
 

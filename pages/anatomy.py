@@ -16,21 +16,17 @@ import time
 import pandas as pd
 import streamlit as st
 
-from gapviz import anatomy_figures as af
-from gapviz import dashboard as dash
 from gapviz.anatomy import centroid_vs_distribution, gap_anatomy
-from gapviz.closing_costs import (
-    TRADEOFF_KS,
-    TRADEOFF_METHODS,
-    closing_costs,
-    pair_labels,
-    tradeoff_points,
-)
+from gapviz.closing_costs import closing_costs, pair_labels
+from gapviz.figures import anatomy as af
+from gapviz.figures import palette
 from gapviz.measure_info import format_metric, info
-from gapviz.methods import describe_run, method_class, suited_params
-from gapviz.protocols import DEFAULT_FOLDS, DEFAULT_SEED, fit_size
+from gapviz.methods import describe_run, method_class
+from gapviz.protocols import DEFAULT_FOLDS, DEFAULT_SEED
+from gapviz.runs import planned_spec, tradeoff_specs
+from gapviz.views import paired_distances
 from gapviz.safety import plain_text
-from ui import compute
+from ui import compute, links
 from ui import export_menu as export_ui
 from ui.components import guard, method_label, method_names, metric_cards
 from ui.frame import page_header
@@ -49,11 +45,10 @@ CI_RESAMPLES = 200
 CI_SEED = 0
 #: Measures of the cluster table (raw and after).
 CLUSTER_KEYS = ("ITR", "R@5", "paired_cosine_distance", "RMG")
-#: Trade-off results kept (one per dataset and protocol settings).
-TRADEOFF_ENTRIES = 8
 
 ws = workspace()
-act = page_header("Anatomy of the gap", "where it lives, how sure we are, what closing it costs")
+act = page_header("Anatomy of the gap", "where it lives, how sure we are, what closing it costs",
+                  link="anatomy")
 pairs = act.pairs
 X, Y = pairs.image_embeddings, pairs.text_embeddings
 
@@ -81,42 +76,26 @@ def _intervals(key: str, _raw, _after, _X, _Y, _Xt, _Yt, n_resamples: int, seed:
 
 
 @st.cache_data(max_entries=32, show_spinner="Measuring what the method keeps…")
-def _costs(key: str, name: str, params_items: tuple, scoring, _X, _Y, _view, _fits, _fold_of,
-           labels: tuple | None):
-    return closing_costs(_X, _Y, _view.images, _view.texts, method=_fits, fold_of=_fold_of,
-                         labels=list(labels) if labels else None, after=_view.report)
+def _costs(key: str, _X, _Y, _run, _after, labels: tuple | None):
+    """What the run keeps (cached by the run's key); zero-shot after the method through the
+    run's read-only fits (held-out: each fold's images against its own fit's prompts)."""
+    return closing_costs(_X, _Y, _run.images, _run.texts, method=_run.fits or None,
+                         fold_of=_run.fold_of, labels=list(labels) if labels else None,
+                         after=_after)
 
 
-@st.cache_resource
-def _tradeoff_store() -> compute.LRUStore:
-    """Trade-off points by (content hash, runs, protocol settings), shared by every session:
-    the page's own method never enters the key, so changing it never recomputes them."""
-    return compute.LRUStore(TRADEOFF_ENTRIES)
+def _tradeoff_specs() -> list:
+    """The runs of the trade-off across methods on the active pairs (the page's own method
+    never enters them, so changing it never recomputes them)."""
+    return tradeoff_specs(pairs.n, pairs.dim, folds=DEFAULT_FOLDS, seed=DEFAULT_SEED)
 
 
-def _tradeoff_key(key: str) -> tuple:
-    return (key, TRADEOFF_KS, TRADEOFF_METHODS, DEFAULT_FOLDS, DEFAULT_SEED)
-
-
-def _tradeoff(act, raw_report, rmg_before: float) -> list[dict]:
-    """The trade-off points of the active pairs: stored after the first time, with a progress
-    bar while they are computed (Procrustes and Sinkhorn are each cross-fitted 5 times)."""
-    store, key = _tradeoff_store(), _tradeoff_key(act.key)
-    points = store.get(key)
-    if points is not None:
-        return points
-    slot = st.empty()
-    title = f"Trade-off across methods on {act.pairs.n:,} pairs (once; stored afterwards)"
-    bar = slot.progress(0.0, text=f"{title}…")
-    try:
-        points = tradeoff_points(
-            act.pairs.image_embeddings, act.pairs.text_embeddings, before=raw_report,
-            rmg_before=rmg_before, folds=DEFAULT_FOLDS, seed=DEFAULT_SEED,
-            progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=f"{title}: {m} done"))
-    finally:
-        slot.empty()
-    store.put(key, points)
-    return points
+def _tradeoff() -> list[dict]:
+    """The trade-off points of the active pairs: kept by the shared runner after the first
+    time, with a progress bar while they are computed (Procrustes and Sinkhorn are each
+    cross-fitted 5 times)."""
+    return compute.tradeoff(act, _tradeoff_specs(),
+                            title=f"Trade-off across methods on {pairs.n:,} pairs")
 
 
 def _cluster_table(raw_rows: list[dict], after_rows: list[dict] | None, after_name: str
@@ -148,7 +127,7 @@ def _cell_style(t: float | None) -> str:
         return ""
     light = 96 - 40 * t
     return (f"background-color: hsl(217, 91%, {light:.0f}%); "
-            f"color: {'white' if light < 70 else '#0F172A'}")
+            f"color: {'white' if light < 70 else palette.TABLE_TEXT}")
 
 
 labels = pair_labels(pairs)
@@ -165,21 +144,23 @@ names = [m for m in method_names() if m != "orig"]
 c1, c2, c3 = st.columns([1.3, 1.6, 3], vertical_alignment="bottom")
 method = c1.selectbox("Method", names, format_func=method_label,
                       **keep("anatomy_method", ws.method if ws.method in names else names[0]))
-scoring = view = prov = result = None
+run = view = prov = None
 with guard(f"apply {method_label(method)}"):
-    scoring, fit_pairs = scoring_controls("anatomy", act, method, c2)
+    options, fit_on = scoring_controls("anatomy", act, method, c2)
     chosen = ws.method_params if method == ws.method and ws.method_params else None
-    params = suited_params(method, fit_size(pairs.n, scoring.protocol), pairs.dim, chosen)
-    view, prov = compute.scored_view(act, method, params, scoring, fit_pairs)
+    spec, _ = planned_spec(method, chosen, pairs.n, pairs.dim, **options)
+    run = compute.run(act, spec, fit_on)
+    view, prov, params = compute.view(run), run.provenance, spec.param_dict
+    links.write(links.recipe_for("anatomy", act, spec))
     c3.caption(f"{describe_run(method, params)}: {method_class(method).summary}")
 if view is None:
     st.stop()
 #: One run of the page: the pairs, the method, its parameters and how it is scored.
-run_key = f"{act.key}/{method}/{compute.frozen(params)}/{scoring}"
+run_key = run.key
 run_name = describe_run(method, params)
 after = None
 with guard("measure the anatomy after the method"):
-    after = _anatomy(run_key, view.images, view.texts, label_key, anat.clusters)
+    after = _anatomy(run_key, run.images, run.texts, label_key, anat.clusters)
 
 # --- cards -------------------------------------------------------------------------------------
 st.markdown(f"**Raw embeddings → after {plain_text(run_name)}**")
@@ -199,7 +180,7 @@ def _show_intervals() -> None:
     if after is None:
         return
     started = time.perf_counter()
-    both = _intervals(run_key, anat, after, X, Y, view.images, view.texts, CI_RESAMPLES, CI_SEED)
+    both = _intervals(run_key, anat, after, X, Y, run.images, run.texts, CI_RESAMPLES, CI_SEED)
     runs = {"Raw": (both.before.estimate, both.before.ci),
             run_name: (both.after.estimate, both.after.ci)}
     st.plotly_chart(af.interval_figure(runs, INTERVAL_KEYS,
@@ -274,7 +255,7 @@ with tab_dims, guard("draw the gap dimensions"):
 
 with tab_split, guard("split the gap"):
     splits = {"Raw": anat.split, run_name:
-              after.split if after else centroid_vs_distribution(view.images, view.texts)}
+              after.split if after else centroid_vs_distribution(run.images, run.texts)}
     fig_split = af.split_figure(splits)
     left, right = st.columns([3, 2])
     left.plotly_chart(fig_split, key="anatomy_split",
@@ -316,12 +297,12 @@ with tab_clusters, guard("measure the clusters"):
             st.dataframe(pd.DataFrame({
                 "pair": [pairs.ids[i] for i in members[:200]],
                 "caption": [pairs.captions[i] if pairs.captions else "" for i in members[:200]],
-                "pair distance": dash.paired_distances(X[members[:200]], Y[members[:200]]),
+                "pair distance": paired_distances(X[members[:200]], Y[members[:200]]),
             }), hide_index=True, height=300, key="anatomy_cluster_pairs")
 
 
 @st.fragment
-def _tradeoff_panel(raw_report, rmg_before: float) -> None:
+def _tradeoff_panel() -> None:
     """The trade-off across methods, a fragment: the toggle reruns only this panel."""
     if not st.toggle("Trade-off across methods", key="anatomy_tradeoff",
                      help="Spectral at several k (slices of one fit), and the quick baselines "
@@ -329,7 +310,7 @@ def _tradeoff_panel(raw_report, rmg_before: float) -> None:
                           "a minute), stored afterwards, whatever the page's method."):
         return
     with guard("measure the trade-off"):
-        points = _tradeoff(act, raw_report, rmg_before)
+        points = _tradeoff()
         fig = af.tradeoff_figure(points, x_label="gap closed (1 − RMG after / before)")
         st.plotly_chart(fig, key="anatomy_tradeoff_fig",
                         config=export_ui.chart_config("gap-tradeoff"))
@@ -357,14 +338,7 @@ def _tradeoff_panel(raw_report, rmg_before: float) -> None:
 
 
 with tab_costs, guard("measure what closing costs"):
-    if prov.protocol != "transductive" or method_class(method).uses_pairing:
-        result = compute.protocol_result(act, method, params, scoring, fit_pairs)
-        fits, fold_of = result.fits, result.fold_of
-    else:  # the shared transductive fit
-        fit_params, _ = dash.split_params(method, params, pairs.n, pairs.dim)
-        fits, fold_of = compute.fitted_method(act, method, fit_params), None
-    costs = _costs(act.key, method, compute.frozen(params), scoring, X, Y, view, fits, fold_of,
-                   label_key)
+    costs = _costs(run.key, X, Y, run, view.report, label_key)
     rows = [{"kept": key.replace("_crossmodal", "").replace("_i2t", " image→text")
              .replace("_t2i", " text→image"), "before": v["before"], "after": v["after"],
              "change": v["change"]} for key, v in costs["retrieval"].items()]
@@ -386,11 +360,11 @@ with tab_costs, guard("measure what closing costs"):
         "class labels (the demo's cluster names play them)"
         + (f"; class prototype: {zero_shot['prototype']}" if zero_shot else "")
         + (", each held-out pair's images classified by the fit that transformed them"
-           if fold_of is not None else "")
+           if run.fold_of is not None else "")
         + ": a method may close the gap and lose these.")
-    _tradeoff_panel(raw.report, anat.metrics["RMG"])
+    _tradeoff_panel()
 
-stored_points = _tradeoff_store().get(_tradeoff_key(act.key))
+stored_points = compute.stored_tradeoff(act, _tradeoff_specs())
 figures = [("Gap dimensions and ablation", fig_dims), ("Mean shift vs distribution", fig_split)]
 if stored_points:
     figures.append(("Trade-off across methods",
@@ -401,3 +375,5 @@ export_ui.export_menu(export_ui.ExportItems(
     keys=["RMG", "NDCG@10", "hubness", "ITR", "TIR", "R@5", "frechet", "centroid_gap"],
     figures=figures),
     prefix="anatomy", stem=f"anatomy-{act.model}")
+if run is not None:
+    links.save_button(links.recipe_for("anatomy", act, run.spec), key="anatomy_recipe")

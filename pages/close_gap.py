@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from gapviz import dashboard as dash
 from gapviz import exports, figures
 from gapviz.config import RECALL_KS
+from gapviz.measure_info import gap_sentence
 from gapviz.methods import describe_run, make_method, method_class, method_params
+from gapviz.runs import DEFAULT_METHOD, planned_spec, setting_specs
 from gapviz.safety import plain_text
-from ui import compute
+from ui import compute, links
 from ui import export_menu as export_ui
 from ui.components import guard, method_label, method_names, metric_cards
 from ui.frame import page_header
@@ -26,20 +27,21 @@ SCATTER_HEIGHT = 420
 HIST_HEIGHT = 280
 
 ws = workspace()
-act = page_header("Close the gap", "methods that move images and texts together")
+act = page_header("Close the gap", "methods that move images and texts together",
+                  link="close_gap")
 
 names = method_names()
 c1, c2, c3, c4 = st.columns([1.3, 1.5, 0.7, 2.2], vertical_alignment="bottom")
 method = c1.selectbox("Method", names, format_func=method_label,
-                      **keep("close_method", dash.DEFAULT_METHOD))
+                      **keep("close_method", DEFAULT_METHOD))
 recall_k = c3.selectbox("Recall@K", RECALL_KS, **keep("close_recall_k", RECALL_KS[0]),
                         help="K of the mixed-pool recall card")
 cls = method_class(method)
 c4.caption(cls.summary)
-scoring, fit_pairs = None, None
+options, fit_on = None, None
 with guard("choose the protocol"):
-    scoring, fit_pairs = scoring_controls("close", act, method, c2)
-if scoring is None:
+    options, fit_on = scoring_controls("close", act, method, c2)
+if options is None:
     st.stop()
 if ws.method != method:
     ws.method, ws.method_params = method, {}
@@ -80,12 +82,15 @@ def method_panel(after_slot, hist_slot) -> None:
         params = _params_controls()
         ws.method_params = params
         show_method_in_sidebar()  # every run: a fragment may only refill what it filled
-        view, prov = compute.scored_view(act, method, params, scoring, fit_pairs)
-        metric_cards(view.report.metrics, raw.report.metrics, recall_k=recall_k,
-                            gap="xsmall")
+        spec, notes = planned_spec(method, params, act.pairs.n, act.pairs.dim, **options)
+        run = compute.run(act, spec, fit_on)
+        view, prov = compute.view(run), run.provenance
+        metric_cards(view.report.metrics, raw.report.metrics, recall_k=recall_k, gap="xsmall")
         st.caption("Change against the raw embeddings. After: "
-                   f"{dash.gap_sentence(view.report.metrics)}")
+                   f"{gap_sentence(view.report.metrics)}")
         show_provenance(prov)
+        for note in notes:
+            st.caption(f":material/info: {note}")
         fig = figures.gap_scatter(view.projection, ids=act.pairs.ids, captions=act.pairs.captions,
                                   title=describe_run(method, params), height=SCATTER_HEIGHT)
         after_slot.plotly_chart(fig, key="close_scatter", config={"displaylogo": False})
@@ -94,12 +99,17 @@ def method_panel(after_slot, hist_slot) -> None:
              (f"{method_label(method)}: true pairs vs all", view.paired, view.all_pairs)],
             height=HIST_HEIGHT)
         hist_slot.plotly_chart(hist, key="close_hist", config={"displayModeBar": False})
-        _export(params, view, prov, fig, hist)
+        _export(params, run, view, fig, hist)
+        ws.last_spec = spec
+        recipe = links.recipe_for("close_gap", act, spec, recall_k=recall_k)
+        links.write(recipe)
+        links.save_button(recipe, key="close_recipe")
 
 
-def _export(params: dict, view: dash.ClosedView, prov, fig, hist) -> None:
+def _export(params: dict, run, view, fig, hist) -> None:
     """Downloads of what is shown: measures, transformed embeddings (the protocol in their
     meta), figures, HTML report (the protocol in its notes)."""
+    prov = run.provenance
     desc = exports.method_description(make_method(method, **params), provenance=prov)
     columns, runs = export_ui.raw_and_method(raw.report.metrics, act.pairs.n, method,
                                              view.report.metrics, prov, params)
@@ -108,7 +118,7 @@ def _export(params: dict, view: dash.ClosedView, prov, fig, hist) -> None:
     label = method_label(method)
     export_ui.export_menu(export_ui.ExportItems(
         columns=columns, runs=runs,
-        embeddings=export_ui.EmbeddingsExport(act.pairs, view.images, view.texts, desc),
+        embeddings=export_ui.EmbeddingsExport(act.pairs, run.images, run.texts, desc),
         figures=shown,
         report=lambda: exports.session_report(
             act.pairs, columns, title=f"Closing the modality gap: {label}",
@@ -130,30 +140,6 @@ with guard("measure the raw embeddings"):
         method_panel(after_col.empty(), hist_slot.empty())
 
 
-@st.cache_data(max_entries=32, show_spinner="Measuring each setting (once per data, method and "
-                                           "protocol)…")
-def _tradeoff_points(key: str, method: str, settings: tuple, scoring: tuple, _X, _Y, _raw_report,
-                     _fit_pairs) -> list[dict]:
-    """One trade-off point per setting of ``method`` under ``scoring`` (``(protocol, folds,
-    seed, fit-on, allow_leak)``), each with how it was obtained. Kept by Streamlit per content
-    hash ``key``, method, settings and protocol: finished points do not depend on the pages'
-    smaller stores of fits, so a rerun never refits them."""
-    from gapviz.anatomy import relative_modality_gap
-    from gapviz.closing_costs import protocol_tradeoff_point, tradeoff_points
-
-    protocol, folds, seed, fit_on, allow_leak = scoring
-    rmg0 = relative_modality_gap(_X, _Y)
-    if method == "spectral" and protocol == "transductive":  # slices of one eigen-solve
-        return tradeoff_points(_X, _Y, spectral_ks=[dict(p)["n_components"] for p in settings],
-                               methods=(), before=_raw_report, rmg_before=rmg0)
-    return [protocol_tradeoff_point(method, _X, _Y, dict(p), label=describe_run(method, dict(p)),
-                                    protocol=protocol, folds=folds, seed=seed, before=_raw_report,
-                                    rmg_before=rmg0, fit_pairs=_fit_pairs,
-                                    fit_source=fit_on[0] if fit_on else None,
-                                    allow_pairing_leak=allow_leak)
-            for p in settings]
-
-
 with st.expander("What closing costs: the trade-off across this method's settings",
                  icon=":material/balance:"), guard("measure the trade-off"):
     if st.toggle("Compute", key="close_tradeoff",
@@ -162,19 +148,16 @@ with st.expander("What closing costs: the trade-off across this method's setting
                       "closed (1 − RMG after / before) against cross-modal R@1 and each "
                       "modality's 10-nearest neighbourhoods kept. Other methods: the current "
                       "setting. Computed once per data, method and protocol."):
-        from gapviz import anatomy_figures as af
+        from gapviz.figures import anatomy as af
 
-        settings = [dict(ws.method_params)]
-        if method == "spectral":
-            lo, hi = cls.slider_range("n_components", act.pairs.n, act.pairs.dim)
-            settings = [{"n_components": k} for k in (5, 10, 20, 40, 60, 120, 200) if lo <= k <= hi]
-        points = _tradeoff_points(
-            act.key, method, tuple(compute.frozen(p) for p in settings),
-            (scoring.protocol, scoring.folds, scoring.seed, scoring.fit_on, scoring.allow_leak),
-            act.pairs.image_embeddings, act.pairs.text_embeddings, raw.report, fit_pairs)
+        if ws.last_spec is None or ws.last_spec.method != method:
+            st.stop()  # the method panel above could not run; it says why
+        specs = setting_specs(ws.last_spec, act.pairs.n, act.pairs.dim)
+        points = compute.tradeoff(act, specs, fit_on=fit_on,
+                                  title=f"Trade-off of {method_label(method)}'s settings")
         st.plotly_chart(af.tradeoff_figure(points, x_label="gap closed (1 − RMG after / before)"),
                         key="close_tradeoff_fig", config={"displaylogo": False})
-        how = points[0]["how"] if points else scoring.protocol
+        how = points[0]["how"] if points else ws.last_spec.protocol
         st.caption(f"How obtained (each point): {plain_text(how, None)}. Top right is best: the "
                    "gap closed and nothing lost. The Anatomy page has the full costs "
                    "(cross-modal R@1/R@5, neighbourhoods, zero-shot).")

@@ -19,20 +19,21 @@ import time
 import pandas as pd
 import streamlit as st
 
-from gapviz import dashboard as dash
 from gapviz import exports
-from gapviz.compare import (COMPARE_KEYS, ComparisonRow, comparison_table, format_cell,
-                            params_text, rows_to_columns, run_title)
-from gapviz.compare_figures import compare_heatmap, measure_help, measure_label
+from gapviz.compare import significance as column_significance
+from gapviz.compare import (COMPARE_KEYS, ComparisonRow, compare_row, comparison_table, crowned,
+                            format_cell, params_text, rows_to_columns, run_title)
+from gapviz.figures import palette
+from gapviz.figures.compare import compare_heatmap, measure_help, measure_label
 from gapviz.measure_info import LEGEND
 from gapviz.measure_info import label as info_label
-from gapviz.measures import measure_gap
-from gapviz.methods import method_class, method_params, suited_params
-from gapviz.protocols import Provenance, chance_recall, fit_size
+from gapviz.methods import method_class
+from gapviz.protocols import Provenance, chance_recall
+from gapviz.runs import planned_spec
 from gapviz.safety import plain_text
-from gapviz.tables import best_per_row, run_cells
+from gapviz.tables import run_cells
 from gapviz.workspace import DEMO_DATASET, Active
-from ui import compute
+from ui import compute, links
 from ui import export_menu as export_ui
 from ui.components import guard, method_label, method_names
 from ui.frame import page_header
@@ -40,9 +41,9 @@ from ui.scoring import PROTOCOL_HELP, PROTOCOL_LABELS
 from ui.state import keep, workspace
 
 #: Background of the best cell of each column.
-BEST_STYLE = "background-color: #D1FAE5; color: #065F46; font-weight: 700"
+BEST_STYLE = palette.BEST_CELL_STYLE
 #: Background of a best cell that noise explains, and of its runner-up.
-NOISE_STYLE = "background-color: #FEF3C7; color: #92400E"
+NOISE_STYLE = palette.NOISE_CELL_STYLE
 #: Methods left out of the default selection because they are the slowest rows (under their
 #: default protocol, held-out, five fits each: Laplace OT a few seconds on 2,500 pairs on 2
 #: cores, the VLAP map tens of seconds to minutes); the user adds them in one click.
@@ -53,68 +54,25 @@ MEASURE_CACHE_ENTRIES = 256
 PARTIAL_AFTER_S = 0.4
 
 ws = workspace()
-act = page_header("Compare", "every method and every model on the same pairs")
+act = page_header("Compare", "every method and every model on the same pairs", link="compare")
 ds = act.dataset
 names = method_names()
 offered = (["orig"] if "orig" in names else []) + [m for m in names if m != "orig"]
 
 
-def _params(name: str, a: Active, protocol: str = "transductive") -> dict:
-    """The parameters a method runs with: those set on Close the gap for the method chosen
-    there, else its defaults (spectral: k = 60), lowered where the pairs each fit sees under
-    ``protocol`` cannot take them (held-out fits see 80 % of the pairs)."""
-    if name == "orig":
-        return {}
-    chosen = ws.method_params if name == ws.method and ws.method_params else None
-    return suited_params(name, fit_size(a.pairs.n, protocol), a.pairs.dim, chosen)
+def _chosen(name: str) -> dict | None:
+    """The parameters set on Close the gap for the method chosen there, else None (its
+    defaults; :func:`gapviz.runs.planned_spec` lowers a default a fold cannot take)."""
+    return ws.method_params if name == ws.method and ws.method_params else None
 
 
-@st.cache_data(max_entries=MEASURE_CACHE_ENTRIES, show_spinner=False)
-def _measures(key: str, name: str, fit_items: tuple, view_items: tuple, _method, _X, _Y) -> dict[str, float]:
-    """Measures of a fitted method's output (cached by content hash, method and parameters).
-
-    Only the measures: the table needs no projection or histogram, so a row costs a third
-    of a full view. The fit itself comes from the app's shared store.
-    """
-    Xt, Yt = dash.transformed(_method, _X, _Y, dict(view_items))
-    return measure_gap(Xt, Yt).metrics
-
-
-@st.cache_data(max_entries=MEASURE_CACHE_ENTRIES, show_spinner=False)
-def _result_measures(key: str, name: str, params_items: tuple, scoring: compute.Scoring,
-                     _result) -> dict[str, float]:
-    return measure_gap(_result.image_embeddings, _result.text_embeddings).metrics
-
-
-def _row(a: Active, name: str, scoring: compute.Scoring) -> ComparisonRow:
-    """One row of the table: ``name`` on model ``a`` under ``scoring``, measured. Transductive
-    rows of methods that do not read the pairing come from the shared fit store (a method
-    fitted on another page is not fitted again); the others from ``protocol_transform``."""
-    params = _params(name, a, scoring.protocol)
-    cls = method_class(name)
-    fast = scoring.protocol == "transductive" and not scoring.shuffled and not cls.uses_pairing
-    X, Y = a.pairs.image_embeddings, a.pairs.text_embeddings
-    if name == "orig" and not scoring.shuffled:
-        metrics, prov = (compute.active_raw_view(a).report.metrics,
-                         compute.transductive_provenance(a, name))
-        outputs = (lambda: (X, Y))
-    elif fast:
-        fit_params, view_params = dash.split_params(name, params, a.pairs.n, a.pairs.dim)
-        method = compute.fitted_method(a, name, fit_params)
-        metrics = _measures(a.key, name, compute.frozen(fit_params), compute.frozen(view_params),
-                            method, X, Y)
-        prov = compute.transductive_provenance(a, name, method)
-        outputs = (lambda: dash.transformed(method, X, Y, view_params))
-    else:
-        result = compute.protocol_result(a, name, params, scoring)
-        metrics = _result_measures(a.key, name, compute.frozen(params), scoring, result)
-        prov = result.provenance
-        outputs = (lambda: (result.image_embeddings, result.text_embeddings))
-    label = f"{a.model} / {name}" if len(models) > 1 else name
-    row_outputs[label] = (f"{a.key}/{name}/{compute.frozen(params)}/{scoring}", outputs)
-    run_params = {} if name == "orig" else {**method_params(name), **params}  # what ran
-    return ComparisonRow(a.model if len(models) > 1 else "", name, run_params, metrics,
-                         prov.protocol, prov.to_dict())
+def _row(a: Active, name: str) -> ComparisonRow:
+    """One row of the table: ``name`` on model ``a`` under the chosen protocol, obtained by the
+    app's shared runner (a method fitted on another page is not fitted again) and measured,
+    as ``gapviz compare`` obtains it (:func:`gapviz.compare.compare_row`)."""
+    return compare_row(compute.runner(), compute.run_data(a), name,
+                       model=a.model if len(models) > 1 else "", params=_chosen(name),
+                       protocol=_protocol(name), allow_pairing_leak=allow_leak, shuffled=shuffled)
 
 
 def _active_for(model: str) -> Active:
@@ -129,8 +87,9 @@ def _cli_command(models: list[str], methods: list[str]) -> tuple[str, str]:
     settings = {}
     for name in methods:
         defaults = method_params(name)
-        changed = {k: v for k, v in _params(name, act, _scoring(name).protocol).items()
-                   if defaults.get(k, object()) != v}
+        spec, _ = planned_spec(name, _chosen(name), act.pairs.n, act.pairs.dim,
+                               protocol=_protocol(name))
+        changed = {k: v for k, v in spec.param_dict.items() if defaults.get(k, object()) != v}
         if changed:
             settings[name] = changed
     first = ds.models[models[0]]
@@ -199,9 +158,10 @@ if not methods or not models:
 # ---------------------------------------------------------------------------------------------
 # the table
 # ---------------------------------------------------------------------------------------------
-def _scoring(name: str) -> compute.Scoring:
-    protocol = method_class(name).default_protocol if protocol_choice == "default" else protocol_choice
-    return compute.Scoring(protocol, allow_leak=allow_leak, shuffled=shuffled)
+def _protocol(name: str) -> str:
+    if name == "orig":
+        return "transductive"
+    return method_class(name).default_protocol if protocol_choice == "default" else protocol_choice
 
 
 def _partial(done: list[ComparisonRow]) -> None:
@@ -221,11 +181,9 @@ def _partial(done: list[ComparisonRow]) -> None:
 def _slow(task: tuple[str, str]) -> bool:
     """A row that fits K times (held-out, fit-on) or a method that trains: measured last."""
     name = task[1]
-    return _scoring(name).protocol != "transductive" or name in SLOW_METHODS
+    return _protocol(name) != "transductive" or name in SLOW_METHODS
 
 
-#: run label -> (cache key, callable giving its transformed pairs), for the paired tests.
-row_outputs: dict = {}
 failed = []
 tasks = [(m, n) for m in models for n in methods]
 # Quick rows first, so the rows shown while the others run are many; the table keeps the
@@ -243,7 +201,7 @@ for done, i in enumerate(order):
                         "the trade-off come once every row is in (each row is kept: the next "
                         "visit is instant)." if measured else ""))
     try:
-        measured[i] = _row(_active_for(model), name, _scoring(name))
+        measured[i] = _row(_active_for(model), name)
     except (ValueError, RuntimeError) as err:  # this row cannot run here; the others go on
         failed.append((model, name, str(err)))
     if done + 1 < len(tasks) and time.perf_counter() - started > PARTIAL_AFTER_S:
@@ -260,58 +218,31 @@ if not columns:
 
 keys = [k for k in COMPARE_KEYS if any(k in c for c in columns.values())]
 # A row scored on its own fit pairs (⚠) is never crowned; nothing is crowned in the check.
-crownable = {} if shuffled else {r.label: r.metrics for r in rows if not r.warning}
-best = best_per_row(crownable, keys) if crownable else {}
+best = crowned(rows, keys, shuffled=shuffled)
 
 
 
 @st.cache_data(max_entries=MEASURE_CACHE_ENTRIES, show_spinner=False)
-def _outcomes(key: str, _outputs):
+def _outcomes(key: str, _run):
     from gapviz.intervals import pair_outcomes
 
-    Xt, Yt = _outputs()
-    return pair_outcomes(Xt, Yt, hubness=False)
+    return pair_outcomes(_run.images, _run.texts, hubness=False)
 
 
 @st.cache_data(max_entries=MEASURE_CACHE_ENTRIES, show_spinner=False)
-def _paired(key_a: str, key_b: str, measure: str, _a, _b) -> dict:
-    from gapviz.intervals import paired_comparison
-
-    return paired_comparison(_a, _b, measures=[measure])[measure]
-
-
-def _significance() -> dict[str, dict]:
-    """For each column, the best run against the runner-up on the same pairs (paired
-    bootstrap, 200 resamples, alpha 0.05): ``{measure: {"best", "runner_up", "p_value",
-    "significant"}}``. Noise-level wins are then not crowned."""
-    from gapviz.measure_info import info
-
-    out = {}
-    for key in keys:
-        winners = best.get(key, set())
-        if len(winners) != 1 or len(crownable) < 2:
-            continue
-        (top,) = winners
-        others = [(info(key).badness(m.get(key)), run) for run, m in crownable.items()
-                  if run != top and m.get(key) is not None]
-        if not others:
-            continue
-        runner = min(others)[1]
-        ka, fa = row_outputs[top]
-        kb, fb = row_outputs[runner]
-        try:
-            test = _paired(ka, kb, key, _outcomes(ka, fa), _outcomes(kb, fb))
-        except (KeyError, ValueError):  # a measure the bootstrap does not resample
-            continue
-        out[key] = {"best": top, "runner_up": runner, "p_value": test["p_value"],
-                    "significant": test["significant"]}
-    return out
+def _significance(run_keys: tuple, measures: tuple, _rows) -> dict[str, dict]:
+    """Each column's best against its runner-up on the same pairs (paired bootstrap,
+    :func:`gapviz.compare.significance`, as ``gapviz compare`` prints it), cached by the
+    runs' keys."""
+    return column_significance(_rows, list(measures),
+                               outcomes=lambda run: _outcomes(run.key, run))
 
 
 significance = {}
 if st.session_state.get("compare_significance", True) and not shuffled:
     with guard("test the differences"), st.spinner("Testing each column's best against its runner-up…"):
-        significance = _significance()
+        significance = _significance(tuple(r.run.key for r in rows if r.run is not None),
+                                     tuple(keys), rows)
 table = comparison_table(rows, keys, label=method_label, describe=params_text)
 if len(models) == 1:
     table = table.drop(columns=["model"])
@@ -414,29 +345,18 @@ def _show_table_and_heatmap() -> None:
                        "the legend hides a run). Each point under its row's protocol.")
 
 
-@st.cache_data(max_entries=MEASURE_CACHE_ENTRIES, show_spinner="Measuring what each run keeps…")
-def _point(key: str, label: str, _outputs, _X, _Y, _raw_report, rmg_before: float) -> dict:
-    from gapviz.measures import measure_gap
-
-    Xt, Yt = _outputs()
-    return dash.tradeoff_point(label, _X, _Y, Xt, Yt, _raw_report, measure_gap(Xt, Yt),
-                               rmg_before=rmg_before)
-
-
 def _tradeoff():
-    from gapviz import anatomy_figures as af
-    from gapviz.anatomy import relative_modality_gap
+    """One point per row (the shared runner keeps each once per data and run, whichever page
+    asked for it)."""
+    from gapviz.figures import anatomy as af
 
     points = []
     for r in rows:
-        if r.method == "orig":
+        if r.method == "orig" or r.run is None:
             continue
         a = _active_for(r.model or act.model)
-        X, Y = a.pairs.image_embeddings, a.pairs.text_embeddings
-        key, outputs = row_outputs[r.label]
-        raw_report = compute.active_raw_view(a).report
-        points.append(_point(key, run_title(r, method_label), outputs, X, Y, raw_report,
-                             relative_modality_gap(X, Y)))
+        points += compute.tradeoff(a, [r.run.spec], labels=[run_title(r, method_label)],
+                                   title="Measuring what each run keeps")
     title = ("What closing the gap costs: shuffled-pairs control" if shuffled
              else "What closing the gap costs")
     return af.tradeoff_figure(points, x_label="gap closed (1 − RMG after / before)", title=title)
@@ -497,7 +417,12 @@ def _report() -> str:
         mark_best=not shuffled)
 
 
+recipe = links.recipe_for("compare", act, None, methods=methods, models=models,
+                          protocol=protocol_choice, allow_leak=allow_leak, shuffled=shuffled,
+                          chosen={"method": ws.method, "params": ws.method_params})
+links.write(recipe)
 with e2, guard("prepare the exports"):
+    links.save_button(recipe, key="compare_recipe")
     export_ui.export_menu(
         export_ui.ExportItems(columns=columns, keys=keys, runs={r.label: _run_cells(r) for r in rows},
                               figures=[("shuffled-control heatmap" if shuffled else "heatmap", heat)],

@@ -15,13 +15,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from gapviz import dashboard as dash
-from gapviz import data_view as dv
 from gapviz import hosting
 from gapviz.cache import EmbeddingCache, cache_root
 from gapviz.data import save_upload
 from gapviz.embeddings import load_embeddings
-from gapviz.encode import KNOWN_MODELS, ModelSpec, cache_identity
+from gapviz.encode import KNOWN_MODELS, ModelSpec, cache_identity, embed_loaded_pairs
+from gapviz.figures import data as dv
 from gapviz.safety import plain_text
 from gapviz.simulate import PROFILES, simulate_pairs
 from gapviz.workspace import DEMO_DATASET
@@ -129,7 +128,7 @@ def _embed_and_add(pairs, report, spec: ModelSpec, source: str, meta: dict) -> N
         model = spec
         if len(pairs) >= 2 and cache.load(cache.key(pairs, cache_identity(spec))) is None:
             model = compute.loaded_model(spec)  # only load the model when the disk cache cannot answer
-        embeddings, report = dash.embed_loaded_pairs(pairs, report, model, cache=cache, meta=meta,
+        embeddings, report = embed_loaded_pairs(pairs, report, model, cache=cache, meta=meta,
                                                      progress=update)
     dataset, model_name = ws.add(embeddings, source=source, report=report)
     ws.last_load = {"dataset": dataset, "model": model_name,

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from gapviz import dashboard as dash
 from gapviz import figures
-from ui import atlas, compute
+from gapviz.views import paired_distances
+from ui import atlas, compute, links
 from ui.components import guard, metric_cards, show_image
 from ui.frame import page_header
 from ui.state import keep
@@ -17,7 +17,7 @@ PROJECTIONS = {"PCA": "pca", "UMAP": "umap"}
 SCATTER_HEIGHT = 600
 MAX_THUMBNAILS = 12
 
-act = page_header("Explore the gap", "images and texts in one picture")
+act = page_header("Explore the gap", "images and texts in one picture", link="explore")
 pairs = act.pairs
 
 c1, c2, c3 = st.columns([1.3, 1.2, 3])
@@ -31,6 +31,7 @@ lines = c2.toggle("Pair lines", help=f"Join each image to its caption (at most "
 c3.caption("Hover a point for its caption. Lasso or box-select points (toolbar, top right of "
            "the chart) to list their pairs.")
 
+links.write(links.recipe_for("explore", act))
 compute.umap_warm_up()  # so that a later UMAP click does not wait for compilation
 umap_pending = False
 if PROJECTIONS[projection] == "umap":
@@ -43,7 +44,7 @@ def _selection_table(rows: list[tuple[int, str]]) -> None:
     for row, modality in rows:
         by_pair.setdefault(row, set()).add(modality)
     st.markdown(f"**{len(by_pair):,} pairs selected** ({len(rows):,} points)")
-    paired = dash.paired_distances(pairs.image_embeddings, pairs.text_embeddings)
+    paired = paired_distances(pairs.image_embeddings, pairs.text_embeddings)
     cluster = pairs.meta.get("cluster")
     names = pairs.meta.get("cluster_names")
     table = pd.DataFrame({

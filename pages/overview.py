@@ -13,31 +13,35 @@ import html
 import numpy as np
 import streamlit as st
 
-from gapviz import dashboard as dash
 from gapviz import figures
-from gapviz import overview_view as ov
-from gapviz.retrieval import retrieve
-from ui import compute
+from gapviz.figures import overview as ov
+from gapviz.figures import palette
+from gapviz.measure_info import GAP_CARDS, gap_sentence
+from gapviz.retrieval import pick_example_query, retrieve
+from gapviz.runs import default_spec
+from ui import compute, links
 from ui.components import guard, method_label, metric_cards, show_image
 from ui.frame import page_header
 
 PROOF_K = 5
 SCATTER_HEIGHT = 205
 
-act = page_header("The modality gap at a glance", compact=True)
+act = page_header("The modality gap at a glance", compact=True, link="overview")
 pairs = act.pairs
 
 
 def _render() -> None:
     raw = compute.active_raw_view(act)
-    params = dash.default_params(pairs.n, pairs.dim)
-    closed = compute.closed_view(act, dash.DEFAULT_METHOD, params)
-    k = params["n_components"]
-    closed_short = f"{method_label(dash.DEFAULT_METHOD)}, k = {k}"
-    closed_label = (f"{closed_short}, transductive: fitted on the {pairs.n:,} pairs shown "
+    spec = default_spec(pairs.n, pairs.dim)
+    run = compute.run(act, spec)
+    closed = compute.view(run)
+    k = spec.param_dict["n_components"]
+    closed_short = f"{method_label(spec.method)}, k = {k}"
+    closed_label = (f"{closed_short}, {run.provenance.summary()} "
                     "(it never reads which text is whose)")
 
-    default_query = dash.pick_example_query(raw.report, closed.report)
+    links.write(links.recipe_for("overview", act, spec))
+    default_query = pick_example_query(raw.report, closed.report)
     chosen = st.session_state.get("overview_query")  # (content hash, row): reset on new data
     query = (chosen[1] if chosen and chosen[0] == act.key and 0 <= chosen[1] < pairs.n
              else default_query)
@@ -51,8 +55,8 @@ def _render() -> None:
                                   query=("image", query), height=SCATTER_HEIGHT)
         st.plotly_chart(fig, key="overview_raw_scatter", config={"displayModeBar": False})
         st.markdown(ov.panel_title_html(2, "The gap, measured"), unsafe_allow_html=True)
-        metric_cards(raw.report.metrics, keys=dash.GAP_CARDS, gap="xsmall")
-        st.caption(dash.gap_sentence(raw.report.metrics).capitalize())
+        metric_cards(raw.report.metrics, keys=GAP_CARDS, gap="xsmall")
+        st.caption(gap_sentence(raw.report.metrics).capitalize())
     with right, st.container(border=True):
         st.markdown(ov.panel_title_html(3, "The gap, closed", closed_label),
                     unsafe_allow_html=True)
@@ -60,11 +64,12 @@ def _render() -> None:
                                   query=("image", query), height=SCATTER_HEIGHT)
         st.plotly_chart(fig, key="overview_closed_scatter", config={"displayModeBar": False})
         st.markdown("<div style='font-weight:600;font-size:0.92rem;margin:0.1rem 0 0 0;"
-                    "color:#334155'>Measured again <span style='color:#64748B;font-weight:400'>"
+                    f"color:{palette.TITLE}'>Measured again "
+                    f"<span style='color:{palette.MUTED};font-weight:400'>"
                     "· change vs raw</span></div>", unsafe_allow_html=True)
-        metric_cards(closed.report.metrics, raw.report.metrics, keys=dash.GAP_CARDS,
+        metric_cards(closed.report.metrics, raw.report.metrics, keys=GAP_CARDS,
                             gap="xsmall")
-        st.caption(dash.gap_sentence(closed.report.metrics).capitalize())
+        st.caption(gap_sentence(closed.report.metrics).capitalize())
 
     with st.container(border=True):
         caption = pairs.captions[query] if pairs.captions else pairs.ids[query]
@@ -94,7 +99,7 @@ def _render() -> None:
         if pairs.image_paths and not show_image(cols[0], pairs.image_paths[query]):
             cols[0].caption("image not available")
         raw_hits = retrieve(pairs.image_embeddings, pairs.text_embeddings, "image", query, PROOF_K)
-        closed_hits = retrieve(closed.images, closed.texts, "image", query, PROOF_K)
+        closed_hits = retrieve(run.images, run.texts, "image", query, PROOF_K)
         cols[-2].markdown(ov.hits_html(pairs, raw_hits, "Raw embeddings"), unsafe_allow_html=True)
         cols[-1].markdown(ov.hits_html(pairs, closed_hits, f"Closed ({closed_short})"),
                           unsafe_allow_html=True)

@@ -4,8 +4,8 @@ The paper's strongest evidence, made visible: with raw embeddings an image query
 images only; once the gap is closed its own caption rises to the top. The query is a pair of
 the dataset (its image or its caption), a random one, a point selected on Explore, or free
 text typed by the user (embedded by the model that made the data, then placed in the method's
-space through its out-of-sample path). Fitted methods come from the app's shared cache
-(:func:`ui.compute.closed_view`): a method fitted on another page is not fitted again.
+space through its out-of-sample path). Runs come from the app's shared runner
+(:mod:`ui.compute`): a method fitted on another page is not fitted again.
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from gapviz import dashboard as dash
 from gapviz import exports
-from gapviz import retrieval_view as rv
-from gapviz.methods import format_params, make_method, method_class, suited_params
-from gapviz.protocols import fit_size
-from gapviz.retrieval import IMAGE, TEXT
-from ui import compute
+from gapviz.figures import retrieval as rv
+from gapviz.methods import format_params, make_method
+from gapviz.retrieval import IMAGE, TEXT, pick_example_query
+from gapviz.runs import planned_spec
+from ui import compute, links
 from ui import export_menu as export_ui
 from ui.components import guard, method_label, method_names
 from ui.frame import page_header
@@ -42,18 +41,10 @@ EXPLORE_SELECTION_KEY = "explore_selection"
 FIGURE_HEIGHT = 175
 
 ws = workspace()
-act = page_header("Retrieval", "one query in the mixed image + text pool")
+act = page_header("Retrieval", "one query in the mixed image + text pool", link="retrieval")
 pairs = act.pairs
 pool = 2 * pairs.n - 1
 names = method_names()
-
-
-def _method_params(name: str, protocol: str) -> dict:
-    """Parameters of ``name``: those set on Close the gap when it is the method chosen there,
-    else its defaults (spectral: k = 60), lowered where the pairs each fit sees under
-    ``protocol`` cannot take them."""
-    chosen = ws.method_params if name == ws.method and ws.method_params else None
-    return suited_params(name, fit_size(pairs.n, protocol), pairs.dim, chosen)
 
 
 def _explore_selection() -> list[tuple[int, str]]:
@@ -80,21 +71,22 @@ with st.container(border=True):
     k = c3.slider("Top K", K_MIN, K_MAX, **keep("retrieval_k", K_DEFAULT),
                   help="How many results each column lists.")
 
-    raw = view = prov = scoring = fit_pairs = None
+    raw = view = prov = run = None
     with guard(f"apply {method_label(method)}"):
         raw = compute.active_raw_view(act)
-        if method == "orig":
-            view, params = raw, {}
-        else:
-            scoring, fit_pairs = scoring_controls("retrieval", act, method, c5)
-            params = _method_params(method, scoring.protocol)
-            view, prov = compute.scored_view(act, method, params, scoring, fit_pairs)
+        options, fit_on = scoring_controls("retrieval", act, method, c5)
+        # the parameters set on Close the gap for the method chosen there, else its defaults
+        chosen = ws.method_params if method == ws.method and ws.method_params else None
+        spec, _ = planned_spec(method, chosen, pairs.n, pairs.dim, **options)
+        run = compute.run(act, spec, fit_on)
+        view, params = compute.view(run), spec.param_dict
+        prov = None if method == "orig" else run.provenance
     if view is None:
         st.stop()
 
     query: rv.Query | None = None
     if source == "pair":
-        best = dash.pick_example_query(raw.report, view.report)
+        best = pick_example_query(raw.report, view.report)
         d1, d2, d3, d4 = st.columns([1.1, 3.2, 0.9, 1.1], vertical_alignment="bottom")
         modality = d1.radio("Query is the pair's", list(MODALITIES), format_func=MODALITIES.get,
                             horizontal=True, **keep("retrieval_modality", IMAGE))
@@ -161,24 +153,15 @@ if query is None:
 def _results(query: rv.Query):
     """(raw result, method result) of the query, or raises with a message for the user."""
     if not query.is_free:
-        return rv.run_query(pairs, view.images, view.texts, query, k)
+        return rv.run_query(pairs, run.images, run.texts, query, k)
     spec, _ = rv.query_model(pairs)
     vector = compute.embed_text(json.dumps(spec.identity(), sort_keys=True), query.text, spec)
     if method == "orig":
-        return rv.run_query(pairs, view.images, view.texts, query, k, vector=vector)
-    fitted, view_params = _placing_method()
-    return rv.run_query(pairs, view.images, view.texts, query, k, method=fitted,
-                        view_params=view_params, vector=vector)
-
-
-def _placing_method():
-    """The fitted method that places a new query, and its view parameters: the shared fit
-    (transductive), or the first fold's fit, whose frame the other folds were aligned to
-    (held-out; the query is new to every fit), or the fit on the other dataset (fit-on)."""
-    if prov.protocol == "transductive" and not method_class(method).uses_pairing:
-        fit_params, view_params = dash.split_params(method, params, pairs.n, pairs.dim)
-        return compute.fitted_method(act, method, fit_params), view_params
-    return compute.protocol_result(act, method, params, scoring, fit_pairs).fits[0], {}
+        return rv.run_query(pairs, run.images, run.texts, query, k, vector=vector)
+    # The new query is placed by the run's first fit (held-out: the fold whose frame the
+    # others were aligned to; the query is new to every fit), read-only.
+    return rv.run_query(pairs, run.images, run.texts, query, k, method=run.fits[0],
+                        vector=vector)
 
 
 result = None
@@ -270,7 +253,7 @@ def _export_items() -> export_ui.ExportItems:
                 exports.MIME["csv"])])
     if method != "orig":
         desc = exports.method_description(make_method(method, **params), provenance=prov)
-        items.embeddings = export_ui.EmbeddingsExport(pairs, view.images, view.texts, desc)
+        items.embeddings = export_ui.EmbeddingsExport(pairs, run.images, run.texts, desc)
     return items
 
 
@@ -280,3 +263,9 @@ e1.caption("Green: the query's true partner, wherever it lands. Similarities are
            "space; ranks count every item of the pool but the query.")
 with e2, guard("prepare the exports"):
     export_ui.export_menu(_export_items(), prefix="retrieval", stem=stem)
+    # a pair's query is part of the link; a typed text or a selection from Explore is not
+    recipe = links.recipe_for("retrieval", act, run.spec, k=int(st.session_state["retrieval_k"]),
+                              **({"query": f"{query.row}:{query.modality}"}
+                                 if source == "pair" else {}))
+    links.write(recipe)
+    links.save_button(recipe, key="retrieval_recipe")

@@ -1,8 +1,11 @@
-"""What several test files share: the app driven through Streamlit's AppTest, small
+"""Fixtures several test files share: the app driven through Streamlit's AppTest, small
 workspaces of simulated pairs, and a throw-away gapviz cache.
 
-(The local HTTP server, image fixtures and the tiny open_clip model are in
-``datafixtures.py``; ``reference.py`` holds the brute-force measures.)
+This file holds fixtures only and is never imported by a test module: ask for a fixture by
+name (``def test_x(app_session, assert_clean): ...``). ``app_session``, ``assert_clean``,
+``card_values`` and ``simulated_workspace`` are functions, session-scoped so that a fixture of
+any scope may use them. (The local HTTP server, image fixtures and the tiny open_clip model are
+in ``datafixtures.py``; ``reference.py`` holds the brute-force measures.)
 """
 
 from __future__ import annotations
@@ -12,14 +15,14 @@ from typing import Any, Iterable
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-APP = str(ROOT / "app.py")
+_ROOT = Path(__file__).resolve().parents[1]
+_APP = str(_ROOT / "app.py")
 #: Seconds one AppTest run may take (the first one measures the demo and fits spectral).
-APP_TIMEOUT = 240
+_APP_TIMEOUT = 240
 
 
-def app_session(page: str | None = None, *, workspace: Any = None, timeout: float = APP_TIMEOUT,
-                **widgets: Any):
+def _app_session(page: str | None = None, *, workspace: Any = None, timeout: float = _APP_TIMEOUT,
+                 **widgets: Any):
     """A fresh AppTest session of ``app.py``, run once, on ``page`` (e.g. "pages/compare.py").
 
     ``workspace`` replaces the session's workspace (the demo otherwise); ``widgets`` are
@@ -27,7 +30,7 @@ def app_session(page: str | None = None, *, workspace: Any = None, timeout: floa
     """
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(APP, default_timeout=timeout)
+    at = AppTest.from_file(_APP, default_timeout=timeout)
     if workspace is not None:
         at.session_state["workspace"] = workspace
     for key, value in widgets.items():
@@ -37,13 +40,13 @@ def app_session(page: str | None = None, *, workspace: Any = None, timeout: floa
     return at.run()
 
 
-def assert_clean(at, where: str) -> None:
+def _assert_clean(at, where: str) -> None:
     """No exception and no error message on the page."""
     assert not at.exception, f"{where}: {[e.value for e in at.exception]}"
     assert not at.error, f"{where}: {[e.value for e in at.error]}"
 
 
-def card_values(at) -> dict[str, str]:
+def _card_values(at) -> dict[str, str]:
     """``{label: value}`` of the metric cards (the first card of each label)."""
     out: dict[str, str] = {}
     for m in at.metric:
@@ -51,8 +54,8 @@ def card_values(at) -> dict[str, str]:
     return out
 
 
-def simulated_workspace(n: int, dim: int, name: str, *, seed: int = 0,
-                        profiles: Iterable[str] | None = None):
+def _simulated_workspace(n: int, dim: int, name: str, *, seed: int = 0,
+                         profiles: Iterable[str] | None = None):
     """A workspace holding simulated pairs under each profile as models of one dataset
     (sim-CLIP active)."""
     from gapviz.simulate import PROFILES, simulate_pairs
@@ -63,6 +66,37 @@ def simulated_workspace(n: int, dim: int, name: str, *, seed: int = 0,
         ws.add(simulate_pairs(n, dim, profile=p, seed=seed), source="test", dataset=name,
                model=PROFILES[p].name, activate=p == "clip")
     return ws
+
+
+@pytest.fixture(scope="session")
+def app_session():
+    """``app_session(page=None, *, workspace=None, timeout=240, **widgets)``: a fresh AppTest
+    session of ``app.py``, run once, on ``page`` (e.g. "pages/compare.py").
+
+    ``workspace`` replaces the session's workspace (the demo otherwise); ``widgets`` are
+    initial widget values by key.
+    """
+    return _app_session
+
+
+@pytest.fixture(scope="session")
+def assert_clean():
+    """``assert_clean(at, where)``: no exception and no error message on the page."""
+    return _assert_clean
+
+
+@pytest.fixture(scope="session")
+def card_values():
+    """``card_values(at)``: ``{label: value}`` of the metric cards (the first of each label)."""
+    return _card_values
+
+
+@pytest.fixture(scope="session")
+def simulated_workspace():
+    """``simulated_workspace(n, dim, name, *, seed=0, profiles=None)``: a workspace holding
+    simulated pairs under each profile (all by default) as models of one dataset, sim-CLIP
+    active."""
+    return _simulated_workspace
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+
+from gapviz.runs import RunData, Runner, RunSpec, tradeoff_specs
 from scipy import stats
 
 from gapviz import anatomy, closing_costs, intervals
@@ -689,7 +691,7 @@ def test_clusters_like_another_anatomy_keep_its_groups():
 
 
 def test_gap_intensity_shades_infinite_darkest_and_follows_each_direction():
-    from gapviz.anatomy_figures import LARGEST_FINITE_SHADE, gap_intensity
+    from gapviz.figures.anatomy import LARGEST_FINITE_SHADE, gap_intensity
 
     itr = gap_intensity([129.0, math.inf, 3.0, math.nan, 1.0, None], "ITR")
     assert itr[1] == 1.0 and itr[0] == LARGEST_FINITE_SHADE < 1.0
@@ -707,13 +709,13 @@ def test_gap_intensity_shades_infinite_darkest_and_follows_each_direction():
     (0.31, 0.31, [0.306, 0.308, 0.31, 0.312, 0.314]),  # one value: 1% either side
 ])
 def test_nice_ticks_are_round(lo, hi, expected):
-    from gapviz.anatomy_figures import nice_ticks
+    from gapviz.figures.anatomy import nice_ticks
 
     assert nice_ticks(lo, hi) == pytest.approx(expected)
 
 
 def test_dimension_figure_says_what_it_shows_and_ticks_rmg_roundly():
-    from gapviz.anatomy_figures import dimension_figure
+    from gapviz.figures.anatomy import dimension_figure
 
     X, Y = gaussian_pairs(200, 40, seed=5, shift=2.0)
     anat = gap_anatomy(X, Y, intervals=False, clusters=False, ablation_dims=8)
@@ -735,7 +737,7 @@ def test_dimension_figure_says_what_it_shows_and_ticks_rmg_roundly():
 
 
 def test_interval_figure_puts_runs_side_by_side():
-    from gapviz.anatomy_figures import interval_figure
+    from gapviz.figures.anatomy import interval_figure
 
     runs = {"Raw": ({"RMG": 0.5, "R@5": 0.1}, {"RMG": (0.45, 0.55), "R@5": (0.05, 0.2)}),
             "Spectral, k = 60": ({"RMG": 0.3, "R@5": 0.4}, {"RMG": (0.28, 0.33), "R@5": (0.3, 0.5)})}
@@ -752,9 +754,10 @@ def test_tradeoff_points_say_how_each_run_was_obtained():
     pairs = simulate_pairs(240, 24, seed=9)
     X, Y = pairs.image_embeddings, pairs.text_embeddings
     seen = []
-    points = closing_costs.tradeoff_points(X, Y, spectral_ks=(5, 20, 500),
-                                           methods=("center", "procrustes"),
-                                           progress=lambda f, m: seen.append((f, m)))
+    data = RunData.of(pairs)
+    specs = tradeoff_specs(data.n, data.dim, spectral_ks=(5, 20, 500),
+                           methods=("center", "procrustes"))
+    points = Runner().tradeoff(specs, data, progress=lambda f, m: seen.append((f, m)))
     assert [p["label"] for p in points] == ["spectral k=5", "spectral k=20", "Mean-centering",
                                             "Procrustes (held-out)"]
     assert [f for f, _ in seen] == pytest.approx([0.25, 0.5, 0.75, 1.0])  # k = 500 is too large
@@ -763,10 +766,10 @@ def test_tradeoff_points_say_how_each_run_was_obtained():
     assert points[3]["n_fit"] == 240 - 240 // 5 and points[3]["n_scored"] == 240
     assert "5-fold cross-fit" in points[3]["how"]
     # spectral k = 20 is the slice of one fit: the same as a fit of its own at k = 20
-    from gapviz.dashboard import fit_method, split_params, transformed
+    from gapviz.methods import make_method
 
-    fit = fit_method("spectral", X, Y, split_params("spectral", {"n_components": 20}, 240, 24)[0])
-    Xt, Yt = transformed(fit, X, Y, {"n_components": 20})
+    own = Runner.resolved_params(RunSpec.make("spectral", {"n_components": 20}), 240, 24)
+    Xt, Yt = make_method("spectral", **own).fit_transform(X, Y)
     assert points[1]["rmg_after"] == pytest.approx(relative_modality_gap(Xt, Yt), rel=1e-6)
     rmg_raw = relative_modality_gap(X, Y)
     for p in points:

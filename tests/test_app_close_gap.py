@@ -7,20 +7,22 @@ another dataset" is offered only once there is one; the raw embeddings say they 
 
 from __future__ import annotations
 
-from conftest import app_session, assert_clean, card_values, simulated_workspace
+import pytest
+
 from gapviz.simulate import simulate_pairs
 
 N = 200
 
 
-def _session():
+@pytest.fixture
+def at(app_session, simulated_workspace):
+    """A fresh session on Close the gap, on N simulated sim-CLIP pairs."""
     return app_session("pages/close_gap.py",
                        workspace=simulated_workspace(N, 32, "Small simulated", seed=2,
                                                      profiles=["clip"]))
 
 
-def test_procrustes_on_its_own_fit_pairs_needs_the_opt_in_and_then_warns():
-    at = _session()
+def test_procrustes_on_its_own_fit_pairs_needs_the_opt_in_and_then_warns(at, assert_clean, card_values):
     at.selectbox(key="close_method").set_value("procrustes").run()
     assert_clean(at, "Procrustes, held-out by default")
     assert at.selectbox(key="close_protocol_procrustes").value == "held-out"
@@ -38,8 +40,7 @@ def test_procrustes_on_its_own_fit_pairs_needs_the_opt_in_and_then_warns():
     assert any("Procrustes" in w.value or "procrustes" in w.value for w in at.warning)
 
 
-def test_fit_on_is_offered_only_once_another_dataset_is_loaded():
-    at = _session()
+def test_fit_on_is_offered_only_once_another_dataset_is_loaded(at, assert_clean):
     at.selectbox(key="close_method").set_value("sinkhorn").run()
     assert_clean(at, "Sinkhorn")
     options = at.selectbox(key="close_protocol_sinkhorn").options
@@ -56,8 +57,7 @@ def test_fit_on_is_offered_only_once_another_dataset_is_loaded():
                for c in at.caption)
 
 
-def test_the_raw_embeddings_say_they_fit_nothing():
-    at = _session()
+def test_the_raw_embeddings_say_they_fit_nothing(at, assert_clean):
     at.selectbox(key="close_method").set_value("orig").run()
     assert_clean(at, "None (raw embeddings)")
     assert not [s for s in at.selectbox if s.key and s.key.startswith("close_protocol")]

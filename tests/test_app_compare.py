@@ -18,32 +18,19 @@ from gapviz.compare import COMPARE_KEYS
 from gapviz.methods import METHODS, method_class
 from gapviz.simulate import PROFILES
 from gapviz.workspace import Workspace
-from conftest import app_session, assert_clean, simulated_workspace
 
 PAGE = "pages/compare.py"
 
 
-def _clean(at, where: str) -> None:
-    assert_clean(at, where)
-
-
-def _session(ws: Workspace, **widgets):
-    """A fresh session on the Compare page; ``widgets`` are initial widget values."""
-    return app_session(PAGE, workspace=ws, **widgets)
-
-
-def _workspace(n: int, dim: int, profiles, name: str) -> Workspace:
-    return simulated_workspace(n, dim, name, profiles=profiles)
-
-
-def test_the_table_has_every_method_and_marks_nothing_missing():
-    at = _session(_workspace(120, 64, ["clip"], "Small"))
-    _clean(at, "Compare")
+def test_the_table_has_every_method_and_marks_nothing_missing(app_session, assert_clean,
+                                                              simulated_workspace):
+    at = app_session(PAGE, workspace=simulated_workspace(120, 64, "Small", profiles=["clip"]))
+    assert_clean(at, "Compare")
     assert at.title[0].value == "Compare"
     default = at.multiselect(key="compare_methods").value
     assert "orig" in default and "spectral" in default and "ot" not in default  # slow: opt-in
     at.multiselect(key="compare_methods").set_value(list(METHODS)).run()
-    _clean(at, "every method")
+    assert_clean(at, "every method")
     table = at.dataframe[0].value
     assert list(table.index) == ["orig"] + [m for m in table.index if m != "orig"]
     assert set(table.index) == set(METHODS)
@@ -72,7 +59,7 @@ def test_the_table_has_every_method_and_marks_nothing_missing():
     # Each column's best is tested against its runner-up on the same pairs.
     assert any("paired bootstrap over the same pairs" in c.value for c in at.caption)
     at.toggle(key="compare_tradeoff").set_value(True).run()
-    _clean(at, "trade-off")
+    assert_clean(at, "trade-off")
     assert "compare_tradeoff_fig" in [c.key for c in at.get("plotly_chart")]
     # The trade-off names runs as the table and heatmap do (method labels, protocol), by number.
     trade = _figure(at, "compare_tradeoff_fig")
@@ -109,13 +96,14 @@ def _run_cli(command: str) -> dict:
     return json.loads(out.getvalue())
 
 
-def test_several_models_and_the_cli_command_it_shows_give_the_same_numbers():
-    ws = _workspace(150, 512, list(PROFILES), "Simulated · 150 pairs · seed 0")
-    at = _session(ws, compare_methods=["orig", "center", "spectral"])
-    _clean(at, "Compare, one model")
+def test_several_models_and_the_cli_command_it_shows_give_the_same_numbers(app_session, assert_clean,
+                                                                           simulated_workspace):
+    ws = simulated_workspace(150, 512, "Simulated · 150 pairs · seed 0", profiles=list(PROFILES))
+    at = app_session(PAGE, workspace=ws, compare_methods=["orig", "center", "spectral"])
+    assert_clean(at, "Compare, one model")
     assert sorted(at.dataframe[0].value.index) == ["center", "orig", "spectral"]
     at.multiselect(key="compare_models").set_value(["sim-CLIP", "sim-SigLIP", "sim-LLM2CLIP"]).run()
-    _clean(at, "three models x three methods")
+    assert_clean(at, "three models x three methods")
     table = at.dataframe[0].value
     assert len(table) == 9 and list(table["model"].unique()) == ["sim-CLIP", "sim-SigLIP", "sim-LLM2CLIP"]
     command = at.code[0].value
@@ -134,7 +122,7 @@ def test_several_models_and_the_cli_command_it_shows_give_the_same_numbers():
                 (run, key, a, b)
 
 
-def test_protocols_leaks_and_the_shuffled_check_on_pairs_without_signal():
+def test_protocols_leaks_and_the_shuffled_check_on_pairs_without_signal(app_session, assert_clean):
     from gapviz.embeddings import PairedEmbeddings
 
     rng = np.random.default_rng(3)
@@ -143,8 +131,9 @@ def test_protocols_leaks_and_the_shuffled_check_on_pairs_without_signal():
     ws.add(PairedEmbeddings(rng.normal(size=(n, 32)), rng.normal(size=(n, 32)),
                             [f"p{i}" for i in range(n)], [f"c{i}" for i in range(n)],
                             model="no signal"), source="test", dataset="No signal")
-    at = _session(ws, compare_methods=["orig", "center", "procrustes", "sinkhorn", "spectral"])
-    _clean(at, "Compare, no signal")
+    at = app_session(PAGE, workspace=ws,
+                     compare_methods=["orig", "center", "procrustes", "sinkhorn", "spectral"])
+    assert_clean(at, "Compare, no signal")
     table = at.dataframe[0].value
     chance20 = 20 / (2 * n - 1)
     se20 = (chance20 * (1 - chance20) / n) ** 0.5
@@ -165,7 +154,7 @@ def test_protocols_leaks_and_the_shuffled_check_on_pairs_without_signal():
     at.checkbox(key="compare_allow_leak").uncheck().run()
     at.selectbox(key="compare_protocol").set_value("default").run()
     at.toggle(key="compare_shuffled").set_value(True).run()
-    _clean(at, "shuffled check")
+    assert_clean(at, "shuffled check")
     assert any("Every row is within chance + 4 SE" in c.value for c in at.caption)
     # A null check, not a ranking: "shuffled" in every row and the title, nothing starred.
     heat = _figure(at, "compare_heatmap")
@@ -181,7 +170,8 @@ def test_protocols_leaks_and_the_shuffled_check_on_pairs_without_signal():
     assert (shuffled_table["protocol"].str.endswith(", shuffled")).all()
 
 
-def test_the_measures_exports_say_how_each_run_was_obtained(monkeypatch):
+def test_the_measures_exports_say_how_each_run_was_obtained(monkeypatch, app_session, assert_clean,
+                                                            simulated_workspace):
     """Measures CSV and markdown: parameters, protocol, pairs fitted and scored per run, and
     the shuffled control marked in each row and in the file name."""
     from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
@@ -194,9 +184,9 @@ def test_the_measures_exports_say_how_each_run_was_obtained(monkeypatch):
         return store(self, data, mimetype, kind, filename)
 
     monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", keep_file)
-    ws = _workspace(120, 32, ["clip"], "Small")
-    at = _session(ws, compare_methods=["orig", "pca", "sinkhorn", "spectral"])
-    _clean(at, "Compare for the exports")
+    ws = simulated_workspace(120, 32, "Small", profiles=["clip"])
+    at = app_session(PAGE, workspace=ws, compare_methods=["orig", "pca", "sinkhorn", "spectral"])
+    assert_clean(at, "Compare for the exports")
     rows = {r["run"]: r for r in csv.DictReader(io.StringIO(
         files["gapviz-compare-small-measures.csv"].decode()))}
     assert list(rows) == ["orig", "spectral", "sinkhorn", "pca"]
@@ -210,7 +200,7 @@ def test_the_measures_exports_say_how_each_run_was_obtained(monkeypatch):
     assert "| parameters | protocol | n_fit | n_scored |" in markdown.splitlines()[0]
     files.clear()
     at.toggle(key="compare_shuffled").set_value(True).run()
-    _clean(at, "shuffled exports")
+    assert_clean(at, "shuffled exports")
     rows = list(csv.DictReader(io.StringIO(
         files["gapviz-compare-small-shuffled-control-measures.csv"].decode())))
     assert len(rows) == 4 and all(r["protocol"].endswith("shuffled control") for r in rows)

@@ -15,7 +15,6 @@ from streamlit.testing.v1 import AppTest
 from datafixtures import register_tiny_model, write_image, write_truncated_jpeg
 from gapviz.embeddings import PairedEmbeddings, to_npz_bytes
 from gapviz.workspace import DEMO_DATASET
-from conftest import app_session
 
 TIMEOUT = 240
 CAPTIONS = ["a red kite over a field", "a boat on a lake", "a city street at night",
@@ -49,16 +48,17 @@ def _pairs_zip(folder: Path) -> bytes:
     return buf.getvalue()
 
 
-def _session() -> AppTest:
+def _session(app_session) -> AppTest:
+    """A fresh session on the Data page (``app_session``: the fixture)."""
     at = app_session("pages/data.py", timeout=TIMEOUT)
     assert not at.exception, [e.value for e in at.exception]
     return at
 
 
-def _upload_pairs(tiny_model: str, tmp_path, **fields: str) -> AppTest:
+def _upload_pairs(app_session, tiny_model: str, tmp_path, **fields: str) -> AppTest:
     """The Data page with the pairs zip uploaded and the tiny random-weight model chosen; the
     text ``fields`` (by key) set, then Load pressed."""
-    at = _session()
+    at = _session(app_session)
     at.file_uploader(key="data_pairs_upload").set_value(
         ("pairs.zip", _pairs_zip(tmp_path), "application/zip"))
     at.selectbox(key="data_pairs_model").set_value("other")
@@ -71,8 +71,9 @@ def _upload_pairs(tiny_model: str, tmp_path, **fields: str) -> AppTest:
     return at
 
 
-def test_uploading_a_zip_of_pairs_adds_a_dataset_with_its_skip_report(tiny_model, tmp_path):
-    at = _upload_pairs(tiny_model, tmp_path)
+def test_uploading_a_zip_of_pairs_adds_a_dataset_with_its_skip_report(tiny_model, tmp_path,
+                                                                       app_session):
+    at = _upload_pairs(app_session, tiny_model, tmp_path)
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
 
@@ -102,7 +103,7 @@ def test_uploading_a_zip_of_pairs_adds_a_dataset_with_its_skip_report(tiny_model
     assert next(m.value for m in at.metric if m.label == "ITR") != before or k.value == 2
 
 
-def test_embeddings_files_of_the_same_pairs_become_models_of_one_dataset(tmp_path):
+def test_embeddings_files_of_the_same_pairs_become_models_of_one_dataset(tmp_path, app_session):
     rng = np.random.default_rng(0)
     ids = [f"p{i}" for i in range(40)]
     files = []
@@ -110,7 +111,7 @@ def test_embeddings_files_of_the_same_pairs_become_models_of_one_dataset(tmp_pat
         pe = PairedEmbeddings(rng.normal(size=(40, 16)), rng.normal(size=(40, 16)), ids,
                               [f"caption {i}" for i in range(40)], model=model)
         files.append((f"{model.replace(' ', '_')}.npz", to_npz_bytes(pe), "application/octet-stream"))
-    at = _session()
+    at = _session(app_session)
     at.file_uploader(key="data_emb_upload").set_value(files).run()
     at.button(key="data_emb_go").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
@@ -120,8 +121,8 @@ def test_embeddings_files_of_the_same_pairs_become_models_of_one_dataset(tmp_pat
     assert ws.active.dataset is new[0]
 
 
-def test_a_broken_file_shows_a_message_and_the_previous_data_stays(tmp_path):
-    at = _session()
+def test_a_broken_file_shows_a_message_and_the_previous_data_stays(tmp_path, app_session):
+    at = _session(app_session)
     before = at.session_state["workspace"].active
     at.file_uploader(key="data_emb_upload").set_value(
         ("broken.npz", b"this is not an npz file", "application/octet-stream")).run()
@@ -158,8 +159,8 @@ def _empty_zip() -> bytes:
     return buf.getvalue()
 
 
-def test_simulating_another_set_adds_a_simulated_dataset_with_three_models():
-    at = _session()
+def test_simulating_another_set_adds_a_simulated_dataset_with_three_models(app_session):
+    at = _session(app_session)
     at.selectbox(key="data_sim_n").set_value(500)
     at.number_input(key="data_sim_seed").set_value(7)
     at.button(key="data_sim_go").click().run()
@@ -170,7 +171,7 @@ def test_simulating_another_set_adds_a_simulated_dataset_with_three_models():
     assert len(act.dataset.models) == 3 and act.pairs.n == 500
 
 
-def test_a_folder_of_parquet_shards_on_this_machine_loads_as_one_dataset(tmp_path):
+def test_a_folder_of_parquet_shards_on_this_machine_loads_as_one_dataset(tmp_path, app_session):
     from gapviz.embeddings import save_embeddings
 
     folder = tmp_path / "shards"
@@ -181,7 +182,7 @@ def test_a_folder_of_parquet_shards_on_this_machine_loads_as_one_dataset(tmp_pat
         save_embeddings(PairedEmbeddings(rng.normal(size=(30, 8)), rng.normal(size=(30, 8)), ids,
                                          [f"caption {j}" for j in ids], model="sharded model"),
                         folder / f"pairs-{i * 30:06d}-{i * 30 + 30:06d}.parquet")
-    at = _session()
+    at = _session(app_session)
     at.text_input(key="data_emb_path").input(str(folder)).run()
     at.button(key="data_emb_go").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
@@ -190,9 +191,11 @@ def test_a_folder_of_parquet_shards_on_this_machine_loads_as_one_dataset(tmp_pat
     assert active.pairs.ids[:2] == ["p0", "p1"] and active.pairs.ids[-1] == "p59"
 
 
-def test_a_tokenizer_folder_that_is_not_there_is_a_message_and_nothing_is_added(tiny_model, tmp_path):
+def test_a_tokenizer_folder_that_is_not_there_is_a_message_and_nothing_is_added(tiny_model, tmp_path,
+                                                                                 app_session):
     """The Data page's optional tokenizer folder reaches the model: a wrong one is said plainly."""
-    at = _upload_pairs(tiny_model, tmp_path, data_pairs_tokenizer=str(tmp_path / "no-tokenizer"))
+    at = _upload_pairs(app_session, tiny_model, tmp_path,
+                       data_pairs_tokenizer=str(tmp_path / "no-tokenizer"))
     assert not at.exception, [e.value for e in at.exception]
     errors = " ".join(e.value for e in at.error)
     assert "tokenizer folder" in errors and "no-tokenizer" in errors, errors

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import app_session, assert_clean
 from gapviz.embeddings import PairedEmbeddings, to_npz_bytes
 from gapviz.encode import KNOWN_MODELS
 
@@ -17,18 +16,19 @@ def hosted(monkeypatch, gapviz_cache):
     monkeypatch.setenv("GAPVIZ_HOSTED", "1")
 
 
-def _data_page():
-    at = app_session("pages/data.py")
-    assert_clean(at, "Data, hosted")
-    return at
+@pytest.fixture
+def at(hosted, app_session, assert_clean):
+    """A fresh session on the Data page of the hosted demo."""
+    session = app_session("pages/data.py")
+    assert_clean(session, "Data, hosted")
+    return session
 
 
 def _keys(elements) -> set[str]:
     return {e.key for e in elements if e.key}
 
 
-def test_no_server_path_url_or_unlisted_model_is_offered():
-    at = _data_page()
+def test_no_server_path_url_or_unlisted_model_is_offered(at, assert_clean):
     assert "data_pairs_path" not in _keys(at.text_input)          # no server folder
     assert "data_coco_ann" not in _keys(at.text_input)            # no annotation path or URL
     assert "data_coco_images" not in _keys(at.text_input)
@@ -42,7 +42,7 @@ def test_no_server_path_url_or_unlisted_model_is_offered():
     assert "data_cc_upload" in _keys(at.get("file_uploader"))
 
 
-def test_an_uploaded_file_naming_server_images_shows_none_of_them(tmp_path):
+def test_an_uploaded_file_naming_server_images_shows_none_of_them(tmp_path, at, assert_clean):
     private = tmp_path / "private" / "secret.png"
     private.parent.mkdir()
     Image.new("RGB", (32, 32), "red").save(private)
@@ -52,7 +52,6 @@ def test_an_uploaded_file_naming_server_images_shows_none_of_them(tmp_path):
                           [f"p{i}" for i in range(n)], [f"caption {i}" for i in range(n)],
                           image_paths=[str(private)] * (n - 1) + ["../../../etc/hostname"],
                           model="visitor model", meta={"model_name": "hf-hub:evil/model"})
-    at = _data_page()
     at.file_uploader(key="data_emb_upload").set_value(
         [("visitor.npz", to_npz_bytes(pe), "application/octet-stream")]).run()
     at.button(key="data_emb_go").click().run()
@@ -68,8 +67,7 @@ def test_an_uploaded_file_naming_server_images_shows_none_of_them(tmp_path):
     assert any("not available" in c.value and "listed models" in c.value for c in at.caption)
 
 
-def test_a_hostile_file_name_is_shown_as_text_in_the_error():
-    at = _data_page()
+def test_a_hostile_file_name_is_shown_as_text_in_the_error(at):
     name = "![x](http://evil.example/a.png)[click](javascript:x).npz"
     at.file_uploader(key="data_emb_upload").set_value(
         [(name, b"not an npz", "application/octet-stream")]).run()

@@ -13,19 +13,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from gapviz.workspace import Workspace
-from conftest import app_session, assert_clean, simulated_workspace
 
 PAGE = "pages/retrieval.py"
 TIMEOUT = 180
 N = 300
-
-
-def _clean(at: AppTest, where: str) -> None:
-    assert_clean(at, where)
-
-
-def _session(ws: Workspace) -> AppTest:
-    return app_session(PAGE, workspace=ws, timeout=TIMEOUT)
 
 
 def _columns(at: AppTest) -> tuple[str, str]:
@@ -48,17 +39,17 @@ def _modalities(html: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def small_ws() -> Workspace:
+def small_ws(simulated_workspace) -> Workspace:
     return simulated_workspace(N, 64, "Small simulated", seed=1)
 
 
 @pytest.fixture(scope="module")
-def at(small_ws) -> AppTest:
-    return _session(small_ws)
+def at(small_ws, app_session) -> AppTest:
+    return app_session(PAGE, workspace=small_ws, timeout=TIMEOUT)
 
 
-def test_the_default_query_shows_the_papers_contrast(at):
-    _clean(at, "Retrieval")
+def test_the_default_query_shows_the_papers_contrast(at, assert_clean):
+    assert_clean(at, "Retrieval")
     assert at.title[0].value == "Retrieval"
     assert at.radio(key="retrieval_source").value == "pair"
     assert at.radio(key="retrieval_modality").value == "image"
@@ -79,28 +70,28 @@ def test_the_default_query_shows_the_papers_contrast(at):
     assert [c.key for c in at.get("plotly_chart")] == ["retrieval_fig_0", "retrieval_fig_1"]
 
 
-def test_a_new_query_changes_the_results(at):
+def test_a_new_query_changes_the_results(at, assert_clean):
     before = _columns(at)
     pair = at.selectbox(key="retrieval_pair")
     other = (pair.value + 17) % N
     pair.set_value(other).run()
-    _clean(at, "another pair")
+    assert_clean(at, "another pair")
     after = _columns(at)
     assert after[0] != before[0] and after[1] != before[1]
     pairs = at.session_state["workspace"].active.pairs
     assert pairs.ids[other] in _query_card(at)
     at.radio(key="retrieval_modality").set_value("text").run()
-    _clean(at, "caption query")
+    assert_clean(at, "caption query")
     assert [label for label, _ in _metrics(at)][0] == "Rank of its image"
     assert "the <b>caption</b> of pair" in _query_card(at)
     assert _modalities(_columns(at)[0])[0] == "text"  # raw: a caption finds captions
     at.radio(key="retrieval_modality").set_value("image").run()
 
 
-def test_changing_the_method_updates_the_right_column_only(at):
+def test_changing_the_method_updates_the_right_column_only(at, assert_clean):
     raw, closed = _columns(at)
     at.selectbox(key="retrieval_method").set_value("center").run()
-    _clean(at, "mean-centering")
+    assert_clean(at, "mean-centering")
     raw2, closed2 = _columns(at)
     assert raw2 == raw and closed2 != closed
     assert any(m.value == "#### Mean-centering" for m in at.markdown)
@@ -108,38 +99,38 @@ def test_changing_the_method_updates_the_right_column_only(at):
     assert any(m.value.startswith("#### Spectral (k = ") for m in at.markdown)
 
 
-def test_random_and_best_example_buttons(at, small_ws):
+def test_random_and_best_example_buttons(at, small_ws, app_session, assert_clean):
     at.button(key="retrieval_best").click().run()
     best = at.selectbox(key="retrieval_pair").value
     assert at.button(key="retrieval_best").disabled  # already showing it
-    fresh = _session(small_ws)  # a new session opens on the best example
+    fresh = app_session(PAGE, workspace=small_ws, timeout=TIMEOUT)  # opens on the best example
     assert fresh.selectbox(key="retrieval_pair").value == best
     at.selectbox(key="retrieval_pair").set_value((best + 1) % N).run()
     at.button(key="retrieval_best").click().run()
-    _clean(at, "best example")
+    assert_clean(at, "best example")
     assert at.selectbox(key="retrieval_pair").value == best
     seen = set()
     for _ in range(3):
         at.button(key="retrieval_random").click().run()
-        _clean(at, "random query")
+        assert_clean(at, "random query")
         seen.add(at.selectbox(key="retrieval_pair").value)
     assert all(0 <= r < N for r in seen) and len(seen) >= 2
 
 
-def test_a_selection_on_explore_becomes_the_query(at, small_ws):
+def test_a_selection_on_explore_becomes_the_query(at, small_ws, assert_clean):
     pairs = small_ws.active.pairs
     at.session_state["explore_selection"] = (small_ws.active.key, [(5, "text"), (9, "image")])
     at.radio(key="retrieval_source").set_value("explore").run()
-    _clean(at, "Explore selection")
+    assert_clean(at, "Explore selection")
     assert f"the <b>caption</b> of pair <code>{pairs.ids[5]}</code>" in _query_card(at)
     at.selectbox(key="retrieval_explore_item").set_value(1).run()
     assert f"the <b>image</b> of pair <code>{pairs.ids[9]}</code>" in _query_card(at)
     at.radio(key="retrieval_source").set_value("pair").run()
 
 
-def test_free_text_is_disabled_on_simulated_data_with_a_reason(at):
+def test_free_text_is_disabled_on_simulated_data_with_a_reason(at, assert_clean):
     at.radio(key="retrieval_source").set_value("text").run()
-    _clean(at, "free text on the demo")
+    assert_clean(at, "free text on the demo")
     assert at.text_input(key="retrieval_text").disabled
     assert any("simulated" in c.value and "Data" in c.value for c in at.caption)
     assert not [m for m in at.markdown if "data-rank=" in m.value]  # no query, no results
@@ -173,9 +164,10 @@ def zip_ws(tmp_path_factory) -> Workspace:
     return ws
 
 
-def test_free_text_on_a_users_zip_goes_through_the_model_and_the_method(zip_ws):
-    at = _session(zip_ws)
-    _clean(at, "user's zip")
+def test_free_text_on_a_users_zip_goes_through_the_model_and_the_method(zip_ws, app_session,
+                                                                        assert_clean):
+    at = app_session(PAGE, workspace=zip_ws, timeout=TIMEOUT)
+    assert_clean(at, "user's zip")
     pairs = zip_ws.active.pairs
     raw, closed = _columns(at)
     assert "data:image/jpeg;base64," in raw + closed  # real thumbnails of the user's images
@@ -183,7 +175,7 @@ def test_free_text_on_a_users_zip_goes_through_the_model_and_the_method(zip_ws):
     field = at.text_input(key="retrieval_text")
     assert not field.disabled
     field.input("a red kite over a field").run()
-    _clean(at, "free text")
+    assert_clean(at, "free text")
     raw, closed = _columns(at)
     assert len(_modalities(raw)) == len(_modalities(closed)) == min(at.slider(key="retrieval_k").value,
                                                                     2 * pairs.n)
@@ -193,17 +185,18 @@ def test_free_text_on_a_users_zip_goes_through_the_model_and_the_method(zip_ws):
     assert any(m.value.startswith("#### Spectral (k = ") for m in at.markdown)
 
 
-def test_the_protocol_of_the_right_column_can_be_switched_and_is_stated(small_ws):
-    at = _session(small_ws)
+def test_the_protocol_of_the_right_column_can_be_switched_and_is_stated(small_ws, app_session,
+                                                                       assert_clean):
+    at = app_session(PAGE, workspace=small_ws, timeout=TIMEOUT)
     at.selectbox(key="retrieval_method").set_value("center").run()
-    _clean(at, "centering")
+    assert_clean(at, "centering")
     assert any("transductive: fitted on the 300 scored pairs" in c.value for c in at.caption)
     transductive = _columns(at)[1]
     at.selectbox(key="retrieval_protocol_center").set_value("held-out").run()
-    _clean(at, "centering, held-out")
+    assert_clean(at, "centering, held-out")
     assert any("held-out: 5-fold cross-fit" in c.value and "300 scored" in c.value
                for c in at.caption)
     assert _columns(at)[1] != transductive  # out-of-fold means: other similarities
     at.selectbox(key="retrieval_method").set_value("procrustes").run()
-    _clean(at, "procrustes: held-out by default")
+    assert_clean(at, "procrustes: held-out by default")
     assert any("held-out: 5-fold cross-fit" in c.value for c in at.caption)

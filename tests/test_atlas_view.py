@@ -1,4 +1,4 @@
-"""The large-pool table (gapviz.atlas_view) and Explore on a pool past Plotly's limit.
+"""The large-pool table (gapviz.figures.atlas) and Explore on a pool past Plotly's limit.
 
 The table is tested without Streamlit or the atlas package; evaluating a selection needs
 DuckDB (installed with the atlas) and is skipped without it. The Explore fallback (a seeded
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gapviz import atlas_view as av
+from gapviz.figures import atlas as av
 from gapviz.projection import Projection
 
 
@@ -114,9 +114,8 @@ def test_predicate_from_the_browser_cannot_reach_files(tmp_path):
     assert not target.exists()
 
 
-def test_explore_falls_back_to_a_plotly_sample_without_the_atlas(monkeypatch, gapviz_cache):
-    from conftest import app_session, assert_clean, simulated_workspace
-
+def test_explore_falls_back_to_a_plotly_sample_without_the_atlas(monkeypatch, gapviz_cache, app_session,
+                                                                 assert_clean, simulated_workspace):
     import ui.atlas
 
     monkeypatch.setattr(ui.atlas, "atlas_installed", lambda: False)
@@ -131,10 +130,9 @@ def test_explore_falls_back_to_a_plotly_sample_without_the_atlas(monkeypatch, ga
     assert not at.metric
 
 
-def test_a_hosted_demo_shows_the_sample_not_the_atlas(monkeypatch, gapviz_cache):
+def test_a_hosted_demo_shows_the_sample_not_the_atlas(monkeypatch, gapviz_cache, app_session,
+                                                      assert_clean, simulated_workspace):
     """The atlas component loads code from a CDN: hosted pages send visitors nowhere else."""
-    from conftest import app_session, assert_clean, simulated_workspace
-
     import ui.atlas
 
     monkeypatch.setenv("GAPVIZ_HOSTED", "1")
@@ -148,10 +146,9 @@ def test_a_hosted_demo_shows_the_sample_not_the_atlas(monkeypatch, gapviz_cache)
     assert not [r for r in at.radio if r.key == "explore_viewer"]
 
 
-def test_explore_draws_the_atlas_when_installed(gapviz_cache):
+def test_explore_draws_the_atlas_when_installed(gapviz_cache, app_session, assert_clean,
+                                                simulated_workspace):
     pytest.importorskip("embedding_atlas", reason="embedding-atlas is an extra (gapviz[atlas])")
-    from conftest import app_session, assert_clean, simulated_workspace
-
     n = av.PLOTLY_MAX_POINTS // 2 + 500
     ws = simulated_workspace(n, 16, "large", profiles=["clip"])
     at = app_session("pages/explore.py", workspace=ws)
@@ -161,10 +158,9 @@ def test_explore_draws_the_atlas_when_installed(gapviz_cache):
     assert not at.info and not at.metric
 
 
-def test_explore_can_switch_a_large_pool_to_the_plotly_sample(gapviz_cache):
+def test_explore_can_switch_a_large_pool_to_the_plotly_sample(gapviz_cache, app_session, assert_clean,
+                                                              simulated_workspace):
     pytest.importorskip("embedding_atlas", reason="embedding-atlas is an extra (gapviz[atlas])")
-    from conftest import app_session, assert_clean, simulated_workspace
-
     from ui.atlas import VIEWERS
 
     n = av.PLOTLY_MAX_POINTS // 2 + 500

@@ -10,8 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import app_session, assert_clean
-
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -59,7 +57,7 @@ def test_the_command_line_takes_its_flag(shrink, capsys):
         capsys.readouterr().err
 
 
-def test_the_app_offers_it_with_its_slider(shrink):
+def test_the_app_offers_it_with_its_slider(shrink, app_session, assert_clean):
     at = app_session("pages/close_gap.py")
     at.selectbox(key="close_method").set_value("shrink").run()
     assert_clean(at, "Close the gap, the example method")

@@ -20,12 +20,12 @@ import pandas as pd
 import pytest
 
 from gapviz import exports
-from gapviz.compare_figures import compare_heatmap, goodness, measure_label
 from gapviz.embeddings import load_embeddings
+from gapviz.figures import retrieval as rv
+from gapviz.figures.compare import compare_heatmap, goodness, measure_label
 from gapviz.measures import measure_gap
 from gapviz.methods import make_method
 from gapviz.retrieval import retrieve, retrieve_vector
-from gapviz import retrieval_view as rv
 from gapviz.simulate import simulate_pairs
 
 COLUMNS = {

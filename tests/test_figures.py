@@ -123,7 +123,7 @@ HEAT_COLUMNS = {
 
 def _cells(fig):
     """(run, key-label) -> (cell colour, text colour, text) of a compare heatmap."""
-    from gapviz.compare_figures import cell_color
+    from gapviz.figures.compare import cell_color
 
     heat, words = fig.data[0], fig.data[1]
     scale = [[float(z), c] for z, c in heat.colorscale]
@@ -137,8 +137,16 @@ def _cells(fig):
     return out
 
 
+def _contrast(a, b):
+    """WCAG 2 contrast ratio of two RGB colours (1 .. 21; 4.5 is the bar for body text)."""
+    from gapviz.figures.compare import luminance
+
+    la, lb = sorted((luminance(a), luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
 def test_heatmap_text_follows_the_darkness_of_its_cell():
-    from gapviz.compare_figures import DARK_TEXT, LIGHT_TEXT, compare_heatmap, contrast, luminance
+    from gapviz.figures.compare import DARK_TEXT, LIGHT_TEXT, compare_heatmap, luminance
 
     cells = _cells(compare_heatmap(HEAT_COLUMNS, ["ITR", "TMR", "R@5", "frechet"]))
     white, dark = (255, 255, 255), (2, 6, 23)
@@ -147,7 +155,7 @@ def test_heatmap_text_follows_the_darkness_of_its_cell():
         # white on the dark cells (#059669, the old scale's end, among them), dark elsewhere
         assert (color == LIGHT_TEXT) == (luminance(background) < 0.25), (run, column, background)
         rgb = white if color == LIGHT_TEXT else dark
-        assert contrast(background, rgb) >= 3.5, (run, column, background, color)
+        assert _contrast(background, rgb) >= 3.5, (run, column, background, color)
     assert luminance((5, 150, 105)) < 0.25
     # the best of each column is the darkest cell: starred, in white
     best = cells["Spectral · transductive", "TMR ↓"]
@@ -161,7 +169,7 @@ def test_heatmap_text_follows_the_darkness_of_its_cell():
 
 
 def test_heatmap_of_a_null_check_ranks_nothing():
-    from gapviz.compare_figures import compare_heatmap
+    from gapviz.figures.compare import compare_heatmap
 
     shuffled = {f"{run}, shuffled": values for run, values in HEAT_COLUMNS.items()}
     fig = compare_heatmap(shuffled, ["ITR", "R@5"], rank=False, title="Shuffled-pairs control",
@@ -177,7 +185,7 @@ def test_heatmap_of_a_null_check_ranks_nothing():
 
 
 def test_tradeoff_numbers_runs_instead_of_writing_labels_on_the_plot():
-    from gapviz.anatomy_figures import tradeoff_figure
+    from gapviz.figures.anatomy import tradeoff_figure
 
     points = [{"label": "Mean-centering · transductive", "gap_closed": 0.40, "r1_kept": 1.02,
                "neighbours_kept": 0.98},
@@ -200,3 +208,34 @@ def test_tradeoff_numbers_runs_instead_of_writing_labels_on_the_plot():
     assert fig.layout.yaxis.tickformat == ".0%" and fig.layout.xaxis.tickformat == ".0%"
     assert fig.layout.yaxis.title.text == "share kept (100% = nothing lost)"
     assert fig.layout.title.text == "What closing the gap costs"
+
+
+# ---------------------------------------------------------------------------- the palette
+HEX = r"#[0-9A-Fa-f]{6}\b"
+
+
+def test_every_colour_is_written_once_in_the_palette():
+    import re
+    from pathlib import Path
+
+    from gapviz.figures import palette
+
+    source = Path(palette.__file__).read_text()
+    code = "\n".join(line.split("#:")[0] for line in source.splitlines())
+    values = [v.upper() for v in re.findall(HEX, code)]
+    assert len(values) == len(set(values)), sorted(v for v in values if values.count(v) > 1)
+    assert figures.MODALITY_COLORS is palette.MODALITY_COLORS
+    assert palette.GAP_COLOR == palette.IMAGE_COLOR and palette.KEPT_COLOR == palette.TEXT_COLOR
+
+
+def test_no_module_outside_the_figures_package_writes_a_hex_colour():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    found = [f"{path.relative_to(root)}:{i}"
+             for folder in ("gapviz", "pages", "ui") for path in sorted((root / folder).rglob("*.py"))
+             if "figures" not in path.relative_to(root).parts
+             for i, line in enumerate(path.read_text().splitlines(), start=1)
+             if re.search(HEX, line)]
+    assert not found, found

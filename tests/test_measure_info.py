@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-from gapviz import dashboard as dash
+from gapviz import measure_info as cards
 from gapviz import measure_info as mi
 from gapviz import tables
-from gapviz.compare_figures import goodness, measure_help, measure_label
+from gapviz.figures.compare import goodness, measure_help, measure_label
 from gapviz.measures import measure_gap
 from gapviz.report import html_report
 from gapviz.simulate import simulate_pairs
@@ -74,26 +74,26 @@ def test_cards_tables_and_compare_read_one_direction(metric_keys):
     sentence = {"lower": "Lower is better.", "higher": "Higher is better.", "one": "Best at 1"}
     for key in _all_keys(metric_keys):
         d = mi.lookup(key).direction
-        assert dash.delta_color(key) == colour[d], key
+        assert cards.delta_color(key) == colour[d], key
         assert measure_label(key) == f"{mi.label(key)} {arrow[d]}".strip(), key
-        assert dash.card_help(key) == measure_help(key), key
+        assert cards.help_text(key) == measure_help(key), key
         if d is None:
-            assert not any(s in dash.card_help(key) for s in sentence.values()), key
+            assert not any(s in cards.help_text(key) for s in sentence.values()), key
             assert tables.best_per_row({"A": {key: 1.0}, "B": {key: 2.0}}, [key]) == {}
             assert goodness([1.0, 2.0], key) == [None, None]
             continue
-        assert sentence[d] in dash.card_help(key), key
+        assert sentence[d] in cards.help_text(key), key
         good, bad = BETTER_WORSE[d]
         assert tables.best_per_row({"A": {key: bad}, "B": {key: good}}, [key]) == {key: {"B"}}, key
         assert goodness([bad, good], key) == [0.0, 1.0], key
 
 
 def test_a_best_at_one_card_colours_by_distance_to_one():
-    assert dash.delta_color("ITR", 400.0, 2.0) == "inverse"  # down toward 1: a drop is green
-    assert dash.delta_color("ITR", 0.01, 0.5) == "normal"    # up toward 1: a rise is green
-    assert dash.delta_color("TIR", 2.0, 0.01) == "normal"    # down past 1 and away: the drop is red
-    assert dash.delta_color("ITR", math.inf, 3.0) == "inverse"
-    assert dash.delta_color("ITR") == "inverse"               # no values: a ratio above 1 coming down
+    assert cards.delta_color("ITR", 400.0, 2.0) == "inverse"  # down toward 1: a drop is green
+    assert cards.delta_color("ITR", 0.01, 0.5) == "normal"    # up toward 1: a rise is green
+    assert cards.delta_color("TIR", 2.0, 0.01) == "normal"    # down past 1 and away: the drop is red
+    assert cards.delta_color("ITR", math.inf, 3.0) == "inverse"
+    assert cards.delta_color("ITR") == "inverse"               # no values: a ratio above 1 coming down
 
 
 def test_cell_styles():
@@ -119,10 +119,10 @@ def test_a_new_entry_reaches_cards_tables_and_compare_without_other_edits(monkey
     new = mi.MeasureInfo("widgetness@{k}", "Widgets@{k}", "Widgetness@{k}",
                          "share of widgets among the top {k}", "higher", "percent")
     monkeypatch.setattr(mi, "MEASURES", (*mi.MEASURES, new))
-    assert dash.card_label("widgetness@3") == "Widgetness@3"
-    assert dash.card_help("widgetness@3") == "share of widgets among the top 3. Higher is better."
-    assert dash.format_metric("widgetness@3", 0.25) == "25.0%"
-    assert dash.delta_color("widgetness@3") == "normal"
+    assert cards.card_label("widgetness@3") == "Widgetness@3"
+    assert cards.help_text("widgetness@3") == "share of widgets among the top 3. Higher is better."
+    assert cards.format_metric("widgetness@3", 0.25) == "25.0%"
+    assert cards.delta_color("widgetness@3") == "normal"
     assert measure_label("widgetness@3") == "Widgets@3 ↑"
     columns = {"A": {"aaa": 1.0, "widgetness@3": 0.2, "widgetness@1": 0.1, "ITR": 2.0},
                "B": {"aaa": 2.0, "widgetness@3": 0.4, "widgetness@1": 0.3, "ITR": 9.0}}

@@ -169,24 +169,6 @@ def test_concurrent_passes_agree_and_restore_blas_threads():
         assert a["frechet"] == pytest.approx(b["frechet"], rel=1e-9)
 
 
-def test_a_shared_setting_is_applied_by_the_first_caller_and_restored_by_the_last():
-    events = []
-
-    def apply():
-        events.append("apply")
-        return lambda: events.append("restore")
-
-    setting = measures.SharedSetting(apply)
-    with setting.held():
-        with setting.held():
-            assert events == ["apply"]
-        assert events == ["apply"]
-    assert events == ["apply", "restore"]
-    with setting.held():
-        pass
-    assert events == ["apply", "restore", "apply", "restore"]
-
-
 @pytest.mark.parametrize("workers", [1, 3])
 @pytest.mark.parametrize("n,d,block", [(40, 6, 10 ** 6), (97, 5, 300), (64, 12, 64)])
 def test_blocked_pass_equals_brute_force(n, d, block, workers, monkeypatch):

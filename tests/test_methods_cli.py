@@ -1,15 +1,12 @@
-"""Command-line options of the methods: parsing, validation, --fit-on."""
+"""Command-line options of the methods: parsing and validation."""
 
 import argparse
 import io
 
-import numpy as np
 import pytest
 
-from gapviz.embeddings import PairedEmbeddings, save_embeddings
 from gapviz.methods import OTGap, SpectralGap
-from gapviz.cli.method_options import add_method_arguments, apply_method, method_from_args, print_progress
-from methods_helpers import gap_pairs
+from gapviz.cli.method_options import add_method_arguments, method_from_args, print_progress
 
 
 @pytest.fixture()
@@ -47,22 +44,6 @@ def test_options_that_do_not_apply_are_errors(parser):
         method_from_args(parser.parse_args(["f.npz", "--k", "3"]))
     with pytest.raises(SystemExit):
         parser.parse_args(["f.npz", "--method", "umap"])
-
-
-def test_fit_on_other_pairs_transforms_out_of_sample(tmp_path, parser):
-    X, Y = gap_pairs(n=80, d=10)
-    other = save_embeddings(PairedEmbeddings(X[:50], Y[:50]), tmp_path / "fit.npz")
-    args = parser.parse_args([str(tmp_path / "eval.npz"), "--method", "spectral", "--k", "4",
-                              "--fit-on", str(other)])
-    method = method_from_args(args)
-    Xt, Yt = apply_method(method, X[50:], Y[50:], fit_on=args.fit_on)
-    assert Xt.shape == (30, 4) and method.X_fit_.shape == (50, 10)
-    np.testing.assert_allclose(Xt, method.transform_images(X[50:]), atol=1e-6)
-    with pytest.raises(ValueError, match="has d=10 but the evaluated pairs have d=6"):
-        apply_method(SpectralGap(n_components=2), X[:, :6], Y[:, :6], fit_on=other)
-    # without --fit-on: the exact transductive embedding
-    Xt, _ = apply_method(SpectralGap(n_components=4), X, Y)
-    np.testing.assert_allclose(Xt, SpectralGap(n_components=4).fit(X, Y).training_embedding()[0], atol=1e-6)
 
 
 def test_print_progress_writes_lines():

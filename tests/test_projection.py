@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gapviz.projection import exact_knn, joint_pca, joint_pool, joint_umap, project
+from gapviz.projection import exact_knn, joint_pca, joint_pool, joint_umap
 
 
 def _gap(n=120, d=16, shift=3.0, seed=0):
@@ -84,13 +84,8 @@ def test_umap_is_deterministic_and_keeps_the_two_modalities_apart():
     assert ((nearest < 60) == (np.arange(120) < 60)).mean() > 0.95
 
 
-def test_project_dispatches_and_rejects_bad_input():
+def test_projections_reject_bad_input():
     X, Y = _gap(10, 4)
-    assert project(X, Y).method == "pca"
-    with pytest.raises(ValueError, match="unknown projection"):
-        project(X, Y, "tsne")
-    with pytest.raises(ValueError, match="no parameters"):
-        project(X, Y, "pca", n_neighbors=3)
     with pytest.raises(ValueError, match="same shape"):
         joint_pca(X, Y[:, :3])
     with pytest.raises(ValueError, match="at least 2 pairs"):

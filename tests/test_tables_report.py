@@ -60,7 +60,7 @@ def test_itr_best_is_closest_to_one_not_lowest():
 
 
 def test_heatmap_scores_itr_by_distance_to_one():
-    from gapviz.compare_figures import goodness
+    from gapviz.figures.compare import goodness
 
     scores = goodness([400.0, 0.004, 2.0, math.inf], "ITR")
     assert scores[2] == 1.0 and scores[3] == 0.0 and scores[0] < scores[2] and scores[1] < scores[2]

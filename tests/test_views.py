@@ -1,12 +1,12 @@
-"""The pages' HTML and tables, built by the library's view modules (no Streamlit)."""
+"""The pages' HTML and tables, built by :mod:`gapviz.figures` (no Streamlit)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from gapviz import data_view as dv
-from gapviz import overview_view as ov
 from gapviz.embeddings import PairedEmbeddings
+from gapviz.figures import data as dv
+from gapviz.figures import overview as ov
 from gapviz.retrieval import retrieve
 from gapviz.simulate import simulate_pairs
 

@@ -1,6 +1,6 @@
 """Explore past Plotly's limit: the pool in Apple's Embedding Atlas Streamlit component.
 
-The atlas (``pip install "gapviz[atlas]"``) draws the table of :mod:`gapviz.atlas_view`, in
+The atlas (``pip install "gapviz[atlas]"``) draws the table of :mod:`gapviz.figures.atlas`, in
 which each point's partner is its one neighbour: clicking a point and asking for its nearest
 neighbours shows its pair. Its selection (a rectangle or lasso, a chart filter) comes back
 as an SQL predicate, evaluated on the same table into ``(row, modality)`` like the Plotly
@@ -16,8 +16,8 @@ import importlib.util
 
 import streamlit as st
 
-from gapviz import atlas_view as av
 from gapviz import figures, hosting
+from gapviz.figures import atlas as av
 from gapviz.projection import Projection
 
 from .state import keep

@@ -9,7 +9,7 @@ from typing import Any
 
 import streamlit as st
 
-from gapviz import dashboard as dash
+from gapviz import measure_info as cards
 from gapviz.methods import menu_order, method_label
 from gapviz.safety import plain_text
 
@@ -59,26 +59,26 @@ def method_names() -> list[str]:
 
 
 def metric_cards(metrics: dict[str, float], baseline: dict[str, float] | None = None, *,
-                 keys: Sequence[str] = dash.ALL_CARDS, recall_k: int = dash.DEFAULT_RECALL_K,
+                 keys: Sequence[str] = cards.ALL_CARDS, recall_k: int = cards.DEFAULT_RECALL_K,
                  per_row: int | None = None, border: bool = True, gap: str = "small") -> None:
     """One ``st.metric`` per key, with the change against ``baseline`` coloured by the
     measure's direction (``gapviz.measure_info``: lower distances, higher recall and ITR/TIR
     moving toward 1 are green)."""
-    keys = [dash.card_key(k, recall_k) for k in keys]
+    keys = [cards.card_key(k, recall_k) for k in keys]
     per_row = per_row or len(keys)
     for start in range(0, len(keys), per_row):
         cols = st.columns(per_row, gap=gap)
         for col, key in zip(cols, keys[start:start + per_row]):
             value = metrics.get(key)
-            delta = dash.format_delta(key, baseline.get(key), value) if baseline else None
-            col.metric(dash.card_label(key), dash.format_metric(key, value), delta,
-                       delta_color=dash.delta_color(key, baseline.get(key) if baseline else None,
+            delta = cards.format_delta(key, baseline.get(key), value) if baseline else None
+            col.metric(cards.card_label(key), cards.format_metric(key, value), delta,
+                       delta_color=cards.delta_color(key, baseline.get(key) if baseline else None,
                                                    value), help=_help(key, metrics), border=border)
 
 
 def _help(key: str, metrics: dict[str, float]) -> str:
     """A card's tooltip; a mixed-pool recall card also gives its chance level in this pool."""
-    text = dash.card_help(key)
+    text = cards.help_text(key)
     k, n = key[2:], metrics.get("N")
     if key.startswith("R@") and k.isdigit() and n:
         from gapviz.protocols import chance_recall

@@ -20,6 +20,7 @@ import streamlit as st
 from gapviz.safety import plain_text
 from gapviz.workspace import Active
 
+from . import links
 from .components import COMPACT_CARDS_CSS, simulated_badge, style
 from .sidebar import render_sidebar
 from .state import active, init_state
@@ -56,12 +57,19 @@ def page_config() -> None:
                        layout="wide", initial_sidebar_state="expanded")
 
 
-def page_header(title: str, subtitle: str | None = None, *, compact: bool = False) -> Active:
+def page_header(title: str, subtitle: str | None = None, *, compact: bool = False,
+                link: str | None = None) -> Active:
     """Draw the frame (config, CSS, state, sidebar and menu), then the page's title and a
-    line naming the active data; returns the active data."""
+    line naming the active data; returns the active data.
+
+    ``link``: the page's name in links (:mod:`ui.links`); a link's state in the URL is put
+    back first, so the sidebar and the page draw the data and choices it names."""
     page_config()
     style(COMPACT_CARDS_CSS if compact else "")
     init_state()
+    links.share_loaded_data()
+    if link is not None:
+        links.restore(link)
     render_sidebar(PAGES, APP_TITLE, APP_TAGLINE)
     act = active()
     st.title(title)

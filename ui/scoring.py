@@ -9,14 +9,12 @@ from typing import Any
 import streamlit as st
 
 from gapviz.config import RECALL_KS
-from gapviz.measures import normalize_rows
 from gapviz.methods import method_class
 from gapviz.protocols import DEFAULT_FOLDS, PROTOCOLS, Provenance, chance_recall
 from gapviz.safety import plain_text
 from gapviz.workspace import Active
 
 from .components import NeedsChoice
-from .compute import Scoring
 from .state import keep, kept, set_kept, workspace
 
 #: How the protocols read in menus.
@@ -60,10 +58,11 @@ def fit_on_choices(act: Active) -> dict[str, Active]:
 
 
 def scoring_controls(prefix: str, act: Active, name: str, container: Any = None
-                     ) -> tuple[Scoring, Any]:
+                     ) -> tuple[dict[str, Any], Active | None]:
     """A protocol menu for method ``name`` (its default first chosen), and for a method that
-    reads the pairing, an explicit opt-in to score it on its own fit pairs. Returns the
-    scoring and, for "fit-on", the fit pairs ``(X, Y)``.
+    reads the pairing, an explicit opt-in to score it on its own fit pairs. Returns the run
+    options (``protocol``, ``fit_on``: the fit set's content hash, ``allow_leak``; keywords
+    of :func:`gapviz.runs.planned_spec`) and, for "fit-on", the loaded data to fit on.
 
     "Fit on another dataset" is offered only when one is loaded. The raw embeddings
     (``orig``) fit nothing and get no menu. Raises :class:`~ui.components.NeedsChoice`
@@ -71,7 +70,7 @@ def scoring_controls(prefix: str, act: Active, name: str, container: Any = None
     the opt-in."""
     box = container if container is not None else st
     if name == "orig":
-        return Scoring("transductive"), None
+        return {"protocol": "transductive"}, None
     cls = method_class(name)
     default = cls.default_protocol
     choices = fit_on_choices(act)
@@ -82,7 +81,6 @@ def scoring_controls(prefix: str, act: Active, name: str, container: Any = None
     protocol = box.selectbox("Protocol", options, format_func=PROTOCOL_LABELS.get,
                              help=PROTOCOL_HELP, **keep(key, default))
     allow_leak = False
-    fit_pairs = None
     fit_on = None
     label = cls.label or name
     if protocol == "transductive" and cls.uses_pairing:
@@ -99,11 +97,9 @@ def scoring_controls(prefix: str, act: Active, name: str, container: Any = None
                 "anyway\" to see the memorised one, marked with a warning.")
     if protocol == "fit-on":
         source = box.selectbox("Fit on", list(choices), key=f"{prefix}_fit_on")
-        other = choices[source]
-        fit_on = (source, other.key)
-        fit_pairs = (normalize_rows(other.pairs.image_embeddings),
-                     normalize_rows(other.pairs.text_embeddings))
-    return Scoring(protocol, fit_on=fit_on, allow_leak=allow_leak), fit_pairs
+        fit_on = choices[source]
+    return ({"protocol": protocol, "fit_on": fit_on.key if fit_on is not None else None,
+             "allow_leak": allow_leak}, fit_on)
 
 
 def provenance_line(prov: Provenance, ks: tuple[int, ...] = RECALL_KS) -> str:

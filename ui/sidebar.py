@@ -8,6 +8,7 @@ from typing import Any
 
 import streamlit as st
 
+from gapviz.figures import palette
 from gapviz.methods import format_params, method_class, method_label
 from gapviz.safety import plain_text
 from gapviz.workspace import Workspace
@@ -36,7 +37,7 @@ def render_sidebar(pages: Sequence[Any], title: str, tagline: str) -> None:
     ws = workspace()
     act = active()
     sb = st.sidebar
-    sb.markdown(f"### {title}\n<span style='color:#64748B'>{tagline}</span>",
+    sb.markdown(f"### {title}\n<span style='color:{palette.MUTED}'>{tagline}</span>",
                 unsafe_allow_html=True)
     for page in pages:
         sb.page_link(page.path, label=page.title, icon=page.icon)

@@ -7,8 +7,8 @@ from typing import Any
 
 import streamlit as st
 
-from gapviz import dashboard as dash
 from gapviz.config import DEMO_DIM, DEMO_N_PAIRS
+from gapviz.runs import default_spec
 from gapviz.simulate import PROFILES, demo_models
 from gapviz.workspace import DEMO_DATASET, Active, Workspace
 
@@ -31,7 +31,7 @@ def init_state() -> None:
         ws.add(pairs, source="built-in demo (simulated)", dataset=DEMO_DATASET,
                model=PROFILES[profile].name, activate=False)
     ws.select(DEMO_DATASET, PROFILES["clip"].name)
-    ws.method_params = dash.default_params(DEMO_N_PAIRS, DEMO_DIM)
+    ws.method_params = default_spec(DEMO_N_PAIRS, DEMO_DIM).param_dict
     st.session_state[WS_KEY] = ws
 
 

@@ -4,7 +4,6 @@
 >>> add_method_arguments(parser)
 >>> args = parser.parse_args(["--method", "spectral", "--k", "20"])
 >>> method = method_from_args(args)                         # SpectralGap(n_components=20)
->>> X_t, Y_t = apply_method(method, X, Y, fit_on=args.fit_on)  # doctest: +SKIP
 
 Every option defaults to ``None`` (not given): a method then runs with its own defaults, and an
 option that the chosen method does not take is an error rather than silently ignored.
@@ -15,10 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, TextIO
-
-import numpy as np
 
 from ..methods import METHODS, make_method
 from ..methods.base import GapMethod, ProgressCallback
@@ -104,28 +100,6 @@ def method_from_args(args: argparse.Namespace) -> GapMethod | None:
                              f"{', '.join(opt.params)}.")
         params[opt.params[name]] = getattr(args, opt.dest)
     return make_method(name, **params)
-
-
-def apply_method(method: GapMethod, X: np.ndarray, Y: np.ndarray, *, fit_on: str | Path | None = None,
-                 progress: ProgressCallback | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Fit ``method`` and return the transformed ``(X_t, Y_t)`` of the pairs ``X, Y``.
-
-    Without ``fit_on`` the method is fitted on these pairs (``fit_transform``: the exact
-    transductive embedding for spectral). With ``fit_on`` it is fitted on that file's pairs and
-    ``X, Y`` go through the out-of-sample path, as the paper evaluates OT.
-    """
-    if fit_on is None:
-        return method.fit_transform(X, Y, progress=progress)
-    from ..embeddings import load_embeddings
-
-    other, report = load_embeddings(fit_on)
-    if report.n_skipped:
-        print(f"--fit-on {fit_on}: {report.summary()}", file=sys.stderr)
-    if other.dim != np.shape(X)[1]:
-        raise ValueError(f"--fit-on {fit_on} has d={other.dim} but the evaluated pairs have "
-                         f"d={np.shape(X)[1]}: embed both with the same model.")
-    method.fit(other.image_embeddings, other.text_embeddings, progress=progress)
-    return method.transform(X, Y)
 
 
 def print_progress(stream: TextIO = sys.stderr, every: float = 0.1) -> ProgressCallback:

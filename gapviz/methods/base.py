@@ -9,8 +9,6 @@ check that the method is fitted.
 
 from __future__ import annotations
 
-import contextlib
-import os
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
@@ -19,6 +17,7 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
 from ..embeddings import check_pair_arrays
+from ..threads import blas_for_a_busy_machine
 
 #: ``progress(fraction, message)``: fraction in [0, 1] of the fit done, and what it is doing.
 #: Slow fits (OT) call it along the way; the app wires it to a progress bar, the CLI prints it.
@@ -119,7 +118,7 @@ class GapMethod(BaseEstimator):
         X, Y = self._validate_pairs(X, Y)
         self._validate_parameters(X.shape[0], X.shape[1])
         report = progress if progress is not None else _no_progress
-        with _blas_for_a_busy_machine():
+        with blas_for_a_busy_machine():
             self._fit(X, Y, report)
         self.n_features_in_ = X.shape[1]
         self.fitted_ = True
@@ -266,22 +265,3 @@ def _jsonable(v: Any) -> Any:
     if isinstance(v, (str, int, float, bool)) or v is None:
         return v
     return repr(v)
-
-
-def _blas_for_a_busy_machine():
-    """One BLAS thread while the machine's other work already fills its CPUs, else no limit.
-
-    A fit's products and factorisations are mid-sized (N x d with N in the thousands): on a
-    busy machine BLAS's spinning thread pool fights the other work for the cores, and a fit
-    on one thread was 3-10x faster (2 CPUs at load 6-8, N = 2,000, d = 512: spectral 0.83 s
-    -> 0.20 s, PCA 1.33 s -> 0.35 s, Procrustes 0.38 s -> 0.14 s). The limit is shared with
-    the measures' (:func:`gapviz.measures._one_blas_thread`), so concurrent callers never
-    leave the process with a wrong setting."""
-    from ..measures import _one_blas_thread
-
-    cpus = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except OSError:  # no load average (Windows): leave BLAS as it is
-        return contextlib.nullcontext()
-    return _one_blas_thread(2) if cpus > 1 and load > cpus - 1 else contextlib.nullcontext()

@@ -76,7 +76,7 @@ from scipy import sparse
 from sklearn.exceptions import NotFittedError
 
 from ..config import BLOCK_VALUES
-from ..measures import _one_blas_thread
+from ..threads import one_blas_thread
 from .base import GapMethod, Param, ProgressCallback, Slider, l2_normalize
 
 #: Pairs a coupling is fitted on by default (a seeded subsample when there are more; the other
@@ -224,7 +224,7 @@ class _TransportGap(GapMethod):
             with self._lock:
                 if key in self._memo:
                     continue
-            with _one_blas_thread(2):  # one BLAS thread: see _solve_and_map
+            with one_blas_thread(2):  # one BLAS thread: see _solve_and_map
                 G, state, info = self._solve(values, None, lambda f, m: None)
                 bary = self._barycentres(G)
             with self._lock:
@@ -285,7 +285,7 @@ class _TransportGap(GapMethod):
             # thread on a busy machine); and up to 1,000 fitted pairs the products are small
             # beside the serial exact-OT and Sinkhorn steps: BLAS threads spinning beside them,
             # and beside the app's other threads, cost twice the time on two shared CPUs.
-            with _one_blas_thread(2):
+            with one_blas_thread(2):
                 G, state, info = self._solve(values, start, progress)
                 bary = self._barycentres(G)
             seconds = time.perf_counter() - t0

@@ -219,15 +219,15 @@ class SpectralGap(GapMethod):
     @classmethod
     def split_params(cls, params: dict, n_pairs: int, dim: int) -> tuple[dict, dict]:
         """k (``n_components``) is a view parameter: the fit computes eigenvectors once for
-        the largest k the data allows (``max_components``) and every k is a slice of them,
-        so the fit parameters do not depend on k and moving a k slider never refits."""
+        the largest k offered (``max_components``, capped by the graph) and every k is a slice
+        of them, so the fit parameters do not depend on k and a k slider never refits."""
         params = dict(params)
         lo, hi = cls.slider_range("n_components", n_pairs, dim)
         k = int(params.pop("n_components", min(max(SPECTRAL_K, lo), hi)))
         if not lo <= k <= hi:
-            raise ValueError(f"spectral k = {k} is outside {lo}..{hi} for {n_pairs:,} pairs of "
-                             f"dimension {dim}.")
-        params.setdefault("max_components", hi)
+            raise ValueError(f"n_components={k} (spectral k) is outside {lo}..{hi} for "
+                             f"{n_pairs:,} pairs of dimension {dim}; use {lo} <= n_components "
+                             f"<= {hi}.")
         params.setdefault("n_components", min(SPECTRAL_K, hi))
         return params, {"n_components": k}
 

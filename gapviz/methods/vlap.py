@@ -22,16 +22,14 @@ Here
   text predicting the image's assignment, would not train the layer at all.
 * Not reproduced: VLAP's captioning objective (it needs the LLM), its LLM-sized vocabulary, and
   its scale (millions of pairs). This is a small, CPU-friendly, deterministic version: a few
-  seconds at N = 2,500, d = 512, on one thread (:func:`_one_thread`).
+  seconds at N = 2,500, d = 512, on one thread (:func:`gapviz.threads.one_thread`).
 """
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 
-from ..measures import SharedSetting, _one_blas_thread
+from ..threads import one_thread
 from .base import GapMethod, Param, ProgressCallback, l2_normalize
 
 
@@ -120,7 +118,7 @@ class VLAPGap(GapMethod):
         Xn, Yn = l2_normalize(X), l2_normalize(Y)
         n, d = Xn.shape
         progress(0.0, f"k-means: {self.n_anchors} anchors")
-        with _one_thread():
+        with one_thread():
             km = KMeans(self.n_anchors, n_init=1, max_iter=100,
                         random_state=self.random_state).fit(Yn)
         # Empty clusters cannot happen with k-means++ on distinct points, but duplicated texts
@@ -132,7 +130,7 @@ class VLAPGap(GapMethod):
 
         gen = torch.Generator().manual_seed(self.random_state)
         # fork_rng: seeding here must not change the caller's global torch RNG.
-        with torch.random.fork_rng(devices=[]), _one_thread():
+        with torch.random.fork_rng(devices=[]), one_thread():
             torch.manual_seed(self.random_state)
             xt = torch.from_numpy(Xn)
             yt = torch.from_numpy(Yn)
@@ -176,40 +174,6 @@ class VLAPGap(GapMethod):
 
     def _transform_texts(self, Y: np.ndarray) -> np.ndarray:
         return l2_normalize(Y)
-
-
-def _torch_and_openmp_to_one_thread():
-    """torch's intra-op pool and OpenMP to one thread; returns what puts them back."""
-    import torch
-
-    from ..measures import _blas_controller
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    limiter = _blas_controller().limit(limits=1, user_api="openmp")
-
-    def restore() -> None:
-        limiter.restore_original_limits()
-        torch.set_num_threads(before)
-
-    return restore
-
-
-_torch_and_openmp_held_to_one = SharedSetting(_torch_and_openmp_to_one_thread)
-
-
-@contextlib.contextmanager
-def _one_thread():
-    """Run the block on one thread: BLAS (the measures' shared limit), OpenMP and torch's
-    intra-op pool, each held by :class:`gapviz.measures.SharedSetting` so that concurrent fits
-    and measure passes never leave the process with a wrong setting.
-
-    Every product here is small (a batch of 256 against a d x d layer, k-means over N texts):
-    a thread pool costs more in hand-offs than it gains, and on a shared machine its spinning
-    threads fight other work for the cores. Measured on 2 busy CPUs (load 8), one fit at
-    N = 2,000, d = 512: 45-121 s with the default pools, 1.6 s on one thread."""
-    with _one_blas_thread(2), _torch_and_openmp_held_to_one.held():
-        yield
 
 
 def _sinkhorn_codes(logits, log_marginal, n_iter: int):

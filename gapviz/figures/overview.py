@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import html
 
-from .embeddings import PairedEmbeddings
-from .figures import MODALITY_COLORS
-from .retrieval import QueryResult
+from ..embeddings import PairedEmbeddings
+from ..retrieval import QueryResult
+from . import palette
+from .gap import MODALITY_COLORS
 
 
 def panel_title_html(number: int, text: str, note: str = "") -> str:
     """A numbered panel title ("1 The gap, seen · note")."""
-    extra = (f" <span style='color:#64748B;font-weight:400;font-size:0.85rem'>· "
+    extra = (f" <span style='color:{palette.MUTED};font-weight:400;font-size:0.85rem'>· "
              f"{html.escape(note)}</span>") if note else ""
     return (f"<div style='font-weight:600;font-size:1.02rem;line-height:1.6;margin:0.1rem 0 0 0'>"
             f"<span style='display:inline-block;width:1.35rem;height:1.35rem;border-radius:50%;"
-            f"background:#2563EB;color:white;text-align:center;font-size:0.8rem;"
+            f"background:{palette.ACCENT};color:white;text-align:center;font-size:0.8rem;"
             f"line-height:1.35rem;margin-right:0.35rem'>{number}</span>{html.escape(text)}"
             f"{extra}</div>")
 
@@ -40,13 +41,13 @@ def hits_html(pairs: PairedEmbeddings, result: QueryResult, label: str) -> str:
     rows = []
     for hit in result.hits:
         text = describe_item(pairs, hit.index, hit.modality)
-        mark = ("<span style='color:#059669;font-weight:700;white-space:nowrap'>&#10003; pair</span>"
-                if hit.is_partner else "")
+        mark = (f"<span style='color:{palette.PAIRED};font-weight:700;white-space:nowrap'>"
+                "&#10003; pair</span>" if hit.is_partner else "")
         weight = "600" if hit.is_partner else "400"
         rows.append(
             "<div style='display:flex;align-items:center;gap:0.5rem;padding:2px 0;"
-            "border-bottom:1px solid #F1F5F9'>"
-            f"<span style='color:#94A3B8;width:1rem;text-align:right'>{hit.rank}</span>"
+            f"border-bottom:1px solid {palette.SEPARATOR}'>"
+            f"<span style='color:{palette.FAINT};width:1rem;text-align:right'>{hit.rank}</span>"
             f"<span style='width:3.3rem'>{pill_html(hit.modality)}</span>"
             f"<span style='flex:1;min-width:0;overflow:hidden;text-overflow:ellipsis;"
             f"white-space:nowrap;font-weight:{weight}'>{html.escape(text)}</span>{mark}</div>")
@@ -54,5 +55,5 @@ def hits_html(pairs: PairedEmbeddings, result: QueryResult, label: str) -> str:
     if result.partner_rank is not None:
         partner = f"its own caption ranks <b>#{result.partner_rank:,}</b>"
     return (f"<div style='font-size:0.86rem'><div style='margin-bottom:0.2rem'><b>"
-            f"{html.escape(label)}</b> <span style='color:#64748B'>· {partner}</span></div>"
+            f"{html.escape(label)}</b> <span style='color:{palette.MUTED}'>· {partner}</span></div>"
             f"{''.join(rows)}</div>")

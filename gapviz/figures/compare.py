@@ -21,20 +21,21 @@ from collections.abc import Collection, Mapping, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from . import measure_info
-from .compare import COMPARE_KEYS, format_cell
-from .figures import FONT
+from .. import measure_info
+from ..compare import COMPARE_KEYS, format_cell
 # the column titles and their tooltips, re-exported for the pages
-from .measure_info import help_text as measure_help  # noqa: F401
-from .tables import best_per_row
+from ..measure_info import help_text as measure_help  # noqa: F401
+from ..tables import best_per_row
+from . import palette
+from .gap import FONT
 
 #: Light (worst) to dark green (best). The dark end is dark enough for white text.
-COLORSCALE = [[0.0, "#F8FAFC"], [0.5, "#A7F3D0"], [1.0, "#047857"]]
+COLORSCALE = palette.HEATMAP_SCALE
 #: Without a ranking (``rank=False``): plain cells, and amber for a flagged one.
-UNRANKED_COLORSCALE = [[0.0, "#F1F5F9"], [1.0, "#FCD34D"]]
+UNRANKED_COLORSCALE = palette.UNRANKED_SCALE
 #: Cell text on light cells and on dark ones (:func:`text_color`).
-DARK_TEXT = "#020617"
-LIGHT_TEXT = "#FFFFFF"
+DARK_TEXT = palette.DARK_TEXT
+LIGHT_TEXT = palette.LIGHT_TEXT
 #: Cells darker than this relative luminance get white text: mid greens such as #059669 (0.23)
 #: read better in white, as buttons of that colour are written. On either side of it the
 #: WCAG 2 contrast ratio is at least 3.5 (white) and 5.8 (dark).
@@ -152,7 +153,7 @@ def compare_heatmap(columns: Mapping[str, Mapping[str, float]], keys: Sequence[s
         margin=dict(l=10, r=10, t=100 if title else 40, b=10),
         title=dict(text=title, x=0.0, xanchor="left", yref="container", y=1.0, yanchor="top",
                    pad=dict(t=14), font=dict(size=15),
-                   subtitle=dict(text=subtitle or "", font=dict(size=12, color="#475569")))
+                   subtitle=dict(text=subtitle or "", font=dict(size=12, color=palette.SUBTITLE)))
         if title else None,
         xaxis=dict(side="top", tickfont=dict(size=12), showgrid=False, zeroline=False),
         yaxis=dict(autorange="reversed", tickfont=dict(size=12), showgrid=False, zeroline=False,
@@ -188,12 +189,6 @@ def luminance(rgb: Sequence[float]) -> float:
 
     r, g, b = (channel(c) for c in rgb)
     return 0.2126 * r + 0.7152 * g + 0.0722 * b
-
-
-def contrast(a: Sequence[float], b: Sequence[float]) -> float:
-    """WCAG 2 contrast ratio of two RGB colours (1 .. 21; 4.5 is the bar for body text)."""
-    la, lb = sorted((luminance(a), luminance(b)), reverse=True)
-    return (la + 0.05) / (lb + 0.05)
 
 
 def text_color(background: Sequence[float]) -> str:

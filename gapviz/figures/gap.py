@@ -17,17 +17,18 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from .projection import Projection
+from ..projection import Projection
+from . import palette
 
 #: One colour per modality, used by every figure (and by the app's badges).
-MODALITY_COLORS = {"image": "#2563EB", "text": "#EA580C"}
+MODALITY_COLORS = palette.MODALITY_COLORS
 MODALITY_LABELS = {"image": "Images", "text": "Texts"}
 #: Code of each modality in ``customdata[:, 1]``.
 MODALITY_CODES = {"image": 0, "text": 1}
 #: Faint colour of the lines joining the two items of a pair.
-PAIR_LINE_COLOR = "rgba(100, 116, 139, 0.13)"
+PAIR_LINE_COLOR = palette.PAIR_LINE
 #: Colour of a highlighted query point.
-QUERY_COLOR = "#111827"
+QUERY_COLOR = palette.QUERY_EDGE
 #: At most this many pair lines are drawn (a random, seeded subset): more is only ink.
 MAX_PAIR_LINES = 1000
 #: Captions are cut to this many characters in hover labels.
@@ -35,8 +36,8 @@ HOVER_CAPTION_CHARS = 90
 #: Histogram bins over cosine distance [0, 2].
 DISTANCE_BINS = 60
 #: Colours of the two histogram series.
-PAIRED_COLOR = "#059669"
-ALL_COLOR = "#94A3B8"
+PAIRED_COLOR = palette.PAIRED
+ALL_COLOR = palette.ALL_PAIRS
 FONT = dict(family="Inter, 'Source Sans Pro', 'Helvetica Neue', Arial, sans-serif", size=13)
 
 
@@ -109,7 +110,7 @@ def _query_trace(proj: Projection, row: int, modality: str, showlegend: bool = T
     xy = (proj.images if modality == "image" else proj.texts)[row]
     return go.Scattergl(x=[xy[0]], y=[xy[1]], mode="markers", name="query", legendgroup="query",
                         showlegend=showlegend, hoverinfo="skip",
-                        marker=dict(symbol="star", size=18, color="#FACC15",
+                        marker=dict(symbol="star", size=18, color=palette.QUERY_FILL,
                                     line=dict(color=QUERY_COLOR, width=1.5)), **_axes_of(panel))
 
 
@@ -132,8 +133,8 @@ def _layout(*, height: int | None, title: str | None = None,
     top = 78 if titled else (56 if title else 30)
     # Panel titles sit just above the plots; the legend goes above them, not on top of them.
     legend_y = 1.0 + (30.0 / max((height or 450) - top - 10, 120) if titled else 0.0)
-    axis_style = dict(showgrid=True, gridcolor="#EEF2F7", zeroline=False,
-                      showticklabels=tick_labels, title_font=dict(size=12, color="#64748B"))
+    axis_style = dict(showgrid=True, gridcolor=palette.GRID, zeroline=False,
+                      showticklabels=tick_labels, title_font=dict(size=12, color=palette.MUTED))
     layout: dict[str, Any] = dict(
         font=FONT, height=height, plot_bgcolor="white", paper_bgcolor="white",
         margin=dict(l=10, r=10, t=top, b=10),
@@ -145,7 +146,7 @@ def _layout(*, height: int | None, title: str | None = None,
     if title:  # styled as the panel titles of the multi-panel figures
         layout["title"] = dict(text=title, x=0.5, xanchor="center", y=1.0, yanchor="top",
                                yref="container", pad=dict(t=8),
-                               font=dict(size=14, color="#334155"))
+                               font=dict(size=14, color=palette.TITLE))
     for i, (panel_title, x_title, y_title) in enumerate(panels, start=1):
         suffix = "" if i == 1 else str(i)
         x0 = (i - 1) * (width + spacing)
@@ -158,7 +159,7 @@ def _layout(*, height: int | None, title: str | None = None,
             layout["annotations"].append(dict(
                 text=panel_title, x=x0 + width / 2, y=1.0, xref="paper", yref="paper",
                 xanchor="center", yanchor="bottom", yshift=6, showarrow=False,
-                font=dict(size=14, color="#334155")))
+                font=dict(size=14, color=palette.TITLE)))
     return layout
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .projection import Projection
+from ..projection import Projection
 
 #: Points (images + texts) Plotly's WebGL scatter draws smoothly; above, the atlas (or a
 #: sample of this many points, when the atlas is not installed).

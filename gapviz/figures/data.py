@@ -8,7 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from .embeddings import PairedEmbeddings
+from ..embeddings import PairedEmbeddings
+from . import palette
 
 
 def concept_tile_html(pairs: PairedEmbeddings, row: int) -> str:
@@ -29,7 +30,7 @@ def preview_caption_html(pairs: PairedEmbeddings, row: int) -> str:
     """A pair's id and caption, two lines at most and always two lines tall (so a grid of
     previews stays aligned)."""
     caption = pairs.captions[row] if pairs.captions else ""
-    return ("<div style='font-size:0.8rem;color:#64748B;line-height:1.3;height:2.6em;"
+    return (f"<div style='font-size:0.8rem;color:{palette.MUTED};line-height:1.3;height:2.6em;"
             "overflow:hidden;display:-webkit-box;-webkit-line-clamp:2;"
             "-webkit-box-orient:vertical;margin:0.1rem 0 0.5rem 0'>"
             f"<code style='font-size:0.72rem'>{html.escape(pairs.ids[row])}</code> "

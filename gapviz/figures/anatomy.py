@@ -20,16 +20,17 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .figures import FONT
-from .measure_info import lookup
+from ..measure_info import lookup
+from . import palette
+from .gap import FONT
 
 #: Colours of the anatomy figures (blue: the gap; orange: what is kept).
-GAP_COLOR = "#2563EB"
-KEPT_COLOR = "#EA580C"
-SHAPE_COLOR = "#93C5FD"
-MUTED = "#64748B"
+GAP_COLOR = palette.GAP_COLOR
+KEPT_COLOR = palette.KEPT_COLOR
+SHAPE_COLOR = palette.SHAPE_COLOR
+MUTED = palette.MUTED
 #: Marker colours of the runs of :func:`interval_figure`, in order (raw first).
-RUN_COLORS = (MUTED, GAP_COLOR, KEPT_COLOR, "#059669")
+RUN_COLORS = palette.RUN_COLORS
 #: Intensity of the largest finite gap when an infinite one shares its scale (one shade lighter).
 LARGEST_FINITE_SHADE = 0.8
 
@@ -39,10 +40,10 @@ def _base(fig: go.Figure, height: int, title: str = "") -> go.Figure:
                       margin=dict(l=10, r=10, t=56 if title else 30, b=10),
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0.0),
                       title=dict(text=title, x=0.5, xanchor="center",
-                                 font=dict(size=14, color="#334155")) if title else None)
-    fig.update_xaxes(showgrid=True, gridcolor="#EEF2F7", zeroline=False,
+                                 font=dict(size=14, color=palette.TITLE)) if title else None)
+    fig.update_xaxes(showgrid=True, gridcolor=palette.GRID, zeroline=False,
                      title_font=dict(size=12, color=MUTED))
-    fig.update_yaxes(showgrid=True, gridcolor="#EEF2F7", zeroline=False,
+    fig.update_yaxes(showgrid=True, gridcolor=palette.GRID, zeroline=False,
                      title_font=dict(size=12, color=MUTED))
     return fig
 
@@ -230,8 +231,7 @@ def gap_intensity(values: Sequence[float | None], key: str) -> list[float | None
 
 
 #: One colour per run of the trade-off figure (each dark enough for a white number on it).
-TRADEOFF_COLORS = ("#2563EB", "#EA580C", "#059669", "#7C3AED", "#DB2777", "#0E7490",
-                   "#A16207", "#475569", "#B91C1C", "#4D7C0F")
+TRADEOFF_COLORS = palette.TRADEOFF_COLORS
 #: Marker symbol of each kept quantity, in the order of ``kept``.
 KEPT_SYMBOLS = ("circle", "diamond", "square", "triangle-up")
 
@@ -268,10 +268,10 @@ def tradeoff_figure(points: Sequence[Mapping[str, Any]], *, x_label: str = "gap 
         for j, ((key, what, symbol), y) in enumerate(zip(shown, ys)):
             fig.add_trace(go.Scatter(
                 x=[x], y=[y], mode="markers+text", text=[str(i)], textposition="middle center",
-                textfont=dict(size=10, color="#FFFFFF"), name=name, legendgroup=name,
+                textfont=dict(size=10, color=palette.WHITE), name=name, legendgroup=name,
                 showlegend=j == 0, customdata=[[point["label"], what]],
                 marker=dict(size=19, symbol=symbol, color=color,
-                            line=dict(color="#FFFFFF", width=1)),
+                            line=dict(color=palette.WHITE, width=1)),
                 hovertemplate=f"<b>{i} · %{{customdata[0]}}</b><br>{x_label} %{{x:.0%}}"
                               "<br>%{customdata[1]} %{y:.0%}<extra></extra>"))
     for j, (_, what) in enumerate(kept):  # what each symbol means, in the legend only
@@ -279,7 +279,7 @@ def tradeoff_figure(points: Sequence[Mapping[str, Any]], *, x_label: str = "gap 
                                  marker=dict(size=11, symbol=KEPT_SYMBOLS[j % len(KEPT_SYMBOLS)],
                                              color=MUTED), hoverinfo="skip"))
     fig.add_shape(type="line", xref="paper", x0=0, x1=1, y0=1, y1=1,
-                  line=dict(color="#CBD5E1", dash="dot"))
+                  line=dict(color=palette.RULE, dash="dot"))
     fig.update_xaxes(title_text=x_label, tickformat=".0%")
     fig.update_yaxes(title_text="share kept (100% = nothing lost)", tickformat=".0%")
     # The legend lists the runs beside the plot (a long list grows the figure, not the labels).

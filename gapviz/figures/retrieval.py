@@ -31,13 +31,14 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .embeddings import PairedEmbeddings
-from .figures import FONT, MODALITY_COLORS
-from .retrieval import IMAGE, TEXT, Hit, QueryResult, retrieve, retrieve_vector
+from ..embeddings import PairedEmbeddings
+from ..retrieval import IMAGE, TEXT, Hit, QueryResult, retrieve, retrieve_vector
+from . import palette
+from .gap import FONT, MODALITY_COLORS
 
 #: Colour of the true partner's highlight (the same green as the histograms' "true pairs").
-PARTNER_COLOR = "#059669"
-PARTNER_BG = "#ECFDF5"
+PARTNER_COLOR = palette.PAIRED
+PARTNER_BG = palette.PAIRED_BG
 #: Thumbnail edge in pixels (cards show them at :data:`THUMB_CSS_PX`, sharp on HiDPI screens).
 THUMB_PX = 112
 THUMB_CSS_PX = 56
@@ -45,7 +46,6 @@ THUMB_CSS_PX = 56
 CARD_CAPTION_CHARS = 140
 #: Thumbnails kept in memory (by path).
 THUMB_CACHE = 2048
-MODALITY_NAMES = {IMAGE: "image", TEXT: "caption"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -112,8 +112,8 @@ def query_model(pairs: PairedEmbeddings) -> tuple[Any, str]:
     if not name:
         return None, ("These embeddings were loaded from a file, so gapviz does not know which "
                       "model made them; embed pairs on **Data** to type queries.")
-    from . import hosting
-    from .encode import KNOWN_MODELS, ModelSpec
+    from .. import hosting
+    from ..encode import KNOWN_MODELS, ModelSpec
 
     spec = ModelSpec(str(name), pairs.meta.get("pretrained"))
     listed = [(m.name, m.pretrained) for m in KNOWN_MODELS] + [(m.name, None) for m in KNOWN_MODELS]
@@ -166,7 +166,7 @@ def thumbnail_uri(path: str, size: int = THUMB_PX) -> str | None:
     """
     from PIL import ImageOps
 
-    from .data.images import thumbnail
+    from ..data.images import thumbnail
 
     image = thumbnail(path, size * 2)  # pixel limit and decode budget of every image gapviz reads
     if image is None:
@@ -206,7 +206,8 @@ def _visual(pairs: PairedEmbeddings, row: int, modality: str, px: int = THUMB_CS
     box = f"width:{px}px;height:{px}px;border-radius:6px;flex:none;"
     if modality == TEXT:
         c = MODALITY_COLORS[TEXT]
-        return (f"<div style='{box}background:#FFF7ED;border:1px solid #FED7AA;color:{c};display:flex;"
+        return (f"<div style='{box}background:{palette.TEXT_TILE_BG};"
+                f"border:1px solid {palette.TEXT_TILE_BORDER};color:{c};display:flex;"
                 f"align-items:center;justify-content:center;font:600 {px // 3}px Georgia,serif'>Aa</div>")
     uri = thumbnail_uri(pairs.image_paths[row]) if pairs.image_paths else None
     if uri:
@@ -219,7 +220,8 @@ def _visual(pairs: PairedEmbeddings, row: int, modality: str, px: int = THUMB_CS
                 f"color:hsl({hue},45%,26%);display:flex;align-items:center;justify-content:center;"
                 f"text-align:center;font-size:10px;font-weight:600;line-height:1.1;padding:2px;"
                 f"box-sizing:border-box'>{html.escape(name)}</div>")
-    return (f"<div style='{box}background:#EFF6FF;border:1px solid #BFDBFE;color:{MODALITY_COLORS[IMAGE]};"
+    return (f"<div style='{box}background:{palette.IMAGE_TILE_BG};"
+            f"border:1px solid {palette.IMAGE_TILE_BORDER};color:{MODALITY_COLORS[IMAGE]};"
             f"display:flex;align-items:center;justify-content:center;font-size:11px'>image</div>")
 
 
@@ -242,19 +244,20 @@ CARDS_CSS = """
 <style>
 .gv-cards{font-family:inherit;font-size:0.86rem}
 .gv-card{display:flex;align-items:center;gap:0.6rem;padding:0.3rem 0.5rem;margin:0 0 0.3rem 0;
- border:1px solid #E5E7EB;border-radius:8px;background:white}
+ border:1px solid %(border)s;border-radius:8px;background:white}
 .gv-card.gv-partner{border:2px solid %(green)s;background:%(greenbg)s}
-.gv-rank{width:2.6rem;flex:none;text-align:right;color:#64748B;font-variant-numeric:tabular-nums;font-weight:600}
+.gv-rank{width:2.6rem;flex:none;text-align:right;color:%(muted)s;font-variant-numeric:tabular-nums;font-weight:600}
 .gv-body{flex:1;min-width:0}
 .gv-line{overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
-.gv-sub{color:#64748B;font-size:0.76rem}
+.gv-sub{color:%(muted)s;font-size:0.76rem}
 .gv-badge{color:white;border-radius:4px;padding:0 5px;font-size:0.68rem;font-weight:700;letter-spacing:.02em}
 .gv-mark{color:%(green)s;font-weight:700;font-size:0.76rem;white-space:nowrap}
-.gv-sim{width:3.4rem;flex:none;text-align:right;font-variant-numeric:tabular-nums;color:#334155}
-.gv-gap{text-align:center;color:#94A3B8;margin:-0.1rem 0 0.2rem 0;letter-spacing:.3em}
+.gv-sim{width:3.4rem;flex:none;text-align:right;font-variant-numeric:tabular-nums;color:%(title)s}
+.gv-gap{text-align:center;color:%(faint)s;margin:-0.1rem 0 0.2rem 0;letter-spacing:.3em}
 .gv-head{font-weight:600;margin:0.1rem 0 0.35rem 0}
 </style>
-""" % {"green": PARTNER_COLOR, "greenbg": PARTNER_BG}
+""" % {"green": PARTNER_COLOR, "greenbg": PARTNER_BG, "border": palette.BORDER,
+       "muted": palette.MUTED, "title": palette.TITLE, "faint": palette.FAINT}
 
 
 def _card(pairs: PairedEmbeddings, hit: Hit, partner_label: str, note: str = "") -> str:
@@ -317,7 +320,8 @@ def query_html(pairs: PairedEmbeddings, query: Query) -> str:
             body = (f"{_badge(TEXT)} the <b>caption</b> of pair <code>{html.escape(pairs.ids[row])}</code>: "
                     f"“{html.escape(_short(caption_of(pairs, row)))}”")
             sub = "the true partner to find is its image"
-    return (CARDS_CSS + "<div class='gv-cards'><div class='gv-card' style='border-color:#CBD5E1'>"
+    return (CARDS_CSS + "<div class='gv-cards'>"
+            f"<div class='gv-card' style='border-color:{palette.RULE}'>"
             f"<div class='gv-rank'>query</div>{visual}<div class='gv-body'><div class='gv-line'>{body}</div>"
             f"<div class='gv-line gv-sub'>{sub}</div></div></div></div>")
 
@@ -370,7 +374,7 @@ def query_figure(result: QueryResult, *, k: int, pool_size: int, query: Query,
                         subplot_titles=(f"Rank of {partner_label(query)} (log scale, lower is better)"
                                         if not query.is_free else "Rank of the true partner",
                                         f"Top {k} by modality"))
-    fig.update_annotations(font=dict(size=12, color="#334155"))  # the two panel titles
+    fig.update_annotations(font=dict(size=12, color=palette.TITLE))  # the two panel titles
     hi = max(pool_size, 2)
     # On a log axis, shapes take data values and annotations log10 values (plotly.js).
     fig.add_vrect(x0=10 ** -0.15, x1=max(k, 1) + 0.5, fillcolor=PARTNER_COLOR,
@@ -381,7 +385,7 @@ def query_figure(result: QueryResult, *, k: int, pool_size: int, query: Query,
     if result.partner_rank is not None:
         r = int(result.partner_rank)
         inside = r <= k
-        color = PARTNER_COLOR if inside else "#DC2626"
+        color = PARTNER_COLOR if inside else palette.MISSED
         row = int(query.row) if query.row is not None else -1
         partner_mod = TEXT if query.modality == IMAGE else IMAGE
         custom = [[row, ids[row] if ids is not None and row >= 0 else str(row), partner_mod]]
@@ -393,12 +397,12 @@ def query_figure(result: QueryResult, *, k: int, pool_size: int, query: Query,
             row=1, col=1)
     else:
         fig.add_annotation(x=math.log10(math.sqrt(hi)), y=0, text="free query: no true partner",
-                           showarrow=False, font=dict(size=12, color="#64748B"), row=1, col=1,
+                           showarrow=False, font=dict(size=12, color=palette.MUTED), row=1, col=1,
                            exclude_empty_subplots=False)
     fig.update_xaxes(type="log", range=[-0.15, math.log10(hi) + 0.08], row=1, col=1,
                      tickvals=[v for v in (1, 10, 100, 1000, 10000, 100000) if v <= hi] + [hi],
                      ticktext=[f"{v:,}" for v in (1, 10, 100, 1000, 10000, 100000) if v <= hi]
-                     + [f"{hi:,}"], showgrid=True, gridcolor="#EEF2F7")
+                     + [f"{hi:,}"], showgrid=True, gridcolor=palette.GRID)
     fig.update_yaxes(visible=False, range=[-0.6, 1.0], row=1, col=1)
 
     own, other = query.modality, (TEXT if query.modality == IMAGE else IMAGE)

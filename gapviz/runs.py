@@ -1,0 +1,667 @@
+"""Runs: one door for "method M with parameters P under protocol R on pairs D".
+
+Every number gapviz shows after a method comes from a *run*. A :class:`RunSpec` names it (the
+method, its parameters, the protocol with its folds and seed, the fit set's content hash for
+"fit-on", the leak opt-in, the shuffled-pairs control); :meth:`Runner.run` obtains it for the
+pairs ``D`` in one of three ways, and only here is that decided:
+
+``slice``
+    A parameter a fitted method applies without refitting (spectral k: eigenvectors are
+    computed once for the largest k offered, every k is a slice of them). Transductive runs
+    of such methods share one fit per data and fit parameters.
+``refit``
+    The same fits at a new slider value (OT's ``reg_lap`` / ``reg_src``, Sinkhorn's ``reg``):
+    the fits' costs, graphs and recent solutions are reused. A refit starts cold, so it gives
+    the coupling a fresh fit gives, bit for bit.
+``protocol``
+    :func:`gapviz.protocols.protocol_transform`: transductive, held-out cross-fitting or
+    fit-on, as the spec says.
+
+Whichever way, the transformed pairs equal the full protocol's at the same resolved
+parameters (:meth:`Runner.resolved_params`), bit for bit; ``tests/test_runs.py`` checks it for
+every method, slider moves back and forth included.
+
+The runner is *given* its stores (:class:`RunMemory`), as scikit-learn's
+``Pipeline(memory=)`` is given its cache: the app gives it process-wide stores shared by every
+session, the command line a fresh one. A stored fit is never handed out to be changed: a
+:class:`Run` carries :class:`FitView` objects that transform new rows (zero-shot prompts, a
+typed query) and cannot fit or refit; for a method whose fits are refitted in place, a view
+sets the fits to its run's slider values under their lock first.
+
+The trade-off view (gap closed against what is kept) is computed here too, once per run
+(:meth:`Runner.tradeoff`), whichever page asks for it.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from .measures import GapReport, measure_gap
+from .protocols import (DEFAULT_FOLDS, DEFAULT_SEED, PROTOCOLS, Provenance, ProtocolResult,
+                        fit_size, protocol_transform, refit_result)
+
+ProgressCallback = Callable[[float, str], None]
+
+#: Runs of the trade-off view: spectral at these k (slices of one fit), and these methods
+#: under their default protocols.
+TRADEOFF_KS = (5, 10, 20, 40, 60, 120, 200)
+TRADEOFF_METHODS = ("center", "standardize", "sinkhorn", "procrustes")
+#: The method shown when none is chosen (the Overview's "the gap closed").
+DEFAULT_METHOD = "spectral"
+
+
+# ---------------------------------------------------------------------------------------------
+# stores
+# ---------------------------------------------------------------------------------------------
+class LRUStore:
+    """A small thread-safe least-recently-used map (fits, runs, trade-off points)."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._items: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> Any:
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def put(self, key: Hashable, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.max_entries:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def __contains__(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._items
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+
+@dataclass
+class RunMemory:
+    """The stores a :class:`Runner` keeps its work in.
+
+    Attributes
+    ----------
+    fits : LRUStore
+        Fit sets by (data, method, fit parameters, protocol): one entry per set of fits, for
+        slices (spectral) and refits (OT, Sinkhorn).
+    runs : LRUStore
+        Finished runs by (data, spec).
+    points : LRUStore
+        Trade-off points by (data, spec).
+    """
+
+    fits: LRUStore = field(default_factory=lambda: LRUStore(12))
+    runs: LRUStore = field(default_factory=lambda: LRUStore(64))
+    points: LRUStore = field(default_factory=lambda: LRUStore(256))
+
+    def clear(self) -> None:
+        for store in (self.fits, self.runs, self.points):
+            store.clear()
+
+
+# ---------------------------------------------------------------------------------------------
+# what a run is
+# ---------------------------------------------------------------------------------------------
+def _plain(value: Any) -> Any:
+    """A parameter value as JSON and a cache key hold it (numpy scalars to Python)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What a run is, independent of where it is computed (hashable; a cache key and a recipe).
+
+    Attributes
+    ----------
+    method : str
+        Registry name (``gapviz.methods.METHODS``); ``"orig"`` for the raw embeddings.
+    params : tuple of (str, value)
+        The method's parameters, sorted by name (:meth:`make` builds it from a dict).
+    protocol : str
+        One of :data:`gapviz.protocols.PROTOCOLS` (the raw embeddings: "transductive").
+    folds, seed : int
+        Held-out cross-fitting folds; seed of the folds, the shuffled control and fit samples.
+    fit_on : str or None
+        Fit-on: content hash of the fit pairs.
+    allow_leak : bool
+        Score a method that reads the pairing on its own fit pairs (its numbers then carry a
+        warning).
+    shuffled : bool
+        The shuffled-pairs control (captions permuted).
+    max_fit : int or None
+        Held-out and fit-on: each fit takes at most this many pairs (a seeded sample).
+    """
+
+    method: str
+    params: tuple = ()
+    protocol: str = "transductive"
+    folds: int = DEFAULT_FOLDS
+    seed: int = DEFAULT_SEED
+    fit_on: str | None = None
+    allow_leak: bool = False
+    shuffled: bool = False
+    max_fit: int | None = None
+
+    @classmethod
+    def make(cls, method: str, params: Mapping[str, Any] | None = None,
+             protocol: str | None = None, **options: Any) -> "RunSpec":
+        """A spec from a parameter dict; ``protocol`` None is the method's default."""
+        from .methods import method_class
+
+        cls_ = method_class(method)
+        if protocol is None or method == "orig":
+            protocol = "transductive" if method == "orig" else cls_.default_protocol
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {protocol!r}; choose one of: {', '.join(PROTOCOLS)}.")
+        items = tuple(sorted((str(k), _plain(v)) for k, v in dict(params or {}).items()))
+        return cls(method, items, protocol, **options)
+
+    @property
+    def param_dict(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    @property
+    def is_raw(self) -> bool:
+        return self.method == "orig" and not self.shuffled
+
+    def with_params(self, **params: Any) -> "RunSpec":
+        """The same run with some parameters changed (a slider move)."""
+        return replace(self, params=tuple(sorted({**self.param_dict,
+                                                  **{k: _plain(v) for k, v in params.items()}}.items())))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable record (a recipe's ``run``)."""
+        return {"method": self.method, "params": self.param_dict, "protocol": self.protocol,
+                "folds": self.folds, "seed": self.seed, "fit_on": self.fit_on,
+                "allow_leak": self.allow_leak, "shuffled": self.shuffled,
+                "max_fit": self.max_fit}
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> "RunSpec":
+        """The spec a :meth:`to_dict` record describes (ValueError naming a bad field)."""
+        if not isinstance(record, Mapping) or not isinstance(record.get("method"), str):
+            raise ValueError("a run record needs a 'method' (a method's registry name).")
+        params = record.get("params") or {}
+        if not isinstance(params, Mapping):
+            raise ValueError("a run record's 'params' must be an object of name: value.")
+        options: dict[str, Any] = {}
+        for name, kind in (("folds", int), ("seed", int), ("allow_leak", bool), ("shuffled", bool)):
+            if name in record and record[name] is not None:
+                if not isinstance(record[name], kind) or (kind is int and isinstance(record[name], bool)):
+                    raise ValueError(f"a run record's {name!r} must be {kind.__name__}, "
+                                     f"got {record[name]!r}.")
+                options[name] = record[name]
+        if record.get("max_fit") is not None:
+            if not isinstance(record["max_fit"], int) or isinstance(record["max_fit"], bool):
+                raise ValueError(f"a run record's 'max_fit' must be int, got {record['max_fit']!r}.")
+            options["max_fit"] = record["max_fit"]
+        fit_on = record.get("fit_on")
+        if fit_on is not None and not isinstance(fit_on, str):
+            raise ValueError("a run record's 'fit_on' must be a content hash (a string).")
+        return cls.make(record["method"], params, record.get("protocol"), fit_on=fit_on, **options)
+
+    def digest(self) -> str:
+        """A short stable digest of the spec (file names, cache keys across processes)."""
+        text = json.dumps(self.to_dict(), sort_keys=True, default=repr)
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def planned_spec(method: str, chosen: Mapping[str, Any] | None, n_pairs: int, dim: int, *,
+                 protocol: str | None = None, n_fit_pairs: int | None = None,
+                 max_fit: int | None = None, **options: Any) -> tuple[RunSpec, tuple[str, ...]]:
+    """The spec a page or the command line runs for ``chosen`` parameters on N pairs.
+
+    ``chosen`` over the method's defaults, the parameters a fitted method applies without
+    refitting (spectral k) stated explicitly, and each size parameter left at a default that
+    the pairs each fit sees under the protocol cannot take (spectral k, VLAP anchors) lowered
+    to the largest value they can, with a note saying so. A chosen value is never changed: a
+    run that cannot take it says why.
+
+    Parameters
+    ----------
+    method : str
+    chosen : mapping, optional
+    n_pairs, dim : int
+        Scored pairs and their dimension.
+    protocol : str, optional
+        Default: the method's own.
+    n_fit_pairs : int, optional
+        Fit-on: the size of the fit set.
+    max_fit : int, optional
+        Held-out and fit-on: the most pairs a fit takes.
+    **options
+        ``folds``, ``seed``, ``fit_on``, ``allow_leak``, ``shuffled`` of :class:`RunSpec`.
+    """
+    from .methods import method_params, suited_params
+
+    spec = RunSpec.make(method, {}, protocol, **options)
+    if method == "orig":
+        return spec, ()
+    if spec.protocol != "transductive":  # a transductive fit takes all the scored pairs
+        spec = replace(spec, max_fit=max_fit)
+    n_fit = fit_size(n_pairs, spec.protocol, folds=spec.folds, n_fit_pairs=n_fit_pairs,
+                     max_fit=spec.max_fit)
+    given = dict(chosen or {})
+    suited = suited_params(method, n_fit, dim, given)
+    defaults = method_params(method)
+    notes = tuple(f"{k} lowered from its default {defaults[k]} to {v}: each fit sees "
+                  f"{n_fit:,} pairs of dimension {dim}"
+                  for k, v in suited.items() if k not in given and k in defaults and v != defaults[k])
+    params = {**suited, **given}
+    return replace(spec, params=tuple(sorted((k, _plain(v)) for k, v in params.items()))), notes
+
+
+def default_spec(n_pairs: int, dim: int) -> RunSpec:
+    """The run shown when none is chosen (the Overview's "the gap closed"):
+    :data:`DEFAULT_METHOD` with its defaults as N pairs of dimension d allow (spectral k = 60,
+    lowered on fewer pairs), under its default protocol."""
+    return planned_spec(DEFAULT_METHOD, None, n_pairs, dim)[0]
+
+
+@dataclass(frozen=True)
+class RunData:
+    """The pairs a run is computed on, and their content hash (the cache key).
+
+    Attributes
+    ----------
+    images, texts : ndarray of shape (N, d)
+    key : str
+        Content hash of the pairs (``PairedEmbeddings.content_hash``).
+    label : str
+        A name for people (a fit-on run's provenance names its fit set by it).
+    """
+
+    images: np.ndarray
+    texts: np.ndarray
+    key: str
+    label: str = ""
+
+    @classmethod
+    def of(cls, pairs: Any, key: str | None = None, label: str = "") -> "RunData":
+        """From a :class:`~gapviz.embeddings.PairedEmbeddings` (its hash computed if not given)."""
+        return cls(pairs.image_embeddings, pairs.text_embeddings,
+                   key if key is not None else pairs.content_hash(), label)
+
+    @property
+    def n(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.images.shape[1])
+
+
+class FitView:
+    """A read-only handle on one fit of a run: transforms new rows, cannot fit or refit.
+
+    ``transform_images`` / ``transform_texts`` apply the fit with the run's view parameters
+    (spectral k) on a shallow copy, and, for a fit that is refitted in place by slider moves
+    (OT, Sinkhorn), first set it to the run's slider values under the fit set's lock.
+    """
+
+    def __init__(self, fit: Any, view_params: Mapping[str, Any] | None = None,
+                 sliders: Mapping[str, Any] | None = None, lock: Any = None) -> None:
+        self._fit = fit
+        self._view = dict(view_params or {})
+        self._sliders = dict(sliders or {})
+        self._lock = lock
+
+    @property
+    def name(self) -> str:
+        return type(self._fit).name
+
+    def describe(self) -> dict[str, Any]:
+        out = self._fit.describe()
+        out["params"] = {**out["params"], **self._view, **self._sliders}
+        return out
+
+    def _apply(self, which: str, A: np.ndarray) -> np.ndarray:
+        if self._lock is not None:
+            with self._lock:
+                self._fit.refit(**self._sliders)
+                return getattr(self._fit, which)(A)
+        fit = self._fit
+        if self._view:
+            fit = copy.copy(fit)
+            fit.set_params(**self._view)
+        return getattr(fit, which)(A)
+
+    def transform_images(self, X: np.ndarray) -> np.ndarray:
+        """Image embeddings (M, d) -> the run's output space (M, k), out of sample."""
+        return self._apply("transform_images", X)
+
+    def transform_texts(self, Y: np.ndarray) -> np.ndarray:
+        """Text embeddings (M, d) -> the run's output space (M, k), out of sample."""
+        return self._apply("transform_texts", Y)
+
+
+class Run:
+    """One run's outcome: the transformed scored pairs, how they were obtained, its fits.
+
+    Attributes
+    ----------
+    spec : RunSpec
+    data_key : str
+        Content hash of the scored pairs.
+    images, texts : ndarray of shape (N, k)
+        The scored pairs as the run transformed them (read-only).
+    provenance : Provenance
+    fits : tuple of FitView
+        One per fit (held-out: per fold, in fold order); empty for the raw embeddings.
+    fold_of : ndarray of shape (N,) or None
+        Held-out: the fold of each scored pair.
+    how : str
+        "raw", "slice", "refit" or "protocol": the way the runner obtained it.
+    """
+
+    def __init__(self, spec: RunSpec, data_key: str, images: np.ndarray, texts: np.ndarray,
+                 provenance: Provenance, fits: tuple = (), fold_of: np.ndarray | None = None,
+                 how: str = "protocol") -> None:
+        self.spec = spec
+        self.data_key = data_key
+        self.images = _read_only(images)
+        self.texts = _read_only(texts)
+        self.provenance = provenance
+        self.fits = tuple(fits)
+        self.fold_of = fold_of
+        self.how = how
+        self._report: GapReport | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def key(self) -> str:
+        """A stable string naming the run (data hash and spec digest): a cache key."""
+        return f"{self.data_key}/{self.spec.digest()}"
+
+    @property
+    def report(self) -> GapReport:
+        """The measures of the scored pairs (:func:`gapviz.measures.measure_gap`), once."""
+        with self._lock:
+            if self._report is None:
+                self._report = measure_gap(self.images, self.texts)
+            return self._report
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return self.report.metrics
+
+
+def _read_only(A: np.ndarray) -> np.ndarray:
+    A = np.asarray(A)
+    if A.flags.writeable:
+        A = A.view()
+        A.flags.writeable = False
+    return A
+
+
+@dataclass
+class _FitSet:
+    """Fits shared by the runs that slice or refit them, and the lock their refits take."""
+
+    result: ProtocolResult
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+# ---------------------------------------------------------------------------------------------
+# the runner
+# ---------------------------------------------------------------------------------------------
+class Runner:
+    """Obtains runs: slice, refit or the full protocol (module docstring), kept in ``memory``.
+
+    Parameters
+    ----------
+    memory : RunMemory, optional
+        Where fits, runs and trade-off points are kept; a fresh one by default.
+    """
+
+    def __init__(self, memory: RunMemory | None = None) -> None:
+        self.memory = memory if memory is not None else RunMemory()
+
+    # -- what a spec resolves to ---------------------------------------------------------------
+    @staticmethod
+    def split(spec: RunSpec, n: int, dim: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """``(fit_params, view_params, slider_params)`` of a spec on N pairs of dimension d:
+        what needs a fit, what a fit applies without one (sliced), what a refit changes."""
+        from .methods import method_class
+
+        cls = method_class(spec.method)
+        params = spec.param_dict
+        view: dict[str, Any] = {}
+        if spec.protocol == "transductive" and not spec.shuffled and not cls.uses_pairing:
+            params, view = cls.split_params(params, n, dim)
+        sliders: dict[str, Any] = {}
+        if hasattr(cls, "refit"):
+            # every live value explicit: a refit sets each of them, never keeps a previous move's
+            from .methods import method_params
+
+            defaults = method_params(spec.method)
+            live = [p.name for p in cls.params_info if p.slider is not None]
+            sliders = {k: params.get(k, defaults[k]) for k in live}
+            params = {k: v for k, v in params.items() if k not in sliders}
+        return params, view, sliders
+
+    @classmethod
+    def resolved_params(cls, spec: RunSpec, n: int, dim: int) -> dict[str, Any]:
+        """The parameters the full protocol runs with to give this spec's pairs bit for bit."""
+        fit, view, sliders = cls.split(spec, n, dim)
+        return {**fit, **view, **sliders}
+
+    # -- obtaining a run -------------------------------------------------------------------
+    def run(self, spec: RunSpec, data: RunData, *, fit_on: RunData | None = None,
+            progress: ProgressCallback | None = None) -> Run:
+        """The run ``spec`` on ``data`` (``fit_on``: the fit pairs of protocol "fit-on")."""
+        if spec.fit_on is not None and (fit_on is None or fit_on.key != spec.fit_on):
+            raise ValueError("this run is fitted on other pairs (content hash "
+                             f"{spec.fit_on[:12]}…): load them and pass them as fit_on.")
+        if spec.fit_on is None and fit_on is not None:
+            raise ValueError("fit pairs were given but the run's protocol is not 'fit-on'.")
+        key = (data.key, spec)
+        done = self.memory.runs.get(key)
+        if done is not None:
+            return done
+        if spec.is_raw:
+            run = Run(spec, data.key, data.images, data.texts,
+                      Provenance("transductive", "orig", data.n, data.n), (), None, "raw")
+        else:
+            run = self._compute(spec, data, fit_on, progress)
+        self.memory.runs.put(key, run)
+        return run
+
+    def _compute(self, spec: RunSpec, data: RunData, fit_on: RunData | None,
+                 progress: ProgressCallback | None) -> Run:
+        fit_params, view, sliders = self.split(spec, data.n, data.dim)
+        base = replace(spec, params=tuple(sorted(fit_params.items())))
+        fit_key = (data.key, base)
+        entry: _FitSet | None = self.memory.fits.get(fit_key)
+        if view:  # slice: one transductive fit per fit parameters, every view a slice of it
+            if entry is None:
+                result = self._protocol(base, fit_params, data, fit_on, progress)
+                entry = _FitSet(result)
+                self.memory.fits.put(fit_key, entry)
+            fit = entry.result.fits[0]
+            X, Y = fit.fitted_pairs(data.images, data.texts, **view)
+            prov = entry.result.provenance
+            return Run(spec, data.key, X, Y, prov, (FitView(fit, view),), None, "slice")
+        if sliders:  # refit: the same fits at new slider values
+            if entry is None:
+                result = self._protocol(spec, {**fit_params, **sliders}, data, fit_on, progress)
+                if result.provenance.aligned:  # rotated folds cannot be refitted
+                    return self._from_result(spec, data, result, None, {}, "protocol")
+                entry = _FitSet(result)
+                self.memory.fits.put(fit_key, entry)
+                return self._from_result(spec, data, result, entry, sliders, "protocol")
+            with entry.lock:
+                out = refit_result(entry.result, data.images, data.texts, progress=progress,
+                                   **sliders)
+            return self._from_result(spec, data, out, entry, sliders, "refit")
+        result = self._protocol(spec, fit_params, data, fit_on, progress)
+        return self._from_result(spec, data, result, None, {}, "protocol")
+
+    @staticmethod
+    def _from_result(spec: RunSpec, data: RunData, result: ProtocolResult, entry: _FitSet | None,
+                     sliders: dict[str, Any], how: str) -> Run:
+        lock = entry.lock if entry is not None else None
+        views = tuple(FitView(fit, None, sliders if lock is not None else None, lock)
+                      for fit in result.fits)
+        return Run(spec, data.key, result.image_embeddings, result.text_embeddings,
+                   result.provenance, views, result.fold_of, how)
+
+    @staticmethod
+    def _protocol(spec: RunSpec, params: dict[str, Any], data: RunData, fit_on: RunData | None,
+                  progress: ProgressCallback | None) -> ProtocolResult:
+        return protocol_transform(
+            spec.method, data.images, data.texts, protocol=spec.protocol, params=params,
+            folds=spec.folds, seed=spec.seed,
+            fit_pairs=None if fit_on is None else (fit_on.images, fit_on.texts),
+            fit_source=None if fit_on is None else (fit_on.label or None),
+            allow_pairing_leak=spec.allow_leak, shuffled=spec.shuffled, max_fit=spec.max_fit,
+            progress=progress)
+
+    # -- ahead of a slider move ------------------------------------------------------------
+    def precompute(self, spec: RunSpec, data: RunData, values: Sequence[dict[str, Any]]) -> None:
+        """Solve the slider ``values`` of a refit run's fits ahead of time (a background
+        thread while the user looks); the fits' own state is not changed."""
+        fit_params, _, sliders = self.split(spec, data.n, data.dim)
+        if not sliders:
+            return
+        entry = self.memory.fits.get((data.key, replace(spec, params=tuple(sorted(fit_params.items())))))
+        if entry is None:
+            return
+        for fit in entry.result.fits:
+            fit.precompute(values)
+
+    # -- the trade-off ---------------------------------------------------------------------
+    def tradeoff(self, specs: Sequence[RunSpec], data: RunData, *,
+                 labels: Sequence[str] | None = None, before: GapReport | None = None,
+                 rmg_before: float | None = None, fit_on: RunData | None = None,
+                 progress: ProgressCallback | None = None) -> list[dict[str, Any]]:
+        """Gap closed against what is kept, one point per run (each kept once per data and spec).
+
+        Each point is :func:`gapviz.closing_costs.tradeoff_point`'s plus how it was obtained:
+        ``method``, ``params``, ``protocol``, ``how`` (the provenance in a sentence), ``n_fit``,
+        ``n_scored``. ``labels`` name the points (default: the run described with its
+        protocol when it is not transductive).
+        """
+        from .anatomy import relative_modality_gap
+        from .closing_costs import tradeoff_point
+        from .methods import describe_run, method_label
+
+        raw = self.run(RunSpec.make("orig"), data)
+        before = raw.report if before is None else before
+        points = []
+        for i, spec in enumerate(specs):
+            key = (data.key, spec)
+            point = self.memory.points.get(key)
+            if point is None:
+                if rmg_before is None:
+                    rmg_before = relative_modality_gap(data.images, data.texts)
+                run = self.run(spec, data, fit_on=fit_on if spec.fit_on else None)
+                prov = run.provenance
+                point = tradeoff_point("", data.images, data.texts, run.images, run.texts,
+                                       before, run.report, rmg_before=rmg_before)
+                point.update(method=spec.method, params=describe_run(spec.method, spec.param_dict),
+                             protocol=prov.protocol, how=prov.summary(), n_fit=prov.n_fit,
+                             n_scored=prov.n_scored)
+                self.memory.points.put(key, point)
+            if labels is not None:
+                label = labels[i]
+            elif spec.method == "spectral" and spec.protocol == "transductive":
+                label = f"spectral k={spec.param_dict.get('n_components')}"
+            else:
+                label = method_label(spec.method) + ("" if spec.protocol == "transductive"
+                                                     else f" ({spec.protocol})")
+            points.append({**point, "label": label})
+            if progress is not None:
+                progress((i + 1) / max(len(specs), 1), label)
+        return points
+
+
+def tradeoff_specs(n: int, dim: int, *, spectral_ks: Sequence[int] = TRADEOFF_KS,
+                   methods: Sequence[str] = TRADEOFF_METHODS, folds: int = DEFAULT_FOLDS,
+                   seed: int = DEFAULT_SEED) -> list[RunSpec]:
+    """The runs of the trade-off across methods: spectral at each k the data allows
+    (transductive, slices of one fit), then each of ``methods`` under its default protocol
+    with the parameters its fits' size allows."""
+    from .methods import method_class
+
+    hi = method_class("spectral").slider_range("n_components", n, dim)[1]
+    specs = [RunSpec.make("spectral", {"n_components": int(k)}, "transductive", folds=folds,
+                          seed=seed) for k in spectral_ks if k <= hi]
+    for name in methods:
+        specs.append(planned_spec(name, None, n, dim, folds=folds, seed=seed)[0])
+    return specs
+
+
+def setting_specs(spec: RunSpec, n: int, dim: int) -> list[RunSpec]:
+    """A method's trade-off settings: spectral under the transductive protocol at each k of
+    :data:`TRADEOFF_KS` the data allows (slices of one fit); any other run, itself."""
+    from .methods import method_class
+
+    if spec.method == "spectral" and spec.protocol == "transductive" and not spec.shuffled:
+        lo, hi = method_class("spectral").slider_range("n_components", n, dim)
+        return [spec.with_params(n_components=k) for k in TRADEOFF_KS if lo <= k <= hi]
+    return [spec]
+
+
+def neighbour_values(name: str, sliders: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The slider values one step away from ``sliders`` (one parameter moved at a time): where
+    a user's next move most likely goes (what :meth:`Runner.precompute` is given)."""
+    from .methods import method_class
+
+    out = []
+    for info in method_class(name).params_info:
+        if info.slider is None or info.name not in sliders:
+            continue
+        value, sl = sliders[info.name], info.slider
+        if sl.options is not None:
+            options = list(sl.options)
+            if value in options:
+                i = options.index(value)
+                steps = [options[j] for j in (i - 1, i + 1) if 0 <= j < len(options)]
+            else:
+                steps = []
+        else:
+            step = sl.step or 0.1
+            steps = [round(v, 10) for v in (value - step, value + step)
+                     if sl.lo is not None and sl.hi is not None and sl.lo <= v <= sl.hi]
+        out += [{**dict(sliders), info.name: v} for v in steps]
+    return out
+
+
+def slider_values(spec: RunSpec) -> dict[str, Any]:
+    """The spec's values of its method's live (refit) sliders."""
+    from .methods import method_class
+
+    if not hasattr(method_class(spec.method), "refit"):
+        return {}
+    return Runner.split(spec, 0, 0)[2]
+
+
+__all__ = ["DEFAULT_METHOD", "FitView", "LRUStore", "Run", "RunData",
+           "RunMemory", "RunSpec", "Runner", "TRADEOFF_KS", "TRADEOFF_METHODS", "default_spec",
+           "neighbour_values", "planned_spec", "setting_specs", "slider_values",
+           "tradeoff_specs"]

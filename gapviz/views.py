@@ -1,0 +1,71 @@
+"""What a page draws for one embedding (raw, or the output of a run): its measures, a 2-D PCA
+of the mixed pool and the distance samples of the histograms (paper Figure 3).
+
+Pure functions of arrays; the app caches a view per run key and renders it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .measures import GapReport, measure_gap, unit_rows
+from .projection import Projection, joint_pca
+
+#: Image-text combinations sampled for the "all pairs" histogram.
+ALL_PAIRS_SAMPLE = 20_000
+
+
+def paired_distances(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """Cosine distance 1 - cos(x_i, y_i) of each pair, shape (N,)."""
+    return 1.0 - np.einsum("ij,ij->i", unit_rows(X), unit_rows(Y))
+
+
+def cross_distance_sample(X: np.ndarray, Y: np.ndarray, n_samples: int = ALL_PAIRS_SAMPLE,
+                          seed: int = 0) -> np.ndarray:
+    """Cosine distances of ``n_samples`` random image-text combinations (x_i, y_j), shape (M,).
+
+    The paper's "all pairs" distribution (Figure 3) without an N x N matrix: when N^2 is at
+    most ``n_samples`` every combination is used, otherwise a seeded uniform sample.
+    """
+    Xn, Yn = unit_rows(X), unit_rows(Y)
+    n = Xn.shape[0]
+    if n * n <= n_samples:
+        return (1.0 - Xn @ Yn.T).ravel()
+    rng = np.random.default_rng(seed)
+    i = rng.integers(0, n, n_samples)
+    j = rng.integers(0, n, n_samples)
+    return 1.0 - np.einsum("ij,ij->i", Xn[i], Yn[j])
+
+
+@dataclass
+class EmbeddingView:
+    """Everything a page draws for one embedding (raw, or a run's output).
+
+    Attributes
+    ----------
+    images, texts : ndarray of shape (N, k)
+        Transformed embeddings.
+    report : GapReport
+        Measures of the transformed embeddings.
+    projection : Projection
+        Joint PCA of the transformed pool.
+    paired : ndarray of shape (N,)
+        Cosine distance of each pair.
+    all_pairs : ndarray of shape (M,)
+        Cosine distances of sampled image-text combinations.
+    """
+
+    images: np.ndarray
+    texts: np.ndarray
+    report: GapReport
+    projection: Projection
+    paired: np.ndarray
+    all_pairs: np.ndarray
+
+
+def view_of(X: np.ndarray, Y: np.ndarray, report: GapReport | None = None) -> EmbeddingView:
+    """Measures (``report`` if already computed), 2-D PCA and distance samples of one embedding."""
+    return EmbeddingView(X, Y, measure_gap(X, Y) if report is None else report, joint_pca(X, Y),
+                         paired_distances(X, Y), cross_distance_sample(X, Y))

@@ -1,0 +1,184 @@
+"""The runner (gapviz.runs): one door for a run, equal to the full protocol bit for bit."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from gapviz.methods import METHODS, method_class
+from gapviz.protocols import protocol_transform
+from gapviz.runs import (Run, RunData, Runner, RunSpec, neighbour_values, planned_spec,
+                         setting_specs, tradeoff_specs)
+from gapviz.simulate import simulate_pairs
+
+N, D = 120, 32
+
+
+@pytest.fixture(scope="module")
+def data() -> RunData:
+    return RunData.of(simulate_pairs(N, D, seed=3))
+
+
+@pytest.fixture(scope="module")
+def other() -> RunData:
+    return RunData.of(simulate_pairs(90, D, seed=4), label="other pairs")
+
+
+def _full(spec: RunSpec, data: RunData, fit_on: RunData | None = None):
+    """The full protocol at the spec's resolved parameters, fresh (no store)."""
+    params = Runner.resolved_params(spec, data.n, data.dim)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return protocol_transform(
+            spec.method, data.images, data.texts, protocol=spec.protocol, params=params,
+            folds=spec.folds, seed=spec.seed, allow_pairing_leak=spec.allow_leak,
+            shuffled=spec.shuffled, max_fit=spec.max_fit,
+            fit_pairs=None if fit_on is None else (fit_on.images, fit_on.texts),
+            fit_source=None if fit_on is None else fit_on.label)
+
+
+def _same(run: Run, full) -> None:
+    np.testing.assert_array_equal(run.images, full.image_embeddings)
+    np.testing.assert_array_equal(run.texts, full.text_embeddings)
+    assert run.provenance == full.provenance
+
+
+def _small(name: str) -> dict:
+    """Parameters that keep each method quick on 120 pairs of dimension 32."""
+    return {"vlap": {"n_anchors": 16, "epochs": 3}, "pca": {"n_components": 8},
+            "spectral": {"n_components": 12}}.get(name, {})
+
+
+@pytest.mark.parametrize("name", [m for m in METHODS if m != "orig"])
+@pytest.mark.parametrize("protocol", ["default", "held-out"])
+def test_every_method_equals_the_full_protocol_bit_for_bit(name, protocol, data):
+    runner = Runner()
+    spec, _ = planned_spec(name, _small(name), data.n, data.dim,
+                           protocol=None if protocol == "default" else protocol)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run = runner.run(spec, data)
+    _same(run, _full(spec, data))
+    assert runner.run(spec, data) is run  # kept: asked again, not computed again
+
+
+def test_a_fit_on_run_equals_the_full_protocol(data, other):
+    spec, _ = planned_spec("sinkhorn", None, data.n, data.dim, protocol="fit-on", fit_on=other.key)
+    run = Runner().run(spec, data, fit_on=other)
+    _same(run, _full(spec, data, other))
+    assert run.provenance.fit_source == "other pairs"
+    with pytest.raises(ValueError, match="fitted on other pairs"):
+        Runner().run(spec, data)
+
+
+def test_the_shuffled_control_and_a_leak_on_request_equal_the_full_protocol(data):
+    for spec in (RunSpec.make("center", shuffled=True),
+                 RunSpec.make("procrustes", protocol="transductive", allow_leak=True)):
+        run = Runner().run(spec, data)
+        _same(run, _full(spec, data))
+    assert "reads the pairing" in run.provenance.warning
+
+
+@pytest.mark.parametrize("name, walk", [
+    ("sinkhorn", [0.1, 0.02, 0.1, 0.05, 0.02]),
+    ("ot", [(10.0, 1.0), (100.0, 1.0), (10.0, 0.5), (10.0, 1.0), (100.0, 1.0)]),
+])
+def test_slider_moves_back_and_forth_equal_a_fresh_protocol_each_time(name, walk, data):
+    """A refit run, moved back and forth: every value equals a fresh full protocol, and a run
+    handed out earlier still holds its own numbers (its fits are never changed under it)."""
+    runner = Runner()
+    base, _ = planned_spec(name, {"fit_size": 60}, data.n, data.dim)
+    seen = []
+    for value in walk:
+        params = {"reg": value} if name == "sinkhorn" else dict(zip(("reg_lap", "reg_src"), value))
+        spec = base.with_params(**params)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            run = runner.run(spec, data)
+            _same(run, _full(spec, data))
+        seen.append((run, run.images.copy()))
+    assert {r.how for r, _ in seen} >= {"protocol", "refit"}
+    for run, images in seen:  # earlier runs untouched by later moves
+        np.testing.assert_array_equal(run.images, images)
+        assert not run.images.flags.writeable
+    # a run's read-only fits transform with its own slider values, whatever moved since
+    first = seen[0][0]
+    probe = data.images[:5]
+    fresh = _full(first.spec, data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        np.testing.assert_array_equal(first.fits[0].transform_images(probe),
+                                      fresh.fits[0].transform_images(probe))
+    assert not hasattr(first.fits[0], "refit") and not hasattr(first.fits[0], "fit")
+
+
+def test_spectral_k_is_a_slice_of_one_fit_and_equals_a_fresh_fit(data):
+    runner = Runner()
+    for k in (5, 20, 12, 5):
+        spec = RunSpec.make("spectral", {"n_components": k})
+        run = runner.run(spec, data)
+        assert run.how == "slice" and run.images.shape[1] == k
+        _same(run, _full(spec, data))
+    assert len(runner.memory.fits) == 1  # one eigen-solve served every k
+
+
+def test_a_refit_with_an_implicit_slider_value_uses_its_default_not_the_last_move(data):
+    runner = Runner()
+    moved = RunSpec.make("ot", {"reg_lap": 10.0, "reg_src": 0.5, "fit_size": 60})
+    implicit = RunSpec.make("ot", {"reg_lap": 10.0, "fit_size": 60})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        runner.run(moved, data)
+        run = runner.run(implicit, data)
+        _same(run, _full(implicit, data))
+
+
+def test_the_raw_run_fits_nothing(data):
+    run = Runner().run(RunSpec.make("orig"), data)
+    assert run.how == "raw" and run.fits == ()
+    assert run.provenance.summary().startswith("no method")
+    np.testing.assert_array_equal(run.images, data.images)
+
+
+def test_spec_records_round_trip_and_refuse_bad_fields():
+    spec = RunSpec.make("spectral", {"n_components": np.int64(20)}, seed=2)
+    again = RunSpec.from_dict(spec.to_dict())
+    assert again == spec and again.digest() == spec.digest()
+    assert RunSpec.make("ot").protocol == "held-out"  # the method's default
+    with pytest.raises(ValueError, match="unknown protocol"):
+        RunSpec.make("center", protocol="leaky")
+    with pytest.raises(ValueError, match="'folds' must be int"):
+        RunSpec.from_dict({"method": "center", "folds": "5"})
+    with pytest.raises(ValueError, match="unknown method"):
+        RunSpec.from_dict({"method": "nope"})
+
+
+def test_planned_spec_lowers_a_default_that_a_fold_cannot_take_and_keeps_a_chosen_value():
+    spec, notes = planned_spec("spectral", None, 40, 32, protocol="held-out")
+    assert spec.param_dict["n_components"] == 31
+    assert notes == ("n_components lowered from its default 60 to 31: each fit sees 32 pairs "
+                     "of dimension 32",)
+    spec, notes = planned_spec("spectral", {"n_components": 50}, 40, 32, protocol="held-out")
+    assert spec.param_dict["n_components"] == 50 and notes == ()
+
+
+def test_the_tradeoff_is_computed_once_per_run_whichever_caller_asks(data):
+    runner = Runner()
+    specs = tradeoff_specs(data.n, data.dim, spectral_ks=(5, 10), methods=("center",))
+    first = runner.tradeoff(specs, data)
+    assert [p["label"] for p in first] == ["spectral k=5", "spectral k=10", "Mean-centering"]
+    kept = len(runner.memory.points)
+    again = runner.tradeoff(specs[:2], data)  # another page asking for some of them
+    assert len(runner.memory.points) == kept
+    assert again == first[:2]
+    assert first[2]["how"].startswith("transductive") and first[2]["n_scored"] == data.n
+    assert setting_specs(specs[0], data.n, data.dim)[0].param_dict == {"n_components": 5}
+
+
+def test_neighbour_values_step_one_slider_at_a_time():
+    values = neighbour_values("sinkhorn", {"reg": 0.05})
+    assert values and all(set(v) == {"reg"} for v in values)
+    assert {"reg": 0.05} not in values
+    assert method_class("sinkhorn").param_info("reg").slider is not None
