@@ -22,15 +22,16 @@ _APP_TIMEOUT = 240
 
 
 def _app_session(page: str | None = None, *, workspace: Any = None, timeout: float = _APP_TIMEOUT,
-                 **widgets: Any):
+                 query: dict[str, str] | None = None, **widgets: Any):
     """A fresh AppTest session of ``app.py``, run once, on ``page`` (e.g. "pages/compare.py").
 
-    ``workspace`` replaces the session's workspace (the demo otherwise); ``widgets`` are
-    initial widget values by key.
+    ``workspace`` replaces the session's workspace (the demo otherwise); ``query`` is the
+    URL's query string (a link); ``widgets`` are initial widget values by key.
     """
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(_APP, default_timeout=timeout)
+    at.query_params.update(query or {})
     if workspace is not None:
         at.session_state["workspace"] = workspace
     for key, value in widgets.items():

@@ -10,7 +10,8 @@ import sys
 from typing import Any
 
 from .. import tables
-from ..compare import COMPARE_KEYS, compare, failed_rows, rows_to_columns
+from ..compare import (COMPARE_KEYS, SIGNIFICANCE_ALPHA, SIGNIFICANCE_RESAMPLES, compare,
+                       failed_rows, rows_to_columns, significance)
 from ..config import DEMO_DIM
 from ..embeddings import PairedEmbeddings
 from .common import add_demo_arguments, add_format_argument, load_source
@@ -32,6 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="METHOD.PARAM=VALUE",
                    help="a method parameter, e.g. --set spectral.n_components=120 (repeatable)")
     p.add_argument("--all-measures", action="store_true", help="every measure, not only the paper's")
+    p.add_argument("--no-significance", action="store_true",
+                   help="skip the paired bootstrap of each column's best against its runner-up")
+    p.add_argument("--recipe", metavar="FILE",
+                   help="replay a Compare page's recipe (\"Save recipe\"): its methods, protocol, "
+                        "parameters and controls, on SOURCEs that hold the page's data (checked by "
+                        "content hash)")
     add_format_argument(p)
     add_demo_arguments(p, profile=False)
     add_protocol_arguments(p, fit_on=True, seed_alias=True)
@@ -76,16 +83,29 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from ..methods import METHODS
 
     names = list(METHODS) if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
+    settings = parse_settings(args.set)
+    kwargs = protocol_kwargs(args)
+    recipe = _read_recipe(args) if args.recipe else None
+    if recipe is not None:
+        names, settings, kwargs = _from_recipe(recipe, kwargs)
+        demo = recipe.demo or {}
+        args.n, args.demo_seed, args.dim = (demo.get("n", args.n), demo.get("seed", args.demo_seed),
+                                            demo.get("dim", args.dim))
     unknown = [m for m in names if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}.")
     datasets = load_sources(args.sources, args.n, args.demo_seed, args.dim)
-    kwargs = protocol_kwargs(args)
+    if recipe is not None and recipe.data not in {p.content_hash() for p in datasets.values()}:
+        from ..recipes import RecipeError
+
+        raise RecipeError(f"no SOURCE is the data of the recipe ({recipe.dataset} · "
+                          f"{recipe.model}, content hash {recipe.data[:12]}…); give the embeddings "
+                          "the page compared.")
     if args.fit_on and len(datasets) > 1:
         raise ValueError(f"--fit-on {args.fit_on} holds one model's embeddings; with several "
                          "SOURCEs (models) compare them one at a time, each with its own fit file.")
     fit_on = load_fit_pairs(args.fit_on) if args.fit_on else None
-    rows = compare(datasets, names, params=parse_settings(args.set), fit_on=fit_on,
+    rows = compare(datasets, names, params=settings, fit_on=fit_on,
                    fit_source=args.fit_on, **kwargs)
     # A method that cannot run on these data is reported, and the others still are.
     failed = failed_rows(rows)
@@ -102,6 +122,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     columns = rows_to_columns(rows)
     keys = list(COMPARE_KEYS) if not args.all_measures else tables.ordered_keys(columns)
     shuffled = bool(kwargs["shuffled"])
+    tests = {} if args.no_significance else significance(rows, keys, shuffled=shuffled)
     if args.format == "json":
         payload = {"protocol": kwargs["protocol"] or "each method's default",
                    "shuffled_control": shuffled,
@@ -109,7 +130,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                    "rows": [{"model": r.model, "method": r.method, "params": r.params,
                              "protocol": r.protocol, "provenance": r.provenance,
                              "metrics": r.metrics, "error": r.error, "notes": list(r.notes)}
-                            for r in rows]}
+                            for r in rows],
+                   "significance": tests}
         print(json.dumps(payload, indent=2))
         return 0
     title = "gapviz compare: " + ", ".join(
@@ -132,8 +154,46 @@ def cmd_compare(args: argparse.Namespace) -> int:
         notes += [f"{r.label.ljust(width)}  NOT RUN ({r.protocol}): {r.error}" for r in failed]
         rendered += "\nhow each run was fitted and scored:\n" + "\n".join(notes) + "\n"
         rendered += chance_line(n_scored) + "\n"
+        rendered += _significance_lines(tests)
     print(rendered, end="")
     return 0
+
+
+def _significance_lines(tests: dict) -> str:
+    """Each column's best against its runner-up (the Compare page's green and amber marks)."""
+    if not tests:
+        return ""
+    lines = [f"best vs runner-up on the same pairs (paired bootstrap, {SIGNIFICANCE_RESAMPLES} "
+             f"resamples, p < {SIGNIFICANCE_ALPHA}):"]
+    for key, t in tests.items():
+        verdict = "ahead beyond noise" if t["significant"] else "~ within noise (not crowned)"
+        lines.append(f"  {key:<24} {t['best']} vs {t['runner_up']}: p = {t['p_value']:.3f}, {verdict}")
+    return "\n".join(lines) + "\n"
+
+
+def _read_recipe(args: argparse.Namespace):
+    from .evaluate import _read_recipe as read
+
+    recipe = read(args.recipe)
+    if recipe.page != "compare":
+        raise ValueError(f"this is a recipe of the {recipe.page} page: replay it with "
+                         "`gapviz evaluate SOURCE --recipe FILE`.")
+    return recipe
+
+
+def _from_recipe(recipe, kwargs: dict[str, Any]) -> tuple[list[str], dict, dict[str, Any]]:
+    """Methods, parameters and protocol options of a Compare recipe (the page's choices)."""
+    view = recipe.view
+    names = [str(m) for m in view.get("methods") or []]
+    if not names:
+        raise ValueError("the recipe lists no methods.")
+    chosen = view.get("chosen") or {}
+    settings = ({chosen["method"]: dict(chosen.get("params") or {})}
+                if isinstance(chosen, dict) and chosen.get("method") in names else {})
+    protocol = view.get("protocol", "default")
+    out = {**kwargs, "protocol": None if protocol == "default" else protocol,
+           "allow_pairing_leak": bool(view.get("allow_leak")), "shuffled": bool(view.get("shuffled"))}
+    return names, settings, out
 
 
 #: What a shuffled-control table says in its title (and why no best is marked in it).

@@ -33,6 +33,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from .anatomy_options import add_anatomy_arguments
 
     add_anatomy_arguments(ev)
+    ev.add_argument("--recipe", metavar="FILE",
+                    help="replay a recipe saved on a page of the app (\"Save recipe\"): the same "
+                         "run on SOURCE, which must be the page's data (checked by content hash); "
+                         "prints the numbers the page showed")
     ev.set_defaults(func=cmd_evaluate)
     return ev
 
@@ -44,6 +48,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .protocol_options import chance_record, load_fit_pairs, protocol_kwargs
 
     check_anatomy_arguments(args)
+    if getattr(args, "recipe", None):
+        return cmd_replay(args)
 
     pairs, report = load_source(args.source, profile=args.profile, n_pairs=args.n, dim=args.dim,
                                 seed=args.demo_seed)
@@ -101,6 +107,60 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         extra.update(section)
     print(_render_report(columns, args.format, info, extra, metrics), end="")
     return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """``--recipe FILE``: the run of a page's recipe on SOURCE, as the page computed it (the
+    same runner, on the pairs as loaded), after checking SOURCE is the page's data."""
+    from ..recipes import replay
+
+    if args.method or args.protocol or args.shuffled_control or args.allow_pairing_leak:
+        raise ValueError("--recipe says the method and protocol itself; drop --method, "
+                         "--protocol, --shuffled-control and --allow-pairing-leak.")
+    recipe = _read_recipe(args.recipe)
+    if recipe.page == "compare":
+        raise ValueError("this is a Compare recipe: replay it with `gapviz compare SOURCE ... "
+                         "--recipe FILE`.")
+    demo = recipe.demo or {}
+    pairs, report = load_source(args.source, profile=demo.get("profile", args.profile),
+                                n_pairs=demo.get("n", args.n), dim=demo.get("dim", args.dim),
+                                seed=demo.get("seed", args.demo_seed))
+    fit_on = None
+    if recipe.run is not None and recipe.run.fit_on is not None:
+        if not getattr(args, "fit_on", None):
+            raise ValueError("the recipe's run is fitted on other pairs: give them with --fit-on FILE.")
+        from .protocol_options import load_fit_pairs
+
+        fit_on = load_fit_pairs(args.fit_on)
+    out = replay(recipe, pairs, fit_on=fit_on)
+    info = dataset_info(pairs, report, args.source)
+    columns = {"ORIG": out["raw"]}
+    extra: dict[str, Any] = {"dataset": info, "recipe": {"page": recipe.page, "data": recipe.data}}
+    metrics = out["raw"]
+    if "after" in out:
+        from ..methods import make_method
+
+        columns[recipe.run.method.upper()] = metrics = out["after"]
+        extra["protocol"] = out["provenance"]
+        extra["method"] = make_method(recipe.run.method, **recipe.run.param_dict).describe()
+        extra["metrics_orig"] = out["raw"]
+        extra["run"] = out["run"]
+    print(_render_report(columns, args.format, info, extra, metrics), end="")
+    return 0
+
+
+def _read_recipe(path: str):
+    from ..recipes import Recipe
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read(1_000_001)
+    except OSError as err:
+        raise ValueError(f"cannot read the recipe {path!r}: {err.strerror}.") from None
+    if len(text) > 1_000_000:
+        raise ValueError(f"{path!r} is not a recipe (over 1 MB); save one with a page's "
+                         "\"Save recipe\" button.")
+    return Recipe.from_json(text)
 
 
 def _render_report(columns: dict[str, dict[str, float]], fmt: str, info: dict[str, Any],
