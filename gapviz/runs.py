@@ -306,6 +306,15 @@ class RunData:
         return cls(pairs.image_embeddings, pairs.text_embeddings,
                    key if key is not None else pairs.content_hash(), label)
 
+    @classmethod
+    def of_arrays(cls, X: np.ndarray, Y: np.ndarray, label: str = "") -> "RunData":
+        """From two arrays (their content hash computed, as ``PairedEmbeddings`` does)."""
+        h = hashlib.sha1()
+        for arr in (np.ascontiguousarray(X), np.ascontiguousarray(Y)):
+            h.update(f"{arr.dtype}{arr.shape}".encode())
+            h.update(memoryview(arr).cast("B"))
+        return cls(X, Y, h.hexdigest(), label)
+
     @property
     def n(self) -> int:
         return int(self.images.shape[0])

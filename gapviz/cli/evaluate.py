@@ -42,7 +42,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ..protocols import protocol_transform, shuffle_pairs
+    from ..protocols import shuffle_pairs
+    from ..runs import RunData, Runner
     from .method_options import method_from_args, print_progress
     from .anatomy_options import anatomy_section, check_anatomy_arguments
     from .protocol_options import chance_record, load_fit_pairs, protocol_kwargs
@@ -60,8 +61,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if protocol is None and (args.protocol or args.shuffled_control or args.allow_pairing_leak):
         raise ValueError("--protocol, --shuffled-control and --allow-pairing-leak apply to a "
                          "method; add --method NAME.")
+    data = RunData.of_arrays(X, Y, label=args.source)
     if protocol is not None and protocol["shuffled"]:
-        # ORIG is measured on the same permuted pairs the method is scored on.
+        # ORIG is measured on the same permuted pairs the method is scored on (the runner
+        # permutes the pairs it is given with the same seed).
         X, Y, _ = shuffle_pairs(X, Y, seed=protocol["seed"])
     orig_report = measure_gap(X, Y, separability=args.separability)
     orig = orig_report.metrics
@@ -70,24 +73,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     extra: dict[str, Any] = {"dataset": info}
     if method is not None:
         fit_on = getattr(args, "fit_on", None)
-        fit_pairs = None
+        other = None
         if fit_on:
-            other = load_fit_pairs(fit_on)
-            fit_pairs = (normalize_rows(other.image_embeddings), normalize_rows(other.text_embeddings))
+            fit_pairs = load_fit_pairs(fit_on)
+            other = RunData.of_arrays(normalize_rows(fit_pairs.image_embeddings),
+                                      normalize_rows(fit_pairs.text_embeddings), label=fit_on)
             extra["fit_on"] = {"source": fit_on}
-        # X, Y are already permuted when shuffled: the protocol must not permute them again.
-        result = protocol_transform(method, X, Y, fit_pairs=fit_pairs, fit_source=fit_on,
-                                    progress=print_progress(sys.stderr),
-                                    **{**protocol, "shuffled": False})
+        spec = method_spec(method, protocol, fit_on=other.key if other is not None else None)
+        result = Runner().run(spec, data, fit_on=other, progress=print_progress(sys.stderr))
         prov = result.provenance.to_dict()
-        prov["shuffled"] = protocol["shuffled"]
-        if protocol["shuffled"]:
-            prov["seed"] = protocol["seed"]
         extra["protocol"] = prov
         extra["chance"] = chance_record(pairs.n)
         if prov["warning"]:
             print(f"gapviz evaluate: warning: {prov['warning']}", file=sys.stderr)
-        Xt, Yt = result.image_embeddings, result.text_embeddings
+        Xt, Yt = result.images, result.texts
         after_report = measure_gap(Xt, Yt, separability=args.separability)
         after = after_report.metrics
         anatomy_inputs = {"method": method, "transformed": (Xt, Yt), "after": after_report,
@@ -161,6 +160,20 @@ def _read_recipe(path: str):
         raise ValueError(f"{path!r} is not a recipe (over 1 MB); save one with a page's "
                          "\"Save recipe\" button.")
     return Recipe.from_json(text)
+
+
+def method_spec(method: Any, protocol: dict[str, Any], *, fit_on: str | None = None):
+    """The run of a method built from the options (its parameters that differ from the
+    defaults) under the protocol options (:func:`protocol_options.protocol_kwargs`)."""
+    from ..methods import method_params
+    from ..runs import RunSpec
+
+    defaults = method_params(method.name)
+    params = {k: v for k, v in method.get_params().items() if defaults.get(k, object()) != v}
+    return RunSpec.make(method.name, params, protocol["protocol"], folds=protocol["folds"],
+                        seed=protocol["seed"], fit_on=fit_on,
+                        allow_leak=protocol["allow_pairing_leak"], shuffled=protocol["shuffled"],
+                        max_fit=protocol["max_fit"])
 
 
 def _render_report(columns: dict[str, dict[str, float]], fmt: str, info: dict[str, Any],
