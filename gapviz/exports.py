@@ -30,10 +30,10 @@ from .report import html_report
 from .safety import csv_rows
 
 #: Image formats of :func:`figure_image`.
-FIGURE_FORMATS: tuple[str, ...] = ("png", "svg")
+FIGURE_FORMATS: tuple[str, ...] = ("png", "svg", "pdf")
 #: MIME type of each export, by file extension.
 MIME: dict[str, str] = {
-    "png": "image/png", "svg": "image/svg+xml", "csv": "text/csv", "md": "text/markdown",
+    "png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf", "csv": "text/csv", "md": "text/markdown",
     "html": "text/html", "npz": "application/octet-stream", "json": "application/json",
 }
 #: Size of an exported figure (CSS pixels) when the figure does not set one; PNG is drawn at
@@ -173,12 +173,12 @@ def kaleido_available() -> bool:
 def figure_image(fig: go.Figure, fmt: str = "png", *, width: int | None = None,
                  height: int | None = None, scale: float | None = None,
                  keep_renderer: bool = False) -> bytes:
-    """The figure as PNG or SVG bytes (plotly ``to_image`` through kaleido).
+    """The figure as PNG, SVG or PDF bytes (plotly ``to_image`` through kaleido).
 
     Parameters
     ----------
     fig : go.Figure
-    fmt : {"png", "svg"}
+    fmt : {"png", "svg", "pdf"}
     width, height : int, optional
         CSS pixels; default the figure's own size, else :data:`EXPORT_WIDTH` x
         :data:`EXPORT_HEIGHT`.

@@ -230,7 +230,8 @@ def replay(recipe: Recipe, pairs: Any, *, runner: Runner | None = None,
     -------
     dict
         ``raw``: the raw embeddings' measures; with a run, ``after``: the run's measures and
-        ``provenance``: how they were obtained (:meth:`Provenance.to_dict`).
+        ``provenance``: how they were obtained (:meth:`Provenance.to_dict`), ``run``: the spec's
+        record and ``run_object``: the :class:`gapviz.runs.Run` itself.
     """
     key = check_data(recipe, pairs)
     runner = runner if runner is not None else Runner()
@@ -248,6 +249,7 @@ def replay(recipe: Recipe, pairs: Any, *, runner: Runner | None = None,
         out["after"] = run.metrics
         out["provenance"] = run.provenance.to_dict()
         out["run"] = recipe.run.to_dict()
+        out["run_object"] = run
     return out
 
 

@@ -275,6 +275,14 @@ def planned_spec(method: str, chosen: Mapping[str, Any] | None, n_pairs: int, di
     return replace(spec, params=tuple(sorted((k, _plain(v)) for k, v in params.items()))), notes
 
 
+def needs_leak_consent(method: str, protocol: str) -> bool:
+    """Whether a run would score a method that reads the pairing on pairs it was fitted on
+    (transductive): it memorises them, so it runs only when the user asks (``allow_leak``)."""
+    from .methods import method_class
+
+    return protocol == "transductive" and method != "orig" and method_class(method).uses_pairing
+
+
 def default_spec(n_pairs: int, dim: int) -> RunSpec:
     """The run shown when none is chosen (the Overview's "the gap closed"):
     :data:`DEFAULT_METHOD` with its defaults as N pairs of dimension d allow (spectral k = 60,
@@ -671,6 +679,6 @@ def slider_values(spec: RunSpec) -> dict[str, Any]:
 
 
 __all__ = ["DEFAULT_METHOD", "FitView", "LRUStore", "Run", "RunData",
-           "RunMemory", "RunSpec", "Runner", "TRADEOFF_KS", "TRADEOFF_METHODS", "default_spec",
+           "RunMemory", "RunSpec", "Runner", "TRADEOFF_KS", "TRADEOFF_METHODS", "default_spec", "needs_leak_consent",
            "neighbour_values", "planned_spec", "setting_specs", "slider_values",
            "tradeoff_specs"]

@@ -230,7 +230,10 @@ def test_a_free_query_goes_through_the_out_of_sample_path_without_touching_the_f
     # Nystrom extension of a training text reproduces its training row: the free path is the
     # method's own, sliced to the k being viewed.
     Xt, Yt = spectral.training_embedding(12)
-    placed = rv.place_free_query(spectral, pairs.text_embeddings[9], "text", {"n_components": 12})
+    from gapviz.runs import FitView
+
+    view = FitView(spectral, {"n_components": 12})  # a run's read-only fit, viewed at k = 12
+    placed = rv.place_free_query(view, pairs.text_embeddings[9], "text")
     assert placed.shape == (12,)
     np.testing.assert_allclose(placed / np.linalg.norm(placed), Yt[9], atol=1e-4)
     assert spectral.n_components == 20  # the shared fitted method is unchanged

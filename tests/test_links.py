@@ -138,3 +138,35 @@ def test_a_link_to_data_this_server_does_not_hold_says_which_file_to_load(app_se
     assert any("my_pairs.npz" in w.value.replace("\\", "") and "not loaded on this server"
                in w.value for w in at.warning)  # as shown: escapes read as text
     assert not at.exception
+
+
+def test_figures_are_offered_as_png_svg_and_pdf_on_the_page(app_session):
+    at = app_session("pages/close_gap.py")
+    keys = {b.key for b in at.get("download_button")}
+    from ui.export_menu import images_supported
+
+    if not images_supported():
+        pytest.skip("kaleido or Chromium missing: the page offers the charts' camera button")
+    assert {"close_dl_fig0_png", "close_dl_fig0_svg", "close_dl_fig0_pdf",
+            "close_dl_fig1_svg"} <= keys
+    assert "close_recipe" in keys
+
+
+def test_the_command_line_writes_figures_with_titles_and_never_replaces_one(tmp_path, capsys):
+    from ui.export_menu import images_supported
+
+    if not images_supported():
+        pytest.skip("kaleido or Chromium missing (apt-get install chromium)")
+    folder = tmp_path / "figs"
+    args = ["evaluate", "demo", "--n", "200", "--dim", "32", "--method", "center",
+            "--figures", str(folder)]
+    assert main(args) == 0
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["distances.svg", "pool-after.svg", "pool-raw.svg"]
+    after = (folder / "pool-after.svg").read_text()
+    assert after.startswith("<svg") and "transductive: fitted on the 200 scored pairs" in after
+    before = (folder / "pool-raw.svg").read_bytes()
+    capsys.readouterr()
+    assert main(args) == 2  # the files are there: nothing is replaced
+    assert "exists" in capsys.readouterr().err
+    assert (folder / "pool-raw.svg").read_bytes() == before

@@ -125,20 +125,27 @@ def embeddings_button(item: EmbeddingsExport, *, prefix: str, stem: str) -> None
 
 
 def figure_buttons(figures: Sequence[tuple[str, go.Figure]], *, prefix: str, stem: str) -> None:
-    """PNG and SVG of each figure (drawn on the server by kaleido, on click)."""
+    """PNG (at a chosen scale), SVG and PDF of each figure, with its title and axis labels
+    (drawn on the server by kaleido, on click)."""
     if not figures:
         return
     if not images_supported():
-        st.caption("PNG/SVG: use the camera button at the top right of each chart (this server "
-                   f"cannot draw figures: `pip install '{exports.KALEIDO_PIN}'` and Chromium).")
+        st.caption("PNG/SVG/PDF: use the camera button at the top right of each chart (this "
+                   f"server cannot draw figures: `pip install '{exports.KALEIDO_PIN}'` and "
+                   "Chromium).")
         return
+    scale = st.select_slider("PNG scale", options=[1, 2, 3, 4], value=exports.PNG_SCALE,
+                             key=f"{prefix}_png_scale",
+                             help="Pixels per CSS pixel of the PNG (2 is sharp on a slide, 4 for "
+                                  "print). SVG and PDF are vector: no scale.")
     for i, (caption, fig) in enumerate(figures):
-        c0, c1, c2 = st.columns([2.2, 1, 1], vertical_alignment="center")
+        c0, c1, c2, c3 = st.columns([2.2, 1, 1, 1], vertical_alignment="center")
         c0.markdown(f"<span style='font-size:0.85rem'>{caption}</span>", unsafe_allow_html=True)
-        for col, fmt in ((c1, "png"), (c2, "svg")):
+        for col, fmt in ((c1, "png"), (c2, "svg"), (c3, "pdf")):
             col.download_button(
                 fmt.upper(),
-                _deferred(lambda f=fig, x=fmt: exports.figure_image(f, x, keep_renderer=True),
+                _deferred(lambda f=fig, x=fmt: exports.figure_image(f, x, scale=scale,
+                                                                    keep_renderer=True),
                           f"figure {caption} as {fmt}"),
                 file_name=exports.file_name(stem, caption, ext=fmt), mime=exports.MIME[fmt],
                 key=f"{prefix}_dl_fig{i}_{fmt}", on_click="ignore", width="stretch",

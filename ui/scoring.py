@@ -11,6 +11,7 @@ import streamlit as st
 from gapviz.config import RECALL_KS
 from gapviz.methods import method_class
 from gapviz.protocols import DEFAULT_FOLDS, PROTOCOLS, Provenance, chance_recall
+from gapviz.runs import needs_leak_consent
 from gapviz.safety import plain_text
 from gapviz.workspace import Active
 
@@ -83,7 +84,7 @@ def scoring_controls(prefix: str, act: Active, name: str, container: Any = None
     allow_leak = False
     fit_on = None
     label = cls.label or name
-    if protocol == "transductive" and cls.uses_pairing:
+    if needs_leak_consent(name, protocol):
         allow_leak = box.checkbox(
             "Score it on its own fit pairs anyway", **keep(f"{prefix}_allow_leak", False),
             help=f"{label} learns from which image goes with which text; scored on the pairs "

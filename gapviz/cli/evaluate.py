@@ -33,6 +33,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from .anatomy_options import add_anatomy_arguments
 
     add_anatomy_arguments(ev)
+    ev.add_argument("--figures", metavar="DIR",
+                    help="also write the figures (the pool's PCA raw and after the method, the "
+                         "distance histograms) with titles and how they were obtained, into DIR "
+                         "(created; an existing file is never replaced)")
+    ev.add_argument("--figure-format", choices=["svg", "pdf", "png"], default="svg",
+                    help="format of --figures (default svg; needs kaleido and Chrome/Chromium)")
     ev.add_argument("--recipe", metavar="FILE",
                     help="replay a recipe saved on a page of the app (\"Save recipe\"): the same "
                          "run on SOURCE, which must be the page's data (checked by content hash); "
@@ -104,8 +110,58 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for name, values in section.pop("columns").items():
             columns[name].update(values)  # the same dicts as metrics / metrics_orig
         extra.update(section)
+    if args.figures:
+        after = anatomy_inputs.get("transformed")
+        extra["figures"] = write_figures(
+            args.figures, args.figure_format, pairs, X, Y, *(after or (None, None)),
+            after=_after_title(spec, result.provenance) if method is not None else None)
     print(_render_report(columns, args.format, info, extra, metrics), end="")
     return 0
+
+
+def _after_title(spec: Any, provenance: Any) -> str:
+    from ..methods import describe_run
+
+    return f"{describe_run(spec.method, spec.param_dict)} · {provenance.summary()}"
+
+
+def write_figures(folder: str, fmt: str, pairs: Any, X: Any, Y: Any, Xt: Any = None, Yt: Any = None,
+                  *, after: str | None = None) -> list[str]:
+    """The report's figures as files in ``folder`` (created): the pool's PCA raw and after the
+    method, and the distance histograms; titles carry how each was obtained. An existing file
+    is never replaced (an error says which)."""
+    import os
+
+    from .. import exports, figures
+    from ..views import view_of
+
+    source = f"{pairs.model or 'embeddings'} · {pairs.n:,} pairs"
+    raw = view_of(X, Y)
+    shown = [("pool-raw", figures.gap_scatter(raw.projection, ids=pairs.ids, captions=pairs.captions,
+                                              title=f"Raw embeddings (PCA) · {source}"))]
+    panels = [("Raw: true pairs vs all combinations", raw.paired, raw.all_pairs)]
+    if Xt is not None and after is not None:
+        closed = view_of(Xt, Yt)
+        shown.append(("pool-after", figures.gap_scatter(closed.projection, ids=pairs.ids,
+                                                        captions=pairs.captions,
+                                                        title=f"After: {after}")))
+        panels.append(("After the method: true pairs vs all", closed.paired, closed.all_pairs))
+    hist = figures.distance_histogram(panels)
+    hist.update_layout(title=f"Cosine distances · {source}")
+    shown.append(("distances", hist))
+    os.makedirs(folder, exist_ok=True)
+    written = []
+    for name, fig in shown:
+        path = os.path.join(folder, f"{name}.{fmt}")
+        data = exports.figure_image(fig, fmt)
+        try:
+            with open(path, "xb") as fh:  # never replace a file that is there
+                fh.write(data)
+        except FileExistsError:
+            raise FileExistsError(f"{path} exists; give --figures an empty folder (nothing was "
+                                  "replaced).") from None
+        written.append(path)
+    return written
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -144,6 +200,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         extra["method"] = make_method(recipe.run.method, **recipe.run.param_dict).describe()
         extra["metrics_orig"] = out["raw"]
         extra["run"] = out["run"]
+    if args.figures:
+        after = out.get("run_object")
+        extra["figures"] = write_figures(
+            args.figures, args.figure_format, pairs, pairs.image_embeddings, pairs.text_embeddings,
+            after.images if after is not None else None, after.texts if after is not None else None,
+            after=_after_title(recipe.run, after.provenance) if after is not None else None)
     print(_render_report(columns, args.format, info, extra, metrics), end="")
     return 0
 
@@ -204,6 +266,8 @@ def _render_report(columns: dict[str, dict[str, float]], fmt: str, info: dict[st
             body += (f"  {t['distance']:<6} mean {t['mean_before']:.4f} -> {t['mean_after']:.4f}   "
                      f"t p = {t['t_pvalue']:.3g}   Wilcoxon p = {t['wilcoxon_pvalue']:.3g}\n")
     body += render_anatomy(extra, "table", metrics)
+    if extra.get("figures"):
+        body += "figures written: " + ", ".join(extra["figures"]) + "\n"
     return "\n".join(lines) + "\n" + body
 
 

@@ -17,7 +17,6 @@ and places a free (typed) query into a method's space through its out-of-sample 
 from __future__ import annotations
 
 import base64
-import copy
 import functools
 import html
 import io
@@ -73,20 +72,17 @@ class Query:
         return self.row is None
 
 
-def place_free_query(method: Any, vector: np.ndarray, modality: str,
-                     view_params: Mapping[str, Any] | None = None) -> np.ndarray:
+def place_free_query(method: Any, vector: np.ndarray, modality: str) -> np.ndarray:
     """A new (unseen) embedding placed in a fitted method's space: its out-of-sample path.
 
     Parameters
     ----------
-    method : GapMethod or None
-        A fitted method; None (raw embeddings) returns ``vector`` unchanged.
+    method : GapMethod, gapviz.runs.FitView or None
+        A fitted method, or a run's read-only fit (which applies the run's own view
+        parameters, e.g. spectral k, without changing the shared fit); None (raw embeddings)
+        returns ``vector`` unchanged.
     vector : ndarray of shape (d,)
     modality : {"image", "text"}
-    view_params : mapping, optional
-        Parameters applied at view time without refitting (spectral ``n_components``: the
-        page slices k eigenvectors of a fit that computed more). They are set on a shallow
-        copy, so a fitted method shared by the app's cache is never changed.
 
     Returns
     -------
@@ -95,9 +91,6 @@ def place_free_query(method: Any, vector: np.ndarray, modality: str,
     v = np.asarray(vector, dtype=np.float32).reshape(1, -1)
     if method is None:
         return v[0]
-    if view_params:
-        method = copy.copy(method)
-        method.set_params(**dict(view_params))
     out = method.transform_images(v) if modality == IMAGE else method.transform_texts(v)
     return np.asarray(out, dtype=np.float32)[0]
 
@@ -125,8 +118,7 @@ def query_model(pairs: PairedEmbeddings) -> tuple[Any, str]:
 
 
 def run_query(pairs: PairedEmbeddings, images: np.ndarray, texts: np.ndarray, query: Query,
-              k: int, *, method: Any = None, view_params: Mapping[str, Any] | None = None,
-              vector: np.ndarray | None = None) -> tuple[QueryResult, QueryResult]:
+              k: int, *, method: Any = None, vector: np.ndarray | None = None) -> tuple[QueryResult, QueryResult]:
     """The query's top ``k`` in the raw mixed pool and in the method's pool.
 
     Parameters
@@ -137,8 +129,8 @@ def run_query(pairs: PairedEmbeddings, images: np.ndarray, texts: np.ndarray, qu
         The pool after the method (the raw arrays for no method).
     query : Query
         A pool item, or free text whose embedding is ``vector`` (shape (d,)); a free query
-        is placed in the method's space by its out-of-sample path (``method``, a fitted
-        method, with ``view_params``; None for raw embeddings).
+        is placed in the method's space by its out-of-sample path (``method``: a fitted
+        method or a run's read-only fit; None for raw embeddings).
     """
     X, Y = pairs.image_embeddings, pairs.text_embeddings
     if not query.is_free:
@@ -149,7 +141,7 @@ def run_query(pairs: PairedEmbeddings, images: np.ndarray, texts: np.ndarray, qu
     if vector.shape[0] != X.shape[1]:
         raise ValueError(f"the model gives {vector.shape[0]}-d vectors but the data is "
                          f"{X.shape[1]}-d; the embeddings were not made by this model.")
-    placed = place_free_query(method, vector, query.modality, view_params)
+    placed = place_free_query(method, vector, query.modality)
     return (retrieve_vector(vector, X, Y, query.modality, k),
             retrieve_vector(placed, images, texts, query.modality, k))
 

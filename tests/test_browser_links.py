@@ -1,0 +1,390 @@
+"""Links in a real browser: a page's URL, opened on a freshly started server, shows the same
+numbers.
+
+Every page writes its state into the URL's query string (``ui/links.py``,
+``gapviz.recipes.Recipe.to_query``). For Close the gap, Anatomy and Compare this test drives
+``streamlit run app.py`` in Debian's headless chromium (Playwright): it opens the page on one
+server, changes controls (the spectral k slider and Recall@K; the method and its protocol; the
+methods and the protocol of the table), waits for the page to settle and reads its URL and its
+metric cards (or table). It then starts a *fresh* server (a new process on a new port, its own
+cache folder), opens the same path and query string in a new browser context, and checks that
+the cards (label, value and change) or the table are exactly the same, that the widgets show
+the restored choices, and that the page writes back the same query string. A link must name
+its data by content hash (``data=``, 40 hex digits) and never hold a filesystem path.
+
+Skipped (with the reason) only when ``/usr/bin/chromium`` or the ``playwright`` package is
+missing. Server logs and screenshots go to ``tests/artifacts/browser/``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote_plus, urlsplit
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "tests" / "artifacts" / "browser"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-dev-shm-usage"]
+VIEWPORT = {"width": 1440, "height": 900}
+#: Seconds allowed for a page's first load on a server (the demo is measured, methods fitted),
+#: and for any later wait (a rerun, the URL being written).
+FIRST_LOAD_TIMEOUT = 120
+RUN_TIMEOUT = 120
+#: Seconds allowed for a server to answer its health check.
+SERVER_START_TIMEOUT = 60
+
+pytestmark = pytest.mark.browser
+
+if not CHROMIUM.exists():
+    pytest.skip("Debian's chromium is not installed at /usr/bin/chromium "
+                "(apt-get install -y chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api",
+                               reason="the playwright Python package is not installed")
+
+_HASH = re.compile(r"[0-9a-f]{40}")
+
+
+# ---------------------------------------------------------------------------------------------
+# a server, and waiting for the app (the pieces of test_browser.py this test needs)
+# ---------------------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def _server(tmp_path_factory, log_name: str):
+    """A real ``streamlit run app.py`` on a free port with its own cache folder (a new
+    process: nothing has run on it yet); its log saved as ``tests/artifacts/browser/LOG_NAME``."""
+    port = _free_port()
+    cache = tmp_path_factory.mktemp("gapviz-cache")
+    log_path = tmp_path_factory.mktemp("server") / "streamlit.log"
+    env = {**os.environ, "GAPVIZ_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
+           "--server.headless=true", f"--server.port={port}", "--server.address=127.0.0.1",
+           "--browser.gatherUsageStats=false", "--server.fileWatcherType=none",
+           "--server.runOnSave=false"]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        (ARTIFACTS / log_name).write_text(log_path.read_text())
+
+
+@pytest.fixture(scope="module")
+def first_url(tmp_path_factory):
+    """The server the links are made on (shared by the tests of this file)."""
+    with _server(tmp_path_factory, "links-first-server.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def _wait_idle(page, timeout: float = RUN_TIMEOUT) -> None:
+    """Wait until the script run is over: no "Running" status widget, no stale elements,
+    no spinner, for a short quiet period."""
+    deadline = time.monotonic() + timeout
+    quiet_since = None
+    while time.monotonic() < deadline:
+        busy = page.evaluate("""() => {
+            const running = document.querySelector('[data-testid="stStatusWidget"]');
+            const stale = document.querySelector('[data-stale="true"]');
+            const spin = document.querySelector('[data-testid="stSpinner"]');
+            return Boolean(running || stale || spin);
+        }""")
+        if busy:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since > 1.0:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the app was still running after {timeout} s")
+
+
+def _assert_no_exception(page, where: str) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0, f"exception shown on {where}"
+    text = page.inner_text("body")
+    assert "Traceback" not in text, f"traceback text on {where}"
+    assert "Something went wrong" not in text, f"error message on {where}: {text[:2000]}"
+    assert "could not be opened" not in text, f"a link was refused on {where}: {text[:2000]}"
+    assert "not loaded on this server" not in text, f"a link's data was not found on {where}"
+
+
+def _shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+# ---------------------------------------------------------------------------------------------
+# reading and driving the page
+# ---------------------------------------------------------------------------------------------
+def _cards(page) -> list[tuple[str, str, str]]:
+    """Every metric card of the main area in order: (label, value, change shown)."""
+    out = []
+    for card in page.locator('[data-testid="stMain"] [data-testid="stMetric"]').all():
+        label = card.locator('[data-testid="stMetricLabel"]').inner_text().strip()
+        value = card.locator('[data-testid="stMetricValue"]').inner_text().strip()
+        delta = card.locator('[data-testid="stMetricDelta"]')
+        out.append((label, value, delta.first.inner_text().strip() if delta.count() else ""))
+    return out
+
+
+def _table(page, key: str) -> list[list[str]]:
+    """The rows of a ``st.dataframe`` (header first), as its accessible grid lists them."""
+    return page.locator(f".st-key-{key}").first.evaluate(
+        "e => Array.from(e.querySelectorAll('tr')).map("
+        "r => Array.from(r.children).map(c => c.innerText.trim()))")
+
+
+def _query(url: str) -> dict[str, str]:
+    return dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
+
+
+def _wait_url(page, accept, what: str, timeout: float = RUN_TIMEOUT) -> str:
+    """Poll ``page.url`` (Streamlit writes query parameters into the browser's history once
+    the run has sent them) until ``accept(query)``; the URL."""
+    deadline = time.monotonic() + timeout
+    while True:
+        url = page.url
+        if accept(_query(url)):
+            return url
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the URL never showed {what}: {url}")
+        page.wait_for_timeout(250)
+
+
+def _choose(page, key: str, option: str) -> None:
+    """Pick ``option`` in the selectbox with widget key ``key`` and wait for the rerun."""
+    page.locator(f'.st-key-{key} input[role="combobox"]').click()
+    page.get_by_role("option", name=option, exact=True).click()
+    page.wait_for_timeout(300)
+    _wait_idle(page)
+
+
+def _selected(page, key: str) -> str:
+    """The option a selectbox shows."""
+    return page.locator(f'.st-key-{key} input[role="combobox"]').input_value()
+
+
+def _tags(page, key: str) -> list[str]:
+    """The options a multiselect shows, in order."""
+    return [t.get_attribute("aria-label")
+            for t in page.locator(f".st-key-{key} [data-tag]").all()]
+
+
+def _open(page, url: str, ready: str) -> None:
+    page.goto(url)
+    page.wait_for_selector(ready, timeout=FIRST_LOAD_TIMEOUT * 1000)
+    _wait_idle(page, FIRST_LOAD_TIMEOUT)
+
+
+def _assert_link(url: str, *keys: str) -> dict[str, str]:
+    """The link names its data by content hash, carries ``keys``, and holds no path."""
+    query = _query(url)
+    assert _HASH.fullmatch(query.get("data", "")), f"no data=<40 hex digits> in {url}"
+    for key in keys:
+        assert key in query, f"no {key}= in {url}"
+    # The demo's names hold no slash: any "/" or "\" in a value would be a path.
+    for key, value in query.items():
+        assert "/" not in value and "\\" not in value, f"a path in the link's {key}: {value!r}"
+    for text in (str(ROOT), "/tmp", "/home", "/root", "/work", ".npz", "file:"):
+        assert text not in unquote_plus(url), f"{text!r} in the link {url}"
+    return query
+
+
+def _same_link(url: str, fresh_base: str) -> str:
+    """The same path and query string on the fresh server."""
+    parts = urlsplit(url)
+    return f"{fresh_base}{parts.path}?{parts.query}"
+
+
+def _assert_written_back(page, query: dict[str, str], where: str) -> None:
+    """The restored page writes the very same state into its URL (nothing reset)."""
+    try:
+        _wait_url(page, lambda q: q == query, "the link's query", timeout=30)
+    except AssertionError:
+        got = _query(page.url)
+        diff = {k: (query.get(k), got.get(k)) for k in set(query) | set(got)
+                if query.get(k) != got.get(k)}
+        raise AssertionError(f"{where}: the restored page wrote another state "
+                             f"(key: (link, restored)): {diff}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# the tests
+# ---------------------------------------------------------------------------------------------
+def test_close_gap_link_restores_k_and_recall_on_a_fresh_server(first_url, browser,
+                                                                 tmp_path_factory):
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    _open(page, f"{first_url}/close_gap", '[data-testid="stMetric"]')
+    _assert_no_exception(page, "Close the gap")
+    default = _cards(page)
+    assert _query(page.url).get("p.n_components") == "60", page.url
+
+    # k to its largest value (a fragment rerun), then Recall@K 10 (a page rerun).
+    page.locator('.st-key-close_k input[type="range"]').first.focus()
+    page.keyboard.press("End")
+    _wait_url(page, lambda q: q.get("p.n_components") == "200", "p.n_components=200")
+    _wait_idle(page)
+    _choose(page, "close_recall_k", "10")
+    url = _wait_url(page, lambda q: q.get("v.recall_k") == "10"
+                    and q.get("p.n_components") == "200", "v.recall_k=10")
+    _wait_idle(page)
+    _assert_no_exception(page, "Close the gap after the changes")
+    query = _assert_link(url, "method", "protocol", "p.n_components", "v.recall_k")
+    assert query["method"] == "spectral" and query["protocol"] == "transductive", url
+    cards = _cards(page)
+    assert [c[0] for c in cards][:4] == ["ITR", "TIR", "IMR", "TMR"]
+    assert "Recall@10" in [c[0] for c in cards]
+    assert cards != default and cards[0][1] != default[0][1], (default, cards)
+    _shot(page, "links_1_close_gap_changed")
+    context.close()
+
+    with _server(tmp_path_factory, "links-fresh-close-gap.log") as fresh:
+        context = browser.new_context(viewport=VIEWPORT)
+        page = context.new_page()
+        _open(page, _same_link(url, fresh), '[data-testid="stMetric"]')
+        _assert_no_exception(page, f"{fresh}/close_gap from a link")
+        _shot(page, "links_2_close_gap_restored")
+        assert _cards(page) == cards
+        assert _selected(page, "close_method") == "Spectral"
+        assert _selected(page, "close_recall_k") == "10"
+        assert page.locator('.st-key-close_k [data-testid="stSliderThumbValue"]'
+                            ).inner_text().strip() == "200"
+        _assert_written_back(page, query, "Close the gap")
+        context.close()
+
+
+def test_anatomy_link_restores_method_and_protocol_on_a_fresh_server(first_url, browser,
+                                                                     tmp_path_factory):
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    _open(page, f"{first_url}/anatomy", '[data-testid="stMetric"]')
+    _assert_no_exception(page, "Anatomy")
+    default = _cards(page)
+    assert _query(page.url).get("method") == "spectral", page.url
+
+    _choose(page, "anatomy_method", "Mean-centering")
+    _wait_url(page, lambda q: q.get("method") == "center", "method=center")
+    _wait_idle(page)
+    _choose(page, "anatomy_protocol_center", "Held-out (5-fold cross-fit)")
+    url = _wait_url(page, lambda q: q.get("method") == "center"
+                    and q.get("protocol") == "held-out", "protocol=held-out")
+    _wait_idle(page)
+    _assert_no_exception(page, "Anatomy after the changes")
+    query = _assert_link(url, "method", "protocol")
+    cards = _cards(page)
+    assert [c[0] for c in cards][:2] == ["RMG", "NDCG@10"], cards
+    assert cards != default, (default, cards)
+    _shot(page, "links_3_anatomy_changed")
+    context.close()
+
+    with _server(tmp_path_factory, "links-fresh-anatomy.log") as fresh:
+        context = browser.new_context(viewport=VIEWPORT)
+        page = context.new_page()
+        _open(page, _same_link(url, fresh), '[data-testid="stMetric"]')
+        _assert_no_exception(page, f"{fresh}/anatomy from a link")
+        _shot(page, "links_4_anatomy_restored")
+        assert _cards(page) == cards
+        assert _selected(page, "anatomy_method") == "Mean-centering"
+        assert _selected(page, "anatomy_protocol_center") == "Held-out (5-fold cross-fit)"
+        _assert_written_back(page, query, "Anatomy")
+        context.close()
+
+
+def test_compare_link_restores_methods_protocol_and_k_on_a_fresh_server(first_url, browser,
+                                                                        tmp_path_factory):
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    # Spectral k set on Close the gap travels to Compare's spectral row, and in its link.
+    _open(page, f"{first_url}/close_gap", '[data-testid="stMetric"]')
+    page.locator('.st-key-close_k input[type="range"]').first.focus()
+    page.keyboard.press("End")
+    _wait_url(page, lambda q: q.get("p.n_components") == "200", "p.n_components=200")
+    _wait_idle(page)
+    page.locator('[data-testid="stSidebar"] [data-testid="stPageLink"] a',
+                 has_text="Compare").first.click()
+    page.wait_for_selector(".st-key-compare_table", timeout=FIRST_LOAD_TIMEOUT * 1000)
+    _wait_idle(page, FIRST_LOAD_TIMEOUT)
+    _assert_no_exception(page, "Compare")
+    default = _table(page, "compare_table")
+
+    for name in ("Procrustes", "PCA"):
+        page.locator(f'.st-key-compare_methods button[aria-label="Remove {name}"]').click()
+        page.wait_for_timeout(300)
+        _wait_idle(page)
+    _choose(page, "compare_protocol", "Transductive (fit on the scored pairs)")
+    page.wait_for_selector(".st-key-compare_table", timeout=RUN_TIMEOUT * 1000)
+    url = _wait_url(page, lambda q: q.get("v.protocol") == '"transductive"'
+                    and "procrustes" not in q.get("v.methods", "procrustes"),
+                    'v.protocol="transductive"')
+    _wait_idle(page)
+    _assert_no_exception(page, "Compare after the changes")
+    query = _assert_link(url, "v.methods", "v.protocol", "v.chosen")
+    assert "pca" not in query["v.methods"] and '"spectral"' in query["v.methods"], url
+    assert '"n_components": 200' in query["v.chosen"], url
+    tags = _tags(page, "compare_methods")
+    assert tags == ["None (raw embeddings)", "Spectral", "Sinkhorn OT", "Mean-centering",
+                    "Standardisation"], tags
+    table = _table(page, "compare_table")
+    assert table != default
+    assert [r[0] for r in table[1:]] == tags, table
+    assert all(r[2] in ("transductive", "—") for r in table[1:]), table  # the protocol column
+    spectral = next(r for r in table if r[0] == "Spectral")
+    assert spectral[1].startswith("k = 200,"), spectral
+    _shot(page, "links_5_compare_changed")
+    context.close()
+
+    with _server(tmp_path_factory, "links-fresh-compare.log") as fresh:
+        context = browser.new_context(viewport=VIEWPORT)
+        page = context.new_page()
+        _open(page, _same_link(url, fresh), ".st-key-compare_table")
+        _assert_no_exception(page, f"{fresh}/compare from a link")
+        _shot(page, "links_6_compare_restored")
+        assert _table(page, "compare_table") == table
+        assert _tags(page, "compare_methods") == tags
+        assert _selected(page, "compare_protocol") == "Transductive (fit on the scored pairs)"
+        _assert_written_back(page, query, "Compare")
+        context.close()
