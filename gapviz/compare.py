@@ -173,17 +173,20 @@ def compare_row(runner: Runner, data: RunData, method: str, *, model: str = "",
                 params: Mapping[str, Any] | None = None, protocol: str | None = None,
                 folds: int = DEFAULT_FOLDS, seed: int = DEFAULT_SEED, fit_on: RunData | None = None,
                 allow_pairing_leak: bool = False, shuffled: bool = False,
-                max_fit: int | None = None,
+                max_fit: int | None = None, lower_chosen: bool = False,
                 progress: Callable[[float, str], None] | None = None) -> ComparisonRow:
     """One row of a comparison: ``method`` on ``data`` under ``protocol`` (its default when
     None), obtained by ``runner`` (:func:`gapviz.runs.planned_spec` sizes its parameters) and
     measured. Raises what the run raises (a refused protocol, parameters the data cannot take).
+    ``lower_chosen``: lower chosen size parameters the data cannot take too (the app's pages
+    carry values chosen on other data).
     """
     spec, notes = planned_spec(method, params, data.n, data.dim, protocol=protocol,
                                n_fit_pairs=None if fit_on is None else fit_on.n, max_fit=max_fit,
                                folds=folds, seed=seed,
                                fit_on=None if fit_on is None else fit_on.key,
-                               allow_leak=allow_pairing_leak, shuffled=shuffled)
+                               allow_leak=allow_pairing_leak, shuffled=shuffled,
+                               lower_chosen=lower_chosen)
     run = runner.run(spec, data, fit_on=fit_on, progress=progress)
     ran = {} if method == "orig" else run.fits[0].describe()["params"]
     return ComparisonRow(model, method, ran, run.metrics, run.provenance.protocol,

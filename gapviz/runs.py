@@ -232,14 +232,16 @@ class RunSpec:
 
 def planned_spec(method: str, chosen: Mapping[str, Any] | None, n_pairs: int, dim: int, *,
                  protocol: str | None = None, n_fit_pairs: int | None = None,
-                 max_fit: int | None = None, **options: Any) -> tuple[RunSpec, tuple[str, ...]]:
+                 max_fit: int | None = None, lower_chosen: bool = False,
+                 **options: Any) -> tuple[RunSpec, tuple[str, ...]]:
     """The spec a page or the command line runs for ``chosen`` parameters on N pairs.
 
     ``chosen`` over the method's defaults, the parameters a fitted method applies without
     refitting (spectral k) stated explicitly, and each size parameter left at a default that
     the pairs each fit sees under the protocol cannot take (spectral k, VLAP anchors) lowered
-    to the largest value they can, with a note saying so. A chosen value is never changed: a
-    run that cannot take it says why.
+    to the largest value they can, with a note saying so. A chosen value is kept as chosen (a
+    run that cannot take it says why) unless ``lower_chosen``: the app's pages carry the
+    values chosen on Close the gap to other data, where they are lowered the same way.
 
     Parameters
     ----------
@@ -253,6 +255,8 @@ def planned_spec(method: str, chosen: Mapping[str, Any] | None, n_pairs: int, di
         Fit-on: the size of the fit set.
     max_fit : int, optional
         Held-out and fit-on: the most pairs a fit takes.
+    lower_chosen : bool, default=False
+        Lower chosen size parameters too (with a note), not only defaults.
     **options
         ``folds``, ``seed``, ``fit_on``, ``allow_leak``, ``shuffled`` of :class:`RunSpec`.
     """
@@ -268,10 +272,12 @@ def planned_spec(method: str, chosen: Mapping[str, Any] | None, n_pairs: int, di
     given = dict(chosen or {})
     suited = suited_params(method, n_fit, dim, given)
     defaults = method_params(method)
-    notes = tuple(f"{k} lowered from its default {defaults[k]} to {v}: each fit sees "
-                  f"{n_fit:,} pairs of dimension {dim}"
-                  for k, v in suited.items() if k not in given and k in defaults and v != defaults[k])
-    params = {**suited, **given}
+    kept = {} if lower_chosen else given
+    notes = tuple(f"{k} lowered from {'its default ' if k not in given else ''}"
+                  f"{given.get(k, defaults.get(k))} to {v}: each fit sees {n_fit:,} pairs of "
+                  f"dimension {dim}"
+                  for k, v in suited.items() if k not in kept and v != given.get(k, defaults.get(k)))
+    params = {**suited, **kept}
     return replace(spec, params=tuple(sorted((k, _plain(v)) for k, v in params.items()))), notes
 
 

@@ -148,7 +148,8 @@ run = view = prov = None
 with guard(f"apply {method_label(method)}"):
     options, fit_on = scoring_controls("anatomy", act, method, c2)
     chosen = ws.method_params if method == ws.method and ws.method_params else None
-    spec, _ = planned_spec(method, chosen, pairs.n, pairs.dim, **options)
+    spec, _ = planned_spec(method, chosen, pairs.n, pairs.dim, lower_chosen=True,
+                           **options)
     run = compute.run(act, spec, fit_on)
     view, prov, params = compute.view(run), run.provenance, spec.param_dict
     links.write(links.recipe_for("anatomy", act, spec))

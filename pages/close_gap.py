@@ -82,7 +82,8 @@ def method_panel(after_slot, hist_slot) -> None:
         params = _params_controls()
         ws.method_params = params
         show_method_in_sidebar()  # every run: a fragment may only refill what it filled
-        spec, notes = planned_spec(method, params, act.pairs.n, act.pairs.dim, **options)
+        spec, notes = planned_spec(method, params, act.pairs.n, act.pairs.dim,
+                                   lower_chosen=True, **options)
         run = compute.run(act, spec, fit_on)
         view, prov = compute.view(run), run.provenance
         metric_cards(view.report.metrics, raw.report.metrics, recall_k=recall_k, gap="xsmall")

@@ -72,7 +72,8 @@ def _row(a: Active, name: str) -> ComparisonRow:
     as ``gapviz compare`` obtains it (:func:`gapviz.compare.compare_row`)."""
     return compare_row(compute.runner(), compute.run_data(a), name,
                        model=a.model if len(models) > 1 else "", params=_chosen(name),
-                       protocol=_protocol(name), allow_pairing_leak=allow_leak, shuffled=shuffled)
+                       protocol=_protocol(name), allow_pairing_leak=allow_leak, shuffled=shuffled,
+                       lower_chosen=True)
 
 
 def _active_for(model: str) -> Active:
@@ -88,7 +89,7 @@ def _cli_command(models: list[str], methods: list[str]) -> tuple[str, str]:
     for name in methods:
         defaults = method_params(name)
         spec, _ = planned_spec(name, _chosen(name), act.pairs.n, act.pairs.dim,
-                               protocol=_protocol(name))
+                               protocol=_protocol(name), lower_chosen=True)
         changed = {k: v for k, v in spec.param_dict.items() if defaults.get(k, object()) != v}
         if changed:
             settings[name] = changed

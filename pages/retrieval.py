@@ -77,7 +77,8 @@ with st.container(border=True):
         options, fit_on = scoring_controls("retrieval", act, method, c5)
         # the parameters set on Close the gap for the method chosen there, else its defaults
         chosen = ws.method_params if method == ws.method and ws.method_params else None
-        spec, _ = planned_spec(method, chosen, pairs.n, pairs.dim, **options)
+        spec, _ = planned_spec(method, chosen, pairs.n, pairs.dim, lower_chosen=True,
+                               **options)
         run = compute.run(act, spec, fit_on)
         view, params = compute.view(run), spec.param_dict
         prov = None if method == "orig" else run.provenance

@@ -170,3 +170,29 @@ def test_the_command_line_writes_figures_with_titles_and_never_replaces_one(tmp_
     assert main(args) == 2  # the files are there: nothing is replaced
     assert "exists" in capsys.readouterr().err
     assert (folder / "pool-raw.svg").read_bytes() == before
+
+
+def test_retrieval_overview_and_explore_links_reopen_their_data_and_query(app_session,
+                                                                         assert_clean):
+    at = app_session("pages/retrieval.py")
+    at.selectbox(key="retrieval_method").set_value("center").run()
+    at.selectbox(key="retrieval_pair").set_value(7).run()
+    at.radio(key="retrieval_modality").set_value("text").run()
+    assert_clean(at, "Retrieval")
+    query = _query(at)
+    assert json.loads(query["v.query"]) == "7:text" and query["method"] == "center"
+    again = app_session("pages/retrieval.py", query=query)
+    assert_clean(again, "Retrieval from its link")
+    assert again.selectbox(key="retrieval_pair").value == 7
+    assert again.radio(key="retrieval_modality").value == "text"
+    assert [m.value for m in again.markdown if m.value.startswith("####")] == \
+        [m.value for m in at.markdown if m.value.startswith("####")]
+
+    # the data of a link: another simulated profile of the demo, chosen on Overview
+    at = app_session("pages/overview.py")
+    at.sidebar.selectbox(key="sidebar_model").set_value("sim-SigLIP").run()
+    query = _query(at)
+    for page in ("overview", "explore"):
+        opened = app_session(f"pages/{page}.py", query=query)
+        assert_clean(opened, f"{page} from its link")
+        assert opened.session_state["workspace"].active.model == "sim-SigLIP"

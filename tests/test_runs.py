@@ -182,3 +182,11 @@ def test_neighbour_values_step_one_slider_at_a_time():
     assert values and all(set(v) == {"reg"} for v in values)
     assert {"reg": 0.05} not in values
     assert method_class("sinkhorn").param_info("reg").slider is not None
+
+
+def test_a_page_lowers_a_value_chosen_on_other_data_and_says_so():
+    """The app carries k = 60 chosen on the demo to 12 pairs: lowered, with a note."""
+    spec, notes = planned_spec("spectral", {"n_components": 60}, 12, 32, lower_chosen=True)
+    assert spec.param_dict["n_components"] == 11
+    assert notes == ("n_components lowered from 60 to 11: each fit sees 12 pairs of "
+                     "dimension 32",)
