@@ -53,6 +53,8 @@ sync_api = pytest.importorskip("playwright.sync_api",
                                reason="the playwright Python package is not installed")
 
 _HASH = re.compile(r"[0-9a-f]{40}")
+#: Compare's table (its "Table" tab, shown first).
+TABLE = '.st-key-compare_view [data-testid="stDataFrame"]'
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,9 +172,9 @@ def _cards(page) -> list[tuple[str, str, str]]:
     return out
 
 
-def _table(page, key: str) -> list[list[str]]:
-    """The rows of a ``st.dataframe`` (header first), as its accessible grid lists them."""
-    return page.locator(f".st-key-{key}").first.evaluate(
+def _table(page) -> list[list[str]]:
+    """The rows of Compare's table (header first), as its accessible grid lists them."""
+    return page.locator(TABLE).first.evaluate(
         "e => Array.from(e.querySelectorAll('tr')).map("
         "r => Array.from(r.children).map(c => c.innerText.trim()))")
 
@@ -211,6 +213,18 @@ def _tags(page, key: str) -> list[str]:
     """The options a multiselect shows, in order."""
     return [t.get_attribute("aria-label")
             for t in page.locator(f".st-key-{key} [data-tag]").all()]
+
+
+def _remove_tag(page, key: str, option: str) -> None:
+    """Take ``option`` out of the multiselect with widget key ``key`` (the tag focused, then
+    Backspace: a click on a tag's remove button right after another change may only move the
+    focus) and wait for the rerun."""
+    tag = page.locator(f'.st-key-{key} [data-tag][aria-label="{option}"]')
+    tag.focus()
+    page.keyboard.press("Backspace")
+    tag.wait_for(state="detached", timeout=RUN_TIMEOUT * 1000)
+    page.wait_for_timeout(300)
+    _wait_idle(page)
 
 
 def _open(page, url: str, ready: str) -> None:
@@ -346,17 +360,15 @@ def test_compare_link_restores_methods_protocol_and_k_on_a_fresh_server(first_ur
     _wait_idle(page)
     page.locator('[data-testid="stSidebar"] [data-testid="stPageLink"] a',
                  has_text="Compare").first.click()
-    page.wait_for_selector(".st-key-compare_table", timeout=FIRST_LOAD_TIMEOUT * 1000)
+    page.wait_for_selector(TABLE, timeout=FIRST_LOAD_TIMEOUT * 1000)
     _wait_idle(page, FIRST_LOAD_TIMEOUT)
     _assert_no_exception(page, "Compare")
-    default = _table(page, "compare_table")
+    default = _table(page)
 
     for name in ("Procrustes", "PCA"):
-        page.locator(f'.st-key-compare_methods button[aria-label="Remove {name}"]').click()
-        page.wait_for_timeout(300)
-        _wait_idle(page)
+        _remove_tag(page, "compare_methods", name)
     _choose(page, "compare_protocol", "Transductive (fit on the scored pairs)")
-    page.wait_for_selector(".st-key-compare_table", timeout=RUN_TIMEOUT * 1000)
+    page.wait_for_selector(TABLE, timeout=RUN_TIMEOUT * 1000)
     url = _wait_url(page, lambda q: q.get("v.protocol") == '"transductive"'
                     and "procrustes" not in q.get("v.methods", "procrustes"),
                     'v.protocol="transductive"')
@@ -368,7 +380,7 @@ def test_compare_link_restores_methods_protocol_and_k_on_a_fresh_server(first_ur
     tags = _tags(page, "compare_methods")
     assert tags == ["None (raw embeddings)", "Spectral", "Sinkhorn OT", "Mean-centering",
                     "Standardisation"], tags
-    table = _table(page, "compare_table")
+    table = _table(page)
     assert table != default
     assert [r[0] for r in table[1:]] == tags, table
     assert all(r[2] in ("transductive", "—") for r in table[1:]), table  # the protocol column
@@ -380,10 +392,10 @@ def test_compare_link_restores_methods_protocol_and_k_on_a_fresh_server(first_ur
     with _server(tmp_path_factory, "links-fresh-compare.log") as fresh:
         context = browser.new_context(viewport=VIEWPORT)
         page = context.new_page()
-        _open(page, _same_link(url, fresh), ".st-key-compare_table")
+        _open(page, _same_link(url, fresh), TABLE)
         _assert_no_exception(page, f"{fresh}/compare from a link")
         _shot(page, "links_6_compare_restored")
-        assert _table(page, "compare_table") == table
+        assert _table(page) == table
         assert _tags(page, "compare_methods") == tags
         assert _selected(page, "compare_protocol") == "Transductive (fit on the scored pairs)"
         _assert_written_back(page, query, "Compare")
