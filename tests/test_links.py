@@ -196,3 +196,25 @@ def test_retrieval_overview_and_explore_links_reopen_their_data_and_query(app_se
         opened = app_session(f"pages/{page}.py", query=query)
         assert_clean(opened, f"{page} from its link")
         assert opened.session_state["workspace"].active.model == "sim-SigLIP"
+
+
+@pytest.mark.parametrize("hostile", [
+    {"method": "spectral", "p.n_components": "1e9"},
+    {"method": "spectral", "p.n_components": "20.5", "v.recall_k": "7"},
+    {"method": "ot", "p.reg_lap": "-3", "p.reg_src": "\"x\""},
+    {"method": "nope"},
+    {"method": "center", "protocol": "leaky"},
+    {"method": "center", "p.x": "{not json"},
+    {"method": "spectral", "p.graph": "\"../../etc/passwd\""},
+])
+def test_a_hostile_link_never_breaks_the_page(app_session, hostile):
+    """A link is typed by anyone: bad values are refused or left out with a message, and the
+    page still draws (nothing is read from a path a link names)."""
+    demo = app_session("pages/overview.py")
+    query = {"data": _query(demo)["data"], **hostile}
+    at = app_session("pages/close_gap.py", query=query)
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.title[0].value == "Close the gap"
+    shown = " ".join(w.value for w in at.warning) + " ".join(e.value for e in at.error)
+    if hostile.get("method") == "nope" or hostile.get("protocol") or "p.x" in hostile:
+        assert "could not be opened" in shown

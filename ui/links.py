@@ -14,7 +14,9 @@ from typing import Any
 
 import streamlit as st
 
+from gapviz.config import RECALL_KS
 from gapviz.exports import slug
+from gapviz.methods import METHODS
 from gapviz.recipes import Recipe, RecipeError, demo_of
 from gapviz.runs import LRUStore, RunSpec
 from gapviz.safety import plain_text
@@ -108,20 +110,23 @@ def apply(recipe: Recipe) -> bool:
             set_kept(f"{prefix}_allow_leak", run.allow_leak)
         if page == "close_gap":
             _set_sliders(run)
-    if "recall_k" in view and page == "close_gap":
-        set_kept("close_recall_k", int(view["recall_k"]))
+    n = ws.active.pairs.n
+    if page == "close_gap" and view.get("recall_k") in RECALL_KS:
+        set_kept("close_recall_k", view["recall_k"])
     if page == "retrieval" and isinstance(view.get("query"), str):
         row, _, modality = view["query"].partition(":")
-        if row.isdigit() and modality in ("image", "text"):
+        if row.isdigit() and int(row) < n and modality in ("image", "text"):
+            st.session_state["retrieval_for"] = recipe.data  # the query belongs to this data
             set_kept("retrieval_source", "pair")
             set_kept("retrieval_pair", int(row))
             set_kept("retrieval_modality", modality)
-    if page == "retrieval" and isinstance(view.get("k"), int):
+    if page == "retrieval" and isinstance(view.get("k"), int) and 1 <= view["k"] <= 2 * n:
         set_kept("retrieval_k", view["k"])
     if page == "compare":
+        offered = {"methods": set(METHODS), "models": set(ws.active.dataset.models)}
         for key in ("methods", "models"):
-            if isinstance(view.get(key), list):
-                set_kept(f"compare_{key}", [str(v) for v in view[key]])
+            if isinstance(view.get(key), list):  # names this server knows, in the link's order
+                set_kept(f"compare_{key}", [str(v) for v in view[key] if str(v) in offered[key]])
         if view.get("protocol") in ("default", "transductive", "held-out"):
             set_kept("compare_protocol", view["protocol"])
         set_kept("compare_allow_leak", bool(view.get("allow_leak")))
@@ -134,14 +139,26 @@ def apply(recipe: Recipe) -> bool:
 
 
 def _set_sliders(run: RunSpec) -> None:
-    """The Close the gap sliders of the run's method at the run's values."""
-    from gapviz.methods import method_class
+    """The Close the gap sliders of the run's method at the run's values (values a slider
+    does not offer are left out: a link is typed by anyone)."""
+    from gapviz.methods import method_class, method_params
 
     cls = method_class(run.method)
     params = run.param_dict
+    defaults = method_params(run.method)
     for info in cls.params_info:
-        if info.slider is not None and info.name in params:
-            set_kept("close_" + (info.slider.key or info.shown).replace(" ", "_"), params[info.name])
+        value = params.get(info.name)
+        slider = info.slider
+        if slider is None or value is None or isinstance(value, (bool, str, list, dict)):
+            continue
+        if slider.options is not None and value not in slider.options:
+            continue  # not a value the slider offers: it keeps its own
+        if isinstance(defaults.get(info.name), int):
+            if value != int(value):
+                continue
+            value = int(value)
+        # a numeric value out of the slider's range is clipped by the slider's own bounds
+        set_kept("close_" + (slider.key or info.shown).replace(" ", "_"), value)
 
 
 def recipe_for(page: str, act: Active, run: RunSpec | None = None, **view: Any) -> Recipe:
