@@ -44,7 +44,7 @@ import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -98,6 +98,18 @@ class LoadReport:
         parts = [f"kept {self.n_kept} of {self.n_read} pairs"]
         parts += [f"skipped {len(rows)}: {reason}" for reason, rows in self.skipped.items() if rows]
         return "; ".join(parts)
+
+
+def content_hash(images: np.ndarray, texts: np.ndarray, ids: Sequence[str] | None = None) -> str:
+    """SHA-1 of two arrays' shapes and bytes (C order) and the ids: a cache key that sees
+    every value (Streamlit hashes large arrays by sampling; this does not)."""
+    h = hashlib.sha1()
+    for arr in (images, texts):
+        arr = np.ascontiguousarray(arr)
+        h.update(str(arr.shape).encode())
+        h.update(memoryview(arr).cast("B"))
+    h.update("\x1f".join(ids or []).encode())
+    return h.hexdigest()
 
 
 @dataclass
@@ -185,12 +197,7 @@ class PairedEmbeddings:
 
         (Streamlit hashes large arrays by sampling; this does not.)
         """
-        h = hashlib.sha1()
-        for arr in (self.image_embeddings, self.text_embeddings):
-            h.update(str(arr.shape).encode())
-            h.update(memoryview(arr).cast("B"))
-        h.update("\x1f".join(self.ids or []).encode())
-        return h.hexdigest()
+        return content_hash(self.image_embeddings, self.text_embeddings, self.ids)
 
 
 def check_pair_arrays(image: np.ndarray, text: np.ndarray, *, same_dim: bool = True,

@@ -323,11 +323,9 @@ class RunData:
     @classmethod
     def of_arrays(cls, X: np.ndarray, Y: np.ndarray, label: str = "") -> "RunData":
         """From two arrays (their content hash computed, as ``PairedEmbeddings`` does)."""
-        h = hashlib.sha1()
-        for arr in (np.ascontiguousarray(X), np.ascontiguousarray(Y)):
-            h.update(f"{arr.dtype}{arr.shape}".encode())
-            h.update(memoryview(arr).cast("B"))
-        return cls(X, Y, h.hexdigest(), label)
+        from .embeddings import content_hash
+
+        return cls(X, Y, content_hash(X, Y), label)
 
     @property
     def n(self) -> int:

@@ -18,39 +18,17 @@ missing. Server logs and screenshots go to ``tests/artifacts/browser/``.
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from contextlib import contextmanager
-from pathlib import Path
 from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "tests" / "artifacts" / "browser"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-dev-shm-usage"]
-VIEWPORT = {"width": 1440, "height": 900}
-#: Seconds allowed for a page's first load on a server (the demo is measured, methods fitted),
-#: and for any later wait (a rerun, the URL being written).
-FIRST_LOAD_TIMEOUT = 120
-RUN_TIMEOUT = 120
-#: Seconds allowed for a server to answer its health check.
-SERVER_START_TIMEOUT = 60
+from test_browser import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, FIRST_LOAD_TIMEOUT, ROOT,
+                          RUN_TIMEOUT, VIEWPORT, _serve, _wait_idle, sync_api)
+from test_browser import _assert_no_exception as _no_exception
 
 pytestmark = pytest.mark.browser
-
-if not CHROMIUM.exists():
-    pytest.skip("Debian's chromium is not installed at /usr/bin/chromium "
-                "(apt-get install -y chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api",
-                               reason="the playwright Python package is not installed")
 
 _HASH = re.compile(r"[0-9a-f]{40}")
 #: Compare's table (its "Table" tab, shown first).
@@ -58,51 +36,18 @@ TABLE = '.st-key-compare_view [data-testid="stDataFrame"]'
 
 
 # ---------------------------------------------------------------------------------------------
-# a server, and waiting for the app (the pieces of test_browser.py this test needs)
+# a server, and waiting for the app (test_browser.py's)
 # ---------------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+#: A real ``streamlit run app.py`` on a free port with its own cache folder (a new process).
+_server = contextmanager(_serve)
 
 
-@contextmanager
-def _server(tmp_path_factory, log_name: str):
-    """A real ``streamlit run app.py`` on a free port with its own cache folder (a new
-    process: nothing has run on it yet); its log saved as ``tests/artifacts/browser/LOG_NAME``."""
-    port = _free_port()
-    cache = tmp_path_factory.mktemp("gapviz-cache")
-    log_path = tmp_path_factory.mktemp("server") / "streamlit.log"
-    env = {**os.environ, "GAPVIZ_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
-           "--server.headless=true", f"--server.port={port}", "--server.address=127.0.0.1",
-           "--browser.gatherUsageStats=false", "--server.fileWatcherType=none",
-           "--server.runOnSave=false"]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        (ARTIFACTS / log_name).write_text(log_path.read_text())
+def _assert_no_exception(page, where: str) -> None:
+    """test_browser's check, and no link refused or pointing at data the server lacks."""
+    _no_exception(page, where)
+    text = page.inner_text("body")
+    assert "could not be opened" not in text, f"a link was refused on {where}: {text[:2000]}"
+    assert "not loaded on this server" not in text, f"a link's data was not found on {where}"
 
 
 @pytest.fixture(scope="module")
@@ -120,37 +65,6 @@ def browser():
             yield b
         finally:
             b.close()
-
-
-def _wait_idle(page, timeout: float = RUN_TIMEOUT) -> None:
-    """Wait until the script run is over: no "Running" status widget, no stale elements,
-    no spinner, for a short quiet period."""
-    deadline = time.monotonic() + timeout
-    quiet_since = None
-    while time.monotonic() < deadline:
-        busy = page.evaluate("""() => {
-            const running = document.querySelector('[data-testid="stStatusWidget"]');
-            const stale = document.querySelector('[data-stale="true"]');
-            const spin = document.querySelector('[data-testid="stSpinner"]');
-            return Boolean(running || stale || spin);
-        }""")
-        if busy:
-            quiet_since = None
-        elif quiet_since is None:
-            quiet_since = time.monotonic()
-        elif time.monotonic() - quiet_since > 1.0:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"the app was still running after {timeout} s")
-
-
-def _assert_no_exception(page, where: str) -> None:
-    assert page.locator('[data-testid="stException"]').count() == 0, f"exception shown on {where}"
-    text = page.inner_text("body")
-    assert "Traceback" not in text, f"traceback text on {where}"
-    assert "Something went wrong" not in text, f"error message on {where}: {text[:2000]}"
-    assert "could not be opened" not in text, f"a link was refused on {where}: {text[:2000]}"
-    assert "not loaded on this server" not in text, f"a link's data was not found on {where}"
 
 
 def _shot(page, name: str) -> None:
