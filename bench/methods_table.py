@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gapviz.measure_info import format_value, label  # noqa: E402
 from gapviz.methods import METHODS  # noqa: E402
-from gapviz.protocols import fit_and_score  # noqa: E402
+from gapviz.runs import RunData, Runner, planned_spec  # noqa: E402
 from gapviz.simulate import PROFILES, simulate_pairs  # noqa: E402
 
 COLUMNS = ("ITR", "TIR", "IMR", "TMR", "R@5", "R@10", "R@20", "paired_cosine_distance", "frechet")
@@ -41,21 +41,24 @@ COLUMNS = ("ITR", "TIR", "IMR", "TMR", "R@5", "R@10", "R@20", "paired_cosine_dis
 def run(profile: str, protocol: str, methods: list[str], n: int, dim: int, seed: int,
         verbose: bool = True) -> list[dict]:
     """Measure each method on one profile under one protocol; rows of metrics and fit seconds."""
-    fit_pairs = None
+    fit_on = None
     if protocol == "fit-on":
         pairs = simulate_pairs(2 * n, dim, profile=profile, seed=seed)
-        fit_pairs = (pairs.image_embeddings[:n], pairs.text_embeddings[:n])
-        X, Y = pairs.image_embeddings[n:], pairs.text_embeddings[n:]
+        fit_on = RunData.of_arrays(pairs.image_embeddings[:n], pairs.text_embeddings[:n],
+                                   label=f"{n:,} other pairs")
+        data = RunData.of_arrays(pairs.image_embeddings[n:], pairs.text_embeddings[n:])
     else:
-        pairs = simulate_pairs(n, dim, profile=profile, seed=seed)
-        X, Y = pairs.image_embeddings, pairs.text_embeddings
+        data = RunData.of(simulate_pairs(n, dim, profile=profile, seed=seed))
     rows = []
+    runner = Runner()  # the app's and the command line's path to a run
     for name in methods:
         t0 = time.perf_counter()
-        result = fit_and_score(name, X, Y, protocol=protocol, fit_pairs=fit_pairs,
-                               fit_source=f"{n:,} other pairs", allow_pairing_leak=True)
-        fit_s = time.perf_counter() - t0
+        spec, _ = planned_spec(name, None, data.n, data.dim, protocol=protocol,
+                               n_fit_pairs=None if fit_on is None else fit_on.n,
+                               fit_on=None if fit_on is None else fit_on.key, allow_leak=True)
+        result = runner.run(spec, data, fit_on=fit_on)
         metrics = result.metrics
+        fit_s = time.perf_counter() - t0
         rows.append({"method": name, "fit_s": fit_s, "leak": bool(result.provenance.warning),
                      **metrics})
         if verbose:
