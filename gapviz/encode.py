@@ -12,9 +12,10 @@ Three steps, kept apart so the app can hold a loaded model across runs:
    open_clip looks, and how to point gapviz at a local checkpoint.
 3. :func:`embed_pairs` embeds pairs in batches (with a progress callback) into L2-normalised
    float32 rows, through the disk cache when one is given: the same data and model a second
-   time costs only hashing. Decoding overlaps the model, and the precision (``auto`` picks
-   bf16 on CPUs with native bf16, mixed precision on GPUs) checks itself against fp32 on a
-   sample: see :mod:`gapviz.embed_pipeline`.
+   time costs only hashing. Only a complete result is cached (never one missing pairs that
+   failed mid-run), and a cache that cannot be written is a warning, not a failure. Decoding
+   overlaps the model, and the precision (``auto`` picks bf16 on CPUs with native bf16, mixed
+   precision on GPUs) checks itself against fp32 on a sample: see :mod:`gapviz.embed_pipeline`.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from .cache import EmbeddingCache
+from .cache import EmbeddingCache, describe_os_error
 from .data.defaults import MAX_IMAGE_PIXELS
 from .data.images import IMAGE_PIPELINE
 from .data.pairs import Pair, Progress
@@ -580,7 +581,11 @@ class EmbedResult:
     precision_check : PrecisionCheck or None
         This run's self-check (None for fp32 runs and cache hits).
     notes : list of str
-        What to tell the user: the self-check's outcome, a fallback to fp32.
+        What to tell the user: the self-check's outcome, a fallback to fp32, a result left
+        out of the cache because some pairs failed.
+    warnings : list of str
+        What went wrong without stopping the run: the cache could not be written, or an image
+        could not be read to make the cache key.
     """
 
     embeddings: PairedEmbeddings
@@ -590,6 +595,7 @@ class EmbedResult:
     seconds: float = 0.0
     precision_check: PrecisionCheck | None = None
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def cache_identity(spec: ModelSpec, precision: str = "auto", device: str | None = None) -> dict[str, Any]:
@@ -645,9 +651,16 @@ def embed_pairs(pairs: Sequence[Pair], model: ModelSpec | LoadedModel, *,
     resolve_precision(requested, pick_device(device))  # a bad precision fails before any work
     base_meta = {"simulated": False, "model_name": spec.name, "pretrained": spec.pretrained or "none",
                  "random_weights": spec.random_weights, "normalized": True, **(meta or {})}
-    key = cache.key(pairs, cache_identity(spec, requested, device)) if cache is not None else None
-    if cache is not None and key is not None:
-        hit = cache.load(key)
+    warnings: list[str] = []
+    key = None
+    if cache is not None:
+        try:
+            key = cache.key(pairs, cache_identity(spec, requested, device))
+        except OSError as err:  # an image went away since it was loaded: embed, do not cache
+            warnings.append(f"embeddings not cached: an image could not be read "
+                            f"({describe_os_error(err)})")
+    if key is not None:
+        hit = cache.load(key, ids=[p.id for p in pairs])
         if hit is not None:
             result = _attach(hit, pairs, spec, base_meta)
             return EmbedResult(result, True, key, {}, time.perf_counter() - started)
@@ -670,16 +683,26 @@ def embed_pairs(pairs: Sequence[Pair], model: ModelSpec | LoadedModel, *,
         {**base_meta, "device": loaded.device, "precision": stream.precision,
          "precision_requested": requested,
          "precision_check": stream.check.as_meta() if stream.check is not None else None})
-    if cache is not None and key is not None:
-        cache.save(key, embeddings)
+    notes = list(stream.notes)
+    if key is not None and (skipped or embeddings.n != len(pairs)):
+        # The key names every pair; a result missing some (an image that changed or vanished
+        # mid-run, e.g. a cache cleared under it) must never answer for the whole set.
+        notes.append(f"not cached: {len(pairs) - embeddings.n} of {len(pairs)} pairs failed while "
+                     "embedding, so the next run embeds them again")
+    elif key is not None:
+        try:
+            cache.save(key, embeddings)
+        except OSError as err:  # a full or read-only cache: the result is still returned
+            warnings.append(f"embeddings not cached: {err}")
     return EmbedResult(embeddings, False, key, skipped, time.perf_counter() - started,
-                       stream.check, stream.notes)
+                       stream.check, notes, warnings)
 
 
 def _attach(cached: PairedEmbeddings, pairs: Sequence[Pair], spec: ModelSpec,
             meta: dict[str, Any]) -> PairedEmbeddings:
-    """A cache entry with this run's captions, paths and metadata (the key guarantees the ids
-    and captions match; image paths may differ when the same bytes moved)."""
+    """A cache entry with this run's captions, paths and metadata (the key and the entry's check
+    on reading guarantee the ids and captions match; image paths may differ when the same bytes
+    moved)."""
     by_id = {p.id: p for p in pairs}
     rows = [by_id[i] for i in cached.ids or []]
     return PairedEmbeddings(cached.image_embeddings, cached.text_embeddings, [p.id for p in rows],
@@ -725,6 +748,7 @@ def embed_loaded_pairs(pairs: list[Any], report: Any, model: Any, *, cache: Any 
     if result.from_cache:
         report.notes.append("embeddings read from the cache (same images, captions and model)")
     report.notes.extend(getattr(result, "notes", None) or [])  # precision and its self-check
+    report.warnings.extend(getattr(result, "warnings", None) or [])  # a cache it could not write
     if result.embeddings.n < 2:
         raise DataError("fewer than 2 pairs could be embedded; " + "; ".join(report.warnings))
     return result.embeddings, report

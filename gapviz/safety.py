@@ -8,7 +8,11 @@
 - :func:`file_mode` / :func:`set_default_mode`: files written through a temporary name
   (``mkstemp`` creates them 0600) get the permissions an ordinary ``open(path, "w")`` would give;
 - :func:`plain_text`: a string from a file (a model name, a key, a caption) made safe to place in
-  markdown, where it must show as written instead of becoming a link, an image or HTML.
+  markdown, where it must show as written instead of becoming a link, an image or HTML;
+- :func:`terminal_text` / :func:`markdown_cell`: a string from a file made safe to print on a
+  terminal (control characters shown as visible escapes, so a name cannot clear the screen,
+  retitle the window or start a forged line) or to place in a markdown table cell;
+  :class:`EscapingStream` applies the same rule to everything a command prints.
 """
 
 from __future__ import annotations
@@ -122,6 +126,77 @@ def plain_text(text: Any, max_length: int | None = 200) -> str:
     if max_length is not None and len(flat) > max_length:
         flat = flat[:max_length - 1] + "…"
     return _BARE_WWW.sub(r"\1\\.", _MARKDOWN_SPECIAL.sub(r"\\\1", flat))
+
+
+#: Characters a terminal acts on instead of showing: C0 controls (escape sequences, carriage
+#: return, line feed, backspace, bell), DEL, C1 controls (U+009B starts a sequence on some
+#: terminals), the Unicode line and paragraph separators, and the bidirectional overrides and
+#: isolates that reorder what is shown ("Trojan Source", CVE-2021-42574).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return _NAMED_ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def terminal_text(text: Any, keep: str = "") -> str:
+    """``text`` with every control character written as a visible escape (``\\x1b``, ``\\r``,
+    ``\\n``, ``\\u202e``), safe to print on a terminal.
+
+    A model name, file name or caption from a file can hold an escape sequence (clear the
+    screen, retitle the window), a carriage return or a line break (overwrite or forge a line of
+    the output); after this it shows as the characters it holds, on one line. Backslashes are
+    left alone, so Windows paths stay readable. ``keep`` lists control characters to let
+    through (an output stream keeps its own line breaks).
+    """
+    text = str(text)
+    if keep:
+        return _CONTROL.sub(lambda m: m.group() if m.group() in keep else _escape(m.group()), text)
+    return _CONTROL.sub(lambda m: _escape(m.group()), text)
+
+
+#: A backslash that markdown would read as an escape: before ASCII punctuation or at the end
+#: of a cell (where it would escape the cell's closing ``|``).
+_MARKDOWN_ESCAPING_BACKSLASH = re.compile(r"\\(?=[!-/:-@\[-`{-~]|$)")
+
+
+def markdown_cell(text: Any) -> str:
+    """``text`` for one cell of a markdown table: :func:`terminal_text`, then ``|`` and any
+    backslash that would act as an escape are backslash-escaped, so the cell shows as written
+    and the table keeps its columns (a bare ``|`` starts a new cell, a trailing ``\\`` eats the
+    closing one). Escapes from :func:`terminal_text` (``\\x1b``) stay single."""
+    return _MARKDOWN_ESCAPING_BACKSLASH.sub(r"\\\\", terminal_text(text)).replace("|", "\\|")
+
+
+class EscapingStream:
+    """A text stream that writes everything through :func:`terminal_text`.
+
+    Wraps ``sys.stdout`` / ``sys.stderr`` while a command runs, so no output line, whatever
+    module printed it, carries a terminal control sequence from a file. ``keep`` are the
+    control characters the stream's own layout uses (line feed, tab). With ``rewind``, a
+    carriage return that starts a write goes through too: that is how a progress line rewrites
+    itself in place, while one inside a printed name would overwrite the line before it.
+    Everything else is forwarded to the wrapped stream.
+    """
+
+    def __init__(self, stream: Any, keep: str = "\n\t", rewind: bool = False) -> None:
+        self.stream = stream
+        self.keep = keep
+        self.rewind = rewind
+
+    def write(self, text: str) -> int:
+        head = "\r" if self.rewind and text.startswith("\r") else ""
+        self.stream.write(head + terminal_text(text[len(head):], keep=self.keep))
+        return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
 
 
 _umask_lock = threading.Lock()

@@ -2,8 +2,11 @@
 
 Rendered as a fixed-width text table (the CLI's default, laid out like the paper's tables),
 markdown, CSV or JSON. Infinite ratios print as ``inf`` (``Infinity`` in JSON, ``∞`` in
-markdown); an undefined ratio (0/0) as ``nan`` (``NaN`` in JSON). CSV text cells that a
-spreadsheet would run as formulas get a leading ``'`` (:func:`gapviz.safety.csv_cell`).
+markdown); an undefined ratio (0/0) as ``nan`` (``NaN`` in JSON). Run names come from files (a
+model's name), so text cells show control characters as visible escapes
+(:func:`gapviz.safety.terminal_text`), markdown cells also escape ``|``
+(:func:`gapviz.safety.markdown_cell`), and CSV text cells that a spreadsheet would run as
+formulas get a leading ``'`` (:func:`gapviz.safety.csv_cell`); JSON escapes them itself.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import math
 from typing import Any, Mapping, Sequence
 
 from . import measure_info
-from .safety import csv_cell, csv_rows
+from .safety import csv_cell, csv_rows, markdown_cell, terminal_text
 # the cell format, re-exported for the pages
 from .measure_info import format_value  # noqa: F401
 
@@ -57,6 +60,8 @@ def render(columns: Mapping[str, Mapping[str, float]], fmt: str = "table", *,
     if fmt not in ("csv", "markdown", "table"):
         raise ValueError(f"unknown format '{fmt}'; choose table, markdown, csv or json.")
     best = best_per_row(columns, keys) if mark_best else {}
+    # Text cells (run names, measure keys) as this format shows them safely.
+    text = markdown_cell if fmt == "markdown" else terminal_text
     if fmt == "csv":
         cell = lambda n, k: repr(float(columns[n][k])) if k in columns[n] else ""  # noqa: E731
     elif fmt == "markdown":
@@ -66,11 +71,11 @@ def render(columns: Mapping[str, Mapping[str, float]], fmt: str = "table", *,
     else:
         cell = lambda n, k: format_value(columns[n].get(k))  # noqa: E731
     if transpose:
-        header = ["run", *keys]
-        rows = [[n, *(cell(n, k) for k in keys)] for n in names]
+        header = ["run", *map(text, keys)]
+        rows = [[text(n), *(cell(n, k) for k in keys)] for n in names]
     else:
-        header = ["measure", *names]
-        rows = [[k, *(cell(n, k) for n in names)] for k in keys]
+        header = ["measure", *map(text, names)]
+        rows = [[text(k), *(cell(n, k) for n in names)] for k in keys]
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
@@ -85,7 +90,7 @@ def render(columns: Mapping[str, Mapping[str, float]], fmt: str = "table", *,
     def line(r: list[str]) -> str:
         return "  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r))
 
-    out = ([title] if title else []) + [line(header), "  ".join("-" * w for w in widths)]
+    out = ([terminal_text(title)] if title else []) + [line(header), "  ".join("-" * w for w in widths)]
     return "\n".join(out + [line(r) for r in rows]) + "\n"
 
 
@@ -133,7 +138,8 @@ def add_text_columns(rendered: str, fmt: str, values: Mapping[str, Sequence[str]
         rows = list(csv.reader(io.StringIO(rendered)))
         rows[0] += list(header)
         for row, label in zip(rows[1:], labels):
-            row += [csv_cell(v) for v in values[label]]  # a fit file's name is the user's text
+            # A fit file's name is the user's text.
+            row += [csv_cell(terminal_text(v)) for v in values[label]]
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerows(rows)
         return buf.getvalue()
@@ -142,7 +148,7 @@ def add_text_columns(rendered: str, fmt: str, values: Mapping[str, Sequence[str]
         lines[0] += " " + " | ".join(header) + " |"
         lines[1] += "---|" * len(header)
         for i, label in enumerate(labels):
-            lines[2 + i] += " " + " | ".join(v.replace("|", "\\|") for v in values[label]) + " |"
+            lines[2 + i] += " " + " | ".join(map(markdown_cell, values[label])) + " |"
         return "\n".join(lines) + "\n"
     raise ValueError(f"text columns are for csv or markdown, not {fmt!r}.")
 

@@ -19,6 +19,13 @@ from gapviz.data.download import Downloader
 from gapviz.embeddings import PairedEmbeddings
 
 
+# Names as gapviz gives them (the cap and clear touch no others): a download is
+# <2 hex>/<40 hex> with the same first digits, an extraction and an upload 20 hex digits, an
+# embedding entry its 40-hex key.
+OLD, NEW, STALE = "ab" + "1" * 38, "cd" + "2" * 38, "ab" + "3" * 38
+K1, U1, E1 = "1" * 20, "2" * 20, "e" * 40 + ".npz"
+
+
 def put(path: Path, size: int, age: float) -> Path:
     """A file of ``size`` bytes last used ``age`` seconds ago."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,16 +44,16 @@ def age(path: Path, seconds: float) -> None:
 @pytest.fixture
 def cache(tmp_path):
     root = tmp_path / "cache"
-    put(root / "downloads" / "images" / "ab" / "old", 1000, 500)
-    put(root / "downloads" / "images" / "ab" / "old.dead", 10, 500)   # bookkeeping, not an entry
-    put(root / "extracted" / "k1" / "a.jpg", 3000, 400)
-    put(root / "uploads" / "u1" / "x.zip", 2000, 300)
-    put(root / "embeddings" / "e1.npz", 1500, 200)
-    put(root / "downloads" / "images" / "cd" / "new", 1000, 10)
+    put(root / "downloads" / "images" / "ab" / OLD, 1000, 500)
+    put(root / "downloads" / "images" / "ab" / f"{OLD}.dead", 10, 500)   # bookkeeping, not an entry
+    put(root / "extracted" / K1 / "a.jpg", 3000, 400)
+    put(root / "uploads" / U1 / "x.zip", 2000, 300)
+    put(root / "embeddings" / E1, 1500, 200)
+    put(root / "downloads" / "images" / "cd" / NEW, 1000, 10)
     put(root / "notes.txt", 99_999, 1000)      # not a cache area: never counted, never touched
     put(root / "models" / "w.bin", 99_999, 1000)
-    age(root / "extracted" / "k1", 400)  # a folder entry's own time stamp counts too
-    age(root / "uploads" / "u1", 300)
+    age(root / "extracted" / K1, 400)  # a folder entry's own time stamp counts too
+    age(root / "uploads" / U1, 300)
     return root
 
 
@@ -59,12 +66,12 @@ def test_usage_counts_only_the_cache_areas(cache):
 
 
 def test_least_recently_used_entries_go_first_and_kept_ones_stay(cache):
-    removed = enforce_cap(cache, max_bytes=5000, keep=[cache / "extracted" / "k1" / "a.jpg"])
+    removed = enforce_cap(cache, max_bytes=5000, keep=[cache / "extracted" / K1 / "a.jpg"])
     # Oldest first: the old download (1000) is removed, the extraction (in use) is skipped,
     # then the upload (2000) goes: 8500 -> 5500 -> still over, then the embeddings entry.
-    assert removed == [cache / "downloads" / "images" / "ab" / "old", cache / "uploads" / "u1",
-                       cache / "embeddings" / "e1.npz"]
-    assert not (cache / "downloads" / "images" / "ab" / "old.dead").exists()
+    assert removed == [cache / "downloads" / "images" / "ab" / OLD, cache / "uploads" / U1,
+                       cache / "embeddings" / E1]
+    assert not (cache / "downloads" / "images" / "ab" / f"{OLD}.dead").exists()
     assert sum(e.size for e in cache_entries(cache)) == 4000
     assert (cache / "notes.txt").is_file() and (cache / "models" / "w.bin").is_file()
     assert enforce_cap(cache, max_bytes=5000) == []
@@ -108,7 +115,7 @@ def test_reuse_counts_as_use(tmp_path):
 
 def test_loading_keeps_the_cache_under_its_cap_but_not_the_pairs_in_use(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
-    put(cache / "downloads" / "images" / "ab" / "stale", 600_000, 9000)
+    put(cache / "downloads" / "images" / "ab" / STALE, 600_000, 9000)
     up = tmp_path / "up"
     for i in range(3):
         write_image(up / f"{i}.jpg", seed=i, size=(300, 300))
@@ -120,7 +127,7 @@ def test_loading_keeps_the_cache_under_its_cap_but_not_the_pairs_in_use(tmp_path
     monkeypatch.setenv("GAPVIZ_CACHE_MAX_GB", str(100_000 / 1024**3))  # 100 kB: smaller than this load
     pairs, _ = load_folder(archive, cache_dir=cache)
     assert len(pairs) == 3 and all(Path(p.image_path).is_file() for p in pairs)
-    assert not (cache / "downloads" / "images" / "ab" / "stale").exists()
+    assert not (cache / "downloads" / "images" / "ab" / STALE).exists()
 
 
 def test_small_zip_that_would_fill_the_cache_is_refused(tmp_path):
@@ -134,12 +141,12 @@ def test_small_zip_that_would_fill_the_cache_is_refused(tmp_path):
 
 def test_stale_temporary_files_are_cleaned(tmp_path):
     cache = tmp_path / "cache"
-    old_tmp = put(cache / "extracted" / ".abc.x1y2" / "half.jpg", 100, 0).parent
+    old_tmp = put(cache / "extracted" / f".{K1}.x1y2abcd" / "half.jpg", 100, 0).parent
     age(old_tmp, 7200)
-    fresh_tmp = put(cache / "extracted" / ".def.z9" / "busy.jpg", 100, 0).parent
-    old_write = put(cache / "embeddings" / ".k.npz.tmp123.npz", 100, 7200)
-    old_part = put(cache / "downloads" / "images" / "ab" / "abcd.part", 100, 7200)
-    fresh_part = put(cache / "downloads" / "images" / "ab" / "ef.part", 100, 5)
+    fresh_tmp = put(cache / "extracted" / f".{U1}.z9z9z9z9" / "busy.jpg", 100, 0).parent
+    old_write = put(cache / "embeddings" / f".{E1}.tmp12345.npz", 100, 7200)
+    old_part = put(cache / "downloads" / "images" / "ab" / f"{OLD}.part", 100, 7200)
+    fresh_part = put(cache / "downloads" / "images" / "ab" / f"{STALE}.part", 100, 5)
     removed = clean_stale(cache)
     assert sorted(removed) == sorted([old_tmp, old_write, old_part])
     assert fresh_tmp.is_dir() and fresh_part.is_file() and not old_tmp.exists()
@@ -177,8 +184,9 @@ def test_killed_extraction_leaves_a_temp_folder_that_the_next_run_removes(tmp_pa
 
 def test_clear_removes_the_cache_areas_only(cache):
     count, freed = clear_cache(cache, areas=["downloads"])
-    assert count == 2 and freed == 2000 and not (cache / "downloads").exists()
-    assert (cache / "extracted" / "k1").is_dir()
+    assert count == 2 and freed == 2000
+    assert not [p for p in (cache / "downloads").rglob("*") if not p.is_dir()]  # .dead too
+    assert (cache / "extracted" / K1).is_dir()
     with pytest.raises(ValueError, match=r"unknown cache area\(s\) \['models'\]"):
         clear_cache(cache, areas=["models"])
     count, freed = clear_cache(cache)

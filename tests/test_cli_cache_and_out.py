@@ -5,11 +5,15 @@ from gapviz.cli import main
 from datafixtures import file_tree, write_image
 
 
+KEY = "1" * 20            # an extraction's name as gapviz gives it
+DOWNLOAD = "ab" + "f" * 38  # a download's: a hash of its URL, under its first two digits
+
+
 def _cache_with_entries(root):
-    (root / "extracted" / "k1").mkdir(parents=True)
-    (root / "extracted" / "k1" / "a.jpg").write_bytes(bytes(3000))
+    (root / "extracted" / KEY).mkdir(parents=True)
+    (root / "extracted" / KEY / "a.jpg").write_bytes(bytes(3000))
     (root / "downloads" / "images" / "ab").mkdir(parents=True)
-    (root / "downloads" / "images" / "ab" / "f00").write_bytes(bytes(1000))
+    (root / "downloads" / "images" / "ab" / DOWNLOAD).write_bytes(bytes(1000))
     (root / "mine.txt").write_text("not gapviz's")
     return root
 
@@ -23,7 +27,8 @@ def test_cache_show_and_clear(tmp_path, capsys):
     assert any(line.split()[:3] == ["extracted", "1", "entries"] for line in out)
     assert main(["cache", "clear", "--area", "downloads", "--cache-dir", str(root)]) == 0
     assert "removed 1 entries" in capsys.readouterr().out
-    assert (root / "extracted" / "k1" / "a.jpg").is_file() and not (root / "downloads").exists()
+    assert (root / "extracted" / KEY / "a.jpg").is_file()
+    assert not (root / "downloads" / "images" / "ab" / DOWNLOAD).exists()
     assert main(["cache", "clear", "--cache-dir", str(root)]) == 0
     assert main(["cache", "show", "--cache-dir", str(root)]) == 0
     assert "(empty)" in capsys.readouterr().out

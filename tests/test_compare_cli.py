@@ -175,3 +175,21 @@ def test_a_shuffled_control_is_titled_as_such_and_crowns_nothing():
     # without the control, each column's best is bold as before
     assert "**" in run_compare(*argv[:-1], "--format", "markdown")
 
+
+
+def test_a_model_name_from_a_file_cannot_forge_lines_or_escape_the_terminal(tmp_path, capsys):
+    """Names come from files: an escape sequence, a line break or a `|` is shown, never acted on
+    (table, markdown, the notes under the table, and the lines about rows that did not run)."""
+    from gapviz.embeddings import save_embeddings
+
+    pairs = simulate_pairs(60, 16, seed=1)
+    pairs.model = "evil\x1b[2J\nFAKE RESULT | R@5 1.000"
+    save_embeddings(pairs, tmp_path / "evil.npz")
+    for fmt in ("table", "markdown"):
+        # the command itself (not the command line's safety net around every command's output)
+        out = run_compare(str(tmp_path / "evil.npz"), "--methods", "orig,center,spectral",
+                          "--set", "spectral.n_components=500", "--format", fmt)
+        err = capsys.readouterr().err
+        for text in (out, err):
+            assert "\x1b" not in text
+            assert not any(line.startswith("FAKE") for line in text.splitlines())

@@ -2,16 +2,21 @@
 
 One module per subcommand; each has ``register(subparsers)`` and sets ``func`` (and the
 subcommand's name) on its parser. :func:`main` runs one and turns a user's mistake into one
-line on stderr and exit status 2 (see :mod:`gapviz.cli.common`).
+line on stderr and exit status 2, and what the machine could not do (out of memory, a full
+disk) into one line and status 1 (see :mod:`gapviz.cli.common`). While it runs, everything
+the command prints passes through :class:`gapviz.safety.EscapingStream`: text from files (a
+model name, a file name) cannot send the terminal a control sequence.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
-from .common import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError, error_line
+from ..safety import EscapingStream
+from .common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError, error_line
 
 #: Subcommand modules, in the order ``--help`` lists them.
 _SUBCOMMANDS = ("evaluate", "embed", "compare", "cache")
@@ -33,23 +38,62 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextmanager
+def escaped_output() -> Iterator[None]:
+    """``sys.stdout`` and ``sys.stderr`` escape control characters while the block runs.
+
+    Both keep line feeds and tabs; standard error also a carriage return that starts a write,
+    which the progress line uses to rewrite itself in place.
+    """
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = EscapingStream(out), EscapingStream(err, rewind=True)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = out, err
+
+
+def _os_error_hint(err: OSError) -> str:
+    """What to do about an ``OSError`` that stopped a command."""
+    import errno
+
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "; free some space or choose a folder on another disk, then run the command again."
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "; choose a file or folder you may read and write, or fix its permissions."
+    return "."
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
+    """Run the command line; returns the exit status (0 ok, 1 the machine could not do it,
+    2 bad input, 130 interrupted)."""
+    from ..cache import describe_os_error
     from ..data import DataError
     from ..embeddings import EmbeddingsFileError
     from ..encode import ModelLoadError
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (UserError, EmbeddingsFileError, DataError, ModelLoadError, FileNotFoundError,
-            FileExistsError, ValueError) as err:
-        print(error_line(args.command, err), file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print(f"\ngapviz {args.command}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    with escaped_output():
+        try:
+            return int(args.func(args) or 0)
+        except (UserError, EmbeddingsFileError, DataError, ModelLoadError, FileNotFoundError,
+                FileExistsError, ValueError) as err:
+            print(error_line(args.command, err), file=sys.stderr)
+            return EXIT_USER_ERROR
+        except MemoryError as err:
+            detail = f" ({err})" if str(err) else ""
+            print(error_line(args.command, f"out of memory{detail}; use less data (a smaller "
+                             "--n or --dim, a sample of the file) or a machine with more "
+                             "memory."), file=sys.stderr)
+            return EXIT_FAILURE
+        except OSError as err:  # a full disk, a read-only folder, a device error
+            print(error_line(args.command, describe_os_error(err) + _os_error_hint(err)),
+                  file=sys.stderr)
+            return EXIT_FAILURE
+        except KeyboardInterrupt:
+            print(f"\ngapviz {args.command}: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
 
 
-__all__ = ["EXIT_USER_ERROR", "UserError", "build_parser", "main"]
+__all__ = ["EXIT_FAILURE", "EXIT_USER_ERROR", "UserError", "build_parser", "escaped_output", "main"]

@@ -2,7 +2,9 @@
 
 The cache (downloads, extracted archives, uploads, embeddings) lives in ``--cache-dir``, else
 ``$GAPVIZ_CACHE_DIR``, else ``~/.cache/gapviz``, and is capped at ``$GAPVIZ_CACHE_MAX_GB``
-(default 10) with least recently used entries removed first; see :mod:`gapviz.cache`.
+(default 10) with least recently used entries removed first; see :mod:`gapviz.cache`. Only what
+gapviz wrote there is counted or removed: other files in a shared folder, and areas that are
+symbolic links, are left alone.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ import argparse
 from typing import Any
 
 from ..cache import AREAS, cache_usage, clean_stale, clear_cache
+from ..safety import terminal_text
 
 EXAMPLES = """examples:
   gapviz cache                      what the cache holds, per area, against its cap
-  gapviz cache clear                delete every cached download, extraction, upload and embedding
+  gapviz cache clear                delete every download, extraction, upload and embedding
+                                    gapviz cached (nothing else in the folder)
   gapviz cache clear --area downloads --area extracted
 """
 
@@ -39,11 +43,14 @@ def run(args: argparse.Namespace) -> int:
         count, freed = clear_cache(args.cache_dir, args.area)
         usage = cache_usage(args.cache_dir)
         where = ", ".join(args.area) if args.area else "all areas"
-        print(f"removed {count:,} entries ({freed / 1024**2:,.1f} MiB) from {usage.root} ({where})")
+        print(terminal_text(f"removed {count:,} entries ({freed / 1024**2:,.1f} MiB) from "
+                            f"{usage.root} ({where})"))
+        for area in usage.linked:
+            print(f"  left {area}/ alone: a symbolic link, never deleted through")
         return 0
     stale = clean_stale(args.cache_dir)
     usage = cache_usage(args.cache_dir)
-    print("\n".join(usage.lines()))
+    print("\n".join(map(terminal_text, usage.lines())))
     if not usage.entries_by_area:
         print("  (empty)")
     if stale:

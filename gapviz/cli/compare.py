@@ -15,6 +15,7 @@ from ..compare import (COMPARE_KEYS, SIGNIFICANCE_ALPHA, SIGNIFICANCE_RESAMPLES,
 from ..config import DEMO_DIM
 from ..embeddings import PairedEmbeddings
 from .common import add_demo_arguments, add_format_argument, load_source
+from ..safety import markdown_cell, terminal_text
 from ..tables import add_text_columns, provenance_cells
 from .protocol_options import (add_protocol_arguments, chance_line, chance_record, load_fit_pairs,
                                protocol_kwargs)
@@ -110,12 +111,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     # A method that cannot run on these data is reported, and the others still are.
     failed = failed_rows(rows)
     for r in failed:
-        print(f"gapviz compare: {r.label} ({r.protocol}) not run: {r.error}", file=sys.stderr)
+        print(terminal_text(f"gapviz compare: {r.label} ({r.protocol}) not run: {r.error}"),
+              file=sys.stderr)
     for r in rows:
         if r.warning:
-            print(f"gapviz compare: warning: {r.label}: {r.warning}", file=sys.stderr)
+            print(terminal_text(f"gapviz compare: warning: {r.label}: {r.warning}"), file=sys.stderr)
         for note in r.notes:
-            print(f"gapviz compare: note: {r.label}: {note}", file=sys.stderr)
+            print(terminal_text(f"gapviz compare: note: {r.label}: {note}"), file=sys.stderr)
     if len(failed) == len(rows):
         raise ValueError("no method could run on these data; see the reasons above.")
     n_scored = next(iter(datasets.values())).n
@@ -135,7 +137,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(json.dumps(payload, indent=2))
         return 0
     title = "gapviz compare: " + ", ".join(
-        f"{label}{' (SIMULATED)' if p.is_simulated else ''}, N = {p.n}" for label, p in datasets.items())
+        f"{terminal_text(label)}{' (SIMULATED)' if p.is_simulated else ''}, N = {p.n}"
+        for label, p in datasets.items())
     if shuffled:
         title += f" — SHUFFLED CONTROL (captions permuted, seed {kwargs['seed']}): {SHUFFLED_NOTE}"
     rendered = tables.render(columns, args.format, keys=keys, title=title, transpose=True,
@@ -149,9 +152,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
             rendered = f"**{_markdown_text(title)}**\n\n" + rendered
     else:
         width = max(len(r.label) for r in rows)
-        notes = [f"{r.label.ljust(width)}  {_summary(r)}" + "".join(f"; {n}" for n in r.notes)
+        notes = [terminal_text(f"{r.label.ljust(width)}  {_summary(r)}"
+                               + "".join(f"; {n}" for n in r.notes))
                  for r in ran]
-        notes += [f"{r.label.ljust(width)}  NOT RUN ({r.protocol}): {r.error}" for r in failed]
+        notes += [terminal_text(f"{r.label.ljust(width)}  NOT RUN ({r.protocol}): {r.error}")
+                  for r in failed]
         rendered += "\nhow each run was fitted and scored:\n" + "\n".join(notes) + "\n"
         rendered += chance_line(n_scored) + "\n"
         rendered += _significance_lines(tests)
@@ -202,7 +207,7 @@ SHUFFLED_NOTE = "a null check, not a ranking: every row should be at chance; no 
 
 def _markdown_text(text: str) -> str:
     """Plain text for a markdown paragraph (model labels come from files)."""
-    return "".join("\\" + c if c in "\\`*_[]<>|#" else c for c in text)
+    return "".join("\\" + c if c in "\\`*_[]<>|#" else c for c in terminal_text(text))
 
 
 def _summary(row) -> str:
@@ -226,8 +231,9 @@ def _not_run_rows(failed, keys: list[str], fmt: str) -> str:
         csv.writer(buf, lineterminator="\n").writerows(csv_rows(
             [[r.label, *([""] * len(keys)), f"not run ({r.protocol}): {r.error}", "", ""] for r in failed]))
         return buf.getvalue()
-    reason = lambda r: f"not run ({r.protocol}): {r.error}".replace("|", "\\|")  # noqa: E731
-    return "".join(f"| {r.label} |" + " — |" * len(keys) + f" {reason(r)} | | |\n" for r in failed)
+    reason = lambda r: markdown_cell(f"not run ({r.protocol}): {r.error}")  # noqa: E731
+    return "".join(f"| {markdown_cell(r.label)} |" + " — |" * len(keys) + f" {reason(r)} | | |\n"
+                   for r in failed)
 
 
 def command_line(sources: list[str], methods: list[str],

@@ -12,24 +12,28 @@ lacks). :func:`register` adds the command to the main parser; :func:`run` carrie
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import tarfile
+import tempfile
 import time
 import zipfile
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..cache import EmbeddingCache
+from ..cache import EmbeddingCache, cache_write_problem, describe_os_error
 from ..data import DataError, DataReport, load_cc, load_coco, load_folder, load_webdataset, require_pairs
 from ..data.archives import safe_path
 from ..data.defaults import (CAPTION_CHOICES, CAPTION_FILES, CC_TSV_ENV, DOWNLOAD_RETRIES,
                             DOWNLOAD_TIMEOUT, DOWNLOAD_WORKERS, MAX_IMAGE_PIXELS, SAMPLE_N,
-                            SAMPLE_SEED)
+                            SAMPLE_SEED, cache_root)
 from ..data.download import is_url
 from ..embeddings import (EmbeddingsFileError, check_output_path, load_embeddings,
                           save_embeddings)
 from ..ray_embed import (SHARD_SIZE, RayMissingError, check_shard_folder, embed_with_ray,
                          require_ray)
+from ..safety import terminal_text
 from .common import EXIT_INTERRUPTED, EXIT_USER_ERROR, error_line
 from ..encode import (KNOWN_MODELS, PRECISIONS, EmbedResult, ModelLoadError, ModelSpec,
                      PrecisionError, embed_pairs)
@@ -110,7 +114,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     n.add_argument("--timeout", type=float, default=DOWNLOAD_TIMEOUT, help="seconds per connection")
     n.add_argument("--retries", type=int, default=DOWNLOAD_RETRIES, help="retries per download")
     n.add_argument("--cache-dir", help="cache root (default $GAPVIZ_CACHE_DIR or ~/.cache/gapviz)")
-    n.add_argument("--no-cache", action="store_true", help="do not read or write cached embeddings")
+    n.add_argument("--no-cache", action="store_true",
+                   help="leave the cache alone: no cached embeddings read or written, archives "
+                        "and downloads in a temporary folder removed at the end")
     n.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     r = p.add_argument_group("Ray (pip install \"gapviz[scale]\")")
     r.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
@@ -230,9 +236,10 @@ def detect_kind(source: str) -> str:
                     "embeddings .npz/.parquet.")
 
 
-def _load(args: argparse.Namespace, kind: str, progress: Any) -> tuple[list, DataReport]:
+def _load(args: argparse.Namespace, kind: str, progress: Any,
+          cache_dir: str | None) -> tuple[list, DataReport]:
     download = {"workers": args.workers, "timeout": args.timeout, "retries": args.retries}
-    common = {"cache_dir": args.cache_dir, "max_pixels": args.max_pixels, "progress": progress}
+    common = {"cache_dir": cache_dir, "max_pixels": args.max_pixels, "progress": progress}
     n_remote = args.n if args.n is not None else SAMPLE_N
     if kind in ("folder", "archive"):
         return load_folder(args.source, captions=args.captions, n=args.n, seed=args.seed, **common)
@@ -254,6 +261,58 @@ def _load(args: argparse.Namespace, kind: str, progress: Any) -> tuple[list, Dat
     raise AssertionError(kind)
 
 
+class _Workspace:
+    """Where a run's loaders put archives and downloads, and the embedding cache it uses.
+
+    The cache, normally. With ``--no-cache``, a temporary folder removed at the end and no
+    embedding cache: nothing in the cache is read or written. When the cache cannot be written
+    (read-only, full, a file; checked before loading, or found while loading), one warning, then
+    the temporary folder, with the embedding cache read-only (entries there still serve).
+    """
+
+    def __init__(self, args: argparse.Namespace, err: TextIO, stack: ExitStack) -> None:
+        self.args, self.err, self.stack = args, err, stack
+        self.root = cache_root(args.cache_dir)
+        self.temporary: str | None = None
+        self.folder: str | None = args.cache_dir
+        self.cache: EmbeddingCache | None = None
+        if args.no_cache:
+            self._use_temporary()
+            return
+        problem = cache_write_problem(args.cache_dir)
+        if problem is not None:
+            self.fall_back(problem)
+        else:
+            self.cache = EmbeddingCache(args.cache_dir)
+
+    def _use_temporary(self) -> None:
+        self.temporary = self.stack.enter_context(tempfile.TemporaryDirectory(prefix="gapviz-embed-"))
+        self.folder = self.temporary
+
+    def fall_back(self, problem: str) -> None:
+        """Warn (one line) and go on without writing to the cache."""
+        print(terminal_text(f"  warning: cannot write to the cache {self.root} ({problem}); this "
+                            "run goes on without it (archives and downloads in a temporary "
+                            "folder, nothing cached). Free some space, or choose another "
+                            "--cache-dir."), file=self.err)
+        self._use_temporary()
+        self.cache = EmbeddingCache(self.args.cache_dir, read_only=True)
+
+    def is_cache_failure(self, exc: OSError) -> bool:
+        """Whether ``exc`` is the cache failing to take a write (not the source's fault)."""
+        if self.temporary is not None or exc.errno not in _CACHE_WRITE_ERRNOS:
+            return False
+        if not exc.filename:  # a failed write() names no file: ask the cache itself
+            return cache_write_problem(self.args.cache_dir) is not None
+        where, root = Path(exc.filename).absolute(), self.root.absolute()
+        return where == root or root in where.parents
+
+
+#: What a cache that cannot take a write says: full, over quota, read-only, forbidden, a file.
+_CACHE_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                       errno.ENOTDIR}
+
+
 def _embed(args: argparse.Namespace, err: TextIO) -> int:
     started = time.perf_counter()
     kind = detect_kind(args.source)
@@ -266,24 +325,39 @@ def _embed(args: argparse.Namespace, err: TextIO) -> int:
         for warning in load_report.warnings:
             _say(args, err, f"  warning: {warning}")
         path = save_embeddings(embeddings, args.out, overwrite=args.overwrite)
-        print(f"wrote {path} ({embeddings.n} pairs, d={embeddings.dim}, model "
-              f"'{embeddings.model or 'unknown'}', precomputed)")
+        print(terminal_text(f"wrote {path} ({embeddings.n} pairs, d={embeddings.dim}, model "
+                            f"'{embeddings.model or 'unknown'}', precomputed)"))
         return 0
-    pairs, report = _load(args, kind, progress)
+    with ExitStack() as stack:
+        work = _Workspace(args, err, stack)
+        try:
+            pairs, report = _load(args, kind, progress, work.folder)
+        except OSError as exc:
+            if not work.is_cache_failure(exc):
+                raise
+            if progress is not None:
+                progress.finish()
+            work.fall_back(describe_os_error(exc))
+            pairs, report = _load(args, kind, progress, work.folder)
+        code = _embed_pairs(args, err, kind, pairs, report, work, progress, started)
+    return code
+
+
+def _embed_pairs(args: argparse.Namespace, err: TextIO, kind: str, pairs: list,
+                 report: DataReport, work: _Workspace, progress: Any, started: float) -> int:
     if progress is not None:
         progress.finish()
     for line in report.lines():
         _say(args, err, line)
     require_pairs(pairs, report, args.source)
     spec = ModelSpec(args.model, args.pretrained, seed=args.weights_seed, tokenizer=args.tokenizer)
-    cache = None if args.no_cache else EmbeddingCache(args.cache_dir)
     _say(args, err, f"embedding {len(pairs)} pairs with {spec.label()}")
     meta = {"source": args.source, "source_kind": kind, "n": args.n, "seed": args.seed,
             "caption_choice": args.caption if kind == "coco" else None,
             "data_report": report.summary()}
     if getattr(args, "ray", None) is not None:
         return _embed_ray(args, err, pairs, spec, meta, progress, started)
-    result: EmbedResult = embed_pairs(pairs, spec, cache=cache, device=args.device,
+    result: EmbedResult = embed_pairs(pairs, spec, cache=work.cache, device=args.device,
                                       image_batch=args.batch_size, meta=meta, progress=progress,
                                       precision=args.precision)
     if progress is not None:
@@ -293,13 +367,19 @@ def _embed(args: argparse.Namespace, err: TextIO) -> int:
     check = result.precision_check
     for note in result.notes:
         if check is not None and not check.passed:
-            print(f"  warning: {note}", file=err)  # a fallback is shown even with --quiet
+            print(terminal_text(f"  warning: {note}"), file=err)  # shown even with --quiet
         else:
             _say(args, err, f"  {note}")
+    for warning in result.warnings:  # the cache could not be written: shown even with --quiet
+        print(terminal_text(f"  warning: {warning}"), file=err)
+    if work.temporary is not None and any(
+            str(p).startswith(work.temporary) for p in result.embeddings.image_paths or []):
+        _say(args, err, "  note: the images were extracted or downloaded to a temporary folder, "
+                        "removed now; the image paths in the output name files that are gone")
     path = save_embeddings(result.embeddings, args.out, overwrite=args.overwrite)
     how = "from cache" if result.from_cache else f"embedded in {result.seconds:.1f} s"
-    print(f"wrote {path} ({result.embeddings.n} pairs, d={result.embeddings.dim}, "
-          f"{spec.label()}, {how}; total {time.perf_counter() - started:.1f} s)")
+    print(terminal_text(f"wrote {path} ({result.embeddings.n} pairs, d={result.embeddings.dim}, "
+                        f"{spec.label()}, {how}; total {time.perf_counter() - started:.1f} s)"))
     return 0
 
 
@@ -313,14 +393,16 @@ def _embed_ray(args: argparse.Namespace, err: TextIO, pairs: list, spec: ModelSp
         progress.finish()
     for reason, ids in ray.skipped.items():
         _say(args, err, f"  skipped {len(ids)} while embedding: {reason} (e.g. {', '.join(ids[:3])})")
-    print(f"wrote {len(ray.written)} of {ray.shards} shards to {ray.folder} ({ray.already} already "
-          f"there; {ray.n_pairs} pairs, {spec.label()}; total {time.perf_counter() - started:.1f} s)")
+    print(terminal_text(f"wrote {len(ray.written)} of {ray.shards} shards to {ray.folder} "
+                        f"({ray.already} already there; {ray.n_pairs} pairs, {spec.label()}; "
+                        f"total {time.perf_counter() - started:.1f} s)"))
     return 0
 
 
 def _say(args: argparse.Namespace, err: TextIO, line: str) -> None:
+    """Print one progress line (unless ``--quiet``); names from files in it are escaped."""
     if not args.quiet:
-        print(line, file=err)
+        print(terminal_text(line), file=err)
 
 
 class ProgressLine:
@@ -337,6 +419,7 @@ class ProgressLine:
         self.open = False
 
     def __call__(self, done: int, total: int, stage: str) -> None:
+        stage = terminal_text(stage)  # may name a downloaded file
         if stage != self.stage:
             self.finish()
             self.stage, self.quarter = stage, -1

@@ -10,6 +10,7 @@ from typing import Any
 
 
 from .. import tables
+from ..safety import terminal_text
 from ..measures import measure_gap, normalize_rows, paired_significance
 from .anatomy_options import render_anatomy
 from .common import add_demo_arguments, add_format_argument, dataset_info, json_default, load_source
@@ -245,13 +246,14 @@ def _render_report(columns: dict[str, dict[str, float]], fmt: str, info: dict[st
         return json.dumps(payload, indent=2, default=json_default) + "\n"
     if fmt in ("csv", "markdown"):
         return tables.render(columns, fmt) + _protocol_rows(extra, fmt) + render_anatomy(extra, fmt, metrics)
-    lines = [f"gapviz report: {info['model'] or info['source']}   "
+    # the model name and the load report come from the file: one line each, escapes visible
+    lines = [f"gapviz report: {terminal_text(info['model'] or info['source'])}   "
              f"N = {info['n_pairs']} pairs, d = {info['dim']}"]
     if info["simulated"]:
         lines.append(f"SIMULATED DATA (imitates {info.get('imitates', 'a real model')}; "
                      "not that model's output)")
-    lines.append(info["load"])
-    lines += [f"warning: {w}" for w in info.get("warnings", [])]
+    lines.append(terminal_text(info["load"]))
+    lines += [f"warning: {terminal_text(w)}" for w in info.get("warnings", [])]
     if "method" in extra:
         params = ", ".join(f"{k}={v}" for k, v in extra["method"]["params"].items())
         lines.append(f"method: {extra['method']['method']}({params})")
