@@ -15,8 +15,8 @@ Format
 Reading validates once, here at the boundary: structural problems (mismatched N, different d
 between the modalities, d = 0, fewer than 2 usable pairs, missing arrays) raise
 :class:`EmbeddingsFileError` with a one-line message that names the file and says what to fix;
-bad rows (NaN/inf values, zero vectors) are skipped and reported in a :class:`LoadReport`,
-never silently dropped.
+bad rows (NaN/inf values, finite values too large for float32, zero vectors) are skipped and
+reported in a :class:`LoadReport`, never silently dropped.
 
 One typing rule for both formats: the embeddings hold real numbers (integers or floats; not
 booleans, complex numbers, text or nested lists), one vector of d >= 1 numbers per pair.
@@ -28,9 +28,13 @@ in name order, each checked like a file, then validated together (duplicate ids 
 too few pairs); the size limit applies to the folder's total.
 
 Untrusted files are sized before they are read: the arrays' headers (``.npz``) or the row
-groups' metadata (``.parquet``) give what loading would take, and more than
+groups' metadata (``.parquet``) give what loading would take (the embeddings counted as the
+float32 they become, however narrow their stored type), and more than
 :data:`MAX_EMBEDDINGS_BYTES` (``$GAPVIZ_MAX_EMBEDDINGS_MB``, or ``max_bytes=``) is refused
 before anything is decompressed.
+
+A file whose ``meta`` says ``simulated`` is treated as simulated only when its content is
+that simulation (:attr:`PairedEmbeddings.is_simulated`); otherwise the load report says so.
 """
 
 from __future__ import annotations
@@ -51,11 +55,14 @@ import numpy as np
 from .config import NPZ_OPTIONAL_KEYS, NPZ_REQUIRED_KEYS
 from .safety import JSONInputError, loads_json, set_default_mode
 
+#: Private entry of a reader's values: rows beyond float32 found before converting to float32.
+_TOO_LARGE_KEY = "_too_large_rows"
 PARQUET_COLUMNS = ("id", "caption", "image_path", "label", "image_embedding", "text_embedding")
 PARQUET_META_KEY = b"gapviz"
 
 #: Largest in-memory size of the arrays of one embeddings file (2 GiB holds 250,000 pairs of
-#: 1,024-d float32 vectors with captions); ``$GAPVIZ_MAX_EMBEDDINGS_MB`` changes it.
+#: 1,024-d float32 vectors with captions); ``$GAPVIZ_MAX_EMBEDDINGS_MB`` changes it. The
+#: embeddings count as float32 (what they become), however narrow their type in the file.
 MAX_EMBEDDINGS_BYTES = 2 * 1024**3
 MAX_EMBEDDINGS_ENV = "GAPVIZ_MAX_EMBEDDINGS_MB"
 #: Files whose arrays take more than this many times the file's size in memory are refused
@@ -170,7 +177,20 @@ class PairedEmbeddings:
 
     @property
     def is_simulated(self) -> bool:
-        return bool(self.meta.get("simulated", False))
+        """Whether these pairs are gapviz's simulated data (the demo's kind): ``meta`` says
+        ``simulated`` *and* the content hash equals that of the simulation the meta describes
+        (profile, seed, N, d, generator parameters), regenerated once per content
+        (:func:`verify_simulated`). A file whose meta only claims it is not: it would get the
+        demo's label and a reproduce command printing other numbers."""
+        if not self.meta.get("simulated", False):
+            return False
+        key = (id(self.image_embeddings), id(self.text_embeddings), id(self.ids),
+               _simulation_recipe_key(self.meta))
+        cached = self.__dict__.get("_simulated_verdict")
+        if cached is None or cached[0] != key:
+            cached = (key, verify_simulated(self))
+            self.__dict__["_simulated_verdict"] = cached  # not a field: eq, repr, replace ignore it
+        return cached[1]
 
     def subset(self, rows: np.ndarray | list[int]) -> "PairedEmbeddings":
         """The pairs at ``rows`` (indices or a boolean mask), metadata carried along."""
@@ -200,6 +220,83 @@ class PairedEmbeddings:
         return content_hash(self.image_embeddings, self.text_embeddings, self.ids)
 
 
+#: Largest simulation (N x d values per modality) :func:`verify_simulated` regenerates; a
+#: claim of a larger one is not believed (regenerating 131,072 pairs of d = 512 takes seconds).
+MAX_VERIFIED_SIMULATION = 1 << 26
+_SIMULATION_VERDICTS: dict[tuple, bool] = {}
+_SIMULATION_VERDICTS_MAX = 64
+
+
+def _simulation_recipe_key(meta: dict[str, Any]) -> str:
+    """The parts of ``meta`` that say which simulation the pairs are, as one string."""
+    wanted = {k: meta.get(k) for k in ("profile", "seed", "params", "cluster_names")}
+    return json.dumps(wanted, sort_keys=True, default=repr)
+
+
+def _simulation_kwargs(pairs: "PairedEmbeddings") -> dict[str, Any] | None:
+    """``simulate_pairs`` arguments that would regenerate ``pairs`` by their meta, or None
+    when the meta cannot name a simulation (unknown profile, a seed that is not an integer,
+    parameters that are not the generator's, or ids that are not the simulator's)."""
+    from .simulate import PROFILES, GapParams
+
+    meta = pairs.meta
+    profile, seed = meta.get("profile"), meta.get("seed", 0)
+    if not isinstance(profile, str) or profile not in PROFILES:
+        return None
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        return None
+    if pairs.n < 2 or pairs.dim < 2 or pairs.n * pairs.dim > MAX_VERIFIED_SIMULATION:
+        return None
+    if pairs.ids != [f"sim-{i:05d}" for i in range(pairs.n)]:
+        return None  # cheap first: the simulator's own ids
+    kwargs: dict[str, Any] = {"profile": profile, "seed": seed}
+    params = meta.get("params")
+    if params is not None:
+        if not isinstance(params, dict):
+            return None
+        fields = GapParams.__dataclass_fields__
+        if set(params) - set(fields) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+                for v in params.values()):
+            return None
+        try:
+            kwargs["params"] = GapParams(**{k: type(fields[k].default)(v) for k, v in params.items()})
+        except (TypeError, ValueError, OverflowError):
+            return None
+    names = meta.get("cluster_names")
+    if names is not None:
+        if not isinstance(names, list) or not 1 <= len(names) <= pairs.n:
+            return None
+        kwargs["n_clusters"] = len(names)
+    return kwargs
+
+
+def verify_simulated(pairs: "PairedEmbeddings") -> bool:
+    """Whether ``pairs`` are exactly the simulation their meta names: same content hash
+    (embeddings and ids) as ``simulate_pairs`` regenerated with the meta's profile, seed,
+    N, d and parameters. Verdicts are kept per content (a small cache), so each set is
+    regenerated once."""
+    if not pairs.meta.get("simulated", False):
+        return False
+    kwargs = _simulation_kwargs(pairs)
+    if kwargs is None:
+        return False
+    key = (pairs.content_hash(), _simulation_recipe_key(pairs.meta))
+    if key not in _SIMULATION_VERDICTS:
+        from .simulate import simulate_pairs
+
+        try:
+            again = simulate_pairs(pairs.n, pairs.dim, **kwargs)
+        except (ValueError, TypeError, MemoryError):
+            verdict = False
+        else:
+            verdict = again.content_hash() == key[0]
+        if len(_SIMULATION_VERDICTS) >= _SIMULATION_VERDICTS_MAX:
+            _SIMULATION_VERDICTS.pop(next(iter(_SIMULATION_VERDICTS)))
+        _SIMULATION_VERDICTS[key] = verdict
+    return _SIMULATION_VERDICTS[key]
+
+
 def check_pair_arrays(image: np.ndarray, text: np.ndarray, *, same_dim: bool = True,
                       min_pairs: int = 2) -> None:
     """Raise :class:`EmbeddingsFileError` unless ``image`` and ``text`` are usable paired arrays.
@@ -227,25 +324,63 @@ def check_pair_arrays(image: np.ndarray, text: np.ndarray, *, same_dim: bool = T
             f"only {image.shape[0]} usable pair(s); at least {min_pairs} are needed to measure a gap.")
 
 
-def clean_pairs(image: np.ndarray, text: np.ndarray) -> tuple[np.ndarray, LoadReport]:
+#: Largest magnitude a float32 holds; finite values beyond it (float64 files) cannot be used.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: Skip reasons of :func:`clean_pairs`, as the reports word them.
+SKIP_NONFINITE = "NaN or infinite values"
+SKIP_TOO_LARGE = "values too large for float32 (|x| > 3.4e38)"
+SKIP_ZERO = "zero vector (no direction to compare)"
+
+
+def too_large_rows(*arrays: np.ndarray) -> np.ndarray:
+    """Boolean mask of shape (N,): rows of any of ``arrays`` holding a finite value beyond the
+    float32 range (|x| > 3.4e38), which float32 would turn into inf. Only wider float types
+    (float64, longdouble) can hold such values; others give all False. Checked in row blocks,
+    so no full-size temporary is made."""
+    n = arrays[0].shape[0]
+    big = np.zeros(n, bool)
+    for arr in arrays:
+        if arr.dtype.kind != "f" or arr.dtype.itemsize <= 4:
+            continue
+        rows = max(1, (1 << 22) // max(arr.shape[1], 1))
+        for i0 in range(0, n, rows):
+            block = arr[i0:i0 + rows]
+            with np.errstate(invalid="ignore"):
+                big[i0:i0 + rows] |= (np.isfinite(block) & (np.abs(block) > FLOAT32_MAX)).any(1)
+    return big
+
+
+def clean_pairs(image: np.ndarray, text: np.ndarray, *,
+                too_large: np.ndarray | None = None) -> tuple[np.ndarray, LoadReport]:
     """Find the rows that can be used; report the others.
+
+    Parameters
+    ----------
+    image, text : ndarray of shape (N, d)
+    too_large : ndarray of shape (N,) of bool, optional
+        Rows whose values were finite but beyond float32 (:func:`too_large_rows` of the arrays
+        before they became float32, where they turned into inf): reported as too large, not
+        as NaN or infinite.
 
     Returns
     -------
     keep : ndarray of shape (n_kept,)
         Indices of the usable rows.
     report : LoadReport
-        Counts per skip reason: non-finite values, zero vectors.
+        Counts per skip reason: non-finite values, values too large for float32, zero vectors.
     """
     check_pair_arrays(image, text, min_pairs=0)
     n = image.shape[0]
     finite = np.isfinite(image).all(1) & np.isfinite(text).all(1)
-    with np.errstate(invalid="ignore", over="ignore"):
-        zero = ~((np.abs(image).max(1) > 0) & (np.abs(text).max(1) > 0))
+    # No full-size float copy (np.abs would make one): a non-zero value anywhere in the row.
+    zero = ~((image != 0).any(1) & (text != 0).any(1))
     zero &= finite
+    big = np.zeros(n, bool) if too_large is None else np.asarray(too_large, bool) & ~finite
     report = LoadReport(n_read=n)
-    report.skipped["NaN or infinite values"] = np.flatnonzero(~finite).tolist()
-    report.skipped["zero vector (no direction to compare)"] = np.flatnonzero(zero).tolist()
+    report.skipped[SKIP_NONFINITE] = np.flatnonzero(~finite & ~big).tolist()
+    if big.any():
+        report.skipped[SKIP_TOO_LARGE] = np.flatnonzero(big).tolist()
+    report.skipped[SKIP_ZERO] = np.flatnonzero(zero).tolist()
     keep = np.flatnonzero(finite & ~zero)
     report.n_kept = int(keep.size)
     return keep, report
@@ -272,14 +407,20 @@ def _from_arrays(values: dict[str, Any], source: str) -> tuple[PairedEmbeddings,
 
 
 def _from_arrays_unchecked(values: dict[str, Any], source: str) -> tuple[PairedEmbeddings, LoadReport]:
-    image, text = values["image_embeddings"], values["text_embeddings"]
+    image, text = np.asarray(values["image_embeddings"]), np.asarray(values["text_embeddings"])
     for name, arr in (("image_embeddings", image), ("text_embeddings", text)):
-        _check_numeric(name, np.asarray(arr).dtype, source)
-    with np.errstate(over="ignore"):  # values beyond float32 become inf, then skipped as such
-        image = np.asarray(image, dtype=np.float32)
-        text = np.asarray(text, dtype=np.float32)
+        _check_numeric(name, arr.dtype, source)
+    check_pair_arrays(image, text, min_pairs=0, same_dim=False)
+    too_large = values.pop(_TOO_LARGE_KEY, None)  # a reader that converted already found them
+    if too_large is None or too_large.shape != (image.shape[0],):
+        too_large = too_large_rows(image, text)
+    with np.errstate(over="ignore"):  # values beyond float32 become inf: reported as too large
+        image = image.astype(np.float32, copy=False)
+        values["image_embeddings"] = image  # the file's own array (int8, float64...) is freed
+        text = text.astype(np.float32, copy=False)
+        values["text_embeddings"] = text
     check_pair_arrays(image, text, min_pairs=0)
-    keep, report = clean_pairs(image, text)
+    keep, report = clean_pairs(image, text, too_large=too_large)
     n = image.shape[0]
     for name in ("ids", "captions", "image_paths", "labels"):
         if values.get(name) is not None and len(values[name]) != n:
@@ -379,8 +520,21 @@ def load_embeddings(path: str | os.PathLike, *,
         else:
             values, warnings = _read_parquet(path, limit)
         pairs, report = _from_arrays(values, str(path))
-    report.warnings.extend(warnings)
+    report.warnings.extend(warnings + _simulated_claim(pairs))
     return pairs, report
+
+
+def _simulated_claim(pairs: PairedEmbeddings) -> list[str]:
+    """A warning when a file's meta says "simulated" but its content is not that simulation.
+
+    Not for a transformed export (its meta names the ``method`` that made it from simulated
+    pairs): that it is not the simulation itself is what it says."""
+    if (pairs.meta.get("simulated", False) and "method" not in pairs.meta
+            and not pairs.is_simulated):
+        return ["the file's meta says 'simulated', but its content is not gapviz's simulation "
+                "with the meta's profile, seed and size (edited, subsampled or another "
+                "generator): it is treated as real data, without the demo's label"]
+    return []
 
 
 @contextmanager
@@ -429,7 +583,7 @@ def _load_shards(folder: Path, limit: int) -> tuple[PairedEmbeddings, LoadReport
         parts = [(shard, *_read_parquet(shard, limit)) for shard in shards]
         values, warnings = _join_shards(folder, parts)
         pairs, report = _from_arrays(values, str(folder))
-    report.warnings.extend(warnings)
+    report.warnings.extend(warnings + _simulated_claim(pairs))
     return pairs, report
 
 
@@ -454,6 +608,8 @@ def _join_shards(folder: Path, parts: list[tuple[Path, dict[str, Any], list[str]
     joined: dict[str, Any] = {
         key: np.concatenate([values[key] for _, values, _ in parts])
         for key in ("image_embeddings", "text_embeddings")}
+    if all(_TOO_LARGE_KEY in values for _, values, _ in parts):
+        joined[_TOO_LARGE_KEY] = np.concatenate([values[_TOO_LARGE_KEY] for _, values, _ in parts])
     for key in ("ids", "captions", "image_paths", "labels"):
         have = [key in values for _, values, _ in parts]
         if all(have):
@@ -496,6 +652,15 @@ def _npz_headers(path: Path, zf: zipfile.ZipFile) -> dict[str, tuple[tuple[int, 
     return headers
 
 
+def _in_memory_bytes(key: str, shape: tuple[int, ...], dtype: np.dtype) -> int:
+    """Bytes array ``key`` takes once loaded: the embeddings are widened to float32 (an int8
+    or float16 file takes 4 or 2 times its stored size), other arrays take their own size."""
+    itemsize = dtype.itemsize
+    if key in NPZ_REQUIRED_KEYS:
+        itemsize = max(itemsize, np.dtype(np.float32).itemsize)
+    return int(np.prod(shape, dtype=np.float64)) * itemsize
+
+
 def _read_npz(path: Path, limit: int) -> tuple[dict[str, Any], list[str]]:
     if not zipfile.is_zipfile(path):  # np.load would try pickle and say something misleading
         raise EmbeddingsFileError(
@@ -523,7 +688,7 @@ def _read_npz(path: Path, limit: int) -> tuple[dict[str, Any], list[str]]:
                 "save arrays as numbers/strings, not Python objects.")
     for key in NPZ_REQUIRED_KEYS:
         _check_numeric(key, headers[key][1], str(path))
-    nbytes = sum(int(np.prod(headers[k][0], dtype=np.float64)) * headers[k][1].itemsize for k in wanted)
+    nbytes = sum(_in_memory_bytes(k, *headers[k]) for k in wanted)
     _check_size(path, nbytes, limit)
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -595,8 +760,9 @@ def _parquet_size(pf: Any) -> int:
     return total
 
 
-def _vector_column(path: Path, table: Any, col: str) -> np.ndarray:
-    """A parquet list-of-numbers column as an (N, d) float32 array, by the one typing rule."""
+def _vector_column(path: Path, table: Any, col: str) -> tuple[np.ndarray, np.ndarray]:
+    """A parquet list-of-numbers column as an (N, d) float32 array, by the one typing rule,
+    and the (N,) mask of rows whose values were beyond float32 (:func:`too_large_rows`)."""
     import pyarrow as pa
 
     column = table.column(col)
@@ -629,9 +795,12 @@ def _vector_column(path: Path, table: Any, col: str) -> np.ndarray:
                 f"{path}: column '{col}' has rows of different lengths (e.g. {sorted(set(lengths[:50].tolist()))[:5]}); "
                 "every row needs a vector of the same length d.")
         d = int(lengths[0]) if lengths.size else 0
-    with np.errstate(over="ignore"):  # beyond float32: inf, then skipped as such
-        values = flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    return values.reshape(n, d) if n else np.zeros((0, d), np.float32)
+    if not n:
+        return np.zeros((0, d), np.float32), np.zeros(0, bool)
+    values = flat.to_numpy(zero_copy_only=False).reshape(n, d)
+    big = too_large_rows(values)
+    with np.errstate(over="ignore"):  # beyond float32: inf, reported as too large
+        return values.astype(np.float32, copy=False), big
 
 
 def _read_parquet(path: Path, limit: int) -> tuple[dict[str, Any], list[str]]:
@@ -659,8 +828,12 @@ def _read_parquet(path: Path, limit: int) -> tuple[dict[str, Any], list[str]]:
     if table.nbytes > limit:
         raise _too_big(path, table.nbytes, limit)
     values: dict[str, Any] = {}
+    big = []
     for col, key in (("image_embedding", "image_embeddings"), ("text_embedding", "text_embeddings")):
-        values[key] = _vector_column(path, table, col)
+        values[key], rows = _vector_column(path, table, col)
+        big.append(rows)
+    if big[0].shape == big[1].shape:
+        values[_TOO_LARGE_KEY] = big[0] | big[1]
     for col, key in (("id", "ids"), ("caption", "captions"), ("image_path", "image_paths"),
                      ("label", "labels")):
         if col not in cols:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import streamlit as st
 
@@ -21,11 +22,10 @@ from gapviz.data import save_upload
 from gapviz.embeddings import load_embeddings
 from gapviz.encode import KNOWN_MODELS, ModelSpec, cache_identity, embed_loaded_pairs
 from gapviz.figures import data as dv
-from gapviz.safety import plain_text
 from gapviz.simulate import PROFILES, simulate_pairs
 from gapviz.workspace import DEMO_DATASET
 from ui import compute
-from ui.components import guard, show_image
+from ui.components import guard, show_image, user_text
 from ui.frame import page_header
 from ui.state import keep, workspace
 
@@ -51,20 +51,61 @@ if HOSTED:
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
+def upload_name(name: str, default: str = "upload") -> str:
+    """A browser's name for an uploaded file as one plain file name: its last part after any
+    ``/`` or ``\\`` (a browser sends the name, but a crafted request may send a path), control
+    characters and surrounding spaces and dots removed; ``default`` if nothing is left."""
+    last = re.split(r"[/\\]", str(name))[-1]
+    last = "".join(c for c in last if c.isprintable()).strip().strip(".").strip()
+    return last or default
+
+
 def _saved_file(name: str, data: bytes) -> Path:
-    """One uploaded file kept in the cache (loaders need a path); see ``save_upload``."""
-    saved = save_upload([(name, data)])
-    return saved if saved.is_file() else next(p for p in saved.iterdir() if p.is_file())
+    """One uploaded file kept in the cache (loaders need a path); see ``save_upload``.
+    ``name`` is reduced to a plain file name first (:func:`upload_name`)."""
+    saved = save_upload([(upload_name(name), data)])
+    if saved.is_file():
+        return saved
+    stored = sorted(p for p in saved.rglob("*") if p.is_file())
+    if not stored:
+        raise ValueError(f"{name}: the upload could not be stored; upload the file again.")
+    return stored[0]
+
+
+def _check_upload_size(files) -> None:
+    """Hosted: all files of one upload together within the upload limit (not each file)."""
+    if not HOSTED or not files:
+        return
+    limit = hosting.limits().max_upload_bytes
+    total = sum(int(getattr(f, "size", None) or len(f.getvalue())) for f in files)
+    if total > limit:
+        raise ValueError(f"these {len(files)} files take {_mib(total)} together, more than the "
+                         f"{_mib(limit)} this demo accepts in one upload; upload fewer or "
+                         "smaller files.")
+
+
+def _mib(nbytes: float) -> str:
+    mib = nbytes / 1024**2
+    return f"{mib:,.0f} MiB" if mib >= 10 else f"{mib:.2g} MiB"
 
 
 @contextmanager
-def _as_uploaded(name: str) -> Iterator[None]:
-    """Errors name the user's file, not the cache folder it was copied or extracted to."""
+def _as_uploaded(name: str, *paths: Path) -> Iterator[list[Path]]:
+    """Errors name the user's file, not the cache folder it was copied or extracted to.
+
+    ``paths`` (and any appended to the yielded list) are where the upload was stored: each is
+    replaced by ``name`` exactly (a stored name may hold spaces or colons); any other path
+    under the cache up to a space or colon as well."""
+    stored = list(paths)
     try:
-        yield
+        yield stored
     except (ValueError, OSError) as err:
+        text = str(err)
+        for path in sorted(stored, key=lambda p: -len(str(p))):
+            text = text.replace(str(path), name)
         root = re.escape(str(cache_root()))
-        raise ValueError(re.sub(root + r"[^\s:]*", name, str(err))) from None
+        # A function, not a template: a name holding "\1" or "\g<0>" stays as it is.
+        raise ValueError(re.sub(root + r"[^\s:]*", lambda _: name, text)) from None
 
 
 @contextmanager
@@ -132,7 +173,8 @@ def _embed_and_add(pairs, report, spec: ModelSpec, source: str, meta: dict) -> N
                                                      progress=update)
     dataset, model_name = ws.add(embeddings, source=source, report=report)
     ws.last_load = {"dataset": dataset, "model": model_name,
-                    "lines": report.lines(), "warnings": list(report.warnings)}
+                    "lines": report.lines(), "warnings": list(report.warnings),
+                    "notices": ws.take_notices()}
     st.rerun()  # the sidebar, drawn before this page, now shows the new data
 
 
@@ -140,13 +182,15 @@ def _show_last_load() -> None:
     last = ws.last_load
     if not last:
         return
-    st.success(f"Loaded **{plain_text(last['dataset'])}** · model **{plain_text(last['model'])}** — "
-               f"{plain_text(last['lines'][0], 1000)}.",
+    st.success(f"Loaded **{user_text(last['dataset'])}** · model **{user_text(last['model'])}** — "
+               f"{user_text(last['lines'][0], 1000)}.",
                icon=":material/check_circle:")
     details = last["lines"][1:]
     if details:
         with st.expander(f"What was skipped and why ({len(details)} lines)"):
             st.code("\n".join(line.strip() for line in details), language=None)
+    for notice in last.get("notices") or []:
+        st.info(user_text(notice, None), icon=":material/info:")
     ws.last_load = None  # shown once
 
 
@@ -177,7 +221,8 @@ def demo_tab() -> None:
                 ws.add(sim, source="simulated (gapviz.simulate)", dataset=name,
                        model=PROFILES[profile].name, activate=profile == "clip")
             ws.last_load = {"dataset": name, "model": PROFILES["clip"].name,
-                            "lines": [f"simulated {int(n):,} pairs under {len(PROFILES)} profiles"]}
+                            "lines": [f"simulated {int(n):,} pairs under {len(PROFILES)} profiles"],
+                            "notices": ws.take_notices()}
             st.rerun()
 
 
@@ -208,7 +253,8 @@ def pairs_tab() -> None:
             else:
                 raise ValueError("upload a .zip or files first" +
                                  ("." if HOSTED else ", or give a folder path."))
-            with _progress_bar("Checking images") as update, _as_uploaded(source):
+            stored = [source_path] if files else []  # a path typed here is shown as typed
+            with _progress_bar("Checking images") as update, _as_uploaded(source, *stored):
                 pairs, report = load_folder(source_path, n=int(n) or None, seed=int(seed),
                                             progress=update)
             _embed_and_add(pairs, report, spec, source,
@@ -270,6 +316,11 @@ def embeddings_tab() -> None:
     if st.button("Load embeddings", key="data_emb_go", type="primary", icon=":material/upload:",
                  disabled=not (files or folder.strip())):
         loaded = []
+        try:
+            _check_upload_size(files)
+        except ValueError as err:
+            st.error(f"Could not load these files: {user_text(err, None)}", icon=":material/error:")
+            return
         if folder.strip():
             with guard(f"load {folder.strip()}"):
                 path = Path(folder.strip()).expanduser()
@@ -277,34 +328,54 @@ def embeddings_tab() -> None:
                 loaded.append(ws.add(pairs, source=f"embeddings {path.name}",
                                      model=pairs.model or path.stem, report=report) + (report,))
         for f in files or []:
-            with guard(f"load {f.name}"):
-                with _as_uploaded(f.name):
+            shown = " ".join(str(f.name).split()) or "the uploaded file"  # as sent, one line
+            with guard(f"load {shown}"):
+                with _as_uploaded(shown) as stored:
                     saved = _saved_file(f.name, f.getvalue())
+                    stored.append(saved)
                     pairs, report = load_embeddings(saved)
                 # Images named by the file are shown only if they came with the upload.
                 pairs = hosting.restrict_image_paths(pairs, [saved.parent])
-                model = pairs.model or Path(f.name).stem
-                loaded.append(ws.add(pairs, source=f"embeddings file {f.name}", model=model,
+                model = pairs.model or Path(saved.name).stem
+                loaded.append(ws.add(pairs, source=f"embeddings file {saved.name}", model=model,
                                      report=report) + (report,))
         if loaded:
             dataset, model, report = loaded[-1]
             ws.last_load = {"dataset": dataset, "model": model,
-                            "lines": [report.summary(), *(f"  warning: {w}" for w in report.warnings)]}
+                            "lines": [report.summary(), *(f"  warning: {w}" for w in report.warnings)],
+                            "notices": ws.take_notices()}
             st.rerun()
 
 
 # ---------------------------------------------------------------------------------------------
 # what is loaded
 # ---------------------------------------------------------------------------------------------
+def _preview_rows(pairs, rows: list[int]) -> SimpleNamespace:
+    """What the preview's HTML reads of ``pairs`` for ``rows`` (row i of the result is
+    ``rows[i]``): ids and captions on one line (in ``st.markdown`` a blank line would end the
+    HTML block and let the rest be read as markdown), and the simulator's concept names only
+    for pairs that are the simulation (a file's own ``cluster`` meta is not trusted)."""
+    def flat(values):
+        return None if values is None else [" ".join(str(values[r]).split()) for r in rows]
+
+    meta = {}
+    cluster = pairs.meta.get("cluster")
+    if act.simulated and cluster is not None:
+        meta = {"cluster": [cluster[r] for r in rows], "cluster_names": pairs.meta.get("cluster_names")}
+    return SimpleNamespace(ids=flat(pairs.ids), captions=flat(pairs.captions), meta=meta,
+                           n=len(rows))
+
+
 def preview_grid() -> None:
     pairs = act.pairs
     rows = list(range(min(PREVIEW_PAIRS, pairs.n)))
+    shown = _preview_rows(pairs, rows)
     cols = st.columns(PREVIEW_COLUMNS)
     for i, r in enumerate(rows):
         with cols[i % PREVIEW_COLUMNS]:
             if not show_image(st, pairs.image_paths[r] if pairs.image_paths else None, tile=True):
-                st.markdown(dv.concept_tile_html(pairs, r), unsafe_allow_html=True)
-            st.markdown(dv.preview_caption_html(pairs, r), unsafe_allow_html=True)
+                st.markdown(dv.concept_tile_html(shown, i), unsafe_allow_html=True)
+            st.markdown(dv.preview_caption_html(shown, i), unsafe_allow_html=True)
 
 
 def loaded_summary() -> None:
@@ -316,12 +387,12 @@ def loaded_summary() -> None:
     st.caption("Switch dataset and model in the sidebar.")
     report = act.dataset.reports.get(act.model)
     if report is not None:
-        st.markdown(f"**{plain_text(act.model)}**: {plain_text(report.summary())}")
+        st.markdown(f"**{user_text(act.model)}**: {user_text(report.summary())}")
         skipped = dv.skipped_table(report)
         if skipped is not None:
             st.dataframe(skipped, hide_index=True)
         for w in report.warnings:
-            st.caption(f"⚠ {plain_text(w, None)}")
+            st.caption(f"⚠ {user_text(w, None)}")
     elif act.simulated:
         st.caption("Simulated pairs: nothing skipped.")
 

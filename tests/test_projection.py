@@ -94,3 +94,18 @@ def test_projections_reject_bad_input():
         joint_umap(X, Y, n_neighbors=1)
     with pytest.raises(ValueError, match="min_dist"):
         joint_umap(X, Y, min_dist=2.0)
+
+
+def test_a_pool_narrower_than_its_dimension_takes_the_gram_route_to_the_same_components():
+    """Fewer items than dimensions: the (m x m) Gram route gives the principal components of
+    the SVD (up to the fixed sign), and the same explained-variance ratios."""
+    from gapviz.projection import _top_components
+
+    Z = np.random.default_rng(0).normal(size=(120, 700)).astype(np.float32)
+    scores, ratio = _top_components(Z, 2)
+    Zc = (Z - Z.mean(0)).astype(np.float64)
+    _, S, Vt = np.linalg.svd(Zc, full_matrices=False)
+    np.testing.assert_allclose(np.abs(scores), np.abs(Zc @ Vt[:2].T), atol=1e-4)
+    np.testing.assert_allclose(ratio, S[:2] ** 2 / np.sum(S ** 2), rtol=1e-5)
+    V_sign = np.sign(Vt[:2][np.arange(2), np.abs(Vt[:2]).argmax(1)])
+    np.testing.assert_allclose(scores, Zc @ (Vt[:2].T * V_sign), atol=1e-4)  # signs as svd_flip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -14,6 +15,35 @@ from gapviz.methods import menu_order, method_label
 from gapviz.safety import plain_text
 
 log = logging.getLogger("gapviz.app")
+
+
+#: An invisible character that joins what it separates (U+2060 WORD JOINER).
+_JOINER = "\u2060"
+#: Where GitHub-flavoured markdown makes a link of plain text: ``http(s)://``, ``www.`` and
+#: ``name@host.tld``. Streamlit finds these links in the text *after* markdown escapes are
+#: undone, so a backslash does not stop them; an invisible joiner inside each does.
+_BARE_LINK_PARTS = re.compile(r"(?i)(\\?:)(?=/)|(\\?@)|(www)(\\?\.)")
+
+
+def _unlink(match: re.Match) -> str:
+    colon, at, www, dot = match.groups()
+    if colon:
+        return colon + _JOINER
+    if at:
+        return _JOINER + at
+    return www + _JOINER + dot
+
+
+def user_text(text: Any, max_length: int | None = 200) -> str:
+    """A user's string (a file or model name, an error quoting one) for ``st.markdown``,
+    captions and messages: literal characters (:func:`gapviz.safety.plain_text`), and no
+    clickable link where it looks like one (``https://…``, ``www.…``, ``x@host.org``).
+
+    Streamlit's markdown turns bare addresses into links after escapes are resolved, so
+    escaping alone does not stop it: an invisible word joiner goes between ``:`` and ``/``,
+    before every ``@`` and between ``www`` and its dot. The text reads and copies the same
+    apart from that invisible character."""
+    return _BARE_LINK_PARTS.sub(_unlink, plain_text(text, max_length))
 
 
 class NeedsChoice(Exception):
@@ -33,15 +63,15 @@ def guard(action: str) -> Iterator[None]:
     try:
         yield
     except NeedsChoice as note:
-        st.info(plain_text(note, None), icon=":material/info:")
+        st.info(user_text(note, None), icon=":material/info:")
     except (ValueError, KeyError, OSError, RuntimeError) as err:
         log.info("%s failed: %s", action, err, exc_info=True)
-        st.error(f"Could not {plain_text(action, None)}: {plain_text(_unrepeated(action, err), None)}",
+        st.error(f"Could not {user_text(action, None)}: {user_text(_unrepeated(action, err), None)}",
                  icon=":material/error:")
     except Exception as err:  # noqa: BLE001 - the page edge: nothing may escape as a traceback
         log.exception("%s failed", action)
-        st.error(f"Something went wrong while trying to {plain_text(action, None)} "
-                 f"({type(err).__name__}: {plain_text(err, None)}). The previous data is still "
+        st.error(f"Something went wrong while trying to {user_text(action, None)} "
+                 f"({type(err).__name__}: {user_text(err, None)}). The previous data is still "
                  "loaded.", icon=":material/error:")
 
 
@@ -140,4 +170,4 @@ IMAGE_PX = 512
 TILE_PX = 256
 
 __all__ = ["COMPACT_CARDS_CSS", "guard", "method_label",
-           "method_names", "metric_cards", "show_image", "simulated_badge", "style"]
+           "method_names", "metric_cards", "show_image", "simulated_badge", "style", "user_text"]

@@ -17,11 +17,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from gapviz.safety import plain_text
 from gapviz.workspace import Active
 
 from . import links
-from .components import COMPACT_CARDS_CSS, simulated_badge, style
+from .components import COMPACT_CARDS_CSS, simulated_badge, style, user_text
 from .sidebar import render_sidebar
 from .state import active, init_state
 
@@ -75,8 +74,8 @@ def page_header(title: str, subtitle: str | None = None, *, compact: bool = Fals
     st.title(title)
     line = subtitle or ""
     cols = st.columns([5, 1]) if act.simulated else [st.container()]
-    cols[0].caption(f"{line}{' · ' if line else ''}**{plain_text(act.dataset.name)}** · "
-                    f"{plain_text(act.model)} · {act.pairs.n:,} pairs · {act.pairs.dim}-d")
+    cols[0].caption(f"{line}{' · ' if line else ''}**{user_text(act.dataset.name)}** · "
+                    f"{user_text(act.model)} · {act.pairs.n:,} pairs · {act.pairs.dim}-d")
     if act.simulated:
         with cols[1]:
             simulated_badge()

@@ -10,10 +10,9 @@ import streamlit as st
 
 from gapviz.figures import palette
 from gapviz.methods import format_params, method_class, method_label
-from gapviz.safety import plain_text
 from gapviz.workspace import Workspace
 
-from .components import simulated_badge
+from .components import simulated_badge, user_text
 from .state import active, workspace
 
 #: Session key of the slot that shows the chosen method (a fragment rewrites it).
@@ -51,11 +50,11 @@ def render_sidebar(pages: Sequence[Any], title: str, tagline: str) -> None:
                      help="The same pairs embedded by several models: every page follows this "
                           "choice, and nothing computed before is computed again.")
     with sb.container(border=True):
-        st.markdown(f"**{plain_text(act.dataset.name)}**  \n{act.pairs.n:,} pairs · "
+        st.markdown(f"**{user_text(act.dataset.name)}**  \n{act.pairs.n:,} pairs · "
                     f"{act.pairs.dim}-d")
-        model_line = f"**Model** {plain_text(act.model)}"
+        model_line = f"**Model** {user_text(act.model)}"
         if act.simulated and act.pairs.meta.get("imitates"):
-            model_line += f"  \nimitates {plain_text(act.pairs.meta['imitates'])}"
+            model_line += f"  \nimitates {user_text(act.pairs.meta['imitates'])}"
         st.markdown(model_line)
         # A slot the "Close the gap" fragment rewrites when a slider moves (a fragment may
         # write to a container the full run drew), so the sidebar never shows a stale k.

@@ -22,7 +22,7 @@ from plotly.subplots import make_subplots
 
 from ..measure_info import lookup
 from . import palette
-from .gap import FONT
+from .gap import FONT, hover_escape
 
 #: Colours of the anatomy figures (blue: the gap; orange: what is kept).
 GAP_COLOR = palette.GAP_COLOR
@@ -182,8 +182,9 @@ def interval_figure(runs: Mapping[str, tuple[Mapping[str, float], Mapping[str, S
                 error_y=dict(type="data", symmetric=False, array=[max(hi - value, 0.0)],
                              arrayminus=[max(value - lo, 0.0)], color=color, thickness=1.5,
                              width=8),
-                name=run, legendgroup=run, showlegend=i == 1,
-                hovertemplate=f"{run}<br>{key} %{{y:.4g}}<br>interval [{lo:.4g}, {hi:.4g}]"
+                name=hover_escape(run), legendgroup=run, showlegend=i == 1,
+                hovertemplate=f"{hover_escape(run)}<br>{key} %{{y:.4g}}<br>"
+                              f"interval [{lo:.4g}, {hi:.4g}]"
                               "<extra></extra>"),
                 row=1, col=i)
     for i in range(1, len(keys) + 1):
@@ -256,7 +257,7 @@ def tradeoff_figure(points: Sequence[Mapping[str, Any]], *, x_label: str = "gap 
     runs = [p for p in points if p.get("gap_closed") is not None]
     for i, point in enumerate(runs, start=1):
         color = TRADEOFF_COLORS[(i - 1) % len(TRADEOFF_COLORS)]
-        name = f"{i} · {point['label']}"
+        name = f"{i} · {hover_escape(point['label'])}"  # run labels hold model names
         shown = [(key, what, KEPT_SYMBOLS[j % len(KEPT_SYMBOLS)])
                  for j, (key, what) in enumerate(kept) if point.get(key) is not None]
         x = float(point["gap_closed"])
@@ -269,7 +270,7 @@ def tradeoff_figure(points: Sequence[Mapping[str, Any]], *, x_label: str = "gap 
             fig.add_trace(go.Scatter(
                 x=[x], y=[y], mode="markers+text", text=[str(i)], textposition="middle center",
                 textfont=dict(size=10, color=palette.WHITE), name=name, legendgroup=name,
-                showlegend=j == 0, customdata=[[point["label"], what]],
+                showlegend=j == 0, customdata=[[hover_escape(point["label"]), what]],
                 marker=dict(size=19, symbol=symbol, color=color,
                             line=dict(color=palette.WHITE, width=1)),
                 hovertemplate=f"<b>{i} · %{{customdata[0]}}</b><br>{x_label} %{{x:.0%}}"

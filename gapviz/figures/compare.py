@@ -27,7 +27,7 @@ from ..compare import COMPARE_KEYS, format_cell
 from ..measure_info import help_text as measure_help  # noqa: F401
 from ..tables import best_per_row
 from . import palette
-from .gap import FONT
+from .gap import FONT, hover_escape
 
 #: Light (worst) to dark green (best). The dark end is dark enough for white text.
 COLORSCALE = palette.HEATMAP_SCALE
@@ -138,6 +138,8 @@ def compare_heatmap(columns: Mapping[str, Mapping[str, float]], keys: Sequence[s
             custom[i, j] = (r, k)
     scale = COLORSCALE if rank else UNRANKED_COLORSCALE
     xlabels = [measure_label(k) for k in keys]
+    # run names hold model names from files: shown as text on the axis and in the hovers
+    runs = [hover_escape(r) for r in runs]
     fig = go.Figure(go.Heatmap(
         z=z, x=xlabels, y=runs, text=text, customdata=custom, colorscale=scale, zmin=0, zmax=1,
         showscale=False, xgap=2, ygap=2,

@@ -11,6 +11,7 @@ Variants share one trace builder and differ only by options.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -53,16 +54,27 @@ def pair_line_rows(n_pairs: int, max_lines: int = MAX_PAIR_LINES, seed: int = 0)
     return np.sort(np.random.default_rng(seed).choice(n_pairs, max_lines, replace=False))
 
 
+def hover_escape(text: Any) -> str:
+    """``text`` as literal characters in a Plotly label (hover text, ``text`` or ``customdata``
+    shown through a ``hovertemplate``): Plotly renders a subset of HTML there (``<b>``,
+    ``<a href>``, ``<br>``, entities), so ``&``, ``<`` and ``>`` are escaped; line breaks
+    become spaces."""
+    return html.escape(" ".join(str(text).split()), quote=False)
+
+
 def _short(text: str, limit: int = HOVER_CAPTION_CHARS) -> str:
+    # Cut first, then escape: a cut must not split an entity such as "&amp;".
     text = " ".join(str(text).split())
-    text = text.replace("<", "&lt;").replace(">", "&gt;")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return hover_escape(text)
 
 
 def hover_arrays(ids: Sequence[str] | None, captions: Sequence[str] | None,
                  n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pair ids and shortened, HTML-escaped captions as string arrays (for ``text`` / ``hovertext``)."""
-    id_arr = np.asarray(list(ids) if ids is not None else [str(i) for i in range(n)], dtype=str)
+    """Pair ids and shortened captions, HTML-escaped (:func:`hover_escape`), as string arrays
+    (for ``text`` / ``hovertext``)."""
+    id_list = list(ids) if ids is not None else [str(i) for i in range(n)]
+    id_arr = np.asarray([hover_escape(i) for i in id_list], dtype=str)
     caps = [_short(c) for c in captions] if captions is not None else [""] * n
     return id_arr, np.asarray(caps, dtype=str)
 

@@ -33,7 +33,7 @@ from plotly.subplots import make_subplots
 from ..embeddings import PairedEmbeddings
 from ..retrieval import IMAGE, TEXT, Hit, QueryResult, retrieve, retrieve_vector
 from . import palette
-from .gap import FONT, MODALITY_COLORS
+from .gap import FONT, MODALITY_COLORS, hover_escape
 
 #: Colour of the true partner's highlight (the same green as the histograms' "true pairs").
 PARTNER_COLOR = palette.PAIRED
@@ -182,6 +182,13 @@ def caption_of(pairs: PairedEmbeddings, row: int) -> str:
     return pairs.captions[row] if pairs.captions else f"pair {pairs.ids[row]}"
 
 
+def _esc(text: Any) -> str:
+    """A user's string (id, caption, file name) for the HTML cards: escaped, on one line. One
+    line matters: the cards go through ``st.markdown``, where a blank line would end the HTML
+    block and let the rest be read as markdown."""
+    return html.escape(" ".join(str(text).split()))
+
+
 def _short(text: str, limit: int = CARD_CAPTION_CHARS) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -203,7 +210,7 @@ def _visual(pairs: PairedEmbeddings, row: int, modality: str, px: int = THUMB_CS
                 f"align-items:center;justify-content:center;font:600 {px // 3}px Georgia,serif'>Aa</div>")
     uri = thumbnail_uri(pairs.image_paths[row]) if pairs.image_paths else None
     if uri:
-        return f"<img src='{uri}' alt='image {html.escape(pairs.ids[row])}' style='{box}object-fit:cover'>"
+        return f"<img src='{uri}' alt='image {_esc(pairs.ids[row])}' style='{box}object-fit:cover'>"
     concept = concept_of(pairs, row)
     if concept is not None:  # simulated: the pair's concept stands for the picture
         name, k = concept
@@ -211,7 +218,7 @@ def _visual(pairs: PairedEmbeddings, row: int, modality: str, px: int = THUMB_CS
         return (f"<div style='{box}background:linear-gradient(135deg,hsl({hue},70%,88%),hsl({hue},60%,74%));"
                 f"color:hsl({hue},45%,26%);display:flex;align-items:center;justify-content:center;"
                 f"text-align:center;font-size:10px;font-weight:600;line-height:1.1;padding:2px;"
-                f"box-sizing:border-box'>{html.escape(name)}</div>")
+                f"box-sizing:border-box'>{_esc(name)}</div>")
     return (f"<div style='{box}background:{palette.IMAGE_TILE_BG};"
             f"border:1px solid {palette.IMAGE_TILE_BORDER};color:{MODALITY_COLORS[IMAGE]};"
             f"display:flex;align-items:center;justify-content:center;font-size:11px'>image</div>")
@@ -255,10 +262,10 @@ CARDS_CSS = """
 def _card(pairs: PairedEmbeddings, hit: Hit, partner_label: str, note: str = "") -> str:
     cls = "gv-card gv-partner" if hit.is_partner else "gv-card"
     mark = f" <span class='gv-mark'>✓ {partner_label}</span>" if hit.is_partner else ""
-    text = html.escape(item_text(pairs, hit.index, hit.modality))
-    sub = f"pair {html.escape(pairs.ids[hit.index])}" + (f" · {html.escape(note)}" if note else "")
+    text = _esc(item_text(pairs, hit.index, hit.modality))
+    sub = f"pair {_esc(pairs.ids[hit.index])}" + (f" · {_esc(note)}" if note else "")
     if hit.modality == IMAGE and pairs.captions:
-        sub += f" · its caption: “{html.escape(_short(pairs.captions[hit.index], 70))}”"
+        sub += f" · its caption: “{_esc(_short(pairs.captions[hit.index], 70))}”"
     return (f"<div class='{cls}' data-rank='{hit.rank}' data-modality='{hit.modality}' "
             f"data-row='{hit.index}'><div class='gv-rank'>#{hit.rank:,}</div>"
             f"{_visual(pairs, hit.index, hit.modality)}"
@@ -282,7 +289,7 @@ def hits_html(pairs: PairedEmbeddings, result: QueryResult, query: Query, *,
     label = partner_label(query)
     parts = [CARDS_CSS if css else "", "<div class='gv-cards'>"]
     if title:
-        parts.append(f"<div class='gv-head'>{html.escape(title)}</div>")
+        parts.append(f"<div class='gv-head'>{_esc(title)}</div>")
     parts += [_card(pairs, h, label) for h in result.hits]
     if result.partner_rank is not None and not any(h.is_partner for h in result.hits):
         partner_mod = TEXT if query.modality == IMAGE else IMAGE
@@ -298,19 +305,19 @@ def query_html(pairs: PairedEmbeddings, query: Query) -> str:
     """The query as a card: its picture or text, modality, pair id."""
     if query.is_free:
         body = (f"{_badge(query.modality)} <b>free text</b> typed by you: "
-                f"<i>“{html.escape(_short(query.text, 200))}”</i>")
+                f"<i>“{_esc(_short(query.text, 200))}”</i>")
         visual = _visual(pairs, 0, TEXT, 64)
         sub = "embedded by the model, then placed in each space (raw; the method's out-of-sample path)"
     else:
         row = int(query.row)
         visual = _visual(pairs, row, query.modality, 64)
         if query.modality == IMAGE:
-            what = html.escape(item_text(pairs, row, IMAGE))
-            body = f"{_badge(IMAGE)} the <b>image</b> of pair <code>{html.escape(pairs.ids[row])}</code> · {what}"
-            sub = f"its caption (the true partner to find): “{html.escape(_short(caption_of(pairs, row)))}”"
+            what = _esc(item_text(pairs, row, IMAGE))
+            body = f"{_badge(IMAGE)} the <b>image</b> of pair <code>{_esc(pairs.ids[row])}</code> · {what}"
+            sub = f"its caption (the true partner to find): “{_esc(_short(caption_of(pairs, row)))}”"
         else:
-            body = (f"{_badge(TEXT)} the <b>caption</b> of pair <code>{html.escape(pairs.ids[row])}</code>: "
-                    f"“{html.escape(_short(caption_of(pairs, row)))}”")
+            body = (f"{_badge(TEXT)} the <b>caption</b> of pair <code>{_esc(pairs.ids[row])}</code>: "
+                    f"“{_esc(_short(caption_of(pairs, row)))}”")
             sub = "the true partner to find is its image"
     return (CARDS_CSS + "<div class='gv-cards'>"
             f"<div class='gv-card' style='border-color:{palette.RULE}'>"
@@ -353,7 +360,10 @@ def query_figure(result: QueryResult, *, k: int, pool_size: int, query: Query,
         Items a query is ranked against, 2N - 1 (fixed axis range, so two columns compare).
     query : Query
     ids : sequence of str, optional
-        Pair ids, carried in the partner marker's ``customdata`` (``[row, id, modality]``).
+        Pair ids, carried in the partner marker's ``customdata`` (``[row, id, modality]``;
+        the id HTML-escaped, as its hover label shows it).
+    title : str, optional
+        Shown as plain text (HTML-escaped: Plotly renders tags in titles).
 
     Returns
     -------
@@ -380,12 +390,14 @@ def query_figure(result: QueryResult, *, k: int, pool_size: int, query: Query,
         color = PARTNER_COLOR if inside else palette.MISSED
         row = int(query.row) if query.row is not None else -1
         partner_mod = TEXT if query.modality == IMAGE else IMAGE
-        custom = [[row, ids[row] if ids is not None and row >= 0 else str(row), partner_mod]]
+        pair_id = ids[row] if ids is not None and row >= 0 else str(row)
+        custom = [[row, hover_escape(pair_id), partner_mod]]
         fig.add_trace(go.Scatter(
             x=[r], y=[0], mode="markers+text", text=[f"#{r:,}"], textposition="top center",
             textfont=dict(size=13, color=color), customdata=custom, showlegend=False,
             marker=dict(symbol="diamond", size=16, color=color, line=dict(color="white", width=1.5)),
-            hovertemplate=f"true partner at rank %{{x:,}} of {pool_size:,}<extra></extra>"),
+            hovertemplate=("true partner (pair %{customdata[1]}) at rank %{x:,} of "
+                           f"{pool_size:,}<extra></extra>")),
             row=1, col=1)
     else:
         fig.add_annotation(x=math.log10(math.sqrt(hi)), y=0, text="free query: no true partner",
@@ -412,7 +424,7 @@ def query_figure(result: QueryResult, *, k: int, pool_size: int, query: Query,
     fig.update_layout(
         barmode="stack", template="plotly_white", font=FONT, height=height, bargap=0.45,
         margin=dict(l=8, r=8, t=58 if title else 34, b=8), dragmode=False,
-        title=dict(text=title, x=0.0, font=dict(size=14)) if title else None)
+        title=dict(text=hover_escape(title), x=0.0, font=dict(size=14)) if title else None)
     return fig
 
 

@@ -9,6 +9,8 @@ check that the method is fitted.
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
@@ -243,6 +245,30 @@ def l2_normalize(A: np.ndarray) -> np.ndarray:
     from ..measures import unit_rows
 
     return unit_rows(A)
+
+
+def require_finite(method: GapMethod, *names: str) -> None:
+    """Raise one precise ``ValueError`` for the first of ``method``'s parameters ``names``
+    that is not a finite real number (NaN, +-inf, a string, a boolean); ``None`` (an optional
+    parameter left out) passes.
+
+    Methods call it first in ``_validate_parameters`` for their numeric parameters: a
+    non-finite value would otherwise be accepted silently (``reg=inf``) or fail later with a
+    message about the input rows (``within_weight=inf`` makes the graph NaN).
+    """
+    defaults = {k: p.default for k, p in _init_params(type(method)).items()}
+    for name in names:
+        value = getattr(method, name)
+        if value is None:
+            continue
+        default = defaults.get(name)
+        hint = f" (default {default!r})" if isinstance(default, numbers.Real) else ""
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            raise ValueError(f"{method.name}: {name} must be a number, got {value!r} "
+                             f"({type(value).__name__}); give a finite number{hint}.")
+        if not math.isfinite(float(value)):
+            raise ValueError(f"{method.name}: {name} must be a finite number, got "
+                             f"{float(value)!r}; give a finite number{hint}.")
 
 
 def _init_params(cls: type) -> dict[str, Any]:

@@ -78,6 +78,7 @@ from sklearn.exceptions import NotFittedError
 from ..config import BLOCK_VALUES
 from ..threads import one_blas_thread
 from .base import GapMethod, Param, ProgressCallback, Slider, l2_normalize
+from .base import require_finite
 
 #: Pairs a coupling is fitted on by default (a seeded subsample when there are more; the other
 #: rows take the out-of-sample map), chosen so that a slider move stays under a second on two
@@ -433,6 +434,7 @@ class OTGap(_TransportGap):
         self.random_state = random_state
 
     def _validate_parameters(self, n_pairs: int, dim: int) -> None:
+        require_finite(self, "reg_lap", "reg_src", "similarity_param", "tol", "inner_tol")
         self._validate_fit_size()
         if self.fit_size is not None:
             n_pairs = min(n_pairs, int(self.fit_size))
@@ -791,6 +793,7 @@ class SinkhornGap(_TransportGap):
         self.random_state = random_state
 
     def _validate_parameters(self, n_pairs: int, dim: int) -> None:
+        require_finite(self, "reg", "tol")
         self._validate_fit_size()
         if not self.reg > 0:
             raise ValueError(f"reg must be > 0 (entropic OT), got {self.reg!r}; "

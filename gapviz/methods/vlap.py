@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..threads import one_thread
-from .base import GapMethod, Param, ProgressCallback, l2_normalize
+from .base import GapMethod, Param, ProgressCallback, l2_normalize, require_finite
 
 
 class VLAPGap(GapMethod):
@@ -107,6 +107,7 @@ class VLAPGap(GapMethod):
         if self.n_anchors > n_pairs:
             raise ValueError(f"n_anchors={self.n_anchors} exceeds the N={n_pairs} fitted texts they are "
                              f"centroids of; use n_anchors <= {n_pairs} or more pairs.")
+        require_finite(self, "temperature", "epsilon", "lr")
         for name in ("temperature", "epsilon", "lr"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}.")
