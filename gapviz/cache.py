@@ -351,13 +351,18 @@ def linked_areas(cache_dir: str | os.PathLike | None = None) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # size cap, stale temporary files, usage
 # ---------------------------------------------------------------------------------------------
+#: The least a cached file counts toward the cap (an empty file still holds an inode and its
+#: directory entry): 250,000 empty files count as 122 MiB, not 0.
+MIN_FILE_BYTES = 512
+
+
 def max_cache_bytes() -> int:
-    """The cache's size cap: ``$GAPVIZ_CACHE_MAX_GB`` (a number) or :data:`MAX_CACHE_BYTES`."""
-    raw = os.environ.get(MAX_CACHE_ENV, "").strip()
-    try:
-        return int(float(raw) * 1024**3) if raw and float(raw) > 0 else MAX_CACHE_BYTES
-    except ValueError:
-        return MAX_CACHE_BYTES
+    """The cache's size cap: ``$GAPVIZ_CACHE_MAX_GB`` (a number) or :data:`MAX_CACHE_BYTES`
+    (read by the one rule of every gapviz limit: :func:`gapviz.data.defaults.env_limit`)."""
+    from .data.defaults import env_limit
+
+    return int(env_limit(MAX_CACHE_ENV, MAX_CACHE_BYTES / 1024**3, "GiB", scale=1024**3,
+                         integer=True))
 
 
 @dataclass(frozen=True)
@@ -372,10 +377,11 @@ class CacheEntry:
 
 def _tree_size(path: Path) -> tuple[int, float]:
     """Bytes of the files under ``path`` and the newest modification time among them (links
-    are counted as links, never followed)."""
+    are counted as links, never followed). Each file counts at least :data:`MIN_FILE_BYTES`,
+    so a flood of empty or tiny files is not invisible to the cap."""
     st = path.lstat()
     if not stat.S_ISDIR(st.st_mode):
-        return st.st_size, st.st_mtime
+        return max(st.st_size, MIN_FILE_BYTES), st.st_mtime
     total, newest = 0, st.st_mtime
     for folder, _, names in os.walk(path):
         for name in names:
@@ -383,7 +389,7 @@ def _tree_size(path: Path) -> tuple[int, float]:
                 st = os.lstat(os.path.join(folder, name))
             except OSError:
                 continue
-            total += st.st_size
+            total += max(st.st_size, MIN_FILE_BYTES)
             newest = max(newest, st.st_mtime)
     return total, newest
 

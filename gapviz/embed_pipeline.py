@@ -17,7 +17,8 @@ Three pieces, used by :mod:`gapviz.encode`:
   barrier across cores), on a GPU one. A lane takes the next image batch once it is decoded,
   a caption batch while it is not. Before a reduced-precision run the pipeline checks itself
   on a small sample against fp32 (:func:`check_precision`) and falls back to fp32 below
-  :data:`CHECK_THRESHOLD`.
+  :data:`CHECK_THRESHOLD`. Each image holds the shared decode budget for its decode and its
+  resize together; one the resize would blow up (a thin strip) is skipped with its reason.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from .data.defaults import MAX_IMAGE_PIXELS
-from .data.images import ImageError, open_rgb
+from .data.images import ImageError, open_rgb, reserve_for_model
 from .data.pairs import Progress
 
 log = logging.getLogger(__name__)
@@ -425,6 +426,9 @@ def embed_stream(loaded: Any, image_paths: Sequence[str], captions: Sequence[str
 
     encoder = Encoder(loaded, tried)
     shape = tuple(loaded.preprocess(_blank_image()).shape) if n_images else ()
+    # The model's input side: CLIP-style preprocessing scales an image's short side to it
+    # before cropping, so the resize's cost (and whether to refuse a thin strip) follows.
+    side = max(shape[-2:]) if len(shape) >= 2 else 0
     workers = max(1, workers or min(8, os.cpu_count() or 1))
     failures: dict[int, str] = {}
     out: dict[str, np.ndarray] = {}
@@ -433,8 +437,11 @@ def embed_stream(loaded: Any, image_paths: Sequence[str], captions: Sequence[str
     lock = threading.Lock()
 
     def prepare(i: int, buffer: Any, slot: int) -> str | None:
+        # One reservation of the decode budget covers the decode and the resize; an image the
+        # resize would blow up (a 1 x 40,000,000 strip) is skipped before it is decoded.
         try:
-            buffer[slot].copy_(loaded.preprocess(open_rgb(image_paths[i], max_pixels)))
+            with reserve_for_model(image_paths[i], side, max_pixels):
+                buffer[slot].copy_(loaded.preprocess(open_rgb(image_paths[i], max_pixels)))
         except ImageError as err:
             return err.reason
         return None

@@ -452,12 +452,12 @@ def _from_arrays_unchecked(values: dict[str, Any], source: str) -> tuple[PairedE
 
 def max_embeddings_bytes() -> int:
     """The size limit of :func:`load_embeddings`: ``$GAPVIZ_MAX_EMBEDDINGS_MB`` or
-    :data:`MAX_EMBEDDINGS_BYTES`."""
-    raw = os.environ.get(MAX_EMBEDDINGS_ENV, "").strip()
-    try:
-        return int(float(raw) * 1024**2) if raw and float(raw) > 0 else MAX_EMBEDDINGS_BYTES
-    except ValueError:
-        return MAX_EMBEDDINGS_BYTES
+    :data:`MAX_EMBEDDINGS_BYTES` (read by the one rule of every gapviz limit:
+    :func:`gapviz.data.defaults.env_limit`)."""
+    from .data.defaults import env_limit  # the data package imports this module at load time
+
+    return int(env_limit(MAX_EMBEDDINGS_ENV, MAX_EMBEDDINGS_BYTES / 1024**2, "MiB",
+                         scale=1024**2, integer=True))
 
 
 def _too_big(path: Path, nbytes: int, limit: int) -> EmbeddingsFileError:

@@ -94,28 +94,28 @@ class HostingLimits:
     total_download_seconds: float = 600.0
 
 
-def _env_number(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
+def _env_number(name: str, default: float, unit: str) -> float:
+    """The limit in ``$name`` by gapviz's one rule for limit variables (a positive finite
+    number; see :func:`gapviz.data.defaults.env_limit`), refused as a :class:`HostedRefusal`."""
+    from .data.defaults import LimitSettingError, env_limit  # the data package imports this module
+
     try:
-        value = float(raw)
-    except ValueError:
-        raise HostedRefusal(f"${name}={raw!r} is not a number; set it to a number or unset it.") from None
-    if not value > 0:
-        raise HostedRefusal(f"${name}={raw!r} must be positive; set it to a positive number or unset it.")
-    return value
+        return env_limit(name, default, unit)
+    except LimitSettingError as err:
+        raise HostedRefusal(str(err)) from None
 
 
 def limits() -> HostingLimits:
     """The hosted limits: :class:`HostingLimits` defaults, overridden by the environment."""
     base = HostingLimits()
+    mib = 1024**2
     return HostingLimits(
-        max_upload_bytes=int(_env_number(MAX_UPLOAD_MB_ENV, base.max_upload_bytes / 1024**2) * 1024**2),
-        max_download_bytes=int(_env_number(MAX_DOWNLOAD_MB_ENV, base.max_download_bytes / 1024**2)
-                               * 1024**2),
-        download_seconds=_env_number(DOWNLOAD_SECONDS_ENV, base.download_seconds),
-        total_download_seconds=_env_number(TOTAL_DOWNLOAD_SECONDS_ENV, base.total_download_seconds),
+        max_upload_bytes=int(_env_number(MAX_UPLOAD_MB_ENV, base.max_upload_bytes / mib, "MiB") * mib),
+        max_download_bytes=int(_env_number(MAX_DOWNLOAD_MB_ENV, base.max_download_bytes / mib, "MiB")
+                               * mib),
+        download_seconds=_env_number(DOWNLOAD_SECONDS_ENV, base.download_seconds, "seconds"),
+        total_download_seconds=_env_number(TOTAL_DOWNLOAD_SECONDS_ENV, base.total_download_seconds,
+                                           "seconds"),
     )
 
 

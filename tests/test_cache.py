@@ -80,8 +80,14 @@ def test_least_recently_used_entries_go_first_and_kept_ones_stay(cache):
 def test_cap_from_the_environment(monkeypatch):
     monkeypatch.setenv("GAPVIZ_CACHE_MAX_GB", "0.5")
     assert max_cache_bytes() == 512 * 1024**2
-    monkeypatch.setenv("GAPVIZ_CACHE_MAX_GB", "lots")
+    monkeypatch.setenv("GAPVIZ_CACHE_MAX_GB", "")
     assert max_cache_bytes() == 10 * 1024**3
+    from gapviz.data.defaults import LimitSettingError
+
+    for bad in ("lots", "inf", "-1", "nan"):  # one rule for every limit: refused by name
+        monkeypatch.setenv("GAPVIZ_CACHE_MAX_GB", bad)
+        with pytest.raises(LimitSettingError, match="GAPVIZ_CACHE_MAX_GB"):
+            max_cache_bytes()
 
 
 def test_reuse_counts_as_use(tmp_path):
@@ -192,3 +198,16 @@ def test_clear_removes_the_cache_areas_only(cache):
     count, freed = clear_cache(cache)
     assert count == 3 and freed == 6500 and cache_usage(cache).total == 0
     assert (cache / "notes.txt").is_file() and (cache / "models" / "w.bin").is_file()
+
+
+def test_a_flood_of_empty_files_counts_toward_the_cap(tmp_path):
+    """Empty files cost an inode each: they count MIN_FILE_BYTES, so the cap sees a flood."""
+    from gapviz.cache import MIN_FILE_BYTES
+
+    folder = tmp_path / "extracted" / ("e" * 20)
+    folder.mkdir(parents=True)
+    for i in range(300):
+        (folder / f"{i}.txt").write_bytes(b"")
+    usage = cache_usage(tmp_path)
+    assert usage.bytes_by_area["extracted"] == 300 * MIN_FILE_BYTES
+    assert enforce_cap(tmp_path, max_bytes=1000) == [folder]

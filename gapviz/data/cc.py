@@ -21,10 +21,11 @@ import numpy as np
 
 from ..safety import JSONInputError, loads_json
 from .archives import ArchiveLimits, extract
-from .defaults import (CC_TSV_ENV, IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, SAMPLE_N, SAMPLE_SEED,
-                       UNSUPPORTED_IMAGE_EXTENSIONS, VALIDATE_WORKERS, cache_root)
+from .defaults import (CC_TSV_ENV, IMAGE_EXTENSIONS, MAX_CAPTION_LINE, MAX_IMAGE_PIXELS, SAMPLE_N,
+                       SAMPLE_SEED, UNSUPPORTED_IMAGE_EXTENSIONS, VALIDATE_WORKERS, cache_root)
 from .download import DownloadError, Downloader, fetch_file, is_url
-from .pairs import Candidate, DataError, DataReport, Pair, Progress, collect_pairs, decode_text
+from .pairs import (LONG_CAPTION, Candidate, DataError, DataReport, Pair, Progress, collect_pairs,
+                    decode_text, first_line)
 
 UNREADABLE_LINE = "unreadable TSV line (need caption<TAB>url)"
 UNREADABLE_JSON = "unreadable webdataset .json (invalid, too deeply nested, or no text 'caption')"
@@ -192,11 +193,12 @@ def load_webdataset(tar: str | os.PathLike, *, n: int | None = None, seed: int =
 
 def _wds_caption(files: dict[str, Path]) -> tuple[str | None, str | None]:
     """A sample's caption (None when it has none) and a skip reason for an unreadable one."""
-    if ".txt" in files:
-        lines = decode_text(files[".txt"].read_bytes()).splitlines()
-        return (lines[0] if lines else ""), None
+    if ".txt" in files:  # its first line, read within the caption-line limit
+        return first_line(files[".txt"])
     if ".json" in files:
         try:
+            if files[".json"].stat().st_size > MAX_CAPTION_LINE:
+                return None, LONG_CAPTION
             record = loads_json(files[".json"].read_bytes())
         except JSONInputError:
             return None, UNREADABLE_JSON

@@ -11,6 +11,13 @@ Layouts (looked for in this order):
 Ids are the image paths relative to the folder (or the ``id`` column). A zip is extracted
 safely into the cache first (see :mod:`gapviz.data.archives`), then read as a folder.
 Anything that cannot be paired is counted in the report, never silently dropped.
+
+A captions file is read as a stream, one line at a time, within a size and a row limit
+(:func:`~gapviz.data.defaults.captions_limits`); its rows are matched against the files that
+are there, so rows naming absent images cost a count each, not a file check. Names are
+compared in Unicode NFC on both sides (macOS stores ``é`` decomposed, captions files hold
+it composed). Only regular files are read: a named pipe, socket or device is skipped with
+its reason instead of blocking the load.
 """
 
 from __future__ import annotations
@@ -19,19 +26,24 @@ import csv
 import hashlib
 import io
 import os
+import stat
 import tempfile
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 from .. import hosting
 from ..safety import JSONInputError, loads_json
-from .archives import ArchiveLimits, extract, is_archive, safe_path
+from .archives import ArchiveLimits, extract, is_archive, safe_parts, safe_path
 from .defaults import (CAPTION_COLUMNS, CAPTION_FILES, ID_COLUMNS, IMAGE_COLUMNS,
-                       IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, UNSUPPORTED_IMAGE_EXTENSIONS,
-                       VALIDATE_WORKERS, cache_root)
+                       IMAGE_EXTENSIONS, MAX_CAPTION_LINE, MAX_CAPTION_ROWS_ENV, MAX_CAPTIONS_ENV,
+                       MAX_IMAGE_PIXELS, UNSUPPORTED_IMAGE_EXTENSIONS, VALIDATE_WORKERS,
+                       cache_root, captions_limits)
 from .download import safe_file_name
-from .pairs import Candidate, DataError, DataReport, Pair, Progress, collect_pairs, decode_text
+from .images import NOT_REGULAR_FILE
+from .pairs import (NO_IMAGE, Candidate, DataError, DataReport, Pair, Progress, collect_pairs,
+                    first_line)
 
 UNREADABLE_ROW = "unreadable row in captions file"
 UNCLOSED_QUOTE = ("captions-file row whose quote is never closed (it ran over the lines after "
@@ -41,6 +53,7 @@ EXTRA_FIELDS = ("captions-file row with more fields than the header (an unquoted
 NOT_TEXT_VALUE = "captions-file row with a list or object where text belongs"
 ROW_WITHOUT_IMAGE = "captions-file row without an image name"
 UNSAFE_IMAGE_PATH = "image path leaves the upload folder (absolute or '..')"
+LONG_LINE = f"captions-file line over {MAX_CAPTION_LINE // 1024**2} MiB (not read)"
 
 _IMAGE_LIKE = IMAGE_EXTENSIONS + UNSUPPORTED_IMAGE_EXTENSIONS
 _SKIP_DIRS = ("__MACOSX",)
@@ -85,7 +98,7 @@ def load_folder(source: str | os.PathLike, *, captions: str | os.PathLike | None
                         "captions, or a .zip of one.")
     else:
         raise DataError(f"{source}: no such file or folder.")
-    files = _list_files(root)
+    files = _list_files(root, report)
     caption_file = (Path(captions).expanduser() if captions is not None
                     else _find_caption_file(root, files))
     if caption_file is not None:
@@ -180,14 +193,45 @@ def _content_root(root: Path) -> Path:
         root = entries[0]
 
 
-def _list_files(root: Path) -> list[PurePosixPath]:
+def _nfc(name: str) -> str:
+    """``name`` in Unicode NFC: how names are compared (macOS file systems store NFD)."""
+    return unicodedata.normalize("NFC", name)
+
+
+def _list_files(root: Path, report: DataReport) -> list[PurePosixPath]:
     """Relative paths of the visible files under ``root``, sorted (hidden and macOS metadata
-    files are not user data)."""
+    files are not user data).
+
+    Files that are not regular (named pipes, sockets, devices, broken links) would block or
+    fail a reader: those with an image or caption name stay listed, so the reader skips them
+    with :data:`~gapviz.data.images.NOT_REGULAR_FILE` where the pair is counted; the others
+    are reported here.
+    """
     found = []
-    for folder, dirs, names in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIP_DIRS)
-        rel = Path(folder).relative_to(root)
-        found += [PurePosixPath(rel.as_posix(), name) for name in names if not name.startswith(".")]
+    stack = [(root, PurePosixPath())]
+    while stack:
+        folder, rel = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                is_dir, is_file = entry.is_dir(), entry.is_file()
+            except OSError:
+                is_dir = is_file = False
+            if is_dir:
+                if entry.name not in _SKIP_DIRS and not entry.is_symlink():
+                    stack.append((Path(entry.path), rel / entry.name))
+                continue
+            path = rel / entry.name
+            if is_file or path.suffix.lower() in _IMAGE_LIKE + (".txt",) or (
+                    len(path.parts) == 1 and path.name.lower() in CAPTION_FILES):
+                found.append(path)
+            else:
+                report.skip(NOT_REGULAR_FILE, path.as_posix())
     return sorted(found)
 
 
@@ -202,148 +246,234 @@ def _find_caption_file(root: Path, files: list[PurePosixPath]) -> Path | None:
 
 def _from_caption_file(caption_file: Path, root: Path, files: list[PurePosixPath], kind: dict,
                        report: DataReport) -> list[Candidate]:
-    if not caption_file.is_file():
-        raise DataError(f"{caption_file}: no such captions file.")
-    rows = read_caption_rows(caption_file, report)
+    """Candidates from the rows of ``caption_file`` whose image is there, then one per image
+    no row names. A row naming an absent image is counted at once (it costs no candidate)."""
     base = caption_file.parent
+    try:
+        prefix = base.relative_to(root).as_posix()
+        prefix = "" if prefix == "." else prefix + "/"
+    except ValueError:  # a captions file outside the folder, given explicitly
+        prefix = None
+    # Plain strings here, not paths: 200,000 rows are matched in about a second.
+    present = {_nfc(rel.as_posix()): rel for rel in files}
     candidates = []
-    referenced: set[Path] = set()
-    for number, row in rows:
+    referenced: set[PurePosixPath] = set()
+    for number, row in iter_caption_rows(caption_file, report):
         name = f"{caption_file.name} row {number}"
         image = (row.get("image") or "").strip()
-        rel = safe_path(image) if image else None
-        if rel is None:
+        parts = safe_parts(image) if image else None
+        if parts is None:
             # Counted like every other skip, when the sample reaches the row.
             problem = UNSAFE_IMAGE_PATH if image else ROW_WITHOUT_IMAGE
             candidates.append(Candidate(f"row {number}", row.get("caption"), f"{name}: {image}",
                                         problem=problem))
             continue
-        path = base.joinpath(*rel.parts)
-        referenced.add(path)
+        found = present.get(_nfc(prefix + "/".join(parts))) if prefix is not None else None
+        if found is not None:
+            referenced.add(found)
+            path = root.joinpath(*found.parts)
+        elif prefix is not None and not any(p.startswith(".") or p in _SKIP_DIRS for p in parts):
+            # Not among the files there (nor hidden, which the listing leaves out): absent.
+            report.skip(NO_IMAGE, f"{image} ({name})")
+            continue
+        else:
+            path = base.joinpath(*parts)
         ident = (row.get("id") or "").strip() or _relative_id(path, root)
         candidates.append(Candidate(ident, row.get("caption") or "", f"{image} ({name})",
                                     image_path=str(path),
                                     source={**kind, "file": _relative_id(path, root), "row": number}))
     for rel in files:
-        path = root.joinpath(*rel.parts)
-        if rel.suffix.lower() in _IMAGE_LIKE and path not in referenced:
-            candidates.append(Candidate(rel.as_posix(), None, rel.as_posix(), image_path=str(path),
-                                        source={**kind, "file": rel.as_posix()}))
+        if rel.suffix.lower() in _IMAGE_LIKE and rel not in referenced:
+            ident = _nfc(rel.as_posix())
+            candidates.append(Candidate(ident, None, rel.as_posix(),
+                                        image_path=str(root.joinpath(*rel.parts)),
+                                        source={**kind, "file": ident}))
     return candidates
 
 
 def read_caption_rows(path: Path, report: DataReport) -> list[tuple[int, dict[str, str]]]:
-    """Rows of a ``.csv`` / ``.tsv`` / ``.jsonl`` captions file as ``(row number, row)``.
+    """All rows of a captions file; see :func:`iter_caption_rows`."""
+    return list(iter_caption_rows(path, report))
+
+
+def iter_caption_rows(path: Path, report: DataReport) -> Iterator[tuple[int, dict[str, str]]]:
+    """Rows of a ``.csv`` / ``.tsv`` / ``.jsonl`` captions file as ``(row number, row)``, read
+    one line at a time.
 
     Each row has the keys ``image``, ``caption`` and ``id`` (when present), whatever the
     file calls them (see :data:`~gapviz.data.defaults.IMAGE_COLUMNS`). Rows are numbered from 1
-    after the header. Unreadable rows (invalid or too deeply nested JSON, a JSON line that is
-    not an object, a list or object where text belongs, a CSV field over the size limit) are
+    after the header (``.jsonl``: by line). Unreadable rows (invalid or too deeply nested JSON,
+    a JSON line that is not an object, a list or object where text belongs, a CSV field over
+    the size limit, a line over :data:`~gapviz.data.defaults.MAX_CAPTION_LINE` characters) are
     skipped and counted in ``report``; the other rows are kept.
+
+    Raises
+    ------
+    DataError
+        Not a regular file, an unsupported type, no image and caption columns, or over the
+        size or row limit (:func:`~gapviz.data.defaults.captions_limits`; the row limit when
+        reading reaches it).
     """
-    text = decode_text(path.read_bytes())
     suffix = path.suffix.lower()
-    records: list[tuple[int, dict[str, Any]]] = []
-    if suffix == ".jsonl":
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = loads_json(line)
-            except JSONInputError:
-                record = None
-            if not isinstance(record, dict):
-                report.skip(UNREADABLE_ROW, f"{path.name} line {number}")
-                continue
-            records.append((number, {str(k): v for k, v in record.items()}))
-        header = sorted({k for _, r in records for k in r})
-    elif suffix in (".csv", ".tsv"):
-        header, records = _delimited_rows(path, text, report)
-    else:
+    if suffix not in (".csv", ".tsv", ".jsonl"):
         raise DataError(f"{path}: unsupported captions file type '{suffix}'; use .csv, .tsv or "
                         ".jsonl with columns 'image' and 'caption'.")
-    columns = {key.strip().lower(): key for key in header}
-    image_col = next((columns[c] for c in IMAGE_COLUMNS if c in columns), None)
-    caption_col = next((columns[c] for c in CAPTION_COLUMNS if c in columns), None)
-    id_col = next((columns[c] for c in ID_COLUMNS if c in columns), None)
-    if image_col is None or caption_col is None:
-        raise DataError(
-            f"{path}: found columns {header[:20]}; a captions file needs a column "
-            f"{' or '.join(repr(c) for c in IMAGE_COLUMNS[:2])} (the image file, relative to the "
-            f"captions file) and a column 'caption'.")
-    rows = []
-    for number, row in records:
-        fields = {"image": row.get(image_col), "caption": row.get(caption_col),
-                  "id": row.get(id_col) if id_col else ""}
-        if any(isinstance(v, (dict, list)) for v in fields.values()):
-            report.skip(NOT_TEXT_VALUE, f"{path.name} row {number}")
+    max_bytes, max_rows = captions_limits()
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such captions file.") from None
+    except OSError as err:
+        raise DataError(f"{path}: the captions file cannot be read ({err.strerror or err}).") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(f"{path}: not a regular file (a named pipe, socket or device); put the "
+                        "captions file itself there.")
+    if st.st_size > max_bytes:
+        raise DataError(f"{path}: {st.st_size / 1024**2:,.1f} MiB, more than the "
+                        f"{max_bytes / 1024**2:.3g} MiB a captions file may have; split the data "
+                        f"into smaller uploads (running gapviz yourself, ${MAX_CAPTIONS_ENV} raises "
+                        "the limit).")
+    with open(path, "rb") as raw:
+        lines = _numbered_lines(raw)
+        rows = (_json_rows(path, lines, report, max_rows) if suffix == ".jsonl"
+                else _delimited_rows(path, lines, report, max_rows))
+        for number, fields in rows:
+            if any(isinstance(v, (dict, list)) for v in fields.values()):
+                report.skip(NOT_TEXT_VALUE, f"{path.name} row {number}")
+                continue
+            yield number, {k: "" if v is None else str(v) for k, v in fields.items()}
+
+
+def _numbered_lines(raw: BinaryIO) -> Iterator[tuple[int, str | None]]:
+    """``(line number, line without its end)`` from 1; the line is None when it is longer than
+    :data:`~gapviz.data.defaults.MAX_CAPTION_LINE` characters (it is skipped, not held).
+
+    Lines end at ``\n``, ``\r\n`` or ``\r``; invalid UTF-8 survives as surrogates (as
+    :func:`~gapviz.data.pairs.decode_text` does), so only those rows are skipped later.
+    """
+    text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline=None)
+    number = 0
+    while line := text.readline(MAX_CAPTION_LINE + 1):
+        number += 1
+        if len(line) > MAX_CAPTION_LINE and not line.endswith("\n"):
+            while line and not line.endswith("\n"):  # the rest of the line, in pieces
+                line = text.readline(MAX_CAPTION_LINE)
+            yield number, None
+        else:
+            yield number, line.removesuffix("\n")
+
+
+def _row_limit(path: Path, max_rows: int) -> DataError:
+    return DataError(f"{path}: more than {max_rows:,} rows, more than gapviz reads from one "
+                     "captions file; split the data into smaller uploads (running gapviz "
+                     f"yourself, ${MAX_CAPTION_ROWS_ENV} raises the limit).")
+
+
+def _pick(columns: dict[str, Any], names: Sequence[str]) -> Any:
+    return next((columns[c] for c in names if c in columns), None)
+
+
+def _json_rows(path: Path, lines: Iterator[tuple[int, str | None]], report: DataReport,
+               max_rows: int) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Rows of a ``.jsonl`` captions file, each line an object with its own keys."""
+    rows = 0
+    keys: dict[str, None] = {}
+    usable = False
+    for number, line in lines:
+        if line is not None and not line.strip():
             continue
-        rows.append((number, {k: "" if v is None else str(v) for k, v in fields.items()}))
-    return rows
+        rows += 1
+        if rows > max_rows:
+            raise _row_limit(path, max_rows)
+        try:
+            record = loads_json(line) if line is not None else None
+        except JSONInputError:
+            record = None
+        if not isinstance(record, dict):
+            report.skip(UNREADABLE_ROW if line is not None else LONG_LINE, f"{path.name} line {number}")
+            continue
+        columns = {str(k).strip().lower(): k for k in record}
+        if len(keys) < 20:
+            keys.update(dict.fromkeys(map(str, record)))
+        image_key, caption_key = _pick(columns, IMAGE_COLUMNS), _pick(columns, CAPTION_COLUMNS)
+        id_key = _pick(columns, ID_COLUMNS)
+        usable = usable or (image_key is not None and caption_key is not None)
+        yield number, {"image": record.get(image_key), "caption": record.get(caption_key),
+                       "id": record.get(id_key) if id_key is not None else ""}
+    if not usable:
+        raise _no_columns(path, sorted(keys)[:20])
 
 
-def _delimited_rows(path: Path, text: str, report: DataReport
-                    ) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-    """Header and ``(row number, row)`` of a ``.csv`` / ``.tsv`` captions file.
+def _no_columns(path: Path, header: list[str]) -> DataError:
+    return DataError(
+        f"{path}: found columns {header[:20]}; a captions file needs a column "
+        f"{' or '.join(repr(c) for c in IMAGE_COLUMNS[:2])} (the image file, relative to the "
+        f"captions file) and a column 'caption'.")
 
-    A captions file holds one row per line, so a quoted field that runs over several lines is
-    a quote left open: that row is skipped (:data:`UNCLOSED_QUOTE`) and the lines it swallowed
-    are read on their own, so they are neither lost nor silently merged. A row with more
-    fields than the header keeps them in its caption when the caption is the last column (a
-    comma in an unquoted caption), and is skipped (:data:`EXTRA_FIELDS`) otherwise.
+
+def _delimited_rows(path: Path, lines: Iterator[tuple[int, str | None]], report: DataReport,
+                    max_rows: int) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Rows of a ``.csv`` / ``.tsv`` captions file, each line parsed on its own.
+
+    A captions file holds one row per line, so a quoted field that runs past the end of its
+    line is a quote left open: that row is skipped (:data:`UNCLOSED_QUOTE`) and the lines
+    after it are read as their own rows, so they are neither lost nor silently merged. A row
+    with more fields than the header keeps them in its caption when the caption is the last
+    column (a comma in an unquoted caption), and is skipped (:data:`EXTRA_FIELDS`) otherwise.
     """
     # TSV captions often hold bare quotes ("a 'so-called' cat"), so TSV is not quoted.
     options: dict[str, Any] = ({"delimiter": "\t", "quoting": csv.QUOTE_NONE}
                                if path.suffix.lower() == ".tsv" else {})
-    reader = csv.reader(io.StringIO(text, newline=""), **options)
-    try:
-        header = next(reader, [])
-    except csv.Error:
+    first = next(lines, (1, ""))[1]
+    header = _fields(first, options) if first is not None else UNREADABLE_ROW
+    if isinstance(header, str):
         raise DataError(f"{path}: the header line is not readable CSV/TSV; the first line must "
-                        "name the columns (image, caption).") from None
-    lines = text.splitlines()
+                        "name the columns (image, caption).")
+    columns = {key.strip().lower(): key for key in header}
+    image_col, caption_col = _pick(columns, IMAGE_COLUMNS), _pick(columns, CAPTION_COLUMNS)
+    id_col = _pick(columns, ID_COLUMNS)
+    if image_col is None or caption_col is None:
+        raise _no_columns(path, header)
     last = _last_caption_column(header)
-    records: list[tuple[int, dict[str, str]]] = []
-    rejoined = 0
-
-    def add(fields: list[str], where: str) -> None:
-        nonlocal rejoined
+    rows = records = rejoined = 0
+    for number, line in lines:
+        if line == "":
+            continue
+        rows += 1
+        if rows > max_rows:
+            raise _row_limit(path, max_rows)
+        where = f"{path.name} line {number}"
+        fields = _fields(line, options) if line is not None else LONG_LINE
+        if isinstance(fields, str):
+            report.skip(fields, where)
+            continue
         if len(fields) > len(header):
             if last is None:
                 report.skip(EXTRA_FIELDS, where)
-                return
+                continue
             fields = [*fields[:last], options.get("delimiter", ",").join(fields[last:])]
             rejoined += 1
-        records.append((len(records) + 1, dict(zip(header, fields))))
-
-    done = reader.line_num
-    while True:
-        try:
-            fields = next(reader)
-        except StopIteration:
-            break
-        except csv.Error:  # e.g. a field over the size limit
-            report.skip(UNREADABLE_ROW, f"{path.name} line {done + 1}")
-            done = reader.line_num
-            continue
-        start, done = done + 1, reader.line_num
-        if done > start:  # a quote left open swallowed the lines after it
-            report.skip(UNCLOSED_QUOTE, f"{path.name} line {start}")
-            for number in range(start + 1, min(done, len(lines)) + 1):
-                line = lines[number - 1]
-                if not line.strip():
-                    continue
-                try:
-                    add(next(csv.reader([line], strict=True, **options)), f"{path.name} line {number}")
-                except csv.Error:
-                    report.skip(UNREADABLE_ROW, f"{path.name} line {number}")
-            continue
-        if fields:
-            add(fields, f"{path.name} line {start}")
+        records += 1
+        record = dict(zip(header, fields))
+        yield records, {"image": record.get(image_col), "caption": record.get(caption_col),
+                        "id": record.get(id_col) if id_col else ""}
     if rejoined:
         report.notes.append(f"{path.name}: {rejoined} row(s) had more fields than the header; "
                             "the extra fields were kept in the caption (its last column).")
-    return header, records
+
+
+def _fields(line: str, options: dict[str, Any]) -> list[str] | str:
+    """The fields of one line, or the skip reason when it cannot be read as a row."""
+    try:
+        return next(csv.reader([line], strict=True, **options), [])
+    except csv.Error as err:
+        message = str(err)
+    if "unexpected end of data" in message:  # the line ends inside a quoted field
+        return UNCLOSED_QUOTE
+    try:  # as lenient as csv's default: 'a "b" c' and the like are read as they come
+        return next(csv.reader([line], **options), [])
+    except csv.Error:  # e.g. a field over csv's size limit
+        return UNREADABLE_ROW
 
 
 def _last_caption_column(header: list[str]) -> int | None:
@@ -354,7 +484,7 @@ def _last_caption_column(header: list[str]) -> int | None:
 
 def _from_sidecar_txt(root: Path, files: list[PurePosixPath], kind: dict,
                       report: DataReport) -> list[Candidate]:
-    texts = {f.with_suffix(""): f for f in files if f.suffix.lower() == ".txt"}
+    texts = {_nfc(f.with_suffix("").as_posix()): f for f in files if f.suffix.lower() == ".txt"}
     images = [f for f in files if f.suffix.lower() in _IMAGE_LIKE]
     if not images:
         raise DataError(f"{root}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)}).")
@@ -366,24 +496,25 @@ def _from_sidecar_txt(root: Path, files: list[PurePosixPath], kind: dict,
     candidates = []
     used: set[PurePosixPath] = set()
     for rel in images:
-        txt = texts.get(rel.with_suffix(""))
-        caption = None
+        ident = _nfc(rel.as_posix())
+        txt = texts.get(_nfc(rel.with_suffix("").as_posix()))
+        caption, problem = None, None
         if txt is not None:
             used.add(txt)
-            lines = decode_text(root.joinpath(*txt.parts).read_bytes()).splitlines()
-            caption = lines[0] if lines else ""
-        candidates.append(Candidate(rel.as_posix(), caption, rel.as_posix(),
+            caption, problem = first_line(root.joinpath(*txt.parts))
+        candidates.append(Candidate(ident, caption, rel.as_posix(),
                                     image_path=str(root.joinpath(*rel.parts)),
-                                    source={**kind, "file": rel.as_posix()}))
+                                    source={**kind, "file": ident}, problem=problem))
     for txt in sorted(set(texts.values()) - used):
-        lines = decode_text(root.joinpath(*txt.parts).read_bytes()).splitlines()
-        candidates.append(Candidate(txt.with_suffix("").as_posix(), lines[0] if lines else "",
-                                    txt.as_posix(), source={**kind, "file": txt.as_posix()}))
+        caption, problem = first_line(root.joinpath(*txt.parts))
+        ident = _nfc(txt.with_suffix("").as_posix())
+        candidates.append(Candidate(ident, caption if problem is None else "", txt.as_posix(),
+                                    source={**kind, "file": _nfc(txt.as_posix())}, problem=problem))
     return candidates
 
 
 def _relative_id(path: Path, root: Path) -> str:
     try:
-        return path.relative_to(root).as_posix()
+        return _nfc(path.relative_to(root).as_posix())
     except ValueError:  # a captions file outside the folder, given explicitly
         return path.as_posix()

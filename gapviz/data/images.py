@@ -9,7 +9,12 @@ has passed :func:`check_image`, so the rules live here once:
   small file that declares a huge image);
 - memory: every decode first reserves its decoded size from one per-process budget
   (:data:`DECODE_BUDGET`, ``MAX_DECODE_BYTES``), so many threads opening large images at once
-  wait for each other instead of adding up to gigabytes;
+  wait for each other instead of adding up to gigabytes; an image about to be resized for a
+  model reserves the resized size too (:func:`reserve_for_model`);
+- shape: an image whose resize to a model's input would exceed ``MAX_RESIZED_PIXELS`` is
+  refused before decoding (:func:`resize_problem`): a 1 x 40,000,000 strip passes the pixel
+  limit in a 120-byte PNG, and scaled to 224 px on its short side it is 2 terapixels;
+- kind: only regular files are opened (a named pipe would block the reader forever);
 - broken: files Pillow cannot identify, and truncated or corrupt data, found by decoding fully;
 - colour: transparent images are composited on white (what a person sees in a viewer, and what
   captions describe), EXIF orientation is applied, the result is RGB.
@@ -18,6 +23,7 @@ has passed :func:`check_image`, so the rules live here once:
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import warnings
 from collections.abc import Iterator
@@ -26,7 +32,8 @@ from contextlib import contextmanager
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .defaults import MAX_DECODE_BYTES, MAX_DECODE_ENV, MAX_IMAGE_PIXELS, SUPPORTED_FORMATS
+from .defaults import (MAX_IMAGE_PIXELS, MAX_RESIZED_PIXELS, SUPPORTED_FORMATS,
+                       LimitSettingError, decode_budget_bytes)
 
 #: Describes what :func:`open_rgb` does to pixels; part of the embedding cache key, so change it
 #: whenever the pipeline changes.
@@ -38,47 +45,68 @@ CORRUPT = "corrupt or truncated image"
 _OPEN_LOCK = threading.Lock()
 NOT_AN_IMAGE = "not an image"
 MISSING_IMAGE = "caption without image (file missing)"
+NOT_REGULAR_FILE = ("not a regular file (a named pipe, socket, device or broken link; skipped): "
+                    "put the file itself in its place")
 
 
 class DecodeBudget:
     """Bytes of decoded pixels that threads may hold at once; a reservation waits for room.
 
     One image larger than the whole budget still runs, alone (its size is already bounded by
-    ``max_pixels``). ``peak`` records the most ever reserved at once.
+    ``max_pixels``). ``peak`` records the most ever reserved at once. A reservation made
+    inside another one by the same thread draws on the outer one (whose estimate covers the
+    inner work), so a thread never waits for memory while holding some: two threads each
+    holding half the budget and waiting for more would wait forever.
+
+    Parameters
+    ----------
+    limit_bytes : int, optional
+        Default: :func:`~gapviz.data.defaults.decode_budget_bytes` (``$GAPVIZ_MAX_DECODE_MB``),
+        read at the first reservation, so a bad setting fails the decode that needs it and
+        not the import of gapviz.
     """
 
-    def __init__(self, limit_bytes: int) -> None:
-        self.limit = int(limit_bytes)
+    def __init__(self, limit_bytes: int | None = None) -> None:
+        self._limit = None if limit_bytes is None else int(limit_bytes)
         self.used = 0
         self.peak = 0
         self._cond = threading.Condition()
+        self._held = threading.local()
+
+    @property
+    def limit(self) -> int:
+        if self._limit is None:
+            self._limit = decode_budget_bytes()
+        return self._limit
 
     @contextmanager
     def reserve(self, nbytes: int) -> Iterator[None]:
-        nbytes = max(0, min(int(nbytes), self.limit))
+        limit = self.limit
+        if getattr(self._held, "depth", 0):  # covered by this thread's outer reservation
+            self._held.depth += 1
+            try:
+                yield
+            finally:
+                self._held.depth -= 1
+            return
+        nbytes = max(0, min(int(nbytes), limit))
         with self._cond:
-            while self.used and self.used + nbytes > self.limit:
+            while self.used and self.used + nbytes > limit:
                 self._cond.wait()
             self.used += nbytes
             self.peak = max(self.peak, self.used)
+        self._held.depth = 1
         try:
             yield
         finally:
+            self._held.depth = 0
             with self._cond:
                 self.used -= nbytes
                 self._cond.notify_all()
 
 
-def _budget_from_env() -> int:
-    raw = os.environ.get(MAX_DECODE_ENV, "").strip()
-    try:
-        return int(float(raw) * 1024**2) if raw and float(raw) > 0 else MAX_DECODE_BYTES
-    except ValueError:
-        return MAX_DECODE_BYTES
-
-
 #: The process-wide decode budget (``$GAPVIZ_MAX_DECODE_MB``, default 1 GiB).
-DECODE_BUDGET = DecodeBudget(_budget_from_env())
+DECODE_BUDGET = DecodeBudget()
 
 
 def decoded_bytes(image: Image.Image, to_rgb: bool = False) -> int:
@@ -100,6 +128,67 @@ class ImageError(ValueError):
 
 def too_large_reason(max_pixels: int) -> str:
     return f"image too large (over {max_pixels:,} pixels; possible decompression bomb)"
+
+
+def too_thin_reason(side: int, max_resized_pixels: int = MAX_RESIZED_PIXELS) -> str:
+    return (f"image too thin or too wide for the model (scaling its short side to {side} px "
+            f"would make over {max_resized_pixels:,} pixels); crop it nearer to square")
+
+
+def resized_size(width: int, height: int, side: int) -> tuple[int, int]:
+    """(width, height) after scaling the shorter side to ``side`` pixels, keeping the aspect
+    ratio: what CLIP-style preprocessing (open_clip's ``Resize(side)``) makes before it crops
+    the centre ``side`` x ``side``."""
+    short = max(1, min(width, height))
+    scale = side / short
+    return (side, max(1, round(height * scale))) if width <= height else (
+        max(1, round(width * scale)), side)
+
+
+def resize_problem(width: int, height: int, side: int,
+                   max_resized_pixels: int = MAX_RESIZED_PIXELS) -> str | None:
+    """The skip reason for an image of ``width`` x ``height`` that a model with input ``side``
+    would resize to more than ``max_resized_pixels``, or None.
+
+    A pure function of sizes, for any code that resizes for a model: the resized picture has
+    ``side**2 * aspect`` pixels whether the image is scaled up or down, so a thin strip that
+    passes the pixel limit (1 x 40,000,000, a 120-byte PNG) would otherwise cost gigabytes.
+    """
+    new_width, new_height = resized_size(width, height, side)
+    return too_thin_reason(side, max_resized_pixels) if new_width * new_height > max_resized_pixels else None
+
+
+def resize_bytes(width: int, height: int, side: int) -> int:
+    """Memory of resizing a ``width`` x ``height`` RGB image as :func:`resized_size` says:
+    the result and Pillow's intermediate (one axis resized first; no larger than the source
+    or the result), at Pillow's 4 bytes per RGB pixel."""
+    new_width, new_height = resized_size(width, height, side)
+    resized = new_width * new_height
+    return 4 * (resized + max(resized, width * height))
+
+
+@contextmanager
+def reserve_for_model(path: str | os.PathLike, side: int, max_pixels: int = MAX_IMAGE_PIXELS,
+                      max_resized_pixels: int = MAX_RESIZED_PIXELS) -> Iterator[None]:
+    """Hold the decode budget for opening ``path`` *and* resizing it to a model's ``side``.
+
+    Reads the header only; raises :class:`ImageError` (reason from :func:`resize_problem`, or
+    the usual ones of :func:`open_rgb`) before anything is decoded. Inside, :func:`open_rgb`
+    and the model's preprocessing run within this one reservation::
+
+        with reserve_for_model(path, 224):
+            tensor = preprocess(open_rgb(path))
+    """
+    image = _open(path, max_pixels)
+    with image:
+        width, height = image.size
+        need = decoded_bytes(image, to_rgb=True)
+    problem = resize_problem(width, height, side, max_resized_pixels)
+    if problem is not None:
+        raise ImageError(problem, f"{width}x{height}, aspect ratio "
+                                  f"{max(width, height) / max(1, min(width, height)):,.0f}:1")
+    with DECODE_BUDGET.reserve(need + resize_bytes(width, height, side)):
+        yield
 
 
 def unsupported_reason(fmt: str) -> str:
@@ -134,7 +223,15 @@ def sniff_format(head: bytes) -> str | None:
 
 
 def _open(path: str | os.PathLike, max_pixels: int) -> Image.Image:
-    """Open lazily (header only) and enforce format and size rules; raise :class:`ImageError`."""
+    """Open lazily (header only) and enforce kind, format and size rules; raise :class:`ImageError`."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise ImageError(MISSING_IMAGE, str(path)) from None
+    except OSError as err:
+        raise ImageError(CORRUPT, str(err)) from None
+    if not stat.S_ISREG(mode):
+        raise ImageError(NOT_REGULAR_FILE, str(path))
     try:
         with _OPEN_LOCK, warnings.catch_warnings():
             # We enforce our own limit below; Pillow's warning would only be noise.
@@ -184,6 +281,8 @@ def check_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> 
                 image.load()
     except Image.DecompressionBombError:
         return too_large_reason(max_pixels)
+    except LimitSettingError:  # a bad $GAPVIZ_MAX_DECODE_MB: to be shown, not a corrupt image
+        raise
     except (OSError, SyntaxError, ValueError, EOFError):  # truncated / corrupt data
         return CORRUPT
     return None
@@ -204,6 +303,8 @@ def open_rgb(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> Ima
             return to_rgb(image)
     except Image.DecompressionBombError:
         raise ImageError(too_large_reason(max_pixels)) from None
+    except LimitSettingError:
+        raise
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise ImageError(CORRUPT, str(err)) from None
 

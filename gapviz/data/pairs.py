@@ -11,6 +11,8 @@ list of :class:`Pair` and a :class:`DataReport` that says how many were skipped 
 from __future__ import annotations
 
 import math
+import os
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,8 +22,8 @@ import numpy as np
 from PIL import Image
 
 from ..embeddings import LoadReport
-from .defaults import MAX_IMAGE_PIXELS, VALIDATE_WORKERS
-from .images import MISSING_IMAGE, check_image, open_rgb
+from .defaults import MAX_CAPTION_LINE, MAX_IMAGE_PIXELS, VALIDATE_WORKERS
+from .images import MISSING_IMAGE, NOT_REGULAR_FILE, check_image, open_rgb
 
 #: ``progress(done, total, stage)``: called as work advances; ``stage`` names the step.
 Progress = Callable[[int, int, str], None]
@@ -34,6 +36,8 @@ BAD_UTF8 = "caption is not valid UTF-8"
 DUPLICATE_ID = "duplicate id (the first usable one is kept)"
 NO_CAPTION = "image without caption"
 NO_IMAGE = MISSING_IMAGE
+LONG_CAPTION = (f"caption longer than {MAX_CAPTION_LINE // 1024**2} MiB on one line (not a "
+                "caption; put the caption on the first line)")
 
 #: How many names the report keeps per skip reason, to show the user examples.
 MAX_EXAMPLES = 5
@@ -142,6 +146,27 @@ def decode_text(raw: bytes) -> str:
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     return raw.decode("utf-8", errors="surrogateescape")
+
+
+def first_line(path: str | os.PathLike, limit: int = MAX_CAPTION_LINE) -> tuple[str | None, str | None]:
+    """The first line of a text file (a caption beside an image) and None, or None and the
+    skip reason.
+
+    At most ``limit`` bytes are read, whatever the file's size: a first line longer than that
+    is skipped (:data:`LONG_CAPTION`), and so is a file that is not a regular file (a named
+    pipe would block the reader). Decoded as :func:`decode_text` does.
+    """
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None, NOT_REGULAR_FILE
+        with open(path, "rb") as f:
+            head = f.read(limit + 1)
+    except OSError as err:
+        return None, f"caption file could not be read ({err.strerror or type(err).__name__})"
+    lines = decode_text(head).splitlines()
+    if len(head) > limit and len(lines) <= 1:  # no line break within the limit
+        return None, LONG_CAPTION
+    return (lines[0] if lines else ""), None
 
 
 def clean_caption(caption: str) -> str:
