@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 import socket
 from collections.abc import Iterable, Sequence
@@ -40,6 +41,11 @@ MAX_UPLOAD_MB_ENV = "GAPVIZ_MAX_UPLOAD_MB"
 MAX_DOWNLOAD_MB_ENV = "GAPVIZ_MAX_DOWNLOAD_MB"
 DOWNLOAD_SECONDS_ENV = "GAPVIZ_DOWNLOAD_SECONDS"
 TOTAL_DOWNLOAD_SECONDS_ENV = "GAPVIZ_TOTAL_DOWNLOAD_SECONDS"
+MAX_POOL_PAIRS_ENV = "GAPVIZ_MAX_POOL_PAIRS"
+#: The dimension at which ``max_pool_pairs`` is counted; at dimension d a hosted session
+#: measures at most ``max_pool_pairs * sqrt(POOL_REFERENCE_DIM / d)`` pairs (the mixed-pool
+#: measures and methods cost about N^2 d).
+POOL_REFERENCE_DIM = 512
 
 #: Redirects followed per URL (browsers allow about 20; images need 1 or 2).
 MAX_REDIRECTS = 5
@@ -86,12 +92,17 @@ class HostingLimits:
         Total time for one URL, all attempts and redirects included.
     total_download_seconds : float
         Total time of all downloads made for one load (a COCO sample, a CC sample).
+    max_pool_pairs : int
+        Pairs of dimension :data:`POOL_REFERENCE_DIM` a hosted session measures or closes
+        (the mixed pool's cost grows as N^2 d; 10,000 pairs take seconds on 2 cores); the
+        picture of a larger pool (Explore: PCA and a sample) is still drawn.
     """
 
     max_upload_bytes: int = 200 * 1024**2
     max_download_bytes: int = 50 * 1024**2
     download_seconds: float = 60.0
     total_download_seconds: float = 600.0
+    max_pool_pairs: int = 10_000
 
 
 def _env_number(name: str, default: float, unit: str) -> float:
@@ -116,7 +127,24 @@ def limits() -> HostingLimits:
         download_seconds=_env_number(DOWNLOAD_SECONDS_ENV, base.download_seconds, "seconds"),
         total_download_seconds=_env_number(TOTAL_DOWNLOAD_SECONDS_ENV, base.total_download_seconds,
                                            "seconds"),
+        max_pool_pairs=int(_env_number(MAX_POOL_PAIRS_ENV, base.max_pool_pairs, "pairs")),
     )
+
+
+def check_pool_work(n_pairs: int, dim: int, *, hosted_mode: bool | None = None) -> None:
+    """Refuse, in a hosted demo, measuring or closing a pool past the session's compute budget
+    (:attr:`HostingLimits.max_pool_pairs`, scaled to the dimension): a :class:`HostedRefusal` saying how many pairs of
+    this dimension fit and what to do. Nothing outside a hosted demo."""
+    if not hosted(hosted_mode):
+        return
+    allowed = int(limits().max_pool_pairs * math.sqrt(POOL_REFERENCE_DIM / max(int(dim), 1)))
+    if n_pairs > allowed:
+        raise HostedRefusal(
+            f"this hosted demo measures at most {allowed:,} pairs of dimension {dim} (the "
+            f"mixed pool's measures and methods cost about N² d, and these data have "
+            f"{n_pairs:,} pairs): upload a sample of them, or run gapviz on your own machine "
+            "(pip install -r requirements.txt; no such limit there). Explore still shows the "
+            "whole pool.", reason="past the hosted compute budget")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -102,7 +102,7 @@ def scatter_panel() -> None:
                 st.markdown("**Selection**")
                 st.caption("Nothing selected yet. Use the lasso or box tool on the chart; "
                            "double-click the chart to clear.")
-                if not atlas.is_large(pairs.n):  # a large pool's measures take minutes
+                if not atlas.is_large(pairs.n) and compute.within_budget(act):  # measures: O(N² d)
                     raw = compute.active_raw_view(act).report.metrics
                     metric_cards(raw, keys=("ITR", "TIR", "R@{k}", "paired_cosine_distance"),
                                  per_row=2)

@@ -77,3 +77,25 @@ def test_a_hostile_file_name_is_shown_as_text_in_the_error(at):
     assert "![x](" not in shown and "[click](" not in shown    # no image, no link
     # The name, as typed; an invisible word joiner after ":" keeps "http://" from autolinking.
     assert "\\!\\[x\\](http\\:\u2060//evil.example/a.png)" in shown
+
+
+def test_a_pool_past_the_hosted_compute_budget_is_refused_with_what_to_do(
+        hosted, monkeypatch, app_session, simulated_workspace):
+    """A hosted session measures a pool only within its budget (N² d): past it, the pages
+    that measure say how many pairs fit and what to do, and Explore still draws the pool."""
+    from gapviz.hosting import HostedRefusal, check_pool_work
+
+    monkeypatch.setenv("GAPVIZ_MAX_POOL_PAIRS", "100")
+    with pytest.raises(HostedRefusal, match="at most 100 pairs of dimension 512"):
+        check_pool_work(300, 512)
+    check_pool_work(100, 512)
+    check_pool_work(300, 512, hosted_mode=False)  # no budget outside a hosted demo
+    ws = simulated_workspace(300, 512, "Big", profiles=["clip"])
+    for page in ("overview", "close_gap", "compare"):
+        at = app_session(f"pages/{page}.py", workspace=ws)
+        assert not at.exception, page
+        shown = " ".join(e.value for e in at.error)
+        assert "at most 100 pairs of dimension 512" in shown and "300 pairs" in shown, page
+    at = app_session("pages/explore.py", workspace=ws)
+    assert not at.exception and not at.error
+    assert at.get("plotly_chart"), "Explore draws the pool"

@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import streamlit as st
 
+from gapviz import hosting
 from gapviz.figures.atlas import PLOTLY_MAX_POINTS
 from gapviz.methods import method_label
 from gapviz.projection import LayoutJobs, Projection, joint_pca, warm_up_umap
@@ -48,7 +49,12 @@ def runner() -> Runner:
 
 
 def run_data(act: Active) -> RunData:
-    """The active pairs as a run's data (their content hash computed once, when loaded)."""
+    """The active pairs as a run's data (their content hash computed once, when loaded).
+
+    Every measure and run of the pages starts here: in a hosted demo a pool past the
+    session's compute budget is refused with what to do (``gapviz.hosting.check_pool_work``).
+    """
+    hosting.check_pool_work(act.pairs.n, act.pairs.dim)
     return RunData(act.pairs.image_embeddings, act.pairs.text_embeddings, act.key,
                    f"{act.dataset.name} · {act.model}")
 
@@ -162,10 +168,20 @@ def raw_projection(key: str, _X: np.ndarray, _Y: np.ndarray) -> Projection:
     return joint_pca(_X, _Y)
 
 
+def within_budget(act: Active) -> bool:
+    """Whether the pages may measure the active pool (always, unless a hosted demo's budget
+    refuses it)."""
+    try:
+        hosting.check_pool_work(act.pairs.n, act.pairs.dim)
+    except hosting.HostedRefusal:
+        return False
+    return True
+
+
 def active_projection(act: Active) -> Projection:
     """The raw pool's PCA: from the raw view when the measures are wanted anyway (small
     pools), on its own for pools past ``gapviz.figures.atlas.PLOTLY_MAX_POINTS``."""
-    if 2 * act.pairs.n <= PLOTLY_MAX_POINTS:
+    if 2 * act.pairs.n <= PLOTLY_MAX_POINTS and within_budget(act):
         return active_raw_view(act).projection
     return raw_projection(act.key, act.pairs.image_embeddings, act.pairs.text_embeddings)
 
