@@ -231,8 +231,9 @@ def pairs_tab() -> None:
                 "`.jsonl` with columns `image` and `caption`, or a `.txt` beside each image. "
                 "You can also drop the images and the captions file together.")
     files = st.file_uploader("Image-caption pairs", accept_multiple_files=True,
-                             type=["zip", "tar", "csv", "tsv", "jsonl", "txt", "jpg", "jpeg",
-                                   "png", "webp", "gif"], key="data_pairs_upload")
+                             type=["zip", "tar", "tgz", "gz", "bz2", "xz", "csv", "tsv",
+                                   "jsonl", "txt", "jpg", "jpeg", "png", "webp", "gif"],
+                             key="data_pairs_upload")
     path = "" if HOSTED else st.text_input("…or a folder or .zip on this machine",
                                            key="data_pairs_path",
                                            placeholder="/path/to/pairs or /path/to/pairs.zip")

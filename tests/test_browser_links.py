@@ -72,6 +72,22 @@ def _shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
+@contextmanager
+def _reopened(tmp_path_factory, browser, url: str, name: str, ready: str, shot: str):
+    """The page of ``url`` opened on a fresh server (a new process, its own cache), in a new
+    browser context: no exception, a screenshot, then the page to check."""
+    with _server(tmp_path_factory, f"links-fresh-{name}.log") as fresh:
+        context = browser.new_context(viewport=VIEWPORT)
+        page = context.new_page()
+        try:
+            _open(page, _same_link(url, fresh), ready)
+            _assert_no_exception(page, f"{fresh} {name} from a link")
+            _shot(page, shot)
+            yield page
+        finally:
+            context.close()
+
+
 # ---------------------------------------------------------------------------------------------
 # reading and driving the page
 # ---------------------------------------------------------------------------------------------
@@ -210,19 +226,14 @@ def test_close_gap_link_restores_k_and_recall_on_a_fresh_server(first_url, brows
     _shot(page, "links_1_close_gap_changed")
     context.close()
 
-    with _server(tmp_path_factory, "links-fresh-close-gap.log") as fresh:
-        context = browser.new_context(viewport=VIEWPORT)
-        page = context.new_page()
-        _open(page, _same_link(url, fresh), '[data-testid="stMetric"]')
-        _assert_no_exception(page, f"{fresh}/close_gap from a link")
-        _shot(page, "links_2_close_gap_restored")
+    with _reopened(tmp_path_factory, browser, url, "close-gap", '[data-testid="stMetric"]',
+                   "links_2_close_gap_restored") as page:
         assert _cards(page) == cards
         assert _selected(page, "close_method") == "Spectral"
         assert _selected(page, "close_recall_k") == "10"
         assert page.locator('.st-key-close_k [data-testid="stSliderThumbValue"]'
                             ).inner_text().strip() == "200"
         _assert_written_back(page, query, "Close the gap")
-        context.close()
 
 
 def test_anatomy_link_restores_method_and_protocol_on_a_fresh_server(first_url, browser,
@@ -249,17 +260,12 @@ def test_anatomy_link_restores_method_and_protocol_on_a_fresh_server(first_url, 
     _shot(page, "links_3_anatomy_changed")
     context.close()
 
-    with _server(tmp_path_factory, "links-fresh-anatomy.log") as fresh:
-        context = browser.new_context(viewport=VIEWPORT)
-        page = context.new_page()
-        _open(page, _same_link(url, fresh), '[data-testid="stMetric"]')
-        _assert_no_exception(page, f"{fresh}/anatomy from a link")
-        _shot(page, "links_4_anatomy_restored")
+    with _reopened(tmp_path_factory, browser, url, "anatomy", '[data-testid="stMetric"]',
+                   "links_4_anatomy_restored") as page:
         assert _cards(page) == cards
         assert _selected(page, "anatomy_method") == "Mean-centering"
         assert _selected(page, "anatomy_protocol_center") == "Held-out (5-fold cross-fit)"
         _assert_written_back(page, query, "Anatomy")
-        context.close()
 
 
 def test_compare_link_restores_methods_protocol_and_k_on_a_fresh_server(first_url, browser,
@@ -303,14 +309,9 @@ def test_compare_link_restores_methods_protocol_and_k_on_a_fresh_server(first_ur
     _shot(page, "links_5_compare_changed")
     context.close()
 
-    with _server(tmp_path_factory, "links-fresh-compare.log") as fresh:
-        context = browser.new_context(viewport=VIEWPORT)
-        page = context.new_page()
-        _open(page, _same_link(url, fresh), TABLE)
-        _assert_no_exception(page, f"{fresh}/compare from a link")
-        _shot(page, "links_6_compare_restored")
+    with _reopened(tmp_path_factory, browser, url, "compare", TABLE,
+                   "links_6_compare_restored") as page:
         assert _table(page) == table
         assert _tags(page, "compare_methods") == tags
         assert _selected(page, "compare_protocol") == "Transductive (fit on the scored pairs)"
         _assert_written_back(page, query, "Compare")
-        context.close()
