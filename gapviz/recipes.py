@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .runs import RunData, Runner, RunSpec
@@ -251,10 +251,6 @@ def replay(recipe: Recipe, pairs: Any, *, runner: Runner | None = None,
         out["run"] = recipe.run.to_dict()
         out["run_object"] = run
     return out
-
-
-def with_page(recipe: Recipe, page: str) -> Recipe:
-    return replace(recipe, page=page)
 
 
 __all__ = ["PAGES", "Recipe", "RecipeError", "check_data", "demo_of", "replay"]
