@@ -50,7 +50,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .data.defaults import cache_root
+from .data.defaults import cache_area, cache_root
 from .embeddings import EmbeddingsFileError, PairedEmbeddings, _write_npz, load_embeddings
 from .safety import set_default_mode
 
@@ -100,7 +100,7 @@ class EmbeddingCache:
 
     @property
     def folder(self) -> Path:
-        return cache_root(self.cache_dir) / "embeddings"
+        return cache_area("embeddings", self.cache_dir)
 
     def key(self, pairs: Sequence[Any], model_identity: Mapping[str, Any]) -> str:
         """Content key of embedding ``pairs`` (objects with ``id``, ``caption``, ``image_path``)

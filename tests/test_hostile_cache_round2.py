@@ -467,3 +467,31 @@ def test_running_out_of_memory_is_one_line(capsys, monkeypatch):
     assert err == ("gapviz evaluate: error: out of memory (Unable to allocate 5.00 PiB for an "
                    "array); use less data (a smaller --n or --dim, a sample of the file) or a "
                    "machine with more memory.\n")
+
+
+@pytest.mark.parametrize("area", ["extracted", "uploads", "embeddings"])
+def test_gapviz_never_writes_through_an_area_that_is_a_link(tmp_path, area):
+    """As clear and the cap never delete through a link, loading and caching never write
+    through one: a cache area that is a symbolic link is refused with what to do, and the
+    folder it points to is left as it was."""
+    from gapviz.data import load_folder, save_upload
+    from gapviz.data.defaults import CacheAreaError
+
+    cache, elsewhere = tmp_path / "cache", tmp_path / "elsewhere"
+    cache.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "theirs.txt").write_text("not gapviz's")
+    (cache / area).symlink_to(elsewhere, target_is_directory=True)
+    pairs_dir = tmp_path / "pairs"
+    for i in range(3):
+        write_image(pairs_dir / f"img{i}.jpg", seed=i)
+        (pairs_dir / f"img{i}.txt").write_text(f"picture {i}")
+    with pytest.raises(CacheAreaError, match="symbolic link"):
+        if area == "extracted":
+            load_folder(zip_folder(pairs_dir, tmp_path / "pairs.zip"), cache_dir=cache)
+        elif area == "uploads":
+            save_upload([("a.txt", b"a caption")], cache_dir=cache)
+        else:
+            EmbeddingCache(cache).save("0" * 40, PairedEmbeddings(
+                np.eye(3, dtype=np.float32), np.eye(3, dtype=np.float32), ["a", "b", "c"]))
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["theirs.txt"]

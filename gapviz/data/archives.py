@@ -58,7 +58,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from .defaults import (ARCHIVE_ENTRY_BYTES, MAX_ARCHIVE_BYTES, MAX_ARCHIVE_ENTRIES_ENV,
-                       MAX_ARCHIVE_RATIO, archive_entries_limit)
+                       MAX_ARCHIVE_RATIO, archive_entries_limit, cache_area)
 from .pairs import MAX_EXAMPLES, DataError, DataReport
 
 UNSAFE_PATH = "unsafe path in archive (absolute or '..'; not extracted)"
@@ -404,7 +404,7 @@ def extract(path: str | os.PathLike, cache_dir: str | os.PathLike, report: DataR
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such archive file.")
-    root = Path(cache_dir) / "extracted"
+    root = cache_area("extracted", cache_dir)
     final = root / archive_key(path)
     manifest = _finished(final)
     if manifest is not None:

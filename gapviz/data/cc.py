@@ -22,7 +22,8 @@ import numpy as np
 from ..safety import JSONInputError, loads_json
 from .archives import ArchiveLimits, extract
 from .defaults import (CC_TSV_ENV, IMAGE_EXTENSIONS, MAX_CAPTION_LINE, MAX_IMAGE_PIXELS, SAMPLE_N,
-                       SAMPLE_SEED, UNSUPPORTED_IMAGE_EXTENSIONS, VALIDATE_WORKERS, cache_root)
+                       SAMPLE_SEED, UNSUPPORTED_IMAGE_EXTENSIONS, VALIDATE_WORKERS, cache_area,
+                       cache_root)
 from .download import DownloadError, Downloader, fetch_file, is_url
 from .pairs import (LONG_CAPTION, Candidate, DataError, DataReport, Pair, Progress, collect_pairs,
                     decode_text, first_line)
@@ -67,7 +68,7 @@ def load_cc(tsv: str | os.PathLike | None = None, *, n: int | None = SAMPLE_N,
     if not len(lines):
         raise DataError(f"{path}: the TSV has no lines.")
     report.notes.append(f"{path.name}: {len(lines)} lines; images downloaded from their URLs")
-    fetch = Downloader(root / "downloads" / "images", progress=progress, **settings)
+    fetch = Downloader(cache_area("downloads", root) / "images", progress=progress, **settings)
     pairs = collect_pairs(lines, report, n=n, seed=seed, fetch=fetch, max_pixels=max_pixels,
                           workers=workers, progress=progress)
     from ..cache import enforce_cap  # not at the top: gapviz.cache imports gapviz.data
@@ -107,7 +108,7 @@ class TsvLines(Sequence[Candidate]):
 def _tsv_file(tsv: str, root: Path, settings: dict, progress: Progress | None) -> Path:
     if is_url(tsv):
         try:
-            return fetch_file(tsv, root / "downloads", progress=progress, **settings)
+            return fetch_file(tsv, cache_area("downloads", root), progress=progress, **settings)
         except DownloadError as err:
             raise DataError(f"cannot download the CC TSV from {tsv} ({err.reason}).") from None
     path = Path(tsv).expanduser()

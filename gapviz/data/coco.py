@@ -27,7 +27,7 @@ from typing import Any
 
 from .defaults import (CAPTION_CHOICES, COCO_ANNOTATIONS_URL, COCO_ANNOTATIONS_URL_ENV,
                        COCO_IMAGES_URL, COCO_IMAGES_URL_ENV, COCO_SPLIT, MAX_IMAGE_PIXELS,
-                       SAMPLE_N, SAMPLE_SEED, VALIDATE_WORKERS, cache_root)
+                       SAMPLE_N, SAMPLE_SEED, VALIDATE_WORKERS, cache_area, cache_root)
 from .download import DownloadError, Downloader, fetch_file, is_url
 from ..safety import JSONInputError, loads_json
 from .pairs import Candidate, DataError, DataReport, Pair, Progress, collect_pairs
@@ -111,7 +111,7 @@ def load_coco(annotations: str | os.PathLike | None = None, images: str | os.Pat
     fetch = None
     if image_dir is None:
         report.notes.append(f"images downloaded from {base_url or 'the URLs in the annotations'}")
-        fetch = Downloader(root / "downloads" / "images", progress=progress, **settings)
+        fetch = Downloader(cache_area("downloads", root) / "images", progress=progress, **settings)
     pairs = collect_pairs(candidates, report, n=n, seed=seed, fetch=fetch, max_pixels=max_pixels,
                           workers=workers, progress=progress)
     from ..cache import enforce_cap  # not at the top: gapviz.cache imports gapviz.data
@@ -126,7 +126,8 @@ def _annotation_file(annotations: str | os.PathLike | None, url: str | None, roo
         annotations = url or os.environ.get(COCO_ANNOTATIONS_URL_ENV) or COCO_ANNOTATIONS_URL
     if is_url(str(annotations)):
         try:
-            return fetch_file(str(annotations), root / "downloads", progress=progress, **settings)
+            return fetch_file(str(annotations), cache_area("downloads", root), progress=progress,
+                              **settings)
         except DownloadError as err:
             raise DataError(
                 f"cannot download the COCO annotations from {annotations} ({err.reason}). Offline? "

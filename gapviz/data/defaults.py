@@ -23,6 +23,26 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     chosen = cache_dir or os.environ.get(CACHE_DIR_ENV) or DEFAULT_CACHE_DIR
     return Path(chosen).expanduser()
 
+
+class CacheAreaError(OSError):
+    """A cache area gapviz would write into is not a folder it owns (a symbolic link)."""
+
+
+def cache_area(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The cache area ``name`` (``downloads``, ``extracted``, ``uploads``, ``embeddings``) of
+    :func:`cache_root`, where gapviz writes.
+
+    An area that is a symbolic link is refused (:class:`CacheAreaError`, an ``OSError``, so
+    callers that fall back from an unwritable cache do so): gapviz writes, as it clears and
+    caps, only in folders it owns, never through a link to somewhere else in a shared cache.
+    """
+    path = cache_root(cache_dir) / name
+    if path.is_symlink():
+        raise CacheAreaError(f"{path} is a symbolic link: gapviz writes only into cache folders "
+                             "it owns; remove the link, or give another cache folder "
+                             f"(--cache-dir or ${CACHE_DIR_ENV}).")
+    return path
+
 #: COCO 2017 annotations (captions_train2017.json and captions_val2017.json are inside, 241 MB).
 COCO_ANNOTATIONS_URL = "http://images.cocodataset.org/annotations/annotations_trainval2017.zip"
 COCO_ANNOTATIONS_URL_ENV = "GAPVIZ_COCO_ANNOTATIONS_URL"

@@ -39,7 +39,7 @@ from .archives import ArchiveLimits, extract, is_archive, safe_parts, safe_path
 from .defaults import (CAPTION_COLUMNS, CAPTION_FILES, ID_COLUMNS, IMAGE_COLUMNS,
                        IMAGE_EXTENSIONS, MAX_CAPTION_LINE, MAX_CAPTION_ROWS_ENV, MAX_CAPTIONS_ENV,
                        MAX_IMAGE_PIXELS, UNSUPPORTED_IMAGE_EXTENSIONS, VALIDATE_WORKERS,
-                       cache_root, captions_limits)
+                       cache_area, cache_root, captions_limits)
 from .download import safe_file_name
 from .images import NOT_REGULAR_FILE
 from .pairs import (NO_IMAGE, Candidate, DataError, DataReport, Pair, Progress, collect_pairs,
@@ -138,7 +138,7 @@ def save_upload(files: Sequence[tuple[str, bytes]], cache_dir: str | os.PathLike
     digest = hashlib.sha1()
     for name, data in files:
         digest.update(name.encode("utf-8", "surrogatepass") + b"\0" + hashlib.sha1(data).digest())
-    root = cache_root(cache_dir) / "uploads" / digest.hexdigest()[:20]
+    root = cache_area("uploads", cache_dir) / digest.hexdigest()[:20]
     archives = [name for name, _ in files if is_archive(name)]
     if archives and len(files) > 1:
         raise DataError(
