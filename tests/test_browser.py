@@ -90,9 +90,11 @@ def fresh_app_url(tmp_path_factory):
 
 
 def _serve(tmp_path_factory, log_name: str, *, script: Path = ROOT / "app.py", cwd: Path = ROOT,
-           env: dict | None = None):
+           env: dict | None = None, args: tuple[str, ...] = (), process: list | None = None):
     """A real ``streamlit run SCRIPT`` on a free port with its own cache folder, until the
-    fixture ends (its log saved as ``tests/artifacts/browser/LOG_NAME``)."""
+    fixture ends (its log saved as ``tests/artifacts/browser/LOG_NAME``). ``args``: more
+    ``streamlit run`` options; ``process``: a list the server's ``Popen`` is appended to (a
+    test that reads its memory)."""
     port = _free_port()
     cache = tmp_path_factory.mktemp("gapviz-cache")
     log_path = tmp_path_factory.mktemp("server") / "streamlit.log"
@@ -100,9 +102,11 @@ def _serve(tmp_path_factory, log_name: str, *, script: Path = ROOT / "app.py", c
     cmd = [sys.executable, "-m", "streamlit", "run", str(script),
            "--server.headless=true", f"--server.port={port}", "--server.address=127.0.0.1",
            "--browser.gatherUsageStats=false", "--server.fileWatcherType=none",
-           "--server.runOnSave=false"]
+           "--server.runOnSave=false", *args]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if process is not None:
+        process.append(proc)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60

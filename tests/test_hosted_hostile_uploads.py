@@ -36,12 +36,9 @@ import gzip
 import os
 import re
 import struct
-import subprocess
-import sys
 import tarfile
 import threading
 import time
-import urllib.request
 import zipfile
 import zlib
 from contextlib import contextmanager
@@ -52,7 +49,6 @@ from typing import Callable
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
 if not Path("/usr/bin/chromium").exists():
     pytest.skip("Debian's chromium is not installed at /usr/bin/chromium "
                 "(apt-get install -y chromium)", allow_module_level=True)
@@ -60,7 +56,7 @@ pytest.importorskip("playwright.sync_api", reason="the playwright Python package
 
 from datafixtures import image_bytes  # noqa: E402
 from test_browser import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, FIRST_LOAD_TIMEOUT,  # noqa: E402
-                          VIEWPORT, _assert_no_exception, _free_port, _wait_idle, sync_api)
+                          VIEWPORT, _assert_no_exception, _serve, _wait_idle, sync_api)
 
 pytestmark = pytest.mark.browser
 
@@ -194,42 +190,13 @@ def wide_embeddings_npz(folder: Path, n: int = 300, d: int = 8192) -> Path:
 @contextmanager
 def hosted_server(tmp_path_factory, env: dict[str, str]):
     """``GAPVIZ_HOSTED=1 python -m streamlit run app.py`` on a free port with its own cache
-    folder (test_browser's ``_serve``, yielding the process too), log saved as
+    folder (test_browser's ``_serve``), yielding the URL and the server process; log saved as
     ``tests/artifacts/browser/hosted-hostile-server.log``."""
-    port = _free_port()
-    cache = tmp_path_factory.mktemp("gapviz-cache")
-    log_path = tmp_path_factory.mktemp("server") / "streamlit.log"
-    env = {**os.environ, "GAPVIZ_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1",
-           "GAPVIZ_HOSTED": "1", **env}
-    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
-           "--server.headless=true", f"--server.port={port}", "--server.address=127.0.0.1",
-           "--browser.gatherUsageStats=false", "--server.fileWatcherType=none",
-           "--server.runOnSave=false", "--server.maxUploadSize=200"]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.3)
-        yield url, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        (ARTIFACTS / "hosted-hostile-server.log").write_text(log_path.read_text())
+    process: list = []
+    with contextmanager(_serve)(tmp_path_factory, "hosted-hostile-server.log",
+                                env={"GAPVIZ_HOSTED": "1", **env},
+                                args=("--server.maxUploadSize=200",), process=process) as url:
+        yield url, process[0]
 
 
 def _status_kib(pid: int, field_name: str) -> int:
