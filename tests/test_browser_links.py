@@ -76,16 +76,23 @@ def _shot(page, name: str) -> None:
 def _reopened(tmp_path_factory, browser, url: str, name: str, ready: str, shot: str):
     """The page of ``url`` opened on a fresh server (a new process, its own cache), in a new
     browser context: no exception, a screenshot, then the page to check."""
-    with _server(tmp_path_factory, f"links-fresh-{name}.log") as fresh:
-        context = browser.new_context(viewport=VIEWPORT)
+    with _server(tmp_path_factory, f"links-fresh-{name}.log") as fresh, \
+            _browsing(browser, _same_link(url, fresh), ready) as page:
+        _assert_no_exception(page, f"{fresh} {name} from a link")
+        _shot(page, shot)
+        yield page
+
+
+@contextmanager
+def _browsing(browser, url: str, ready: str):
+    """``url`` opened in a new browser context (closed afterwards), once ``ready`` shows."""
+    context = browser.new_context(viewport=VIEWPORT)
+    try:
         page = context.new_page()
-        try:
-            _open(page, _same_link(url, fresh), ready)
-            _assert_no_exception(page, f"{fresh} {name} from a link")
-            _shot(page, shot)
-            yield page
-        finally:
-            context.close()
+        _open(page, url, ready)
+        yield page
+    finally:
+        context.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,31 +207,28 @@ def _assert_written_back(page, query: dict[str, str], where: str) -> None:
 # ---------------------------------------------------------------------------------------------
 def test_close_gap_link_restores_k_and_recall_on_a_fresh_server(first_url, browser,
                                                                  tmp_path_factory):
-    context = browser.new_context(viewport=VIEWPORT)
-    page = context.new_page()
-    _open(page, f"{first_url}/close_gap", '[data-testid="stMetric"]')
-    _assert_no_exception(page, "Close the gap")
-    default = _cards(page)
-    assert _query(page.url).get("p.n_components") == "60", page.url
+    with _browsing(browser, f"{first_url}/close_gap", '[data-testid="stMetric"]') as page:
+        _assert_no_exception(page, "Close the gap")
+        default = _cards(page)
+        assert _query(page.url).get("p.n_components") == "60", page.url
 
-    # k to its largest value (a fragment rerun), then Recall@K 10 (a page rerun).
-    page.locator('.st-key-close_k input[type="range"]').first.focus()
-    page.keyboard.press("End")
-    _wait_url(page, lambda q: q.get("p.n_components") == "200", "p.n_components=200")
-    _wait_idle(page)
-    _choose(page, "close_recall_k", "10")
-    url = _wait_url(page, lambda q: q.get("v.recall_k") == "10"
-                    and q.get("p.n_components") == "200", "v.recall_k=10")
-    _wait_idle(page)
-    _assert_no_exception(page, "Close the gap after the changes")
-    query = _assert_link(url, "method", "protocol", "p.n_components", "v.recall_k")
-    assert query["method"] == "spectral" and query["protocol"] == "transductive", url
-    cards = _cards(page)
-    assert [c[0] for c in cards][:4] == ["ITR", "TIR", "IMR", "TMR"]
-    assert "Recall@10" in [c[0] for c in cards]
-    assert cards != default and cards[0][1] != default[0][1], (default, cards)
-    _shot(page, "links_1_close_gap_changed")
-    context.close()
+        # k to its largest value (a fragment rerun), then Recall@K 10 (a page rerun).
+        page.locator('.st-key-close_k input[type="range"]').first.focus()
+        page.keyboard.press("End")
+        _wait_url(page, lambda q: q.get("p.n_components") == "200", "p.n_components=200")
+        _wait_idle(page)
+        _choose(page, "close_recall_k", "10")
+        url = _wait_url(page, lambda q: q.get("v.recall_k") == "10"
+                        and q.get("p.n_components") == "200", "v.recall_k=10")
+        _wait_idle(page)
+        _assert_no_exception(page, "Close the gap after the changes")
+        query = _assert_link(url, "method", "protocol", "p.n_components", "v.recall_k")
+        assert query["method"] == "spectral" and query["protocol"] == "transductive", url
+        cards = _cards(page)
+        assert [c[0] for c in cards][:4] == ["ITR", "TIR", "IMR", "TMR"]
+        assert "Recall@10" in [c[0] for c in cards]
+        assert cards != default and cards[0][1] != default[0][1], (default, cards)
+        _shot(page, "links_1_close_gap_changed")
 
     with _reopened(tmp_path_factory, browser, url, "close-gap", '[data-testid="stMetric"]',
                    "links_2_close_gap_restored") as page:
@@ -238,27 +242,24 @@ def test_close_gap_link_restores_k_and_recall_on_a_fresh_server(first_url, brows
 
 def test_anatomy_link_restores_method_and_protocol_on_a_fresh_server(first_url, browser,
                                                                      tmp_path_factory):
-    context = browser.new_context(viewport=VIEWPORT)
-    page = context.new_page()
-    _open(page, f"{first_url}/anatomy", '[data-testid="stMetric"]')
-    _assert_no_exception(page, "Anatomy")
-    default = _cards(page)
-    assert _query(page.url).get("method") == "spectral", page.url
+    with _browsing(browser, f"{first_url}/anatomy", '[data-testid="stMetric"]') as page:
+        _assert_no_exception(page, "Anatomy")
+        default = _cards(page)
+        assert _query(page.url).get("method") == "spectral", page.url
 
-    _choose(page, "anatomy_method", "Mean-centering")
-    _wait_url(page, lambda q: q.get("method") == "center", "method=center")
-    _wait_idle(page)
-    _choose(page, "anatomy_protocol_center", "Held-out (5-fold cross-fit)")
-    url = _wait_url(page, lambda q: q.get("method") == "center"
-                    and q.get("protocol") == "held-out", "protocol=held-out")
-    _wait_idle(page)
-    _assert_no_exception(page, "Anatomy after the changes")
-    query = _assert_link(url, "method", "protocol")
-    cards = _cards(page)
-    assert [c[0] for c in cards][:2] == ["RMG", "NDCG@10"], cards
-    assert cards != default, (default, cards)
-    _shot(page, "links_3_anatomy_changed")
-    context.close()
+        _choose(page, "anatomy_method", "Mean-centering")
+        _wait_url(page, lambda q: q.get("method") == "center", "method=center")
+        _wait_idle(page)
+        _choose(page, "anatomy_protocol_center", "Held-out (5-fold cross-fit)")
+        url = _wait_url(page, lambda q: q.get("method") == "center"
+                        and q.get("protocol") == "held-out", "protocol=held-out")
+        _wait_idle(page)
+        _assert_no_exception(page, "Anatomy after the changes")
+        query = _assert_link(url, "method", "protocol")
+        cards = _cards(page)
+        assert [c[0] for c in cards][:2] == ["RMG", "NDCG@10"], cards
+        assert cards != default, (default, cards)
+        _shot(page, "links_3_anatomy_changed")
 
     with _reopened(tmp_path_factory, browser, url, "anatomy", '[data-testid="stMetric"]',
                    "links_4_anatomy_restored") as page:
@@ -270,44 +271,41 @@ def test_anatomy_link_restores_method_and_protocol_on_a_fresh_server(first_url, 
 
 def test_compare_link_restores_methods_protocol_and_k_on_a_fresh_server(first_url, browser,
                                                                         tmp_path_factory):
-    context = browser.new_context(viewport=VIEWPORT)
-    page = context.new_page()
     # Spectral k set on Close the gap travels to Compare's spectral row, and in its link.
-    _open(page, f"{first_url}/close_gap", '[data-testid="stMetric"]')
-    page.locator('.st-key-close_k input[type="range"]').first.focus()
-    page.keyboard.press("End")
-    _wait_url(page, lambda q: q.get("p.n_components") == "200", "p.n_components=200")
-    _wait_idle(page)
-    page.locator('[data-testid="stSidebar"] [data-testid="stPageLink"] a',
-                 has_text="Compare").first.click()
-    page.wait_for_selector(TABLE, timeout=FIRST_LOAD_TIMEOUT * 1000)
-    _wait_idle(page, FIRST_LOAD_TIMEOUT)
-    _assert_no_exception(page, "Compare")
-    default = _table(page)
+    with _browsing(browser, f"{first_url}/close_gap", '[data-testid="stMetric"]') as page:
+        page.locator('.st-key-close_k input[type="range"]').first.focus()
+        page.keyboard.press("End")
+        _wait_url(page, lambda q: q.get("p.n_components") == "200", "p.n_components=200")
+        _wait_idle(page)
+        page.locator('[data-testid="stSidebar"] [data-testid="stPageLink"] a',
+                     has_text="Compare").first.click()
+        page.wait_for_selector(TABLE, timeout=FIRST_LOAD_TIMEOUT * 1000)
+        _wait_idle(page, FIRST_LOAD_TIMEOUT)
+        _assert_no_exception(page, "Compare")
+        default = _table(page)
 
-    for name in ("Procrustes", "PCA"):
-        _remove_tag(page, "compare_methods", name)
-    _choose(page, "compare_protocol", "Transductive (fit on the scored pairs)")
-    page.wait_for_selector(TABLE, timeout=RUN_TIMEOUT * 1000)
-    url = _wait_url(page, lambda q: q.get("v.protocol") == '"transductive"'
-                    and "procrustes" not in q.get("v.methods", "procrustes"),
-                    'v.protocol="transductive"')
-    _wait_idle(page)
-    _assert_no_exception(page, "Compare after the changes")
-    query = _assert_link(url, "v.methods", "v.protocol", "v.chosen")
-    assert "pca" not in query["v.methods"] and '"spectral"' in query["v.methods"], url
-    assert '"n_components": 200' in query["v.chosen"], url
-    tags = _tags(page, "compare_methods")
-    assert tags == ["None (raw embeddings)", "Spectral", "Sinkhorn OT", "Mean-centering",
-                    "Standardisation"], tags
-    table = _table(page)
-    assert table != default
-    assert [r[0] for r in table[1:]] == tags, table
-    assert all(r[2] in ("transductive", "—") for r in table[1:]), table  # the protocol column
-    spectral = next(r for r in table if r[0] == "Spectral")
-    assert spectral[1].startswith("k = 200,"), spectral
-    _shot(page, "links_5_compare_changed")
-    context.close()
+        for name in ("Procrustes", "PCA"):
+            _remove_tag(page, "compare_methods", name)
+        _choose(page, "compare_protocol", "Transductive (fit on the scored pairs)")
+        page.wait_for_selector(TABLE, timeout=RUN_TIMEOUT * 1000)
+        url = _wait_url(page, lambda q: q.get("v.protocol") == '"transductive"'
+                        and "procrustes" not in q.get("v.methods", "procrustes"),
+                        'v.protocol="transductive"')
+        _wait_idle(page)
+        _assert_no_exception(page, "Compare after the changes")
+        query = _assert_link(url, "v.methods", "v.protocol", "v.chosen")
+        assert "pca" not in query["v.methods"] and '"spectral"' in query["v.methods"], url
+        assert '"n_components": 200' in query["v.chosen"], url
+        tags = _tags(page, "compare_methods")
+        assert tags == ["None (raw embeddings)", "Spectral", "Sinkhorn OT", "Mean-centering",
+                        "Standardisation"], tags
+        table = _table(page)
+        assert table != default
+        assert [r[0] for r in table[1:]] == tags, table
+        assert all(r[2] in ("transductive", "—") for r in table[1:]), table  # the protocol column
+        spectral = next(r for r in table if r[0] == "Spectral")
+        assert spectral[1].startswith("k = 200,"), spectral
+        _shot(page, "links_5_compare_changed")
 
     with _reopened(tmp_path_factory, browser, url, "compare", TABLE,
                    "links_6_compare_restored") as page:
