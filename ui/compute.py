@@ -141,24 +141,24 @@ def tradeoff(act: Active, specs: Sequence[RunSpec], *, labels: Sequence[str] | N
     """Trade-off points of ``specs`` on the active pairs (``Runner.tradeoff``; each point is
     kept once per data and run, whichever page asked), with a progress bar while missing
     points are computed."""
-    r = runner()
-    data = run_data(act)
+    stored = stored_tradeoff(act, specs, labels=labels)
+    if stored is not None:
+        return stored
     other = run_data(fit_on) if fit_on is not None else None
-    raw = raw_run(act)
-    if all((data.key, s) in r.memory.points for s in specs):
-        return r.tradeoff(specs, data, labels=labels, before=raw.report, fit_on=other)
     title = title or f"Trade-off on {act.pairs.n:,} pairs"
-    return _with_progress(title, lambda progress: r.tradeoff(
-        specs, data, labels=labels, before=raw.report, fit_on=other, progress=progress))
+    return _with_progress(title, lambda progress: runner().tradeoff(
+        specs, run_data(act), labels=labels, before=raw_run(act).report, fit_on=other,
+        progress=progress))
 
 
-def stored_tradeoff(act: Active, specs: Sequence[RunSpec]) -> list[dict] | None:
+def stored_tradeoff(act: Active, specs: Sequence[RunSpec], *,
+                    labels: Sequence[str] | None = None) -> list[dict] | None:
     """The trade-off points of ``specs`` if every one is kept already, else None."""
     r = runner()
     data = run_data(act)
     if not all((data.key, s) in r.memory.points for s in specs):
         return None
-    return r.tradeoff(specs, data, before=raw_run(act).report)
+    return r.tradeoff(specs, data, labels=labels, before=raw_run(act).report)
 
 
 @st.cache_data(max_entries=RAW_ENTRIES, show_spinner="Projecting the pool…")
