@@ -104,9 +104,11 @@ def test_a_compare_link_and_recipe_give_the_table_and_its_marks(app_session, ass
     for method, metrics in rows.items():
         for key in ("ITR", "TIR", "IMR", "TMR", "R@5", "R@10", "R@20"):  # ranks: exact
             assert metrics[key] == table.loc[method, key], (method, key)
-        for key in ("frechet", "paired_cosine_distance"):  # sums: as shown, and to 1e-12
+        # sums: as shown, and to 1e-6 (Fréchet's matrix square root moves its 9th digit with
+        # the BLAS thread count: 0.0048775404 vs 0.0048775404239 seen between two servers)
+        for key in ("frechet", "paired_cosine_distance"):
             assert format_cell(key, metrics[key]) == format_cell(key, table.loc[method, key])
-            assert metrics[key] == pytest.approx(table.loc[method, key], rel=1e-12), (method, key)
+            assert metrics[key] == pytest.approx(table.loc[method, key], rel=1e-6), (method, key)
     # the page's green / amber marks come from the same test the command line prints
     from gapviz.compare import significance
 
