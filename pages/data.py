@@ -27,7 +27,7 @@ from gapviz.workspace import DEMO_DATASET
 from ui import compute
 from ui.components import guard, show_image, user_text
 from ui.frame import page_header
-from ui.state import keep, workspace
+from ui.state import demo_statistics, keep, workspace
 
 PREVIEW_PAIRS = 12
 PREVIEW_COLUMNS = 6
@@ -201,8 +201,11 @@ def demo_tab() -> None:
     st.markdown("Simulated image and text embeddings with a modality gap of several causes "
                 "(a centroid shift, narrow cones, modality-specific structure, noisy pairs). "
                 "Each profile **imitates** a real model's kind of gap; none is a real model's output.")
-    st.markdown("\n".join(f"- **{p.name}** (imitates {p.imitates}): {p.description}"
-                          for p in PROFILES.values()))
+    st.markdown("\n".join(f"- **{p.name}** (imitates {p.imitates}): {p.description}; "
+                          f"{p.reference.sentence}" for p in PROFILES.values()))
+    st.markdown("**The demo beside real CLIP**: statistics measured on the demo's pairs "
+                "(rows L2-normalised), and the same statistics of real CLIP features.")
+    st.dataframe(demo_statistics(), hide_index=True, width="stretch")
     if st.button("Use the demo", key="data_use_demo", icon=":material/science:",
                  disabled=act.dataset.name == DEMO_DATASET,
                  help="The demo is active" if act.dataset.name == DEMO_DATASET else None):

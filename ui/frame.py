@@ -75,7 +75,9 @@ def page_header(title: str, subtitle: str | None = None, *, compact: bool = Fals
     line = subtitle or ""
     cols = st.columns([5, 1]) if act.simulated else [st.container()]
     cols[0].caption(f"{line}{' · ' if line else ''}**{user_text(act.dataset.name)}** · "
-                    f"{user_text(act.model)} · {act.pairs.n:,} pairs · {act.pairs.dim}-d")
+                    f"{user_text(act.model)} · {act.pairs.n:,} pairs · {act.pairs.dim}-d"
+                    + (f" · {user_text(act.pairs.meta['reference'])}"
+                       if act.simulated and act.pairs.meta.get("reference") else ""))
     if act.simulated:
         with cols[1]:
             simulated_badge()

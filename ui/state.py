@@ -9,7 +9,7 @@ import streamlit as st
 
 from gapviz.config import DEMO_DIM, DEMO_N_PAIRS
 from gapviz.runs import default_spec
-from gapviz.simulate import PROFILES, demo_models
+from gapviz.simulate import PROFILES, demo_models, statistics_rows
 from gapviz.workspace import DEMO_DATASET, Active, Workspace
 
 WS_KEY = "workspace"
@@ -20,6 +20,12 @@ KEPT_KEY = "_kept_widget_values"
 def demo_data() -> dict[str, Any]:
     """The demo's pairs under every simulated profile (shared read-only by all sessions)."""
     return demo_models()
+
+
+@st.cache_resource
+def demo_statistics() -> list[dict[str, Any]]:
+    """The demo's profile statistics beside the real model's figures (``statistics_rows``)."""
+    return statistics_rows(demo_data())
 
 
 def init_state() -> None:

@@ -17,7 +17,7 @@ import numpy as np
 from ..config import DEMO_DIM, DEMO_N_PAIRS, DEMO_SEED
 from ..embeddings import LoadReport, PairedEmbeddings, load_embeddings
 from ..safety import terminal_text
-from ..simulate import PROFILES, simulate_pairs
+from ..simulate import PROFILES, profile_statistics, simulate_pairs
 
 #: Exit status of a command the machine could not carry out (out of memory, a full disk).
 EXIT_FAILURE = 1
@@ -123,6 +123,12 @@ def dataset_info(pairs: PairedEmbeddings, report: LoadReport, source: str) -> di
             "simulated": pairs.is_simulated, "load": report.summary()}
     if pairs.is_simulated:
         info["imitates"] = pairs.meta.get("imitates", "")
+        profile = PROFILES.get(pairs.meta.get("profile"))
+        if profile is not None:
+            info["statistics"] = {
+                "matched_to": profile.reference.sentence,
+                "measured": profile_statistics(pairs.image_embeddings, pairs.text_embeddings),
+                "target": dict(profile.reference.figures)}
     if report.warnings:
         info["warnings"] = list(report.warnings)
     return info
