@@ -229,7 +229,7 @@ _SIMULATION_VERDICTS_MAX = 64
 
 def _simulation_recipe_key(meta: dict[str, Any]) -> str:
     """The parts of ``meta`` that say which simulation the pairs are, as one string."""
-    wanted = {k: meta.get(k) for k in ("profile", "seed", "params", "cluster_names")}
+    wanted = {k: meta.get(k) for k in ("profile", "seed", "pair_seed", "params", "cluster_names")}
     return json.dumps(wanted, sort_keys=True, default=repr)
 
 
@@ -247,9 +247,14 @@ def _simulation_kwargs(pairs: "PairedEmbeddings") -> dict[str, Any] | None:
         return None
     if pairs.n < 2 or pairs.dim < 2 or pairs.n * pairs.dim > MAX_VERIFIED_SIMULATION:
         return None
-    if pairs.ids != [f"sim-{i:05d}" for i in range(pairs.n)]:
+    pair_seed = meta.get("pair_seed")
+    if pair_seed is not None and (not isinstance(pair_seed, int) or isinstance(pair_seed, bool)
+                                  or pair_seed < 0):
+        return None
+    stem = "sim-" if pair_seed is None else f"sim-p{pair_seed}-"
+    if pairs.ids != [f"{stem}{i:05d}" for i in range(pairs.n)]:
         return None  # cheap first: the simulator's own ids
-    kwargs: dict[str, Any] = {"profile": profile, "seed": seed}
+    kwargs: dict[str, Any] = {"profile": profile, "seed": seed, "pair_seed": pair_seed}
     params = meta.get("params")
     if params is not None:
         if not isinstance(params, dict):

@@ -96,6 +96,56 @@ ALIGNMENT_ITEMS = 1024
 ALIGNMENT_GAIN = 0.75
 
 
+#: The paper's setting: OT fitted on 5,000 pairs other than those it scores ...
+PAPER_FIT_PAIRS = 5000
+#: ... and, when one dataset is split for it, at least this many pairs left to score.
+PAPER_MIN_SCORED = 500
+
+
+class PaperSettingError(ValueError):
+    """The data cannot give the paper's setting; the message says what to load instead."""
+
+
+def paper_setting(pairs: Any, *, n_fit: int = PAPER_FIT_PAIRS, seed: int = DEFAULT_SEED
+                  ) -> tuple[Any, Any, str]:
+    """The paper's protocol for a method fitted on dedicated pairs: ``(fit, scored, how)``.
+
+    The paper fits OT on 5,000 COCO pairs and scores 2,500 others. With ``pairs``
+    (:class:`~gapviz.embeddings.PairedEmbeddings`):
+
+    - simulated pairs: ``scored`` is ``pairs`` itself and ``fit`` is ``n_fit`` new pairs drawn
+      from the same simulated model and concepts (another pair seed: no scored pair is in it);
+    - real pairs with at least ``n_fit + PAPER_MIN_SCORED`` pairs: a seeded split, ``n_fit``
+      pairs to fit on and every other pair to score (disjoint by row);
+    - otherwise :class:`PaperSettingError`, saying to load another dataset of the same model
+      and fit on it (protocol fit-on).
+
+    ``how`` says which, for the provenance. The fit set is then used with protocol "fit-on".
+    """
+    from .simulate import GapParams, simulate_pairs
+
+    n = pairs.n
+    meta = pairs.meta or {}
+    if pairs.is_simulated and meta.get("profile") and isinstance(meta.get("params"), dict):
+        own = meta.get("pair_seed")
+        fit = simulate_pairs(n_fit, pairs.dim, profile=meta["profile"], seed=int(meta["seed"]),
+                             pair_seed=0 if own is None else int(own) + 1,
+                             n_clusters=len(meta.get("cluster_names") or ()) or 20,
+                             params=GapParams(**meta["params"]))
+        return fit, pairs, (f"fitted on {n_fit:,} other pairs of the same simulated model, "
+                            f"scored on these {n:,} (the paper's setting)")
+    if n < n_fit + PAPER_MIN_SCORED:
+        raise PaperSettingError(
+            f"the paper's setting fits on {n_fit:,} pairs other than those it scores, and these "
+            f"data have {n:,} pairs (a split needs at least {n_fit + PAPER_MIN_SCORED:,}). Load "
+            "another dataset embedded with the same model and fit on it (protocol fit-on).")
+    order = np.random.default_rng([seed, n]).permutation(n)
+    fit_rows, scored_rows = np.sort(order[:n_fit]), np.sort(order[n_fit:])
+    return (pairs.subset(fit_rows), pairs.subset(scored_rows),
+            f"a seeded split (seed {seed}): fitted on {n_fit:,} pairs, scored on the other "
+            f"{n - n_fit:,} (the paper's setting)")
+
+
 # ---------------------------------------------------------------------------------------------
 # provenance and results
 # ---------------------------------------------------------------------------------------------

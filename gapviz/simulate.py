@@ -150,8 +150,8 @@ PROFILES: dict[str, Profile] = {
     "clip": Profile(
         "sim-CLIP", "OpenAI CLIP ViT-B/16",
         "strong gap: narrow cones, far-apart centroids, ITR in the hundreds",
-        GapParams(shift=1.6, common=1.01, semantic=0.98, style=0.67, anisotropy=0.28,
-                  noise=0.8, **_SHARED),
+        GapParams(shift=1.67, common=1.06, semantic=1.04, style=0.67, anisotropy=0.28,
+                  noise=0.7, **_SHARED),
         Reference("OpenAI CLIP ViT-B/16",
                   "public features of 500 COCO image-caption pairs",
                   {"paired_cosine": 0.31, "all_cosine": 0.16, "image_cone": 0.53,
@@ -214,8 +214,8 @@ def statistics_rows(models: dict[str, PairedEmbeddings]) -> list[dict[str, objec
 
 
 def simulate_pairs(n_pairs: int = DEMO_N_PAIRS, dim: int = DEMO_DIM, *, profile: str = "clip",
-                   seed: int = DEMO_SEED, n_clusters: int = 20, params: GapParams | None = None,
-                   **overrides: float) -> PairedEmbeddings:
+                   seed: int = DEMO_SEED, pair_seed: int | None = None, n_clusters: int = 20,
+                   params: GapParams | None = None, **overrides: float) -> PairedEmbeddings:
     """Deterministic simulated pairs with a known, multi-cause modality gap.
 
     Parameters
@@ -228,7 +228,13 @@ def simulate_pairs(n_pairs: int = DEMO_N_PAIRS, dim: int = DEMO_DIM, *, profile:
         Key of :data:`PROFILES`; the same ``seed`` gives the same pairs (meaning, captions,
         ids) under every profile, only the modality-specific parts differ.
     seed : int
-        Seed of everything.
+        Seed of everything: the concepts, the simulated model (its centroids, styles and
+        anisotropic directions, drawn independently of N) and, unless ``pair_seed`` is given,
+        the pairs.
+    pair_seed : int, optional
+        Draw other pairs from the same concepts and the same simulated model: a set to fit a
+        method on, disjoint in its draws from the one it is scored on (the paper fits OT on
+        5,000 pairs other than the 2,500 it scores). Ids then carry the pair seed.
     n_clusters : int
         Number of semantic clusters (concepts), at most ``len(CONCEPTS)`` names then numbered.
     params : GapParams, optional
@@ -251,45 +257,53 @@ def simulate_pairs(n_pairs: int = DEMO_N_PAIRS, dim: int = DEMO_DIM, *, profile:
     prof = PROFILES[profile]
     p = replace(params or prof.params, **overrides)
 
-    # Shared across profiles: the pairs' meaning, clusters, captions.
-    shared = np.random.default_rng([seed, 0])
-    cluster = shared.integers(0, n_clusters, n_pairs)
-    centres = _unit(shared.normal(size=(n_clusters, dim)))
-    detail = _unit(shared.normal(size=(n_pairs, dim)))
-    meaning = _unit(centres[cluster] + p.detail * detail)
-    scene = shared.integers(0, len(_SCENES), n_pairs)
-    template = shared.integers(0, len(_TEMPLATES), n_pairs)
-    wrong = shared.random(n_pairs) < p.mispair
-    text_meaning = meaning.copy()
-    text_meaning[wrong] = meaning[shared.integers(0, n_pairs, int(wrong.sum()))]
-
-    # Profile-specific: how this simulated model embeds each modality.
-    rng = np.random.default_rng([seed, 1 + sorted(PROFILES).index(profile)])
-    basis = np.linalg.qr(rng.normal(size=(dim, 3)))[0].T  # three orthonormal directions
+    # The world and the model are drawn first, from seeds that do not depend on N, so every
+    # set drawn with the same seed (any N, any pair_seed) is the same simulated model.
+    world = np.random.default_rng([seed, 0])
+    centres = _unit(world.normal(size=(n_clusters, dim)))
+    model = np.random.default_rng([seed, 1 + sorted(PROFILES).index(profile)])
+    basis = np.linalg.qr(model.normal(size=(dim, 3)))[0].T  # three orthonormal directions
     mu = {"image": p.shift * basis[0], "text": p.shift * basis[1]}
     common = p.common * basis[2]
+    styles = {m: p.style * _unit(model.normal(size=(p.n_styles, dim))) for m in ("image", "text")}
+    aniso_dirs = {m: _unit(model.normal(size=(p.n_aniso_dims, dim))) for m in ("image", "text")}
+    scales = {m: p.anisotropy * model.uniform(0.5, 1.5, p.n_aniso_dims) for m in ("image", "text")}
+
+    # The pairs: their meaning, clusters and captions (the same under every profile) ...
+    draw = np.random.default_rng([seed, 0, 0 if pair_seed is None else 1 + pair_seed])
+    cluster = draw.integers(0, n_clusters, n_pairs)
+    detail = _unit(draw.normal(size=(n_pairs, dim)))
+    meaning = _unit(centres[cluster] + p.detail * detail)
+    scene = draw.integers(0, len(_SCENES), n_pairs)
+    template = draw.integers(0, len(_TEMPLATES), n_pairs)
+    wrong = draw.random(n_pairs) < p.mispair
+    text_meaning = meaning.copy()
+    text_meaning[wrong] = meaning[draw.integers(0, n_pairs, int(wrong.sum()))]
+
+    # ... and how this simulated model embeds each of them.
+    items = np.random.default_rng([seed, 1 + sorted(PROFILES).index(profile),
+                                   0 if pair_seed is None else 1 + pair_seed])
     out = {}
     for m, sem in (("image", meaning), ("text", text_meaning)):
-        styles = p.style * _unit(rng.normal(size=(p.n_styles, dim)))
-        g = template if m == "text" else rng.integers(0, p.n_styles, n_pairs)
-        aniso_dirs = _unit(rng.normal(size=(p.n_aniso_dims, dim)))
-        scales = p.anisotropy * rng.uniform(0.5, 1.5, p.n_aniso_dims)
-        z = rng.normal(size=(n_pairs, p.n_aniso_dims)) * scales
-        eps = rng.normal(size=(n_pairs, dim)) / np.sqrt(dim)
+        g = template if m == "text" else items.integers(0, p.n_styles, n_pairs)
+        z = items.normal(size=(n_pairs, p.n_aniso_dims)) * scales[m]
+        eps = items.normal(size=(n_pairs, dim)) / np.sqrt(dim)
         spread = p.shift_spread_image if m == "image" else p.shift_spread_text
-        shift = np.clip(1.0 + spread * rng.normal(size=(n_pairs, 1)), 0.0, None)
-        out[m] = (common + shift * mu[m] + p.semantic * sem + styles[g % p.n_styles] + z @ aniso_dirs
-                  + p.noise * eps)
+        shift = np.clip(1.0 + spread * items.normal(size=(n_pairs, 1)), 0.0, None)
+        out[m] = (common + shift * mu[m] + p.semantic * sem + styles[m][g % p.n_styles]
+                  + z @ aniso_dirs[m] + p.noise * eps)
 
     names = [CONCEPTS[k] if k < len(CONCEPTS) else f"concept {k}" for k in range(n_clusters)]
     captions = [_TEMPLATES[t].format(c=names[k], s=_SCENES[s])
                 for k, s, t in zip(cluster, scene, template)]
     meta = {"simulated": True, "profile": profile, "imitates": prof.imitates,
-            "description": prof.description, "reference": prof.reference.sentence, "seed": seed, "params": asdict(p),
+            "description": prof.description, "reference": prof.reference.sentence, "seed": seed,
+            "pair_seed": pair_seed, "params": asdict(p),
             "cluster": cluster.tolist(), "cluster_names": names,
             "mispaired": np.flatnonzero(wrong).tolist()}
     return PairedEmbeddings(_unit(out["image"]), _unit(out["text"]),
-                            ids=[f"sim-{i:05d}" for i in range(n_pairs)], captions=captions,
+                            ids=[f"sim-{i:05d}" if pair_seed is None else f"sim-p{pair_seed}-{i:05d}"
+                                 for i in range(n_pairs)], captions=captions,
                             model=f"{prof.name} (simulated; imitates {prof.imitates})", meta=meta)
 
 

@@ -13,6 +13,7 @@ from gapviz import exports, figures
 from gapviz.config import RECALL_KS
 from gapviz.measure_info import gap_sentence
 from gapviz.methods import describe_run, make_method, method_class, method_params
+from gapviz.protocols import PAPER_FIT_PAIRS, PAPER_MIN_SCORED, PaperSettingError, paper_setting
 from gapviz.runs import DEFAULT_METHOD, planned_spec, setting_specs
 from gapviz.safety import plain_text
 from ui import compute, links
@@ -21,7 +22,7 @@ from ui.components import guard, method_label, method_names, metric_cards
 from ui.frame import page_header
 from ui.scoring import scoring_controls, show_provenance
 from ui.sidebar import show_method_in_sidebar
-from ui.state import keep, workspace
+from ui.state import keep, set_kept, workspace
 
 SCATTER_HEIGHT = 420
 HIST_HEIGHT = 280
@@ -43,6 +44,41 @@ with guard("choose the protocol"):
     options, fit_on = scoring_controls("close", act, method, c2)
 if options is None:
     st.stop()
+
+
+def _use_paper_setting() -> None:
+    """Load the paper's fit set (5,000 dedicated pairs; a split of larger data) beside the
+    scored pairs and choose protocol fit-on with it (a button's callback)."""
+    try:
+        fit, scored, how = paper_setting(act.pairs)
+    except PaperSettingError as err:
+        st.session_state["close_paper_error"] = str(err)
+        return
+    dataset = act.dataset.name
+    if scored is not act.pairs:
+        dataset, _ = ws.add(scored, source=how, dataset=f"{act.dataset.name} · scored "
+                            f"{scored.n:,}", model=act.model, activate=True)
+    fit_name, fit_model = ws.add(fit, source=how, dataset=f"{dataset} · paper fit set "
+                                 f"({fit.n:,} pairs)", model=act.model, activate=False)
+    set_kept(f"close_protocol_{method}", "fit-on")
+    st.session_state["close_fit_on"] = f"{fit_name} · {fit_model}"
+    st.session_state["close_paper_fit_size"] = fit.n
+    st.session_state["close_paper_how"] = how
+
+
+if method != "orig":
+    b1, b2 = st.columns([1.3, 4.4], vertical_alignment="center")
+    b1.button("Paper setting", key="close_paper", icon=":material/menu_book:",
+              on_click=_use_paper_setting,
+              help=f"Fit on {PAPER_FIT_PAIRS:,} pairs other than those scored, as the paper fits "
+                   "OT: the demo gets 5,000 new pairs of the same simulated model; data of at "
+                   f"least {PAPER_FIT_PAIRS + PAPER_MIN_SCORED:,} pairs is split (seeded). OT and "
+                   "Sinkhorn then fit on all of them (no subsample): a fit of 5,000 pairs takes "
+                   "a minute or more.")
+    if st.session_state.get("close_paper_error"):
+        b2.info(st.session_state.pop("close_paper_error"), icon=":material/info:")
+    elif options.get("protocol") == "fit-on" and st.session_state.get("close_paper_how"):
+        b2.caption(f":material/menu_book: {st.session_state['close_paper_how']}")
 if ws.method != method:
     ws.method, ws.method_params = method, {}
 
@@ -67,6 +103,10 @@ def _params_controls() -> dict:
             value = col.slider(slider.label, lo, hi, step=slider.step, help=slider.help or None,
                                **keep(key, min(max(default, lo), hi), bounds=(lo, hi)))
         params[info.name] = type(default)(value)
+    paper_size = st.session_state.get("close_paper_fit_size")
+    if (paper_size and options.get("protocol") == "fit-on" and "fit_size" in method_params(method)
+            and fit_on is not None and fit_on.pairs.n == paper_size):
+        params["fit_size"] = int(paper_size)  # the paper's setting fits on every fit pair
     return params
 
 
@@ -90,6 +130,10 @@ def method_panel(after_slot, hist_slot) -> None:
         st.caption("Change against the raw embeddings. After: "
                    f"{gap_sentence(view.report.metrics)}")
         show_provenance(prov)
+        st.caption(f":material/straighten: **Fit size**: each fit saw {prov.n_fit:,} pairs"
+                   + (f" ({describe_fit_size(method, params)})" if describe_fit_size(method, params)
+                      else "")
+                   + ". The number of fitted pairs often matters more than the sliders.")
         for note in notes:
             st.caption(f":material/info: {note}")
         fig = figures.gap_scatter(view.projection, ids=act.pairs.ids, captions=act.pairs.captions,
@@ -105,6 +149,16 @@ def method_panel(after_slot, hist_slot) -> None:
         recipe = links.recipe_for("close_gap", act, spec, recall_k=recall_k)
         links.write(recipe)
         links.save_button(recipe, key="close_recipe")
+
+
+def describe_fit_size(name: str, params: dict) -> str:
+    """What limits a fit's pairs, for methods that subsample them (OT, Sinkhorn)."""
+    if "fit_size" not in method_params(name):
+        return ""
+    size = params.get("fit_size", method_params(name)["fit_size"])
+    return ("fit_size: all fit pairs" if size is None else
+            f"fit_size = {size:,}: at most {size:,} of the fit pairs, a seeded subsample; the "
+            "Paper setting fits on 5,000")
 
 
 def _export(params: dict, run, view, fig, hist) -> None:

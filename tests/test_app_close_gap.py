@@ -63,3 +63,40 @@ def test_the_raw_embeddings_say_they_fit_nothing(at, assert_clean):
     assert not [s for s in at.selectbox if s.key and s.key.startswith("close_protocol")]
     line = next(c.value for c in at.caption if "How obtained" in c.value)
     assert f"nothing fitted, {N} pairs scored" in line and "transductive" not in line
+
+
+def test_the_paper_setting_fits_on_5000_dedicated_pairs_of_the_same_simulated_model(at, assert_clean):
+    """One click: 5,000 new pairs of the same simulated model are loaded as the fit set,
+    the protocol becomes fit-on with them, and Sinkhorn fits on all of them (no subsample)."""
+    at.selectbox(key="close_method").set_value("sinkhorn").run()
+    at.button(key="close_paper").click().run()
+    assert_clean(at, "Sinkhorn in the paper's setting")
+    assert at.selectbox(key="close_protocol_sinkhorn").value == "fit-on"
+    ws = at.session_state["workspace"]
+    fit_name = next(name for name in ws.datasets if "paper fit set" in name)
+    fit = next(iter(ws.datasets[fit_name].models.values()))
+    scored = ws.active.pairs
+    assert fit.n == 5000 and scored.n == N and fit.meta["profile"] == scored.meta["profile"]
+    assert not set(fit.ids) & set(scored.ids)
+    captions = " ".join(c.value for c in at.caption)
+    assert "fitted on 5,000 other pairs of the same simulated model" in captions
+    assert "each fit saw 5,000 pairs" in captions and "fit-on" in captions
+
+
+def test_the_paper_setting_says_what_to_load_when_real_data_are_too_few(app_session, assert_clean):
+    """Real (not simulated) pairs too few to split: a note saying to fit on another dataset."""
+    import numpy as np
+
+    from gapviz.embeddings import PairedEmbeddings
+    from gapviz.workspace import Workspace
+
+    rng = np.random.default_rng(0)
+    ws = Workspace()
+    ws.add(PairedEmbeddings(rng.normal(size=(300, 16)), rng.normal(size=(300, 16)), model="m"),
+           source="test", dataset="Real pairs")
+    at = app_session("pages/close_gap.py", workspace=ws)
+    at.selectbox(key="close_method").set_value("ot").run()
+    at.button(key="close_paper").click().run()
+    assert_clean(at, "paper setting refused")
+    note = " ".join(i.value for i in at.info)
+    assert "5,000" in note and "5,500" in note and "fit-on" in note

@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ..protocols import shuffle_pairs
+    from ..protocols import paper_setting, shuffle_pairs
     from ..runs import RunData, Runner
     from .method_options import method_from_args, print_progress
     from .anatomy_options import anatomy_section, check_anatomy_arguments
@@ -61,9 +61,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     pairs, report = load_source(args.source, profile=args.profile, n_pairs=args.n, dim=args.dim,
                                 seed=args.demo_seed)
+    method = method_from_args(args)
+    paper_fit = None
+    if getattr(args, "paper_setting", False):
+        if method is None or getattr(args, "fit_on", None) or args.protocol not in (None, "fit-on"):
+            raise ValueError("--paper-setting fits a method on dedicated pairs: give --method "
+                             "NAME, and neither --fit-on nor another --protocol.")
+        paper_fit, pairs, how = paper_setting(pairs, seed=args.protocol_seed)
+        if "fit_size" in method.get_params() and getattr(args, "method_fit_size", None) is None:
+            method.set_params(fit_size=paper_fit.n)  # the paper fits on all 5,000, no subsample
+        args.protocol = "fit-on"
+        args.fit_on = "paper setting"
     info = dataset_info(pairs, report, args.source)
     X, Y = normalize_rows(pairs.image_embeddings), normalize_rows(pairs.text_embeddings)
-    method = method_from_args(args)
+    if paper_fit is not None:
+        info["paper_setting"] = how
     protocol = protocol_kwargs(args) if method is not None else None
     if protocol is None and (args.protocol or args.shuffled_control or args.allow_pairing_leak):
         raise ValueError("--protocol, --shuffled-control and --allow-pairing-leak apply to a "
@@ -82,7 +94,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         fit_on = getattr(args, "fit_on", None)
         other = None
         if fit_on:
-            fit_pairs = load_fit_pairs(fit_on)
+            fit_pairs = paper_fit if paper_fit is not None else load_fit_pairs(fit_on)
             other = RunData.of_arrays(normalize_rows(fit_pairs.image_embeddings),
                                       normalize_rows(fit_pairs.text_embeddings), label=fit_on)
             extra["fit_on"] = {"source": fit_on}

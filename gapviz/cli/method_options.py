@@ -67,6 +67,10 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--fit-on", metavar="OTHER", default=None,
                        help="fit the method on the pairs of this embeddings file (.npz or .parquet) and "
                             "transform FILE's pairs out of sample, as the paper fits OT on separate pairs")
+    group.add_argument("--paper-setting", action="store_true",
+                       help="the paper's protocol: fit on 5,000 pairs other than those scored (the "
+                            "demo: 5,000 new pairs of the same simulated model; a file of at least "
+                            "5,500 pairs: a seeded split, the rest scored); implies fit-on")
     for opt in _OPTIONS:
         if opt.store_const is not None:
             group.add_argument(opt.flag, dest=opt.dest, action="store_const", const=opt.store_const,
