@@ -40,7 +40,7 @@ def test_the_example_method_fits_and_transforms_unseen_rows(shrink):
         pairs.text_embeddings[:5])
     assert Xt.shape == (5, 32) and np.allclose(np.linalg.norm(Yt, axis=1), 1, atol=1e-5)
     assert describe_run("shrink", {"alpha": 0.8}) == "Shrink to the shared mean, alpha = 0.8"
-    assert menu_order().index("shrink") == menu_order().index("center") + 2
+    assert menu_order().index("shrink") == menu_order().index("standardize") + 1
     with pytest.raises(ValueError, match="alpha must be in"):
         make_method("shrink", alpha=2.0).fit(pairs.image_embeddings, pairs.text_embeddings)
 

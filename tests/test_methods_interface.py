@@ -24,8 +24,8 @@ def small(name, **extra):
 
 
 def test_registry_order_and_names():
-    assert list(METHODS) == ["orig", "center", "standardize", "pca", "procrustes", "vlap",
-                             "sinkhorn", "ot", "spectral"]
+    assert list(METHODS) == ["orig", "center", "liang_shift", "standardize", "pca", "procrustes",
+                             "vlap", "sinkhorn", "ot", "spectral"]
     for name, cls in METHODS.items():
         assert issubclass(cls, GapMethod) and cls.name == name and cls.summary
 

@@ -78,3 +78,19 @@ def test_the_rows_put_each_measured_profile_beside_its_real_figures(demo):
         assert row["sim-CLIP"] == round(profile_statistics(
             demo["clip"].image_embeddings, demo["clip"].text_embeddings)[key], 3)
         assert not any(col.startswith("SigLIP") for col in row)  # no figures invented
+
+
+def test_the_data_page_shows_the_demo_beside_real_clip_and_headers_say_what_it_is(app_session,
+                                                                                  assert_clean):
+    at = app_session("pages/data.py")
+    assert_clean(at, "Data page")
+    tables = [df.value for df in at.dataframe if "statistic" in df.value.columns]
+    assert tables, "no statistics table on the Data page"
+    table = tables[0].set_index("statistic")
+    real = f"{PROFILES['clip'].reference.model} (real)"
+    for key, label in STATISTICS:
+        assert abs(table.loc[label, "sim-CLIP"] - table.loc[label, real]) <= 0.05
+    captions = " ".join(c.value for c in at.caption)
+    assert PROFILES["clip"].reference.sentence in captions  # the page header
+    text = " ".join(m.value for m in at.markdown)
+    assert "not matched to SigLIP" in text and "not matched to LLM2CLIP" in text

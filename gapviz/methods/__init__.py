@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .base import GapMethod, Param, ProgressCallback, Slider, _init_params, l2_normalize
-from .baselines import CenterGap, OrigGap, PCAGap, ProcrustesGap, StandardizeGap
+from .baselines import CenterGap, LiangShiftGap, OrigGap, PCAGap, ProcrustesGap, StandardizeGap
 from .ot import OTGap, SinkhornGap
 from .spectral import SpectralGap
 from .vlap import VLAPGap
@@ -22,8 +22,8 @@ from .vlap import VLAPGap
 #: caps, whether it uses the pairing): adding a method is its module and one entry here.
 METHODS: dict[str, type[GapMethod]] = {
     cls.name: cls
-    for cls in (OrigGap, CenterGap, StandardizeGap, PCAGap, ProcrustesGap, VLAPGap, SinkhornGap,
-                OTGap, SpectralGap)
+    for cls in (OrigGap, CenterGap, LiangShiftGap, StandardizeGap, PCAGap, ProcrustesGap, VLAPGap,
+                SinkhornGap, OTGap, SpectralGap)
 }
 
 
@@ -112,8 +112,8 @@ def _lookup(name: str) -> type[GapMethod]:
         raise ValueError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}.") from None
 
 
-__all__ = ["METHODS", "CenterGap", "GapMethod", "OTGap", "OrigGap", "PCAGap", "Param",
-           "ProcrustesGap", "ProgressCallback", "SinkhornGap", "Slider", "SpectralGap",
+__all__ = ["METHODS", "CenterGap", "GapMethod", "LiangShiftGap", "OTGap", "OrigGap", "PCAGap",
+           "Param", "ProcrustesGap", "ProgressCallback", "SinkhornGap", "Slider", "SpectralGap",
            "StandardizeGap", "VLAPGap", "describe_run", "format_params", "l2_normalize",
            "make_method", "menu_order", "method_class", "method_label", "method_params",
            "suited_params"]

@@ -4,8 +4,10 @@ All of them are affine maps fitted once, so they transform unseen rows exactly a
 ones. Inputs are L2-normalised first (cosine is the similarity everywhere in gapviz).
 
 * ``orig``: no change.
-* ``center``: remove each modality's mean, renormalise (Liang et al. 2022's shift; I0T's
-  post-hoc normalisation; GR-CLIP).
+* ``center``: remove each modality's mean, renormalise (the post-hoc rule of I0T and of
+  GR-CLIP).
+* ``liang_shift``: move images and texts half a step ``lambda / 2`` each along the unit
+  centroid-gap direction, towards each other, renormalise (Liang et al. 2022, "Mind the Gap").
 * ``standardize``: per-dimension, per-modality z-scores, renormalised.
 * ``pca``: PCA of the pooled images and texts to k dimensions (paper Table 6: it does not close
   the gap, since the modality direction carries much of the pooled variance and is kept).
@@ -43,10 +45,15 @@ class OrigGap(GapMethod):
 
 
 class CenterGap(GapMethod):
-    """Remove each modality's mean and renormalise (Liang et al. 2022; I0T post-hoc; GR-CLIP).
+    """Remove each modality's mean and renormalise (the post-hoc rule of I0T and of GR-CLIP).
 
     ``x -> normalize(normalize(x) - mean_x)``, ``y -> normalize(normalize(y) - mean_y)`` with the
     means of the fitted (normalised) rows.
+
+    This is not Liang et al. 2022's shift (:class:`LiangShiftGap`), which moves both modalities
+    along the one centroid-gap direction only. With ``lambda = ||mean_x - mean_y||`` their shift
+    sends both centroids to the shared mean ``(mean_x + mean_y) / 2``; centering sends both to
+    0, i.e. it also removes that shared mean, which changes every cosine after renormalising.
 
     Attributes
     ----------
@@ -56,7 +63,7 @@ class CenterGap(GapMethod):
     name = "center"
     label = "Mean-centering"
     menu_rank = 20
-    summary = "remove each modality's mean, renormalise (Liang et al.'s shift, I0T, GR-CLIP)"
+    summary = "remove each modality's full mean, renormalise (I0T post-hoc, GR-CLIP)"
     uses_pairing = False
     default_protocol = "transductive"
 
@@ -69,6 +76,94 @@ class CenterGap(GapMethod):
 
     def _transform_texts(self, Y: np.ndarray) -> np.ndarray:
         return l2_normalize(l2_normalize(Y) - self.mean_text_)
+
+
+class LiangShiftGap(GapMethod):
+    """Shift both modalities along the unit centroid-gap direction (Liang et al. 2022).
+
+    Liang, Zhang, Kwon, Yeung & Zou, "Mind the Gap: Understanding the Modality Gap in
+    Multi-modal Contrastive Representation Learning", NeurIPS 2022 (the gap-modifying
+    experiment of their Table 1), as their code does it (``move_features`` in
+    ``Table_1_Implications_CLIP_Zero_Shot/training/train_clip.py``, github.com/Weixin-Liang/
+    Modality-Gap)::
+
+        u = (mean(X) - mean(Y)) / ||mean(X) - mean(Y)||      (L2-normalised rows)
+        x -> normalize(x - (lam / 2) u),   y -> normalize(y + (lam / 2) u)
+
+    Images move towards the texts and texts towards the images, half of ``lam`` each, then
+    every row is put back on the unit sphere. ``lam = 0`` gives the raw (normalised)
+    embeddings; ``lam = ||mean(X) - mean(Y)||`` makes the two centroids meet at the shared mean
+    before renormalising; a negative ``lam`` widens the gap (Liang et al. scan ``lam`` over
+    ``-5, -4.75, ..., 4.75`` and widen the gap for their fairness experiment). Only the two
+    centroids are estimated: the pairing is never read.
+
+    Unlike :class:`CenterGap` it removes nothing but the gap direction: the mean the two
+    modalities share, and every direction other than ``u``, are left as they are.
+
+    Parameters
+    ----------
+    lam : float, default=0.82
+        Length of the shift (Euclidean, in the embedding space, as the centroid gap
+        ``||mean(X) - mean(Y)||`` is measured), half of it to each modality. The default is the gap Liang et al. report for CLIP (``||Delta_gap|| = 0.82``), so it
+        closes a CLIP-sized gap on any data without being fitted to it (a default equal to each
+        dataset's own gap would change with the data a setting is compared on).
+
+    Attributes
+    ----------
+    mean_image_, mean_text_ : ndarray of shape (d,), float64
+        The modalities' centroids (of the L2-normalised fitted rows).
+    gap_norm_ : float
+        ``||mean_image_ - mean_text_||``: the ``lam`` that makes the shifted centroids meet.
+    gap_direction_ : ndarray of shape (d,), float64
+        ``u``, unit length, pointing from the text centroid to the image centroid.
+    """
+
+    name = "liang_shift"
+    label = "Liang shift"
+    menu_rank = 25
+    params_info = (
+        Param("lam", "liang_shift: length of the shift along the unit centroid-gap direction, "
+              "half to each modality (default 0.82, CLIP's gap; 0 = raw; < 0 widens the gap)",
+              flag="--lambda", type=float, short="lambda",
+              slider=Slider("Shift lambda (along the gap direction)", lo=-1.0, hi=2.0, step=0.02,
+                            key="liang_lambda",
+                            help="0: the raw embeddings. A value equal to the centroid gap "
+                                 "||mean(X) - mean(Y)|| makes the two centroids meet; negative "
+                                 "values widen the gap.")),
+    )
+    summary = ("shift images and texts by lambda / 2 each along the unit centroid-gap "
+               "direction, renormalise (Liang et al. 2022)")
+    uses_pairing = False
+    default_protocol = "transductive"
+
+    def __init__(self, lam: float = 0.82):
+        self.lam = lam
+
+    def _validate_parameters(self, n_pairs: int, dim: int) -> None:
+        require_finite(self, "lam")
+
+    def _fit(self, X: np.ndarray, Y: np.ndarray, progress: ProgressCallback) -> None:
+        mx = l2_normalize(X).mean(0, dtype=np.float64)
+        my = l2_normalize(Y).mean(0, dtype=np.float64)
+        gap = mx - my
+        norm = float(np.linalg.norm(gap))
+        if not norm > 0:
+            raise ValueError("liang_shift: the image and the text centroids coincide, so there is "
+                             "no gap direction to shift along; the modalities have no centroid "
+                             "gap to close (use orig).")
+        self.mean_image_, self.mean_text_ = mx, my
+        self.gap_norm_ = norm
+        self.gap_direction_ = gap / norm
+
+    def _shift(self, A: np.ndarray, sign: float) -> np.ndarray:
+        step = (sign * 0.5 * float(self.lam)) * self.gap_direction_
+        return l2_normalize(l2_normalize(A).astype(np.float64) + step)
+
+    def _transform_images(self, X: np.ndarray) -> np.ndarray:
+        return self._shift(X, -1.0)
+
+    def _transform_texts(self, Y: np.ndarray) -> np.ndarray:
+        return self._shift(Y, +1.0)
 
 
 class StandardizeGap(GapMethod):

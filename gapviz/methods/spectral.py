@@ -19,14 +19,34 @@ Graph (``graph``)
     Because items of one modality are far more similar to each other than to the other modality
     (the cone effect), such a graph is nearly split in two and its first non-trivial eigenvector
     is close to the modality indicator: the gap comes back. It is offered to show exactly that.
-Affinity (``affinity``), a non-negative function of the cosine c in [-1, 1]
+Affinity (``affinity``), the edge weight as a function of the cosine c in [-1, 1]
     ``"shift"`` (default): ``(1 + c) / 2``, an order-preserving map onto [0, 1];
+    ``"cosine"``: ``c`` itself, the paper's graph (cosine weights, optionally kNN-sparsified
+    with ``knn``). Its weights can be negative; the Laplacian stays defined as long as every
+    node's total weight (degree) is > 0, which holds when the cross-modal cosines are positive
+    (as for CLIP-like models) and otherwise is a precise error naming how many nodes fail and
+    what to do (``knn``, or ``"shift"``). With negative weights the Laplacian may have
+    eigenvalues below 0; they are the smallest and are kept;
     ``"clip"``: ``max(c, 0)``; ``"heat"``: ``exp((c - 1) / heat_scale)`` (heat kernel on the
     sphere, since ``||x - y||^2 = 2 - 2c``).
 Sparsification (``knn``)
     ``None`` (default): all N^2 cross edges. An integer k keeps an edge when it is among the k
-    most similar items of either end (union, so ``W`` stays symmetric). ``approximate_knn``
-    finds the neighbours with pynndescent instead of the exact blocked search.
+    most similar items of either end (union, so ``W`` stays symmetric): each item keeps its k
+    most similar cross-modal edges. ``approximate_knn`` finds the neighbours with pynndescent
+    instead of the exact blocked search.
+What the default is, exactly (a dense bipartite graph with an affinity affine in the cosine)
+    With ``S = a 1 1^T + b X Y^T`` (shift: a = b = 1/2; cosine: a = 0, b = 1), the eigen-equation
+    of an image row reads ``(1 - lambda) d_i f(x_i) = a sum_j f(y_j) + b x_i^T (Y^T F_Y)``: up
+    to the positive factor ``d_i``, which the row normalisation removes, ``f(x_i)`` is an affine
+    function of ``x_i`` (linear for cosine), and the same holds for texts and for the Nystrom
+    extension of new rows. So this spectral embedding is exactly
+    ``x -> normalize(x A_img + c_img)`` for images and ``y -> normalize(y A_txt + c_txt)`` for
+    texts: one affine map per modality (d x k), fitted from the two clouds without the pairing.
+    It is the same kind of map as the linear baselines it is compared with; what differs is how
+    the maps are chosen (tested: a least-squares fit of each modality's ``d_i f(x_i)`` from
+    the unit rows the fit saw leaves a relative residual at float64 round-off, ~1e-14).
+    ``knn``, ``"clip"``, ``"heat"``, the joint graph and the unnormalised Laplacian make the
+    map non-linear.
 Laplacian (``laplacian``)
     ``"normalized"`` (default): the generalised problem ``(D - W) f = lambda D f`` of Laplacian
     eigenmaps and normalised cuts (Shi & Malik 2000), i.e. the random-walk Laplacian
@@ -47,9 +67,10 @@ Solvers
   ``A = D_x^-1/2 S D_y^-1/2`` (N x N, not 2N x 2N): with ``A = U diag(s) V^T``, ``[U; V] / sqrt 2``
   are eigenvectors of ``D^-1/2 L D^-1/2`` with eigenvalues ``1 - s``.
 
-  - ``affinity="shift"`` without ``knn``: ``S = (1 + X Y^T) / 2 = F_x F_y^T`` has rank at most
-    d + 1, so the SVD is exact from the two (d+1) x (d+1) Gram matrices of the factors,
-    O(N d^2) time and O(N d) memory: S is never formed (N = 50,000 costs seconds). With fewer
+  - ``affinity="shift"`` or ``"cosine"`` without ``knn``: ``S = (1 + X Y^T) / 2 = F_x F_y^T``
+    has rank at most d + 1 (``S = X Y^T``: d), so the SVD is exact from the two (d+1) x (d+1)
+    Gram matrices of the factors, O(N d^2) time and O(N d) memory: S is never formed
+    (N = 50,000 costs seconds). With fewer
     pairs than dimensions (N <= d + 1) the N-dimensional span of the data is used instead:
     the N x N matrix A and its N x N eigenproblem, O(N^2 d), never a d x d factorisation.
   - otherwise ``scipy.sparse.linalg.svds`` (PROPACK) on sparse or dense ``A``, LAPACK when small.
@@ -92,18 +113,22 @@ from .base import GapMethod, Param, ProgressCallback, Slider, l2_normalize
 from .base import require_finite
 
 GRAPHS = ("bipartite", "joint")
-AFFINITIES = ("shift", "clip", "heat")
+AFFINITIES = ("shift", "cosine", "clip", "heat")
 LAPLACIANS = ("normalized", "unnormalized")
 
 #: Below this many nodes the eigenproblem is solved densely with LAPACK (exact, robust and
 #: still fast); above it with ARPACK / the low-rank path.
 _DENSE_NODES = 1500
 #: Largest dense affinity (float32 bytes) built for an explicit graph (the solver works on a
-#: float64 copy, twice that); beyond it ``knn`` is required, or the low-rank
-#: ``affinity="shift"`` bipartite path, which never builds one.
+#: float64 copy, twice that); beyond it ``knn`` is required, or the low-rank bipartite path
+#: (``affinity="shift"`` or ``"cosine"``), which never builds one.
 _DENSE_BYTES = 1024 ** 3
 #: Columns per parallel task in the column top-k kernel.
 _COL_CHUNK = 256
+#: The affinities that are affine in the cosine, ``a + b c``, as ``(a, b)``: for them the dense
+#: bipartite cross block ``a 1 1^T + b X Y^T`` has rank <= d + 1 (the low-rank solver) and the
+#: normalised embedding is one affine map per modality.
+_AFFINE = {"shift": (0.5, 0.5), "cosine": (0.0, 1.0)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -121,9 +146,12 @@ class SpectralGap(GapMethod):
     graph : {"bipartite", "joint"}, default="bipartite"
         Cross-modal edges only, or within-modality edges too (see the module docstring for why
         the bipartite graph closes the gap and the joint one does not).
-    affinity : {"shift", "clip", "heat"}, default="shift"
-        Rule making the cosine c non-negative: ``(1 + c) / 2``, ``max(c, 0)`` or
-        ``exp((c - 1) / heat_scale)``.
+    affinity : {"shift", "cosine", "clip", "heat"}, default="shift"
+        Edge weight from the cosine c: ``(1 + c) / 2``, ``c`` itself (the paper's graph; every
+        node's total weight must be > 0, else a ``ValueError`` says how many nodes fail and to
+        set ``knn`` or use ``"shift"``), ``max(c, 0)`` or ``exp((c - 1) / heat_scale)``. With the
+        dense bipartite graph, ``"shift"`` and ``"cosine"`` make the embedding one affine map
+        per modality (module docstring).
     knn : int or None, default=None
         Keep only edges to each item's ``knn`` most similar candidates (union over both ends).
         ``None`` keeps the dense graph.
@@ -168,7 +196,9 @@ class SpectralGap(GapMethod):
     """
 
     name = "spectral"
-    summary = "Laplacian eigenmaps of the cross-modal (bipartite) similarity graph, k components"
+    summary = ("Laplacian eigenmaps of the cross-modal (bipartite) similarity graph, k components; "
+               "with the default dense graph it is exactly one affine map per modality, fitted "
+               "without the pairing")
     uses_pairing = False
     default_protocol = "transductive"
     label = "Spectral"
@@ -185,9 +215,9 @@ class SpectralGap(GapMethod):
               "slice (default 200)", flag="--max-k", type=int, short="max k"),
         Param("graph", "spectral graph: cross-modal only (default) or with within-modality edges",
               flag="--graph", type=str, choices=("bipartite", "joint")),
-        Param("affinity", "spectral: rule making cosines non-negative: (1+c)/2 (default), "
-              "max(c,0), exp((c-1)/heat-scale)", flag="--affinity", type=str,
-              choices=("shift", "clip", "heat")),
+        Param("affinity", "spectral: edge weight from the cosine c: (1+c)/2 (default), c itself "
+              "(the paper's graph; each node's total weight must be > 0), max(c,0), "
+              "exp((c-1)/heat-scale)", flag="--affinity", type=str, choices=AFFINITIES),
         Param("knn", "spectral: keep each item's KNN most similar edges (default: dense graph)",
               flag="--knn", type=int),
         Param("approximate_knn", "spectral: search the kNN graph with pynndescent",
@@ -313,7 +343,8 @@ class SpectralGap(GapMethod):
                 raise ValueError(
                     f"a dense {self.graph} graph over N={n_pairs} pairs needs "
                     f"{4.0 * nodes * nodes / 1024 ** 3:.1f} GiB; set knn (e.g. knn=15) to sparsify it, "
-                    "or use graph='bipartite' with affinity='shift', which never forms the matrix.")
+                    "or use graph='bipartite' with affinity='shift' or 'cosine', which never forms "
+                    "the matrix.")
 
     def _fit(self, X: np.ndarray, Y: np.ndarray, progress: ProgressCallback) -> None:
         Xn, Yn = l2_normalize(X), l2_normalize(Y)
@@ -330,13 +361,14 @@ class SpectralGap(GapMethod):
         rng = np.random.default_rng(self.random_state)
 
         if self._lowrank():
-            progress(0.1, "factorising the rank-(d+1) affinity")
-            Fx = np.hstack([Xn, np.ones((n, 1), np.float32)]).astype(np.float64) / np.sqrt(2.0)
-            Fy = np.hstack([Yn, np.ones((n, 1), np.float32)]).astype(np.float64) / np.sqrt(2.0)
+            progress(0.1, "factorising the low-rank affinity")
+            Fx, Fy = self._lowrank_factors(Xn), self._lowrank_factors(Yn)
             dx, dy = Fx @ Fy.sum(0), Fy @ Fx.sum(0)
-            _check_degrees(np.r_[dx, dy])
+            self._check_degrees(np.r_[dx, dy])
             sigma, U, V = _lowrank_svd(Fx / np.sqrt(dx)[:, None], Fy / np.sqrt(dy)[:, None], n_max + 1)
-            solver, n_cc = "lowrank-svd", 1  # every affinity is > 0 unless cos = -1 exactly
+            # Every pair has an edge (shift: unless cos = -1 exactly; cosine: unless cos = 0
+            # exactly), so the dense graph is connected.
+            solver, n_cc = "lowrank-svd", 1
             lam, Phi, deg = 1.0 - sigma, np.vstack([U, V]) / np.sqrt(2.0), np.r_[dx, dy]
         else:
             progress(0.05, "building the graph")
@@ -350,7 +382,7 @@ class SpectralGap(GapMethod):
             else:
                 deg = np.asarray(W.sum(axis=1), np.float64).ravel()
                 full = sparse.csr_matrix(W)
-            _check_degrees(deg)
+            self._check_degrees(deg)
             n_cc = int(csgraph.connected_components(full, directed=False)[0])
             del full
             if n_cc > 1:
@@ -379,8 +411,8 @@ class SpectralGap(GapMethod):
         self.n_connected_components_ = n_cc
         self.solver_ = solver
         if self._lowrank():
-            # Nystrom in O(d k) per new point: with s(z, y_j) = (1 + z . y_j) / 2,
-            # sum_j s(z, y_j) f_j = (sum_j f_j + z^T (Y^T F)) / 2 and d_z = (N + z . sum_j y_j) / 2.
+            # Nystrom in O(d k) per new point: with s(z, y_j) = a + b z . y_j,
+            # sum_j s(z, y_j) f_j = a sum_j f_j + b z^T (Y^T F) and d_z = a N + b z . sum_j y_j.
             E_img, E_txt = self.embedding_[:n], self.embedding_[n:]
             self._lowrank_terms_ = {
                 "image": (E_txt.sum(0), Yn.T.astype(np.float64) @ E_txt, Yn.sum(0, dtype=np.float64), n),
@@ -396,8 +428,12 @@ class SpectralGap(GapMethod):
 
     # -- internals --------------------------------------------------------------------------
     def _lowrank(self) -> bool:
-        return (self.graph == "bipartite" and self.affinity == "shift" and self.knn is None
+        return (self.graph == "bipartite" and self.affinity in _AFFINE and self.knn is None
                 and self.laplacian == "normalized")
+
+    def _affine_weights(self) -> tuple[float, float]:
+        """``(a, b)`` of an affinity that is affine in the cosine, ``a + b c``."""
+        return _AFFINE[self.affinity]
 
     def _solve_key(self) -> tuple:
         p = self.get_params()
@@ -409,8 +445,10 @@ class SpectralGap(GapMethod):
         if self.graph == "bipartite" and self.laplacian == "normalized":
             # The N singular values of A give the N smallest eigenvalues (1 - s); one is trivial.
             cap, why = n_pairs - 1, f"N={n_pairs} pairs: N - 1 for the bipartite graph"
-            if self._lowrank() and dim < cap:
+            if self._lowrank() and self.affinity == "shift" and dim < cap:
                 cap, why = dim, f"the affinity (1 + X Y^T) / 2 has rank <= d + 1 = {dim + 1}"
+            elif self._lowrank() and dim - 1 < cap:
+                cap, why = dim - 1, f"the affinity X Y^T has rank <= d = {dim}"
         else:
             cap, why = 2 * n_pairs - 1, f"N={n_pairs} pairs: 2N - 1 nodes beyond the trivial one"
         return max(cap, 0), why
@@ -427,11 +465,49 @@ class SpectralGap(GapMethod):
             raise ValueError(f"k={k} but only {self.n_components_max_} eigenvectors were computed; "
                              f"refit with max_components >= {k} (and enough pairs).")
 
+    def _lowrank_factors(self, A: np.ndarray) -> np.ndarray:
+        """``F`` (float64) with ``S = F_x F_y^T`` for the dense bipartite affine affinities:
+        ``[A, 1] / sqrt 2`` for shift, ``A`` itself for cosine."""
+        a, b = self._affine_weights()
+        F = A.astype(np.float64) * np.sqrt(b)
+        return np.hstack([F, np.full((A.shape[0], 1), np.sqrt(a))]) if a else F
+
+    def _weight_meaning(self) -> str:
+        if self.affinity == "cosine":
+            return " (a node's total weight is the sum of its edges' cosines, negative ones included)"
+        if self.affinity == "clip":
+            return " (every cosine of its edges is <= 0, so every weight max(c, 0) is 0)"
+        return ""
+
+    def _degree_fix(self) -> str:
+        """How to get a graph whose every node has a positive total weight."""
+        if self.affinity == "cosine":
+            sparsify = ("keep only each item's most similar edges with a smaller knn (now "
+                        f"{self.knn})" if self.knn is not None else
+                        "keep only each item's k most similar edges (knn=15, say)")
+            return f"{sparsify}, or use affinity='shift' ((1 + cos) / 2, always > 0)"
+        return "use affinity='shift' or 'heat' (always > 0), or a larger knn"
+
+    def _check_degrees(self, deg: np.ndarray) -> None:
+        """One precise error when a node's total weight is not > 0: the normalised Laplacian
+        divides by it (``D^-1``), and so does the Nystrom extension."""
+        bad = np.flatnonzero(~(deg > 0))
+        if bad.size:
+            what = ("have a total edge weight <= 0" if self.affinity == "cosine" else
+                    "have no edge (total edge weight 0)")
+            raise ValueError(
+                f"{bad.size} of the {deg.size} nodes of the {self.graph} graph (the 2N items, images "
+                f"first; e.g. items {bad[:5].tolist()}) {what} under affinity={self.affinity!r}"
+                f"{self._weight_meaning()}, so the graph Laplacian's normalisation is undefined; "
+                f"{self._degree_fix()}.")
+
     def _rule(self, C: np.ndarray) -> np.ndarray:
         """Affinity from cosines, in place where possible (float32 in, float32 out)."""
         if self.affinity == "shift":
             C += 1.0
             C *= 0.5
+            return C
+        if self.affinity == "cosine":
             return C
         if self.affinity == "clip":
             return np.maximum(C, 0.0, out=C)
@@ -549,9 +625,10 @@ class SpectralGap(GapMethod):
         lam = self.eigenvalues_[:k]
         if self._lowrank():
             f_sum, zTF, z_sum, n = self._lowrank_terms_[modality]
+            a, b = self._affine_weights()
             Qd = Q.astype(np.float64)
-            num = 0.5 * (f_sum[None, :k] + Qd @ zTF[:, :k])
-            d = 0.5 * (n + Qd @ z_sum)
+            num = a * f_sum[None, :k] + b * (Qd @ zTF[:, :k])
+            d = a * n + b * (Qd @ z_sum)
         else:
             out = np.empty((Q.shape[0], k), np.float64)
             d = np.empty(Q.shape[0], np.float64)
@@ -562,11 +639,13 @@ class SpectralGap(GapMethod):
                 out[i0:i0 + rows] = Wn @ F_items[:, :k]
                 d[i0:i0 + rows] = np.asarray(Wn.sum(axis=1), np.float64).ravel()
             num = out
-        bad = np.flatnonzero(d <= 0)
+        bad = np.flatnonzero(~(d > 0))
         if bad.size:
-            raise ValueError(f"{modality} rows {bad[:5].tolist()} have zero affinity to every training "
-                             f"item under affinity={self.affinity!r}, so the Nystrom extension is "
-                             "undefined for them; use affinity='shift' or 'heat' (always > 0).")
+            raise ValueError(
+                f"{bad.size} of the {d.size} new {modality} rows (e.g. rows {bad[:5].tolist()}) have "
+                f"a total edge weight <= 0 to the training items under affinity={self.affinity!r}"
+                f"{self._weight_meaning()}, so the Nystrom extension, which divides by it, is "
+                f"undefined for them; {self._degree_fix()}.")
         if self.laplacian == "normalized":
             denom = (1.0 - lam)[None, :] * d[:, None]
         else:
@@ -653,24 +732,35 @@ def _drop_trivial(lam: np.ndarray, Phi: np.ndarray, deg: np.ndarray, laplacian: 
     """Remove the trivial direction from the eigenvalue-0 eigenspace.
 
     The trivial eigenvector of the symmetric problem is ``D^1/2 1`` (normalised) or ``1``
-    (unnormalised). On a connected graph it is the first column; on a disconnected one the
-    eigenvalue 0 is repeated and the solver returns an arbitrary basis of the component
-    indicators, so the trivial direction is projected out of that block and the remaining
-    c - 1 directions are kept.
+    (unnormalised), with eigenvalue 0. With non-negative weights 0 is the smallest eigenvalue
+    and the trivial vector the first column; with signed weights (``affinity="cosine"``) the
+    Laplacian may also have negative eigenvalues, which come before it and are kept. On a
+    disconnected graph the eigenvalue 0 is repeated and the solver returns an arbitrary basis
+    of the component indicators, so the trivial direction is projected out of that block and
+    the remaining c - 1 directions are kept.
     """
     t = np.sqrt(deg) if laplacian == "normalized" else np.ones_like(deg)
     t = t / np.linalg.norm(t)
     scale = max(1.0, float(np.abs(lam).max()))
-    null = np.flatnonzero(np.abs(lam - lam[0]) <= 1e-8 * scale)
+    null = np.flatnonzero(np.abs(lam) <= 1e-8 * scale)
+    if null.size == 0:
+        # An iterative solver's trivial eigenvalue may sit further from 0 than that: find it by
+        # its vector. None at all: every eigenvalue computed is below 0 (signed weights).
+        overlap = np.abs(t @ Phi)
+        j = int(np.argmax(overlap))
+        if overlap[j] < 0.99:
+            return lam, Phi
+        null = np.array([j])
+    rest = np.setdiff1d(np.arange(lam.size), null)
     if null.size == 1:
-        keep = np.setdiff1d(np.arange(lam.size), null)
-        return lam[keep], Phi[:, keep]
+        return lam[rest], Phi[:, rest]
     B = Phi[:, null]
     B = B - np.outer(t, t @ B)
     Ub, sb, _ = np.linalg.svd(B, full_matrices=False)
     B = Ub[:, : null.size - 1]
-    rest = np.setdiff1d(np.arange(lam.size), null)
-    return np.r_[lam[null[1:]], lam[rest]], np.hstack([B, Phi[:, rest]])
+    lam, Phi = np.r_[lam[null[1:]], lam[rest]], np.hstack([B, Phi[:, rest]])
+    order = np.argsort(lam, kind="stable")
+    return lam[order], Phi[:, order]
 
 
 def _sign_flip(F: np.ndarray) -> np.ndarray:
@@ -679,14 +769,6 @@ def _sign_flip(F: np.ndarray) -> np.ndarray:
     signs = np.sign(F[idx, np.arange(F.shape[1])])
     signs[signs == 0] = 1.0
     return F * signs
-
-
-def _check_degrees(deg: np.ndarray) -> None:
-    bad = np.flatnonzero(~(deg > 0))
-    if bad.size:
-        raise ValueError(f"items {bad[:5].tolist()} (of the 2N pool; images first) have no edge: "
-                         "their affinity to every candidate is 0, e.g. all cosines <= 0 under "
-                         "affinity='clip'. Use affinity='shift' or 'heat' (always > 0), or a larger knn.")
 
 
 def _scale(W, r: np.ndarray, c: np.ndarray):

@@ -36,6 +36,10 @@ from .base import GapMethod, Param, ProgressCallback, l2_normalize, require_fini
 class VLAPGap(GapMethod):
     """One linear layer mapping images to the text space, trained by assignment prediction.
 
+    The anchors differ from the paper's: VLAP assigns both modalities to a frozen LLM's word
+    embeddings; here (no LLM) the anchors are ``n_anchors`` k-means centroids of the fitted
+    texts, weighted by their share of the texts (see the module docstring).
+
     Parameters
     ----------
     n_anchors : int, default=256
@@ -81,7 +85,8 @@ class VLAPGap(GapMethod):
         Param("random_state", "random seed (spectral, vlap: initialisation; ot, sinkhorn: their fit_size subsample; default 0)",
               flag="--seed", type=int, short="seed"),
     )
-    summary = "one linear layer trained by Sinkhorn assignment prediction to anchors (VLAP-style)"
+    summary = ("one linear layer trained by Sinkhorn assignment prediction (VLAP-style; anchors "
+               "are k-means centroids of the texts, not an LLM's word embeddings)")
     uses_pairing = True
     default_protocol = "held-out"
 
