@@ -7,25 +7,34 @@ is never its own result.
 Measures
 --------
 - **RMG**, the relative modality gap (Schrodi et al., ICLR 2025, "Two effects, one trigger"):
-  with d(a, b) = (1 - cos(a, b)) / 2, m = mean of d over the pairs (floored at 1e-3 as in
-  their code), w_x, w_y = mean of d over all distinct pairs of images, of texts;
-  RMG = m / (m + (w_x + w_y) / 2). Their L2M and L2I are gapviz's ``centroid_gap`` and
-  ``paired_l2``.
+  with d(a, b) = (1 - cos(a, b)) / 2, m = mean of d over the pairs, w_x, w_y = mean of d over
+  all distinct pairs of images, of texts; RMG = m / (m + (w_x + w_y) / 2). As in their
+  ``compute_rmg`` (``analysis/gap_precompute.py``), m is replaced by 1e-3 only when m <= 0
+  (pairs that coincide); any positive m, however small, is kept. Their L2M and L2I are
+  gapviz's ``centroid_gap`` and ``paired_l2``.
 - **Centroid vs distribution gap**: the Fréchet distance between Gaussians fitted to each
   modality splits exactly into ||mu_x - mu_y||^2 (what a mean shift explains) plus
   Tr(C_x + C_y - 2 (C_x C_y)^(1/2)), the Fréchet distance once each modality's mean is removed
-  (the Bures term: shape and spread; Dowson & Landau 1982; Heusel et al. 2017).
+  (the Bures term: shape and spread; Dowson & Landau 1982; Heusel et al. 2017). Both on the
+  L2-normalised rows; ``frechet_raw`` is the same distance on the file's rows as given (not
+  normalised), reported when those rows are not unit-norm.
 - **Per-dimension gap**: |mean(X)_j - mean(Y)_j| ranked, each with its share of
   ||mean(X) - mean(Y)||^2; the ablation curve of Schrodi et al. removes the top-m gap
   dimensions, renormalises the rows and recomputes cross-modal R@1 and RMG (m = 0 .. M).
 - **Per-cluster gap**: every measure of :func:`gapviz.measures.measure_gap` and RMG on the pairs
   of each cluster (the cluster's own pool), clusters from labels or seeded k-means on the
   leading principal components of [x_i, y_i] (k given, or chosen by silhouette).
-- **NDCG@10** in the mixed pool (as MixBench / GR-CLIP report it): image queries, the paired
-  text the one relevant item, gain 1 / log2(1 + rank) when rank <= 10; ranks are
+- **NDCG@10** (``NDCG@10``): MixBench's formula on the paper's mixed pool. Image queries, the
+  paired text the one relevant item, gain 1 / log2(1 + rank) when rank <= 10; ranks are
   :func:`~gapviz.measures.measure_gap`'s, so a tie never counts as a win.
+- **NDCG@10 under MixBench's protocol** (``NDCG@10_mixbench``; Li et al. 2025, "Closing the
+  Modality Gap for Mixed Modality Search", ``src/retrieval_mixbench.py``): text queries kept
+  out of the corpus, each document once in one rendering, relevant in whatever rendering it
+  has; see :func:`mixbench_search` for how one caption per image is adapted to it.
 - **Hubness**: skewness of the k-occurrence counts N_k(z) = #{queries with z among their k
-  nearest items} over the 2N items of the mixed pool (Radovanović et al., JMLR 2010), k = 10.
+  nearest items} over the 2N items of the mixed pool (Radovanović et al., JMLR 2010), k = 10;
+  beside it, as scikit-hubness defines them (``skhubness/analysis/estimation.py``), the Robin
+  Hood index, the anti-hub occurrence and the hub occurrence (hubs: N_k >= 2 k).
 
 Cost
 ----
@@ -38,7 +47,9 @@ each doing the panel's BLAS product (BLAS held to one thread) and its numba swee
 upkeep, the ablation's rank-one updates) while the panel is in cache, with its own column
 accumulators. The ablation sweep is float32: a renormalised cosine is within about 1e-6 of
 exact, inside the tie tolerance (``gapviz.measures.TIE_TOL``) it counts ties with, so only
-near-exact ties can fall either way.
+near-exact ties can fall either way. MixBench's protocol is one more product, its queries
+(N / 3 by default) against its N documents, with the ranks made exact in float64 as
+``measure_gap``'s are.
 """
 
 from __future__ import annotations
@@ -53,14 +64,27 @@ import numpy as np
 from scipy import sparse, stats
 
 from .config import BLOCK_VALUES, RECALL_KS
-from .measures import TIE_TOL, GapReport, frechet_distance, measure_gap, normalize_rows
+from .measures import (TIE_TOL, TIE_TOL_FLOAT64, GapReport, _band32, _dot64, _exact_source,
+                       _pair_cos64, _unit_rows, float32_cosine_bound, frechet_distance,
+                       measure_gap, normalize_rows)
 from .threads import one_blas_thread
 
-#: The paired term of RMG is floored here, as in Schrodi et al.'s code (no division by ~0).
+#: What replaces RMG's paired term m when m <= 0 (pairs that coincide), as Schrodi et al.'s
+#: ``compute_rmg`` does: ``torch.where(m > 0, m, 1e-3)``. A positive m is never changed.
 RMG_FLOOR = 1e-3
 #: Rank cut-off of NDCG and the k of hubness's k-occurrence.
 NDCG_K = 10
 HUBNESS_K = 10
+#: Hubs are items with k-occurrence >= HUB_SIZE * k (scikit-hubness's default ``hub_size``).
+HUB_SIZE = 2.0
+#: MixBench's renderings of a document, in the order its reference code deals them out
+#: (``["text", "image", "mixed"][i % 3]`` over a seeded permutation: 1:1:1), and the weight of
+#: the text in a fused ("mixed") document, ``alpha * text + (1 - alpha) * image``.
+MIXBENCH_RENDERINGS = ("text", "image", "mixed")
+MIXBENCH_ALPHA = 0.5
+#: Rows whose L2 norms are all within this of 1 are unit rows: their raw Fréchet distance is
+#: the normalised one, so ``frechet_raw`` is not reported.
+UNIT_NORM_TOL = 1e-3
 #: Ablation curve: top-m gap dimensions removed for m = 0 .. ABLATION_DIMS.
 ABLATION_DIMS = 10
 #: Dimensions listed in the JSON anatomy (all d are in :class:`DimensionGaps`).
@@ -91,13 +115,21 @@ def relative_modality_gap(X: np.ndarray, Y: np.ndarray) -> float:
     Returns
     -------
     float
-        m / (m + (w_x + w_y) / 2) in [0, 1]; see the module docstring.
+        m / (m + (w_x + w_y) / 2) in [0, 1], m replaced by :data:`RMG_FLOOR` only when
+        m <= 0; see the module docstring.
     """
-    Xn, Yn = normalize_rows(X), normalize_rows(Y)
+    Xr, Yr = _exact_source(np.asarray(X)), _exact_source(np.asarray(Y))
+    if Xr.ndim != 2 or Xr.shape != Yr.shape:
+        raise ValueError(f"X and Y must be (N, d) arrays of the same shape, got {Xr.shape} and "
+                         f"{Yr.shape}.")
+    Xn, ix = _unit_rows(Xr)
+    Yn, iy = _unit_rows(Yr)
     n = Xn.shape[0]
     if n < 2:
         raise ValueError("RMG needs at least 2 pairs (its within-modality terms are over distinct items).")
-    cos_pair = np.einsum("ij,ij->i", Xn, Yn).astype(np.float64)
+    # float64 cosines of the input rows, as measure_gap's: m may be tiny (pairs nearly
+    # coincide), where a float32 dot product's rounding would be a large part of it
+    cos_pair = _pair_cos64(Xr, Yr, ix, iy)
     sx = Xn.sum(0, dtype=np.float64)
     sy = Yn.sum(0, dtype=np.float64)
     return rmg_from_sums(float(np.mean(cos_pair)), sx @ sx, sy @ sy, n, n, n)
@@ -111,7 +143,9 @@ def rmg_from_sums(mean_cos_pair: float, sx2: float, sy2: float, n: int, nx: floa
     ``(sx2 - nx) / (N (N - 1))``. Same for texts.
     """
     pairs = n * (n - 1)
-    m = max((1.0 - mean_cos_pair) / 2.0, RMG_FLOOR)
+    m = (1.0 - mean_cos_pair) / 2.0
+    if not m > 0:  # only m <= 0 is replaced, as in Schrodi et al.'s compute_rmg
+        m = RMG_FLOOR
     w_x = (1.0 - (sx2 - nx) / pairs) / 2.0
     w_y = (1.0 - (sy2 - ny) / pairs) / 2.0
     return float(m / (m + (w_x + w_y) / 2.0))
@@ -145,6 +179,40 @@ def centroid_vs_distribution(X: np.ndarray, Y: np.ndarray, *, frechet: float | N
     distribution = max(total - centroid, 0.0)
     return {"frechet": total, "centroid": centroid, "distribution": distribution,
             "centroid_share": centroid / total if total > 0 else math.nan}
+
+
+def unit_norm_rows(A: np.ndarray, tol: float = UNIT_NORM_TOL) -> bool:
+    """Whether every row of ``A`` has an L2 norm within ``tol`` of 1 (norms in float64)."""
+    A = np.asarray(A)
+    norms = np.sqrt(np.einsum("ij,ij->i", A, A, dtype=np.float64))
+    return bool(np.all(np.abs(norms - 1.0) <= tol))
+
+
+def raw_frechet_distance(X: np.ndarray, Y: np.ndarray) -> float | None:
+    """Fréchet distance between the modalities on the rows as given, not normalised.
+
+    The same formula as :func:`gapviz.measures.frechet_distance` (means, covariances with the
+    N - 1 denominator, ``||mu_x - mu_y||^2 + Tr(C_x + C_y - 2 (C_x C_y)^(1/2))``, as FID,
+    Heusel et al. 2017), on the embeddings as the model or the file gives them: the scale of
+    values such as the paper's Table 4 (hundreds for raw CLIP embeddings, where the
+    normalised rows give at most a few units). Each modality is modelled on its own, so the
+    pairing (and any reordering of the pairs) does not change it.
+
+    Parameters
+    ----------
+    X, Y : ndarray of shape (N, d) and (M, d)
+        The rows as given (float64 input is computed in float64 throughout).
+
+    Returns
+    -------
+    float or None
+        None when both modalities already have unit-norm rows (within :data:`UNIT_NORM_TOL`):
+        the distance would be ``frechet`` on the normalised rows.
+    """
+    X, Y = np.asarray(X), np.asarray(Y)
+    if unit_norm_rows(X) and unit_norm_rows(Y):
+        return None
+    return frechet_distance(X, Y)
 
 
 def gap_removed(before: dict[str, float], after: dict[str, float]) -> dict[str, dict[str, float]]:
@@ -292,6 +360,200 @@ def mixed_pool_ndcg(X: np.ndarray, Y: np.ndarray, k: int = NDCG_K, *,
     return float(ndcg_gains(report.i2t_rank, k).mean())
 
 
+#: Codes of MixBench's renderings in :class:`MixBenchSearch` and the recheck kernel.
+_RENDERING_CODES = {"image": 0, "text": 1, "mixed": 2}
+
+
+@dataclass
+class MixBenchSearch:
+    """Search of N pairs under MixBench's protocol (:func:`mixbench_search`).
+
+    Attributes
+    ----------
+    renderings : ndarray of shape (N,), str
+        How document j is in the corpus: ``"image"`` (x_j), ``"text"`` (y_j) or ``"mixed"``
+        (the unit vector of ``alpha * y_j + (1 - alpha) * x_j``, both unit rows first).
+    queries : ndarray of shape (Q,), int
+        The pairs whose caption y_q is a query: those whose document is rendered as its image.
+    ranks : ndarray of shape (Q,), int
+        Rank of each query's document among the N documents (1-based). A document whose cosine
+        equals the relevant one's (in float64, within ``TIE_TOL_FLOAT64``) is ranked ahead of
+        it: a tie never counts as a win, as in every gapviz rank.
+    alpha : float
+    seed : int
+        Seed of the permutation that deals out the renderings.
+    """
+
+    renderings: np.ndarray
+    queries: np.ndarray
+    ranks: np.ndarray
+    alpha: float
+    seed: int
+
+    def ndcg(self, k: int = NDCG_K) -> float:
+        """Mean over the queries of 1 / log2(1 + rank) when rank <= k, else 0 (nan without
+        queries). With one relevant document this equals MixBench's
+        ``sklearn.metrics.ndcg_score`` of the top k."""
+        if self.ranks.size == 0:
+            return math.nan
+        return float(ndcg_gains(self.ranks, k).mean())
+
+    def describe(self) -> dict[str, Any]:
+        """The protocol and its numbers, JSON-serialisable."""
+        names, counts = np.unique(self.renderings, return_counts=True)
+        return {"protocol": "MixBench (text queries out of the corpus, each document once, "
+                            "relevant in any rendering)",
+                "documents": int(self.renderings.size),
+                "renderings": {str(a): int(b) for a, b in zip(names, counts)},
+                "queries": int(self.queries.size), "alpha": self.alpha, "seed": self.seed,
+                "query_source": "the captions of the pairs whose document is rendered as its "
+                                "image"}
+
+
+def mixbench_search(X: np.ndarray, Y: np.ndarray, *,
+                    renderings: Sequence[str] = MIXBENCH_RENDERINGS, alpha: float = MIXBENCH_ALPHA,
+                    seed: int = 0, block_values: int = BLOCK_VALUES) -> MixBenchSearch:
+    """Mixed-modality search under MixBench's protocol, adapted to one caption per image.
+
+    MixBench (Li et al. 2025, "Closing the Modality Gap for Mixed Modality Search";
+    reference ``src/retrieval_mixbench.py`` of ``yuhui-zh15/MixedModalitySearch``) searches a
+    corpus of documents with text queries that are not in the corpus; each document is in the
+    corpus once, in one rendering dealt out by a seeded permutation (``i % 3`` over text,
+    image and a fused image+text vector: 1:1:1), and a query's document is relevant whatever
+    its rendering. gapviz's ``NDCG@10`` differs on each point: its queries are pool items
+    (images), every pair is in the pool twice (image and text), and only the paired text is
+    relevant.
+
+    What is implemented, on N pairs with one caption each:
+
+    - **corpus**: the N documents, document j in the rendering dealt to it: position i of a
+      permutation of the pairs (``numpy.random.default_rng(seed)``) gets
+      ``renderings[i % len(renderings)]``; ``"image"`` is x_j, ``"text"`` is y_j and
+      ``"mixed"`` the unit vector of ``alpha * y_j + (1 - alpha) * x_j`` of the unit rows
+      (MixBench's fusion, alpha = 0.5; an image and caption that cancel fuse to the zero
+      vector, cosine 0 with every query, as MixBench's ``torch.nn.functional.normalize``
+      leaves it). Repeating a name changes the proportions.
+    - **queries**: the caption y_q of every pair whose document is rendered as its image. A
+      document rendered as its own caption (or a fusion holding it) would contain the query
+      itself, which MixBench's separate query captions never do; those documents are in the
+      corpus for the other queries (they are relevant to no query). With the default deal,
+      about N / 3 queries.
+    - **relevance**: the query's own document (its image), the one relevant document.
+    - **score**: cosine of unit rows, as MixBench; rank = 1 + the number of other documents
+      at least as similar (a tie counts against the query; MixBench's ``torch.topk`` and
+      ``sklearn.metrics.ndcg_score`` break or average ties instead, which differs only on
+      exactly tied documents). NDCG@k = mean of 1 / log2(1 + rank) when rank <= k, else 0
+      (:meth:`MixBenchSearch.ndcg`).
+
+    Ranks are exact like ``measure_gap``'s: float32 products of the unit rows, and the
+    comparisons within the float32 error bound of their threshold redone in float64 from the
+    input rows. Cost: Q x N x d multiply-adds (Q queries) by panels of queries, one worker
+    thread per CPU (each panel's product on one BLAS thread, then its numba sweep), memory
+    O(N d + panel).
+
+    Parameters
+    ----------
+    X, Y : ndarray of shape (N, d)
+        Image and text embeddings (normalised here); row i of each is a pair.
+    renderings : sequence of {"image", "text", "mixed"}
+        Dealt out in turn over the permutation; must include ``"image"`` (the queries' documents).
+    alpha : float in [0, 1]
+        Weight of the text in a fused document.
+    seed : int
+    block_values : int
+        Upper bound on the float32 values of one similarity panel.
+
+    Returns
+    -------
+    MixBenchSearch
+    """
+    names = tuple(renderings)
+    unknown = sorted(set(names) - set(_RENDERING_CODES))
+    if not names or unknown:
+        raise ValueError(f"renderings must be a non-empty sequence of 'image', 'text' and "
+                         f"'mixed', got {list(names)}.")
+    if "image" not in names:
+        raise ValueError("renderings must include 'image': a query's document is rendered as "
+                         "its image (its caption is the query).")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be between 0 and 1 (the weight of the text in a fused "
+                         f"document), got {alpha}.")
+    X, Y = np.asarray(X), np.asarray(Y)
+    if X.ndim != 2 or X.shape != Y.shape:
+        raise ValueError(f"X and Y must be (N, d) arrays of the same shape, got {X.shape} and {Y.shape}.")
+    Xr, Yr = _exact_source(X), _exact_source(Y)
+    Xn, ix = _unit_rows(Xr)
+    Yn, iy = _unit_rows(Yr)
+    n, d = Xn.shape
+    perm = np.random.default_rng(seed).permutation(n)
+    code = np.empty(n, np.int8)
+    dealt = np.array([_RENDERING_CODES[name] for name in names], np.int8)
+    code[perm] = dealt[np.arange(n) % len(names)]
+    s_pair = _pair_cos64(Xr, Yr, ix, iy)
+
+    # the corpus as float32 unit rows; a fused document normalised in float64, then rounded
+    D = np.where((code == 0)[:, None], Xn, Yn)
+    mixed = np.flatnonzero(code == 2)
+    a, b = float(alpha), 1.0 - float(alpha)
+    norm2 = a * a + b * b + 2.0 * a * b * s_pair  # ||a v + b u||^2 of unit u, v
+    im = np.where(norm2 > 0, 1.0 / np.sqrt(np.where(norm2 > 0, norm2, 1.0)), 0.0)
+    if mixed.size:
+        fused = (a * Yr[mixed].astype(np.float64) * iy[mixed, None]
+                 + b * Xr[mixed].astype(np.float64) * ix[mixed, None]) * im[mixed, None]
+        D[mixed] = fused.astype(np.float32)
+
+    queries = np.flatnonzero(code == 0)
+    counts = np.zeros(queries.size, np.int64)
+    thr = s_pair[queries] - TIE_TOL_FLOAT64  # a document counts ahead when cos >= thr
+    lo, hi = _band32(thr, float32_cosine_bound(d))
+    if queries.size:
+        def sweep(S, p0, r0, r1, slot):  # each panel's rows are its own queries: no sharing
+            _mixbench_panel(S, p0, queries, lo, hi, thr, Yr, Xr, iy, ix, im, code, a, counts)
+
+        _panel_loop(Yn[queries], D, block_values, sweep)
+    return MixBenchSearch(np.array(sorted(_RENDERING_CODES, key=_RENDERING_CODES.get))[code],
+                          queries, 1 + counts, float(alpha), int(seed))
+
+
+@numba.njit(nogil=True, cache=True)
+def _mixbench_panel(S, p0, queries, lo, hi, thr, Yr, Xr, iy, ix, im, code, alpha,
+                    counts):  # pragma: no cover
+    """Count, for queries p0 .. p0 + rows of panel ``S`` (float32 cosines to every document),
+    the documents other than the query's own at least as similar as it: float32 values above
+    ``hi[p]`` count, below ``lo[p]`` do not, and those between are decided in float64. Image and
+    text documents as ``measure_gap``'s rechecks (one fixed-order dot product of the input
+    rows); a fused document from the query's cosines to its image and caption:
+    cos(q, (a v + b u) / ||a v + b u||) = (a cos(q, v) + b cos(q, u)) * im[j]."""
+    for r in range(S.shape[0]):
+        p = p0 + r
+        q = queries[p]
+        c = 0
+        for j in range(S.shape[1]):
+            s = S[r, j]
+            if s < lo[p] or j == q:  # below the band, or the relevant document itself
+                continue
+            if s >= hi[p]:
+                c += 1
+                continue
+            kind = code[j]
+            if kind == 0:
+                v = _dot64(Yr[q], Xr[j]) * (iy[q] * ix[j])
+            elif kind == 1:
+                v = _dot64(Yr[q], Yr[j]) * (iy[q] * iy[j])
+            else:
+                v = (alpha * (_dot64(Yr[q], Yr[j]) * (iy[q] * iy[j]))
+                     + (1.0 - alpha) * (_dot64(Yr[q], Xr[j]) * (iy[q] * ix[j]))) * im[j]
+            if v >= thr[p]:
+                c += 1
+        counts[p] += c
+
+
+def mixbench_ndcg(X: np.ndarray, Y: np.ndarray, k: int = NDCG_K, **kwargs: Any) -> float:
+    """NDCG@k under MixBench's protocol (:func:`mixbench_search`, whose keyword arguments it
+    takes); nan when no document is rendered as its image."""
+    return mixbench_search(X, Y, **kwargs).ndcg(k)
+
+
 def k_occurrence(neighbours: np.ndarray, n_items: int) -> np.ndarray:
     """N_k(z): how many rows of ``neighbours`` (queries' k nearest items) contain item z."""
     return np.bincount(np.asarray(neighbours).ravel(), minlength=n_items)
@@ -303,6 +565,70 @@ def skewness(counts: np.ndarray) -> float:
     if np.ptp(c) == 0:
         return 0.0
     return float(stats.skew(c, bias=True))
+
+
+def robin_hood_index(counts: np.ndarray) -> float:
+    """Robin Hood (Hoover) index of k-occurrence counts, as scikit-hubness defines it.
+
+    ``0.5 * sum_z |N_k(z) - mean(N_k)| / sum_z N_k(z)``: the share of all neighbour slots that
+    would have to move for every item to be a neighbour equally often (0 = no hubs;
+    Feldbauer et al., ICBK 2018).
+    """
+    c = np.asarray(counts, dtype=np.float64)
+    total = float(c.sum())
+    if total == 0:
+        return math.nan
+    return 0.5 * float(np.abs(c - c.mean()).sum()) / total
+
+
+def antihub_occurrence(counts: np.ndarray) -> float:
+    """Share of items that are anti-hubs, never among any query's k nearest (N_k = 0), as
+    scikit-hubness's ``antihub_occurrence``: anti-hubs / number of items."""
+    c = np.asarray(counts)
+    return float(np.count_nonzero(c == 0)) / c.size
+
+
+def hub_occurrence(counts: np.ndarray, k: int, n_queries: int | None = None,
+                   hub_size: float = HUB_SIZE) -> float:
+    """Share of the k-nearest-neighbour slots taken by hubs, as scikit-hubness's
+    ``hub_occurrence``: hubs are items with N_k >= ``hub_size`` * k (``>=`` as its code
+    computes it; its docstring says ``>``), and the value is ``sum of their N_k / k / n_queries``.
+
+    Parameters
+    ----------
+    counts : ndarray of shape (n_items,)
+        k-occurrence counts.
+    k : int
+        Neighbours per query.
+    n_queries : int, optional
+        Number of queries (default ``counts.size``: every item queries, as in the mixed pool).
+    hub_size : float
+        scikit-hubness's default is 2.
+    """
+    c = np.asarray(counts, dtype=np.float64)
+    n_queries = c.size if n_queries is None else n_queries
+    return float(c[c >= hub_size * k].sum()) / k / n_queries
+
+
+def hubness_indices(neighbours: np.ndarray, n_items: int) -> dict[str, float]:
+    """Every hubness index of a k-nearest-neighbour table where each item is a query.
+
+    Parameters
+    ----------
+    neighbours : ndarray of shape (n_items, k)
+        Each item's k nearest other items.
+
+    Returns
+    -------
+    dict
+        ``hubness`` (skewness of N_k), ``robinhood``, ``antihub_occurrence``,
+        ``hub_occurrence`` (hubs: N_k >= :data:`HUB_SIZE` * k).
+    """
+    counts = k_occurrence(neighbours, n_items)
+    k = int(np.asarray(neighbours).shape[1])
+    return {"hubness": skewness(counts), "robinhood": robin_hood_index(counts),
+            "antihub_occurrence": antihub_occurrence(counts),
+            "hub_occurrence": hub_occurrence(counts, k, np.asarray(neighbours).shape[0])}
 
 
 def hubness(X: np.ndarray, Y: np.ndarray, k: int = HUBNESS_K, *,
@@ -533,7 +859,10 @@ class GapAnatomy:
     Attributes
     ----------
     metrics : dict
-        ``RMG``, ``NDCG@10``, ``hubness``.
+        ``RMG``, ``NDCG@10`` (MixBench's formula on the paper's pool), ``NDCG@10_mixbench``
+        (MixBench's protocol), ``hubness`` (skewness of N_10), ``robinhood``,
+        ``antihub_occurrence``, ``hub_occurrence`` and, when raw rows not of unit norm were
+        given, ``frechet_raw``.
     report : GapReport
         The plain measures of the same pairs.
     dimensions : DimensionGaps
@@ -547,6 +876,8 @@ class GapAnatomy:
         Bootstrap intervals (:mod:`gapviz.intervals`), when asked for.
     seconds : dict
         Wall time of each part.
+    mixbench : MixBenchSearch or None
+        The search behind ``NDCG@10_mixbench``.
     """
 
     metrics: dict[str, float]
@@ -558,6 +889,7 @@ class GapAnatomy:
     neighbours: np.ndarray
     intervals: Any = None
     seconds: dict[str, float] = field(default_factory=dict)
+    mixbench: MixBenchSearch | None = None
 
     def outcomes(self, Xn: np.ndarray, Yn: np.ndarray):
         """The per-pair outcomes the bootstrap resamples (:class:`gapviz.intervals.PairOutcomes`)."""
@@ -568,11 +900,14 @@ class GapAnatomy:
     def to_json(self, *, dims_listed: int = DIMENSIONS_LISTED) -> dict[str, Any]:
         """One JSON-serialisable dict (ratios may be ``inf``: ``json.dumps`` writes Infinity)::
 
-            {"metrics": {"RMG", "NDCG@10", "hubness"},
+            {"metrics": {"RMG", "NDCG@10", "NDCG@10_mixbench", "hubness", "robinhood",
+                         "antihub_occurrence", "hub_occurrence", ["frechet_raw"]},
              "anatomy": {"dimensions": [{"index", "gap", "share"}, ...],   # largest first
                          "ablation": [{"removed", "dims", "R@1_i2t_crossmodal", ...}, ...],
                          "clusters": [{"cluster", "name", "n", "ITR", "R@5", ..., "RMG"}, ...],
-                         "centroid_vs_distribution": {...}},
+                         "centroid_vs_distribution": {...},
+                         "hubness": {"k", "hub_size", "items"},
+                         "ndcg_mixbench": {"documents", "renderings", "queries", ...}},
              "ci": {measure: [low, high]}, "ci_method": {...}, "seconds": {...}}
         """
         anatomy = {
@@ -582,7 +917,12 @@ class GapAnatomy:
             "clusters": [] if self.clusters is None else self.clusters.rows,
             "cluster_source": None if self.clusters is None else self.clusters.source,
             "centroid_vs_distribution": dict(self.split),
+            "hubness": {"k": int(self.neighbours.shape[1]), "hub_size": HUB_SIZE,
+                        "items": int(self.neighbours.shape[0]),
+                        "definitions": "scikit-hubness (skhubness.analysis.Hubness)"},
         }
+        if self.mixbench is not None:
+            anatomy["ndcg_mixbench"] = self.mixbench.describe()
         out: dict[str, Any] = {"metrics": dict(self.metrics), "anatomy": anatomy}
         if self.intervals is not None:
             out["ci"] = {k: [float(lo), float(hi)] for k, (lo, hi) in self.intervals.ci.items()}
@@ -595,7 +935,8 @@ def gap_anatomy(X: np.ndarray, Y: np.ndarray, *, report: GapReport | None = None
                 labels: Sequence[str] | None = None, n_clusters: int | None = None,
                 clusters: bool = True, cluster_like: ClusterGaps | None = None,
                 ablation_dims: int = ABLATION_DIMS, intervals: bool = True, n_resamples: int = 200, level: float = 0.95,
-                seed: int = 0, block_values: int = BLOCK_VALUES) -> GapAnatomy:
+                seed: int = 0, raw: tuple[np.ndarray, np.ndarray] | None = None,
+                block_values: int = BLOCK_VALUES) -> GapAnatomy:
     """The whole anatomy of the gap of N pairs, optionally with bootstrap intervals.
 
     Parameters
@@ -619,6 +960,14 @@ def gap_anatomy(X: np.ndarray, Y: np.ndarray, *, report: GapReport | None = None
     intervals : bool
         Percentile-bootstrap intervals over pairs for every scalar measure
         (:func:`gapviz.intervals.bootstrap_ci`, ``n_resamples`` resamples, ``seed``).
+    seed : int
+        Seed of k-means, of the bootstrap and of the renderings dealt out by MixBench's
+        protocol (:func:`mixbench_search`).
+    raw : (ndarray, ndarray), optional
+        The image and text rows as the file gives them, before any normalisation (the same
+        pairs; each modality's rows in any order, as the Fréchet distance never reads the
+        pairing). When given and not of unit norm, ``metrics`` gains ``frechet_raw``
+        (:func:`raw_frechet_distance`).
     block_values : int
         Upper bound on the float32 values of one similarity panel.
 
@@ -642,12 +991,22 @@ def gap_anatomy(X: np.ndarray, Y: np.ndarray, *, report: GapReport | None = None
                             ablation=_ablation_plan(Xn, Yn, ablation_dims, dims.order[:ablation_dims]),
                             block_values=block_values)
     n = Xn.shape[0]
+    seconds["pool_pass"] = time.perf_counter() - t
+    t = time.perf_counter()
+    search = mixbench_search(Xn, Yn, seed=seed, block_values=block_values)
+    seconds["mixbench"] = time.perf_counter() - t
     metrics = {
         "RMG": float(curve.rmg[0]),
         "NDCG@10": float(ndcg_gains(report.i2t_rank, NDCG_K).mean()),
-        "hubness": skewness(k_occurrence(top, 2 * n)),
+        "NDCG@10_mixbench": search.ndcg(NDCG_K),
+        **hubness_indices(top, 2 * n),
     }
-    seconds["pool_pass"] = time.perf_counter() - t
+    if raw is not None:
+        t = time.perf_counter()
+        value = raw_frechet_distance(*raw)
+        if value is not None:
+            metrics["frechet_raw"] = value
+        seconds["frechet_raw"] = time.perf_counter() - t
 
     groups = None
     if clusters and cluster_like is not None:
@@ -662,7 +1021,8 @@ def gap_anatomy(X: np.ndarray, Y: np.ndarray, *, report: GapReport | None = None
         groups = cluster_gaps(Xn, Yn, labels=labels, n_clusters=n_clusters, seed=seed)
         seconds["clusters"] = time.perf_counter() - t
 
-    result = GapAnatomy(metrics, report, dims, curve, groups, split, top, seconds=seconds)
+    result = GapAnatomy(metrics, report, dims, curve, groups, split, top, seconds=seconds,
+                        mixbench=search)
     if intervals:
         from .intervals import bootstrap_ci
 

@@ -100,10 +100,14 @@ MEASURES: tuple[MeasureInfo, ...] = (
                 unit="pairs", table=False),
     MeasureInfo("ITR", "ITR", "ITR",
                 "image queries whose top-1 in the mixed pool is an image, divided by those whose "
-                "top-1 is a text (1 = no bias; inf = never a text first)", "one", "magnitude",
-                log_scale=True, unit="ratio"),
-    MeasureInfo("TIR", "TIR", "TIR", "the same for text queries: texts-first over images-first",
-                "one", "magnitude", log_scale=True, unit="ratio"),
+                "top-1 is a text: an odds, p / (1 - p) with p the share of image queries that "
+                "see an image first, as the paper's tables give it (2494 / 6 = 415.66); a tie "
+                "between the best image and the best text counts as image first, against the "
+                "query (1 = no bias; inf = never a text first)", "one", "magnitude",
+                log_scale=True, unit="odds"),
+    MeasureInfo("TIR", "TIR", "TIR",
+                "the same odds for text queries: texts-first over images-first (a tie counts as "
+                "text first)", "one", "magnitude", log_scale=True, unit="odds"),
     MeasureInfo("IMR", "IMR", "IMR", "mean rank of the best-ranked image for a text query",
                 "lower", "magnitude", log_scale=True, unit="rank"),
     MeasureInfo("TMR", "TMR", "TMR",
@@ -111,8 +115,9 @@ MEASURES: tuple[MeasureInfo, ...] = (
                 "always comes first)", "lower", "magnitude", log_scale=True, unit="rank"),
     MeasureInfo("RMG", "RMG", "RMG",
                 "relative modality gap (Schrodi et al., ICLR 2025): m / (m + (w_x + w_y) / 2), m "
-                "the mean paired distance (1 - cos) / 2, w_x and w_y the mean distance between two "
-                "images, two texts (0 = pairs coincide)", "lower"),
+                "the mean paired distance (1 - cos) / 2 (replaced by 1e-3 only when it is 0 or "
+                "less, as in their code), w_x and w_y the mean distance between two images, two "
+                "texts (near 0 = pairs coincide)", "lower"),
     MeasureInfo("R@{k}", "R@{k}", "Recall@{k}",
                 "image query -> its paired text within the top {k} of the mixed pool (fraction "
                 "of queries)", "higher", "percent", unit="fraction"),
@@ -126,8 +131,16 @@ MEASURES: tuple[MeasureInfo, ...] = (
                 "classic retrieval: paired image within the top {k} among images only", "higher",
                 "percent", unit="fraction"),
     MeasureInfo("NDCG@{k}", "NDCG@{k}", "NDCG@{k}",
-                "image query -> its paired text in the mixed pool: 1 / log2(1 + rank) when within "
-                "the top {k}, else 0, averaged (1 = always first)", "higher"),
+                "MixBench's formula on the paper's pool: image query -> its paired text, the one "
+                "relevant item, in the mixed pool of all 2N items; 1 / log2(1 + rank) when within "
+                "the top {k}, else 0, averaged (1 = always first). Not MixBench's protocol "
+                "(NDCG@{k}_mixbench is)", "higher"),
+    MeasureInfo("NDCG@{k}_mixbench", "NDCG@{k} MixBench", "NDCG@{k} MixBench",
+                "MixBench's protocol: caption queries kept out of the corpus, each pair's document "
+                "in the corpus once, as its image, its caption or the two fused (1:1:1, seeded), "
+                "relevant in any rendering; the queries are the captions of the documents shown "
+                "as images (a caption shown as itself would find itself); 1 / log2(1 + rank) "
+                "within the top {k}, else 0, averaged", "higher"),
     MeasureInfo("paired_cosine_distance", "Paired cos. dist.", "Pair dist.",
                 "mean of 1 - cos(x_i, y_i) over the pairs", "lower", unit="cosine distance"),
     MeasureInfo("paired_l2", "Paired L2", "Pair L2",
@@ -140,7 +153,11 @@ MEASURES: tuple[MeasureInfo, ...] = (
                 "mean of 1 - cos(x_i, y_j) over all N x N image-text combinations", None,
                 unit="cosine distance"),
     MeasureInfo("frechet", "Fréchet", "Fréchet",
-                "Frechet distance between Gaussians fitted to each modality (as FID)", "lower"),
+                "Frechet distance between Gaussians fitted to each modality (as FID), on the "
+                "L2-normalised rows", "lower"),
+    MeasureInfo("frechet_raw", "Fréchet (raw)", "Fréchet raw",
+                "the same Frechet distance on the file's raw rows, not normalised (the scale of "
+                "the paper's Table 4); given only when those rows are not of unit norm", "lower"),
     MeasureInfo("centroid_gap", "Centroid gap", "Centroid gap",
                 "||mean(X) - mean(Y)|| of the L2-normalised rows (Liang et al. 2022)", "lower",
                 unit="L2 distance"),
@@ -156,6 +173,18 @@ MEASURES: tuple[MeasureInfo, ...] = (
                 "skewness of the 10-occurrence counts over the mixed pool: how lopsidedly items "
                 "appear among the 10 nearest neighbours of the others (Radovanovic et al., JMLR "
                 "2010; 0 = no hubs)", "lower"),
+    MeasureInfo("robinhood", "Robin Hood", "Robin Hood",
+                "Robin Hood index of the 10-occurrence counts over the mixed pool (as "
+                "scikit-hubness): the share of the nearest-neighbour slots that would have to "
+                "move for every item to be a neighbour equally often (0 = no hubs)", "lower",
+                unit="fraction"),
+    MeasureInfo("antihub_occurrence", "Anti-hubs", "Anti-hubs",
+                "share of the mixed pool's items that are among no item's 10 nearest neighbours "
+                "(anti-hubs, as scikit-hubness)", "lower", "percent", unit="fraction"),
+    MeasureInfo("hub_occurrence", "Hub occurrence", "Hub occurrence",
+                "share of the 10-nearest-neighbour slots of the mixed pool taken by hubs, items "
+                "in at least 20 lists (2 x k, scikit-hubness's hub_size)", "lower", "percent",
+                unit="fraction"),
 )
 
 

@@ -531,7 +531,7 @@ def distance_measures(X: np.ndarray, Y: np.ndarray, s_pair: np.ndarray | None = 
         # mean over i != j of x_i . x_j for unit rows: (|sum x|^2 - N) / (N (N - 1))
         "image_cone": float((sx @ sx - n) / (n * (n - 1))),
         "text_cone": float((sy @ sy - n) / (n * (n - 1))),
-        "frechet": frechet_distance(X, Y),
+        "frechet": frechet_distance(X, Y),  # on the L2-normalised rows
     }
 
 
@@ -539,7 +539,10 @@ def frechet_distance(X: np.ndarray, Y: np.ndarray) -> float:
     """Fréchet distance between Gaussians fitted to the rows of ``X`` and of ``Y``.
 
     ``||mu_x - mu_y||^2 + Tr(C_x + C_y - 2 (C_x C_y)^(1/2))`` with covariances of denominator
-    N - 1 (as ``np.cov`` and the reference FID code, Heusel et al. 2017). ``C_x C_y`` has the
+    N - 1 (as ``np.cov`` and the reference FID code, Heusel et al. 2017; pytorch-fid's
+    ``calculate_frechet_distance``). The rows are read as given, never normalised here: the
+    ``frechet`` measure is this on the L2-normalised rows (:func:`distance_measures`), and
+    ``frechet_raw`` (:func:`gapviz.anatomy.raw_frechet_distance`) on the file's raw rows. ``C_x C_y`` has the
     spectrum of the symmetric PSD matrix ``L^T C_y L`` for any factor ``C_x = L L^T``, so the
     trace of the square root is the sum of square roots of that matrix's eigenvalues: no
     non-symmetric ``sqrtm``. ``L`` is the Cholesky factor (one cheap factorisation); a

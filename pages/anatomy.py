@@ -2,9 +2,10 @@
 
 The new measures raw and after the chosen method (under its protocol), bootstrap intervals of
 both with their paired comparison on request, gap dimensions with the ablation curve, the
-Fréchet distance split into a mean shift and a distribution part, per-cluster gaps raw and after
-(click a cluster to list its pairs), and what closing costs, with the trade-off across methods
-computed once per dataset. Everything is computed by :mod:`gapviz.anatomy`,
+Fréchet distance split into a mean shift and a distribution part (and on the file's raw rows),
+per-cluster gaps raw and after (click a cluster to list its pairs), hubness indices and NDCG
+under MixBench's protocol beside the paper's pool, and what closing costs, with the trade-off
+across methods computed once per dataset. Everything is computed by :mod:`gapviz.anatomy`,
 :mod:`gapviz.closing_costs` and :mod:`gapviz.intervals`; this page caches and renders.
 """
 
@@ -45,6 +46,9 @@ CI_RESAMPLES = 200
 CI_SEED = 0
 #: Measures of the cluster table (raw and after).
 CLUSTER_KEYS = ("ITR", "R@5", "paired_cosine_distance", "RMG")
+#: Measures of the hubness and mixed-search table (raw and after).
+SEARCH_KEYS = ("NDCG@10", "NDCG@10_mixbench", "hubness", "robinhood", "antihub_occurrence",
+               "hub_occurrence")
 
 ws = workspace()
 act = page_header("Anatomy of the gap", "where it lives, how sure we are, what closing it costs",
@@ -54,12 +58,13 @@ X, Y = pairs.image_embeddings, pairs.text_embeddings
 
 
 @st.cache_data(max_entries=8, show_spinner="Dissecting the gap (one pass over the pool)…")
-def _anatomy(key: str, _X, _Y, labels: tuple | None, _like=None):
+def _anatomy(key: str, _X, _Y, labels: tuple | None, _like=None, raw_rows: bool = False):
     """The anatomy without intervals (cached by ``key``: content hash, and for the output of a
     method its name, parameters and scoring). ``_like``: measure the raw anatomy's clusters
-    (the same pairs after a method), not clusters of its own."""
+    (the same pairs after a method), not clusters of its own. ``raw_rows``: ``_X``, ``_Y`` are
+    the file's rows as loaded, so the Fréchet distance on them is measured too."""
     return gap_anatomy(_X, _Y, labels=list(labels) if labels and _like is None else None,
-                       cluster_like=_like,
+                       cluster_like=_like, raw=(_X, _Y) if raw_rows else None,
                        ablation_dims=min(ABLATION_DIMS, _X.shape[1] - 1), intervals=False)
 
 
@@ -135,7 +140,7 @@ label_key = tuple(labels) if labels is not None else None
 raw = compute.active_raw_view(act)
 anat = None
 with guard("measure the anatomy"):
-    anat = _anatomy(act.key, X, Y, label_key)
+    anat = _anatomy(act.key, X, Y, label_key, raw_rows=True)
 if anat is None:
     st.stop()
 
@@ -236,9 +241,9 @@ with st.container(border=True):
         with guard("compute the intervals"):
             _show_intervals()
 
-tab_dims, tab_split, tab_clusters, tab_costs = st.tabs(
-    ["Gap dimensions", "Mean shift vs distribution", "Clusters", "What closing costs"],
-    key="anatomy_tabs")
+tab_dims, tab_split, tab_clusters, tab_costs, tab_search = st.tabs(
+    ["Gap dimensions", "Mean shift vs distribution", "Clusters", "What closing costs",
+     "Hubness and mixed search"], key="anatomy_tabs")
 
 with tab_dims, guard("draw the gap dimensions"):
     fig_dims = af.dimension_figure(anat.dimensions.to_list(DIMENSIONS_SHOWN), anat.ablation.to_list(),
@@ -265,10 +270,17 @@ with tab_split, guard("split the gap"):
                    else float("nan")) for p in ("centroid", "distribution")}
     right.markdown(f"**{method_label(method)} removes** {removed['centroid']:.0%} of the mean "
                    f"shift and {removed['distribution']:.0%} of the distribution part.")
+    raw_frechet = anat.metrics.get("frechet_raw")
     right.caption("Fréchet distance = ||μ_x − μ_y||² (the mean shift a centering removes) + "
                   "the Fréchet distance once each modality's mean is removed (shape and "
-                  "spread; Dowson & Landau 1982). Recent work finds the distribution part, not "
-                  f"the raw gap, predicts cross-modal quality. After: {prov.summary()}.")
+                  "spread; Dowson & Landau 1982), on the L2-normalised rows. Recent work finds "
+                  "the distribution part, not the raw gap, predicts cross-modal quality. "
+                  + (f"On the file's raw rows (not normalised, the scale of the paper's Table 4) "
+                     f"the Fréchet distance is {format_metric('frechet_raw', raw_frechet)}. "
+                     if raw_frechet is not None else
+                     "The rows as loaded are unit-norm, so their raw Fréchet distance is this "
+                     "one. ")
+                  + f"After: {prov.summary()}.")
 
 with tab_clusters, guard("measure the clusters"):
     clusters = anat.clusters
@@ -365,6 +377,32 @@ with tab_costs, guard("measure what closing costs"):
         + ": a method may close the gap and lose these.")
     _tradeoff_panel()
 
+with tab_search, guard("measure hubness and mixed search"):
+    st.dataframe(pd.DataFrame([{
+        "measure": info(key).label, "raw": format_metric(key, anat.metrics.get(key)),
+        "after": format_metric(key, after.metrics.get(key) if after else None),
+        "what it is": info(key).help} for key in SEARCH_KEYS]),
+        hide_index=True, key="anatomy_search", width="stretch",
+        column_config={"what it is": st.column_config.TextColumn(width="large")})
+    mb = anat.mixbench.describe() if anat.mixbench is not None else None
+    st.caption(
+        f"Raw: the embeddings as loaded ({pairs.n:,} pairs, no method); after: "
+        f"{plain_text(run_name)}, {prov.summary()}. NDCG@10 is MixBench's formula on the "
+        f"paper's pool: each image query searches all {2 * pairs.n:,} items and only its paired "
+        "text is relevant. NDCG@10 MixBench follows MixBench's protocol (Li et al. 2025, "
+        "\"Closing the Modality Gap for Mixed Modality Search\"): caption queries kept out of "
+        "the corpus, each document once, relevant in any rendering"
+        + (f"; here {mb['queries']:,} caption queries search {mb['documents']:,} documents ("
+           + ", ".join(f"{c:,} {r}" for r, c in mb["renderings"].items())
+           + f"; mixed = unit vector of {mb['alpha']} text + {1 - mb['alpha']} image), dealt "
+           f"by a permutation with seed {mb['seed']}; the queries are the captions of the "
+           "documents shown as images (a caption shown as itself would find itself)"
+           if mb else "")
+        + ". A tie counts against the query in both. Hubness: the 10 nearest neighbours of "
+        f"each of the {2 * pairs.n:,} pool items; skewness of how often each item is among "
+        "them, and scikit-hubness's Robin Hood index, anti-hub share and hub occurrence "
+        "(hubs: in at least 20 lists).")
+
 stored_points = compute.stored_tradeoff(act, _tradeoff_specs())
 figures = [("Gap dimensions and ablation", fig_dims), ("Mean shift vs distribution", fig_split)]
 if stored_points:
@@ -373,7 +411,9 @@ if stored_points:
 measures, runs = export_ui.raw_and_method(cards, pairs.n, method, cards_after, prov, params)
 export_ui.export_menu(export_ui.ExportItems(
     columns=measures, runs=runs,
-    keys=["RMG", "NDCG@10", "hubness", "ITR", "TIR", "R@5", "frechet", "centroid_gap"],
+    keys=["RMG", "NDCG@10", "NDCG@10_mixbench", "hubness", "robinhood", "antihub_occurrence",
+          "hub_occurrence", "ITR", "TIR", "R@5", "frechet", "centroid_gap"]
+    + (["frechet_raw"] if "frechet_raw" in cards else []),
     figures=figures),
     prefix="anatomy", stem=f"anatomy-{act.model}")
 if run is not None:

@@ -86,10 +86,16 @@ if ws.method != method:
 def _params_controls() -> dict:
     """A slider per parameter the chosen method offers as one (``GapMethod.params_info``);
     returns the parameters. Ranges follow the data (k <= min(N - 1, d) for spectral)."""
-    infos = [p for p in cls.params_info if p.slider is not None]
+    infos = [p for p in cls.params_info if p.slider is not None or (p.menu and p.choices)]
     defaults = cls.suited_params(act.pairs.n, act.pairs.dim, method_params(method))
     params = {}
     for col, info in zip(st.columns(len(infos)) if len(infos) > 1 else [st.container()], infos):
+        if info.slider is None:  # a menu: OT's direction, spectral's graph weights
+            names = dict(zip(info.choices, info.labels or info.choices))
+            params[info.name] = col.selectbox(
+                info.menu, info.choices, format_func=names.get, help=info.help,
+                **keep(f"close_{info.shown}_{method}".replace(" ", "_"), defaults[info.name]))
+            continue
         slider = info.slider
         key = "close_" + (slider.key or info.shown).replace(" ", "_")
         default = defaults[info.name]

@@ -100,3 +100,21 @@ def test_the_paper_setting_says_what_to_load_when_real_data_are_too_few(app_sess
     assert_clean(at, "paper setting refused")
     note = " ".join(i.value for i in at.info)
     assert "5,000" in note and "5,500" in note and "fit-on" in note
+
+
+def test_spectral_offers_the_papers_cosine_graph_as_a_menu(app_session, assert_clean, card_values):
+    """On the demo's statistics (unrelated items at cosine about 0.16) the paper's graph is
+    defined; choosing it refits and changes the cards, and the run says which graph it used."""
+    from gapviz.workspace import Workspace
+
+    ws = Workspace()
+    ws.add(simulate_pairs(300, 64, seed=1), source="test", dataset="Sim")
+    at = app_session("pages/close_gap.py", workspace=ws)
+    at.selectbox(key="close_method").set_value("spectral").run()
+    before = card_values(at)
+    menu = at.selectbox(key="close_affinity_spectral")
+    assert menu.value == "shift" and "cos (the paper's graph)" in menu.options
+    menu.set_value("cosine").run()
+    assert_clean(at, "spectral on the cosine graph")
+    assert card_values(at) != before
+    assert at.session_state["workspace"].method_params["affinity"] == "cosine"

@@ -29,7 +29,7 @@ def test_the_sidebar_shows_dataset_model_method_and_the_simulated_badge(at, app_
     assert_clean(first, "first run")
     sidebar = " ".join(m.value for m in first.sidebar.markdown)
     assert "Demo (simulated)" in sidebar and "2,500 pairs" in sidebar
-    assert "sim-CLIP" in sidebar and "imitates OpenAI CLIP ViT-L/14" in sidebar
+    assert "sim-CLIP" in sidebar and "imitates OpenAI CLIP ViT-B/16" in sidebar
     assert "**Method** Spectral" in sidebar
     assert "Simulated data" in sidebar  # the badge
     assert first.sidebar.selectbox(key="sidebar_dataset").value == DEMO_DATASET

@@ -27,7 +27,7 @@ def run(capsys, *argv):
 def test_demo_table_is_labelled_simulated_and_matches_the_library(capsys):
     code, out, _ = run(capsys, "evaluate", "demo", *SMALL)
     assert code == 0
-    assert "SIMULATED DATA (imitates OpenAI CLIP ViT-L/14" in out
+    assert "SIMULATED DATA (imitates OpenAI CLIP ViT-B/16" in out
     expected = measure_gap(*(lambda p: (p.image_embeddings, p.text_embeddings))(simulate_pairs(300, 64))).metrics
     row = next(line for line in out.splitlines() if line.startswith("TMR "))
     assert float(row.split()[1].replace(",", "")) == pytest.approx(expected["TMR"], abs=0.05)

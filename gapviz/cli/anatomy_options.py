@@ -1,9 +1,13 @@
 """``evaluate --anatomy``: the gap's anatomy, bootstrap intervals and, with ``--method``, what
 closing the gap costs, beside the usual report.
 
-JSON gains ``RMG``, ``NDCG@10``, ``hubness`` and the cross-modal ``R@1_i2t_crossmodal`` and
-``R@1_t2i_crossmodal`` in ``metrics`` (and ``metrics_orig``),
-``anatomy`` (dimensions, ablation, clusters, centroid_vs_distribution), ``ci`` =
+JSON gains ``RMG``, ``NDCG@10`` (MixBench's formula on the paper's mixed pool),
+``NDCG@10_mixbench`` (MixBench's protocol), ``hubness`` with scikit-hubness's ``robinhood``,
+``antihub_occurrence`` and ``hub_occurrence``, the cross-modal ``R@1_i2t_crossmodal`` and
+``R@1_t2i_crossmodal`` and, for the file's own pairs when their rows are not unit-norm,
+``frechet_raw`` (the Fréchet distance on those raw rows) in ``metrics`` (and
+``metrics_orig``), ``anatomy`` (dimensions, ablation, clusters, centroid_vs_distribution,
+hubness, ndcg_mixbench), ``ci`` =
 {measure: [low, high]} and ``ci_method``; with ``--method`` also ``anatomy_orig``, ``ci_orig``,
 ``closing_costs``, ``gap_removed`` and ``comparison`` (ORIG vs the method, paired bootstrap on
 the same pairs). The text table and markdown show the main numbers.
@@ -34,7 +38,8 @@ def add_anatomy_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "gap anatomy",
         "where the gap lives (per dimension, per cluster, centroid vs distribution), RMG, "
-        "NDCG@10 and hubness, bootstrap intervals and, with --method, what closing costs")
+        "NDCG@10 (also under MixBench's protocol), hubness indices, the Fréchet distance on "
+        "the raw rows, bootstrap intervals and, with --method, what closing costs")
     group.add_argument("--anatomy", action="store_true",
                        help="add the gap anatomy, intervals and (with --method) closing costs")
     group.add_argument("--resamples", type=int, default=N_RESAMPLES,
@@ -73,7 +78,7 @@ def anatomy_section(args: argparse.Namespace, pairs: Any, X: np.ndarray, Y: np.n
     Returns
     -------
     dict
-        ``columns``: {"ORIG": {RMG, NDCG@10, hubness}, METHOD: {...}} to merge into the table's
+        ``columns``: {"ORIG": {RMG, NDCG@10, ...}, METHOD: {...}} to merge into the table's
         columns; the other keys go to the JSON as they are (see the module docstring).
     """
     check_anatomy_arguments(args)
@@ -84,7 +89,10 @@ def anatomy_section(args: argparse.Namespace, pairs: Any, X: np.ndarray, Y: np.n
         clusters_from = {"n_clusters": args.clusters}
     opts = dict(intervals=args.resamples > 0, n_resamples=max(args.resamples, 10),
                 seed=args.anatomy_seed, ablation_dims=min(args.ablation_dims, X.shape[1]))
-    a0 = gap_anatomy(X, Y, report=orig, **clusters_from, **opts)
+    # the file's rows as given: the Fréchet distance on them when they are not unit-norm
+    # (each modality on its own, so a shuffled-pairs control leaves it unchanged)
+    raw = (pairs.image_embeddings, pairs.text_embeddings)
+    a0 = gap_anatomy(X, Y, report=orig, raw=raw, **clusters_from, **opts)
     out: dict[str, Any] = {"columns": {"ORIG": {**a0.metrics, **crossmodal_recall(orig, (1,))}}}
     if method is None or transformed is None:
         out.update(_json_parts(a0, ""))
@@ -144,9 +152,27 @@ def render_anatomy(extra: dict[str, Any], fmt: str, metrics: dict[str, float] | 
                     if key in cm.get("estimate_outside", ()) else "")
             lines.append(f"{bullet}{key}: {estimate}[{_fmt(lo)}, {_fmt(hi)}]{note}")
     anat = extra["anatomy"]
+    values = metrics or {}
+    if "NDCG@10_mixbench" in values and "ndcg_mixbench" in anat:
+        mb = anat["ndcg_mixbench"]
+        lines.append(f"{bullet}NDCG@10: {_fmt(values.get('NDCG@10'))} (MixBench's formula on the "
+                     f"paper's pool), {_fmt(values['NDCG@10_mixbench'])} under MixBench's protocol "
+                     f"({mb['queries']} caption queries, {mb['documents']} documents "
+                     + ", ".join(f"{c} {r}" for r, c in mb["renderings"].items())
+                     + f", seed {mb['seed']})")
+    if "robinhood" in values:
+        hub = anat.get("hubness", {})
+        lines.append(f"{bullet}hubness (k = {hub.get('k', 10)}, scikit-hubness's indices): skewness "
+                     f"{_fmt(values.get('hubness'))}, Robin Hood {_fmt(values['robinhood'])}, "
+                     f"anti-hubs {_pct(values.get('antihub_occurrence'))}, hub occurrence "
+                     f"{_pct(values.get('hub_occurrence'))}")
     split = anat["centroid_vs_distribution"]
-    lines.append(f"{bullet}Fréchet {_fmt(split['frechet'])} = centroid {_fmt(split['centroid'])} "
-                 f"({_pct(split['centroid_share'])}) + distribution {_fmt(split['distribution'])}")
+    lines.append(f"{bullet}Fréchet {_fmt(split['frechet'])} on the L2-normalised rows = centroid "
+                 f"{_fmt(split['centroid'])} ({_pct(split['centroid_share'])}) + distribution "
+                 f"{_fmt(split['distribution'])}")
+    raw_frechet = (extra.get("metrics_orig") or values).get("frechet_raw")
+    if raw_frechet is not None:
+        lines.append(f"{bullet}Fréchet on the file's raw rows (not normalised): {_fmt(raw_frechet)}")
     top = ", ".join(f"{d['index']} ({_pct(d['share'])})" for d in anat["dimensions"][:5])
     lines.append(f"{bullet}top gap dimensions (share of the squared centroid gap): {top}")
     abl = anat["ablation"]

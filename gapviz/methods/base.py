@@ -53,6 +53,8 @@ class Param:
     ``cap(n_pairs, dim)`` is the largest value that N pairs of dimension d allow (the app
     and ``gapviz compare`` lower a larger value to it). ``refits=False`` marks a parameter
     that a fitted method applies without fitting again (spectral k slices eigenvectors).
+    ``menu`` (a label) makes a parameter with ``choices`` a menu of the Close the gap page
+    (OT's direction, spectral's graph weights); ``labels`` names its choices there.
     """
 
     name: str
@@ -65,6 +67,8 @@ class Param:
     slider: Slider | None = None
     cap: Callable[[int, int], int] | None = None
     refits: bool = True
+    menu: str = ""
+    labels: tuple[str, ...] = ()
 
     @property
     def shown(self) -> str:

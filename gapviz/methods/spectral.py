@@ -113,6 +113,8 @@ from .base import GapMethod, Param, ProgressCallback, Slider, l2_normalize
 from .base import require_finite
 
 GRAPHS = ("bipartite", "joint")
+#: How the Close the gap page names each affinity (same order as :data:`AFFINITIES`).
+AFFINITY_LABELS = ("(1 + cos) / 2", "cos (the paper's graph)", "max(cos, 0)", "heat kernel")
 AFFINITIES = ("shift", "cosine", "clip", "heat")
 LAPLACIANS = ("normalized", "unnormalized")
 
@@ -217,7 +219,8 @@ class SpectralGap(GapMethod):
               flag="--graph", type=str, choices=("bipartite", "joint")),
         Param("affinity", "spectral: edge weight from the cosine c: (1+c)/2 (default), c itself "
               "(the paper's graph; each node's total weight must be > 0), max(c,0), "
-              "exp((c-1)/heat-scale)", flag="--affinity", type=str, choices=AFFINITIES),
+              "exp((c-1)/heat-scale)", flag="--affinity", type=str, choices=AFFINITIES,
+              menu="Graph weights", labels=AFFINITY_LABELS),
         Param("knn", "spectral: keep each item's KNN most similar edges (default: dense graph)",
               flag="--knn", type=int),
         Param("approximate_knn", "spectral: search the kNN graph with pynndescent",
