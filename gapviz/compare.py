@@ -354,7 +354,8 @@ def fitted_text(provenance: Mapping[str, Any]) -> str:
 SOLVER_PARAMS: frozenset[str] = frozenset({"max_iter", "tol", "max_inner_iter", "inner_tol",
                                            "method", "random_state", "max_components",
                                            "approximate_knn", "heat_scale", "within_weight",
-                                           "similarity_param", "batch_size", "sinkhorn_iters"})
+                                           "similarity_param", "batch_size", "sinkhorn_iters",
+                                           "tune"})
 
 
 def shown_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:

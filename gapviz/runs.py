@@ -128,6 +128,8 @@ def _plain(value: Any) -> Any:
     """A parameter value as JSON and a cache key hold it (numpy scalars to Python)."""
     if isinstance(value, np.generic):
         return value.item()
+    if isinstance(value, (list, tuple)):  # a grid: hashable, and the same after JSON
+        return tuple(_plain(v) for v in value)
     return value
 
 
@@ -480,9 +482,12 @@ class Runner:
             from .methods import method_params
 
             defaults = method_params(spec.method)
-            live = [p.name for p in cls.params_info if p.slider is not None]
+            # a grid search inside the fit chooses these itself: no slider moves them, and the
+            # values given are not used (the fit records the ones it chose)
+            tuned = set(cls.tuned_names({**defaults, **params})) if hasattr(cls, "tuned_names") else set()
+            live = [p.name for p in cls.params_info if p.slider is not None and p.name not in tuned]
             sliders = {k: params.get(k, defaults[k]) for k in live}
-            params = {k: v for k, v in params.items() if k not in sliders}
+            params = {k: v for k, v in params.items() if k not in sliders and k not in tuned}
         return params, view, sliders
 
     @classmethod

@@ -89,7 +89,20 @@ def _params_controls() -> dict:
     infos = [p for p in cls.params_info if p.slider is not None or (p.menu and p.choices)]
     defaults = cls.suited_params(act.pairs.n, act.pairs.dim, method_params(method))
     params = {}
+    tuned: tuple[str, ...] = ()
+    if "tune" in defaults:
+        params["tune"] = st.toggle(
+            "Tune by grid search inside the fit pairs", **keep(f"close_tune_{method}", False),
+            help="As the paper tunes OT's regularisation: each fit splits the pairs it is given "
+                 "(80 % / 20 %, seeded), scores every grid value on the 20 % (mixed-pool R@5) "
+                 "and refits on all its pairs with the best. Under held-out or fit-on the "
+                 "scored pairs are never seen. Slow: one fit per grid value per fold.")
+        tuned = cls.tuned_names(params)
     for col, info in zip(st.columns(len(infos)) if len(infos) > 1 else [st.container()], infos):
+        if info.name in tuned:
+            col.caption(f"**{info.slider.label if info.slider else info.shown}**: chosen by the "
+                        "grid search in each fit")
+            continue
         if info.slider is None:  # a menu: OT's direction, spectral's graph weights
             names = dict(zip(info.choices, info.labels or info.choices))
             params[info.name] = col.selectbox(
@@ -136,6 +149,7 @@ def method_panel(after_slot, hist_slot) -> None:
         st.caption("Change against the raw embeddings. After: "
                    f"{gap_sentence(view.report.metrics)}")
         show_provenance(prov)
+        _show_tuning(run)
         st.caption(f":material/straighten: **Fit size**: each fit saw {prov.n_fit:,} pairs"
                    + (f" ({describe_fit_size(method, params)})" if describe_fit_size(method, params)
                       else "")
@@ -155,6 +169,19 @@ def method_panel(after_slot, hist_slot) -> None:
         recipe = links.recipe_for("close_gap", act, spec, recall_k=recall_k)
         links.write(recipe)
         links.save_button(recipe, key="close_recipe")
+
+
+def _show_tuning(run) -> None:
+    """What each fit's grid search chose (one line per fit), when the run tuned itself."""
+    tunings = [fit.describe().get("tuning") for fit in run.fits]
+    lines = [f"fit {i + 1}: " + ", ".join(f"{k} = {v:g}" for k, v in t["chosen"].items())
+             + f" (best score {max(r['score'] for r in t['results']):.3f} on "
+               f"{t['inner_validation']:,} of its pairs)"
+             for i, t in enumerate(tunings) if t]
+    if lines:
+        criterion = next(t for t in tunings if t)["criterion"]
+        st.caption(f":material/tune: **Grid search**, each fit inside its own pairs "
+                   f"(criterion: {criterion}): " + "; ".join(lines))
 
 
 def describe_fit_size(name: str, params: dict) -> str:

@@ -118,3 +118,15 @@ def test_spectral_offers_the_papers_cosine_graph_as_a_menu(app_session, assert_c
     assert_clean(at, "spectral on the cosine graph")
     assert card_values(at) != before
     assert at.session_state["workspace"].method_params["affinity"] == "cosine"
+
+
+def test_sinkhorn_tuned_inside_each_fit_hides_its_slider_and_says_what_each_fit_chose(at, assert_clean):
+    at.selectbox(key="close_method").set_value("sinkhorn").run()
+    assert at.selectbox(key="close_direction_sinkhorn").value == "both"
+    at.toggle(key="close_tune_sinkhorn").set_value(True).run()
+    assert_clean(at, "Sinkhorn tuned")
+    assert not [s for s in at.select_slider if s.key == "close_reg"]  # no slider to move
+    captions = " ".join(c.value for c in at.caption)
+    assert "chosen by the grid search in each fit" in captions
+    assert captions.count("fit 1: reg = ") == 1 and "fit 5: reg = " in captions  # 5 folds
+    assert at.session_state["workspace"].method_params["tune"] is True

@@ -40,9 +40,10 @@ def test_the_table_has_every_method_and_marks_nothing_missing(app_session, asser
                                                    "laplacian = normalized")
     # Held-out (VLAP reads the pairing): each fit sees 96 of the 120 pairs, so 96 anchors.
     assert table.loc["vlap", "parameters"] == "n_anchors = 96, epochs = 20, lr = 0.001, temperature = 0.1"
-    assert table.loc["sinkhorn", "parameters"] == "reg = 0.05, fit size = 1000"
-    assert table.loc["ot", "parameters"] == ("reg_lap = 100, reg_src = 1, reg_type = pos, "
-                                             "similarity = knn, fit size = 500")
+    assert table.loc["sinkhorn", "parameters"] == ("reg = 0.05, direction = both, "
+                                                   "out-of-sample = ferradans, fit size = 1000")
+    assert table.loc["ot", "parameters"] == ("reg_lap = 100, reg_src = 1, direction = both, "
+                                             "reg_type = pos, similarity = knn, fit size = 500")
     assert table.loc["pca", "parameters"] == "k = 60" and table.loc["procrustes", "parameters"] == \
         "center = True"
     assert all(table.loc[m, "parameters"] for m in METHODS if method_class(m).params_info)
@@ -190,7 +191,8 @@ def test_the_measures_exports_say_how_each_run_was_obtained(monkeypatch, app_ses
     rows = {r["run"]: r for r in csv.DictReader(io.StringIO(
         files["gapviz-compare-small-measures.csv"].decode()))}
     assert list(rows) == ["orig", "spectral", "sinkhorn", "pca"]
-    assert rows["sinkhorn"]["parameters"] == "reg = 0.05, fit size = 1000"
+    assert rows["sinkhorn"]["parameters"] == ("reg = 0.05, direction = both, "
+                                              "out-of-sample = ferradans, fit size = 1000")
     assert rows["sinkhorn"]["protocol"] == "held-out (5-fold, seed 0)"
     assert (rows["sinkhorn"]["n_fit"], rows["sinkhorn"]["n_scored"]) == ("96", "120")
     assert rows["pca"]["parameters"] == "k = 32" and rows["pca"]["protocol"] == "transductive"

@@ -71,7 +71,7 @@ def test_moving_the_k_slider_changes_the_shown_itr_and_survives_page_switches(at
     assert_clean(at, "Close the gap, k = 150")
     after = card_values(at)
     assert after["ITR"] != before["ITR"]
-    assert at.session_state["workspace"].method_params == {"n_components": 150}
+    assert at.session_state["workspace"].method_params == {"n_components": 150, "affinity": "shift"}
     at.switch_page("pages/explore.py").run()
     at.switch_page("pages/close_gap.py").run()
     assert at.slider(key="close_k").value == 150

@@ -170,12 +170,14 @@ def test_every_method_with_parameters_shows_them():
     for name in METHODS:
         text = params_text(name, method_params(name))
         assert bool(text) == bool(method_class(name).params_info), name
-    assert params_text("sinkhorn", {"reg": 0.1}) == "reg = 0.1, fit size = 1000"
+    assert params_text("sinkhorn", {"reg": 0.1}) == ("reg = 0.1, direction = both, "
+                                                     "out-of-sample = ferradans, fit size = 1000")
     assert params_text("pca", {"n_components": 20}) == "k = 20"
     assert params_text("procrustes", {}) == "center = True"
     # a solver setting is shown once it is changed from its default
-    assert shown_params("sinkhorn", {"max_iter": 50}) == {"reg": 0.05, "max_iter": 50,
-                                                          "fit_size": 1000}
+    assert shown_params("sinkhorn", {"max_iter": 50}) == {
+        "reg": 0.05, "direction": "both", "out_of_sample": "ferradans", "max_iter": 50,
+        "fit_size": 1000}
     assert params_text("orig", {}) == "" and params_text("center", {}) == ""
 
 
@@ -186,7 +188,8 @@ def test_the_table_and_run_names_say_protocol_folds_and_shuffled(pairs32):
                    params={"sinkhorn": {"fit_size": 50}})
     table = comparison_table(rows, ["ITR", "R@5"])
     assert table.loc["sinkhorn", "fitted"] == "5 folds × 50 of 96"
-    assert table.loc["sinkhorn", "parameters"] == "reg = 0.05, fit size = 50"
+    assert table.loc["sinkhorn", "parameters"] == ("reg = 0.05, direction = both, "
+                                                   "out-of-sample = ferradans, fit size = 50")
     assert table.loc["sinkhorn", "protocol"] == "held-out, shuffled"
     assert table.loc["orig", "fitted"] == "—" and table.loc["orig", "protocol"] == "—, shuffled"
     assert [run_title(r, str.upper) for r in rows] == [

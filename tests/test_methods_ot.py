@@ -32,7 +32,7 @@ def _pot_reference(X, Y, **params):
 @pytest.mark.parametrize("params", POT_OPTIONS, ids=lambda p: ",".join(f"{k}={v}" for k, v in p.items()))
 def test_coupling_is_pots_emd_laplace_transport(params):
     X, Y = gap_pairs(n=50, d=8)
-    m = OTGap(max_iter=15, tol=1e-9, **params).fit(X, Y)
+    m = OTGap(max_iter=15, tol=1e-9, direction="image_to_text", **params).fit(X, Y)
     ref = _pot_reference(X, Y, **params)
     np.testing.assert_allclose(m.coupling_, ref.coupling_, atol=1e-12)
     np.testing.assert_allclose(m.loss_, ref.log_["loss"], rtol=1e-10)
@@ -94,7 +94,7 @@ def test_coupling_marginals_are_uniform(method):
 
 def test_barycentric_mapping_definition_and_texts_unchanged():
     X, Y = gap_pairs(n=40, d=8)
-    m = SinkhornGap(reg=0.1).fit(X, Y)
+    m = SinkhornGap(reg=0.1, direction="image_to_text").fit(X, Y)
     G = m.coupling_
     np.testing.assert_allclose(m.transform_images(X), (G / G.sum(1, keepdims=True)) @ unit(Y), atol=1e-6)
     np.testing.assert_allclose(m.transform_texts(Y), unit(Y), atol=1e-6)
@@ -107,7 +107,7 @@ def test_barycentric_mapping_definition_and_texts_unchanged():
 def test_sinkhorn_is_pots_sinkhorn_transport_with_its_out_of_sample_map():
     X, Y = gap_pairs(n=50, d=8)
     Xnew = gap_pairs(n=11, d=8, seed=5)[0]
-    m = SinkhornGap(reg=0.05).fit(X, Y)
+    m = SinkhornGap(reg=0.05, direction="image_to_text").fit(X, Y)
     ref = ot.da.SinkhornTransport(reg_e=0.05, method="sinkhorn", out_of_sample_map="ferradans").fit(
         Xs=unit(X), Xt=unit(Y))
     np.testing.assert_allclose(m.coupling_, ref.coupling_, rtol=1e-8, atol=1e-14)
@@ -128,7 +128,7 @@ def test_progress_reports_each_conditional_gradient_iteration():
 def test_fit_on_some_pairs_transform_others():
     # The paper's protocol: fit on one set of pairs, transform another, never seen in fit.
     X, Y = gap_pairs(n=120, d=10)
-    m = OTGap(reg_lap=20.0).fit(X[:60], Y[:60])
+    m = OTGap(reg_lap=20.0, direction="image_to_text").fit(X[:60], Y[:60])
     Xt, Yt = m.transform(X[60:], Y[60:])
     assert Xt.shape == (60, 10) and np.isfinite(Xt).all()
     np.testing.assert_allclose(Yt, unit(Y[60:]), atol=1e-6)
@@ -251,7 +251,7 @@ def test_sinkhorn_knopp_warns_as_pot():
 
 def test_ot_cold_refit_is_pots_coupling_and_reuses_the_data_state():
     X, Y = gap_pairs(n=50, d=8)
-    m = OTGap(reg_lap=1.0, max_iter=15, tol=1e-9).fit(X, Y)
+    m = OTGap(reg_lap=1.0, max_iter=15, tol=1e-9, direction="image_to_text").fit(X, Y)
     graphs = next(v for k, v in m._cache.items() if isinstance(k, tuple) and k[0] == "graphs")
     cost = m._cache["M"]
     for params in (dict(reg_lap=0.5, reg_src=0.3), dict(reg_lap=0.2), dict(reg_src=1.0)):
@@ -328,9 +328,9 @@ def test_refit_refuses_what_needs_a_new_fit():
 @pytest.mark.parametrize("cls", [OTGap, SinkhornGap], ids=["ot", "sinkhorn"])
 def test_fit_size_subsample_is_seeded_and_the_rest_is_out_of_sample(cls):
     X, Y = gap_pairs(n=90, d=8)
-    a = cls(fit_size=30, random_state=3).fit(X, Y)
-    b = cls(fit_size=30, random_state=3).fit(X, Y)
-    c = cls(fit_size=30, random_state=4).fit(X, Y)
+    a = cls(fit_size=30, random_state=3, direction="image_to_text").fit(X, Y)
+    b = cls(fit_size=30, random_state=3, direction="image_to_text").fit(X, Y)
+    c = cls(fit_size=30, random_state=4, direction="image_to_text").fit(X, Y)
     np.testing.assert_array_equal(a.fit_index_, b.fit_index_)
     assert a.fit_index_.size == 30 and np.all(np.diff(a.fit_index_) > 0)
     assert not np.array_equal(a.fit_index_, c.fit_index_)

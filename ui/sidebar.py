@@ -80,7 +80,8 @@ def method_summary(ws: Workspace) -> str:
     except ValueError:
         return label
     shown = {k: v for k, v in ws.method_params.items()
-             if (info := cls.param_info(k)) is not None and info.slider is not None}
+             if (info := cls.param_info(k)) is not None
+             and (info.slider is not None or info.menu or k == "tune")}
     act = ws.active
     if act is not None and shown:
         shown = {k: v for k, v in cls.suited_params(act.pairs.n, act.pairs.dim, shown).items()
