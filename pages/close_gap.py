@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from gapviz import exports, figures
+from gapviz import exports, figures, hosting
 from gapviz.config import RECALL_KS
 from gapviz.measure_info import gap_sentence
 from gapviz.methods import describe_run, make_method, method_class, method_params
@@ -91,12 +91,17 @@ def _params_controls() -> dict:
     params = {}
     tuned: tuple[str, ...] = ()
     if "tune" in defaults:
+        hosted = hosting.hosted()
         params["tune"] = st.toggle(
             "Tune by grid search inside the fit pairs", **keep(f"close_tune_{method}", False),
-            help="As the paper tunes OT's regularisation: each fit splits the pairs it is given "
-                 "(80 % / 20 %, seeded), scores every grid value on the 20 % (mixed-pool R@5) "
-                 "and refits on all its pairs with the best. Under held-out or fit-on the "
-                 "scored pairs are never seen. Slow: one fit per grid value per fold.")
+            disabled=hosted,
+            help=("Not on a hosted demo (one fit per grid value per fold): run gapviz on your "
+                  "own machine, or `gapviz evaluate --method ... --tune`." if hosted else
+                  "As the paper tunes OT's regularisation: each fit splits the pairs it is given "
+                  "(80 % / 20 %, seeded), scores every grid value on the 20 % (mixed-pool R@5) "
+                  "and refits on all its pairs with the best. Under held-out or fit-on the "
+                  "scored pairs are never seen. Slow: one fit per grid value per fold.")) \
+            and not hosted
         tuned = cls.tuned_names(params)
     for col, info in zip(st.columns(len(infos)) if len(infos) > 1 else [st.container()], infos):
         if info.name in tuned:
