@@ -140,6 +140,11 @@ class Profile:
     reference: Reference
 
 
+def _unmatched(model: str, why: str) -> Reference:
+    """A profile whose statistics were not matched to a real model (none published)."""
+    return Reference(model, f"no published figures found: {why}", {}, measured=False)
+
+
 #: Parameters every profile shares; each profile sets how strong each cause is.
 _SHARED = dict(detail=2.0, shift_spread_image=0.47, shift_spread_text=0.63)
 
@@ -161,17 +166,13 @@ PROFILES: dict[str, Profile] = {
         "milder gap: smaller shift and style structure",
         GapParams(shift=1.25, common=0.9, semantic=1.1, style=0.55, anisotropy=0.25,
                   noise=0.75, **_SHARED),
-        Reference("SigLIP ViT-B/16",
-                  "no published figures found: a milder gap than sim-CLIP's, by design",
-                  {}, measured=False)),
+        _unmatched("SigLIP ViT-B/16", "a milder gap than sim-CLIP's, by design")),
     "llm2clip": Profile(
         "sim-LLM2CLIP", "LLM2CLIP ViT-L/14",
         "weaker gap and better raw recall",
         GapParams(shift=1.15, common=0.9, semantic=1.4, style=0.45, anisotropy=0.25,
                   noise=0.6, mispair=0.03, **_SHARED),
-        Reference("LLM2CLIP ViT-L/14",
-                  "no published figures found: a weaker gap than sim-SigLIP's, by design",
-                  {}, measured=False)),
+        _unmatched("LLM2CLIP ViT-L/14", "a weaker gap than sim-SigLIP's, by design")),
 }
 
 
