@@ -317,7 +317,7 @@ def test_compare_link_restores_methods_protocol_and_k_on_a_fresh_server(first_ur
         assert '"n_components": 200' in query["v.chosen"], url
         tags = _tags(page, "compare_methods")
         assert tags == ["None (raw embeddings)", "Spectral", "Sinkhorn OT", "Mean-centering",
-                        "Standardisation"], tags
+                        "Liang shift", "Standardisation"], tags
         table = _table(page)
         assert table != default
         assert [r[0] for r in table[1:]] == tags, table
