@@ -1151,11 +1151,14 @@ class _TopK:
         _topk_upper(S, i0, r0, r1, self.row_val, self.row_idx, self.row_worst,
                     self.col_val[slot], self.col_idx[slot], self.col_worst[slot])
 
-    def merged(self) -> np.ndarray:
+    def merged(self, values: bool = False):
+        """Each item's k nearest (indices; with ``values``, also their float32 similarities),
+        most similar first, equal values by lower index."""
         vals = np.concatenate([self.row_val, *self.col_val], axis=1)
         idxs = np.concatenate([self.row_idx, *self.col_idx], axis=1)
         order = np.lexsort((idxs, -vals), axis=1)[:, :self.k]
-        return np.take_along_axis(idxs, order, axis=1)
+        top = np.take_along_axis(idxs, order, axis=1)
+        return (top, np.take_along_axis(vals, order, axis=1)) if values else top
 
 
 def _panel_loop(A: np.ndarray, B: np.ndarray | None, block_values: int, sweep) -> None:

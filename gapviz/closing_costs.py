@@ -216,6 +216,15 @@ def pair_labels(pairs: Any) -> list[str] | None:
     return None
 
 
+def label_source(pairs: Any) -> str | None:
+    """Where :func:`pair_labels` takes the labels of these pairs from, in words (None: no labels)."""
+    if getattr(pairs, "labels", None) is not None:
+        return "the file's labels column"
+    if pair_labels(pairs) is not None:
+        return "the simulated demo's concept clusters (each pair's cluster name)"
+    return None
+
+
 def tradeoff_point(label: str, X: np.ndarray, Y: np.ndarray, X_t: np.ndarray, Y_t: np.ndarray,
                    before: GapReport, after: GapReport, *, rmg_before: float | None = None,
                    neighbours: bool = True) -> dict[str, Any]:

@@ -18,6 +18,11 @@ from .runs import RunData, Runner, planned_spec
 #: Measures of the comparison table, in the paper's order.
 COMPARE_KEYS: tuple[str, ...] = ("ITR", "TIR", "IMR", "TMR", "frechet", "R@5", "R@10", "R@20",
                                  "paired_cosine_distance")
+#: Columns of what closing buys (:func:`with_gains`), when asked for.
+GAIN_COLUMNS: tuple[str, ...] = ("kmeans_v_measure", "kmeans_ari", "modality_purity",
+                                 "probe_i2t", "probe_t2i", "substitution_i2t",
+                                 "substitution_t2i", "requested_modality_i2t",
+                                 "requested_modality_t2i")
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,8 @@ class ComparisonRow:
     notes: tuple[str, ...] = ()
     #: The run behind the row (:class:`gapviz.runs.Run`), for the paired tests; None if it failed.
     run: Any = field(default=None, compare=False, repr=False)
+    #: Bootstrap intervals of measures that carry one (:func:`with_gains`): {key: (low, high)}.
+    ci: dict[str, tuple[float, float]] = field(default_factory=dict, compare=False)
 
     @property
     def label(self) -> str:
@@ -274,6 +281,73 @@ def significance(rows: Sequence[ComparisonRow], keys: Sequence[str], *, shuffled
             continue
         out[key] = {"best": top, "runner_up": runner_up, "p_value": float(test["p_value"]),
                     "significant": bool(test["significant"])}
+    return out
+
+
+def with_gains(rows: Sequence[ComparisonRow],
+               datasets: PairedEmbeddings | Mapping[str, PairedEmbeddings], *, seed: int = 0,
+               n_resamples: int = 200, level: float = 0.95,
+               n_clusters: Mapping[str, int] | None = None,
+               outcomes: Callable[[Any, tuple | None, int], Any] | None = None
+               ) -> list[ComparisonRow]:
+    """The rows with what closing buys (:mod:`gapviz.closing_gains`) added to their measures.
+
+    Each row's scored pairs (its run, under its protocol; the raw embeddings for ``orig``) get
+    the gains of :data:`GAIN_COLUMNS` that their data allow (the label-based ones need labels:
+    :func:`gapviz.closing_costs.pair_labels`), and ``ci`` their bootstrap intervals
+    (:func:`gapviz.intervals.gain_intervals`, ``n_resamples`` resamples of the pairs, 0 for
+    none). The k of the pool's k-means is chosen once per dataset on its raw pairs
+    (:func:`gapviz.closing_gains.pool_k`: the number of classes with labels) and kept for
+    every row of that dataset. Rows that did not run are passed through.
+
+    Parameters
+    ----------
+    rows : sequence of ComparisonRow
+        From :func:`compare` or :func:`compare_row` (they carry their runs).
+    datasets : PairedEmbeddings or mapping of label -> PairedEmbeddings
+        The raw pairs of each row's model (a single one for a methods table, whose rows have
+        ``model`` "").
+    n_clusters : mapping of label -> int, optional
+        The k of a dataset already chosen (e.g. cached by the app), by the same label.
+    outcomes : callable(run, labels, k) -> GainOutcomes, optional
+        A cache of :func:`gapviz.closing_gains.gain_outcomes` per run (the app's); computed
+        here otherwise.
+    """
+    from dataclasses import replace
+
+    from .closing_costs import pair_labels
+    from .closing_gains import gain_outcomes, pool_k
+    from .intervals import gain_intervals
+
+    if isinstance(datasets, PairedEmbeddings):
+        datasets = {"": datasets}
+    chosen: dict[str, tuple[tuple | None, int]] = {}
+    out = []
+    for row in rows:
+        if not row.ok or row.run is None:
+            out.append(row)
+            continue
+        name = row.model if row.model in datasets else next(iter(datasets))
+        if name not in chosen:
+            pairs = datasets[name]
+            labels = pair_labels(pairs)
+            k = (n_clusters or {}).get(name)
+            if k is None:
+                k = pool_k(pairs.image_embeddings, pairs.text_embeddings, labels=labels, seed=seed)
+            chosen[name] = (tuple(labels) if labels is not None else None, k)
+        labels, k = chosen[name]
+        if outcomes is not None:
+            o = outcomes(row.run, labels, k)
+        else:
+            o = gain_outcomes(row.run.images, row.run.texts,
+                              labels=list(labels) if labels else None, n_clusters=k, seed=seed)
+        estimates = {key: v for key, v in o.estimates().items() if key in GAIN_COLUMNS}
+        ci = {}
+        if n_resamples:
+            ci = {key: tuple(v) for key, v in gain_intervals(
+                o, n_resamples=n_resamples, level=level, seed=seed).before.ci.items()
+                  if key in GAIN_COLUMNS}
+        out.append(replace(row, metrics={**row.metrics, **estimates}, ci={**row.ci, **ci}))
     return out
 
 

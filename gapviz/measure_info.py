@@ -185,6 +185,52 @@ MEASURES: tuple[MeasureInfo, ...] = (
                 "share of the 10-nearest-neighbour slots of the mixed pool taken by hubs, items "
                 "in at least 20 lists (2 x k, scikit-hubness's hub_size)", "lower", "percent",
                 unit="fraction"),
+    # what closing buys (gapviz.closing_gains); each item of the pool takes its pair's label
+    MeasureInfo("kmeans_v_measure", "V-measure (pool)", "V-measure",
+                "agreement of seeded k-means on the 2N items of the mixed pool (k = number of "
+                "label classes) with the labels, each item labelled with its pair's: harmonic "
+                "mean of homogeneity and completeness (Rosenberg & Hirschberg 2007; 0 = none, "
+                "1 = the classes exactly). Interval: basic bootstrap over pairs with the "
+                "clusters held fixed (a resample's repeated pairs bias the mutual information "
+                "upward)", "higher"),
+    MeasureInfo("kmeans_ari", "ARI (pool)", "ARI",
+                "adjusted Rand index of the mixed pool's k-means clusters against the labels "
+                "(Hubert & Arabie 1985; 0 = chance, 1 = the classes exactly). Interval: "
+                "bootstrap over pairs with the clusters held fixed, an item and its own repeat "
+                "never counted as a pair", "higher"),
+    MeasureInfo("kmeans_nmi", "NMI (pool)", "NMI",
+                "normalised mutual information of the mixed pool's k-means clusters and the "
+                "labels, over the geometric mean of their entropies (Strehl & Ghosh 2002; the "
+                "V-measure is the arithmetic-mean version). Interval as the V-measure's",
+                "higher"),
+    MeasureInfo("modality_purity", "Modality purity", "Modality purity",
+                "share of the mixed pool's k-means clusters that are more than 90% one "
+                "modality: 1 = the pool splits by modality, not meaning (the gap seen as "
+                "clusters). Interval: bootstrap over pairs with the clusters held fixed",
+                "lower", "percent", unit="fraction"),
+    MeasureInfo("probe_i2t", "Probe i→t", "Probe i→t",
+                "accuracy on the texts of a linear probe (logistic regression) fitted on the "
+                "images' labels: does a classifier carry over from images to texts. Interval: "
+                "the scored texts resampled, the probe held fixed", "higher", "percent",
+                unit="fraction"),
+    MeasureInfo("probe_t2i", "Probe t→i", "Probe t→i",
+                "accuracy on the images of a linear probe fitted on the texts' labels",
+                "higher", "percent", unit="fraction"),
+    MeasureInfo("substitution_i2t", "Substitution i→t", "Substitution i→t",
+                "share of image queries whose nearest text has their label, their own caption "
+                "included (a tie for nearest is a hit only if every tied text has it): can a "
+                "text stand in for the image", "higher", "percent", unit="fraction"),
+    MeasureInfo("substitution_t2i", "Substitution t→i", "Substitution t→i",
+                "share of text queries whose nearest image has their label (a tie counts "
+                "against the query)", "higher", "percent", unit="fraction"),
+    MeasureInfo("requested_modality_i2t", "Requested i→t", "Requested modality i→t",
+                "an image query asking for texts: share of texts among its top 10 in the mixed "
+                "pool, exact ranks, a tie with an image counting against the query (1 = only "
+                "texts)", "higher", "percent", unit="fraction"),
+    MeasureInfo("requested_modality_t2i", "Requested t→i", "Requested modality t→i",
+                "a text query asking for images: share of images among its top 10 in the "
+                "mixed pool (a tie with a text counts against the query)", "higher", "percent",
+                unit="fraction"),
 )
 
 

@@ -1,12 +1,14 @@
-"""Anatomy: where the gap lives, how sure the numbers are, and what closing it costs.
+"""Anatomy: where the gap lives, how sure the numbers are, what closing it costs and buys.
 
 The new measures raw and after the chosen method (under its protocol), bootstrap intervals of
 both with their paired comparison on request, gap dimensions with the ablation curve, the
 Fréchet distance split into a mean shift and a distribution part (and on the file's raw rows),
 per-cluster gaps raw and after (click a cluster to list its pairs), hubness indices and NDCG
-under MixBench's protocol beside the paper's pool, and what closing costs, with the trade-off
-across methods computed once per dataset. Everything is computed by :mod:`gapviz.anatomy`,
-:mod:`gapviz.closing_costs` and :mod:`gapviz.intervals`; this page caches and renders.
+under MixBench's protocol beside the paper's pool, what closing costs, with the trade-off
+across methods computed once per dataset, and what it buys (grouping of the mixed pool,
+cross-modal transfer, the requested-modality rate) raw and after with intervals. Everything is
+computed by :mod:`gapviz.anatomy`, :mod:`gapviz.closing_costs`, :mod:`gapviz.closing_gains`
+and :mod:`gapviz.intervals`; this page caches and renders.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import pandas as pd
 import streamlit as st
 
 from gapviz.anatomy import centroid_vs_distribution, gap_anatomy
-from gapviz.closing_costs import closing_costs, pair_labels
+from gapviz.closing_costs import closing_costs, label_source, pair_labels
+from gapviz.closing_gains import gain_outcomes, gains_report, pool_k
 from gapviz.figures import anatomy as af
 from gapviz.figures import palette
 from gapviz.measure_info import format_metric, info
@@ -87,6 +90,20 @@ def _costs(key: str, _X, _Y, _run, _after, labels: tuple | None):
     return closing_costs(_X, _Y, _run.images, _run.texts, method=_run.fits or None,
                          fold_of=_run.fold_of, labels=list(labels) if labels else None,
                          after=_after)
+
+
+@st.cache_data(max_entries=32, show_spinner="Measuring what closing buys…")
+def _gains(key: str, _X, _Y, labels: tuple | None, k: int):
+    """What closing buys, per pair, of one embedding of the pairs (cached by ``key``: the data
+    hash for the raw embeddings, the run's key after a method; ``k``: the pool's k-means k)."""
+    return gain_outcomes(_X, _Y, labels=list(labels) if labels else None, n_clusters=k,
+                         seed=CI_SEED)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _gains_table(key: str, _before, _after, n_resamples: int, seed: int) -> dict:
+    """Raw and after with intervals from the same resamples (cached by the run's key)."""
+    return gains_report(_before, _after, n_resamples=n_resamples, seed=seed)
 
 
 def _tradeoff_specs() -> list:
@@ -241,9 +258,9 @@ with st.container(border=True):
         with guard("compute the intervals"):
             _show_intervals()
 
-tab_dims, tab_split, tab_clusters, tab_costs, tab_search = st.tabs(
+tab_dims, tab_split, tab_clusters, tab_costs, tab_gains, tab_search = st.tabs(
     ["Gap dimensions", "Mean shift vs distribution", "Clusters", "What closing costs",
-     "Hubness and mixed search"], key="anatomy_tabs")
+     "What closing buys", "Hubness and mixed search"], key="anatomy_tabs")
 
 with tab_dims, guard("draw the gap dimensions"):
     fig_dims = af.dimension_figure(anat.dimensions.to_list(DIMENSIONS_SHOWN), anat.ablation.to_list(),
@@ -376,6 +393,54 @@ with tab_costs, guard("measure what closing costs"):
            if run.fold_of is not None else "")
         + ": a method may close the gap and lose these.")
     _tradeoff_panel()
+
+def _interval(key: str, row: dict, side: str) -> str:
+    lo, hi = row.get(side, (math.nan, math.nan))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "—"
+    if side == "ci_change":
+        return f"[{lo:+.3f}, {hi:+.3f}]"
+    return f"[{format_metric(key, lo)}, {format_metric(key, hi)}]"
+
+
+with tab_gains, guard("measure what closing buys"):
+    started = time.perf_counter()
+    # one k for raw and every method: the classes, else the per-cluster gap's k-means k
+    pool_clusters_k = (len(set(labels)) if labels is not None else
+                       anat.clusters.k if anat.clusters is not None else pool_k(X, Y))
+    gains_raw = _gains(act.key, X, Y, label_key, pool_clusters_k)
+    gains_after = _gains(run.key, run.images, run.texts, label_key, pool_clusters_k)
+    gains = _gains_table(run.key, gains_raw, gains_after, CI_RESAMPLES, CI_SEED)
+    st.dataframe(pd.DataFrame([{
+        "gain": info(key).label, "raw": format_metric(key, r["before"]),
+        "raw 95%": _interval(key, r, "ci_before"),
+        "after": format_metric(key, r["after"]), "after 95%": _interval(key, r, "ci_after"),
+        "after − raw": f"{r['change']:+.3f}", "change 95%": _interval(key, r, "ci_change"),
+        "more than noise": "yes" if r.get("significant") else "no",
+        "definition": info(key).help} for key, r in gains["measures"].items()]),
+        hide_index=True, key="anatomy_gains", width="stretch",
+        column_config={"gain": st.column_config.TextColumn(width="medium"),
+                       "definition": st.column_config.TextColumn(width="large")})
+    source = label_source(pairs)
+    st.caption(
+        f"Raw: the embeddings as loaded ({pairs.n:,} pairs, no method); after: "
+        f"{plain_text(run_name)}, {prov.summary()}. Grouping: seeded k-means (k = "
+        f"{gains['n_clusters']}, "
+        + ("the number of label classes" if labels is not None else
+           "the per-cluster gap's k, chosen by silhouette on the raw pairs")
+        + f") on all {2 * pairs.n:,} items of the mixed pool, the same k raw and after; "
+        "purity = share of clusters more than 90% one modality. "
+        + (f"Labels: {source}; each image and text takes its pair's label. "
+           if source else "No labels: the agreement, probe and substitution gains need a "
+           "file with a `labels` column. ")
+        + f"Requested modality: the share of the other modality in a query's top "
+        f"{gains['k_requested']} of the pool, exact ranks, a tie counting against the query. "
+        f"95% bootstrap intervals over the scored pairs, {CI_RESAMPLES} resamples (seed "
+        f"{CI_SEED}), the same for raw and after: searches resample the queries (pool kept "
+        "whole), the probes are held fixed, and the k-means clusters are held fixed (not "
+        "rerun per resample, so k-means' own variability is left out); V-measure and NMI get "
+        "basic (bias-corrected) intervals, which can lie below a small estimate. "
+        f"Shown in {time.perf_counter() - started:.2f} s.")
 
 with tab_search, guard("measure hubness and mixed search"):
     st.dataframe(pd.DataFrame([{

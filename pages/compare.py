@@ -1,7 +1,9 @@
 """Compare: every method (rows) on the current pairs, and every model that embedded them.
 
 The paper's Tables 2-5 in one view: ITR / TIR, IMR / TMR, Fréchet distance and mixed-pool
-recall@5/10/20, the best value of each column marked, as a table or a heatmap. Each cell
+recall@5/10/20, the best value of each column marked, as a table or a heatmap; on request,
+what closing buys as more columns (grouping of the mixed pool, cross-modal transfer, the
+requested-modality rate; :func:`gapviz.compare.with_gains`), with their intervals. Each cell
 comes from the app's shared caches (:mod:`ui.compute`), so a method fitted on another page
 is not fitted again, and the numbers are those of ``gapviz compare`` (the command is shown
 under the table).
@@ -21,8 +23,9 @@ import streamlit as st
 
 from gapviz import exports
 from gapviz.compare import significance as column_significance
-from gapviz.compare import (COMPARE_KEYS, ComparisonRow, compare_row, comparison_table, crowned,
-                            format_cell, params_text, rows_to_columns, run_title)
+from gapviz.compare import (COMPARE_KEYS, GAIN_COLUMNS, ComparisonRow, compare_row,
+                            comparison_table, crowned, format_cell, params_text, rows_to_columns,
+                            run_title, with_gains)
 from gapviz.figures import palette
 from gapviz.figures.compare import compare_heatmap, measure_help, measure_label
 from gapviz.measure_info import LEGEND
@@ -134,7 +137,7 @@ with st.container(border=True):
                    "to compare models too.")
     methods = [m for m in offered if m in methods]
     models = [m for m in models_all if m in models]
-    p1, p2, p3, p4 = st.columns([1.6, 1.4, 1.2, 1.2], vertical_alignment="bottom")
+    p1, p2, p3, p4, p5 = st.columns([1.6, 1.4, 1.2, 1.2, 1.2], vertical_alignment="bottom")
     protocol_choice = p1.selectbox(
         "Protocol", ["default", "transductive", "held-out"], help=PROTOCOL_HELP,
         format_func=lambda p: "Each method's default" if p == "default" else PROTOCOL_LABELS[p],
@@ -150,6 +153,12 @@ with st.container(border=True):
               help="Each column's best against its runner-up on the same pairs: a paired "
                    "bootstrap over pairs (200 resamples, p < 0.05). A win that noise explains "
                    "is not crowned.")
+    gains_on = p5.toggle("What closing buys", **keep("compare_gains", False),
+                         help="More columns: k-means on the mixed pool against the labels "
+                              "(V-measure, ARI) and its modality purity, probes and "
+                              "substitution across modalities, and the share of a query's "
+                              "top 10 in the modality it asked for; about a second per row "
+                              "the first time.")
 
 if not methods or not models:
     st.info("Pick at least one method and one model.", icon=":material/checklist:")
@@ -211,13 +220,43 @@ rows: list[ComparisonRow] = [measured[j] for j in sorted(measured)]
 if bar is not None:
     bar.empty()
 live.empty()  # the partial table goes; the full view is drawn in its place
+
+
+@st.cache_data(max_entries=MEASURE_CACHE_ENTRIES, show_spinner=False)
+def _gain_outcomes(key: str, _run, labels: tuple | None, k: int):
+    """What closing buys of one run's scored pairs (cached by the run's key, labels and k)."""
+    from gapviz.closing_gains import gain_outcomes
+
+    return gain_outcomes(_run.images, _run.texts, labels=list(labels) if labels else None,
+                         n_clusters=k)
+
+
+@st.cache_data(max_entries=MEASURE_CACHE_ENTRIES, show_spinner=False)
+def _pool_k(key: str, _pairs) -> int:
+    """k of the mixed pool's k-means for one model's pairs (cached by their content hash):
+    the classes, else chosen by silhouette on the raw pairs."""
+    from gapviz.closing_costs import pair_labels
+    from gapviz.closing_gains import pool_k
+
+    return pool_k(_pairs.image_embeddings, _pairs.text_embeddings, labels=pair_labels(_pairs))
+
+
+gains_seconds = None
+if gains_on:
+    with guard("measure what closing buys"), st.spinner("Measuring what closing buys…"):
+        gains_started = time.perf_counter()
+        rows = with_gains(rows, {m: ds.models[m] for m in models},
+                          n_clusters={m: _pool_k(ds.hashes[m], ds.models[m]) for m in models},
+                          outcomes=lambda run, labels, k: _gain_outcomes(run.key, run, labels, k))
+        gains_seconds = time.perf_counter() - gains_started
 columns = rows_to_columns(rows)
 if not columns:
     for model, name, reason in failed:
         st.error(f"{method_label(name)} on {plain_text(model)}: {plain_text(reason, None)}")
     st.stop()
 
-keys = [k for k in COMPARE_KEYS if any(k in c for c in columns.values())]
+keys = [k for k in (*COMPARE_KEYS, *(GAIN_COLUMNS if gains_on else ()))
+        if any(k in c for c in columns.values())]
 # A row scored on its own fit pairs (⚠) is never crowned; nothing is crowned in the check.
 best = crowned(rows, keys, shuffled=shuffled)
 
@@ -322,6 +361,8 @@ def _show_table_and_heatmap() -> None:
                    "the other modality first); IMR/TMR: mean rank of the best other-modality "
                    "item; R@K: mixed-pool recall. Ratios and ranks to three significant "
                    "figures, the other measures to three decimals.")
+        if gains_on:
+            _show_gain_intervals()
     with heat_tab:
         st.plotly_chart(heat, key="compare_heatmap", config=export_ui.chart_config(
             "compare-heatmap-shuffled-control" if shuffled else "compare-heatmap"))
@@ -344,6 +385,44 @@ def _show_table_and_heatmap() -> None:
             st.caption("Top right is best: the gap closed and nothing lost. Each run is a "
                        "number, its two markers what it kept (hover for the values; a click on "
                        "the legend hides a run). Each point under its row's protocol.")
+
+
+def _show_gain_intervals() -> None:
+    """What closing buys with its 95% intervals, one row per run (the table's gain columns)."""
+    from gapviz.closing_costs import label_source
+
+    shown = [k for k in GAIN_COLUMNS if k in keys]
+    if not shown:
+        return
+    records_ci = []
+    for r in rows:
+        if not r.ok:
+            continue
+        cells = {"run": run_title(r, method_label)}
+        for k in shown:
+            lo, hi = r.ci.get(k, (float("nan"), float("nan")))
+            value = r.metrics.get(k)
+            cells[info_label(k)] = (format_cell(k, value)
+                                    + (f" [{format_cell(k, lo)}, {format_cell(k, hi)}]"
+                                       if lo == lo and hi == hi else ""))
+        records_ci.append(cells)
+    st.dataframe(pd.DataFrame(records_ci), hide_index=True, key="compare_gains_ci",
+                 width="stretch")
+    source = label_source(act.pairs)
+    st.caption(
+        ":material/trending_up: What closing buys, each run's scored pairs as its protocol "
+        "scored them: seeded k-means on the mixed pool with one k per model (the number of "
+        "label classes, else chosen by silhouette on the raw pairs), V-measure and ARI against "
+        "the labels, modality purity (share of clusters more than 90% one modality); linear "
+        "probes fitted on one modality and scored on the other; substitution (the nearest item "
+        "of the other modality has the query's label); requested modality (share of the other "
+        "modality in a query's top 10, exact, a tie counting against the query). "
+        + (f"Labels: {source}. " if source else
+           "No labels here: only purity and the requested-modality rate. ")
+        + "95% bootstrap intervals over the scored pairs (200 resamples; k-means clusters and "
+          "probes held fixed; V-measure basic, bias-corrected). `gapviz evaluate --anatomy "
+          "--method NAME` gives the same per method, raw beside it."
+        + (f" Measured in {gains_seconds:.1f} s." if gains_seconds is not None else ""))
 
 
 def _tradeoff():

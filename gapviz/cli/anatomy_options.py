@@ -10,7 +10,12 @@ JSON gains ``RMG``, ``NDCG@10`` (MixBench's formula on the paper's mixed pool),
 hubness, ndcg_mixbench), ``ci`` =
 {measure: [low, high]} and ``ci_method``; with ``--method`` also ``anatomy_orig``, ``ci_orig``,
 ``closing_costs``, ``gap_removed`` and ``comparison`` (ORIG vs the method, paired bootstrap on
-the same pairs). The text table and markdown show the main numbers.
+the same pairs). What closing buys (:mod:`gapviz.closing_gains`: k-means agreement with the
+labels and modality purity on the mixed pool, cross-modal probes and substitution, the
+requested-modality rate) is ``closing_gains`` = {"measures": {key: {"before", "ci_before"
+[, "after", "ci_after", "change", "ci_change", "p_value", "significant"]}}, "n_clusters",
+"labels_from", ...}, its values also in ``metrics`` (and ``metrics_orig``). The text table and
+markdown show the main numbers.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from ..anatomy import ABLATION_DIMS, GapAnatomy, gap_anatomy, gap_removed
-from ..closing_costs import closing_costs, crossmodal_recall, pair_labels
+from ..closing_costs import closing_costs, crossmodal_recall, label_source, pair_labels
+from ..closing_gains import gain_outcomes, gains_report, pool_k
 from ..intervals import N_RESAMPLES, paired_comparison
 from ..measures import GapReport
 
@@ -39,15 +45,18 @@ def add_anatomy_arguments(parser: argparse.ArgumentParser) -> None:
         "gap anatomy",
         "where the gap lives (per dimension, per cluster, centroid vs distribution), RMG, "
         "NDCG@10 (also under MixBench's protocol), hubness indices, the Fréchet distance on "
-        "the raw rows, bootstrap intervals and, with --method, what closing costs")
+        "the raw rows, what closing buys (grouping, transfer, requested modality), bootstrap "
+        "intervals and, with --method, what closing costs")
     group.add_argument("--anatomy", action="store_true",
-                       help="add the gap anatomy, intervals and (with --method) closing costs")
+                       help="add the gap anatomy, what closing buys, intervals and (with "
+                            "--method) closing costs")
     group.add_argument("--resamples", type=int, default=N_RESAMPLES,
                        help=f"bootstrap resamples of pairs for the intervals and comparisons "
                             f"(default {N_RESAMPLES}; 0: no intervals)")
     group.add_argument("--clusters", type=int, default=None, metavar="K",
-                       help="k of k-means for the per-cluster gap (default: the file's labels or "
-                            "the demo's concepts; without labels, k chosen by silhouette)")
+                       help="k of k-means for the per-cluster gap and for the mixed pool's "
+                            "grouping (default: the file's labels or the demo's concepts; "
+                            "without labels, k chosen by silhouette on the raw pairs)")
     group.add_argument("--ablation-dims", type=int, default=ABLATION_DIMS, metavar="M",
                        help=f"ablation curve: remove the top 0..M gap dimensions (default {ABLATION_DIMS})")
     group.add_argument("--anatomy-seed", type=int, default=0,
@@ -94,13 +103,23 @@ def anatomy_section(args: argparse.Namespace, pairs: Any, X: np.ndarray, Y: np.n
     raw = (pairs.image_embeddings, pairs.text_embeddings)
     a0 = gap_anatomy(X, Y, report=orig, raw=raw, **clusters_from, **opts)
     out: dict[str, Any] = {"columns": {"ORIG": {**a0.metrics, **crossmodal_recall(orig, (1,))}}}
+    # what closing buys: k chosen once on the raw pairs, kept for the method
+    k = pool_k(X, Y, labels=labels, n_clusters=args.clusters, seed=args.anatomy_seed)
+    g0 = gain_outcomes(X, Y, labels=labels, n_clusters=k, seed=args.anatomy_seed)
+    gain_opts = dict(n_resamples=args.resamples, seed=args.anatomy_seed)
     if method is None or transformed is None:
         out.update(_json_parts(a0, ""))
+        out["closing_gains"] = _gains_json(gains_report(g0, **gain_opts), pairs)
+        out["columns"]["ORIG"].update(g0.estimates())
         return out
 
     Xt, Yt = transformed
     a1 = gap_anatomy(Xt, Yt, report=after, **clusters_from, **opts)
     out["columns"][method.name.upper()] = {**a1.metrics, **crossmodal_recall(a1.report, (1,))}
+    g1 = gain_outcomes(Xt, Yt, labels=labels, n_clusters=k, seed=args.anatomy_seed)
+    out["closing_gains"] = _gains_json(gains_report(g0, g1, **gain_opts), pairs)
+    out["columns"]["ORIG"].update(g0.estimates())
+    out["columns"][method.name.upper()].update(g1.estimates())
     out.update(_json_parts(a1, ""))
     out.update(_json_parts(a0, "_orig"))
     out["gap_removed"] = gap_removed(a0.split, a1.split)
@@ -114,6 +133,15 @@ def anatomy_section(args: argparse.Namespace, pairs: Any, X: np.ndarray, Y: np.n
                                        "two-sided, alpha = 0.05, no multiple-testing correction",
                              "measures": comp}
     return out
+
+
+def _gains_json(report: dict[str, Any], pairs: Any) -> dict[str, Any]:
+    """:func:`gapviz.closing_gains.gains_report` with where the labels came from."""
+    source = label_source(pairs)
+    report["labels_from"] = source or "none: only modality purity and the requested-modality rate"
+    report["k_rule"] = ("the number of label classes" if source else
+                        "chosen by silhouette on the raw pairs (or --clusters)")
+    return report
 
 
 def _json_parts(a: GapAnatomy, suffix: str) -> dict[str, Any]:
@@ -203,6 +231,9 @@ def render_anatomy(extra: dict[str, Any], fmt: str, metrics: dict[str, float] | 
         g = extra["gap_removed"]
         lines.append(f"{bullet}gap removed: centroid part {_pct(g['centroid']['fraction_removed'])}, "
                      f"distribution part {_pct(g['distribution']['fraction_removed'])}")
+    if "closing_gains" in extra:
+        lines.extend(_gain_lines(extra["closing_gains"], extra.get("comparison", {}).get("b"),
+                                 bullet))
     if "comparison" in extra:
         c = extra["comparison"]
         lines.append(f"{bullet}ORIG vs {c['b']} ({c['method']}):")
@@ -212,6 +243,37 @@ def render_anatomy(extra: dict[str, Any], fmt: str, metrics: dict[str, float] | 
             lines.append(f"{bullet}  {key}: {_fmt(r['a'])} -> {_fmt(r['b'])}, p = {r['p_value']:.3g}"
                          f"{scale} ({mark})")
     return "\n".join(lines) + "\n"
+
+
+def _gain_lines(gains: dict[str, Any], name: str | None, bullet: str) -> list[str]:
+    """What closing buys, one line per measure: raw [interval] -> after [interval], change."""
+    from ..measure_info import info
+
+    head = (f"what closing buys (ORIG -> {name}" if name else "what closing buys (ORIG")
+    lines = [f"{bullet}{head}; k-means k = {gains['n_clusters']} on the mixed pool, labels: "
+             f"{gains.get('labels_from', 'none')}"
+             + (f"; {gains['ci_method']['level']:.0%} intervals" if "ci_method" in gains else "")
+             + "):"]
+
+    def ci(row: dict[str, Any], key: str) -> str:
+        return f" [{_fmt(row[key][0])}, {_fmt(row[key][1])}]" if key in row else ""
+
+    outside = []
+    for key, row in gains["measures"].items():
+        text = f"{bullet}  {info(key).label}: {_fmt(row['before'])}{ci(row, 'ci_before')}"
+        if "after" in row:
+            text += (f" -> {_fmt(row['after'])}{ci(row, 'ci_after')}, change "
+                     f"{row['change']:+.4g}{ci(row, 'ci_change')}")
+        lines.append(text)
+        for side in ("before", "after"):
+            lo, hi = row.get(f"ci_{side}", (-math.inf, math.inf))
+            if side in row and not lo <= row[side] <= hi and info(key).label not in outside:
+                outside.append(info(key).label)
+    if outside:
+        lines.append(f"{bullet}  (estimate outside its interval: {', '.join(outside)}; V-measure "
+                     "and NMI get basic, bias-corrected intervals, and a small value of theirs "
+                     "is mostly the plug-in bias of a classes x clusters table)")
+    return lines
 
 
 def _fmt(v: float | None) -> str:
