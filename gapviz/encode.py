@@ -2,11 +2,11 @@
 
 Three steps, kept apart so the app can hold a loaded model across runs:
 
-1. :class:`ModelSpec` names the model: an open_clip architecture (``ViT-B-32``, or
-   ``hf-hub:org/repo``, ``local-dir:/path``) and its weights: a pretrained tag (``openai``),
-   a local checkpoint file, or ``none`` for random weights (seeded, so reproducible; random
-   encoders already show a cone-effect gap, Liang et al. 2022). Its :meth:`~ModelSpec.identity`
-   keys the cache without importing torch.
+1. :class:`ModelSpec` names the model: an open_clip architecture (``ViT-B-32``, a model config
+   ``.json`` file of one's own, or ``hf-hub:org/repo``, ``local-dir:/path``) and its weights:
+   a pretrained tag (``openai``), a local checkpoint file, or ``none`` for random weights
+   (seeded, so reproducible; random encoders already show a cone-effect gap, Liang et al.
+   2022). Its :meth:`~ModelSpec.identity` keys the cache without importing torch.
 2. :func:`load_model` builds it on the best device (CUDA, Apple MPS, else CPU). When weights
    must be downloaded and cannot be, it fails fast with a message saying which model, where
    open_clip looks, and how to point gapviz at a local checkpoint.
@@ -21,6 +21,7 @@ Three steps, kept apart so the app can hold a loaded model across runs:
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib.metadata
 import logging
 import os
@@ -86,8 +87,12 @@ class ModelSpec:
     Parameters
     ----------
     name : str
-        open_clip architecture (``ViT-B-32``; ``ViT-B/32`` is accepted), or ``hf-hub:org/repo``
-        or ``local-dir:/path`` (then ``pretrained`` is ignored, as in open_clip).
+        open_clip architecture (``ViT-B-32``; ``ViT-B/32`` is accepted), the path of a model
+        config ``.json`` (open_clip's format: ``embed_dim``, ``vision_cfg``, ``text_cfg``; the
+        architecture of a checkpoint trained from a config of one's own; it is registered with
+        open_clip under its file stem, which then names that architecture in this process), or
+        ``hf-hub:org/repo`` or ``local-dir:/path`` (then ``pretrained`` is ignored, as in
+        open_clip).
     pretrained : str or None
         A pretrained tag (``openai``, ``webli``, ...), a local checkpoint file, or None /
         ``"none"`` for random weights.
@@ -117,6 +122,20 @@ class ModelSpec:
         return self.name.startswith(("hf-hub:", "local-dir:"))
 
     @property
+    def config_file(self) -> Path | None:
+        """The model config ``.json`` named by ``name``, if it names an existing one."""
+        if self.has_schema or not self.name.lower().endswith(".json"):
+            return None
+        path = Path(self.name).expanduser()
+        return path if path.is_file() else None
+
+    @property
+    def architecture(self) -> str:
+        """The open_clip name of the architecture (a config file's stem)."""
+        config = self.config_file
+        return config.stem if config is not None else self.name
+
+    @property
     def random_weights(self) -> bool:
         return self.pretrained is None and not self.has_schema
 
@@ -133,10 +152,10 @@ class ModelSpec:
         if self.has_schema:
             return self.name
         if self.random_weights:
-            return f"{self.name} (random weights, seed {self.seed})"
+            return f"{self.architecture} (random weights, seed {self.seed})"
         if self.checkpoint is not None:
-            return f"{self.name} ({self.checkpoint.name})"
-        return f"{self.name} ({self.pretrained})"
+            return f"{self.architecture} ({self.checkpoint.name})"
+        return f"{self.architecture} ({self.pretrained})"
 
     def identity(self) -> dict[str, Any]:
         """What determines this model's output, for cache keys; imports no torch.
@@ -146,6 +165,10 @@ class ModelSpec:
         """
         out: dict[str, Any] = {"name": self.name.replace("/", "-"), "open_clip": _open_clip_version(),
                                "image_pipeline": IMAGE_PIPELINE}
+        config = self.config_file
+        if config is not None:  # a config counts by content: the same file moved still hits
+            out["name"] = config.stem
+            out["config"] = hashlib.sha256(config.read_bytes()).hexdigest()
         ckpt = self.checkpoint
         if self.name.startswith("local-dir:"):
             folder = Path(self.name.split(":", 1)[1]).expanduser()
@@ -237,7 +260,12 @@ def load_model(spec: ModelSpec | str, pretrained: str | None = None, *, device: 
     if isinstance(spec, str):
         spec = ModelSpec(spec, pretrained)
     device = pick_device(device)
-    name = spec.name if spec.has_schema else spec.name.replace("/", "-")
+    if spec.name.lower().endswith(".json") and not spec.has_schema:
+        if spec.config_file is None:
+            raise ModelLoadError(f"model config file '{spec.name}' not found; give the path of an "
+                                 "open_clip model config .json (embed_dim, vision_cfg, text_cfg).")
+        _register_config(spec.config_file)
+    name = spec.name if spec.has_schema else spec.architecture.replace("/", "-")
     kwargs: dict[str, Any] = {"device": device, "cache_dir": str(weights_dir) if weights_dir else None}
     if not spec.has_schema:
         if name not in open_clip.list_models():
@@ -269,6 +297,23 @@ def load_model(spec: ModelSpec | str, pretrained: str | None = None, *, device: 
         raise ModelLoadError(_load_failure_message(spec, err)) from None
     model.eval()
     return LoadedModel(spec, model, preprocess, tokenizer, device)
+
+
+def _register_config(path: Path) -> None:
+    """Make open_clip know the architecture of the config file ``path``, under its stem."""
+    import json
+
+    import open_clip
+
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ModelLoadError(f"cannot read model config {path}: {err}") from None
+    if not (isinstance(cfg, dict) and all(k in cfg for k in ("embed_dim", "vision_cfg", "text_cfg"))):
+        raise ModelLoadError(f"{path} is not an open_clip model config: it needs the keys "
+                             "embed_dim, vision_cfg and text_cfg.")
+    if open_clip.get_model_config(path.stem) != cfg:
+        open_clip.add_model_config(path)
 
 
 def _hf_tokenizer_config(spec: ModelSpec, name: str) -> tuple[str, dict[str, Any]]:

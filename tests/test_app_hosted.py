@@ -99,3 +99,12 @@ def test_a_pool_past_the_hosted_compute_budget_is_refused_with_what_to_do(
     at = app_session("pages/explore.py", workspace=ws)
     assert not at.exception and not at.error
     assert at.get("plotly_chart"), "Explore draws the pool"
+
+
+def test_the_training_page_reads_no_server_path_on_a_hosted_demo(hosted, app_session, assert_clean):
+    """The training page names checkpoints by server paths: hosted, it says so and offers no
+    input at all."""
+    at = app_session("pages/training.py")
+    assert_clean(at, "Training, hosted")
+    assert not at.text_input and not at.text_area and not at.button
+    assert any("hosted demo" in i.value for i in at.info)

@@ -48,6 +48,7 @@ PAGES: tuple[PageEntry, ...] = (
     PageEntry("pages/anatomy.py", "Anatomy", ":material/biotech:"),
     PageEntry("pages/retrieval.py", "Retrieval", ":material/search:"),
     PageEntry("pages/compare.py", "Compare", ":material/compare_arrows:"),
+    PageEntry("pages/training.py", "Training", ":material/timeline:"),
 )
 
 

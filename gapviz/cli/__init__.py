@@ -1,4 +1,5 @@
-"""The ``gapviz`` command (also ``python -m gapviz``): ``evaluate``, ``embed``, ``compare``, ``cache``.
+"""The ``gapviz`` command (also ``python -m gapviz``): ``evaluate``, ``embed``, ``compare``,
+``trajectory``, ``cache``.
 
 One module per subcommand; each has ``register(subparsers)`` and sets ``func`` (and the
 subcommand's name) on its parser. :func:`main` runs one and turns a user's mistake into one
@@ -19,7 +20,7 @@ from ..safety import EscapingStream
 from .common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError, error_line
 
 #: Subcommand modules, in the order ``--help`` lists them.
-_SUBCOMMANDS = ("evaluate", "embed", "compare", "cache")
+_SUBCOMMANDS = ("evaluate", "embed", "compare", "trajectory", "cache")
 
 
 def build_parser() -> argparse.ArgumentParser:
