@@ -23,6 +23,7 @@ import pandas as pd
 import streamlit as st
 
 from gapviz import hosting
+from gapviz.measure_info import label as measure_label
 from gapviz.figures import training as tf
 from gapviz.trajectory import EMBEDDINGS_SUFFIXES, HEADLINE
 from ui.components import guard, user_text
@@ -148,7 +149,7 @@ def _render() -> None:
         c2.caption(user_text(f"{choice}: {withclosed.closed_runs[0]['provenance']}"))
     keys = st.multiselect("Measures", [k for k in traj.steps[0].metrics if k != "N"],
                           default=[k for k in HEADLINE if k in traj.steps[0].metrics][:6],
-                          key="training_measures")
+                          format_func=measure_label, key="training_measures")
     if keys:
         st.plotly_chart(tf.measure_curves(shown, keys), key="training_curves")
     st.subheader("What the weights say")

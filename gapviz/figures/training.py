@@ -19,6 +19,7 @@ from plotly.subplots import make_subplots
 
 from . import palette
 from .gap import FONT, MODALITY_CODES, MODALITY_COLORS, hover_escape, marker_size
+from ..measure_info import label as measure_label
 
 #: Colour of a curve and its band.
 CURVE_COLOR = palette.TITLE
@@ -58,7 +59,7 @@ def measure_curves(trajectory, keys: Sequence[str], *, columns: int = 3,
     if not keys:
         raise ValueError("no measure to draw: the keys are not measures of this series.")
     rows = math.ceil(len(keys) / columns)
-    fig = make_subplots(rows=rows, cols=columns, subplot_titles=keys, horizontal_spacing=0.07,
+    fig = make_subplots(rows=rows, cols=columns, subplot_titles=[measure_label(k) for k in keys], horizontal_spacing=0.07,
                         vertical_spacing=0.16 if rows > 1 else 0.1)
     x = _x(trajectory.labels)
     for i, key in enumerate(keys):
