@@ -10,21 +10,36 @@ of the app is keyed on it.
 A hosted demo's session keeps a bounded number of embeddings besides the built-in demo
 (:data:`MAX_SESSION_EMBEDDINGS`, ``$GAPVIZ_MAX_SESSION_EMBEDDINGS``): past it, the least
 recently used one (added or selected) is dropped, with a notice, never the active one.
+
+Workspaces of one process share their pools (:class:`SharedPools`, :data:`POOLS`): sessions
+that load the same embeddings (an upload, a path, a COCO sample: the same content hash) hold
+one copy of the arrays and lists, not one each, and the views drawn of a pool (a projection, a
+viewer's table) are kept once, while a live workspace holds the pool, and released when the
+last one lets it go or is dropped (its session ended).
 """
 
 from __future__ import annotations
 
+import copy
 import os
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from .embeddings import LoadReport, PairedEmbeddings
+
+T = TypeVar("T")
 
 #: Name of the built-in demo dataset.
 DEMO_DATASET = "Demo (simulated)"
 #: Embeddings (models of datasets) a hosted session keeps besides the built-in demo.
 MAX_SESSION_EMBEDDINGS = 4
 MAX_SESSION_EMBEDDINGS_ENV = "GAPVIZ_MAX_SESSION_EMBEDDINGS"
+#: Views of pools (projections, viewers' tables) :data:`POOLS` keeps at most.
+MAX_POOL_VIEWS = 8
 
 
 def session_embeddings_limit(hosted_mode: bool | None = None) -> int | None:
@@ -46,6 +61,162 @@ def session_embeddings_limit(hosted_mode: bool | None = None) -> int | None:
         raise hosting.HostedRefusal(f"${MAX_SESSION_EMBEDDINGS_ENV}={raw!r} must be a whole number "
                                     ">= 1; set it to one or unset it.")
     return int(value)
+
+
+def _equal(a: Any, b: Any) -> bool:
+    """Whether two metadata values are equal (False where ``==`` cannot say: arrays)."""
+    if a is b:
+        return True
+    try:
+        return bool(a == b)
+    except (ValueError, TypeError):
+        return False
+
+
+#: The fields of :class:`PairedEmbeddings` besides the arrays and ids (which the content hash
+#: covers) that must match before two loads are the very same pool.
+_OTHER_FIELDS = ("captions", "image_paths", "model", "meta", "labels")
+
+
+class SharedPools:
+    """One copy of each pool per content hash for every workspace of a process, and the views
+    drawn of a pool while a workspace holds it.
+
+    Pools are held weakly: a pool is freed once no workspace (nor anything else) refers to
+    it. Views (:meth:`view`: a projection, a viewer's table) are held here while a live
+    workspace holds their pool (:meth:`hold`), at most ``max_views`` of them (least recently
+    used dropped first); they are released as soon as the last workspace holding the pool
+    lets it go (:meth:`let_go`) or is garbage-collected (its session ended).
+
+    Parameters
+    ----------
+    max_views : int, default=MAX_POOL_VIEWS
+        Views kept at most, over all pools.
+    """
+
+    def __init__(self, max_views: int = MAX_POOL_VIEWS) -> None:
+        if not isinstance(max_views, int) or isinstance(max_views, bool) or max_views < 1:
+            raise ValueError(f"max_views must be an integer >= 1, got {max_views!r}.")
+        self.max_views = max_views
+        self._lock = threading.Lock()
+        self._pools: weakref.WeakValueDictionary[str, PairedEmbeddings] = (
+            weakref.WeakValueDictionary())
+        self._holders: dict[str, weakref.WeakSet] = {}
+        self._watched: weakref.WeakSet = weakref.WeakSet()
+        self._views: OrderedDict[tuple[str, Hashable], Any] = OrderedDict()
+        self._making: dict[tuple[str, Hashable], threading.Lock] = {}
+
+    # -- pools --------------------------------------------------------------------------------
+    def share(self, pairs: PairedEmbeddings, key: str) -> PairedEmbeddings:
+        """The process's copy of ``pairs`` (content hash ``key``).
+
+        The first pool with a content hash is kept (weakly) and returned as is. A later pool
+        with the same hash gets that copy back when its captions, image paths, model, meta and
+        labels match too; otherwise a pool of its own that shares the arrays, the ids and
+        every list that matches, so only what differs is held twice.
+        """
+        with self._lock:
+            known = self._pools.get(key)
+            if known is None:
+                self._pools[key] = pairs
+                return pairs
+        if known is pairs:
+            return known
+        if all(_equal(getattr(known, f), getattr(pairs, f)) for f in _OTHER_FIELDS):
+            return known
+        own = copy.copy(pairs)  # a shallow copy: nothing is converted or copied again
+        own.image_embeddings, own.text_embeddings = known.image_embeddings, known.text_embeddings
+        own.ids = known.ids
+        for name in ("captions", "image_paths", "labels"):
+            if _equal(getattr(known, name), getattr(pairs, name)):
+                setattr(own, name, getattr(known, name))
+        own.__dict__.pop("_simulated_verdict", None)
+        return own
+
+    def hold(self, key: str, owner: object) -> None:
+        """``owner`` (a workspace) holds the pool ``key``: its views are kept while it does."""
+        with self._lock:
+            self._holders.setdefault(key, weakref.WeakSet()).add(owner)
+            if owner not in self._watched:
+                self._watched.add(owner)
+                weakref.finalize(owner, self._owner_gone)
+
+    def let_go(self, key: str, owner: object) -> None:
+        """``owner`` no longer holds the pool ``key`` (its views go once nobody does)."""
+        with self._lock:
+            holders = self._holders.get(key)
+            if holders is not None:
+                holders.discard(owner)
+            self._prune()
+
+    def held(self, key: str) -> bool:
+        """Whether a live workspace holds the pool ``key``."""
+        with self._lock:
+            self._prune()
+            return key in self._holders
+
+    # -- views --------------------------------------------------------------------------------
+    def view(self, key: str, name: Hashable, make: Callable[[], T]) -> T:
+        """The view ``name`` of the pool ``key``, made by ``make()`` once and kept while a
+        workspace holds the pool (made each time, and not kept, when none does). Two callers
+        asking for the same view at once wait for one ``make()``."""
+        entry = (key, name)
+        with self._lock:
+            self._prune()
+            if entry in self._views:
+                self._views.move_to_end(entry)
+                return self._views[entry]
+            making = self._making.setdefault(entry, threading.Lock())
+        with making:
+            with self._lock:
+                if entry in self._views:
+                    return self._views[entry]
+            value = make()
+            with self._lock:
+                self._making.pop(entry, None)
+                self._prune()
+                if key in self._holders:
+                    self._views[entry] = value
+                    while len(self._views) > self.max_views:
+                        self._views.popitem(last=False)
+        return value
+
+    def has_view(self, key: str, name: Hashable) -> bool:
+        """Whether the view ``name`` of the pool ``key`` is kept (no ``make()`` needed)."""
+        with self._lock:
+            self._prune()
+            return (key, name) in self._views
+
+    def stats(self) -> dict[str, int]:
+        """Pools alive, pools held by a live workspace, and views kept (for tests and
+        benchmarks)."""
+        with self._lock:
+            self._prune()
+            return {"pools": len(self._pools), "held": len(self._holders),
+                    "views": len(self._views)}
+
+    def _owner_gone(self) -> None:
+        # Called by the garbage collector, in whichever thread it runs: never wait for the
+        # lock there (a busy lock leaves the pruning to the next call of this store).
+        if self._lock.acquire(blocking=False):
+            try:
+                self._prune()
+            finally:
+                self._lock.release()
+
+    def _prune(self) -> None:
+        """Drop the views (and the bookkeeping) of pools no live workspace holds (a dead
+        workspace has left its weak sets already)."""
+        # Iterate, not len(): a weak set yields live members only, while its size may still
+        # count a member whose weak reference's callback has not run yet.
+        for key in [k for k, holders in self._holders.items() if not any(True for _ in holders)]:
+            del self._holders[key]
+        for entry in [e for e in self._views if e[0] not in self._holders]:
+            del self._views[entry]
+
+
+#: The pools and views shared by every workspace of this process (the app's sessions).
+POOLS = SharedPools()
 
 
 @dataclass
@@ -110,9 +281,14 @@ class Workspace:
         more drops the least recently used (never the active one nor the one just added)
         and says so in :attr:`notices`. None: no bound. "auto":
         :func:`session_embeddings_limit` (bounded in a hosted demo only).
+    pools : SharedPools or None, default=POOLS
+        Where pools are shared with the other workspaces of the process (one copy per
+        content hash) and their views kept while this workspace holds them. None: this
+        workspace keeps what it is given and shares nothing.
     """
 
-    def __init__(self, max_embeddings: int | None | str = "auto") -> None:
+    def __init__(self, max_embeddings: int | None | str = "auto",
+                 pools: SharedPools | None = POOLS) -> None:
         if max_embeddings == "auto":
             max_embeddings = session_embeddings_limit()
         if max_embeddings is not None and (not isinstance(max_embeddings, int)
@@ -120,6 +296,7 @@ class Workspace:
             raise ValueError(f"max_embeddings must be None, 'auto' or an integer >= 1, got "
                              f"{max_embeddings!r}.")
         self.max_embeddings: int | None = max_embeddings
+        self.pools = pools
         #: Messages about embeddings dropped to keep within ``max_embeddings`` (the Data page
         #: shows and clears them).
         self.notices: list[str] = []
@@ -175,6 +352,9 @@ class Workspace:
             base, i = name, 2
             while name in ds.models:
                 name, i = f"{base} ({i})", i + 1
+            if self.pools is not None:
+                pairs = self.pools.share(pairs, key)
+                self.pools.hold(key, self)
             ds.models[name] = pairs
             ds.hashes[name] = key
             if report is not None:
@@ -188,7 +368,9 @@ class Workspace:
 
     def remove(self, dataset: str) -> None:
         """Forget a dataset; the active one moves to the first remaining dataset."""
-        self.datasets.pop(dataset, None)
+        ds = self.datasets.pop(dataset, None)
+        if ds is not None:
+            self._let_go(ds.hashes.values())
         self.current_model.pop(dataset, None)
         self._used = [u for u in self._used if u[0] != dataset]
         if self.current_dataset == dataset:
@@ -200,8 +382,11 @@ class Workspace:
         ds = self.datasets.get(dataset)
         if ds is None or model not in ds.models:
             return
+        key = ds.hashes.get(model)
         for store in (ds.models, ds.hashes, ds.reports):
             store.pop(model, None)
+        if key is not None:
+            self._let_go([key])
         self._used = [u for u in self._used if u != (dataset, model)]
         if not ds.models:
             self.remove(dataset)
@@ -237,6 +422,15 @@ class Workspace:
         return Active(ds, model, ds.models[model], ds.hashes[model])
 
     # -- internals ----------------------------------------------------------------------------
+    def _let_go(self, keys) -> None:
+        """Tell the shared pools that this workspace no longer holds ``keys`` (those another
+        of its entries still holds excepted)."""
+        if self.pools is None:
+            return
+        still = {h for ds in self.datasets.values() for h in ds.hashes.values()}
+        for key in set(keys) - still:
+            self.pools.let_go(key, self)
+
     def _touch(self, dataset: str, model: str) -> None:
         entry = (dataset, model)
         if entry in self._used:

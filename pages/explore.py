@@ -1,5 +1,6 @@
 """Explore: the mixed pool in 2-D (PCA instantly, UMAP in the background), coloured by
-modality, with optional pair lines; a lasso or box selection lists the selected pairs."""
+modality, with optional pair lines; a selection lists the selected pairs (a lasso or box in
+Plotly, a filter in Embedding Atlas for a pool past Plotly's limit: ``ui/atlas.py``)."""
 
 from __future__ import annotations
 
@@ -28,8 +29,9 @@ projection = c1.radio("Projection", list(PROJECTIONS), horizontal=True,
 lines = c2.toggle("Pair lines", help=f"Join each image to its caption (at most "
                                      f"{figures.MAX_PAIR_LINES:,} pairs drawn).",
                   **keep("explore_lines", False))
-c3.caption("Hover a point for its caption. Lasso or box-select points (toolbar, top right of "
-           "the chart) to list their pairs.")
+# The help follows the viewer: Plotly's lasso, or the atlas's own filters (a large pool's
+# viewer is chosen in the panel below, which says how to select in it).
+c3.caption(atlas.selection_help(pairs.n)[0])
 
 links.write(links.recipe_for("explore", act))
 compute.umap_warm_up()  # so that a later UMAP click does not wait for compilation
@@ -100,8 +102,7 @@ def scatter_panel() -> None:
                 _selection_table(rows)
             else:
                 st.markdown("**Selection**")
-                st.caption("Nothing selected yet. Use the lasso or box tool on the chart; "
-                           "double-click the chart to clear.")
+                st.caption(f"Nothing selected yet. {atlas.selection_help(pairs.n)[1]}")
                 if not atlas.is_large(pairs.n) and compute.within_budget(act):  # measures: O(N² d)
                     raw = compute.active_raw_view(act).report.metrics
                     metric_cards(raw, keys=("ITR", "TIR", "R@{k}", "paired_cosine_distance"),

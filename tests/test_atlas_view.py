@@ -1,11 +1,18 @@
-"""The large-pool table (gapviz.figures.atlas) and Explore on a pool past Plotly's limit.
+"""The large-pool table (gapviz.figures.atlas), the atlas component this app serves
+(ui.atlas) and Explore on a pool past Plotly's limit.
 
 The table is tested without Streamlit or the atlas package; evaluating a selection needs
-DuckDB (installed with the atlas) and is skipped without it. The Explore fallback (a seeded
-Plotly sample when the atlas is not installed) runs through AppTest on a generated pool.
+DuckDB (installed with the atlas) and is skipped without it. The component's copy (DuckDB-WASM
+from this app, the start watch) is laid out from a package-shaped folder made here, and from
+the real package when it is installed. Explore runs through AppTest on a generated pool: the
+fallback to a seeded Plotly sample without the atlas, and, with a stand-in for the browser's
+component, what the page does with each value the browser sends (a failed start, no WebGPU,
+a selection). The browser itself is in ``test_browser_large_pool.py``.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,20 +137,40 @@ def test_explore_falls_back_to_a_plotly_sample_without_the_atlas(monkeypatch, ga
     assert not at.metric
 
 
-def test_a_hosted_demo_shows_the_sample_not_the_atlas(monkeypatch, gapviz_cache, app_session,
-                                                      assert_clean, simulated_workspace):
-    """The atlas component loads code from a CDN: hosted pages send visitors nowhere else."""
+def test_a_hosted_demo_without_the_local_copy_shows_the_sample(monkeypatch, gapviz_cache,
+                                                                app_session, assert_clean,
+                                                                simulated_workspace, tmp_path):
+    """A hosted page loads nothing from elsewhere: where this app cannot serve the atlas's
+    DuckDB-WASM itself, a hosted demo shows the sample and says why."""
     import ui.atlas
 
     monkeypatch.setenv("GAPVIZ_HOSTED", "1")
     monkeypatch.setattr(ui.atlas, "atlas_installed", lambda: True)
+    monkeypatch.setattr(ui.atlas, "viewer", lambda: _fake_viewer(
+        lambda **kw: {}, folder=ui.atlas.ViewerFolder(tmp_path, False, "unknown layout")))
     n = av.PLOTLY_MAX_POINTS // 2 + 500
     ws = simulated_workspace(n, 16, "large", profiles=["clip"])
     at = app_session("pages/explore.py", workspace=ws)
-    assert_clean(at, "explore (large pool, hosted)")
+    assert_clean(at, "explore (large pool, hosted, no local copy)")
     assert any(f"Showing {av.PLOTLY_MAX_POINTS:,} of {2 * n:,} points" in c.value
-               and "not offered on a hosted demo" in c.value for c in at.caption)
+               and "not offered on this hosted demo" in c.value for c in at.caption)
     assert not [r for r in at.radio if r.key == "explore_viewer"]
+
+
+def test_a_hosted_demo_offers_the_atlas_served_by_the_app(monkeypatch, gapviz_cache, app_session,
+                                                          assert_clean, simulated_workspace):
+    """With its copy of DuckDB-WASM served by this app, the atlas needs no other server."""
+    pytest.importorskip("embedding_atlas", reason="embedding-atlas is an extra (gapviz[atlas])")
+    import ui.atlas
+
+    monkeypatch.setenv("GAPVIZ_HOSTED", "1")
+    n = av.PLOTLY_MAX_POINTS // 2 + 500
+    ws = simulated_workspace(n, 16, "large", profiles=["clip"])
+    at = app_session("pages/explore.py", workspace=ws)
+    assert_clean(at, "explore (large pool, hosted, atlas)")
+    assert ui.atlas.viewer().local
+    assert [r for r in at.radio if r.key == "explore_viewer"]
+    assert any("Drawn with Embedding Atlas" in c.value for c in at.caption)
 
 
 def test_explore_draws_the_atlas_when_installed(gapviz_cache, app_session, assert_clean,
@@ -170,3 +197,194 @@ def test_explore_can_switch_a_large_pool_to_the_plotly_sample(gapviz_cache, app_
     assert any(c.value.startswith(f"Showing {av.PLOTLY_MAX_POINTS:,} of {2 * n:,} points")
                for c in at.caption), [c.value for c in at.caption]
     assert not any("Drawn with Embedding Atlas" in c.value for c in at.caption)
+
+
+# ---------------------------------------------------------------------------------------------
+# the component this app serves (ui.atlas.build_viewer_folder)
+# ---------------------------------------------------------------------------------------------
+_COMPONENT_JS = ('var fd={name:`@duckdb/duckdb-wasm`,version:`1.2.3`},Pse=fd.name,Fse=fd.version;'
+                 'function Lse(){let e=`https://cdn.jsdelivr.net/npm/${Pse}@${Fse}/dist/`;'
+                 'return{eh:{mainModule:`${e}duckdb-eh.wasm`}}}')
+
+
+def _package(root: Path, *, viewer_version: str = "1.2.3", js: str = _COMPONENT_JS) -> Path:
+    """A folder shaped like the embedding_atlas package: its Streamlit component and the
+    DuckDB-WASM files of its own viewer."""
+    package = root / "embedding_atlas"
+    component = package / "widget_static" / "streamlit"
+    (component / "assets").mkdir(parents=True)
+    (component / "index.html").write_text(
+        '<!doctype html>\n<html><head><script type="module" src="./assets/index-A.js"></script>'
+        "</head><body></body></html>\n")
+    (component / "assets" / "index-A.js").write_text(js, encoding="utf-8")
+    (component / "assets" / "search.worker-B.js").write_text("// a worker")
+    shipped = package / "static" / "assets"
+    shipped.mkdir(parents=True)
+    (shipped / "index-C.js").write_text(
+        f"x={{name:`@duckdb/duckdb-wasm`,version:`{viewer_version}`}}")
+    for name in ("duckdb-browser-eh.worker-1.js", "duckdb-browser-mvp.worker-2.js",
+                 "duckdb-eh-3.wasm", "duckdb-mvp-4.wasm"):
+        (shipped / name).write_bytes(name.encode())
+    return package
+
+
+def test_the_copy_loads_duckdb_from_its_own_folder_and_watches_the_start(tmp_path):
+    from ui.atlas import START_TIMEOUT_S, build_viewer_folder
+
+    folder = build_viewer_folder(_package(tmp_path), tmp_path / "served")
+    assert folder.local_duckdb and folder.reason is None
+    code = (folder.path / "assets" / "index-A.js").read_text(encoding="utf-8")
+    assert "cdn.jsdelivr.net" not in code
+    assert 'let e=`${new URL("duckdb/",import.meta.url).href}`' in code
+    for name, content in (("duckdb-browser-eh.worker.js", b"duckdb-browser-eh.worker-1.js"),
+                          ("duckdb-browser-mvp.worker.js", b"duckdb-browser-mvp.worker-2.js"),
+                          ("duckdb-eh.wasm", b"duckdb-eh-3.wasm"),
+                          ("duckdb-mvp.wasm", b"duckdb-mvp-4.wasm")):
+        served = folder.path / "assets" / "duckdb" / name
+        assert served.read_bytes() == content and not served.is_symlink()
+    worker = folder.path / "assets" / "search.worker-B.js"
+    assert worker.read_text(encoding="utf-8") == "// a worker"
+    html = (folder.path / "index.html").read_text(encoding="utf-8")
+    # the watch runs first: before the atlas's module, inside <head>
+    assert html.index("<head>") < html.index("streamlit:setComponentValue") < html.index(
+        'src="./assets/index-A.js"')
+    assert f"const LIMIT_MS = {START_TIMEOUT_S * 1000};" in html
+    # laid out once: a second call reuses the folder
+    stamp = (folder.path / ".complete").stat().st_mtime_ns
+    again = build_viewer_folder(_package(tmp_path / "again"), tmp_path / "served")
+    assert again.path.parent == folder.path.parent
+    assert build_viewer_folder(tmp_path / "embedding_atlas", tmp_path / "served") == folder
+    assert (folder.path / ".complete").stat().st_mtime_ns == stamp
+    assert not [p for p in (tmp_path / "served").iterdir() if p.name.startswith(".building")]
+
+
+def test_an_unknown_layout_keeps_the_cdn_and_says_why(tmp_path):
+    from ui.atlas import build_viewer_folder
+
+    other = build_viewer_folder(_package(tmp_path / "a", viewer_version="9.9.9"), tmp_path / "s")
+    assert not other.local_duckdb and "not the one its component uses" in other.reason
+    assert "cdn.jsdelivr.net" in (other.path / "assets" / "index-A.js").read_text(encoding="utf-8")
+    assert "streamlit:setComponentValue" in (other.path / "index.html").read_text(encoding="utf-8")
+    unknown = build_viewer_folder(_package(tmp_path / "b", js="console.log(1)"), tmp_path / "s")
+    assert not unknown.local_duckdb and "does not know" in unknown.reason
+
+
+def test_the_code_is_changed_only_where_the_address_is_once():
+    from ui.atlas import duckdb_wasm_version, local_duckdb_code
+
+    assert local_duckdb_code("no address") is None
+    twice = "`https://cdn.jsdelivr.net/npm/${a}@${b}/dist/`" * 2
+    assert local_duckdb_code(twice) is None
+    assert duckdb_wasm_version(_COMPONENT_JS) == "1.2.3"
+    assert duckdb_wasm_version("none") is None
+
+
+def test_the_installed_package_is_served_from_this_app(tmp_path):
+    embedding_atlas = pytest.importorskip("embedding_atlas",
+                                          reason="embedding-atlas is an extra (gapviz[atlas])")
+    from ui.atlas import build_viewer_folder
+
+    package = Path(embedding_atlas.__file__).parent
+    folder = build_viewer_folder(package, tmp_path)
+    assert folder.local_duckdb, folder.reason
+    scripts = [p.read_text(encoding="utf-8") for p in (folder.path / "assets").glob("*.js")]
+    assert not any("cdn.jsdelivr.net/npm/${" in js for js in scripts)
+    sizes = {p.name: p.stat().st_size for p in (folder.path / "assets" / "duckdb").iterdir()}
+    assert set(sizes) == {"duckdb-browser-eh.worker.js", "duckdb-browser-mvp.worker.js",
+                          "duckdb-eh.wasm", "duckdb-mvp.wasm"}
+    assert min(sizes.values()) > 100_000
+
+
+# ---------------------------------------------------------------------------------------------
+# Explore with a stand-in for the browser's component
+# ---------------------------------------------------------------------------------------------
+def _fake_viewer(answer, folder=None):
+    """An AtlasViewer whose component answers ``answer(**kwargs)`` (what the browser would
+    send), for AppTest (which has no browser)."""
+    from ui.atlas import AtlasViewer, ViewerFolder
+
+    folder = folder if folder is not None else ViewerFolder(Path("."), True)
+    return AtlasViewer(lambda **kw: answer(**kw), lambda **options: dict(options), folder)
+
+
+def _large(simulated_workspace):
+    n = av.PLOTLY_MAX_POINTS // 2 + 500
+    return n, simulated_workspace(n, 16, "large", profiles=["clip"])
+
+
+def _texts(at) -> str:
+    return " ".join(e.value for kind in (at.caption, at.info, at.warning, at.markdown)
+                    for e in kind)
+
+
+def test_an_atlas_that_did_not_start_switches_to_the_sample_and_says_why(
+        monkeypatch, gapviz_cache, app_session, assert_clean, simulated_workspace):
+    import ui.atlas
+    from ui.atlas import VIEWERS
+
+    answers = [{"gapviz": {"state": "failed", "reason": "a worker of the atlas failed"}}]
+    monkeypatch.setattr(ui.atlas, "atlas_installed", lambda: True)
+    monkeypatch.setattr(ui.atlas, "viewer",
+                        lambda: _fake_viewer(lambda **kw: answers[0] if answers else {}))
+    n, ws = _large(simulated_workspace)
+    at = app_session("pages/explore.py", workspace=ws)
+    assert_clean(at, "explore (atlas failed)")
+    assert at.radio(key="explore_viewer").value == VIEWERS[1]
+    warning = " ".join(w.value for w in at.warning)
+    assert "Embedding Atlas did not start in this browser" in warning
+    assert "a worker of the atlas failed" in warning
+    text = _texts(at)
+    assert f"Showing {av.PLOTLY_MAX_POINTS:,} of {2 * n:,} points" in text
+    # Plotly's help, not the atlas's
+    assert ui.atlas.PLOTLY_HOW_TO in text and ui.atlas.PLOTLY_CLEAR in text
+    assert ui.atlas.ATLAS_HOW_TO not in text
+    # choosing the atlas again gives it a new try (here it starts)
+    answers.clear()
+    at.radio(key="explore_viewer").set_value(VIEWERS[0]).run()
+    assert_clean(at, "explore (atlas chosen again)")
+    assert not at.warning
+    text = _texts(at)
+    assert "Drawn with Embedding Atlas" in text and ui.atlas.ATLAS_CLEAR in text
+    assert "double-click the chart" not in text and ui.atlas.PLOTLY_HOW_TO not in text
+
+
+def test_a_browser_without_webgpu_is_told_what_works(monkeypatch, gapviz_cache, app_session,
+                                                     assert_clean, simulated_workspace):
+    import ui.atlas
+
+    monkeypatch.setattr(ui.atlas, "atlas_installed", lambda: True)
+    monkeypatch.setattr(ui.atlas, "viewer", lambda: _fake_viewer(
+        lambda **kw: {"gapviz": {"state": "started", "webgpu": "no WebGPU adapter"}}))
+    _, ws = _large(simulated_workspace)
+    at = app_session("pages/explore.py", workspace=ws)
+    assert_clean(at, "explore (no WebGPU)")
+    info = " ".join(i.value for i in at.info)
+    assert "no WebGPU adapter" in info and "point view stays empty" in info
+    assert "Drawn with Embedding Atlas" in _texts(at)
+    assert not at.warning
+
+
+def test_an_atlas_selection_lists_its_pairs(monkeypatch, gapviz_cache, app_session, assert_clean,
+                                            simulated_workspace):
+    pytest.importorskip("duckdb", reason="DuckDB comes with embedding-atlas (gapviz[atlas])")
+    import ui.atlas
+
+    monkeypatch.setattr(ui.atlas, "atlas_installed", lambda: True)
+    monkeypatch.setattr(ui.atlas, "viewer", lambda: _fake_viewer(
+        lambda **kw: {"predicate": "modality = 'image' AND pair < 3"}))
+    _, ws = _large(simulated_workspace)
+    at = app_session("pages/explore.py", workspace=ws)
+    assert_clean(at, "explore (atlas selection)")
+    assert any(m.value.startswith("**3 pairs selected** (3 points)") for m in at.markdown)
+    key, rows = at.session_state["explore_selection"]
+    assert key == ws.active.key and rows == [(0, "image"), (1, "image"), (2, "image")]
+
+
+def test_a_small_pool_keeps_plotlys_help(gapviz_cache, app_session, assert_clean):
+    import ui.atlas
+
+    at = app_session("pages/explore.py")
+    assert_clean(at, "explore (demo)")
+    text = _texts(at)
+    assert ui.atlas.PLOTLY_HOW_TO in text and ui.atlas.PLOTLY_CLEAR in text
+    assert ui.atlas.ATLAS_HOW_TO not in text

@@ -5,8 +5,10 @@ How a run is obtained (slice, refit or the full protocol) is decided by
 (:func:`st.cache_resource`, shared by every session), shows a progress bar while it works, and
 caches what a page draws of a run (:func:`st.cache_data`, keyed by the run's key: the
 content hash of the pairs and the spec's digest, never Streamlit's sampling hash of arrays;
-array arguments are ``_``-prefixed so Streamlit does not hash them at all). UMAP layouts run
-in the background (:class:`gapviz.projection.LayoutJobs`); open_clip models are held once.
+array arguments are ``_``-prefixed so Streamlit does not hash them at all). The PCA of a large
+pool is kept once per pool for every session, while one holds it
+(:data:`gapviz.workspace.POOLS`). UMAP layouts run in the background
+(:class:`gapviz.projection.LayoutJobs`); open_clip models are held once.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from gapviz.projection import LayoutJobs, Projection, joint_pca, warm_up_umap
 from gapviz.runs import (LRUStore, Run, RunData, RunMemory, Runner, RunSpec, neighbour_values,
                          slider_values)
 from gapviz.views import EmbeddingView, view_of
-from gapviz.workspace import Active
+from gapviz.workspace import POOLS, Active
 
 log = logging.getLogger("gapviz.app")
 
@@ -36,7 +38,6 @@ RUN_ENTRIES = 64
 POINT_ENTRIES = 256
 UMAP_ENTRIES = 8
 VIEW_ENTRIES = 64
-RAW_ENTRIES = 16
 #: Seconds between checks of a background UMAP job.
 UMAP_POLL_SECONDS = 1.0
 
@@ -161,11 +162,15 @@ def stored_tradeoff(act: Active, specs: Sequence[RunSpec], *,
     return r.tradeoff(specs, data, labels=labels, before=raw_run(act).report)
 
 
-@st.cache_data(max_entries=RAW_ENTRIES, show_spinner="Projecting the pool…")
-def raw_projection(key: str, _X: np.ndarray, _Y: np.ndarray) -> Projection:
-    """PCA of the raw mixed pool alone (cached by content hash ``key``): the picture of a
-    large pool without waiting for its measures (O(N^2 d) in :func:`active_raw_view`)."""
-    return joint_pca(_X, _Y)
+def raw_projection(key: str, X: np.ndarray, Y: np.ndarray) -> Projection:
+    """PCA of the raw mixed pool alone (content hash ``key``): the picture of a large pool
+    without waiting for its measures (O(N^2 d) in :func:`active_raw_view`). One copy per
+    pool for every session, kept while a session holds the pool
+    (``gapviz.workspace.POOLS``), released when the last one ends."""
+    if POOLS.has_view(key, "raw-pca"):
+        return POOLS.view(key, "raw-pca", lambda: joint_pca(X, Y))
+    with st.spinner("Projecting the pool…"):
+        return POOLS.view(key, "raw-pca", lambda: joint_pca(X, Y))
 
 
 def within_budget(act: Active) -> bool:

@@ -7,9 +7,13 @@ neighbour is its *partner* (the image's caption, the caption's image), so the at
 "nearest neighbours" of a clicked point is its pair.
 
 The table goes to the browser in one Streamlit message; :data:`ATLAS_MAX_POINTS` is the
-largest pool that was opened and clicked in the browser test (a generated 200,000-point
-pool). Larger pools are shown as a seeded sample of whole pairs (both points of a sampled
-pair are kept, so every shown point still has its partner), and the sample is recorded.
+largest pool the browser test opens whole (a generated 200,000-point pool: every row reaches
+the atlas, and a chart filter lists the right pairs). Larger pools are shown as a seeded
+sample of whole pairs (both points of a sampled pair are kept, so every shown point still has
+its partner), and the sample is recorded; the browser test opens a 400,000-point pool so
+sampled and checks the pairs a filter lists against the seeded sample. The atlas's point view
+(a rectangle, a lasso, a click on a point) draws with WebGPU and 16-bit floats only, which
+the test's headless browser lacks: those selections have not been run.
 
 Nothing here imports Streamlit or the atlas package; :func:`rows_for_predicate` evaluates
 the atlas's selection (an SQL predicate) with DuckDB, which the atlas package installs.
@@ -28,8 +32,8 @@ from ..projection import Projection
 #: Points (images + texts) Plotly's WebGL scatter draws smoothly; above, the atlas (or a
 #: sample of this many points, when the atlas is not installed).
 PLOTLY_MAX_POINTS = 100_000
-#: Points sent to the atlas at most (verified in the browser: 200,000 points open and a click
-#: shows the pair); larger pools are sampled by pairs down to this.
+#: Points sent to the atlas at most (the browser test opens 200,000 points whole and lists the
+#: pairs of a chart filter); larger pools are sampled by pairs down to this.
 ATLAS_MAX_POINTS = 200_000
 #: Seed of every sample drawn here.
 SAMPLE_SEED = 0
@@ -209,9 +213,10 @@ def _table(proj: Projection, ids: Sequence[str] | None, captions: Sequence[str] 
 def rows_for_predicate(table: AtlasTable, predicate: str | None) -> list[tuple[int, str]]:
     """``(pair row, modality)`` of the points an atlas selection picks.
 
-    ``predicate`` is the SQL expression the atlas's Streamlit component returns (a rectangle
-    or lasso over ``x``/``y``, a legend or chart filter); it is evaluated by DuckDB on the
-    same table the atlas was given, on a connection without file or network access.
+    ``predicate`` is the SQL expression the atlas's Streamlit component returns (a chart
+    filter, tested in the browser; or a rectangle or lasso over ``x``/``y`` in its WebGPU
+    point view, tested here as SQL only); it is evaluated by DuckDB on the same table the
+    atlas was given, on a connection without file or network access.
     None or empty selects nothing.
 
     Raises
