@@ -131,9 +131,11 @@ class ModelSpec:
 
     @property
     def architecture(self) -> str:
-        """The open_clip name of the architecture (a config file's stem)."""
+        """The open_clip name of the architecture. A config file is registered as its stem
+        and the start of its content hash, so that no file replaces a built-in architecture
+        or another file of the same name within the process."""
         config = self.config_file
-        return config.stem if config is not None else self.name
+        return _config_name(config) if config is not None else self.name
 
     @property
     def random_weights(self) -> bool:
@@ -153,9 +155,10 @@ class ModelSpec:
             return self.name
         if self.random_weights:
             return f"{self.architecture} (random weights, seed {self.seed})"
+        arch = self.config_file.stem if self.config_file is not None else self.architecture
         if self.checkpoint is not None:
-            return f"{self.architecture} ({self.checkpoint.name})"
-        return f"{self.architecture} ({self.pretrained})"
+            return f"{arch} ({self.checkpoint.name})"
+        return f"{arch} ({self.pretrained})"
 
     def identity(self) -> dict[str, Any]:
         """What determines this model's output, for cache keys; imports no torch.
@@ -299,9 +302,17 @@ def load_model(spec: ModelSpec | str, pretrained: str | None = None, *, device: 
     return LoadedModel(spec, model, preprocess, tokenizer, device)
 
 
+def _config_name(path: Path) -> str:
+    """The name a model config file is registered under: its stem and 8 hex digits of its
+    content's SHA-256."""
+    return f"{path.stem}-{hashlib.sha256(path.read_bytes()).hexdigest()[:8]}"
+
+
 def _register_config(path: Path) -> None:
-    """Make open_clip know the architecture of the config file ``path``, under its stem."""
+    """Make open_clip know the architecture of the config file ``path``, under
+    :func:`_config_name` (never replacing another architecture)."""
     import json
+    import tempfile
 
     import open_clip
 
@@ -312,8 +323,12 @@ def _register_config(path: Path) -> None:
     if not (isinstance(cfg, dict) and all(k in cfg for k in ("embed_dim", "vision_cfg", "text_cfg"))):
         raise ModelLoadError(f"{path} is not an open_clip model config: it needs the keys "
                              "embed_dim, vision_cfg and text_cfg.")
-    if open_clip.get_model_config(path.stem) != cfg:
-        open_clip.add_model_config(path)
+    name = _config_name(path)
+    if open_clip.get_model_config(name) != cfg:
+        with tempfile.TemporaryDirectory() as folder:  # open_clip registers a file by its stem
+            copy = Path(folder) / f"{name}.json"
+            copy.write_text(json.dumps(cfg), encoding="utf-8")
+            open_clip.add_model_config(copy)
 
 
 def _hf_tokenizer_config(spec: ModelSpec, name: str) -> tuple[str, dict[str, Any]]:
