@@ -40,7 +40,7 @@ RESAMPLES = 50
 def train_tiny(root: Path, steps: int = STEPS, every: int = EVERY) -> tuple[Path, list[Path], list]:
     """Train the tiny model on the sample pairs under ``root``, saving ``epoch_N.pt`` every
     ``every`` steps; returns (config file, checkpoints, pairs)."""
-    config = root / "gapviz-test-tiny.json"
+    config = root / "gapviz-trajectory-tiny.json"
     config.write_text(json.dumps(TINY_CONFIG))
     open_clip.add_model_config(config)
     pairs, _ = load_folder(ASSETS / "sample_pairs.zip", cache_dir=root / "cache")
@@ -50,8 +50,8 @@ def train_tiny(root: Path, steps: int = STEPS, every: int = EVERY) -> tuple[Path
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            model, _, preprocess = open_clip.create_model_and_transforms("gapviz-test-tiny")
-            tokenizer = open_clip.get_tokenizer("gapviz-test-tiny")
+            model, _, preprocess = open_clip.create_model_and_transforms("gapviz-trajectory-tiny")
+            tokenizer = open_clip.get_tokenizer("gapviz-trajectory-tiny")
             from PIL import Image
 
             images = torch.stack([preprocess(Image.open(p.image_path).convert("RGB")) for p in pairs])
@@ -75,7 +75,7 @@ def train_tiny(root: Path, steps: int = STEPS, every: int = EVERY) -> tuple[Path
                     path = root / "checkpoints" / f"epoch_{step // every}.pt"
                     path.parent.mkdir(exist_ok=True)
                     # open_clip's training script's layout
-                    torch.save({"epoch": step // every, "name": "gapviz-test-tiny",
+                    torch.save({"epoch": step // every, "name": "gapviz-trajectory-tiny",
                                 "state_dict": model.state_dict()}, path)
                     checkpoints.append(path)
     finally:
@@ -101,8 +101,8 @@ def test_gapviz_loads_a_checkpoint_with_its_config_file(run):
     spec = ModelSpec(str(config), str(checkpoints[-1]))
     # registered under its stem and content hash: it replaces no other architecture (the test
     # suite's other tiny model shares the stem but not the config)
-    assert spec.architecture.startswith("gapviz-test-tiny-") and len(spec.architecture) == 25
-    assert spec.label() == "gapviz-test-tiny (epoch_6.pt)"
+    assert spec.architecture.startswith("gapviz-trajectory-tiny-") and len(spec.architecture) == 31
+    assert spec.label() == "gapviz-trajectory-tiny (epoch_6.pt)"
     assert "config" in spec.identity()  # the config counts by content in the cache key
     loaded = load_model(spec, device="cpu")
     stored = torch.load(checkpoints[-1], map_location="cpu")["state_dict"]
