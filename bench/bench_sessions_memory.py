@@ -172,10 +172,11 @@ def main() -> None:
             states.append(state)
             if i == 0:
                 # Explore compiles UMAP's code in the background once per process (numba:
-                # tens of MB, not a session's); wait for it so that it is not counted.
-                from ui import compute
+                # tens of MB, not a session's); compile it here too, which waits for that
+                # (one compilation per process), so that it is not counted.
+                from gapviz.projection import warm_up_umap
 
-                compute.umap_warm_up().result(timeout=900)
+                warm_up_umap()
             readings.append(rss_mb())
             print(f"session {i + 1}: Explore ({viewer}) in {time.perf_counter() - t0:.1f} s, "
                   f"RSS {readings[-1]:.0f} MiB")
