@@ -64,6 +64,7 @@ import numpy as np
 from scipy import sparse, stats
 
 from .config import BLOCK_VALUES, RECALL_KS
+from .score_terms import ScoreTerms
 from .measures import (TIE_TOL, TIE_TOL_FLOAT64, GapReport, _band32, _dot64, _exact_source,
                        _pair_cos64, _unit_rows, float32_cosine_bound, frechet_distance,
                        measure_gap, normalize_rows)
@@ -936,7 +937,7 @@ def gap_anatomy(X: np.ndarray, Y: np.ndarray, *, report: GapReport | None = None
                 clusters: bool = True, cluster_like: ClusterGaps | None = None,
                 ablation_dims: int = ABLATION_DIMS, intervals: bool = True, n_resamples: int = 200, level: float = 0.95,
                 seed: int = 0, raw: tuple[np.ndarray, np.ndarray] | None = None,
-                block_values: int = BLOCK_VALUES) -> GapAnatomy:
+                block_values: int = BLOCK_VALUES, scores: ScoreTerms | None = None) -> GapAnatomy:
     """The whole anatomy of the gap of N pairs, optionally with bootstrap intervals.
 
     Parameters
@@ -970,6 +971,12 @@ def gap_anatomy(X: np.ndarray, Y: np.ndarray, *, report: GapReport | None = None
         (:func:`raw_frechet_distance`).
     block_values : int
         Upper bound on the float32 values of one similarity panel.
+    scores : ScoreTerms, optional
+        A score correction's terms of these pairs: the measures that rank (NDCG@10, hubness,
+        and ``report``'s, computed here when not given) take the corrected scores
+        (:mod:`gapviz.score_search`); MixBench's NDCG, whose documents fuse an image with its
+        caption, has no corrected score and is left out (nan). The geometry (RMG, dimensions,
+        clusters) reads the embeddings, which a score correction does not move.
 
     Returns
     -------
@@ -979,7 +986,7 @@ def gap_anatomy(X: np.ndarray, Y: np.ndarray, *, report: GapReport | None = None
     t = time.perf_counter()
     Xn, Yn = normalize_rows(X), normalize_rows(Y)
     if report is None:
-        report = measure_gap(Xn, Yn)
+        report = measure_gap(Xn, Yn, scores=scores)
         seconds["measure_gap"] = time.perf_counter() - t
     elif report.n != Xn.shape[0]:
         raise ValueError(f"report is of {report.n} pairs but X has {Xn.shape[0]}: pass the report of these pairs.")
@@ -993,12 +1000,18 @@ def gap_anatomy(X: np.ndarray, Y: np.ndarray, *, report: GapReport | None = None
     n = Xn.shape[0]
     seconds["pool_pass"] = time.perf_counter() - t
     t = time.perf_counter()
-    search = mixbench_search(Xn, Yn, seed=seed, block_values=block_values)
-    seconds["mixbench"] = time.perf_counter() - t
+    search = None
+    if scores is None:
+        search = mixbench_search(Xn, Yn, seed=seed, block_values=block_values)
+    else:  # every pool item's neighbours on the corrected scores
+        from .score_search import pool_search
+
+        top = pool_search(X, Y, scores, k_neighbours=top.shape[1])["neighbours"]
+    seconds["mixbench" if scores is None else "corrected_search"] = time.perf_counter() - t
     metrics = {
         "RMG": float(curve.rmg[0]),
         "NDCG@10": float(ndcg_gains(report.i2t_rank, NDCG_K).mean()),
-        "NDCG@10_mixbench": search.ndcg(NDCG_K),
+        "NDCG@10_mixbench": search.ndcg(NDCG_K) if search is not None else math.nan,
         **hubness_indices(top, 2 * n),
     }
     if raw is not None:

@@ -83,6 +83,7 @@ import numpy as np
 from .anatomy import (KMEANS_COMPONENTS, KMEANS_MIN_PAIRS, _kmeans, _panel_loop, _push,
                       _randomized_pca, _TopK, _workers, cluster_pairs)
 from .config import BLOCK_VALUES
+from .score_terms import ScoreTerms
 from .measures import (TIE_TOL_FLOAT64, _dot64, _exact_source, _unit_rows,
                        float32_cosine_bound, normalize_rows)
 from .threads import one_blas_thread
@@ -188,7 +189,8 @@ class GainOutcomes:
 
 def gain_outcomes(X: np.ndarray, Y: np.ndarray, *, labels: Sequence[str] | None = None,
                   n_clusters: int | None = None, seed: int = 0, k: int = REQUESTED_K,
-                  block_values: int = BLOCK_VALUES) -> GainOutcomes:
+                  block_values: int = BLOCK_VALUES,
+                  scores: ScoreTerms | None = None) -> GainOutcomes:
     """Every gain of N pairs, per pair (resampled by :func:`gapviz.intervals.gain_intervals`).
 
     Parameters
@@ -206,6 +208,10 @@ def gain_outcomes(X: np.ndarray, Y: np.ndarray, *, labels: Sequence[str] | None 
         K of the requested-modality rate.
     block_values : int
         Upper bound on the float32 values of one similarity panel.
+    scores : ScoreTerms, optional
+        A score correction's terms of these pairs: the searches (requested-modality rate,
+        substitution) rank on the corrected scores (:func:`gapviz.score_search.pool_search`);
+        grouping and the probes read the embeddings, which a correction does not move.
 
     Returns
     -------
@@ -238,7 +244,13 @@ def gain_outcomes(X: np.ndarray, Y: np.ndarray, *, labels: Sequence[str] | None 
                          f"{n_clusters}.")
 
     t = time.perf_counter()
-    search = mixed_pool_search(X, Y, classes=classes, k=k, block_values=block_values)
+    if scores is None:
+        search = mixed_pool_search(X, Y, classes=classes, k=k, block_values=block_values)
+    else:
+        from .score_search import pool_search
+
+        search = {**pool_search(X, Y, scores, k_requested=k, classes=classes),
+                  "fallback_queries": 0}
     seconds["search"] = time.perf_counter() - t
     t = time.perf_counter()
     clusters = pool_clusters(X, Y, n_clusters, seed=seed)

@@ -57,6 +57,7 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -64,6 +65,7 @@ from scipy import linalg, stats
 
 from .config import BLOCK_VALUES, RECALL_KS
 from .embeddings import check_pair_arrays
+from .score_terms import ScoreTerms
 from .threads import one_blas_thread
 
 # ---------------------------------------------------------------------------------------------
@@ -155,23 +157,26 @@ def _pair_cos64(X, Y, ix, iy):  # pragma: no cover
 
 
 @numba.njit(nogil=True, cache=True)
-def _count_at_least(Q, C, iq, ic, entries, thr, tol, counts):  # pragma: no cover
-    """For each (query, candidate) in ``entries``: counts[query] += cos64 >= thr[query] - tol."""
+def _count_at_least(Q, C, iq, ic, entries, thr, tol, counts, lam, off):  # pragma: no cover
+    """For each (query, candidate) in ``entries``: counts[query] += s64 >= thr[query] - tol,
+    with s64 the float64 shifted cosine ``cos64 + lam[query] * off[candidate]`` (the cosine
+    itself when both are zero; :mod:`gapviz.score_terms`)."""
     for e in range(entries.shape[0]):
         q = entries[e, 0]
         c = entries[e, 1]
-        s = _dot64(Q[q], C[c]) * (iq[q] * ic[c])
+        s = _dot64(Q[q], C[c]) * (iq[q] * ic[c]) + lam[q] * off[c]
         if s >= thr[q] - tol:
             counts[q] += 1
 
 
 @numba.njit(nogil=True, cache=True)
-def _max_over(Q, C, iq, ic, entries, best):  # pragma: no cover
-    """best[query] = max(best[query], cos64(query, candidate)) over ``entries``."""
+def _max_over(Q, C, iq, ic, entries, best, lam, off):  # pragma: no cover
+    """best[query] = max(best[query], s64(query, candidate)) over ``entries`` (the float64
+    shifted cosine of :func:`_count_at_least`)."""
     for e in range(entries.shape[0]):
         q = entries[e, 0]
         c = entries[e, 1]
-        s = _dot64(Q[q], C[c]) * (iq[q] * ic[c])
+        s = _dot64(Q[q], C[c]) * (iq[q] * ic[c]) + lam[q] * off[c]
         if s > best[q]:
             best[q] = s
 
@@ -180,26 +185,30 @@ def _max_over(Q, C, iq, ic, entries, best):  # pragma: no cover
 #: chunk holding a close call is read again, one entry at a time, to note them. (The sweeps
 #: index slices from 0 so that LLVM sees non-negative indices and vectorises them.)
 _CHUNK = 256
-#: No NaN or infinity ever reaches the sweeps (inputs are checked finite, cosines of unit rows
-#: lie in [-1 - h, 1 + h], running maxima start at _BELOW): lets LLVM vectorise the maxima.
+#: No NaN or infinity ever reaches the sweeps (inputs and score terms are checked finite,
+#: running maxima start at a finite value below every shifted cosine): lets LLVM vectorise the
+#: maxima. (No "contract": a shifted cosine must round the same in every loop that reads it.)
 _FASTMATH = {"nnan", "ninf", "nsz"}
-#: A float32 below every cosine: the start of running maxima (finite, as _FASTMATH requires).
-_BELOW = np.float32(-4.0)
+#: A float32 below every cosine (running maxima of raw cosines start there).
+_BELOW_COSINE = np.float32(-4.0)
 
 
 @numba.njit(nogil=True, cache=True, fastmath=_FASTMATH)
-def _cross_panel(S, i0, r_lo, r_hi, c_lo, c_hi, near, row_sure, row_m1, row_near, row_arg,
-                 col_sure, col_m1, col_m2, col_arg, buf_r, buf_c, found):  # pragma: no cover
+def _cross_panel(S, i0, r_lo, r_hi, c_lo, c_hi, near, below, lam_r, off_c, lam_c, off_r,
+                 row_sure, row_m1, row_near, row_arg, col_sure, col_m1, col_m2, col_arg,
+                 buf_r, buf_c, found):  # pragma: no cover
     """One sweep of the cross panel ``S = X[i0:i0+R] @ Y.T`` (float32).
 
-    Per image row i (a query): how many texts are surely at least as close as its partner
-    (``S >= r_hi[i]``), the largest value, its index and how many values lie within ``near``
-    of it. Per text column j, in the calling worker's own accumulators: the count against
-    ``c_hi[j]``, the two largest values and the argmax. Entries in the band ``[lo, hi)`` of
-    their query need float64: they are written as (query, candidate) to ``buf_r`` (image
-    queries) / ``buf_c`` (text queries) while there is room (``found`` counts them all). The
-    partner entry (j == i) is no competitor of itself: it is left out of the counts, not of
-    the maxima.
+    Image row i (a query) reads each entry as ``S + lam_r[i] * off_c[j]``, text column j (a
+    query) as ``S + lam_c[j] * off_r[i]``: the shifted cosines of a score correction
+    (:mod:`gapviz.score_terms`; zero terms read the cosine itself). Per image row: how many
+    texts are surely at least as close as its partner (``>= r_hi[i]``), the largest value, its
+    index and how many values lie within ``near`` of it. Per text column, in the calling
+    worker's own accumulators: the count against ``c_hi[j]``, the two largest values and the
+    argmax. Entries in the band ``[lo, hi)`` of their query need float64: they are written as
+    (query, candidate) to ``buf_r`` (image queries) / ``buf_c`` (text queries) while there is
+    room (``found`` counts them all). The partner entry (j == i) is no competitor of itself:
+    it is left out of the counts, not of the maxima. ``below`` is under every value.
     """
     n_rows, n_cols = S.shape
     cap_r = buf_r.shape[0]
@@ -208,12 +217,16 @@ def _cross_panel(S, i0, r_lo, r_hi, c_lo, c_hi, near, row_sure, row_m1, row_near
         i = i0 + r
         lo = r_lo[i]
         hi = r_hi[i]
-        m1 = _BELOW
+        lr = lam_r[i]
+        orow = off_r[i]
+        m1 = below
         best_chunk = 0
         sure = 0
         for j0 in range(0, n_cols, _CHUNK):
             j1 = min(j0 + _CHUNK, n_cols)
             row = S[r, j0:j1]
+            oc = off_c[j0:j1]
+            lc = lam_c[j0:j1]
             clo = c_lo[j0:j1]
             chi = c_hi[j0:j1]
             csure = col_sure[j0:j1]
@@ -221,65 +234,74 @@ def _cross_panel(S, i0, r_lo, r_hi, c_lo, c_hi, near, row_sure, row_m1, row_near
             cm2 = col_m2[j0:j1]
             carg = col_arg[j0:j1]
             band = 0
-            cmax = _BELOW
+            cmax = below
             for t in range(j1 - j0):
-                v = row[t]
+                v = row[t] + lr * oc[t]
+                u = row[t] + lc[t] * orow
                 up = np.int32(v >= hi)
                 sure += up
-                cu = np.int32(v >= chi[t])
+                cu = np.int32(u >= chi[t])
                 csure[t] += cu
-                band += np.int32(v >= lo) - up + np.int32(v >= clo[t]) - cu
+                band += np.int32(v >= lo) - up + np.int32(u >= clo[t]) - cu
                 cmax = max(cmax, v)
                 old = cm1[t]
-                cm2[t] = max(cm2[t], min(old, v))
-                carg[t] = i if v > old else carg[t]
-                cm1[t] = max(old, v)
+                cm2[t] = max(cm2[t], min(old, u))
+                carg[t] = i if u > old else carg[t]
+                cm1[t] = max(old, u)
             if cmax > m1:
                 m1 = cmax
                 best_chunk = j0
             if band:  # rare: note the close calls of this chunk
                 for t in range(j1 - j0):
                     j = j0 + t
-                    v = row[t]
                     if j == i:
                         continue
+                    v = row[t] + lr * oc[t]
+                    u = row[t] + lc[t] * orow
                     if lo <= v < hi:
                         if found[0] < cap_r:
                             buf_r[found[0], 0] = i
                             buf_r[found[0], 1] = j
                         found[0] += 1
-                    if clo[t] <= v < chi[t]:
+                    if clo[t] <= u < chi[t]:
                         if found[1] < cap_c:
                             buf_c[found[1], 0] = j
                             buf_c[found[1], 1] = i
                         found[1] += 1
         row = S[r, :]
+        # the argmax, found again in its chunk (the largest value there, first if repeated)
+        a = best_chunk
+        m1 = below
+        for j in range(best_chunk, min(best_chunk + _CHUNK, n_cols)):
+            v = row[j] + lr * off_c[j]
+            if v > m1:
+                m1 = v
+                a = j
         top = m1 - near
         cnt = 0
         for t in range(n_cols):
-            cnt += np.int32(row[t] >= top)
-        a = best_chunk
-        while row[a] != m1:
-            a += 1
-        v = row[i]  # the partner: out of the sure counts
-        sure -= np.int32(v >= hi)
-        col_sure[i] -= np.int32(v >= c_hi[i])
+            cnt += np.int32(row[t] + lr * off_c[t] >= top)
+        # the partner: out of the sure counts
+        sure -= np.int32(row[i] + lr * off_c[i] >= hi)
+        col_sure[i] -= np.int32(row[i] + lam_c[i] * orow >= c_hi[i])
         row_sure[i] = sure
         row_m1[i] = m1
-        row_near[i] = cnt
+        row_near[i] = max(cnt, 1)
         row_arg[i] = a
 
 
 @numba.njit(nogil=True, cache=True, fastmath=_FASTMATH)
-def _within_panel(S, i0, lo_a, hi_a, lo_b, hi_b, sure_a, sure_b, buf_a, buf_b,
+def _within_panel(S, i0, lo_a, hi_a, lo_b, hi_b, lam, off, sure_a, sure_b, buf_a, buf_b,
                   found):  # pragma: no cover
     """One sweep of the strict upper triangle of a symmetric panel ``A[i0:i0+R] @ A[i0:].T``.
 
-    Entry (r, c), c > r, is the pair of items (i0 + r, i0 + c) and serves both: each counts the
-    other when surely at least as close as its threshold a (``>= hi_a``) and b. Entries in a
-    band ``[lo, hi)`` need float64: they are written as (query, candidate) to ``buf_a`` /
-    ``buf_b`` while there is room (``found`` counts them all). ``sure_a``, ``sure_b``: the
-    calling worker's own accumulators.
+    Entry (r, c), c > r, is the pair of items (p, q) = (i0 + r, i0 + c) and serves both: p reads
+    it as ``S + lam[p] * off[q]`` and q as ``S + lam[q] * off[p]`` (the shifted cosines of a
+    score correction; zero terms read the cosine), and each counts the other when surely at
+    least as close as its threshold a (``>= hi_a``) and b. Entries in a band ``[lo, hi)`` need
+    float64: they are written as (query, candidate) to ``buf_a`` / ``buf_b`` while there is
+    room (``found`` counts them all). ``sure_a``, ``sure_b``: the calling worker's own
+    accumulators.
     """
     n_rows, n_cols = S.shape
     cap_a = buf_a.shape[0]
@@ -290,11 +312,15 @@ def _within_panel(S, i0, lo_a, hi_a, lo_b, hi_b, sure_a, sure_b, buf_a, buf_b,
         ha = hi_a[gi]
         lb = lo_b[gi]
         hb = hi_b[gi]
+        lq = lam[gi]
+        oq = off[gi]
         sa = 0
         sb = 0
         for c0 in range(r + 1, n_cols, _CHUNK):
             c1 = min(c0 + _CHUNK, n_cols)
             row = S[r, c0:c1]
+            oc = off[i0 + c0:i0 + c1]
+            lc = lam[i0 + c0:i0 + c1]
             qla = lo_a[i0 + c0:i0 + c1]
             qha = hi_a[i0 + c0:i0 + c1]
             qlb = lo_b[i0 + c0:i0 + c1]
@@ -303,24 +329,25 @@ def _within_panel(S, i0, lo_a, hi_a, lo_b, hi_b, sure_a, sure_b, buf_a, buf_b,
             qsb = sure_b[i0 + c0:i0 + c1]
             band = 0
             for t in range(c1 - c0):
-                v = row[t]
+                v = row[t] + lq * oc[t]
+                w = row[t] + lc[t] * oq
                 ua = np.int32(v >= ha)
                 ub = np.int32(v >= hb)
                 sa += ua
                 sb += ub
-                va = np.int32(v >= qha[t])
-                vb = np.int32(v >= qhb[t])
+                va = np.int32(w >= qha[t])
+                vb = np.int32(w >= qhb[t])
                 qsa[t] += va
                 qsb[t] += vb
                 band += (np.int32(v >= la) - ua + np.int32(v >= lb) - ub
-                         + np.int32(v >= qla[t]) - va + np.int32(v >= qlb[t]) - vb)
+                         + np.int32(w >= qla[t]) - va + np.int32(w >= qlb[t]) - vb)
             if band:  # rare: note the close calls of this chunk
                 for t in range(c1 - c0):
-                    v = row[t]
                     gj = i0 + c0 + t
                     for side in range(2):
                         q = gi if side == 0 else gj
                         k = gj if side == 0 else gi
+                        v = row[t] + lam[q] * off[k]
                         if lo_a[q] <= v < hi_a[q]:
                             if found[0] < cap_a:
                                 buf_a[found[0], 0] = q
@@ -410,7 +437,7 @@ def normalize_rows(A: np.ndarray) -> np.ndarray:
 
 def measure_gap(X: np.ndarray, Y: np.ndarray, *, ks: tuple[int, ...] = RECALL_KS,
                 separability: bool = False, block_values: int | None = None,
-                device: str = "auto") -> GapReport:
+                device: str = "auto", scores: ScoreTerms | None = None) -> GapReport:
     """Every gap measure of N paired embeddings (the paper's section 2.2, made precise).
 
     Parameters
@@ -431,6 +458,11 @@ def measure_gap(X: np.ndarray, Y: np.ndarray, *, ks: tuple[int, ...] = RECALL_KS
         and N >= :data:`DEVICE_MIN_PAIRS`, else the CPU. ``"cpu"``: this module's numba pass.
         ``"cuda"``: torch on that GPU. ``"torch"``: torch on a GPU if it sees one, else on its
         CPU device. Every device gives the same report (:mod:`gapviz.measures_torch`).
+    scores : ScoreTerms, optional
+        A score correction's terms (:mod:`gapviz.score_terms`): every rank is then taken on
+        the corrected scores, exactly, in the same pass (one multiply-add more per compared
+        pair; always on the CPU). The distances (Fréchet, centroid gap, ...) read the
+        embeddings and do not change.
 
     Returns
     -------
@@ -442,13 +474,15 @@ def measure_gap(X: np.ndarray, Y: np.ndarray, *, ks: tuple[int, ...] = RECALL_KS
     if not (np.isfinite(X).all() and np.isfinite(Y).all()):
         raise ValueError("embeddings contain NaN or inf; gapviz.embeddings.clean_pairs skips and "
                          "reports such rows.")
-    on_device = _torch_device(device, X.shape[0])  # None: the numba pass on this CPU
+    on_device = _torch_device(device, X.shape[0]) if scores is None else None
     Xr, Yr = _exact_source(X), _exact_source(Y)
     Xn, ix = _unit_rows(Xr)
     Yn, iy = _unit_rows(Yr)
     n, d = Xn.shape
     s_pair = _pair_cos64(Xr, Yr, ix, iy)  # float64 cosine of each pair
     h = float32_cosine_bound(d)
+    if scores is not None and scores.n != n:
+        raise ValueError(f"the score terms are for {scores.n} pairs, the embeddings have {n}.")
 
     workers = _workers()
     # BLAS is held to one thread on either device, so the float32 sums of the distances
@@ -457,26 +491,18 @@ def measure_gap(X: np.ndarray, Y: np.ndarray, *, ks: tuple[int, ...] = RECALL_KS
         # The O(N d + d^3) measures (Fréchet's eigen-solve above all) run beside the
         # similarity pass instead of after it.
         distances = side.submit(distance_measures, Xn, Yn, s_pair, normalized=True)
-        if on_device is None:
-            block_values = BLOCK_VALUES if block_values is None else block_values
-            # Cross block X Y^T: per image query (rows) its best text and the texts at least
-            # as close as its partner; per text query (columns) the same over images.
-            best_text_sim, texts_ge_pair, best_image_sim, images_ge_pair = _cross_stats(
-                Xn, Yn, Xr, Yr, ix, iy, s_pair, h, block_values, workers)
-
-            # Within-modality blocks: how many same-modality items are at least as close as
-            # the best other-modality item (-> ITR, TMR) and as the partner (-> mixed-pool
-            # rank of the partner).
-            imgs_ge_best_text, imgs_ge_pair = _within_counts(Xn, Xr, ix, best_text_sim, s_pair,
-                                                             h, block_values, workers)
-            txts_ge_best_img, txts_ge_pair = _within_counts(Yn, Yr, iy, best_image_sim, s_pair,
-                                                            h, block_values, workers)
-        else:  # the same pass on a torch device, the same counts
+        if on_device is not None:  # the same pass on a torch device, the same counts
             from .measures_torch import similarity_pass
 
             (best_text_sim, texts_ge_pair, best_image_sim, images_ge_pair, imgs_ge_best_text,
              imgs_ge_pair, txts_ge_best_img, txts_ge_pair) = similarity_pass(
                 Xn, Yn, Xr, Yr, ix, iy, s_pair, h, block_values, on_device)
+        else:
+            counts = _mixed_pool_counts(Xn, Yn, Xr, Yr, ix, iy, s_pair, h, scores,
+                                        BLOCK_VALUES if block_values is None else block_values,
+                                        workers)
+            (texts_ge_pair, images_ge_pair, imgs_ge_best_text, imgs_ge_pair, txts_ge_best_img,
+             txts_ge_pair) = counts
         distances = distances.result()
 
     best_text_rank = 1 + imgs_ge_best_text
@@ -505,6 +531,40 @@ def measure_gap(X: np.ndarray, Y: np.ndarray, *, ks: tuple[int, ...] = RECALL_KS
         metrics["separability"] = linear_separability(Xn, Yn)
     return GapReport(metrics, s_pair, best_text_rank, best_image_rank, i2t_mixed, t2i_mixed,
                      i2t_cross, t2i_cross, tuple(ks))
+
+
+def _mixed_pool_counts(Xn, Yn, Xr, Yr, ix, iy, s_pair, h, scores, block_values, workers):
+    """The six per-query counts of the mixed pool, on the cosine or on corrected scores.
+
+    An image query's partner and best text are corrected scores of block (image, text); the
+    images ahead of them are counted in block (image, image), each threshold mapped into that
+    block's shifted scale (:class:`gapviz.score_terms.ScoreTerms`). Text queries alike.
+    """
+    n = Xn.shape[0]
+    if scores is None:
+        plain = _Shift.none(n, n, h)
+        thr = {(0, 1): s_pair, (1, 0): s_pair}
+        shift = {key: plain for key in ((0, 0), (0, 1), (1, 0), (1, 1))}
+    else:
+        shift = {(mq, mc): _Shift.of(scores.lam[mq, mc], scores.offset[mq, mc], h)
+                 for mq in (0, 1) for mc in (0, 1)}
+        # the partner's shifted value in the cross block of each query modality
+        thr = {key: s_pair + scores.lam[key] * scores.offset[key] for key in ((0, 1), (1, 0))}
+    best_text, texts_ge_pair, best_image, images_ge_pair = _cross_stats(
+        Xn, Yn, Xr, Yr, ix, iy, thr[0, 1], thr[1, 0], shift[0, 1], shift[1, 0], block_values,
+        workers)
+    if scores is None:
+        within = {0: (best_text, s_pair), 1: (best_image, s_pair)}
+    else:  # the best and the partner as corrected scores, then in the within block's scale
+        within = {m: tuple(scores.to_shifted(m, m, scores.from_shifted(m, 1 - m, value))
+                           for value in (best, thr[m, 1 - m]))
+                  for m, best in ((0, best_text), (1, best_image))}
+    imgs_ge_best_text, imgs_ge_pair = _within_counts(Xn, Xr, ix, *within[0], shift[0, 0],
+                                                     block_values, workers)
+    txts_ge_best_img, txts_ge_pair = _within_counts(Yn, Yr, iy, *within[1], shift[1, 1],
+                                                    block_values, workers)
+    return (texts_ge_pair, images_ge_pair, imgs_ge_best_text, imgs_ge_pair, txts_ge_best_img,
+            txts_ge_pair)
 
 
 def distance_measures(X: np.ndarray, Y: np.ndarray, s_pair: np.ndarray | None = None, *,
@@ -779,28 +839,70 @@ def _stack(parts: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.empty((0, 2), np.int32)
 
 
+class _Shift(NamedTuple):
+    """The shifted cosine ``cos + lam[query] * off[candidate]`` of one block (zeros: the
+    cosine), in float64 for the rechecks and rounded once to float32 for the sweeps, with the
+    float32 band ``h`` of its comparisons."""
+
+    lam: np.ndarray
+    off: np.ndarray
+    lam32: np.ndarray
+    off32: np.ndarray
+    h: float
+
+    @classmethod
+    def of(cls, lam: np.ndarray, off: np.ndarray, h: float) -> "_Shift":
+        """The shift of queries' ``lam`` and candidates' ``off``, with the band of the float32
+        cosines, ``h``, widened by the rounding of the shift: each of ``lam * off`` (stored
+        rounded, multiplied) and the sum rounds once in float32, at most ``u * (1 + 3 |lam
+        off|)`` with u = 2^-24 beyond the cosine's own error; this takes eight times that."""
+        lam = np.ascontiguousarray(lam, dtype=np.float64)
+        off = np.ascontiguousarray(off, dtype=np.float64)
+        spread = float(np.abs(lam).max(initial=0.0) * np.abs(off).max(initial=0.0))
+        if spread:
+            h = h + 8.0 * _U32 * (2.0 + 4.0 * spread)
+        return cls(lam, off, lam.astype(np.float32), off.astype(np.float32), h)
+
+    @classmethod
+    def none(cls, n_queries: int, n_candidates: int, h: float) -> "_Shift":
+        return cls.of(np.zeros(n_queries), np.zeros(n_candidates), h)
+
+    @property
+    def below(self) -> float:
+        """A float32 value under every shifted cosine."""
+        return -4.0 - float(np.abs(self.lam).max(initial=0.0) * np.abs(self.off).max(initial=0.0))
+
+
 def _cross_stats(Xn: np.ndarray, Yn: np.ndarray, Xr: np.ndarray, Yr: np.ndarray, ix: np.ndarray,
-                 iy: np.ndarray, s_pair: np.ndarray, h: float, block_values: int,
+                 iy: np.ndarray, thr_r: np.ndarray, thr_c: np.ndarray, shift_r: _Shift,
+                 shift_c: _Shift, block_values: int,
                  workers: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One pass over ``X Y^T`` by row panels, close calls settled in float64.
 
-    Returns best_text_sim, texts_ge_pair (per image query), best_image_sim, images_ge_pair
-    (per text query): the exact float64 best cosine to the other modality, and how many of
-    the other modality are at least as close as the partner (the partner included).
+    Image query i reads text j as the shifted cosine ``cos + shift_r.lam[i] shift_r.off[j]``
+    and text query j reads image i as ``cos + shift_c.lam[j] shift_c.off[i]`` (both the
+    cosine for the raw measures). Returns best_text_sim, texts_ge_pair (per image query),
+    best_image_sim, images_ge_pair (per text query): the exact float64 best shifted value of
+    the other modality, and how many of the other modality are at least ``thr_r[i]`` /
+    ``thr_c[j]`` (the partner's value), the partner included.
     """
     n = Xn.shape[0]
     rows = _panel_rows(n, block_values, workers)
-    lo, hi = _band32(s_pair, h)
-    near = np.float32(2 * h)  # two float32 values each within h of their exact values
+    lo_r, hi_r = _band32(thr_r, shift_r.h)
+    lo_c, hi_c = _band32(thr_c, shift_c.h)
+    # two float32 values each within h of their exact values
+    near = np.float32(2 * max(shift_r.h, shift_c.h))
+    below = np.float32(min(shift_r.below, shift_c.below))
     row_sure = np.zeros(n, np.int32)
     row_m1 = np.empty(n, np.float32)
     row_near = np.empty(n, np.int32)
     row_arg = np.zeros(n, np.int64)
     col_sure = np.zeros((workers, n), np.int32)
-    col_m1 = np.full((workers, n), _BELOW, np.float32)
-    col_m2 = np.full((workers, n), _BELOW, np.float32)
+    col_m1 = np.full((workers, n), below, np.float32)
+    col_m2 = np.full((workers, n), below, np.float32)
     col_arg = np.zeros((workers, n), np.int64)
     found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    terms = (shift_r.lam32, shift_r.off32, shift_c.lam32, shift_c.off32)
 
     def panel(slot: int, i0: int) -> None:
         i1 = min(n, i0 + rows)
@@ -811,19 +913,20 @@ def _cross_stats(Xn: np.ndarray, Yn: np.ndarray, Xr: np.ndarray, Yr: np.ndarray,
             buf_r = np.empty((cap, 2), np.int32)
             buf_c = np.empty((cap, 2), np.int32)
             count = np.zeros(2, np.int64)
-            _cross_panel(S, i0, lo, hi, lo, hi, near, row_sure, row_m1, row_near, row_arg,
-                         *acc, buf_r, buf_c, count)
+            _cross_panel(S, i0, lo_r, hi_r, lo_c, hi_c, near, below, *terms, row_sure, row_m1,
+                         row_near, row_arg, *acc, buf_r, buf_c, count)
             if count.max() <= cap:
                 break
             # heavily tied data: more close calls than the buffers held; run again into
             # bigger ones, the column accumulators into scratch (they are in already)
             cap = int(count.max())
-            acc = (np.zeros(n, np.int32), np.full(n, _BELOW, np.float32),
-                   np.full(n, _BELOW, np.float32), np.zeros(n, np.int64))
+            acc = (np.zeros(n, np.int32), np.full(n, below, np.float32),
+                   np.full(n, below, np.float32), np.zeros(n, np.int64))
         # rows whose best text is not unique within `near`: all near-maximum texts
         tied = [np.c_[np.full(j.size, i0 + r, np.int32), j.astype(np.int32)]
                 for r in np.flatnonzero(row_near[i0:i1] > 1)
-                for j in [np.flatnonzero(S[r] >= row_m1[i0 + r] - near)]]
+                for j in [np.flatnonzero(S[r] + shift_r.lam32[i0 + r] * shift_r.off32
+                                         >= row_m1[i0 + r] - near)]]
         found.append((buf_r[:count[0]], buf_c[:count[1]], _stack(tied)))
 
     _run_panels(panel, list(range(0, n, rows)), workers)
@@ -831,10 +934,10 @@ def _cross_stats(Xn: np.ndarray, Yn: np.ndarray, Xr: np.ndarray, Yr: np.ndarray,
     # Partner ranks: the sure counts plus the band entries that float64 puts at least as close.
     texts_ge_pair = 1 + row_sure.astype(np.int64)
     images_ge_pair = 1 + col_sure.sum(axis=0, dtype=np.int64)
-    _count_at_least(Xr, Yr, ix, iy, _stack([f[0] for f in found]), s_pair, TIE_TOL_FLOAT64,
-                    texts_ge_pair)
-    _count_at_least(Yr, Xr, iy, ix, _stack([f[1] for f in found]), s_pair, TIE_TOL_FLOAT64,
-                    images_ge_pair)
+    _count_at_least(Xr, Yr, ix, iy, _stack([f[0] for f in found]), thr_r, TIE_TOL_FLOAT64,
+                    texts_ge_pair, shift_r.lam, shift_r.off)
+    _count_at_least(Yr, Xr, iy, ix, _stack([f[1] for f in found]), thr_c, TIE_TOL_FLOAT64,
+                    images_ge_pair, shift_c.lam, shift_c.off)
 
     # Best text per image: the argmax when no other text is within `near` of it, else every
     # near-maximum text, in float64.
@@ -843,14 +946,15 @@ def _cross_stats(Xn: np.ndarray, Yn: np.ndarray, Xr: np.ndarray, Yr: np.ndarray,
     entries = np.concatenate([np.c_[idx[unique], row_arg[unique].astype(np.int32)],
                               _stack([f[2] for f in found])])
     best_text = np.full(n, -np.inf)
-    _max_over(Xr, Yr, ix, iy, np.ascontiguousarray(entries, dtype=np.int32), best_text)
+    _max_over(Xr, Yr, ix, iy, np.ascontiguousarray(entries, dtype=np.int32), best_text,
+              shift_r.lam, shift_r.off)
 
     # Best image per text: the workers' top-2 merged; a maximum that is not unique within
     # `near` (duplicated images above all) takes those texts' columns again, as rows.
     w_star = col_m1.argmax(axis=0)
     m1 = col_m1[w_star, idx]
     others = col_m1.copy()
-    others[w_star, idx] = _BELOW
+    others[w_star, idx] = below
     m2 = np.maximum(col_m2.max(axis=0), others.max(axis=0))
     unique = m2 < m1 - near
     parts = [np.c_[idx[unique], col_arg[w_star, idx][unique].astype(np.int32)]]
@@ -858,29 +962,32 @@ def _cross_stats(Xn: np.ndarray, Yn: np.ndarray, Xr: np.ndarray, Yr: np.ndarray,
     step = max(1, block_values // n)
     for j0 in range(0, again.size, step):
         cols = again[j0:j0 + step]
-        S = Yn[cols] @ Xn.T
+        S = Yn[cols] @ Xn.T + shift_c.lam32[cols, None] * shift_c.off32[None, :]
         r, c = np.nonzero(S >= (S.max(axis=1) - near)[:, None])
         parts.append(np.c_[cols[r], c.astype(np.int32)])
     best_image = np.full(n, -np.inf)
     _max_over(Yr, Xr, iy, ix, np.ascontiguousarray(np.concatenate(parts), dtype=np.int32),
-              best_image)
+              best_image, shift_c.lam, shift_c.off)
     return best_text, texts_ge_pair, best_image, images_ge_pair
 
 
 def _within_counts(An: np.ndarray, Ar: np.ndarray, ia: np.ndarray, thr_a: np.ndarray,
-                   thr_b: np.ndarray, h: float, block_values: int,
+                   thr_b: np.ndarray, shift: _Shift, block_values: int,
                    workers: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each row i: #{j != i : cos64(a_i, a_j) >= thr_a[i]} and the same for thr_b.
+    """For each row i: #{j != i : s64(i, j) >= thr_a[i]} and the same for thr_b, with s64 the
+    float64 shifted cosine ``cos(a_i, a_j) + shift.lam[i] shift.off[j]`` (the cosine for the
+    raw measures).
 
     Walks the upper triangle of ``An An^T`` (float32 unit rows) by row panels (panel i0:i1
     against rows i0:), so each product is computed once and serves both i and j: about
-    N^2 d / 2 multiply-adds, and an item is never compared with itself. Entries within ``h``
-    of a threshold are recomputed from ``Ar`` (the input rows, inverse norms ``ia``) in float64.
+    N^2 d / 2 multiply-adds, and an item is never compared with itself. Entries within
+    ``shift.h`` of a threshold are recomputed from ``Ar`` (the input rows, inverse norms
+    ``ia``) in float64.
     """
     n = An.shape[0]
     rows = _panel_rows(n, block_values, workers)
-    lo_a, hi_a = _band32(thr_a, h)
-    lo_b, hi_b = _band32(thr_b, h)
+    lo_a, hi_a = _band32(thr_a, shift.h)
+    lo_b, hi_b = _band32(thr_b, shift.h)
     sure_a = np.zeros((workers, n), np.int32)
     sure_b = np.zeros((workers, n), np.int32)
     found: list[tuple[np.ndarray, np.ndarray]] = []
@@ -893,7 +1000,8 @@ def _within_counts(An: np.ndarray, Ar: np.ndarray, ia: np.ndarray, thr_a: np.nda
             buf_a = np.empty((cap, 2), np.int32)
             buf_b = np.empty((cap, 2), np.int32)
             count = np.zeros(2, np.int64)
-            _within_panel(S, i0, lo_a, hi_a, lo_b, hi_b, *acc, buf_a, buf_b, count)
+            _within_panel(S, i0, lo_a, hi_a, lo_b, hi_b, shift.lam32, shift.off32, *acc,
+                          buf_a, buf_b, count)
             if count.max() <= cap:
                 break
             # heavily tied data: more close calls than the buffers held; run again into
@@ -905,6 +1013,8 @@ def _within_counts(An: np.ndarray, Ar: np.ndarray, ia: np.ndarray, thr_a: np.nda
     _run_panels(panel, list(range(0, n, rows)), workers)  # the largest panels first
     cnt_a = sure_a.sum(axis=0, dtype=np.int64)
     cnt_b = sure_b.sum(axis=0, dtype=np.int64)
-    _count_at_least(Ar, Ar, ia, ia, _stack([f[0] for f in found]), thr_a, TIE_TOL_FLOAT64, cnt_a)
-    _count_at_least(Ar, Ar, ia, ia, _stack([f[1] for f in found]), thr_b, TIE_TOL_FLOAT64, cnt_b)
+    _count_at_least(Ar, Ar, ia, ia, _stack([f[0] for f in found]), thr_a, TIE_TOL_FLOAT64, cnt_a,
+                    shift.lam, shift.off)
+    _count_at_least(Ar, Ar, ia, ia, _stack([f[1] for f in found]), thr_b, TIE_TOL_FLOAT64, cnt_b,
+                    shift.lam, shift.off)
     return cnt_a, cnt_b

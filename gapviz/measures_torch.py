@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from .measures import (
-    _BELOW,
+    _BELOW_COSINE as _BELOW,
     TIE_TOL_FLOAT64,
     _band32,
     _count_at_least,
@@ -168,8 +168,10 @@ def _cross(Xd, Yd, Xr, Yr, ix, iy, s_pair, lo, hi, near, values):
     # Partner ranks: the sure counts plus the band entries that float64 puts at least as close.
     texts_ge_pair = 1 + row_sure.cpu().numpy()
     images_ge_pair = 1 + col_sure.cpu().numpy()
-    _count_at_least(Xr, Yr, ix, iy, _stack(band_rows), s_pair, TIE_TOL_FLOAT64, texts_ge_pair)
-    _count_at_least(Yr, Xr, iy, ix, _stack(band_cols), s_pair, TIE_TOL_FLOAT64, images_ge_pair)
+    _count_at_least(Xr, Yr, ix, iy, _stack(band_rows), s_pair, TIE_TOL_FLOAT64, texts_ge_pair,
+                    *_no_shift(n))
+    _count_at_least(Yr, Xr, iy, ix, _stack(band_cols), s_pair, TIE_TOL_FLOAT64, images_ge_pair,
+                    *_no_shift(n))
 
     # Best text per image: the argmax when no other text is within `near` of it, else every
     # near-maximum text, in float64.
@@ -178,7 +180,8 @@ def _cross(Xd, Yd, Xr, Yr, ix, iy, s_pair, lo, hi, near, values):
     arg = row_arg.cpu().numpy().astype(np.int32)
     entries = np.concatenate([np.c_[idx[unique], arg[unique]], _stack(tied)])
     best_text = np.full(n, -np.inf)
-    _max_over(Xr, Yr, ix, iy, np.ascontiguousarray(entries, dtype=np.int32), best_text)
+    _max_over(Xr, Yr, ix, iy, np.ascontiguousarray(entries, dtype=np.int32), best_text,
+              *_no_shift(n))
 
     # Best image per text: the argmax when the column's second value is below m1 - near, else
     # those texts' columns again, as rows, every near-maximum image.
@@ -194,7 +197,7 @@ def _cross(Xd, Yd, Xr, Yr, ix, iy, s_pair, lo, hi, near, values):
         parts.append(_entries(S >= (S.max(1).values - near_t)[:, None], 0, 0, cols))
     best_image = np.full(n, -np.inf)
     _max_over(Yr, Xr, iy, ix, np.ascontiguousarray(np.concatenate(parts), dtype=np.int32),
-              best_image)
+              best_image, *_no_shift(n))
     return best_text, texts_ge_pair, best_image, images_ge_pair
 
 
@@ -233,13 +236,19 @@ def _within(Ad, Ar, ia, thr_a, thr_b, lo_b, hi_b, h, values):
         i0 = i1
     counts = [c.cpu().numpy() for c in sure]
     for thr, cnt, out in zip((thr_a, thr_b), counts, found):
-        _count_at_least(Ar, Ar, ia, ia, _stack(out), thr, TIE_TOL_FLOAT64, cnt)
+        _count_at_least(Ar, Ar, ia, ia, _stack(out), thr, TIE_TOL_FLOAT64, cnt, *_no_shift(n))
     return counts[0], counts[1]
 
 
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
+def _no_shift(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The float64 rechecks' zero shift terms: they compare the cosine itself."""
+    zeros = np.zeros(n)
+    return zeros, zeros
+
+
 def _entries(mask: torch.Tensor, q0: int, c0: int, queries: torch.Tensor | None = None) -> np.ndarray:
     """(query, candidate) int32 pairs of the true entries of ``mask`` (queries by row), on
     the CPU: row r is query ``q0 + r`` (or ``queries[r]``), column c candidate ``c0 + c``."""

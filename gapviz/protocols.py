@@ -82,6 +82,7 @@ from .config import RECALL_KS
 from .embeddings import check_pair_arrays
 from .measures import GapReport, measure_gap
 from .methods.base import GapMethod, ProgressCallback
+from .score_terms import ScoreTerms
 
 #: The protocols, by the names every output uses.
 PROTOCOLS: tuple[str, ...] = ("transductive", "held-out", "fit-on")
@@ -256,6 +257,9 @@ class ProtocolResult:
         Held-out: the fold of each scored pair.
     report : GapReport or None
         The measures (``fit_and_score`` fills it; ``protocol_transform`` leaves it None).
+    scores : ScoreTerms or None
+        A score correction's terms of the scored pairs (held-out: each fold's from its own
+        fit's banks); the measures rank on the corrected scores. None for other methods.
     """
 
     image_embeddings: np.ndarray
@@ -265,6 +269,7 @@ class ProtocolResult:
     fold_of: np.ndarray | None = None
     report: GapReport | None = None
     chance: dict[str, Chance] = field(default_factory=dict)
+    scores: ScoreTerms | None = None
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -481,16 +486,15 @@ def protocol_transform(method: str | GapMethod, X: np.ndarray, Y: np.ndarray, *,
         if reads_pairing:
             if not allow_pairing_leak:
                 raise ValueError(
-                    f"method {name!r} reads the pairing, so scored on the pairs it was fitted on it "
-                    "memorises them (on pairs with no signal at all, transductive Procrustes reaches "
-                    "R@20 above 0.6 where chance is 0.02). Use protocol 'held-out' or 'fit-on', or "
+                    f"method {name!r} {type(model).leak_reason}. Use protocol 'held-out' or "
+                    "'fit-on', or "
                     "pass allow_pairing_leak=True (command line: --allow-pairing-leak) to see the "
                     "leaky number with a warning.")
             warning = _leak_warning(name, X.shape[0])
         Xt, Yt = model.fit_transform(X, Y, progress=report)
         prov = Provenance("transductive", name, _pairs_fitted(model, X.shape[0]), X.shape[0],
                           seed=seed if shuffled else None, shuffled=shuffled, warning=warning)
-        return ProtocolResult(Xt, Yt, prov, (model,))
+        return ProtocolResult(Xt, Yt, prov, (model,), scores=_score_terms(model, X, Y))
 
     if protocol == "fit-on":
         if fit_pairs is None:
@@ -520,7 +524,7 @@ def protocol_transform(method: str | GapMethod, X: np.ndarray, Y: np.ndarray, *,
         prov = Provenance("fit-on", name, _pairs_fitted(model, Xf.shape[0]), X.shape[0],
                           seed=seed if shuffled or sampled else None,
                           fit_source=fit_source, n_overlap=overlap, shuffled=shuffled, warning=warning)
-        return ProtocolResult(Xt, Yt, prov, (model,))
+        return ProtocolResult(Xt, Yt, prov, (model,), scores=_score_terms(model, X, Y))
 
     return _cross_fit(model, name, X, Y, folds, seed, shuffled, max_fit, report)
 
@@ -558,7 +562,7 @@ def fit_and_score(method: str | GapMethod, X: np.ndarray, Y: np.ndarray, *,
                                 allow_pairing_leak=allow_pairing_leak, shuffled=shuffled,
                                 max_fit=max_fit, progress=progress)
     result.report = measure_gap(result.image_embeddings, result.text_embeddings, ks=ks,
-                                separability=separability)
+                                separability=separability, scores=result.scores)
     result.chance = chance_levels(result.provenance.n_scored, ks)
     return result
 
@@ -629,7 +633,17 @@ def _cross_fit(model: GapMethod, name: str, X: np.ndarray, Y: np.ndarray, folds:
     progress(1.0, "done")
     prov = Provenance("held-out", name, n_fit, n, seed=seed, folds=folds, shuffled=shuffled,
                       aligned=aligned, alignment_residual=residual)
-    return ProtocolResult(Xt, Yt, prov, tuple(fits), fold_of)
+    scores = None
+    if type(model).corrects_scores:  # each fold's pairs scored against its own fit's banks
+        scores = ScoreTerms.stack([(rows, fit.score_terms(X, Y, rows))
+                                   for rows, fit in zip(parts, fits)], n)
+    return ProtocolResult(Xt, Yt, prov, tuple(fits), fold_of, scores=scores)
+
+
+def _score_terms(model: GapMethod, X: np.ndarray, Y: np.ndarray) -> ScoreTerms | None:
+    """A score correction's terms of the scored pairs (None for a method that moves
+    embeddings)."""
+    return model.score_terms(X, Y) if type(model).corrects_scores else None
 
 
 def _pairs_fitted(fit: GapMethod, given: int) -> int:

@@ -46,6 +46,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .measures import GapReport, measure_gap
+from .score_terms import ScoreTerms
 from .protocols import (DEFAULT_FOLDS, DEFAULT_SEED, PROTOCOLS, Provenance, ProtocolResult,
                         fit_size, protocol_transform, refit_result)
 
@@ -399,11 +400,14 @@ class Run:
         Held-out: the fold of each scored pair.
     how : str
         "raw", "slice", "refit" or "protocol": the way the runner obtained it.
+    scores : ScoreTerms or None
+        A score correction's terms (its embeddings are the input's): every rank of
+        :attr:`report` is on the corrected scores.
     """
 
     def __init__(self, spec: RunSpec, data_key: str, images: np.ndarray, texts: np.ndarray,
                  provenance: Provenance, fits: tuple = (), fold_of: np.ndarray | None = None,
-                 how: str = "protocol") -> None:
+                 how: str = "protocol", scores: ScoreTerms | None = None) -> None:
         self.spec = spec
         self.data_key = data_key
         self.images = _read_only(images)
@@ -412,6 +416,7 @@ class Run:
         self.fits = tuple(fits)
         self.fold_of = fold_of
         self.how = how
+        self.scores = scores
         self._report: GapReport | None = None
         self._lock = threading.Lock()
 
@@ -425,7 +430,7 @@ class Run:
         """The measures of the scored pairs (:func:`gapviz.measures.measure_gap`), once."""
         with self._lock:
             if self._report is None:
-                self._report = measure_gap(self.images, self.texts)
+                self._report = measure_gap(self.images, self.texts, scores=self.scores)
             return self._report
 
     @property
@@ -554,7 +559,7 @@ class Runner:
         views = tuple(FitView(fit, None, sliders if lock is not None else None, lock)
                       for fit in result.fits)
         return Run(spec, data.key, result.image_embeddings, result.text_embeddings,
-                   result.provenance, views, result.fold_of, how)
+                   result.provenance, views, result.fold_of, how, result.scores)
 
     @staticmethod
     def _protocol(spec: RunSpec, params: dict[str, Any], data: RunData, fit_on: RunData | None,

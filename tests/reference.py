@@ -11,7 +11,10 @@ import numpy as np
 from gapviz.measures import TIE_TOL_FLOAT64 as TOL
 
 
-def brute_force_ranks(X, Y):
+def brute_force_ranks(X, Y, terms=None):
+    """Ranks of every query in the mixed pool; with ``terms`` (a ScoreTerms) on the corrected
+    scores ``a (cos + lam w) + b`` of each (query, candidate) block, a tie being a score
+    within ``a * TOL`` of the target's (TOL in the block's cosine scale)."""
     X = np.asarray(X, dtype=np.float64)
     Y = np.asarray(Y, dtype=np.float64)
     X = X / np.linalg.norm(X, axis=1, keepdims=True)
@@ -19,19 +22,35 @@ def brute_force_ranks(X, Y):
     n = X.shape[0]
     Z = np.vstack([X, Y])
     S = Z @ Z.T
+    tol = np.full((2 * n, 2 * n), TOL)
+    if terms is not None:  # corrected scores, block by block
+        for mq in (0, 1):
+            for mc in (0, 1):
+                q, c = slice(mq * n, (mq + 1) * n), slice(mc * n, (mc + 1) * n)
+                S[q, c] = terms.score(mq, mc, S[q, c])
+                tol[q, c] = TOL * terms.scale[mq, mc][:, None]
+    return ranks_from_scores(S, tol)
+
+
+def ranks_from_scores(S, tol):
+    """Every rank of the mixed pool from its full 2N x 2N score matrix (images first; the
+    diagonal is never read) and each entry's tie tolerance."""
+    n = S.shape[0] // 2
     is_text = np.r_[np.zeros(n, bool), np.ones(n, bool)]
     out = {k: np.zeros(n, int) for k in ("best_text", "best_image", "i2t", "t2i", "i2t_x", "t2i_x")}
     for q in range(2 * n):
         others = np.delete(np.arange(2 * n), q)
         sims = S[q, others]
+        tols = tol[q, others]
         other_mod = is_text[others] != is_text[q]
         best_other = sims[other_mod].max()
         # rank of the best other-modality item: 1 + same-modality items at least as close
-        best_rank = 1 + np.count_nonzero(sims[~other_mod] >= best_other - TOL)
+        same = ~other_mod
+        best_rank = 1 + np.count_nonzero(sims[same] >= best_other - tols[same])
         partner = q + n if q < n else q - n
         s_p = S[q, partner]
-        pool_rank = np.count_nonzero(sims >= s_p - TOL)  # the partner itself counts as 1
-        cross_rank = np.count_nonzero(sims[other_mod] >= s_p - TOL)
+        pool_rank = np.count_nonzero(sims >= s_p - tols)  # the partner itself counts as 1
+        cross_rank = np.count_nonzero(sims[other_mod] >= s_p - tols[other_mod])
         i = q % n
         if q < n:
             out["best_text"][i], out["i2t"][i], out["i2t_x"][i] = best_rank, pool_rank, cross_rank
@@ -63,10 +82,11 @@ RANK_FIELDS = (("best_text_rank", "best_text"), ("best_image_rank", "best_image"
                ("i2t_rank_crossmodal", "i2t_x"), ("t2i_rank_crossmodal", "t2i_x"))
 
 
-def assert_report_is_float64(report, X, Y):
-    """Every rank array of ``report`` (``measure_gap`` on X, Y, any device) equals the float64
-    brute force on the same input, and so do the metrics read from the ranks."""
-    ref = brute_force_ranks(X, Y)
+def assert_report_is_float64(report, X, Y, terms=None):
+    """Every rank array of ``report`` (``measure_gap`` on X, Y, any device; with score
+    ``terms``, on the corrected scores) equals the float64 brute force on the same input, and
+    so do the metrics read from the ranks."""
+    ref = brute_force_ranks(X, Y, terms)
     for mine, theirs in RANK_FIELDS:
         np.testing.assert_array_equal(getattr(report, mine), ref[theirs], err_msg=mine)
     want = metrics_from_ranks(ref, report.ks)

@@ -25,7 +25,8 @@ def small(name, **extra):
 
 def test_registry_order_and_names():
     assert list(METHODS) == ["orig", "center", "liang_shift", "standardize", "pca", "procrustes",
-                             "vlap", "sinkhorn", "ot", "spectral"]
+                             "vlap", "sinkhorn", "ot", "spectral", "score_zscore", "csls",
+                             "qb_norm", "dbnorm", "nnn"]
     for name, cls in METHODS.items():
         assert issubclass(cls, GapMethod) and cls.name == name and cls.summary
 

@@ -13,17 +13,21 @@ from typing import Any
 from .base import GapMethod, Param, ProgressCallback, Slider, _init_params, l2_normalize
 from .baselines import CenterGap, LiangShiftGap, OrigGap, PCAGap, ProcrustesGap, StandardizeGap
 from .ot import OTGap, SinkhornGap
+from .scores import (CSLSScores, DBNormScores, NNNScores, QBNormScores, ScoreCorrection,
+                     ZScoreScores, is_score_correction)
 from .spectral import SpectralGap
 from .vlap import VLAPGap
 
 #: Every method by its registry name, in the command line's order: the reference, the
-#: baselines from the simplest up, then the paper's methods (section 2.1). Each class
+#: baselines from the simplest up, the paper's methods (section 2.1), then the score
+#: corrections (which change similarities, not embeddings). Each class
 #: describes itself (label, summary, parameters with their sliders, command-line flags and
 #: caps, whether it uses the pairing): adding a method is its module and one entry here.
 METHODS: dict[str, type[GapMethod]] = {
     cls.name: cls
     for cls in (OrigGap, CenterGap, LiangShiftGap, StandardizeGap, PCAGap, ProcrustesGap, VLAPGap,
-                SinkhornGap, OTGap, SpectralGap)
+                SinkhornGap, OTGap, SpectralGap, ZScoreScores, CSLSScores, QBNormScores,
+                DBNormScores, NNNScores)
 }
 
 
@@ -112,7 +116,8 @@ def _lookup(name: str) -> type[GapMethod]:
         raise ValueError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}.") from None
 
 
-__all__ = ["METHODS", "CenterGap", "GapMethod", "LiangShiftGap", "OTGap", "OrigGap", "PCAGap",
+__all__ = ["METHODS", "CSLSScores", "CenterGap", "DBNormScores", "NNNScores", "QBNormScores",
+           "ScoreCorrection", "ZScoreScores", "is_score_correction", "GapMethod", "LiangShiftGap", "OTGap", "OrigGap", "PCAGap",
            "Param", "ProcrustesGap", "ProgressCallback", "SinkhornGap", "Slider", "SpectralGap",
            "StandardizeGap", "VLAPGap", "describe_run", "format_params", "l2_normalize",
            "make_method", "menu_order", "method_class", "method_label", "method_params",

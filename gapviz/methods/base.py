@@ -90,6 +90,14 @@ class GapMethod(BaseEstimator):
     #: Whether the fit reads which image goes with which text (row i of X with row i of Y).
     #: Such a method can memorise its fit pairs, so it is never scored on them by default.
     uses_pairing: ClassVar[bool] = False
+    #: Why such a method may not be scored on its fit pairs (the refusal's message).
+    leak_reason: ClassVar[str] = (
+        "reads the pairing, so scored on the pairs it was fitted on it memorises them (on pairs "
+        "with no signal at all, transductive Procrustes reaches R@20 above 0.6 where chance is "
+        "0.02)")
+    #: Whether it changes similarity scores instead of embeddings (a score correction,
+    #: :mod:`gapviz.methods.scores`): its runs carry score terms the measures rank on.
+    corrects_scores: ClassVar[bool] = False
     #: Protocol a score uses when none is asked for (``gapviz.protocols.PROTOCOLS``):
     #: "held-out" for methods that use the pairing and for OT (the paper fits OT on other
     #: pairs); "transductive" for spectral (the paper's setting) and for the baselines that
