@@ -258,7 +258,7 @@ def significance(rows: Sequence[ComparisonRow], keys: Sequence[str], *, shuffled
         if outcomes is not None:
             return outcomes(run)
         if label not in cache:
-            cache[label] = pair_outcomes(run.images, run.texts, hubness=False)
+            cache[label] = pair_outcomes(run.images, run.texts, report=run.report, hubness=False)
         return cache[label]
 
     out: dict[str, dict[str, Any]] = {}
@@ -340,7 +340,8 @@ def with_gains(rows: Sequence[ComparisonRow],
             o = outcomes(row.run, labels, k)
         else:
             o = gain_outcomes(row.run.images, row.run.texts,
-                              labels=list(labels) if labels else None, n_clusters=k, seed=seed)
+                              labels=list(labels) if labels else None, n_clusters=k, seed=seed,
+                              scores=row.run.scores)
         estimates = {key: v for key, v in o.estimates().items() if key in GAIN_COLUMNS}
         ci = {}
         if n_resamples:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .measures import TIE_TOL_FLOAT64, GapReport
+from .score_terms import ScoreTerms
 
 IMAGE, TEXT = "image", "text"
 
@@ -49,7 +50,8 @@ class QueryResult:
     same_modality_in_top_k: int
 
 
-def retrieve(X: np.ndarray, Y: np.ndarray, modality: str, index: int, k: int = 10) -> QueryResult:
+def retrieve(X: np.ndarray, Y: np.ndarray, modality: str, index: int, k: int = 10, *,
+             scores: ScoreTerms | None = None) -> QueryResult:
     """Top-``k`` of the mixed pool for pool item ``index`` of ``modality`` ("image" or "text").
 
     Parameters
@@ -61,12 +63,23 @@ def retrieve(X: np.ndarray, Y: np.ndarray, modality: str, index: int, k: int = 1
         Pair index of the query, 0 <= index < N.
     k : int
         Number of results (capped at 2N - 1).
+    scores : ScoreTerms, optional
+        A score correction's terms of the N pairs: the pool is ranked on the corrected scores
+        (a hit's ``similarity`` is its corrected score), ties within the block's tolerance.
     """
     if modality not in (IMAGE, TEXT):
         raise ValueError(f"modality must be 'image' or 'text', got {modality!r}.")
     n = X.shape[0]
     if not 0 <= index < n:
         raise ValueError(f"query index {index} is out of range for {n} pairs.")
+    if scores is not None:
+        from .methods.scores import unit64
+        from .score_search import corrected_scores
+
+        own = index if modality == IMAGE else n + index
+        sims, tol = corrected_scores(np.vstack([unit64(X), unit64(Y)]), n, scores,
+                                     np.array([own]))
+        return _ranked(sims[0], tol[0], n, k, modality, index)
     q = np.asarray((X if modality == IMAGE else Y)[index], dtype=np.float64)
     return _rank_pool(q, X, Y, k, modality, index)
 
@@ -101,6 +114,13 @@ def _rank_pool(q: np.ndarray, X: np.ndarray, Y: np.ndarray, k: int, modality: st
                index: int | None) -> QueryResult:
     n = X.shape[0]
     sims = np.concatenate([_cosines(X, q), _cosines(Y, q)])
+    return _ranked(sims, np.full(2 * n, TIE_TOL_FLOAT64), n, k, modality, index)
+
+
+def _ranked(sims: np.ndarray, tol: np.ndarray, n: int, k: int, modality: str,
+            index: int | None) -> QueryResult:
+    """The result of one query from its scores against the 2N pool items (and each item's
+    tie tolerance)."""
     mods = np.array([IMAGE] * n + [TEXT] * n)
     own = None if index is None else (index if modality == IMAGE else n + index)
     partner = None if index is None else (n + index if modality == IMAGE else index)
@@ -116,7 +136,7 @@ def _rank_pool(q: np.ndarray, X: np.ndarray, Y: np.ndarray, k: int, modality: st
     partner_rank = partner_sim = None
     if partner is not None:
         partner_sim = float(sims[partner])
-        partner_rank = int(np.count_nonzero(sims >= partner_sim - TIE_TOL_FLOAT64))
+        partner_rank = int(np.count_nonzero(sims >= partner_sim - tol))
     same = sum(h.modality == modality for h in hits)
     return QueryResult(modality, index, hits, partner_rank, partner_sim, same)
 

@@ -61,14 +61,17 @@ X, Y = pairs.image_embeddings, pairs.text_embeddings
 
 
 @st.cache_data(max_entries=8, show_spinner="Dissecting the gap (one pass over the pool)…")
-def _anatomy(key: str, _X, _Y, labels: tuple | None, _like=None, raw_rows: bool = False):
+def _anatomy(key: str, _X, _Y, labels: tuple | None, _like=None, raw_rows: bool = False,
+             _scores=None):
     """The anatomy without intervals (cached by ``key``: content hash, and for the output of a
     method its name, parameters and scoring). ``_like``: measure the raw anatomy's clusters
     (the same pairs after a method), not clusters of its own. ``raw_rows``: ``_X``, ``_Y`` are
-    the file's rows as loaded, so the Fréchet distance on them is measured too."""
+    the file's rows as loaded, so the Fréchet distance on them is measured too. ``_scores``:
+    a score correction's terms (the run's), on which the ranking measures are taken."""
     return gap_anatomy(_X, _Y, labels=list(labels) if labels and _like is None else None,
                        cluster_like=_like, raw=(_X, _Y) if raw_rows else None,
-                       ablation_dims=min(ABLATION_DIMS, _X.shape[1] - 1), intervals=False)
+                       ablation_dims=min(ABLATION_DIMS, _X.shape[1] - 1), intervals=False,
+                       scores=_scores)
 
 
 @st.cache_data(max_entries=8, show_spinner="Resampling the scored pairs (raw and after)…")
@@ -93,11 +96,11 @@ def _costs(key: str, _X, _Y, _run, _after, labels: tuple | None):
 
 
 @st.cache_data(max_entries=32, show_spinner="Measuring what closing buys…")
-def _gains(key: str, _X, _Y, labels: tuple | None, k: int):
+def _gains(key: str, _X, _Y, labels: tuple | None, k: int, _scores=None):
     """What closing buys, per pair, of one embedding of the pairs (cached by ``key``: the data
     hash for the raw embeddings, the run's key after a method; ``k``: the pool's k-means k)."""
     return gain_outcomes(_X, _Y, labels=list(labels) if labels else None, n_clusters=k,
-                         seed=CI_SEED)
+                         seed=CI_SEED, scores=_scores)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -183,7 +186,8 @@ run_key = run.key
 run_name = describe_run(method, params)
 after = None
 with guard("measure the anatomy after the method"):
-    after = _anatomy(run_key, run.images, run.texts, label_key, anat.clusters)
+    after = _anatomy(run_key, run.images, run.texts, label_key, anat.clusters,
+                     _scores=run.scores)
 
 # --- cards -------------------------------------------------------------------------------------
 st.markdown(f"**Raw embeddings → after {plain_text(run_name)}**")
@@ -409,7 +413,8 @@ with tab_gains, guard("measure what closing buys"):
     pool_clusters_k = (len(set(labels)) if labels is not None else
                        anat.clusters.k if anat.clusters is not None else pool_k(X, Y))
     gains_raw = _gains(act.key, X, Y, label_key, pool_clusters_k)
-    gains_after = _gains(run.key, run.images, run.texts, label_key, pool_clusters_k)
+    gains_after = _gains(run.key, run.images, run.texts, label_key, pool_clusters_k,
+                         _scores=run.scores)
     gains = _gains_table(run.key, gains_raw, gains_after, CI_RESAMPLES, CI_SEED)
     st.dataframe(pd.DataFrame([{
         "gain": info(key).label, "raw": format_metric(key, r["before"]),

@@ -143,9 +143,11 @@ with st.container(border=True):
         format_func=lambda p: "Each method's default" if p == "default" else PROTOCOL_LABELS[p],
         **keep("compare_protocol", "default"))
     allow_leak = protocol_choice == "transductive" and p2.checkbox(
-        "Score Procrustes / VLAP on their own fit pairs", **keep("compare_allow_leak", False),
-        help="Methods that learn from the pairing memorise their fit pairs; their transductive "
-             "numbers are shown only if you ask, marked ⚠.")
+        "Score Procrustes, VLAP and score corrections on their own fit pairs",
+        **keep("compare_allow_leak", False),
+        help="Methods that learn from the pairing memorise their fit pairs, and a score "
+             "correction's banks would hold each query's own pair; their transductive numbers "
+             "are shown only if you ask, marked ⚠.")
     shuffled = p3.toggle("Shuffled-pairs check", **keep("compare_shuffled", False),
                          help="Captions permuted (seeded, none keeps its own): there is nothing "
                               "to find, so every honest row must fall to chance.")
@@ -228,7 +230,7 @@ def _gain_outcomes(key: str, _run, labels: tuple | None, k: int):
     from gapviz.closing_gains import gain_outcomes
 
     return gain_outcomes(_run.images, _run.texts, labels=list(labels) if labels else None,
-                         n_clusters=k)
+                         n_clusters=k, scores=_run.scores)
 
 
 @st.cache_data(max_entries=MEASURE_CACHE_ENTRIES, show_spinner=False)
@@ -266,7 +268,7 @@ best = crowned(rows, keys, shuffled=shuffled)
 def _outcomes(key: str, _run):
     from gapviz.intervals import pair_outcomes
 
-    return pair_outcomes(_run.images, _run.texts, hubness=False)
+    return pair_outcomes(_run.images, _run.texts, report=_run.report, hubness=False)
 
 
 @st.cache_data(max_entries=MEASURE_CACHE_ENTRIES, show_spinner=False)

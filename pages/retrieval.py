@@ -154,7 +154,9 @@ if query is None:
 def _results(query: rv.Query):
     """(raw result, method result) of the query, or raises with a message for the user."""
     if not query.is_free:
-        return rv.run_query(pairs, run.images, run.texts, query, k)
+        return rv.run_query(pairs, run.images, run.texts, query, k, scores=run.scores)
+    if run.scores is not None:
+        return rv.run_query(pairs, run.images, run.texts, query, k, scores=run.scores)
     spec, _ = rv.query_model(pairs)
     vector = compute.embed_text(json.dumps(spec.identity(), sort_keys=True), query.text, spec)
     if method == "orig":
@@ -172,6 +174,10 @@ if result is None:
     st.stop()
 left_result, right_result = result
 k = len(left_result.hits)  # the slider's K, or the whole pool when it is smaller
+if run.scores is not None:
+    st.caption(f"Right: ranked on {method_label(method)}'s corrected scores (the embeddings are "
+               "unchanged; each pair's score terms come from the fit of its protocol, banks of "
+               "fit pairs only). The number beside a hit is its corrected score, not a cosine.")
 
 method_title = method_label(method) + (f" ({format_params(method, params)})" if params else "")
 columns = (("Raw embeddings", left_result), (method_title, right_result))

@@ -78,8 +78,11 @@ def check_anatomy_arguments(args: argparse.Namespace) -> None:
 def anatomy_section(args: argparse.Namespace, pairs: Any, X: np.ndarray, Y: np.ndarray,
                     orig: GapReport, *, method: Any = None, transformed: tuple | None = None,
                     after: GapReport | None = None, fits: Any = None,
-                    fold_of: np.ndarray | None = None) -> dict[str, Any]:
+                    fold_of: np.ndarray | None = None, scores: Any = None) -> dict[str, Any]:
     """Everything ``--anatomy`` adds to the report.
+
+    ``scores``: a score correction's terms of the scored pairs (the run's); the measures that
+    rank take the corrected scores.
 
     ``fits`` and ``fold_of`` are the protocol's fitted methods (``ProtocolResult``): zero-shot
     after the method sends the class embeddings through the fit that transformed each pair.
@@ -114,9 +117,9 @@ def anatomy_section(args: argparse.Namespace, pairs: Any, X: np.ndarray, Y: np.n
         return out
 
     Xt, Yt = transformed
-    a1 = gap_anatomy(Xt, Yt, report=after, **clusters_from, **opts)
+    a1 = gap_anatomy(Xt, Yt, report=after, scores=scores, **clusters_from, **opts)
     out["columns"][method.name.upper()] = {**a1.metrics, **crossmodal_recall(a1.report, (1,))}
-    g1 = gain_outcomes(Xt, Yt, labels=labels, n_clusters=k, seed=args.anatomy_seed)
+    g1 = gain_outcomes(Xt, Yt, labels=labels, n_clusters=k, seed=args.anatomy_seed, scores=scores)
     out["closing_gains"] = _gains_json(gains_report(g0, g1, **gain_opts), pairs)
     out["columns"]["ORIG"].update(g0.estimates())
     out["columns"][method.name.upper()].update(g1.estimates())

@@ -106,10 +106,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if prov["warning"]:
             print(f"gapviz evaluate: warning: {prov['warning']}", file=sys.stderr)
         Xt, Yt = result.images, result.texts
-        after_report = measure_gap(Xt, Yt, separability=args.separability)
+        after_report = measure_gap(Xt, Yt, separability=args.separability, scores=result.scores)
         after = after_report.metrics
         anatomy_inputs = {"method": method, "transformed": (Xt, Yt), "after": after_report,
-                          "fits": result.fits, "fold_of": result.fold_of}
+                          "fits": result.fits, "fold_of": result.fold_of, "scores": result.scores}
         label = method.name.upper()
         columns[label] = after
         extra["method"] = method.describe()

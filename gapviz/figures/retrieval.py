@@ -118,7 +118,8 @@ def query_model(pairs: PairedEmbeddings) -> tuple[Any, str]:
 
 
 def run_query(pairs: PairedEmbeddings, images: np.ndarray, texts: np.ndarray, query: Query,
-              k: int, *, method: Any = None, vector: np.ndarray | None = None) -> tuple[QueryResult, QueryResult]:
+              k: int, *, method: Any = None, vector: np.ndarray | None = None,
+              scores: Any = None) -> tuple[QueryResult, QueryResult]:
     """The query's top ``k`` in the raw mixed pool and in the method's pool.
 
     Parameters
@@ -131,11 +132,18 @@ def run_query(pairs: PairedEmbeddings, images: np.ndarray, texts: np.ndarray, qu
         A pool item, or free text whose embedding is ``vector`` (shape (d,)); a free query
         is placed in the method's space by its out-of-sample path (``method``: a fitted
         method or a run's read-only fit; None for raw embeddings).
+    scores : ScoreTerms, optional
+        A score correction's terms (the run's): the method's pool is ranked on the corrected
+        scores. Its terms are those of the pool's own items, so a free query is refused.
     """
     X, Y = pairs.image_embeddings, pairs.text_embeddings
     if not query.is_free:
         return (retrieve(X, Y, query.modality, query.row, k),
-                retrieve(images, texts, query.modality, query.row, k))
+                retrieve(images, texts, query.modality, query.row, k, scores=scores))
+    if scores is not None:
+        raise ValueError("a score correction ranks the pool's own items (its terms come from "
+                         "the protocol's fits for each scored pair); typed text has no terms. "
+                         "Pick a query from the pool.")
     if vector is None:
         raise ValueError("a free-text query needs its embedding.")
     if vector.shape[0] != X.shape[1]:

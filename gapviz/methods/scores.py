@@ -74,6 +74,39 @@ def mean_top_k(k: int):
     return reduce
 
 
+def top_k_indices(S: np.ndarray, k: int) -> np.ndarray:
+    """Each row's k largest entries' columns, equal values by lower column (as a stable sort
+    of the whole row would give), without sorting the row."""
+    if k == 1:
+        return np.argmax(S, axis=1)[:, None]  # the first maximum
+    kth = -np.partition(-S, k - 1, axis=1)[:, k - 1:k]  # the k-th largest value per row
+    out = np.empty((S.shape[0], k), np.int64)
+    for r in range(S.shape[0]):
+        above = np.flatnonzero(S[r] > kth[r])
+        tied = np.flatnonzero(S[r] == kth[r])[:k - above.size]
+        cols = np.r_[above, tied]
+        out[r] = cols[np.argsort(-S[r, cols], kind="stable")]
+    return out
+
+
+def _bank_top(B: np.ndarray, Z: np.ndarray, k: int) -> np.ndarray:
+    """:func:`top_k_indices` of ``B @ Z.T`` (float64 unit rows). For k = 1 the products run in
+    float32 and only rows with a rival within twice the float32 error of their maximum are
+    settled in float64, so the result is the float64 one."""
+    if k != 1:
+        return top_k_indices(B @ Z.T, k)
+    from ..measures import float32_cosine_bound
+
+    S = B.astype(np.float32) @ Z.astype(np.float32).T
+    best = S.max(axis=1, keepdims=True)
+    out = np.argmax(S, axis=1)
+    # rounding the float64 unit rows to float32 adds one more rounding per coordinate
+    close = np.count_nonzero(S >= best - 4 * float32_cosine_bound(Z.shape[1]), axis=1) > 1
+    for r in np.flatnonzero(close):
+        out[r] = np.argmax(Z @ B[r])
+    return out[:, None]
+
+
 def log_sum_exp(beta: float):
     """Row-wise ``log sum exp(beta * value)`` (stable)."""
     return lambda S: logsumexp(beta * S, axis=1)
@@ -180,19 +213,19 @@ class ZScoreScores(ScoreCorrection):
         m = banks[0].shape[0]
         if m < 2:
             raise ValueError("score_zscore needs at least 2 fit pairs (a spread of similarities).")
+        # Every block's sums without its m x m cosines: sum_ij a_i.b_j = (sum a).(sum b) and
+        # sum_ij (a_i.b_j)^2 = <A^T A, B^T B>_F (d x d Gram matrices); a within block leaves
+        # out its diagonal, m cosines of 1 (unit rows).
+        sums = [A.sum(axis=0) for A in banks]
+        grams = [A.T @ A for A in banks]
         mean, std = np.zeros((2, 2)), np.zeros((2, 2))
         for mq in (0, 1):
             for mc in (0, 1):
-                total = total2 = 0.0
-                count = 0
-                for i0 in range(0, m, _ROWS):
-                    S = banks[mq][i0:i0 + _ROWS] @ banks[mc].T
-                    if mq == mc:  # leave each item's similarity to itself out
-                        idx = np.arange(S.shape[0])
-                        S[idx, i0 + idx] = 0.0
-                    total += S.sum()
-                    total2 += np.square(S).sum()
-                    count += S.size - (S.shape[0] if mq == mc else 0)
+                total = float(sums[mq] @ sums[mc])
+                total2 = float(np.sum(grams[mq] * grams[mc]))
+                count = m * m
+                if mq == mc:
+                    total, total2, count = total - m, total2 - m, count - m
                 mean[mq, mc] = total / count
                 std[mq, mc] = np.sqrt(max(total2 / count - mean[mq, mc] ** 2, 0.0))
         if not (std > 0).all():
@@ -322,9 +355,7 @@ class QBNormScores(ScoreCorrection):
             active = np.zeros(Z.shape[0], bool)
             bank = self.banks()[mq]
             for i0 in range(0, bank.shape[0], _ROWS):
-                S = bank[i0:i0 + _ROWS] @ Z.T
-                top = np.argsort(-S, axis=1, kind="stable")[:, :k]
-                active[top.ravel()] = True
+                active[_bank_top(bank[i0:i0 + _ROWS], Z, k).ravel()] = True
             queries = rows + mq * n
             for i0 in range(0, len(queries), _ROWS):
                 q = queries[i0:i0 + _ROWS]
