@@ -206,62 +206,32 @@ def _cpu_cast(loaded: Any, dtype: Any) -> Any:
 
     key = str(dtype)
     if key not in loaded.casts:
-        loaded.casts[key] = fuse_cpu_ops(copy.deepcopy(loaded.model).to(dtype).eval())
+        loaded.casts[key] = patches_as_products(copy.deepcopy(loaded.model).to(dtype).eval())
     return loaded.casts[key]
 
 
 # ------------------------------------------------------------------------------ CPU kernels
 
-def fuse_cpu_ops(model: Any) -> Any:
-    """Run ``model``'s linear layers and patch embedding as single oneDNN matrix products.
+def patches_as_products(model: Any) -> Any:
+    """Run ``model``'s patch embeddings as matrix products, in place; returns ``model``.
 
-    With AMX the matrix products of a ViT in bf16 run near the machine's peak, and the work
-    around them costs as much again (ViT-B-32, one core, batch 32: 15 ms an image, 9 of them
-    in products). Three parts of it are avoidable, and this removes them in place:
-
-    - a linear layer with a bias first copies the bias into every output row, then adds the
-      product to it (a 1600 x 3072 bf16 copy: ~3 ms, a third of the product itself); oneDNN's
-      own linear adds the bias as it writes the result;
-    - a linear layer followed by an exact GELU in an ``nn.Sequential`` (the transformer's MLP)
-      writes its output, then reads it back for the GELU; oneDNN applies the GELU to the fp32
-      accumulators as it writes (one rounding to bf16 instead of two);
-    - a convolution whose kernel equals its stride (a ViT's patch embedding) runs as oneDNN's
-      bf16 convolution at ~1/4 of the product rate; as a product of the image's patches with
-      the flattened kernel it runs at the product rate.
-
-    Together ~10% of the image tower's time (measured as above). Only for inference (the fused
-    call has no gradient) on a CPU; a model whose torch lacks the fused call, or where it does
-    not reproduce the plain layers, is returned unchanged.
+    A convolution whose kernel equals its stride (a ViT's patch embedding: 32 x 32 pixels,
+    stride 32, for ViT-B-32) runs in oneDNN's bf16 convolution at about a third of the rate of
+    the same arithmetic as one matrix product of the image's patches with the flattened kernel
+    (batch of 32 at 224 px, one core with AMX: 22 ms against 11 ms). Other convolutions are
+    left as they are. For the CPU copy of the weights (:func:`_cpu_cast`) only: the fp32
+    model, the self-check's reference, keeps torch's own convolution.
     """
     import functools
 
     import torch
 
-    if not _fused_linear_works():
-        return model
-    for module in list(model.modules()):
-        if isinstance(module, torch.nn.Sequential):
-            children = list(module.named_children())
-            for (_, layer), (name, follower) in zip(children, children[1:]):
-                if (isinstance(layer, torch.nn.Linear) and isinstance(follower, torch.nn.GELU)
-                        and follower.approximate in ("none", "tanh")):
-                    layer.forward = functools.partial(_fused_linear, layer, "gelu", follower.approximate)
-                    setattr(module, name, torch.nn.Identity())
-        elif (isinstance(module, torch.nn.Conv2d) and module.kernel_size == module.stride
-              and module.padding in (0, (0, 0)) and module.dilation == (1, 1)
-              and module.groups == 1 and module.padding_mode == "zeros"):
-            module.forward = functools.partial(_patch_product, module)
     for module in model.modules():
-        if type(module) is torch.nn.Linear and "forward" not in vars(module):
-            module.forward = functools.partial(_fused_linear, module, "none", "")
+        if (type(module) is torch.nn.Conv2d and module.kernel_size == module.stride
+                and module.padding in (0, (0, 0)) and module.dilation == (1, 1)
+                and module.groups == 1):
+            module.forward = functools.partial(_patch_product, module)
     return model
-
-
-def _fused_linear(layer: Any, activation: str, algorithm: str, x: Any) -> Any:
-    """``layer(x)``, then ``activation`` (``"gelu"`` or ``"none"``), in one oneDNN call."""
-    import torch
-
-    return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, activation, [], algorithm)
 
 
 def _patch_product(conv: Any, x: Any) -> Any:
@@ -271,14 +241,15 @@ def _patch_product(conv: Any, x: Any) -> Any:
     (B * H/p * W/p, C * p * p) times the kernel flattened to (C * p * p, out). The result has
     ``conv``'s shape, (B, out, H/p, W/p), laid out channels-last (the view a ViT flattens next).
     """
+    import torch
+
     b, c, h, w = x.shape
     ph, pw = conv.kernel_size
-    gh, gw = h // ph, w // pw
+    gh, gw = h // ph, w // pw  # as the convolution: a remainder narrower than a patch is dropped
     patches = (x[:, :, :gh * ph, :gw * pw].reshape(b, c, gh, ph, gw, pw)
                .permute(0, 2, 4, 1, 3, 5).reshape(b * gh * gw, c * ph * pw))
-    weight = conv.weight.reshape(conv.out_channels, c * ph * pw)
-    out = _fused_linear(conv, "none", "", patches) if False else None  # placeholder
-    return out
+    out = torch.nn.functional.linear(patches, conv.weight.reshape(conv.out_channels, -1), conv.bias)
+    return out.view(b, gh, gw, conv.out_channels).permute(0, 3, 1, 2)
 
 
 # ------------------------------------------------------------------------------ self-check
@@ -497,6 +468,9 @@ def embed_stream(loaded: Any, image_paths: Sequence[str], captions: Sequence[str
 
     encoder = Encoder(loaded, tried)
     shape = tuple(loaded.preprocess(_blank_image()).shape) if n_images else ()
+    # Workers make uint8 pixels and the lanes normalise whole batches, when the model's
+    # preprocessing splits that way (open_clip's does); else workers run all of it.
+    pixels = PixelSteps.split(loaded.preprocess) if n_images else None
     # The model's input side: CLIP-style preprocessing scales an image's short side to it
     # before cropping, so the resize's cost (and whether to refuse a thin strip) follows.
     side = max(shape[-2:]) if len(shape) >= 2 else 0
@@ -512,7 +486,8 @@ def embed_stream(loaded: Any, image_paths: Sequence[str], captions: Sequence[str
         # resize would blow up (a 1 x 40,000,000 strip) is skipped before it is decoded.
         try:
             with reserve_for_model(image_paths[i], side, max_pixels):
-                buffer[slot].copy_(loaded.preprocess(open_rgb(image_paths[i], max_pixels)))
+                image = open_rgb(image_paths[i], max_pixels)
+                buffer[slot].copy_(pixels.pixels(image) if pixels else loaded.preprocess(image))
         except ImageError as err:
             return err.reason
         return None
@@ -526,7 +501,7 @@ def embed_stream(loaded: Any, image_paths: Sequence[str], captions: Sequence[str
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gapviz-decode",
                             initializer=_torch_threads, initargs=(1,)) as pool:
-        starts = deque(range(0, n_images, image_batch))
+        starts = deque(batch_bounds(n_images, image_batch, n_lanes, check_sample))
         queue: deque[tuple[list[int], Any, list[Future]]] = deque()
 
         def refill() -> None:
@@ -534,9 +509,9 @@ def embed_stream(loaded: Any, image_paths: Sequence[str], captions: Sequence[str
             # before. The workers write each image straight into its batch's buffer (pinned
             # memory on CUDA, for asynchronous copies).
             while len(queue) < n_lanes + 1 and starts:
-                start = starts.popleft()
-                rows = list(range(start, min(start + image_batch, n_images)))
-                buffer = torch.empty((len(rows), *shape), pin_memory=encoder.pin)
+                rows = list(range(*starts.popleft()))
+                buffer = torch.empty((len(rows), *shape), pin_memory=encoder.pin,
+                                     dtype=torch.uint8 if pixels else torch.float32)
                 queue.append((rows, buffer, [pool.submit(prepare, i, buffer, j)
                                              for j, i in enumerate(rows)]))
 
@@ -546,7 +521,10 @@ def embed_stream(loaded: Any, image_paths: Sequence[str], captions: Sequence[str
             ok = [j for j, reason in enumerate(reasons) if reason is None]
             with lock:
                 failures.update((rows[j], r) for j, r in enumerate(reasons) if r is not None)
-            return len(rows), [rows[j] for j in ok], buffer if len(ok) == len(rows) else buffer[ok]
+            batch = buffer if len(ok) == len(rows) else buffer[ok]
+            if pixels:  # on the model's device: on a GPU a quarter of the bytes cross the bus
+                batch = pixels.normalise(batch.to(encoder.device, non_blocking=encoder.pin))
+            return len(rows), [rows[j] for j in ok], batch
 
         refill()
         first = None
@@ -624,6 +602,95 @@ def embed_stream(loaded: Any, image_paths: Sequence[str], captions: Sequence[str
     images = out.get("images", np.full((n_images, 0), np.nan, np.float32))
     texts = out.get("texts", np.empty((n_texts, 0), np.float32))
     return StreamResult(images, texts, failures, encoder.precision, check, notes)
+
+
+def batch_bounds(n: int, size: int, lanes: int = 1, least: int = 1) -> list[tuple[int, int]]:
+    """(start, stop) of ``n`` rows cut into batches of at most ``size`` rows, as even as can
+    be: a multiple of ``lanes`` batches where that leaves each at least ``least`` rows.
+
+    Lanes take batches in turn, so with a multiple of them they run out of image batches
+    together: 400 images in batches of 32 on 2 lanes are 14 batches of 28-29, not 12 of 32
+    and one of 16 that one lane runs while the other waits. ``least`` keeps the first batch
+    as large as the precision self-check's sample.
+    """
+    if n <= 0:
+        return []
+    fewest = -(-n // size)
+    count = max(fewest, min(-(-fewest // lanes) * lanes, n // max(1, least)))
+    edges = [round(k * n / count) for k in range(count + 1)]
+    return list(zip(edges, edges[1:]))
+
+
+@dataclass(frozen=True)
+class PixelSteps:
+    """A model's image preprocessing cut in two: per image, the steps on the PIL image (resize,
+    crop, mode) down to uint8 pixels; per batch, to-tensor and normalise.
+
+    Per image, torchvision's to-tensor and normalise of a 224 x 224 image cost ~0.85 ms of a
+    core; on a batch of uint8 pixels the same operations cost ~0.15 ms an image and give the
+    same floats bit for bit (the same float32 operations in the same order: / 255, - mean,
+    / std). The decode buffers hold uint8, a quarter of the memory.
+
+    Attributes
+    ----------
+    resize : callable
+        PIL image -> PIL image of the model's size, RGB.
+    mean, std : tensor of shape (3,), float32
+    """
+
+    resize: Callable[[Any], Any]
+    mean: Any
+    std: Any
+
+    @classmethod
+    def split(cls, preprocess: Any) -> PixelSteps | None:
+        """The two halves of ``preprocess``, when it is a torchvision ``Compose`` ending in
+        to-tensor and normalise (as open_clip's transforms do) and the halves give exactly
+        what it gives on a probe image; else None."""
+        try:
+            import torch
+            from torchvision import transforms
+        except ImportError:
+            return None
+        steps = getattr(preprocess, "transforms", None)
+        if not (isinstance(preprocess, transforms.Compose) and len(steps) >= 2
+                and isinstance(steps[-2], transforms.ToTensor)
+                and type(steps[-1]) is transforms.Normalize):
+            return None
+        normalize = steps[-1]
+        halves = cls(transforms.Compose(steps[:-2]),
+                     torch.as_tensor(normalize.mean, dtype=torch.float32),
+                     torch.as_tensor(normalize.std, dtype=torch.float32))
+        probe = _probe_image()
+        try:
+            same = torch.equal(halves.normalise(halves.pixels(probe)[None])[0], preprocess(probe))
+        except (RuntimeError, ValueError, TypeError):
+            return None
+        return halves if same else None
+
+    def pixels(self, image: Any) -> Any:
+        """uint8 tensor of shape (3, H, W) for an RGB PIL image."""
+        import torch
+
+        return torch.from_numpy(np.array(self.resize(image), dtype=np.uint8)).permute(2, 0, 1)
+
+    def normalise(self, batch: Any) -> Any:
+        """float32 tensor of shape (B, 3, H, W), the model's input, for uint8 pixels of that
+        shape (on any device)."""
+        import torch
+
+        mean = self.mean.to(batch.device).view(1, -1, 1, 1)
+        std = self.std.to(batch.device).view(1, -1, 1, 1)
+        return batch.to(torch.float32).div_(255).sub_(mean).div_(std)
+
+
+def _probe_image() -> Any:
+    """A 61 x 47 RGB image of noise: odd sizes and every pixel different, so a split of the
+    preprocessing that resizes, crops or rounds differently shows."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 256, (47, 61, 3), dtype=np.uint8), "RGB")
 
 
 def _torch_threads(n: int) -> None:

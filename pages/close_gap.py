@@ -154,6 +154,12 @@ def method_panel(after_slot, hist_slot) -> None:
         st.caption("Change against the raw embeddings. After: "
                    f"{gap_sentence(view.report.metrics)}")
         show_provenance(prov)
+        if run.scores is not None:
+            st.caption(f":material/functions: **{method_label(method)} corrects scores, not "
+                       "embeddings**: the ranks on the cards (ITR/TIR, IMR/TMR, R@K) are on the "
+                       "corrected scores, each pair's terms from the banks of its own fit (fit "
+                       "pairs only); the scatter, the histograms and the distances (Fréchet, "
+                       "centroid gap) are the raw embeddings', which it leaves as they are.")
         _show_tuning(run)
         st.caption(f":material/straighten: **Fit size**: each fit saw {prov.n_fit:,} pairs"
                    + (f" ({describe_fit_size(method, params)})" if describe_fit_size(method, params)

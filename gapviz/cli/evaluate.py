@@ -103,6 +103,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         prov = result.provenance.to_dict()
         extra["protocol"] = prov
         extra["chance"] = chance_record(pairs.n)
+        if result.scores is not None:
+            extra["scores"] = (f"ranks on corrected scores ({result.scores.name}; each pair's "
+                               "terms from the banks of its own fit); the embeddings and their "
+                               "distances are unchanged")
         if prov["warning"]:
             print(f"gapviz evaluate: warning: {prov['warning']}", file=sys.stderr)
         Xt, Yt = result.images, result.texts
@@ -291,7 +295,10 @@ def _protocol_lines(extra: dict[str, Any]) -> list[str]:
     from .protocol_options import chance_line
 
     prov = {k: v for k, v in extra["protocol"].items() if k != "pool_size"}
-    return [f"protocol: {Provenance(**prov).summary()}", chance_line(prov["n_scored"])]
+    lines = [f"protocol: {Provenance(**prov).summary()}", chance_line(prov["n_scored"])]
+    if extra.get("scores"):
+        lines.append(f"scores: {extra['scores']}")
+    return lines
 
 
 def _protocol_rows(extra: dict[str, Any], fmt: str) -> str:
