@@ -781,7 +781,8 @@ def _kmeans(A: np.ndarray, k: int, seed: int, *, n_init: int, max_iter: int = 10
 
 def cluster_gaps(X: np.ndarray, Y: np.ndarray, *, labels: Sequence[str] | None = None,
                  n_clusters: int | None = None, seed: int = 0,
-                 ks: tuple[int, ...] = RECALL_KS, like: ClusterGaps | None = None) -> ClusterGaps:
+                 ks: tuple[int, ...] = RECALL_KS, like: ClusterGaps | None = None,
+                 scores: ScoreTerms | None = None) -> ClusterGaps:
     """Gap measures per cluster: ITR, R@K, paired distance, RMG, ... of each cluster's pairs.
 
     Parameters
@@ -798,6 +799,9 @@ def cluster_gaps(X: np.ndarray, Y: np.ndarray, *, labels: Sequence[str] | None =
         Measure these clusters (their assignment, names and source) instead of choosing any:
         the same pairs after a method, cluster by cluster beside the raw embeddings (k-means
         on the transformed pairs would group them differently).
+    scores : ScoreTerms, optional
+        A score correction's terms of the N pairs: each cluster ranks on its pairs' terms (the
+        run's, as fitted; the cluster is the pool).
     """
     Xn, Yn = normalize_rows(X), normalize_rows(Y)
     n = Xn.shape[0]
@@ -807,7 +811,7 @@ def cluster_gaps(X: np.ndarray, Y: np.ndarray, *, labels: Sequence[str] | None =
                              f"{n}: pass the clusters of these pairs.")
         out = ClusterGaps(like.assignment.copy(), list(like.names), like.source, like.k)
         with one_blas_thread(2):
-            _measure_clusters(out, Xn, Yn, ks)
+            _measure_clusters(out, Xn, Yn, ks, scores)
         return out
     if labels is not None:
         labels = [str(v) for v in labels]
@@ -821,11 +825,12 @@ def cluster_gaps(X: np.ndarray, Y: np.ndarray, *, labels: Sequence[str] | None =
         names, source = [f"cluster {c}" for c in range(k)], "kmeans"
     out = ClusterGaps(np.asarray(assignment, dtype=np.int64), names, source, k)
     with one_blas_thread(2):  # many small solves: a BLAS thread pool only spins on them
-        _measure_clusters(out, Xn, Yn, ks)
+        _measure_clusters(out, Xn, Yn, ks, scores)
     return out
 
 
-def _measure_clusters(out: ClusterGaps, Xn: np.ndarray, Yn: np.ndarray, ks: tuple[int, ...]) -> None:
+def _measure_clusters(out: ClusterGaps, Xn: np.ndarray, Yn: np.ndarray, ks: tuple[int, ...],
+                      scores: ScoreTerms | None = None) -> None:
     """One row of measures per cluster, in cluster order. Clusters are measured side by side,
     one per CPU: each is small (its similarity pass is one panel, its span a thin QR), so one
     cluster cannot keep two cores busy."""
@@ -836,7 +841,8 @@ def _measure_clusters(out: ClusterGaps, Xn: np.ndarray, Yn: np.ndarray, ks: tupl
         row: dict[str, Any] = {"cluster": c, "name": out.names[c], "n": int(idx.size)}
         if idx.size >= 2:
             Xc, Yc = Xn[idx], Yn[idx]
-            r = measure_gap(Xc, Yc, ks=ks)
+            r = measure_gap(Xc, Yc, ks=ks,
+                            scores=None if scores is None else scores.subset(idx))
             row.update({key: v for key, v in r.metrics.items() if key != "N"})
             row["RMG"] = relative_modality_gap(Xc, Yc)
             row["NDCG@10"] = float(ndcg_gains(r.i2t_rank).mean())
@@ -1024,14 +1030,15 @@ def gap_anatomy(X: np.ndarray, Y: np.ndarray, *, report: GapReport | None = None
     groups = None
     if clusters and cluster_like is not None:
         t = time.perf_counter()
-        groups = cluster_gaps(Xn, Yn, like=cluster_like, seed=seed)
+        groups = cluster_gaps(Xn, Yn, like=cluster_like, seed=seed, scores=scores)
         seconds["clusters"] = time.perf_counter() - t
         clusters = False
     if clusters and labels is None and n_clusters is None and n < KMEANS_MIN_PAIRS:
         clusters = False  # too few pairs to choose k; give n_clusters or labels
     if clusters:
         t = time.perf_counter()
-        groups = cluster_gaps(Xn, Yn, labels=labels, n_clusters=n_clusters, seed=seed)
+        groups = cluster_gaps(Xn, Yn, labels=labels, n_clusters=n_clusters, seed=seed,
+                              scores=scores)
         seconds["clusters"] = time.perf_counter() - t
 
     result = GapAnatomy(metrics, report, dims, curve, groups, split, top, seconds=seconds,

@@ -501,7 +501,7 @@ def embed_stream(loaded: Any, image_paths: Sequence[str], captions: Sequence[str
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gapviz-decode",
                             initializer=_torch_threads, initargs=(1,)) as pool:
-        starts = deque(batch_bounds(n_images, image_batch, n_lanes, check_sample))
+        starts = deque(batch_bounds(n_images, image_batch, n_lanes))
         queue: deque[tuple[list[int], Any, list[Future]]] = deque()
 
         def refill() -> None:
@@ -604,20 +604,20 @@ def embed_stream(loaded: Any, image_paths: Sequence[str], captions: Sequence[str
     return StreamResult(images, texts, failures, encoder.precision, check, notes)
 
 
-def batch_bounds(n: int, size: int, lanes: int = 1, least: int = 1) -> list[tuple[int, int]]:
-    """(start, stop) of ``n`` rows cut into batches of at most ``size`` rows, as even as can
-    be: a multiple of ``lanes`` batches where that leaves each at least ``least`` rows.
+def batch_bounds(n: int, size: int, lanes: int = 1) -> list[tuple[int, int]]:
+    """(start, stop) of ``n`` rows cut into batches of ``size`` rows, the last ``lanes`` of
+    them (never the first) evened out.
 
-    Lanes take batches in turn, so with a multiple of them they run out of image batches
-    together: 400 images in batches of 32 on 2 lanes are 14 batches of 28-29, not 12 of 32
-    and one of 16 that one lane runs while the other waits. ``least`` keeps the first batch
-    as large as the precision self-check's sample.
+    Lanes take the batches in turn, so the last ``lanes`` batches run side by side; of equal
+    size, they end together: 400 images in batches of 32 on 2 lanes end in batches of 24 and
+    24, not 32 and 16, where one lane would run alone for half a batch. The number of batches,
+    and the first (the precision self-check's sample), are as without evening out.
     """
-    if n <= 0:
-        return []
-    fewest = -(-n // size)
-    count = max(fewest, min(-(-fewest // lanes) * lanes, n // max(1, least)))
-    edges = [round(k * n / count) for k in range(count + 1)]
+    edges = [*range(0, n, size), n] if n > 0 else []
+    first = max(1, len(edges) - 1 - lanes)  # the first of the batches evened out
+    if first < len(edges) - 1:
+        start, count = edges[first], len(edges) - 1 - first
+        edges[first:] = [start + round(k * (n - start) / count) for k in range(count + 1)]
     return list(zip(edges, edges[1:]))
 
 

@@ -445,7 +445,11 @@ with tab_gains, guard("measure what closing buys"):
         "whole), the probes are held fixed, and the k-means clusters are held fixed (not "
         "rerun per resample, so k-means' own variability is left out); V-measure and NMI get "
         "basic (bias-corrected) intervals, which can lie below a small estimate. "
-        f"Shown in {time.perf_counter() - started:.2f} s.")
+        + (f"{plain_text(method_label(method))} corrects scores, not embeddings: the searches "
+           "(requested modality, substitution) rank on its corrected scores; k-means, purity "
+           "and the probes read the embeddings, which it leaves as they are. "
+           if run.scores is not None else "")
+        + f"Shown in {time.perf_counter() - started:.2f} s.")
 
 with tab_search, guard("measure hubness and mixed search"):
     st.dataframe(pd.DataFrame([{

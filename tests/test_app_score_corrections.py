@@ -66,6 +66,20 @@ def test_anatomy_shows_costs_and_gains_for_a_score_correction(small_ws, app_sess
     at.selectbox(key="anatomy_method").set_value("qb_norm").run()
     assert_clean(at, "QB-Norm")
     assert any(m.value.startswith("**Raw embeddings → after QB-Norm") for m in at.markdown)
+    frames = [d.value for d in at.dataframe]
+    assert any("kept" in f.columns for f in frames)  # the costs
+    gains = next(f for f in frames if "gain" in f.columns).set_index("gain")
+    pairs = small_ws.active.pairs
+    spec, _ = planned_spec("qb_norm", None, pairs.n, pairs.dim)
+    run = Runner().run(spec, RunData.of(pairs))
+    from gapviz.score_search import pool_search
+
+    share = pool_search(run.images, run.texts, run.scores, k_requested=10)["requested_i2t"].mean()
+    from gapviz.measure_info import format_metric, info
+
+    key = "requested_modality_i2t"
+    assert gains.loc[info(key).label, "after"] == format_metric(key, share)
+    assert any("corrects scores, not embeddings" in c.value for c in at.caption)
 
 
 def test_compare_has_a_row_per_correction(simulated_workspace, app_session, assert_clean):
