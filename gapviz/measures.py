@@ -207,8 +207,10 @@ def _cross_panel(S, i0, r_lo, r_hi, c_lo, c_hi, near, below, lam_r, off_c, lam_c
     worker's own accumulators: the count against ``c_hi[j]``, the two largest values and the
     argmax. Entries in the band ``[lo, hi)`` of their query need float64: they are written as
     (query, candidate) to ``buf_r`` (image queries) / ``buf_c`` (text queries) while there is
-    room (``found`` counts them all). The partner entry (j == i) is no competitor of itself:
-    it is left out of the counts, not of the maxima. ``below`` is under every value.
+    room (``found`` counts them all). A query's own partner(s) are counted like any other
+    entry (they always fall in the band of their own threshold and are settled in float64);
+    the caller takes them out. The block may be rectangular (images x captions). ``below`` is
+    under every value.
     """
     n_rows, n_cols = S.shape
     cap_r = buf_r.shape[0]
@@ -254,8 +256,6 @@ def _cross_panel(S, i0, r_lo, r_hi, c_lo, c_hi, near, below, lam_r, off_c, lam_c
             if band:  # rare: note the close calls of this chunk
                 for t in range(j1 - j0):
                     j = j0 + t
-                    if j == i:
-                        continue
                     v = row[t] + lr * oc[t]
                     u = row[t] + lc[t] * orow
                     if lo <= v < hi:
@@ -281,9 +281,6 @@ def _cross_panel(S, i0, r_lo, r_hi, c_lo, c_hi, near, below, lam_r, off_c, lam_c
         cnt = 0
         for t in range(n_cols):
             cnt += np.int32(row[t] + lr * off_c[t] >= top)
-        # the partner: out of the sure counts
-        sure -= np.int32(row[i] + lr * off_c[i] >= hi)
-        col_sure[i] -= np.int32(row[i] + lam_c[i] * orow >= c_hi[i])
         row_sure[i] = sure
         row_m1[i] = m1
         row_near[i] = max(cnt, 1)
@@ -389,6 +386,10 @@ class GapReport:
         Mixed-pool rank of the paired item for each image / text query.
     i2t_rank_crossmodal, t2i_rank_crossmodal : ndarray of shape (N,)
         Rank of the paired item among the other modality only (classic retrieval).
+    image_of : ndarray of shape (N,) or None
+        With several captions per image: each pair's unique image (0 .. M - 1). The image
+        queries' arrays (``best_text_rank``, ``i2t_rank``, ``i2t_rank_crossmodal``) then have
+        M entries, one per image, and an image finds its pair when any caption is ranked.
     """
 
     metrics: dict[str, float]
@@ -400,10 +401,21 @@ class GapReport:
     i2t_rank_crossmodal: np.ndarray
     t2i_rank_crossmodal: np.ndarray
     ks: tuple[int, ...] = field(default=RECALL_KS)
+    image_of: np.ndarray | None = None
 
     @property
     def n(self) -> int:
         return int(self.paired_cosine.shape[0])
+
+    @property
+    def n_images(self) -> int:
+        return self.n if self.image_of is None else int(self.best_text_rank.shape[0])
+
+    @property
+    def convention(self) -> str:
+        """How captions count ("1 caption per image", "all captions (5 per image), any
+        counts"): :func:`caption_convention`."""
+        return caption_convention(self.n, self.n_images)
 
 
 
@@ -435,9 +447,45 @@ def normalize_rows(A: np.ndarray) -> np.ndarray:
     return _unit_rows(_exact_source(np.asarray(A)))[0]
 
 
+def image_groups(X: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(image_of, first)`` of pairs whose images have several captions, or None when every
+    id is used once (one caption per image: nothing to group).
+
+    ``groups`` holds each row's image id; ``image_of[r]`` is row r's unique image (ids in
+    sorted order) and ``first[g]`` the first row of image g. Rows of one id must hold the same
+    image embedding (ValueError naming the first that does not).
+    """
+    groups = np.asarray(groups)
+    X = np.asarray(X)
+    if groups.shape != (X.shape[0],):
+        raise ValueError(f"groups must give one image id per pair ({X.shape[0]}), got shape "
+                         f"{groups.shape}.")
+    _, first, image_of = np.unique(groups, return_index=True, return_inverse=True)
+    if first.shape[0] == X.shape[0]:
+        return None
+    differ = np.flatnonzero(np.any(X != X[first[image_of]], axis=1))
+    if differ.size:
+        r = int(differ[0])
+        raise ValueError(f"pairs {int(first[image_of[r]])} and {r} have the same image id "
+                         f"{groups[r]!r} but different image embeddings; an image id must name "
+                         "one image (give each image its own id).")
+    return image_of.astype(np.int64), first.astype(np.int64)
+
+
+def caption_convention(n_pairs: int, n_images: int) -> str:
+    """The caption convention of a number, for every output: "1 caption per image" or "all
+    captions (5 per image), any counts"."""
+    if n_images >= n_pairs:
+        return "1 caption per image"
+    per = n_pairs / max(n_images, 1)
+    shown = f"{per:.0f}" if abs(per - round(per)) < 1e-9 else f"{per:.1f} on average"
+    return f"all captions ({shown} per image), any counts"
+
+
 def measure_gap(X: np.ndarray, Y: np.ndarray, *, ks: tuple[int, ...] = RECALL_KS,
                 separability: bool = False, block_values: int | None = None,
-                device: str = "auto", scores: ScoreTerms | None = None) -> GapReport:
+                device: str = "auto", scores: ScoreTerms | None = None,
+                groups: np.ndarray | None = None) -> GapReport:
     """Every gap measure of N paired embeddings (the paper's section 2.2, made precise).
 
     Parameters
@@ -463,6 +511,14 @@ def measure_gap(X: np.ndarray, Y: np.ndarray, *, ks: tuple[int, ...] = RECALL_KS
         the corrected scores, exactly, in the same pass (one multiply-add more per compared
         pair; always on the CPU). The distances (Fréchet, centroid gap, ...) read the
         embeddings and do not change.
+    groups : array of shape (N,), optional
+        Several captions per image: row i's image id (rows of one id hold the same image
+        embedding). The mixed pool is then the M unique images and the N captions; an image
+        query finds its pair when *any* of its captions is at the rank (its best-ranked
+        caption's rank, its other captions not competing), a caption query when its image
+        is; ITR / TMR and R@K average over the M images, TIR / IMR and R@K_t2i over the N
+        captions; the per-modality distances (centroid gap, cones, Fréchet) take each image
+        once. Always on the CPU. Without it: one caption per image, the pairs as given.
 
     Returns
     -------
@@ -474,7 +530,12 @@ def measure_gap(X: np.ndarray, Y: np.ndarray, *, ks: tuple[int, ...] = RECALL_KS
     if not (np.isfinite(X).all() and np.isfinite(Y).all()):
         raise ValueError("embeddings contain NaN or inf; gapviz.embeddings.clean_pairs skips and "
                          "reports such rows.")
-    on_device = _torch_device(device, X.shape[0]) if scores is None else None
+    grouping = None if groups is None else image_groups(X, groups)
+    if grouping is not None and scores is not None:
+        raise ValueError("score corrections are not measured with several captions per image "
+                         "yet; measure one caption per image (groups=None).")
+    on_device = (_torch_device(device, X.shape[0]) if scores is None and grouping is None
+                 else None)
     Xr, Yr = _exact_source(X), _exact_source(Y)
     Xn, ix = _unit_rows(Xr)
     Yn, iy = _unit_rows(Yr)
@@ -490,27 +551,25 @@ def measure_gap(X: np.ndarray, Y: np.ndarray, *, ks: tuple[int, ...] = RECALL_KS
     with one_blas_thread(workers), ThreadPoolExecutor(1, "gapviz-distances") as side:
         # The O(N d + d^3) measures (Fréchet's eigen-solve above all) run beside the
         # similarity pass instead of after it.
-        distances = side.submit(distance_measures, Xn, Yn, s_pair, normalized=True)
+        distances = side.submit(distance_measures, Xn, Yn, s_pair, normalized=True,
+                                images=None if grouping is None else Xn[grouping[1]])
         if on_device is not None:  # the same pass on a torch device, the same counts
             from .measures_torch import similarity_pass
 
-            (best_text_sim, texts_ge_pair, best_image_sim, images_ge_pair, imgs_ge_best_text,
-             imgs_ge_pair, txts_ge_best_img, txts_ge_pair) = similarity_pass(
-                Xn, Yn, Xr, Yr, ix, iy, s_pair, h, block_values, on_device)
+            (_, i2t_cross, _, t2i_cross, imgs_ge_best_text, imgs_ge_pair, txts_ge_best_img,
+             txts_ge_pair) = similarity_pass(Xn, Yn, Xr, Yr, ix, iy, s_pair, h, block_values,
+                                             on_device)
         else:
-            counts = _mixed_pool_counts(Xn, Yn, Xr, Yr, ix, iy, s_pair, h, scores,
-                                        BLOCK_VALUES if block_values is None else block_values,
-                                        workers)
-            (texts_ge_pair, images_ge_pair, imgs_ge_best_text, imgs_ge_pair, txts_ge_best_img,
-             txts_ge_pair) = counts
+            (i2t_cross, imgs_ge_pair, imgs_ge_best_text, t2i_cross, txts_ge_pair,
+             txts_ge_best_img) = _mixed_pool_counts(
+                Xn, Yn, Xr, Yr, ix, iy, s_pair, h, scores,
+                BLOCK_VALUES if block_values is None else block_values, workers, grouping)
         distances = distances.result()
 
     best_text_rank = 1 + imgs_ge_best_text
     best_image_rank = 1 + txts_ge_best_img
-    i2t_cross = texts_ge_pair
-    t2i_cross = images_ge_pair
-    i2t_mixed = texts_ge_pair + imgs_ge_pair
-    t2i_mixed = images_ge_pair + txts_ge_pair
+    i2t_mixed = i2t_cross + imgs_ge_pair
+    t2i_mixed = t2i_cross + txts_ge_pair
 
     metrics: dict[str, float] = {
         "N": float(n),
@@ -527,71 +586,111 @@ def measure_gap(X: np.ndarray, Y: np.ndarray, *, ks: tuple[int, ...] = RECALL_KS
         metrics[f"R@{k}_i2t_crossmodal"] = float(np.mean(i2t_cross <= k))
         metrics[f"R@{k}_t2i_crossmodal"] = float(np.mean(t2i_cross <= k))
     metrics.update(distances)
+    if grouping is not None:
+        metrics["images"] = float(grouping[1].shape[0])
     if separability:
         metrics["separability"] = linear_separability(Xn, Yn)
     return GapReport(metrics, s_pair, best_text_rank, best_image_rank, i2t_mixed, t2i_mixed,
-                     i2t_cross, t2i_cross, tuple(ks))
+                     i2t_cross, t2i_cross, tuple(ks),
+                     image_of=None if grouping is None else grouping[0])
 
 
-def _mixed_pool_counts(Xn, Yn, Xr, Yr, ix, iy, s_pair, h, scores, block_values, workers):
-    """The six per-query counts of the mixed pool, on the cosine or on corrected scores.
+def _mixed_pool_counts(Xn, Yn, Xr, Yr, ix, iy, s_pair, h, scores, block_values, workers,
+                       groups=None):
+    """The per-query counts of the mixed pool, on the cosine or on corrected scores.
+
+    ``groups``: ``(image_of, first)`` when images have several captions: row r's image is
+    unique image ``image_of[r]``, whose embedding is row ``first[image_of[r]]``; the pool is
+    then the M unique images and the N captions. An image query's relevant texts are all its
+    captions (its rank is that of the best of them, the others not competing); a caption's
+    relevant image is its own. Without groups every image has one caption (M = N).
 
     An image query's partner and best text are corrected scores of block (image, text); the
     images ahead of them are counted in block (image, image), each threshold mapped into that
     block's shifted scale (:class:`gapviz.score_terms.ScoreTerms`). Text queries alike.
+
+    Returns
+    -------
+    tuple of ndarray
+        ``i2t_cross``, ``imgs_ge_pair``, ``imgs_ge_best_text`` (per image, M), ``t2i_cross``,
+        ``txts_ge_pair``, ``txts_ge_best_img`` (per caption, N): cross-modal ranks of the
+        relevant item and the same-modality items at least as close as it, and as the best
+        item of the other modality.
     """
     n = Xn.shape[0]
+    if groups is None:
+        image_of, first = np.arange(n), np.arange(n)
+        Xu, Xur, ixu = Xn, Xr, ix
+    else:
+        image_of, first = groups
+        Xu, Xur, ixu = (np.ascontiguousarray(A[first]) for A in (Xn, Xr, ix))
+    m = first.shape[0]
     if scores is None:
-        plain = _Shift.none(n, n, h)
-        thr = {(0, 1): s_pair, (1, 0): s_pair}
-        shift = {key: plain for key in ((0, 0), (0, 1), (1, 0), (1, 1))}
+        plain_r, plain_c = _Shift.none(m, n, h), _Shift.none(n, m, h)
+        shift = {(0, 0): _Shift.none(m, m, h), (0, 1): plain_r, (1, 0): plain_c,
+                 (1, 1): _Shift.none(n, n, h)}
+        pair_value = {(0, 1): s_pair, (1, 0): s_pair}
     else:
         shift = {(mq, mc): _Shift.of(scores.lam[mq, mc], scores.offset[mq, mc], h)
                  for mq in (0, 1) for mc in (0, 1)}
         # the partner's shifted value in the cross block of each query modality
-        thr = {key: s_pair + scores.lam[key] * scores.offset[key] for key in ((0, 1), (1, 0))}
-    best_text, texts_ge_pair, best_image, images_ge_pair = _cross_stats(
-        Xn, Yn, Xr, Yr, ix, iy, thr[0, 1], thr[1, 0], shift[0, 1], shift[1, 0], block_values,
-        workers)
+        pair_value = {key: s_pair + scores.lam[key] * scores.offset[key]
+                      for key in ((0, 1), (1, 0))}
+    # An image's threshold: its best relevant caption. A caption's: its image.
+    thr_r = np.full(m, -np.inf)
+    np.maximum.at(thr_r, image_of, pair_value[0, 1])
+    best_text, texts_ge, best_image, images_ge = _cross_stats(
+        Xu, Yn, Xur, Yr, ixu, iy, thr_r, pair_value[1, 0], shift[0, 1], shift[1, 0],
+        block_values, workers)
+    # the relevant captions at the threshold are not competitors: take them out, keep one
+    relevant = np.bincount(image_of, weights=pair_value[0, 1] >= thr_r[image_of] - TIE_TOL_FLOAT64,
+                           minlength=m).astype(np.int64)
+    i2t_cross = texts_ge - relevant + 1
+    t2i_cross = images_ge  # its own image counts once: rank = 1 + the images ahead
     if scores is None:
-        within = {0: (best_text, s_pair), 1: (best_image, s_pair)}
+        within = {0: (best_text, thr_r), 1: (best_image, pair_value[1, 0])}
     else:  # the best and the partner as corrected scores, then in the within block's scale
-        within = {m: tuple(scores.to_shifted(m, m, scores.from_shifted(m, 1 - m, value))
-                           for value in (best, thr[m, 1 - m]))
-                  for m, best in ((0, best_text), (1, best_image))}
-    imgs_ge_best_text, imgs_ge_pair = _within_counts(Xn, Xr, ix, *within[0], shift[0, 0],
+        within = {k: tuple(scores.to_shifted(k, k, scores.from_shifted(k, 1 - k, value))
+                           for value in (best, thr))
+                  for k, best, thr in ((0, best_text, thr_r), (1, best_image, pair_value[1, 0]))}
+    imgs_ge_best_text, imgs_ge_pair = _within_counts(Xu, Xur, ixu, *within[0], shift[0, 0],
                                                      block_values, workers)
     txts_ge_best_img, txts_ge_pair = _within_counts(Yn, Yr, iy, *within[1], shift[1, 1],
                                                     block_values, workers)
-    return (texts_ge_pair, images_ge_pair, imgs_ge_best_text, imgs_ge_pair, txts_ge_best_img,
-            txts_ge_pair)
+    return (i2t_cross, imgs_ge_pair, imgs_ge_best_text, t2i_cross, txts_ge_pair,
+            txts_ge_best_img)
 
 
 def distance_measures(X: np.ndarray, Y: np.ndarray, s_pair: np.ndarray | None = None, *,
-                      normalized: bool = False) -> dict[str, float]:
+                      normalized: bool = False, images: np.ndarray | None = None
+                      ) -> dict[str, float]:
     """Paired distances, pairs-vs-all, centroid gap, cone means and Fréchet distance.
 
-    All O(N d + d^3): the mean over all N x N image-text cosines is
-    ``(sum_i x_i) . (sum_j y_j) / N^2``, no N x N matrix needed.
+    All O(N d + d^3): the mean over all image-text cosines is
+    ``(sum_i x_i) . (sum_j y_j) / (M N)``, no M x N matrix needed. ``images``: the M unique
+    image rows when an image has several captions (rows of X repeat it): the per-modality
+    measures then take each image once, the paired ones each pair.
     """
     if not normalized:
         X, Y = normalize_rows(X), normalize_rows(Y)
-    n = X.shape[0]
+    n = Y.shape[0]
     if s_pair is None:
         s_pair = np.einsum("ij,ij->i", X, Y)
     diff = np.linalg.norm(X - Y, axis=1).astype(np.float64)
-    sx = X.sum(0, dtype=np.float64)
+    U = X if images is None else (images if normalized else normalize_rows(images))
+    m = U.shape[0]
+    sx = U.sum(0, dtype=np.float64)
     sy = Y.sum(0, dtype=np.float64)
     return {
         "paired_cosine_distance": float(np.mean(1.0 - s_pair.astype(np.float64))),
         "paired_l2": float(diff.mean()),
         "paired_l2_squared": float(np.mean(diff ** 2)),
-        "all_cosine_distance": float(1.0 - sx @ sy / n ** 2),
-        "centroid_gap": float(np.linalg.norm(sx / n - sy / n)),
+        "all_cosine_distance": float(1.0 - sx @ sy / (m * n)),
+        "centroid_gap": float(np.linalg.norm(sx / m - sy / n)),
         # mean over i != j of x_i . x_j for unit rows: (|sum x|^2 - N) / (N (N - 1))
-        "image_cone": float((sx @ sx - n) / (n * (n - 1))),
+        "image_cone": float((sx @ sx - m) / (m * (m - 1))) if m > 1 else math.nan,
         "text_cone": float((sy @ sy - n) / (n * (n - 1))),
-        "frechet": frechet_distance(X, Y),  # on the L2-normalised rows
+        "frechet": frechet_distance(U, Y),  # on the L2-normalised rows
     }
 
 
@@ -877,26 +976,27 @@ def _cross_stats(Xn: np.ndarray, Yn: np.ndarray, Xr: np.ndarray, Yr: np.ndarray,
                  iy: np.ndarray, thr_r: np.ndarray, thr_c: np.ndarray, shift_r: _Shift,
                  shift_c: _Shift, block_values: int,
                  workers: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One pass over ``X Y^T`` by row panels, close calls settled in float64.
+    """One pass over ``X Y^T`` (M images x N texts) by row panels, close calls settled in
+    float64.
 
     Image query i reads text j as the shifted cosine ``cos + shift_r.lam[i] shift_r.off[j]``
     and text query j reads image i as ``cos + shift_c.lam[j] shift_c.off[i]`` (both the
-    cosine for the raw measures). Returns best_text_sim, texts_ge_pair (per image query),
-    best_image_sim, images_ge_pair (per text query): the exact float64 best shifted value of
-    the other modality, and how many of the other modality are at least ``thr_r[i]`` /
-    ``thr_c[j]`` (the partner's value), the partner included.
+    cosine for the raw measures). Returns best_text_sim, texts_ge (per image query, M),
+    best_image_sim, images_ge (per text query, N): the exact float64 best shifted value of the
+    other modality, and how many of the other modality are at least ``thr_r[i]`` /
+    ``thr_c[j]``, the query's own partner(s) included.
     """
-    n = Xn.shape[0]
+    m, n = Xn.shape[0], Yn.shape[0]
     rows = _panel_rows(n, block_values, workers)
     lo_r, hi_r = _band32(thr_r, shift_r.h)
     lo_c, hi_c = _band32(thr_c, shift_c.h)
     # two float32 values each within h of their exact values
     near = np.float32(2 * max(shift_r.h, shift_c.h))
     below = np.float32(min(shift_r.below, shift_c.below))
-    row_sure = np.zeros(n, np.int32)
-    row_m1 = np.empty(n, np.float32)
-    row_near = np.empty(n, np.int32)
-    row_arg = np.zeros(n, np.int64)
+    row_sure = np.zeros(m, np.int32)
+    row_m1 = np.empty(m, np.float32)
+    row_near = np.empty(m, np.int32)
+    row_arg = np.zeros(m, np.int64)
     col_sure = np.zeros((workers, n), np.int32)
     col_m1 = np.full((workers, n), below, np.float32)
     col_m2 = np.full((workers, n), below, np.float32)
@@ -905,9 +1005,9 @@ def _cross_stats(Xn: np.ndarray, Yn: np.ndarray, Xr: np.ndarray, Yr: np.ndarray,
     terms = (shift_r.lam32, shift_r.off32, shift_c.lam32, shift_c.off32)
 
     def panel(slot: int, i0: int) -> None:
-        i1 = min(n, i0 + rows)
+        i1 = min(m, i0 + rows)
         S = Xn[i0:i1] @ Yn.T
-        cap = 8 * (i1 - i0) + 256
+        cap = 8 * (i1 - i0) + 2 * n // max(1, m // max(1, i1 - i0)) + 256
         acc = (col_sure[slot], col_m1[slot], col_m2[slot], col_arg[slot])
         while True:
             buf_r = np.empty((cap, 2), np.int32)
@@ -929,28 +1029,29 @@ def _cross_stats(Xn: np.ndarray, Yn: np.ndarray, Xr: np.ndarray, Yr: np.ndarray,
                                          >= row_m1[i0 + r] - near)]]
         found.append((buf_r[:count[0]], buf_c[:count[1]], _stack(tied)))
 
-    _run_panels(panel, list(range(0, n, rows)), workers)
+    _run_panels(panel, list(range(0, m, rows)), workers)
 
-    # Partner ranks: the sure counts plus the band entries that float64 puts at least as close.
-    texts_ge_pair = 1 + row_sure.astype(np.int64)
-    images_ge_pair = 1 + col_sure.sum(axis=0, dtype=np.int64)
+    # Counts: the sure ones plus the band entries that float64 puts at least as close.
+    texts_ge = row_sure.astype(np.int64)
+    images_ge = col_sure.sum(axis=0, dtype=np.int64)
     _count_at_least(Xr, Yr, ix, iy, _stack([f[0] for f in found]), thr_r, TIE_TOL_FLOAT64,
-                    texts_ge_pair, shift_r.lam, shift_r.off)
+                    texts_ge, shift_r.lam, shift_r.off)
     _count_at_least(Yr, Xr, iy, ix, _stack([f[1] for f in found]), thr_c, TIE_TOL_FLOAT64,
-                    images_ge_pair, shift_c.lam, shift_c.off)
+                    images_ge, shift_c.lam, shift_c.off)
 
     # Best text per image: the argmax when no other text is within `near` of it, else every
     # near-maximum text, in float64.
-    idx = np.arange(n, dtype=np.int32)
+    idx_r = np.arange(m, dtype=np.int32)
     unique = row_near == 1
-    entries = np.concatenate([np.c_[idx[unique], row_arg[unique].astype(np.int32)],
+    entries = np.concatenate([np.c_[idx_r[unique], row_arg[unique].astype(np.int32)],
                               _stack([f[2] for f in found])])
-    best_text = np.full(n, -np.inf)
+    best_text = np.full(m, -np.inf)
     _max_over(Xr, Yr, ix, iy, np.ascontiguousarray(entries, dtype=np.int32), best_text,
               shift_r.lam, shift_r.off)
 
     # Best image per text: the workers' top-2 merged; a maximum that is not unique within
     # `near` (duplicated images above all) takes those texts' columns again, as rows.
+    idx = np.arange(n, dtype=np.int32)
     w_star = col_m1.argmax(axis=0)
     m1 = col_m1[w_star, idx]
     others = col_m1.copy()
@@ -959,7 +1060,7 @@ def _cross_stats(Xn: np.ndarray, Yn: np.ndarray, Xr: np.ndarray, Yr: np.ndarray,
     unique = m2 < m1 - near
     parts = [np.c_[idx[unique], col_arg[w_star, idx][unique].astype(np.int32)]]
     again = idx[~unique]
-    step = max(1, block_values // n)
+    step = max(1, block_values // m)
     for j0 in range(0, again.size, step):
         cols = again[j0:j0 + step]
         S = Yn[cols] @ Xn.T + shift_c.lam32[cols, None] * shift_c.off32[None, :]
@@ -968,7 +1069,7 @@ def _cross_stats(Xn: np.ndarray, Yn: np.ndarray, Xr: np.ndarray, Yr: np.ndarray,
     best_image = np.full(n, -np.inf)
     _max_over(Yr, Xr, iy, ix, np.ascontiguousarray(np.concatenate(parts), dtype=np.int32),
               best_image, shift_c.lam, shift_c.off)
-    return best_text, texts_ge_pair, best_image, images_ge_pair
+    return best_text, texts_ge, best_image, images_ge
 
 
 def _within_counts(An: np.ndarray, Ar: np.ndarray, ia: np.ndarray, thr_a: np.ndarray,

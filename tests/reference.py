@@ -126,3 +126,56 @@ def near_tie_pairs(gap: float, d: int, n: int = 40, seed: int = 0):
     ct = c + gap
     Y[0] = ct * e1 + np.sqrt(1 - ct ** 2) * e3
     return X.astype(np.float32), Y.astype(np.float32)
+
+
+def brute_force_group_ranks(X, Y, groups):
+    """Ranks with several captions per image, from the definitions: the pool is the unique
+    images (first row of each id, ids sorted) and every caption; an image query's relevant
+    items are all its captions (its rank: 1 + the non-relevant items at least as close as its
+    best caption), a caption's is its image; a tie is never a win."""
+    X = np.asarray(X, dtype=np.float64)
+    Y = np.asarray(Y, dtype=np.float64)
+    X = X / np.linalg.norm(X, axis=1, keepdims=True)
+    Y = Y / np.linalg.norm(Y, axis=1, keepdims=True)
+    ids, first, image_of = np.unique(np.asarray(groups), return_index=True, return_inverse=True)
+    U = X[first]
+    m, n = U.shape[0], Y.shape[0]
+    SI, ST = U @ np.vstack([U, Y]).T, Y @ np.vstack([U, Y]).T  # queries against the pool
+    out = {"best_text": np.zeros(m, int), "i2t": np.zeros(m, int), "i2t_x": np.zeros(m, int),
+           "best_image": np.zeros(n, int), "t2i": np.zeros(n, int), "t2i_x": np.zeros(n, int)}
+    for g in range(m):
+        s = SI[g].copy()
+        s[g] = -np.inf  # not its own result
+        rel = m + np.flatnonzero(image_of == g)
+        best = s[rel].max()
+        nonrel = np.ones(m + n, bool)
+        nonrel[rel] = False
+        nonrel[g] = False
+        out["i2t"][g] = 1 + np.count_nonzero(s[nonrel] >= best - TOL)
+        out["i2t_x"][g] = 1 + np.count_nonzero(s[m:][nonrel[m:]] >= best - TOL)
+        out["best_text"][g] = 1 + np.count_nonzero(s[:m] >= s[m:].max() - TOL)
+    for t in range(n):
+        s = ST[t].copy()
+        s[m + t] = -np.inf
+        target = s[image_of[t]]
+        out["t2i"][t] = np.count_nonzero(s >= target - TOL)
+        out["t2i_x"][t] = np.count_nonzero(s[:m] >= target - TOL)
+        out["best_image"][t] = 1 + np.count_nonzero(s[m:] >= s[:m].max() - TOL)
+    return out
+
+
+def coco_style_groups(n_images: int, d: int, seed: int, captions: int = 5, f64: bool = False):
+    """Pairs of ``n_images`` images with ``captions`` captions each (1 to ``captions`` when
+    negative counts are drawn), image rows repeated per caption, a near-duplicate caption and
+    an exact duplicate image planted; returns X, Y, groups (image ids as strings)."""
+    rng = np.random.default_rng(seed)
+    imgs = rng.normal(size=(n_images, d)) + 0.2
+    per = np.full(n_images, captions) if captions > 0 else rng.integers(1, -captions + 1, n_images)
+    rows = np.repeat(np.arange(n_images), per)
+    Y = imgs[rows] * 0.3 + rng.normal(size=(rows.size, d))
+    Y[1] = Y[0] + 1e-7 * rng.normal(size=d)      # a near-tie between two captions
+    imgs[3] = imgs[2]                             # two images with the same embedding
+    X = imgs[rows]
+    if not f64:
+        X, Y = X.astype(np.float32), Y.astype(np.float32)
+    return X, Y, np.array([f"img{g:04d}" for g in rows])

@@ -1,0 +1,67 @@
+"""Many captions per image: every rank measure equals a float64 brute force that counts any
+caption of the image as relevant (ties, near-ties and duplicated images included)."""
+
+import numpy as np
+import pytest
+
+from gapviz.measures import caption_convention, image_groups, measure_gap
+
+from reference import RANK_FIELDS, brute_force_group_ranks, brute_force_ranks, coco_style_groups
+
+
+@pytest.mark.parametrize("seed,captions,block", [(0, 5, None), (1, -5, 3_000), (2, 3, 700)])
+def test_ranks_equal_the_float64_any_caption_reference(seed, captions, block):
+    X, Y, groups = coco_style_groups(60, 12, seed, captions)
+    report = measure_gap(X, Y, groups=groups, block_values=block)
+    ref = brute_force_group_ranks(X, Y, groups)
+    for mine, theirs in RANK_FIELDS:
+        np.testing.assert_array_equal(getattr(report, mine), ref[theirs], err_msg=mine)
+    m = len(set(groups))
+    assert report.n_images == m and report.metrics["images"] == m
+    assert report.metrics["R@5"] == np.mean(ref["i2t"] <= 5)            # over the images
+    assert report.metrics["R@5_t2i"] == np.mean(ref["t2i"] <= 5)        # over the captions
+    bt, bi = ref["best_text"], ref["best_image"]
+    assert report.metrics["ITR"] == np.count_nonzero(bt > 1) / np.count_nonzero(bt == 1)
+    assert report.metrics["TIR"] == np.count_nonzero(bi > 1) / np.count_nonzero(bi == 1)
+    assert report.metrics["TMR"] == bt.mean() and report.metrics["IMR"] == bi.mean()
+    assert report.convention.startswith("all captions")
+
+
+def test_one_caption_per_image_is_the_plain_measure():
+    X, Y, groups = coco_style_groups(40, 8, 3, 1)
+    plain = measure_gap(X, Y)
+    grouped = measure_gap(X, Y, groups=groups)
+    for field, _ in RANK_FIELDS:
+        np.testing.assert_array_equal(getattr(plain, field), getattr(grouped, field))
+    assert grouped.convention == "1 caption per image" and grouped.image_of is None
+    ref = brute_force_ranks(X, Y)
+    np.testing.assert_array_equal(plain.i2t_rank, ref["i2t"])
+
+
+def test_any_caption_counts_where_first_caption_misses():
+    """An image whose first caption is ranked low but another caption first: R@1 counts it."""
+    rng = np.random.default_rng(0)
+    img = rng.normal(size=(3, 6))
+    X = np.repeat(img, 2, axis=0).astype(np.float32)
+    Y = np.vstack([img[1] + 0.01, img[0], rng.normal(size=6), img[1], rng.normal(size=6),
+                   img[2] + 0.02])
+    groups = np.array([0, 0, 1, 1, 2, 2])
+    r = measure_gap(X, Y.astype(np.float32), groups=groups, ks=(1,))
+    first_only = measure_gap(img.astype(np.float32), Y[[0, 2, 4]].astype(np.float32), ks=(1,))
+    assert r.i2t_rank_crossmodal.tolist() == [1, 1, 1]
+    assert first_only.i2t_rank_crossmodal[0] > 1
+
+
+def test_group_ids_must_name_one_image():
+    X, Y, groups = coco_style_groups(10, 4, 0, 2)
+    X[1] += 1.0
+    with pytest.raises(ValueError, match="same image id"):
+        image_groups(X, groups)
+    with pytest.raises(ValueError, match="one image id per pair"):
+        measure_gap(X, Y, groups=groups[:-1])
+
+
+def test_conventions_are_named():
+    assert caption_convention(500, 500) == "1 caption per image"
+    assert caption_convention(2500, 500) == "all captions (5 per image), any counts"
+    assert caption_convention(2510, 500) == "all captions (5.0 on average per image), any counts"
