@@ -20,4 +20,4 @@ SPECTRAL_MAX_K = 200
 
 #: Keys of the embeddings file format (.npz); the parquet columns are listed in embeddings.py.
 NPZ_REQUIRED_KEYS = ("image_embeddings", "text_embeddings")
-NPZ_OPTIONAL_KEYS = ("ids", "captions", "image_paths", "labels", "model", "meta")
+NPZ_OPTIONAL_KEYS = ("ids", "captions", "image_paths", "labels", "groups", "model", "meta")

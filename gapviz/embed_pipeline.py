@@ -8,10 +8,11 @@ Three pieces, used by :mod:`gapviz.encode`:
   fp16 autocast on Apple MPS; fp32 otherwise.
 - :class:`Encoder` runs one model at one precision: batches in, L2-normalised float32 rows
   out. On CPU a bf16 copy of the weights is made once and kept with the loaded model
-  (autocast would convert every weight on every call); on GPUs the fp32 weights run under
-  autocast.
-- :func:`embed_stream` is the pipeline: worker threads read, decode and preprocess images
-  straight into the next batches' buffers (Pillow releases the GIL for decoding and resizing;
+  (autocast would convert every weight on every call), its patch embedding run as a matrix
+  product (:func:`patches_as_products`); on GPUs the fp32 weights run under autocast.
+- :func:`embed_stream` is the pipeline: worker threads read, decode and resize images
+  straight into the next batches' buffers as uint8 pixels, and a lane normalises a whole
+  batch at once (:class:`PixelSteps`; Pillow releases the GIL for decoding and resizing;
   on CUDA the buffers are in pinned memory, copied asynchronously) while model lanes run:
   on a CPU one lane per core, each running whole batches on one thread (no per-operation
   barrier across cores), on a GPU one. A lane takes the next image batch once it is decoded,
@@ -216,9 +217,9 @@ def patches_as_products(model: Any) -> Any:
     """Run ``model``'s patch embeddings as matrix products, in place; returns ``model``.
 
     A convolution whose kernel equals its stride (a ViT's patch embedding: 32 x 32 pixels,
-    stride 32, for ViT-B-32) runs in oneDNN's bf16 convolution at about a third of the rate of
-    the same arithmetic as one matrix product of the image's patches with the flattened kernel
-    (batch of 32 at 224 px, one core with AMX: 22 ms against 11 ms). Other convolutions are
+    stride 32, for ViT-B-32) runs in oneDNN's bf16 convolution at half the rate of the same
+    arithmetic as one matrix product of the image's patches with the flattened kernel (batch of
+    32 at 224 px, one core with AMX: 22 ms against 11 ms). Other convolutions are
     left as they are. For the CPU copy of the weights (:func:`_cpu_cast`) only: the fp32
     model, the self-check's reference, keeps torch's own convolution.
     """

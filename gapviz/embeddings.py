@@ -5,11 +5,13 @@ Format
 ``.npz``
     ``image_embeddings`` (N, d) and ``text_embeddings`` (N, d), float; optional ``ids``,
     ``captions``, ``image_paths`` (length N, strings), ``labels`` (length N, a class label per
-    pair, strings or integers), ``model`` (a string) and ``meta`` (a JSON string: method,
-    parameters, "simulated" flag, ...).
+    pair, strings or integers), ``groups`` (length N, the image id of each pair when an image
+    has several captions: one pair per caption), ``model`` (a string) and ``meta`` (a JSON
+    string: method, parameters, "simulated" flag, ...).
 ``.parquet``
     One row per pair: list-of-float columns ``image_embedding`` and ``text_embedding``, optional
-    string columns ``id``, ``caption``, ``image_path``, ``label``; ``model`` and ``meta`` are kept in the
+    string columns ``id``, ``caption``, ``image_path``, ``label``, ``group`` (image id); ``model``
+    and ``meta`` are kept in the
     file's key-value metadata under the key ``gapviz``.
 
 Reading validates once, here at the boundary: structural problems (mismatched N, different d
@@ -57,7 +59,8 @@ from .safety import JSONInputError, loads_json, set_default_mode
 
 #: Private entry of a reader's values: rows beyond float32 found before converting to float32.
 _TOO_LARGE_KEY = "_too_large_rows"
-PARQUET_COLUMNS = ("id", "caption", "image_path", "label", "image_embedding", "text_embedding")
+PARQUET_COLUMNS = ("id", "caption", "image_path", "label", "group", "image_embedding",
+                   "text_embedding")
 PARQUET_META_KEY = b"gapviz"
 
 #: Largest in-memory size of the arrays of one embeddings file (2 GiB holds 250,000 pairs of
@@ -138,6 +141,11 @@ class PairedEmbeddings:
         JSON-serialisable provenance: ``simulated``, ``imitates``, ``method``, ``params``, ...
     labels : list of str, optional
         Class label of each pair (zero-shot accuracy, per-class gap); length N when given.
+    groups : list of str, optional
+        Image id of each pair when images have several captions (one pair per caption, the
+        image's embedding repeated): the measures then count any caption of an image as its
+        match, and the protocols never split an image's captions between fit and score.
+        None: one caption per image.
     """
 
     image_embeddings: np.ndarray
@@ -148,6 +156,7 @@ class PairedEmbeddings:
     model: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
     labels: list[str] | None = None
+    groups: list[str] | None = None
 
     def __post_init__(self) -> None:
         self.image_embeddings = np.ascontiguousarray(self.image_embeddings, dtype=np.float32)
@@ -156,7 +165,7 @@ class PairedEmbeddings:
         n = self.image_embeddings.shape[0]
         if self.ids is None:
             self.ids = [str(i) for i in range(n)]
-        for name in ("ids", "captions", "image_paths", "labels"):
+        for name in ("ids", "captions", "image_paths", "labels", "groups"):
             values = getattr(self, name)
             if values is not None:
                 values = [str(v) for v in values]
@@ -204,20 +213,40 @@ class PairedEmbeddings:
         return PairedEmbeddings(
             self.image_embeddings[rows], self.text_embeddings[rows], pick(self.ids),
             pick(self.captions), pick(self.image_paths), self.model, dict(self.meta),
-            pick(self.labels),
+            pick(self.labels), pick(self.groups),
         )
 
     def with_embeddings(self, image: np.ndarray, text: np.ndarray, **meta: Any) -> "PairedEmbeddings":
         """Same pairs with new (e.g. transformed) embeddings; ``meta`` entries are added."""
         return PairedEmbeddings(image, text, self.ids, self.captions, self.image_paths,
-                                self.model, {**self.meta, **meta}, self.labels)
+                                self.model, {**self.meta, **meta}, self.labels, self.groups)
 
     def content_hash(self) -> str:
         """SHA-1 of the embeddings' bytes and the ids: a cache key that sees every value.
 
         (Streamlit hashes large arrays by sampling; this does not.)
         """
-        return content_hash(self.image_embeddings, self.text_embeddings, self.ids)
+        ids = self.ids if self.groups is None else [*self.ids, "\x1egroups", *self.groups]
+        return content_hash(self.image_embeddings, self.text_embeddings, ids)
+
+    @property
+    def group_ids(self) -> np.ndarray | None:
+        """Each pair's image id as an array when some image has several captions, else None
+        (one caption per image): what the measures and protocols take as ``groups``."""
+        if self.groups is None or len(set(self.groups)) == self.n:
+            return None
+        return np.asarray(self.groups)
+
+    @property
+    def n_images(self) -> int:
+        return self.n if self.groups is None else len(set(self.groups))
+
+    @property
+    def convention(self) -> str:
+        """"1 caption per image" or "all captions (5 per image), any counts"."""
+        from .measures import caption_convention
+
+        return caption_convention(self.n, self.n_images)
 
 
 #: Largest simulation (N x d values per modality) :func:`verify_simulated` regenerates; a
@@ -427,7 +456,7 @@ def _from_arrays_unchecked(values: dict[str, Any], source: str) -> tuple[PairedE
     check_pair_arrays(image, text, min_pairs=0)
     keep, report = clean_pairs(image, text, too_large=too_large)
     n = image.shape[0]
-    for name in ("ids", "captions", "image_paths", "labels"):
+    for name in ("ids", "captions", "image_paths", "labels", "groups"):
         if values.get(name) is not None and len(values[name]) != n:
             raise EmbeddingsFileError(
                 f"{source}: '{name}' has {len(values[name])} entries but there are {n} pairs; give "
@@ -451,7 +480,7 @@ def _from_arrays_unchecked(values: dict[str, Any], source: str) -> tuple[PairedE
         raise EmbeddingsFileError(f"{source}: {err} ({report.summary()})") from None
     pe = PairedEmbeddings(image, text, ids, values.get("captions"), values.get("image_paths"),
                           str(values.get("model") or ""), dict(values.get("meta") or {}),
-                          values.get("labels"))
+                          values.get("labels"), values.get("groups"))
     return (pe if keep.size == n else pe.subset(keep)), report
 
 
@@ -615,7 +644,7 @@ def _join_shards(folder: Path, parts: list[tuple[Path, dict[str, Any], list[str]
         for key in ("image_embeddings", "text_embeddings")}
     if all(_TOO_LARGE_KEY in values for _, values, _ in parts):
         joined[_TOO_LARGE_KEY] = np.concatenate([values[_TOO_LARGE_KEY] for _, values, _ in parts])
-    for key in ("ids", "captions", "image_paths", "labels"):
+    for key in ("ids", "captions", "image_paths", "labels", "groups"):
         have = [key in values for _, values, _ in parts]
         if all(have):
             joined[key] = [v for _, values, _ in parts for v in values[key]]
@@ -704,13 +733,14 @@ def _read_npz(path: Path, limit: int) -> tuple[dict[str, Any], list[str]]:
             "objects (np.savez of object arrays is not accepted).") from None
     except Exception as err:  # a truncated member: zlib.error, EOFError, BadZipFile
         raise EmbeddingsFileError(f"{path}: not a readable .npz file ({_one_line(err)}).") from None
-    for name in ("ids", "captions", "image_paths", "labels"):
+    for name in ("ids", "captions", "image_paths", "labels", "groups"):
         if name in values:
             arr = values.pop(name)
-            allowed = "USiu" if name in ("ids", "labels") else "US"
+            numbered = name in ("ids", "labels", "groups")
+            allowed = "USiu" if numbered else "US"
             if arr.ndim != 1 or arr.dtype.kind not in allowed:
                 warnings.append(f"ignored '{name}': must be a 1-D array of "
-                                f"{'strings or integers' if name in ('ids', 'labels') else 'strings'}"
+                                f"{'strings or integers' if numbered else 'strings'}"
                                 f", got {arr.dtype} of shape {arr.shape}")
                 continue
             values[name] = [_text(v) for v in arr]
@@ -840,12 +870,12 @@ def _read_parquet(path: Path, limit: int) -> tuple[dict[str, Any], list[str]]:
     if big[0].shape == big[1].shape:
         values[_TOO_LARGE_KEY] = big[0] | big[1]
     for col, key in (("id", "ids"), ("caption", "captions"), ("image_path", "image_paths"),
-                     ("label", "labels")):
+                     ("label", "labels"), ("group", "groups")):
         if col not in cols:
             continue
         kind = table.schema.field(col).type
         text_like = pa.types.is_string(kind) or pa.types.is_large_string(kind)
-        numbered = col in ("id", "label")
+        numbered = col in ("id", "label", "group")
         if not (text_like or (numbered and pa.types.is_integer(kind))):
             warnings.append(f"ignored column '{col}': must hold "
                             f"{'strings or integers' if numbered else 'strings'}, got {kind}")
@@ -963,6 +993,8 @@ def _write_npz(pairs: PairedEmbeddings, target: Any) -> None:
         arrays["image_paths"] = np.asarray(pairs.image_paths, dtype=str)
     if pairs.labels is not None:
         arrays["labels"] = np.asarray(pairs.labels, dtype=str)
+    if pairs.groups is not None:
+        arrays["groups"] = np.asarray(pairs.groups, dtype=str)
     np.savez(target, **arrays)
 
 
@@ -977,6 +1009,8 @@ def _write_parquet(pairs: PairedEmbeddings, target: str) -> None:
         columns["image_path"] = pa.array(pairs.image_paths, pa.string())
     if pairs.labels is not None:
         columns["label"] = pa.array(pairs.labels, pa.string())
+    if pairs.groups is not None:
+        columns["group"] = pa.array(pairs.groups, pa.string())
     for name, arr in (("image_embedding", pairs.image_embeddings), ("text_embedding", pairs.text_embeddings)):
         flat = pa.array(arr.reshape(-1), pa.float32())
         columns[name] = pa.FixedSizeListArray.from_arrays(flat, arr.shape[1]).cast(pa.list_(pa.float32()))

@@ -39,7 +39,7 @@ import numpy as np
 from .cache import EmbeddingCache, describe_os_error
 from .data.defaults import MAX_IMAGE_PIXELS
 from .data.images import IMAGE_PIPELINE
-from .data.pairs import Pair, Progress
+from .data.pairs import Pair, Progress, with_groups
 from .embed_pipeline import (CHECK_SAMPLE, CHECK_THRESHOLD, PRECISIONS, PrecisionCheck,
                              PrecisionError, embed_stream, resolve_precision)
 from .embeddings import PairedEmbeddings
@@ -743,6 +743,7 @@ def embed_pairs(pairs: Sequence[Pair], model: ModelSpec | LoadedModel, *,
         {**base_meta, "device": loaded.device, "precision": stream.precision,
          "precision_requested": requested,
          "precision_check": stream.check.as_meta() if stream.check is not None else None})
+    embeddings = with_groups(embeddings, kept_pairs)
     notes = list(stream.notes)
     if key is not None and (skipped or embeddings.n != len(pairs)):
         # The key names every pair; a result missing some (an image that changed or vanished
@@ -765,9 +766,10 @@ def _attach(cached: PairedEmbeddings, pairs: Sequence[Pair], spec: ModelSpec,
     moved)."""
     by_id = {p.id: p for p in pairs}
     rows = [by_id[i] for i in cached.ids or []]
-    return PairedEmbeddings(cached.image_embeddings, cached.text_embeddings, [p.id for p in rows],
-                            [p.caption for p in rows], [p.image_path for p in rows], spec.label(),
-                            {**cached.meta, **meta})
+    return with_groups(
+        PairedEmbeddings(cached.image_embeddings, cached.text_embeddings, [p.id for p in rows],
+                         [p.caption for p in rows], [p.image_path for p in rows], spec.label(),
+                         {**cached.meta, **meta}), rows)
 
 
 def embed_loaded_pairs(pairs: list[Any], report: Any, model: Any, *, cache: Any = None,

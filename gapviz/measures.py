@@ -472,6 +472,27 @@ def image_groups(X: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndar
     return image_of.astype(np.int64), first.astype(np.int64)
 
 
+def one_row_per_image(A: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
+    """``A`` (a method's output for the pairs' images) with each image's first row copied to
+    its other rows: a method maps a repeated input row to the same point, but a matrix
+    product may round it differently at another position in the batch, and the measures need
+    one embedding per image. ``A`` itself when there are no groups."""
+    grouping = None if groups is None else image_groups_of(groups)
+    if grouping is None:
+        return A
+    image_of, first = grouping
+    return np.ascontiguousarray(np.asarray(A)[first[image_of]])
+
+
+def image_groups_of(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(image_of, first)`` of image ids alone (no embedding check), or None when each id is
+    used once."""
+    _, first, image_of = np.unique(np.asarray(groups), return_index=True, return_inverse=True)
+    if first.shape[0] == image_of.shape[0]:
+        return None
+    return image_of.astype(np.int64), first.astype(np.int64)
+
+
 def caption_convention(n_pairs: int, n_images: int) -> str:
     """The caption convention of a number, for every output: "1 caption per image" or "all
     captions (5 per image), any counts"."""

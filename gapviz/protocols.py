@@ -80,7 +80,7 @@ from sklearn.base import clone
 
 from .config import RECALL_KS
 from .embeddings import check_pair_arrays
-from .measures import GapReport, measure_gap
+from .measures import GapReport, measure_gap, one_row_per_image
 from .methods.base import GapMethod, ProgressCallback
 from .score_terms import ScoreTerms
 
@@ -186,6 +186,9 @@ class Provenance:
     warning : str or None
         Set when a method that reads the pairing was scored on pairs it was fitted on, because
         the caller asked (``allow_pairing_leak=True``): every place showing the numbers shows it.
+    n_images : int or None
+        With several captions per image: the scored images (the pool holds them and the
+        ``n_scored`` captions; held-out folds are of whole images). None: one caption each.
     """
 
     protocol: str
@@ -200,11 +203,13 @@ class Provenance:
     aligned: bool = False
     alignment_residual: float | None = None
     warning: str | None = None
+    n_images: int | None = None
 
     @property
     def pool_size(self) -> int:
-        """Items in the mixed pool the measures rank (2 * ``n_scored``)."""
-        return 2 * self.n_scored
+        """Items in the mixed pool the measures rank (2 * ``n_scored``; with several
+        captions per image, the images and the captions)."""
+        return self.n_scored + (self.n_scored if self.n_images is None else self.n_images)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable record (every field, plus ``pool_size``)."""
@@ -228,6 +233,9 @@ class Provenance:
                     "pairs (a seeded subsample), the others mapped out of sample")
         else:
             text = f"transductive: fitted on the {self.n_scored:,} scored pairs"
+        if self.n_images is not None:
+            text += (f" ({self.n_images:,} images, all their captions"
+                     + ("; folds of whole images)" if self.protocol == "held-out" else ")"))
         if self.shuffled:
             text += f"; shuffled-pairs control (seed {self.seed})"
         if self.warning:
@@ -411,6 +419,7 @@ def protocol_transform(method: str | GapMethod, X: np.ndarray, Y: np.ndarray, *,
                        fit_pairs: tuple[np.ndarray, np.ndarray] | None = None,
                        fit_source: str | None = None, allow_pairing_leak: bool = False,
                        shuffled: bool = False, max_fit: int | None = None,
+                       groups: np.ndarray | None = None,
                        progress: ProgressCallback | None = None) -> ProtocolResult:
     """Fit ``method`` and transform the pairs ``(X, Y)`` under a protocol (no measures).
 
@@ -447,6 +456,11 @@ def protocol_transform(method: str | GapMethod, X: np.ndarray, Y: np.ndarray, *,
         Held-out and fit-on: fit on at most this many pairs, a seeded sample of those the
         protocol allows (a slow fit such as OT's costs far more than the out-of-sample map);
         ``n_fit`` in the provenance is the size used.
+    groups : ndarray of shape (N,), optional
+        Each pair's image id when images have several captions: held-out folds take whole
+        images, so no caption of an image is fitted in one fold and scored in another;
+        methods fit on every caption, and each image keeps one output row
+        (:func:`gapviz.measures.one_row_per_image`).
     progress : callable(fraction, message), optional
 
     Returns
@@ -492,8 +506,10 @@ def protocol_transform(method: str | GapMethod, X: np.ndarray, Y: np.ndarray, *,
                     "leaky number with a warning.")
             warning = _leak_warning(name, X.shape[0])
         Xt, Yt = model.fit_transform(X, Y, progress=report)
+        Xt = one_row_per_image(Xt, groups)
         prov = Provenance("transductive", name, _pairs_fitted(model, X.shape[0]), X.shape[0],
-                          seed=seed if shuffled else None, shuffled=shuffled, warning=warning)
+                          seed=seed if shuffled else None, shuffled=shuffled, warning=warning,
+                          n_images=_n_images(groups))
         return ProtocolResult(Xt, Yt, prov, (model,), scores=_score_terms(model, X, Y))
 
     if protocol == "fit-on":
@@ -521,12 +537,14 @@ def protocol_transform(method: str | GapMethod, X: np.ndarray, Y: np.ndarray, *,
             warning = _leak_warning(name, overlap)
         _fit_or_explain(lambda: model.fit(Xf, Yf, progress=report), "fit-on", Xf.shape[0], X.shape[0])
         Xt, Yt = model.transform(X, Y)
+        Xt = one_row_per_image(Xt, groups)
         prov = Provenance("fit-on", name, _pairs_fitted(model, Xf.shape[0]), X.shape[0],
                           seed=seed if shuffled or sampled else None,
-                          fit_source=fit_source, n_overlap=overlap, shuffled=shuffled, warning=warning)
+                          fit_source=fit_source, n_overlap=overlap, shuffled=shuffled, warning=warning,
+                          n_images=_n_images(groups))
         return ProtocolResult(Xt, Yt, prov, (model,), scores=_score_terms(model, X, Y))
 
-    return _cross_fit(model, name, X, Y, folds, seed, shuffled, max_fit, report)
+    return _cross_fit(model, name, X, Y, folds, seed, shuffled, max_fit, report, groups)
 
 
 def fit_and_score(method: str | GapMethod, X: np.ndarray, Y: np.ndarray, *,
@@ -571,13 +589,25 @@ def fit_and_score(method: str | GapMethod, X: np.ndarray, Y: np.ndarray, *,
 # internals
 # ---------------------------------------------------------------------------------------------
 def _cross_fit(model: GapMethod, name: str, X: np.ndarray, Y: np.ndarray, folds: int, seed: int,
-               shuffled: bool, max_fit: int | None, progress: ProgressCallback) -> ProtocolResult:
-    """Held-out by K-fold cross-fitting (module docstring)."""
+               shuffled: bool, max_fit: int | None, progress: ProgressCallback,
+               groups: np.ndarray | None = None) -> ProtocolResult:
+    """Held-out by K-fold cross-fitting (module docstring); with ``groups``, folds of whole
+    images."""
     n = X.shape[0]
-    if not isinstance(folds, (int, np.integer)) or isinstance(folds, bool) or not 2 <= folds <= n:
-        raise ValueError(f"folds must be an integer with 2 <= folds <= N = {n}, got {folds!r}.")
-    order = np.random.default_rng([seed, 0]).permutation(n)
-    parts = np.array_split(order, folds)
+    if groups is None:
+        units, unit_of = n, np.arange(n)
+    else:
+        _, unit_of = np.unique(np.asarray(groups), return_inverse=True)
+        units = int(unit_of.max()) + 1
+    if not isinstance(folds, (int, np.integer)) or isinstance(folds, bool) or not 2 <= folds <= units:
+        what = f"N = {n}" if groups is None else f"the {units} images"
+        raise ValueError(f"folds must be an integer with 2 <= folds <= {what}, got {folds!r}.")
+    order = np.random.default_rng([seed, 0]).permutation(units)
+    parts = np.array_split(order, folds)  # units (pairs, or images) of each fold
+    if groups is not None:  # an image's rows all go where the image goes
+        rows_of = np.split(np.argsort(unit_of, kind="stable"),
+                           np.cumsum(np.bincount(unit_of, minlength=units))[:-1])
+        parts = [np.concatenate([rows_of[u] for u in chosen]) for chosen in parts]
     fold_of = np.empty(n, np.int64)
     for f, rows in enumerate(parts):
         fold_of[rows] = f
@@ -632,11 +662,13 @@ def _cross_fit(model: GapMethod, name: str, X: np.ndarray, Y: np.ndarray, folds:
         Xt[rows], Yt[rows] = xs, ys
     progress(1.0, "done")
     prov = Provenance("held-out", name, n_fit, n, seed=seed, folds=folds, shuffled=shuffled,
-                      aligned=aligned, alignment_residual=residual)
+                      aligned=aligned, alignment_residual=residual, n_images=_n_images(groups))
     scores = None
     if type(model).corrects_scores:  # each fold's pairs scored against its own fit's banks
         scores = ScoreTerms.stack([(rows, fit.score_terms(X, Y, rows))
                                    for rows, fit in zip(parts, fits)], n)
+    if groups is not None:
+        Xt = one_row_per_image(Xt, groups)
     return ProtocolResult(Xt, Yt, prov, tuple(fits), fold_of, scores=scores)
 
 
@@ -644,6 +676,14 @@ def _score_terms(model: GapMethod, X: np.ndarray, Y: np.ndarray) -> ScoreTerms |
     """A score correction's terms of the scored pairs (None for a method that moves
     embeddings)."""
     return model.score_terms(X, Y) if type(model).corrects_scores else None
+
+
+def _n_images(groups: np.ndarray | None) -> int | None:
+    """Images of grouped pairs (None when there are no groups or each id is used once)."""
+    if groups is None:
+        return None
+    m = int(np.unique(np.asarray(groups)).shape[0])
+    return m if m < len(groups) else None
 
 
 def _pairs_fitted(fit: GapMethod, given: int) -> int:

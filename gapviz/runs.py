@@ -45,7 +45,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .measures import GapReport, measure_gap
+from .measures import GapReport, measure_gap, one_row_per_image
 from .score_terms import ScoreTerms
 from .protocols import (DEFAULT_FOLDS, DEFAULT_SEED, PROTOCOLS, Provenance, ProtocolResult,
                         fit_size, protocol_transform, refit_result)
@@ -310,25 +310,35 @@ class RunData:
         Content hash of the pairs (``PairedEmbeddings.content_hash``).
     label : str
         A name for people (a fit-on run's provenance names its fit set by it).
+    groups : ndarray of shape (N,) or None
+        Each pair's image id when images have several captions (None: one caption each):
+        folds split by image, and the measures count any caption as the image's match.
     """
 
     images: np.ndarray
     texts: np.ndarray
     key: str
     label: str = ""
+    groups: np.ndarray | None = None
 
     @classmethod
     def of(cls, pairs: Any, key: str | None = None, label: str = "") -> "RunData":
         """From a :class:`~gapviz.embeddings.PairedEmbeddings` (its hash computed if not given)."""
         return cls(pairs.image_embeddings, pairs.text_embeddings,
-                   key if key is not None else pairs.content_hash(), label)
+                   key if key is not None else pairs.content_hash(), label,
+                   getattr(pairs, "group_ids", None))
 
     @classmethod
-    def of_arrays(cls, X: np.ndarray, Y: np.ndarray, label: str = "") -> "RunData":
-        """From two arrays (their content hash computed, as ``PairedEmbeddings`` does)."""
+    def of_arrays(cls, X: np.ndarray, Y: np.ndarray, label: str = "",
+                  groups: np.ndarray | None = None) -> "RunData":
+        """From two arrays (their content hash computed, as ``PairedEmbeddings`` does; with
+        ``groups``, the image id of each pair, as it hashes them)."""
         from .embeddings import content_hash
 
-        return cls(X, Y, content_hash(X, Y), label)
+        ids = None
+        if groups is not None:
+            ids = [str(i) for i in range(X.shape[0])] + ["\x1egroups", *map(str, groups)]
+        return cls(X, Y, content_hash(X, Y, ids), label, groups)
 
     @property
     def n(self) -> int:
@@ -403,20 +413,24 @@ class Run:
     scores : ScoreTerms or None
         A score correction's terms (its embeddings are the input's): every rank of
         :attr:`report` is on the corrected scores.
+    groups : ndarray of shape (N,) or None
+        The data's image ids when images have several captions (:class:`RunData`).
     """
 
     def __init__(self, spec: RunSpec, data_key: str, images: np.ndarray, texts: np.ndarray,
                  provenance: Provenance, fits: tuple = (), fold_of: np.ndarray | None = None,
-                 how: str = "protocol", scores: ScoreTerms | None = None) -> None:
+                 how: str = "protocol", scores: ScoreTerms | None = None,
+                 groups: np.ndarray | None = None) -> None:
         self.spec = spec
         self.data_key = data_key
-        self.images = _read_only(images)
+        self.images = _read_only(one_row_per_image(images, groups))
         self.texts = _read_only(texts)
         self.provenance = provenance
         self.fits = tuple(fits)
         self.fold_of = fold_of
         self.how = how
         self.scores = scores
+        self.groups = groups
         self._report: GapReport | None = None
         self._lock = threading.Lock()
 
@@ -430,7 +444,8 @@ class Run:
         """The measures of the scored pairs (:func:`gapviz.measures.measure_gap`), once."""
         with self._lock:
             if self._report is None:
-                self._report = measure_gap(self.images, self.texts, scores=self.scores)
+                self._report = measure_gap(self.images, self.texts, scores=self.scores,
+                                           groups=self.groups)
             return self._report
 
     @property
@@ -516,7 +531,8 @@ class Runner:
             return done
         if spec.is_raw:
             run = Run(spec, data.key, data.images, data.texts,
-                      Provenance("transductive", "orig", data.n, data.n), (), None, "raw")
+                      Provenance("transductive", "orig", data.n, data.n), (), None, "raw",
+                      groups=data.groups)
         else:
             run = self._compute(spec, data, fit_on, progress)
         self.memory.runs.put(key, run)
@@ -536,7 +552,8 @@ class Runner:
             fit = entry.result.fits[0]
             X, Y = fit.fitted_pairs(data.images, data.texts, **view)
             prov = entry.result.provenance
-            return Run(spec, data.key, X, Y, prov, (FitView(fit, view),), None, "slice")
+            return Run(spec, data.key, X, Y, prov, (FitView(fit, view),), None, "slice",
+                       groups=data.groups)
         if sliders:  # refit: the same fits at new slider values
             if entry is None:
                 result = self._protocol(spec, {**fit_params, **sliders}, data, fit_on, progress)
@@ -559,7 +576,7 @@ class Runner:
         views = tuple(FitView(fit, None, sliders if lock is not None else None, lock)
                       for fit in result.fits)
         return Run(spec, data.key, result.image_embeddings, result.text_embeddings,
-                   result.provenance, views, result.fold_of, how, result.scores)
+                   result.provenance, views, result.fold_of, how, result.scores, data.groups)
 
     @staticmethod
     def _protocol(spec: RunSpec, params: dict[str, Any], data: RunData, fit_on: RunData | None,
@@ -570,7 +587,7 @@ class Runner:
             fit_pairs=None if fit_on is None else (fit_on.images, fit_on.texts),
             fit_source=None if fit_on is None else (fit_on.label or None),
             allow_pairing_leak=spec.allow_leak, shuffled=spec.shuffled, max_fit=spec.max_fit,
-            progress=progress)
+            groups=data.groups, progress=progress)
 
     # -- ahead of a slider move ------------------------------------------------------------
     def precompute(self, spec: RunSpec, data: RunData, values: Sequence[dict[str, Any]]) -> None:

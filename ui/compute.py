@@ -88,12 +88,17 @@ _latest_precompute = [0]
 
 
 def _precompute(token: int, spec: RunSpec, data: RunData) -> None:
-    if token != _latest_precompute[0]:
-        return
-    try:
-        runner().precompute(spec, data, neighbour_values(spec.method, slider_values(spec)))
-    except Exception:  # noqa: BLE001 - ahead-of-time work; a failure shows on the real move
-        log.debug("precompute failed", exc_info=True)
+    # One neighbouring value at a time, every fold of it before the next value (a move needs
+    # all of a value's folds), and none once the user has moved on: stale work would only
+    # delay the new neighbours on a busy machine.
+    for value in neighbour_values(spec.method, slider_values(spec)):
+        if token != _latest_precompute[0]:
+            return
+        try:
+            runner().precompute(spec, data, [value])
+        except Exception:  # noqa: BLE001 - ahead-of-time work; a failure shows on the real move
+            log.debug("precompute failed", exc_info=True)
+            return
 
 
 def run(act: Active, spec: RunSpec, fit_on: Active | None = None) -> Run:

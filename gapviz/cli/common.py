@@ -120,6 +120,7 @@ def load_source(source: str, *, profile: str = "clip", n_pairs: int = DEMO_N_PAI
 def dataset_info(pairs: PairedEmbeddings, report: LoadReport, source: str) -> dict[str, Any]:
     """What the reports say about the data: source, model, N, d, simulated, load summary."""
     info = {"source": source, "model": pairs.model, "n_pairs": pairs.n, "dim": pairs.dim,
+            "images": pairs.n_images, "captions": pairs.convention,
             "simulated": pairs.is_simulated, "load": report.summary()}
     if pairs.is_simulated:
         info["imitates"] = pairs.meta.get("imitates", "")

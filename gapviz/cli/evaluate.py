@@ -80,12 +80,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if protocol is None and (args.protocol or args.shuffled_control or args.allow_pairing_leak):
         raise ValueError("--protocol, --shuffled-control and --allow-pairing-leak apply to a "
                          "method; add --method NAME.")
-    data = RunData.of_arrays(X, Y, label=args.source)
+    groups = pairs.group_ids
+    if groups is not None and args.anatomy:
+        raise ValueError("--anatomy measures one caption per image for now; these pairs have "
+                         f"several per image ({pairs.convention}). Embed them with --caption "
+                         "first (or random) for the anatomy.")
+    data = RunData.of_arrays(X, Y, label=args.source, groups=groups)
     if protocol is not None and protocol["shuffled"]:
         # ORIG is measured on the same permuted pairs the method is scored on (the runner
         # permutes the pairs it is given with the same seed).
         X, Y, _ = shuffle_pairs(X, Y, seed=protocol["seed"])
-    orig_report = measure_gap(X, Y, separability=args.separability)
+    orig_report = measure_gap(X, Y, separability=args.separability, groups=groups)
     orig = orig_report.metrics
     columns = {"ORIG": orig}
     anatomy_inputs: dict[str, Any] = {}
@@ -110,7 +115,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if prov["warning"]:
             print(f"gapviz evaluate: warning: {prov['warning']}", file=sys.stderr)
         Xt, Yt = result.images, result.texts
-        after_report = measure_gap(Xt, Yt, separability=args.separability, scores=result.scores)
+        after_report = measure_gap(Xt, Yt, separability=args.separability, scores=result.scores,
+                                   groups=result.groups)
         after = after_report.metrics
         anatomy_inputs = {"method": method, "transformed": (Xt, Yt), "after": after_report,
                           "fits": result.fits, "fold_of": result.fold_of, "scores": result.scores}
@@ -264,7 +270,9 @@ def _render_report(columns: dict[str, dict[str, float]], fmt: str, info: dict[st
         return tables.render(columns, fmt) + _protocol_rows(extra, fmt) + render_anatomy(extra, fmt, metrics)
     # the model name and the load report come from the file: one line each, escapes visible
     lines = [f"gapviz report: {terminal_text(info['model'] or info['source'])}   "
-             f"N = {info['n_pairs']} pairs, d = {info['dim']}"]
+             f"N = {info['n_pairs']} pairs"
+             + (f" of {info['images']} images" if info["images"] != info["n_pairs"] else "")
+             + f", d = {info['dim']}; {info['captions']}"]
     if info["simulated"]:
         lines.append(f"SIMULATED DATA (imitates {info.get('imitates', 'a real model')}; "
                      "not that model's output)")

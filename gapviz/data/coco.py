@@ -14,7 +14,10 @@ With no annotations given, the official 2017 annotations are downloaded (once, i
 Images come from a local folder when one is given or found beside the annotations, otherwise
 only the sampled images are downloaded from images.cocodataset.org (or a mirror).
 
-One caption per image: the first in file order, or a seeded random one (``caption_choice``).
+One caption per image by default: the first in file order, or a seeded random one
+(``caption_choice``); ``"all"`` keeps every caption of each sampled image, one pair per caption
+grouped by the image (COCO has five): the measures then count any caption as the image's match
+(as CLIP_benchmark and Schrodi et al. do), and ``n`` counts images.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from .defaults import (CAPTION_CHOICES, COCO_ANNOTATIONS_URL, COCO_ANNOTATIONS_U
                        SAMPLE_N, SAMPLE_SEED, VALIDATE_WORKERS, cache_area, cache_root)
 from .download import DownloadError, Downloader, fetch_file, is_url
 from ..safety import JSONInputError, loads_json
-from .pairs import Candidate, DataError, DataReport, Pair, Progress, collect_pairs
+from .pairs import Candidate, DataError, DataReport, Pair, Progress, all_captions, collect_pairs
 
 BAD_IMAGE_RECORD = "unreadable image record in annotations (not an object with an 'id')"
 BAD_ANNOTATION = "unreadable caption annotation (not an object with 'image_id' and a text 'caption')"
@@ -63,8 +66,9 @@ def load_coco(annotations: str | os.PathLike | None = None, images: str | os.Pat
         a split folder beside the annotations if there is one, else download the sampled ones.
     n, seed : int
         Sample size and seed (the paper: 2,500). ``n=None`` keeps all.
-    caption_choice : {"first", "random"}
-        The first caption of each image in file order, or one drawn with ``seed``.
+    caption_choice : {"first", "random", "all"}
+        The first caption of each image in file order, one drawn with ``seed``, or all of
+        them (one pair per caption, ``Pair.group`` the image id; ``n`` counts images).
     split : str, optional
         Which captions file in a zip (``val2017``, ``train2017``) or which Karpathy split.
     images_url : str, optional
@@ -93,7 +97,8 @@ def load_coco(annotations: str | os.PathLike | None = None, images: str | os.Pat
     base_url = images_url or os.environ.get(COCO_IMAGES_URL_ENV)
     candidates = []
     for rec in records:
-        caption = _choose(rec["captions"], caption_choice, seed, rec["id"])
+        caption = _choose(rec["captions"], "first" if caption_choice == "all" else caption_choice,
+                          seed, rec["id"])
         cand = Candidate(rec["id"], caption, f"image {rec['id']} ({rec['file_name']})",
                          source={"kind": kind, "image_id": rec["id"], "file_name": rec["file_name"],
                                  "annotations": str(ann_path)})
@@ -106,14 +111,19 @@ def load_coco(annotations: str | os.PathLike | None = None, images: str | os.Pat
         candidates.append(cand)
     report.notes.append(
         f"{kind} annotations {ann_path.name}: {len(records)} images; caption: "
-        + ("the first of each image's captions (file order)" if caption_choice == "first"
-           else f"one of each image's captions drawn at random (seed {seed})"))
+        + {"first": "the first of each image's captions (file order)",
+           "random": f"one of each image's captions drawn at random (seed {seed})",
+           "all": "every caption of each image, one pair each, grouped by image (any caption "
+                  "counts as the image's match)"}[caption_choice])
     fetch = None
     if image_dir is None:
         report.notes.append(f"images downloaded from {base_url or 'the URLs in the annotations'}")
         fetch = Downloader(cache_area("downloads", root) / "images", progress=progress, **settings)
     pairs = collect_pairs(candidates, report, n=n, seed=seed, fetch=fetch, max_pixels=max_pixels,
                           workers=workers, progress=progress)
+    if caption_choice == "all":
+        pairs = all_captions(pairs, {rec["id"]: rec["captions"] for rec in records})
+        report.notes.append(f"{len(pairs)} pairs: all captions of the {report.n_kept} images kept")
     from ..cache import enforce_cap  # not at the top: gapviz.cache imports gapviz.data
 
     enforce_cap(cache_dir, keep=[ann_path, *(p.image_path for p in pairs)])

@@ -60,7 +60,7 @@ CC_TSV_ENV = "GAPVIZ_CC_TSV"
 SAMPLE_N = 2500
 SAMPLE_SEED = 0
 #: Which caption of an image with several: "first" (in file order) or "random" (seeded).
-CAPTION_CHOICES = ("first", "random")
+CAPTION_CHOICES = ("first", "random", "all")
 
 #: Image formats accepted, as Pillow names them (MPO is the multi-picture JPEG of phone cameras).
 SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF")

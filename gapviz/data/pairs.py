@@ -67,12 +67,16 @@ class Pair:
     source : mapping
         Where the pair came from: ``kind`` (folder, zip, coco, karpathy, cc, webdataset, ...)
         and kind-specific keys (``file``, ``url``, ``image_id``, ``row``, ``member``).
+    group : str or None
+        The image's id when the image has several captions, one pair each (``--caption
+        all``); None for one caption per image.
     """
 
     id: str
     image_path: str
     caption: str
     source: Mapping[str, Any] = field(default_factory=dict)
+    group: str | None = None
 
     def open_image(self, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
         """The image as RGB (first frame, alpha over white); see :func:`~gapviz.data.images.open_rgb`."""
@@ -305,3 +309,34 @@ def require_pairs(pairs: Sequence[Pair], report: DataReport, source: str, min_pa
         detail = "\n".join(report.lines())
         raise DataError(f"{source}: only {len(pairs)} usable pair(s), at least {min_pairs} are "
                         f"needed.\n{detail}")
+
+
+def all_captions(pairs: Sequence[Pair], captions: Mapping[str, Sequence[str]]) -> list[Pair]:
+    """One pair per caption of each kept image (``--caption all``): pair ``id`` becomes ``id#k``
+    for its k-th caption (k from 0, in ``captions[id]``'s order), all of them with ``group`` =
+    ``id``. Captions that are empty or unreadable are left out (the image keeps the others)."""
+    out = []
+    for pair in pairs:
+        texts = [clean_caption(c) for c in captions.get(pair.id, [pair.caption])
+                 if caption_problem(c) is None] or [pair.caption]
+        out += [Pair(f"{pair.id}#{k}", pair.image_path, text, pair.source, group=pair.id)
+                for k, text in enumerate(texts)]
+    return out
+
+
+def with_groups(embeddings: Any, pairs: Sequence[Pair]) -> Any:
+    """``embeddings`` (a PairedEmbeddings of ``pairs``, row for row) with each pair's image id
+    when some image has several captions, and one image embedding per image: the first of its
+    rows, copied to the others (the same file embedded in different batches can differ in the
+    last bits, and every measure needs one embedding per image)."""
+    groups = [p.group for p in pairs]
+    if all(g is None for g in groups):
+        return embeddings
+    groups = [g if g is not None else p.id for g, p in zip(groups, pairs)]
+    images = np.array(embeddings.image_embeddings, copy=True)
+    first: dict[str, int] = {}
+    for r, g in enumerate(groups):
+        images[r] = images[first.setdefault(g, r)]
+    out = embeddings.with_embeddings(images, embeddings.text_embeddings)
+    out.groups = groups
+    return out
