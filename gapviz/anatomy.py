@@ -996,6 +996,11 @@ def gap_anatomy(X: np.ndarray, Y: np.ndarray, *, report: GapReport | None = None
         seconds["measure_gap"] = time.perf_counter() - t
     elif report.n != Xn.shape[0]:
         raise ValueError(f"report is of {report.n} pairs but X has {Xn.shape[0]}: pass the report of these pairs.")
+    if report.image_of is not None:
+        raise ValueError(f"the anatomy measures one caption per image; these numbers use "
+                         f"{report.convention}. Load the data with one caption per image (the "
+                         "first or a random one) for the anatomy; the pool-size and caption "
+                         "sweep compares the conventions.")
 
     t = time.perf_counter()
     dims = dimension_gaps(Xn, Yn)

@@ -122,6 +122,10 @@ class PairOutcomes:
         Xn, Yn = normalize_rows(X), normalize_rows(Y)
         if report.n != Xn.shape[0]:
             raise ValueError(f"report is of {report.n} pairs, X has {Xn.shape[0]}.")
+        if report.image_of is not None:
+            raise ValueError(f"intervals resample pairs, one caption per image; these numbers "
+                             f"use {report.convention}. Load the data with one caption per "
+                             "image (the first or a random one) for intervals.")
         if neighbours is not None and neighbours.shape[0] != 2 * Xn.shape[0]:
             raise ValueError("neighbours must have one row per pool item (2N).")
         cos = np.asarray(report.paired_cosine, dtype=np.float64)  # float64, as the report's

@@ -19,6 +19,7 @@ import streamlit as st
 from gapviz import hosting
 from gapviz.cache import EmbeddingCache, cache_root
 from gapviz.data import save_upload
+from gapviz.data.defaults import CAPTION_CHOICES
 from gapviz.embeddings import load_embeddings
 from gapviz.encode import KNOWN_MODELS, ModelSpec, cache_identity, embed_loaded_pairs
 from gapviz.figures import data as dv
@@ -273,7 +274,16 @@ def sample_tab() -> None:
                         help="The paper uses 2,500 random pairs.")
     seed = c2.number_input("Seed", 0, 10_000, step=1, **keep("data_sample_seed", 0))
     ann = img = tsv = ""
+    caption = "first"
     if kind == "COCO captions":
+        caption = st.radio(
+            "Captions per image", list(CAPTION_CHOICES), horizontal=True,
+            format_func={"first": "1: the first", "random": "1: one at random (seed)",
+                         "all": "all 5, any counts"}.get, **keep("data_sample_caption", "first"),
+            help="The paper uses one caption per image. With all of them (as CLIP_benchmark and "
+                 "Schrodi et al. on COCO), each caption is a pair of its image, an image finds "
+                 "its match when any of its captions is ranked, and held-out folds keep an "
+                 "image's captions together. Pairs then counts images.")
         if HOSTED:
             st.caption("The official COCO 2017 annotations and the sampled images are downloaded.")
         else:
@@ -298,8 +308,10 @@ def sample_tab() -> None:
             with _progress_bar("Preparing the sample") as update:
                 if kind == "COCO captions":
                     pairs, report = load_coco(ann.strip() or None, img.strip() or None, n=int(n),
-                                              seed=int(seed), progress=update)
-                    source = f"COCO sample ({int(n):,}, seed {int(seed)})"
+                                              seed=int(seed), caption_choice=caption,
+                                              progress=update)
+                    source = (f"COCO sample ({int(n):,}{' images, all captions' if caption == 'all' else ''}"
+                              f", seed {int(seed)})")
                 else:
                     pairs, report = load_cc(tsv.strip() or None, n=int(n), seed=int(seed),
                                             progress=update)
@@ -388,7 +400,9 @@ def loaded_summary() -> None:
                                 "pairs": st.column_config.NumberColumn(format="localized",
                                                                        width="small"),
                                 "models": st.column_config.TextColumn(width="large")})
-    st.caption("Switch dataset and model in the sidebar.")
+    st.caption(f"Switch dataset and model in the sidebar. Active: {act.pairs.n:,} pairs"
+               + (f" of {act.pairs.n_images:,} images" if act.pairs.n_images != act.pairs.n else "")
+               + f"; {act.pairs.convention}: every number on every page uses this convention.")
     report = act.dataset.reports.get(act.model)
     if report is not None:
         st.markdown(f"**{user_text(act.model)}**: {user_text(report.summary())}")
