@@ -173,6 +173,14 @@ MEASURES: tuple[MeasureInfo, ...] = (
                 "skewness of the 10-occurrence counts over the mixed pool: how lopsidedly items "
                 "appear among the 10 nearest neighbours of the others (Radovanovic et al., JMLR "
                 "2010; 0 = no hubs)", "lower"),
+    MeasureInfo("mutual_knn", "Mutual-kNN alignment", "Mutual kNN",
+                "mean over pairs of the share of an image's 10 nearest images whose texts are "
+                "among its text's 10 nearest texts (Huh et al. 2024, the Platonic "
+                "Representation Hypothesis; falls as the pool grows)", "higher",
+                unit="fraction"),
+    MeasureInfo("images", "Images", "Images",
+                "unique images scored when images have several captions (the pool holds them "
+                "and every caption)", None, table=False),
     MeasureInfo("robinhood", "Robin Hood", "Robin Hood",
                 "Robin Hood index of the 10-occurrence counts over the mixed pool (as "
                 "scikit-hubness): the share of the nearest-neighbour slots that would have to "

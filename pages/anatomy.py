@@ -155,9 +155,94 @@ def _cell_style(t: float | None) -> str:
             f"color: {'white' if light < 70 else palette.TABLE_TEXT}")
 
 
+@st.cache_data(max_entries=8, show_spinner=False)
+def _sweep(key: str, kind: str, _embeddings, _groups, _reports, draws: int):
+    """The pool-size or caption sweep of the raw pairs and the run (cached by their keys)."""
+    from gapviz.sensitivity import caption_sweep, pool_size_sweep
+
+    bar = st.progress(0.0, text="Sweeping")
+    try:
+        step = lambda fraction, message: bar.progress(min(max(fraction, 0.0), 1.0),
+                                                      text=plain_text(message))  # noqa: E731
+        if kind == "captions":
+            return caption_sweep(_embeddings, _groups, progress=step)
+        return pool_size_sweep(_embeddings, groups=_groups, draws=draws, reports=_reports,
+                               progress=step)
+    finally:
+        bar.empty()
+
+
+def sensitivity_view(run=None, run_name: str = "") -> None:
+    """How much of each number is the model and how much the pool: every measure against pool
+    size (seeded subsamples, 3 draws each) and against the captions per image, raw and after
+    the method (:mod:`gapviz.sensitivity`)."""
+    from gapviz.figures.anatomy import sweep_figure
+    from gapviz.sensitivity import SWEEP_KEYS, SWEEP_START
+
+    groups = pairs.group_ids
+    kinds = ["size"] + (["captions"] if groups is not None else [])
+    c1, c2 = st.columns([2, 1], vertical_alignment="bottom")
+    kind = c1.radio("Sweep", kinds, horizontal=True, key="anatomy_sweep_kind",
+                    format_func={"size": "pool size", "captions": "captions per image"}.get)
+    go_on = c2.toggle("Run the sweep", key="anatomy_sweep_on",
+                      help="About 2-3 times one measure pass of all pairs: each size below all "
+                           "of them is measured on 3 seeded draws.")
+    if not go_on:
+        st.caption(f"Every measure on seeded subsamples from {SWEEP_START} "
+                   f"{'images' if groups is not None else 'pairs'} up to all "
+                   f"{pairs.n_images:,}, 3 draws each, with the mutual-kNN alignment (Huh et "
+                   "al. 2024)" + ("; and with the first, a random or all captions per image"
+                                  if groups is not None else "") + ". Turn it on to run it.")
+        return
+    embeddings = [("raw", X, Y, None)]
+    reports = {"raw": raw.report}
+    key = act.key
+    if run is not None:
+        embeddings.append((run_name, run.images, run.texts, run.scores))
+        reports[run_name] = run.report
+        key += "/" + run.key
+    started = time.perf_counter()
+    result = _sweep(key, kind, embeddings, groups, reports, 3)
+    by = "size" if kind == "size" else "captions"
+    st.plotly_chart(sweep_figure(result.summary(), SWEEP_KEYS, by=by,
+                                 labels={k: info(k).label for k in SWEEP_KEYS},
+                                 drifting=result.drifting()),
+                    key="anatomy_sweep_fig", config=export_ui.chart_config("pool-sweep"))
+    drift = result.drifting()
+    st.dataframe(pd.DataFrame([{
+        "measure": info(s["measure"]).label, "embeddings": s["label"], by: s[by],
+        "mean": format_metric(s["measure"], s["mean"]),
+        "range over draws": ("—" if s["draws"] == 1 else
+                             f"[{format_metric(s['measure'], s['lo'])}, "
+                             f"{format_metric(s['measure'], s['hi'])}]"),
+        "draws": s["draws"],
+        "drifts with N": "yes" if s["measure"] in drift.get(s["label"], []) else ""}
+        for s in result.summary()]), hide_index=True, key="anatomy_sweep_table", width="stretch")
+    st.caption(
+        ("Pool size: seeded subsamples (" + ("whole images with all their captions"
+                                             if groups is not None else "pairs")
+         + "), 3 draws per size below all of them, one at all; points are the mean over the "
+           "draws, whiskers their range. A measure drifts with N when its value on all pairs "
+           "lies outside the range of its draws at the smallest size: the pool, not only the "
+           "sampling, moved it." if kind == "size" else
+         "Captions: the first caption of each image, one drawn at random (seed 0), or all of "
+         "them with any caption counting as the image's match.")
+        + (f" After: {plain_text(run_name)} as its run scored all pairs ({run.provenance.summary()}), "
+           "subsampled with the same rows." if run is not None else "")
+        + f" Mutual kNN: 10 nearest images against 10 nearest texts of each pair. Computed in "
+          f"{result.seconds:.1f} s (shown in {time.perf_counter() - started:.1f} s).")
+
+
 labels = pair_labels(pairs)
 label_key = tuple(labels) if labels is not None else None
 raw = compute.active_raw_view(act)
+if pairs.group_ids is not None:
+    st.info(f"These pairs have several captions per image ({pairs.convention}). The anatomy "
+            "measures one caption per image; below, how the numbers move with the pool and with "
+            "the captions per image.", icon=":material/info:")
+    with guard("sweep the pool"):
+        sensitivity_view()
+    st.stop()
 anat = None
 with guard("measure the anatomy"):
     anat = _anatomy(act.key, X, Y, label_key, raw_rows=True)
@@ -262,9 +347,12 @@ with st.container(border=True):
         with guard("compute the intervals"):
             _show_intervals()
 
-tab_dims, tab_split, tab_clusters, tab_costs, tab_gains, tab_search = st.tabs(
+tab_dims, tab_split, tab_clusters, tab_costs, tab_gains, tab_search, tab_pool = st.tabs(
     ["Gap dimensions", "Mean shift vs distribution", "Clusters", "What closing costs",
-     "What closing buys", "Hubness and mixed search"], key="anatomy_tabs")
+     "What closing buys", "Hubness and mixed search", "Pool size"], key="anatomy_tabs")
+
+with tab_pool, guard("sweep the pool"):
+    sensitivity_view(run, run_name)
 
 with tab_dims, guard("draw the gap dimensions"):
     fig_dims = af.dimension_figure(anat.dimensions.to_list(DIMENSIONS_SHOWN), anat.ablation.to_list(),

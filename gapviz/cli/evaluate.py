@@ -34,6 +34,15 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from .anatomy_options import add_anatomy_arguments
 
     add_anatomy_arguments(ev)
+    ev.add_argument("--sweep", choices=["n", "captions"], default=None,
+                    help="how the numbers depend on the pool: n = every measure on seeded "
+                         "subsamples from 250 pairs (images) up to all, 3 draws each, with the "
+                         "mutual-kNN alignment and a flag on measures that drift with N; "
+                         "captions = with the first, a random and all captions per image "
+                         "(files with several captions per image); with --method, the method's "
+                         "embeddings beside the raw ones")
+    ev.add_argument("--sweep-draws", type=int, default=3, metavar="K",
+                    help="--sweep n: draws per size (default 3)")
     ev.add_argument("--figures", metavar="DIR",
                     help="also write the figures (the pool's PCA raw and after the method, the "
                          "distance histograms) with titles and how they were obtained, into DIR "
@@ -133,6 +142,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for name, values in section.pop("columns").items():
             columns[name].update(values)  # the same dicts as metrics / metrics_orig
         extra.update(section)
+    if getattr(args, "sweep", None):
+        extra["sweep"] = _sweep(args, X, Y, groups, orig_report, method,
+                                result if method is not None else None)
     if args.figures:
         after = anatomy_inputs.get("transformed")
         extra["figures"] = write_figures(
@@ -292,6 +304,8 @@ def _render_report(columns: dict[str, dict[str, float]], fmt: str, info: dict[st
             body += (f"  {t['distance']:<6} mean {t['mean_before']:.4f} -> {t['mean_after']:.4f}   "
                      f"t p = {t['t_pvalue']:.3g}   Wilcoxon p = {t['wilcoxon_pvalue']:.3g}\n")
     body += render_anatomy(extra, "table", metrics)
+    if "sweep" in extra:
+        body += render_sweep(extra["sweep"])
     if extra.get("figures"):
         body += "figures written: " + ", ".join(extra["figures"]) + "\n"
     return "\n".join(lines) + "\n" + body
@@ -329,3 +343,51 @@ def _protocol_rows(extra: dict[str, Any], fmt: str) -> str:
         csv.writer(buf, lineterminator="\n").writerows(csv_rows(rows))
         return buf.getvalue()
     return "".join("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |\n" for r in rows)
+
+
+def _sweep(args: argparse.Namespace, X, Y, groups, orig_report, method, run) -> dict[str, Any]:
+    """``--sweep``: the pool-size or caption sweep of the raw pairs (and the method's run)."""
+    from ..sensitivity import caption_sweep, pool_size_sweep
+    from .method_options import print_progress
+
+    embeddings = [("raw", X, Y, None)]
+    reports = {"raw": orig_report}
+    if run is not None:
+        label = method.name
+        embeddings.append((label, run.images, run.texts, run.scores))
+        reports[label] = run.report
+    if args.sweep == "captions":
+        if groups is None:
+            raise ValueError("--sweep captions needs several captions per image (embed with "
+                             "--caption all); these pairs have one each.")
+        result = caption_sweep(embeddings, groups, progress=print_progress(sys.stderr))
+    else:
+        if args.sweep_draws < 1:
+            raise ValueError(f"--sweep-draws must be at least 1, got {args.sweep_draws}.")
+        result = pool_size_sweep(embeddings, groups=groups, draws=args.sweep_draws,
+                                 reports=reports, progress=print_progress(sys.stderr))
+    return result.to_json()
+
+
+def render_sweep(sweep: dict[str, Any]) -> str:
+    """Text table of a sweep: per label and size (or caption choice), each measure's mean and
+    its range over the draws; then the measures that drift with N."""
+    from ..measure_info import format_value, label as measure_label
+    from ..sensitivity import SWEEP_KEYS
+
+    by = "size" if sweep["kind"] == "size" else "captions"
+    lines = [f"\nsweep over {'pool size' if by == 'size' else 'captions per image'} "
+             f"({sweep['seconds']:.1f} s): mean [min, max] over the draws"]
+    cells: dict[tuple[str, Any], dict[str, str]] = {}
+    for s in sweep["summary"]:
+        rng = ("" if s["draws"] == 1 else
+               f" [{format_value(s['lo'])}, {format_value(s['hi'])}]")
+        cells.setdefault((s["label"], s[by]), {})[s["measure"]] = format_value(s["mean"]) + rng
+    for (label, x), values in cells.items():
+        lines.append(f"{label} · {x}{' pairs/images' if by == 'size' else ''}: "
+                     + "; ".join(f"{measure_label(k)} {values[k]}" for k in SWEEP_KEYS
+                                 if k in values))
+    for label, keys in sweep.get("drifting", {}).items():
+        lines.append(f"{label}: drifting with N (all pairs outside the smallest size's range): "
+                     + (", ".join(measure_label(k) for k in keys) or "none"))
+    return "\n".join(lines) + "\n"

@@ -289,3 +289,44 @@ def tradeoff_figure(points: Sequence[Mapping[str, Any]], *, x_label: str = "gap 
                                   font=dict(size=11), tracegroupgap=2),
                       margin=dict(r=10, b=10))
     return fig
+
+
+def sweep_figure(summary: Sequence[Mapping[str, Any]], keys: Sequence[str], *,
+                 by: str = "size", labels: Mapping[str, str] | None = None,
+                 drifting: Mapping[str, Sequence[str]] | None = None,
+                 height: int = 320) -> go.Figure:
+    """Each measure of ``keys`` against pool size (``by="size"``, a log axis) or the caption
+    choice (``by="captions"``), one line per embedding (raw, a method) with the range over the
+    draws as whiskers; a measure that drifts with N has "(drifts)" in its title.
+
+    ``summary`` is :meth:`gapviz.sensitivity.SweepResult.summary`.
+    """
+    keys = [k for k in keys if any(s["measure"] == k for s in summary)]
+    drift = {k for ks in (drifting or {}).values() for k in ks}
+    titles = [((labels or {}).get(k, k)) + (" (drifts)" if k in drift else "") for k in keys]
+    cols = min(len(keys), 4) or 1
+    rows = max(1, math.ceil(len(keys) / cols))
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.06,
+                        vertical_spacing=0.14)
+    names = list(dict.fromkeys(s["label"] for s in summary))
+    for r, name in enumerate(names):
+        color = RUN_COLORS[r % len(RUN_COLORS)]
+        for i, key in enumerate(keys):
+            points = [s for s in summary if s["label"] == name and s["measure"] == key]
+            if not points:
+                continue
+            x = [p[by] for p in points]
+            y = [p["mean"] for p in points]
+            fig.add_trace(go.Scatter(
+                x=x, y=y, mode="lines+markers", line=dict(color=color, width=1.5),
+                marker=dict(size=6, color=color),
+                error_y=dict(type="data", symmetric=False,
+                             array=[max(p["hi"] - p["mean"], 0.0) for p in points],
+                             arrayminus=[max(p["mean"] - p["lo"], 0.0) for p in points],
+                             color=color, thickness=1, width=4),
+                name=hover_escape(name), legendgroup=name, showlegend=i == 0,
+                hovertemplate=f"{hover_escape(name)}<br>{key} %{{y:.4g}} at %{{x}}<extra></extra>"),
+                row=i // cols + 1, col=i % cols + 1)
+            if by == "size":
+                fig.update_xaxes(type="log", row=i // cols + 1, col=i % cols + 1)
+    return _base(fig, height * rows)

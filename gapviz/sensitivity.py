@@ -1,0 +1,248 @@
+"""How much of a number is the model and how much the pool: sweeps over pool size and captions.
+
+Mixed-pool measures move with the pool's size and make-up: ITR and R@K change with N by
+construction, and Huh et al.'s mutual-kNN alignment falls as the pool grows ("Back into
+Plato's Cave", arXiv 2604.18572, shows it from 1K to 15M items). A sweep measures every gap
+measure on seeded subsamples of the pairs, from 250 up to all of them, several draws per size,
+and (when images have several captions) with the first, a random or all captions per image, so
+a reader sees which numbers belong to the model and which to the pool.
+
+- **Pool-size sweep** (:func:`pool_size_sweep`): sizes double from ``SWEEP_START`` (250) up to
+  N, the last being N itself (one draw: every draw of all pairs is the same); ``draws`` seeded
+  subsamples per smaller size (with groups: of whole images, all their captions). Each draw is
+  one :func:`gapviz.measures.measure_gap` (exact ranks) plus the mutual-kNN alignment. Per
+  size: the mean and the range over the draws. A measure is flagged as *drifting with N* when
+  its value on all pairs lies outside the range of its draws at the smallest size: the pool,
+  not only the sampling, moved it.
+- **Caption sweep** (:func:`caption_sweep`, pairs with several captions per image): every
+  measure with the first caption of each image, one drawn at random (seeded), and all of them
+  (any caption counts).
+- **Mutual-kNN alignment** (:func:`mutual_knn_alignment`; Huh et al. 2024, "The Platonic
+  Representation Hypothesis", ``AlignmentMetrics.mutual_knn`` of ``minyoungg/platonic-rep``):
+  for each pair, the share of its image's k nearest images (cosine, itself left out) whose
+  texts are among its text's k nearest texts, averaged; k = 10. With several captions per
+  image it takes each image with its first caption.
+
+Cost: sizes double, so the draws below N together cost about ``draws / 3`` of the full pass
+(``sum_k 4^-k``): with 3 draws, the whole sweep is about 2x one measure pass plus the
+alignment's two within-modality neighbour passes per draw.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .measures import image_groups_of, measure_gap
+from .score_terms import ScoreTerms
+
+#: Smallest pool of a size sweep (pairs, or images with several captions each).
+SWEEP_START = 250
+#: Draws per size below all pairs.
+SWEEP_DRAWS = 3
+#: k of the mutual-kNN alignment (Huh et al. use 10).
+MUTUAL_K = 10
+#: Measures a sweep reports (with ``mutual_knn``).
+SWEEP_KEYS = ("ITR", "TIR", "IMR", "TMR", "R@1", "R@5", "R@5_t2i", "R@1_i2t_crossmodal",
+              "R@5_i2t_crossmodal", "centroid_gap", "frechet", "paired_cosine_distance",
+              "mutual_knn")
+
+Progress = Callable[[float, str], None]
+
+
+def mutual_knn_alignment(X: np.ndarray, Y: np.ndarray, k: int = MUTUAL_K) -> float:
+    """Mean over pairs of |kNN_images(i) ∩ kNN_texts(i)| / k (Huh et al. 2024).
+
+    ``kNN_images(i)``: the k images most cosine-similar to image i (itself left out);
+    ``kNN_texts(i)`` the same among texts; equal similarities ordered by lower index.
+    """
+    from .anatomy import nearest_neighbours
+
+    n = np.asarray(X).shape[0]
+    k = min(int(k), n - 1)
+    if k < 1:
+        return math.nan
+    a = nearest_neighbours(X, k)
+    b = nearest_neighbours(Y, k)
+    shared = (a[:, :, None] == b[:, None, :]).any(axis=2).sum(axis=1)
+    return float(shared.mean() / k)
+
+
+@dataclass
+class SweepResult:
+    """A sweep's numbers: one row per (label, size, draw).
+
+    Attributes
+    ----------
+    rows : list of dict
+        ``label`` (which embeddings: "raw", a method), ``size`` (pairs, or images with several
+        captions each), ``draw``, ``captions`` (the convention), and every measure of
+        :data:`SWEEP_KEYS`.
+    seconds : float
+    """
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    kind: str = "size"
+
+    def summary(self) -> list[dict[str, Any]]:
+        """Per (label, size or convention, measure): ``mean``, ``lo``, ``hi`` over the draws and
+        ``draws``."""
+        out = []
+        by = "size" if self.kind == "size" else "captions"
+        order = {"first": 0, "random": 1, "all": 2}
+        keys = sorted({(r["label"], r[by]) for r in self.rows},
+                      key=lambda t: (t[0] != "raw", t[0],
+                                     t[1] if by == "size" else order.get(t[1], 3)))
+        for label, x in keys:
+            group = [r for r in self.rows if r["label"] == label and r[by] == x]
+            for key in SWEEP_KEYS:
+                values = np.array([r[key] for r in group if key in r], dtype=np.float64)
+                if values.size:
+                    out.append({"label": label, by: x, "measure": key, "draws": int(values.size),
+                                "mean": float(values.mean()), "lo": float(values.min()),
+                                "hi": float(values.max())})
+        return out
+
+    def drifting(self) -> dict[str, list[str]]:
+        """Per label, the measures whose value on all pairs lies outside the range of their
+        draws at the smallest size (module docstring)."""
+        if self.kind != "size":
+            return {}
+        out: dict[str, list[str]] = {}
+        summary = self.summary()
+        for label in sorted({r["label"] for r in self.rows}):
+            sizes = sorted({r["size"] for r in self.rows if r["label"] == label})
+            if len(sizes) < 2:
+                continue
+            first = {s["measure"]: s for s in summary if s["label"] == label and s["size"] == sizes[0]}
+            last = {s["measure"]: s for s in summary if s["label"] == label and s["size"] == sizes[-1]}
+            out[label] = [key for key in SWEEP_KEYS if key in first and key in last
+                          and not first[key]["lo"] <= last[key]["mean"] <= first[key]["hi"]
+                          and math.isfinite(last[key]["mean"])]
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "rows": self.rows, "summary": self.summary(),
+                "drifting": self.drifting(), "seconds": self.seconds}
+
+
+def sweep_sizes(n: int, start: int = SWEEP_START) -> list[int]:
+    """Pool sizes of a sweep: ``start``, doubling, below ``n``, then ``n`` itself."""
+    sizes, s = [], start
+    while s < n:
+        sizes.append(s)
+        s *= 2
+    return sizes + [n]
+
+
+def pool_size_sweep(embeddings: Sequence[tuple[str, np.ndarray, np.ndarray, ScoreTerms | None]],
+                    *, groups: np.ndarray | None = None, sizes: Sequence[int] | None = None,
+                    draws: int = SWEEP_DRAWS, seed: int = 0, k: int = MUTUAL_K,
+                    reports: dict[str, Any] | None = None,
+                    progress: Progress | None = None) -> SweepResult:
+    """Every measure against pool size, for one or more embeddings of the same pairs.
+
+    Parameters
+    ----------
+    embeddings : sequence of (label, X, Y, scores)
+        The same N pairs as each embedding gives them: ``("raw", X, Y, None)`` and, say, a
+        method's run (its images and texts under its protocol, and a score correction's terms).
+        Every embedding is subsampled with the same rows.
+    groups : ndarray of shape (N,), optional
+        Image ids when images have several captions: sizes count images and a draw keeps all
+        captions of the images it draws.
+    sizes : sequence of int, optional
+        Default :func:`sweep_sizes` of N (or of the images).
+    draws : int
+        Seeded subsamples per size below all of them.
+    reports : dict of label to GapReport, optional
+        ``measure_gap`` of all the pairs for some labels, already computed (the app's): the
+        largest size reuses them instead of measuring again.
+    """
+    started = time.perf_counter()
+    report = progress or (lambda fraction, message: None)
+    n = np.asarray(embeddings[0][1]).shape[0]
+    grouping = None if groups is None else image_groups_of(groups)
+    units = n if grouping is None else grouping[1].shape[0]
+    sizes = sorted({int(s) for s in (sizes or sweep_sizes(units)) if 2 <= int(s) <= units})
+    if not sizes:
+        raise ValueError(f"no pool size between 2 and {units} to sweep.")
+    rows_of = None
+    if grouping is not None:
+        image_of = grouping[0]
+        order = np.argsort(image_of, kind="stable")
+        rows_of = np.split(order, np.cumsum(np.bincount(image_of, minlength=units))[:-1])
+    plan = [(s, d) for s in sizes for d in range(draws if s < units else 1)]
+    # cost of a draw ~ size^2: report progress by work done
+    weight = np.array([float(s) ** 2 for s, _ in plan])
+    done = 0.0
+    result = SweepResult(kind="size")
+    for s, d in plan:
+        chosen = (np.arange(units) if s == units
+                  else np.sort(np.random.default_rng([seed, s, d]).choice(units, s, replace=False)))
+        rows = chosen if rows_of is None else np.concatenate([rows_of[u] for u in chosen])
+        sub_groups = None if groups is None else np.asarray(groups)[rows]
+        for label, X, Y, scores in embeddings:
+            report(done / weight.sum(), f"{label}: {s:,} {'pairs' if grouping is None else 'images'}, "
+                                        f"draw {d + 1}")
+            Xs, Ys = np.asarray(X)[rows], np.asarray(Y)[rows]
+            r = (reports or {}).get(label) if s == units else None
+            if r is None or not {1, 5} <= set(r.ks):
+                r = measure_gap(Xs, Ys, ks=(1, 5), groups=sub_groups,
+                                scores=None if scores is None else scores.subset(rows))
+            firsts = (np.arange(rows.size) if grouping is None
+                      else np.unique(sub_groups, return_index=True)[1])
+            row = {"label": label, "size": int(s), "draw": d, "captions": r.convention,
+                   **{key: float(r.metrics[key]) for key in SWEEP_KEYS if key in r.metrics},
+                   "mutual_knn": mutual_knn_alignment(Xs[firsts], Ys[firsts], k)}
+            result.rows.append(row)
+        done += weight[plan.index((s, d))]
+    report(1.0, "done")
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def caption_sweep(embeddings: Sequence[tuple[str, np.ndarray, np.ndarray, ScoreTerms | None]],
+                  groups: np.ndarray, *, seed: int = 0, k: int = MUTUAL_K,
+                  progress: Progress | None = None) -> SweepResult:
+    """Every measure with the first caption of each image, one at random (seeded) and all of
+    them (any counts), for each embedding of the same pairs (``groups``: image ids)."""
+    started = time.perf_counter()
+    report = progress or (lambda fraction, message: None)
+    grouping = image_groups_of(groups)
+    if grouping is None:
+        raise ValueError("every image has one caption here: there is no caption choice to sweep "
+                         "(load the data with all captions, --caption all).")
+    image_of, first = grouping
+    rng = np.random.default_rng([seed, 11])
+    order = np.argsort(image_of, kind="stable")
+    rows_of = np.split(order, np.cumsum(np.bincount(image_of))[:-1])
+    random_rows = np.array([rows[rng.integers(rows.size)] for rows in rows_of])
+    choices = [("first", np.sort(first), None), ("random", np.sort(random_rows), None),
+               ("all", np.arange(image_of.size), np.asarray(groups))]
+    result = SweepResult(kind="captions")
+    for i, (name, rows, sub_groups) in enumerate(choices):
+        for label, X, Y, scores in embeddings:
+            report(i / 3, f"{label}: {name} caption(s)")
+            if scores is not None and sub_groups is not None:
+                continue  # score corrections: one caption per image only
+            Xs, Ys = np.asarray(X)[rows], np.asarray(Y)[rows]
+            r = measure_gap(Xs, Ys, ks=(1, 5), groups=sub_groups,
+                            scores=None if scores is None else scores.subset(rows))
+            firsts = np.sort(first) if sub_groups is not None else np.arange(rows.size)
+            base = np.asarray(X)[firsts] if sub_groups is not None else Xs
+            texts = np.asarray(Y)[firsts] if sub_groups is not None else Ys
+            result.rows.append({"label": label, "size": int(first.size), "draw": 0,
+                                "captions": name, "convention": r.convention,
+                                **{key: float(r.metrics[key]) for key in SWEEP_KEYS
+                                   if key in r.metrics},
+                                "mutual_knn": mutual_knn_alignment(base, texts, k)})
+    report(1.0, "done")
+    result.seconds = time.perf_counter() - started
+    return result
+
