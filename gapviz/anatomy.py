@@ -65,6 +65,7 @@ from scipy import sparse, stats
 
 from .config import BLOCK_VALUES, RECALL_KS
 from .score_terms import ScoreTerms
+from .measures import image_groups_of
 from .measures import (TIE_TOL, TIE_TOL_FLOAT64, GapReport, _band32, _dot64, _exact_source,
                        _pair_cos64, _unit_rows, float32_cosine_bound, frechet_distance,
                        measure_gap, normalize_rows)
@@ -105,13 +106,17 @@ _PANEL_ROWS = 256
 # ---------------------------------------------------------------------------------------------
 # RMG, centroid vs distribution
 # ---------------------------------------------------------------------------------------------
-def relative_modality_gap(X: np.ndarray, Y: np.ndarray) -> float:
+def relative_modality_gap(X: np.ndarray, Y: np.ndarray, groups: np.ndarray | None = None) -> float:
     """RMG of N pairs (Schrodi et al., ICLR 2025), exact and O(N d).
 
     Parameters
     ----------
     X, Y : ndarray of shape (N, d)
         Image and text embeddings (normalised here); row i of each is a pair.
+    groups : ndarray of shape (N,), optional
+        Image ids when images have several captions: m averages over every (image, caption)
+        pair, the image term over the distinct unique images and the text term over the
+        captions (as on COCO's five captions).
 
     Returns
     -------
@@ -131,23 +136,30 @@ def relative_modality_gap(X: np.ndarray, Y: np.ndarray) -> float:
     # float64 cosines of the input rows, as measure_gap's: m may be tiny (pairs nearly
     # coincide), where a float32 dot product's rounding would be a large part of it
     cos_pair = _pair_cos64(Xr, Yr, ix, iy)
-    sx = Xn.sum(0, dtype=np.float64)
+    grouping = None if groups is None else image_groups_of(groups)
+    U = Xn if grouping is None else Xn[grouping[1]]
+    sx = U.sum(0, dtype=np.float64)
     sy = Yn.sum(0, dtype=np.float64)
-    return rmg_from_sums(float(np.mean(cos_pair)), sx @ sx, sy @ sy, n, n, n)
+    m = U.shape[0]
+    return rmg_from_sums(float(np.mean(cos_pair)), sx @ sx, sy @ sy, n, m, n,
+                         n_images=m if grouping is not None else None)
 
 
-def rmg_from_sums(mean_cos_pair: float, sx2: float, sy2: float, n: int, nx: float, ny: float) -> float:
+def rmg_from_sums(mean_cos_pair: float, sx2: float, sy2: float, n: int, nx: float, ny: float,
+                  *, n_images: int | None = None) -> float:
     """RMG from the mean paired cosine and the squared norms of the modality sums.
 
     ``sx2 = ||sum_i u_i||^2`` over the N image rows, of which ``nx`` have unit norm (the others
     zero); the mean cosine over the N (N - 1) ordered pairs of distinct items is then
-    ``(sx2 - nx) / (N (N - 1))``. Same for texts.
+    ``(sx2 - nx) / (N (N - 1))``. Same for texts. ``n_images``: the images are M unique rows
+    (several captions each), their term over M (M - 1) ordered pairs.
     """
     pairs = n * (n - 1)
     m = (1.0 - mean_cos_pair) / 2.0
     if not m > 0:  # only m <= 0 is replaced, as in Schrodi et al.'s compute_rmg
         m = RMG_FLOOR
-    w_x = (1.0 - (sx2 - nx) / pairs) / 2.0
+    pairs_x = pairs if n_images is None else n_images * (n_images - 1)
+    w_x = (1.0 - (sx2 - nx) / pairs_x) / 2.0
     w_y = (1.0 - (sy2 - ny) / pairs) / 2.0
     return float(m / (m + (w_x + w_y) / 2.0))
 

@@ -37,6 +37,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .anatomy import relative_modality_gap
 from .measures import image_groups_of, measure_gap
 from .score_terms import ScoreTerms
 
@@ -48,7 +49,7 @@ SWEEP_DRAWS = 3
 MUTUAL_K = 10
 #: Measures a sweep reports (with ``mutual_knn``).
 SWEEP_KEYS = ("ITR", "TIR", "IMR", "TMR", "R@1", "R@5", "R@5_t2i", "R@1_i2t_crossmodal",
-              "R@5_i2t_crossmodal", "centroid_gap", "frechet", "paired_cosine_distance",
+              "R@5_i2t_crossmodal", "RMG", "centroid_gap", "frechet", "paired_cosine_distance",
               "mutual_knn")
 
 Progress = Callable[[float, str], None]
@@ -199,6 +200,7 @@ def pool_size_sweep(embeddings: Sequence[tuple[str, np.ndarray, np.ndarray, Scor
                       else np.unique(sub_groups, return_index=True)[1])
             row = {"label": label, "size": int(s), "draw": d, "captions": r.convention,
                    **{key: float(r.metrics[key]) for key in SWEEP_KEYS if key in r.metrics},
+                   "RMG": relative_modality_gap(Xs, Ys, sub_groups),
                    "mutual_knn": mutual_knn_alignment(Xs[firsts], Ys[firsts], k)}
             result.rows.append(row)
         done += weight[plan.index((s, d))]
@@ -241,6 +243,7 @@ def caption_sweep(embeddings: Sequence[tuple[str, np.ndarray, np.ndarray, ScoreT
                                 "captions": name, "convention": r.convention,
                                 **{key: float(r.metrics[key]) for key in SWEEP_KEYS
                                    if key in r.metrics},
+                                "RMG": relative_modality_gap(Xs, Ys, sub_groups),
                                 "mutual_knn": mutual_knn_alignment(base, texts, k)})
     report(1.0, "done")
     result.seconds = time.perf_counter() - started

@@ -30,7 +30,7 @@ from gapviz.figures import palette
 from gapviz.figures.compare import compare_heatmap, measure_help, measure_label
 from gapviz.measure_info import LEGEND
 from gapviz.measure_info import label as info_label
-from gapviz.methods import method_class
+from gapviz.methods import is_score_correction, method_class
 from gapviz.protocols import Provenance, chance_recall
 from gapviz.runs import planned_spec
 from gapviz.safety import plain_text
@@ -123,11 +123,14 @@ models_all = list(ds.models)
 with st.container(border=True):
     c1, c2 = st.columns([2.2, 1.4], vertical_alignment="bottom")
     methods = c1.multiselect("Methods (rows)", offered, format_func=method_label,
-                             **keep("compare_methods", [m for m in offered if m not in SLOW_METHODS]),
+                             **keep("compare_methods", [m for m in offered if m not in SLOW_METHODS
+                                                        and not is_score_correction(m)]),
                              help="Each is fitted once per model and cached: the other pages "
                                   "reuse the fits, and this table reuses theirs. Laplace OT and "
                                   "VLAP are left out at first: held-out, each takes five fits "
-                                  "(VLAP's are trainings: tens of seconds or more).")
+                                  "(VLAP's are trainings: tens of seconds or more). The score "
+                                  "corrections (z-scored similarities, CSLS, QB-Norm, DBNorm, "
+                                  "NNN: they change scores, not embeddings) are a pick away.")
     if len(models_all) > 1:
         models = c2.multiselect("Models", models_all, **keep("compare_models", [act.model]),
                                 help="The same pairs embedded by several models (added on Data).")

@@ -65,3 +65,21 @@ def test_conventions_are_named():
     assert caption_convention(500, 500) == "1 caption per image"
     assert caption_convention(2500, 500) == "all captions (5 per image), any counts"
     assert caption_convention(2510, 500) == "all captions (5.0 on average per image), any counts"
+
+
+def test_rmg_with_groups_takes_image_terms_over_the_images():
+    from gapviz.anatomy import relative_modality_gap
+
+    X, Y, groups = coco_style_groups(50, 8, 0, 5, f64=True)
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    Yn = Y / np.linalg.norm(Y, axis=1, keepdims=True)
+    _, first = np.unique(groups, return_index=True)
+    U = Xn[first]
+    m = np.mean((1 - np.sum(Xn * Yn, axis=1)) / 2)
+    off = lambda S: S[~np.eye(len(S), dtype=bool)]  # noqa: E731
+    w_x = np.mean((1 - off(U @ U.T)) / 2)
+    w_y = np.mean((1 - off(Yn @ Yn.T)) / 2)
+    assert relative_modality_gap(X, Y, groups) == pytest.approx(m / (m + (w_x + w_y) / 2),
+                                                                rel=1e-8)
+    # without groups the repeated image rows would count as distinct images
+    assert relative_modality_gap(X, Y) != pytest.approx(relative_modality_gap(X, Y, groups))
