@@ -65,10 +65,9 @@ from scipy import sparse, stats
 
 from .config import BLOCK_VALUES, RECALL_KS
 from .score_terms import ScoreTerms
-from .measures import image_groups_of
 from .measures import (TIE_TOL, TIE_TOL_FLOAT64, GapReport, _band32, _dot64, _exact_source,
                        _pair_cos64, _unit_rows, float32_cosine_bound, frechet_distance,
-                       measure_gap, normalize_rows)
+                       image_groups_of, measure_gap, normalize_rows)
 from .threads import one_blas_thread
 
 #: What replaces RMG's paired term m when m <= 0 (pairs that coincide), as Schrodi et al.'s
@@ -371,6 +370,58 @@ def mixed_pool_ndcg(X: np.ndarray, Y: np.ndarray, k: int = NDCG_K, *,
     if report is None:
         report = measure_gap(X, Y)
     return float(ndcg_gains(report.i2t_rank, k).mean())
+
+
+def grouped_ndcg(X: np.ndarray, Y: np.ndarray, groups: np.ndarray, k: int = NDCG_K, *,
+                 block_values: int = BLOCK_VALUES) -> float:
+    """NDCG@k of image queries in the mixed pool when images have several captions, every
+    caption of the image relevant (gain 1 each).
+
+    The pool is the M unique images and the N captions. For image i with captions R_i, a
+    caption's rank is the number of pool items (the query left out) whose cosine is at least
+    its own in float64 (within ``TIE_TOL_FLOAT64``: a tie is never a win, also between two of
+    its captions); DCG sums 1 / log2(1 + rank) over its captions ranked within k, IDCG over
+    the first min(|R_i|, k) ranks, and the result is the mean of DCG / IDCG over the images.
+
+    Exact: each panel of image queries is compared in float32; an item can be within the top
+    k only if its float32 cosine is at least the query's k-th largest less 2 h
+    (:func:`gapviz.measures.float32_cosine_bound`), and those few are ranked in float64.
+    """
+    grouping = image_groups_of(groups)
+    if grouping is None:
+        return mixed_pool_ndcg(X, Y, k)
+    image_of, first = grouping
+    Xr, Yr = _exact_source(np.asarray(X)), _exact_source(np.asarray(Y))
+    U = np.ascontiguousarray(Xr[first])
+    Un, _ = _unit_rows(U)
+    Yn, _ = _unit_rows(Yr)
+    m, n = Un.shape[0], Yn.shape[0]
+    pool32 = np.vstack([Un, Yn])
+    pool64 = np.vstack([U, Yr]).astype(np.float64)
+    pool64 /= np.linalg.norm(pool64, axis=1, keepdims=True)
+    relevant = np.zeros((m, m + n), bool)
+    relevant[image_of, m + np.arange(n)] = True
+    h = float32_cosine_bound(Un.shape[1])
+    kk = min(k, m + n - 1)
+    rows = max(1, min(_PANEL_ROWS, block_values // (m + n)))
+    gains = np.empty(m)
+    for i0 in range(0, m, rows):
+        S = Un[i0:i0 + rows] @ pool32.T
+        idx = np.arange(S.shape[0])
+        S[idx, i0 + idx] = -np.inf  # the query is not its own result
+        kth = -np.partition(-S, kk - 1, axis=1)[:, kk - 1]
+        for r in range(S.shape[0]):
+            q = i0 + r
+            cand = np.flatnonzero(S[r] >= kth[r] - 2 * h)
+            s64 = pool64[cand] @ pool64[q]
+            dcg = 0.0
+            for j in np.flatnonzero(relevant[q, cand]):
+                rank = int(np.count_nonzero(s64 >= s64[j] - TIE_TOL_FLOAT64))
+                if rank <= k:
+                    dcg += 1.0 / math.log2(1.0 + rank)
+            ideal = sum(1.0 / math.log2(1.0 + j) for j in range(1, min(int(relevant[q].sum()), k) + 1))
+            gains[q] = dcg / ideal
+    return float(gains.mean())
 
 
 #: Codes of MixBench's renderings in :class:`MixBenchSearch` and the recheck kernel.

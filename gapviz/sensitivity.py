@@ -49,8 +49,8 @@ SWEEP_DRAWS = 3
 MUTUAL_K = 10
 #: Measures a sweep reports (with ``mutual_knn``).
 SWEEP_KEYS = ("ITR", "TIR", "IMR", "TMR", "R@1", "R@5", "R@5_t2i", "R@1_i2t_crossmodal",
-              "R@5_i2t_crossmodal", "RMG", "centroid_gap", "frechet", "paired_cosine_distance",
-              "mutual_knn")
+              "R@5_i2t_crossmodal", "NDCG@10", "RMG", "centroid_gap", "frechet",
+              "paired_cosine_distance", "mutual_knn")
 
 Progress = Callable[[float, str], None]
 
@@ -132,6 +132,16 @@ class SweepResult:
                 "drifting": self.drifting(), "seconds": self.seconds}
 
 
+def _ndcg(X: np.ndarray, Y: np.ndarray, groups: np.ndarray | None, report: Any) -> float:
+    """NDCG@10 of image queries: from the report's ranks (one caption per image, or a score
+    correction's ranks), or with every caption relevant (:func:`gapviz.anatomy.grouped_ndcg`)."""
+    from .anatomy import grouped_ndcg, ndcg_gains
+
+    if report.image_of is None:
+        return float(ndcg_gains(report.i2t_rank).mean())
+    return grouped_ndcg(X, Y, groups)
+
+
 def sweep_sizes(n: int, start: int = SWEEP_START) -> list[int]:
     """Pool sizes of a sweep: ``start``, doubling, below ``n``, then ``n`` itself."""
     sizes, s = [], start
@@ -201,6 +211,7 @@ def pool_size_sweep(embeddings: Sequence[tuple[str, np.ndarray, np.ndarray, Scor
             row = {"label": label, "size": int(s), "draw": d, "captions": r.convention,
                    **{key: float(r.metrics[key]) for key in SWEEP_KEYS if key in r.metrics},
                    "RMG": relative_modality_gap(Xs, Ys, sub_groups),
+                   "NDCG@10": _ndcg(Xs, Ys, sub_groups, r),
                    "mutual_knn": mutual_knn_alignment(Xs[firsts], Ys[firsts], k)}
             result.rows.append(row)
         done += weight[plan.index((s, d))]
@@ -244,6 +255,7 @@ def caption_sweep(embeddings: Sequence[tuple[str, np.ndarray, np.ndarray, ScoreT
                                 **{key: float(r.metrics[key]) for key in SWEEP_KEYS
                                    if key in r.metrics},
                                 "RMG": relative_modality_gap(Xs, Ys, sub_groups),
+                                "NDCG@10": _ndcg(Xs, Ys, sub_groups, r),
                                 "mutual_knn": mutual_knn_alignment(base, texts, k)})
     report(1.0, "done")
     result.seconds = time.perf_counter() - started

@@ -83,3 +83,28 @@ def test_rmg_with_groups_takes_image_terms_over_the_images():
                                                                 rel=1e-8)
     # without groups the repeated image rows would count as distinct images
     assert relative_modality_gap(X, Y) != pytest.approx(relative_modality_gap(X, Y, groups))
+
+
+@pytest.mark.parametrize("seed,captions", [(0, 5), (1, -5)])
+def test_ndcg_with_every_caption_relevant_equals_the_float64_definition(seed, captions):
+    import math
+
+    from gapviz.anatomy import grouped_ndcg
+    from gapviz.measures import TIE_TOL_FLOAT64
+
+    X, Y, groups = coco_style_groups(60, 6, seed, captions)
+    Xd = X.astype(np.float64) / np.linalg.norm(X.astype(np.float64), axis=1, keepdims=True)
+    Yd = Y.astype(np.float64) / np.linalg.norm(Y.astype(np.float64), axis=1, keepdims=True)
+    ids, first, image_of = np.unique(groups, return_index=True, return_inverse=True)
+    pool = np.vstack([Xd[first], Yd])
+    m = len(first)
+    want = []
+    for i in range(m):
+        s = pool @ pool[i]
+        s[i] = -np.inf
+        rel = m + np.flatnonzero(image_of == i)
+        ranks = [int(np.count_nonzero(s >= s[t] - TIE_TOL_FLOAT64)) for t in rel]
+        dcg = sum(1 / math.log2(1 + r) for r in ranks if r <= 10)
+        idcg = sum(1 / math.log2(1 + j) for j in range(1, min(len(rel), 10) + 1))
+        want.append(dcg / idcg)
+    assert grouped_ndcg(X, Y, groups) == pytest.approx(float(np.mean(want)), abs=1e-12)

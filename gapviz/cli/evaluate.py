@@ -101,6 +101,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         X, Y, _ = shuffle_pairs(X, Y, seed=protocol["seed"])
     orig_report = measure_gap(X, Y, separability=args.separability, groups=groups)
     orig = orig_report.metrics
+    if groups is not None:  # every caption of an image relevant
+        from ..anatomy import grouped_ndcg
+
+        orig["NDCG@10"] = grouped_ndcg(X, Y, groups)
     columns = {"ORIG": orig}
     anatomy_inputs: dict[str, Any] = {}
     extra: dict[str, Any] = {"dataset": info}
@@ -127,6 +131,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         after_report = measure_gap(Xt, Yt, separability=args.separability, scores=result.scores,
                                    groups=result.groups)
         after = after_report.metrics
+        if groups is not None:
+            from ..anatomy import grouped_ndcg
+
+            after["NDCG@10"] = grouped_ndcg(Xt, Yt, groups)
         anatomy_inputs = {"method": method, "transformed": (Xt, Yt), "after": after_report,
                           "fits": result.fits, "fold_of": result.fold_of, "scores": result.scores}
         label = method.name.upper()
