@@ -7,7 +7,7 @@ on the calibrated demo (``gapviz.simulate.demo_models()["clip"]``: 2,500 pairs, 
 Laplacian OT at its defaults (held-out, 5 folds, each fit on a seeded 500-pair subsample):
 
 * the **first OT view**: a fresh held-out run through the app's process-wide runner
-  (``ui.compute.runner()``) plus the page's view of it (measures, PCA: ``view_of``);
+  (``ui.compute.runner()``) plus the page's view of it (``ui.compute.view``: measures, PCA);
 * **one-step moves** as the page makes them: after each run the page's own background job
   (``ui.compute._precompute``, submitted as ``ui.compute.run`` does) solves the neighbouring
   slider values while the user looks for ``--look`` seconds; then the slider moves one step
@@ -95,7 +95,6 @@ def level(load: float, moves: int, look: float, seed: int) -> dict:
     import ui.compute as page
     from gapviz.runs import RunData, RunSpec, neighbour_values, slider_values
     from gapviz.simulate import demo_models
-    from gapviz.views import view_of
 
     cpus = os.cpu_count() or 1
     pairs = demo_models()["clip"]
@@ -108,11 +107,12 @@ def level(load: float, moves: int, look: float, seed: int) -> dict:
         time.sleep(1.0)
         runner = page.runner()
         runner.memory.clear()
+        page._view.clear()
         spec = RunSpec.make("ot")
         with Sampler() as s:
             t0 = time.perf_counter()
             run = runner.run(spec, data)
-            view_of(run.images, run.texts)
+            page.view(run)  # the page's cached view: measures, PCA
             out["first"] = time.perf_counter() - t0
         out["first_load"] = s.text()
         rng = random.Random(seed)
@@ -127,7 +127,7 @@ def level(load: float, moves: int, look: float, seed: int) -> dict:
             with Sampler() as s:
                 t0 = time.perf_counter()
                 moved = runner.run(current, data)
-                view_of(moved.images, moved.texts)
+                page.view(moved)
                 dt = time.perf_counter() - t0
             out["moves"].append((value, dt, s.text()))
         page._latest_precompute[0] += 1  # let the last background job go

@@ -12,8 +12,10 @@ a reader sees which numbers belong to the model and which to the pool.
   subsamples per smaller size (with groups: of whole images, all their captions). Each draw is
   one :func:`gapviz.measures.measure_gap` (exact ranks) plus the mutual-kNN alignment. Per
   size: the mean and the range over the draws. A measure is flagged as *drifting with N* when
-  its value on all pairs lies outside the range of its draws at the smallest size: the pool,
-  not only the sampling, moved it.
+  the mean of its draws at the smallest size differs from its value on all pairs beyond
+  sampling: a two-sided one-sample t-test over those draws at p < 0.05 (an unbiased measure,
+  a mean over pairs, is flagged about 5% of the time by chance; one that moves with N, such
+  as R@K or mutual kNN, every time).
 - **Caption sweep** (:func:`caption_sweep`, pairs with several captions per image): every
   measure with the first caption of each image, one drawn at random (seeded), and all of them
   (any caption counts).
@@ -45,6 +47,8 @@ from .score_terms import ScoreTerms
 SWEEP_START = 250
 #: Draws per size below all pairs.
 SWEEP_DRAWS = 3
+#: Significance of the drift flag's t-test (two-sided).
+DRIFT_LEVEL = 0.05
 #: k of the mutual-kNN alignment (Huh et al. use 10).
 MUTUAL_K = 10
 #: Measures a sweep reports (with ``mutual_knn``).
@@ -109,22 +113,38 @@ class SweepResult:
                                 "hi": float(values.max())})
         return out
 
-    def drifting(self) -> dict[str, list[str]]:
-        """Per label, the measures whose value on all pairs lies outside the range of their
-        draws at the smallest size (module docstring)."""
+    def drifting(self, level: float = DRIFT_LEVEL) -> dict[str, list[str]]:
+        """Per label, the measures that drift with N: the mean of their draws at the smallest
+        size differs from their value on all pairs by more than a two-sided one-sample t-test
+        over those draws allows at ``level`` (module docstring). A measure whose draws are all
+        equal drifts when that value is not the one on all pairs."""
+        from scipy import stats
+
         if self.kind != "size":
             return {}
         out: dict[str, list[str]] = {}
-        summary = self.summary()
-        for label in sorted({r["label"] for r in self.rows}):
-            sizes = sorted({r["size"] for r in self.rows if r["label"] == label})
+        for label in dict.fromkeys(r["label"] for r in self.rows):
+            rows = [r for r in self.rows if r["label"] == label]
+            sizes = sorted({r["size"] for r in rows})
             if len(sizes) < 2:
                 continue
-            first = {s["measure"]: s for s in summary if s["label"] == label and s["size"] == sizes[0]}
-            last = {s["measure"]: s for s in summary if s["label"] == label and s["size"] == sizes[-1]}
-            out[label] = [key for key in SWEEP_KEYS if key in first and key in last
-                          and not first[key]["lo"] <= last[key]["mean"] <= first[key]["hi"]
-                          and math.isfinite(last[key]["mean"])]
+            small = [r for r in rows if r["size"] == sizes[0]]
+            full = next(r for r in rows if r["size"] == sizes[-1])
+            keys = []
+            for key in SWEEP_KEYS:
+                values = np.array([r.get(key, math.nan) for r in small], dtype=np.float64)
+                target = full.get(key, math.nan)
+                if not (np.isfinite(values).all() and math.isfinite(target)) or values.size < 2:
+                    continue
+                spread = values.std(ddof=1) / math.sqrt(values.size)
+                gap = abs(values.mean() - target)
+                if spread == 0:
+                    drifts = gap > 0
+                else:
+                    drifts = gap / spread > stats.t.ppf(1 - level / 2, values.size - 1)
+                if drifts:
+                    keys.append(key)
+            out[label] = keys
         return out
 
     def to_json(self) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import streamlit as st
 from gapviz import hosting
 from gapviz.figures.atlas import PLOTLY_MAX_POINTS
 from gapviz.methods import method_label
+from gapviz.methods.ot import foreground
 from gapviz.projection import LayoutJobs, Projection, joint_pca, warm_up_umap
 from gapviz.runs import (LRUStore, Run, RunData, RunMemory, Runner, RunSpec, neighbour_values,
                          slider_values)
@@ -126,7 +127,8 @@ def raw_run(act: Active) -> Run:
 
 @st.cache_data(max_entries=VIEW_ENTRIES, show_spinner="Measuring…")
 def _view(key: str, _run: Run) -> EmbeddingView:
-    view = view_of(_run.images, _run.texts, _run.report)
+    with foreground():  # the user waits for it: OT neighbours solved ahead pause meanwhile
+        view = view_of(_run.images, _run.texts, _run.report)
     # The arrays live in the run already; do not copy them into the cache.
     view.images = view.texts = None  # type: ignore[assignment]
     return view

@@ -396,6 +396,6 @@ def render_sweep(sweep: dict[str, Any]) -> str:
                      + "; ".join(f"{measure_label(k)} {values[k]}" for k in SWEEP_KEYS
                                  if k in values))
     for label, keys in sweep.get("drifting", {}).items():
-        lines.append(f"{label}: drifting with N (all pairs outside the smallest size's range): "
+        lines.append(f"{label}: drifting with N (smallest size vs all pairs, t-test p < 0.05): "
                      + (", ".join(measure_label(k) for k in keys) or "none"))
     return "\n".join(lines) + "\n"

@@ -265,6 +265,12 @@ class _Foreground:
 _FOREGROUND = _Foreground()
 
 
+def foreground():
+    """Context manager: work a user waits for runs in the block (a page's measures of a moved
+    slider's run), so the OT solves of :meth:`_TransportGap.precompute` pause meanwhile."""
+    return _FOREGROUND.solving()
+
+
 class _TransportGap(GapMethod):
     """Shared part: normalise, tune, fit a coupling, barycentric maps, out-of-sample maps.
 
