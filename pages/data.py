@@ -245,6 +245,9 @@ def pairs_tab() -> None:
     n = c1.number_input("Keep at most (0 = all)", 0, 1_000_000, step=500,
                         **keep("data_pairs_n", 0))
     seed = c2.number_input("Sample seed", 0, 10_000, step=1, **keep("data_pairs_seed", 0))
+    caption = _caption_choice("data_pairs_caption",
+                              "When the captions file has several rows for one image "
+                              "(Flickr30k-style).")
     spec = model_picker("data_pairs")
     if st.button("Load and embed", key="data_pairs_go", type="primary", icon=":material/upload:"):
         with guard("load these pairs"):
@@ -261,9 +264,21 @@ def pairs_tab() -> None:
             stored = [source_path] if files else []  # a path typed here is shown as typed
             with _progress_bar("Checking images") as update, _as_uploaded(source, *stored):
                 pairs, report = load_folder(source_path, n=int(n) or None, seed=int(seed),
-                                            progress=update)
+                                            caption_choice=caption, progress=update)
             _embed_and_add(pairs, report, spec, source,
                            {"source": source, "sample_n": int(n) or None, "seed": int(seed)})
+
+
+def _caption_choice(key: str, where: str) -> str:
+    """The captions-per-image radio: first, random (seeded) or all (any counts)."""
+    return st.radio(
+        "Captions per image", list(CAPTION_CHOICES), horizontal=True,
+        format_func={"first": "1: the first", "random": "1: one at random (seed)",
+                     "all": "all, any counts"}.get, **keep(key, "first"),
+        help=f"{where} The paper uses one caption per image. With all of them (as CLIP_benchmark "
+             "and Schrodi et al. on COCO), each caption is a pair of its image, an image finds "
+             "its match when any of its captions is ranked, and held-out folds keep an image's "
+             "captions together; the sample size then counts images.")
 
 
 def sample_tab() -> None:
@@ -276,14 +291,7 @@ def sample_tab() -> None:
     ann = img = tsv = ""
     caption = "first"
     if kind == "COCO captions":
-        caption = st.radio(
-            "Captions per image", list(CAPTION_CHOICES), horizontal=True,
-            format_func={"first": "1: the first", "random": "1: one at random (seed)",
-                         "all": "all 5, any counts"}.get, **keep("data_sample_caption", "first"),
-            help="The paper uses one caption per image. With all of them (as CLIP_benchmark and "
-                 "Schrodi et al. on COCO), each caption is a pair of its image, an image finds "
-                 "its match when any of its captions is ranked, and held-out folds keep an "
-                 "image's captions together. Pairs then counts images.")
+        caption = _caption_choice("data_sample_caption", "COCO has five per image.")
         if HOSTED:
             st.caption("The official COCO 2017 annotations and the sampled images are downloaded.")
         else:

@@ -107,3 +107,24 @@ def test_held_out_folds_never_split_an_image(method):
     report = measure_gap(res.image_embeddings, res.text_embeddings, groups=groups)
     assert report.n_images == 40
     assert "images" in res.provenance.summary()
+
+
+def test_flickr_style_captions_file_with_several_rows_per_image(tmp_path):
+    from datafixtures import write_image
+    from gapviz.data import load_folder
+
+    rows = ["image,caption"]
+    for i in range(4):
+        write_image(tmp_path / f"img{i}.jpg", seed=i)
+        rows += [f"img{i}.jpg,picture {i} caption {k}" for k in range(5)]
+    (tmp_path / "captions.csv").write_text("\n".join(rows) + "\n")
+    first, report = load_folder(tmp_path)
+    assert len(first) == 4 and all(p.caption.endswith("caption 0") for p in first)
+    assert any("several captions" in note for note in report.notes)
+    every, _ = load_folder(tmp_path, caption_choice="all")
+    assert len(every) == 20 and len({p.group for p in every}) == 4
+    assert sorted(p.caption for p in every if p.group == every[0].group) == \
+        [f"picture {every[0].caption.split()[1]} caption {k}" for k in range(5)]
+    drawn, _ = load_folder(tmp_path, caption_choice="random", seed=3)
+    again, _ = load_folder(tmp_path, caption_choice="random", seed=3)
+    assert [p.caption for p in drawn] == [p.caption for p in again]

@@ -100,7 +100,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    "and CC, all for uploads)")
     d.add_argument("--seed", type=int, default=SAMPLE_SEED, help="sampling seed (default 0)")
     d.add_argument("--caption", choices=CAPTION_CHOICES, default="first",
-                   help="COCO: which caption of each image (default first)")
+                   help="COCO, and captions files with several rows per image (Flickr30k): "
+                        "which caption of each image (default first; random: one per image, "
+                        "seeded; all: every caption, one pair each, grouped by image, so any "
+                        "caption counts as the image's match and --n counts images)")
     d.add_argument("--captions", help="uploads: captions file to use (.csv, .tsv, .jsonl)")
     d.add_argument("--images", help="COCO: local image folder")
     d.add_argument("--split", help="COCO: val2017, train2017, or a Karpathy split (test, val, ...)")
@@ -242,11 +245,12 @@ def _load(args: argparse.Namespace, kind: str, progress: Any,
     common = {"cache_dir": cache_dir, "max_pixels": args.max_pixels, "progress": progress}
     n_remote = args.n if args.n is not None else SAMPLE_N
     if kind in ("folder", "archive"):
-        return load_folder(args.source, captions=args.captions, n=args.n, seed=args.seed, **common)
+        return load_folder(args.source, captions=args.captions, n=args.n, seed=args.seed,
+                           caption_choice=args.caption, **common)
     if kind == "captions":
         caption_file = Path(args.source).expanduser()
         return load_folder(caption_file.parent, captions=caption_file, n=args.n, seed=args.seed,
-                           **common)
+                           caption_choice=args.caption, **common)
     if kind == "webdataset":
         return load_webdataset(args.source, n=args.n, seed=args.seed, **common)
     if kind == "coco":
@@ -353,7 +357,8 @@ def _embed_pairs(args: argparse.Namespace, err: TextIO, kind: str, pairs: list,
     spec = ModelSpec(args.model, args.pretrained, seed=args.weights_seed, tokenizer=args.tokenizer)
     _say(args, err, f"embedding {len(pairs)} pairs with {spec.label()}")
     meta = {"source": args.source, "source_kind": kind, "n": args.n, "seed": args.seed,
-            "caption_choice": args.caption if kind == "coco" else None,
+            "caption_choice": args.caption if kind in ("coco", "folder", "archive", "captions")
+            else None,
             "data_report": report.summary()}
     if getattr(args, "ray", None) is not None:
         return _embed_ray(args, err, pairs, spec, meta, progress, started)

@@ -26,6 +26,7 @@ import csv
 import hashlib
 import io
 import os
+import random
 import stat
 import tempfile
 import unicodedata
@@ -36,14 +37,14 @@ from typing import Any, BinaryIO
 from .. import hosting
 from ..safety import JSONInputError, loads_json
 from .archives import ArchiveLimits, extract, is_archive, safe_parts, safe_path
-from .defaults import (CAPTION_COLUMNS, CAPTION_FILES, ID_COLUMNS, IMAGE_COLUMNS,
+from .defaults import (CAPTION_CHOICES, CAPTION_COLUMNS, CAPTION_FILES, ID_COLUMNS, IMAGE_COLUMNS,
                        IMAGE_EXTENSIONS, MAX_CAPTION_LINE, MAX_CAPTION_ROWS_ENV, MAX_CAPTIONS_ENV,
                        MAX_IMAGE_PIXELS, UNSUPPORTED_IMAGE_EXTENSIONS, VALIDATE_WORKERS,
                        cache_area, cache_root, captions_limits)
 from .download import safe_file_name
 from .images import NOT_REGULAR_FILE
-from .pairs import (NO_IMAGE, Candidate, DataError, DataReport, Pair, Progress, collect_pairs,
-                    first_line)
+from .pairs import (NO_IMAGE, Candidate, DataError, DataReport, Pair, Progress, all_captions,
+                    collect_pairs, first_line)
 
 UNREADABLE_ROW = "unreadable row in captions file"
 UNCLOSED_QUOTE = ("captions-file row whose quote is never closed (it ran over the lines after "
@@ -62,7 +63,7 @@ _SKIP_DIRS = ("__MACOSX",)
 def load_folder(source: str | os.PathLike, *, captions: str | os.PathLike | None = None,
                 n: int | None = None, seed: int = 0, cache_dir: str | os.PathLike | None = None,
                 max_pixels: int = MAX_IMAGE_PIXELS, workers: int = VALIDATE_WORKERS,
-                limits: ArchiveLimits = ArchiveLimits(),
+                limits: ArchiveLimits = ArchiveLimits(), caption_choice: str = "first",
                 progress: Progress | None = None) -> tuple[list[Pair], DataReport]:
     """Pairs from a folder or a zip of images with captions (layouts in the module docstring).
 
@@ -78,6 +79,10 @@ def load_folder(source: str | os.PathLike, *, captions: str | os.PathLike | None
         Cache root for extracted archives (default: :func:`~gapviz.data.defaults.cache_root`).
     max_pixels : int
         Larger images are skipped as possible decompression bombs.
+    caption_choice : {"first", "random", "all"}
+        When a captions file has several rows for one image (Flickr30k-style): the first
+        row's caption, one drawn with ``seed`` (per image), or all of them (one pair per
+        caption, grouped by the image; ``n`` then counts images).
 
     Returns
     -------
@@ -101,15 +106,55 @@ def load_folder(source: str | os.PathLike, *, captions: str | os.PathLike | None
     files = _list_files(root, report)
     caption_file = (Path(captions).expanduser() if captions is not None
                     else _find_caption_file(root, files))
+    if caption_choice not in CAPTION_CHOICES:
+        raise DataError(f"caption_choice must be one of {CAPTION_CHOICES}, got {caption_choice!r}.")
+    several: dict[str, list[str]] = {}
     if caption_file is not None:
         candidates = _from_caption_file(caption_file, root, files, kind, report)
         report.notes.append(f"captions from {caption_file.name}")
+        candidates, several = _one_per_image(candidates, caption_choice, seed)
+        if several:
+            report.notes.append(
+                f"{len(several)} images have several captions; "
+                + {"first": "the first row of each kept",
+                   "random": f"one per image drawn at random (seed {seed})",
+                   "all": "all kept, one pair each, grouped by image (any caption counts as "
+                          "the image's match)"}[caption_choice])
     else:
         candidates = _from_sidecar_txt(root, files, kind, report)
         report.notes.append("captions from the first line of the .txt beside each image")
     pairs = collect_pairs(candidates, report, n=n, seed=seed, max_pixels=max_pixels,
                           workers=workers, progress=progress)
+    if caption_choice == "all" and several:
+        pairs = all_captions(pairs, several)
     return pairs, report
+
+
+def _one_per_image(candidates: list[Candidate], choice: str, seed: int
+                   ) -> tuple[list[Candidate], dict[str, list[str]]]:
+    """One candidate per image file (rows naming the same image merged, in file order), with
+    the caption ``choice`` picks; and each merged candidate's id -> all its captions."""
+    by_image: dict[str, Candidate] = {}
+    captions: dict[str, list[str]] = {}
+    out = []
+    for cand in candidates:
+        key = cand.image_path
+        if key is None or cand.problem is not None:
+            out.append(cand)
+            continue
+        if key not in by_image:
+            by_image[key] = cand
+            captions[cand.id] = []
+            out.append(cand)
+        if cand.caption:
+            captions[by_image[key].id].append(cand.caption)
+    several = {ident: caps for ident, caps in captions.items() if len(caps) > 1}
+    if choice == "random":
+        for cand in by_image.values():
+            caps = several.get(cand.id)
+            if caps:
+                cand.caption = random.Random(f"{seed}:{cand.id}").choice(caps)
+    return out, several
 
 
 def save_upload(files: Sequence[tuple[str, bytes]], cache_dir: str | os.PathLike | None = None) -> Path:
