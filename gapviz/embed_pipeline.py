@@ -427,7 +427,8 @@ def embed_stream(loaded: Any, image_paths: Sequence[str], captions: Sequence[str
         Independent lists (a pair's image and caption share a row index in the callers).
     precision : {"auto", "fp32", "bf16", "fp16"}
     image_batch, text_batch : int, optional
-        Default: :func:`default_batch_sizes` for the device.
+        Default: :func:`default_batch_sizes` for the device. The last image batches are
+        evened out over the lanes (:func:`batch_bounds`).
     workers : int, optional
         Threads that read, decode and preprocess images (default: one per CPU core, at most 8).
     lanes : int, optional
@@ -697,9 +698,10 @@ def _probe_image() -> Any:
 def _torch_threads(n: int) -> None:
     """Set torch's thread count for the calling thread (it is per thread).
 
-    Decode workers run their per-image ops (to-tensor, normalise) on one thread: left at the
-    core count, each worker's tiny ops fan out to every core and wait on the model's threads
-    (to-tensor of one 224x224 image took 21 ms instead of 0.2 ms on a busy 2-core machine).
+    Decode workers run their per-image ops (to-tensor and normalise, for a preprocessing that
+    :class:`PixelSteps` cannot split) on one thread: left at the core count, each worker's tiny
+    ops fan out to every core and wait on the model's threads (to-tensor of one 224x224 image
+    took 21 ms instead of 0.2 ms on a busy 2-core machine).
     """
     import torch
 

@@ -281,3 +281,52 @@ def caption_sweep(embeddings: Sequence[tuple[str, np.ndarray, np.ndarray, ScoreT
     result.seconds = time.perf_counter() - started
     return result
 
+
+
+class SweepJobs:
+    """Sweeps computed in the background, one worker, each started once per key; each job's
+    progress (fraction, message) is readable while it runs (the app polls it).
+
+    Parameters
+    ----------
+    store : gapviz.runs.LRUStore
+        Where the jobs are kept (given, so the app shares one store between sessions).
+    """
+
+    def __init__(self, store: Any) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.store = store
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gapviz-sweep")
+
+    def job(self, key: Any, kind: str, embeddings: Sequence[tuple], groups: np.ndarray | None,
+            *, draws: int = SWEEP_DRAWS, reports: dict[str, Any] | None = None) -> "SweepJob":
+        """The sweep job of ``key`` (started on first request)."""
+        job = self.store.get((key, kind, draws))
+        if job is None or job.future.cancelled():
+            job = SweepJob()
+
+            def work() -> SweepResult:
+                if kind == "captions":
+                    return caption_sweep(embeddings, groups, progress=job.report)
+                return pool_size_sweep(embeddings, groups=groups, draws=draws, reports=reports,
+                                       progress=job.report)
+
+            job.future = self._pool.submit(work)
+            self.store.put((key, kind, draws), job)
+        return job
+
+
+@dataclass
+class SweepJob:
+    """One background sweep: its future and its latest progress."""
+
+    future: Any = None
+    fraction: float = 0.0
+    message: str = "queued"
+
+    def report(self, fraction: float, message: str) -> None:
+        self.fraction, self.message = float(fraction), message
+
+    def done(self) -> bool:
+        return self.future is not None and self.future.done()

@@ -47,6 +47,8 @@ COMPARED_KEYS = ("RMG", "NDCG@10", "hubness", "ITR", "R@5", "paired_cosine_dista
 #: Bootstrap resamples and seed of the intervals.
 CI_RESAMPLES = 200
 CI_SEED = 0
+#: Seconds between looks at a background sweep while it runs.
+SWEEP_POLL_SECONDS = 1.0
 #: Measures of the cluster table (raw and after).
 CLUSTER_KEYS = ("ITR", "R@5", "paired_cosine_distance", "RMG")
 #: Measures of the hubness and mixed-search table (raw and after).
@@ -155,23 +157,6 @@ def _cell_style(t: float | None) -> str:
             f"color: {'white' if light < 70 else palette.TABLE_TEXT}")
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
-def _sweep(key: str, kind: str, _embeddings, _groups, _reports, draws: int):
-    """The pool-size or caption sweep of the raw pairs and the run (cached by their keys)."""
-    from gapviz.sensitivity import caption_sweep, pool_size_sweep
-
-    bar = st.progress(0.0, text="Sweeping")
-    try:
-        step = lambda fraction, message: bar.progress(min(max(fraction, 0.0), 1.0),
-                                                      text=plain_text(message))  # noqa: E731
-        if kind == "captions":
-            return caption_sweep(_embeddings, _groups, progress=step)
-        return pool_size_sweep(_embeddings, groups=_groups, draws=draws, reports=_reports,
-                               progress=step)
-    finally:
-        bar.empty()
-
-
 def sensitivity_view(run=None, run_name: str = "") -> None:
     """How much of each number is the model and how much the pool: every measure against pool
     size (seeded subsamples, 3 draws each) and against the captions per image, raw and after
@@ -201,8 +186,19 @@ def sensitivity_view(run=None, run_name: str = "") -> None:
         embeddings.append((run_name, run.images, run.texts, run.scores))
         reports[run_name] = run.report
         key += "/" + run.key
+    job = compute.sweeps().job(key, kind, embeddings, groups, draws=3, reports=reports)
+    if not job.done():
+        @st.fragment(run_every=SWEEP_POLL_SECONDS)
+        def _progress() -> None:
+            if job.done():
+                st.rerun()  # finished: draw the results once, and stop polling
+            st.progress(min(max(job.fraction, 0.0), 1.0),
+                        text=f"Sweeping in the background: {plain_text(job.message)}")
+
+        _progress()
+        return
+    result = job.future.result()
     started = time.perf_counter()
-    result = _sweep(key, kind, embeddings, groups, reports, 3)
     by = "size" if kind == "size" else "captions"
     st.plotly_chart(sweep_figure(result.summary(), SWEEP_KEYS, by=by,
                                  labels={k: info(k).label for k in SWEEP_KEYS},

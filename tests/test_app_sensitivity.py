@@ -6,11 +6,27 @@ from __future__ import annotations
 
 import numpy as np
 
+import time
+
 from gapviz.embeddings import PairedEmbeddings
 from gapviz.sensitivity import caption_sweep, pool_size_sweep
 from gapviz.workspace import Workspace
 
 from reference import coco_style_groups
+
+
+def _finished(at, timeout=120):
+    """Rerun the page until the background sweep's table is there."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        table = next((d.value for d in at.dataframe if "drifts with N" in d.value.columns), None)
+        if table is not None:
+            return table
+        assert any("Sweeping in the background" in (p.text or "") for p in at.get("progress")), \
+            "neither the sweep's progress nor its results are shown"
+        time.sleep(0.5)
+        at.run()
+    raise AssertionError("the sweep did not finish")
 
 
 def test_pool_size_tab_runs_the_sweep_raw_and_after(simulated_workspace, app_session,
@@ -20,8 +36,8 @@ def test_pool_size_tab_runs_the_sweep_raw_and_after(simulated_workspace, app_ses
     assert_clean(at, "Anatomy")
     at.toggle(key="anatomy_sweep_on").set_value(True).run()
     assert_clean(at, "pool-size sweep")
+    table = _finished(at)
     assert "anatomy_sweep_fig" in [c.key for c in at.get("plotly_chart")]
-    table = next(d.value for d in at.dataframe if "drifts with N" in d.value.columns)
     assert {"raw"} < set(table["embeddings"]) and set(table["size"]) == {250, 500, 600}
     pairs = ws.active.pairs
     direct = pool_size_sweep([("raw", pairs.image_embeddings, pairs.text_embeddings, None)],
@@ -47,7 +63,7 @@ def test_an_upload_with_five_captions_shows_the_caption_curve(app_session, asser
     at.radio(key="anatomy_sweep_kind").set_value("captions").run()
     at.toggle(key="anatomy_sweep_on").set_value(True).run()
     assert_clean(at, "caption sweep")
-    table = next(d.value for d in at.dataframe if "drifts with N" in d.value.columns)
+    table = _finished(at)
     assert list(dict.fromkeys(table["captions"])) == ["first", "random", "all"]
     direct = caption_sweep([("raw", X, Y, None)], groups)
     r5 = {s["captions"]: s["mean"] for s in direct.summary() if s["measure"] == "R@5"}

@@ -39,6 +39,8 @@ RUN_ENTRIES = 64
 POINT_ENTRIES = 256
 UMAP_ENTRIES = 8
 VIEW_ENTRIES = 64
+#: Sweeps kept (each a few dozen rows of numbers).
+SWEEP_ENTRIES = 16
 #: Seconds between checks of a background UMAP job.
 UMAP_POLL_SECONDS = 1.0
 
@@ -237,3 +239,15 @@ def embed_text(identity: str, text: str, _spec: Any) -> np.ndarray:
     from gapviz.encode import embed_texts
 
     return embed_texts(loaded_model(_spec), [text])[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# pool-size and caption sweeps in the background
+# ---------------------------------------------------------------------------------------------
+@st.cache_resource
+def sweeps() -> Any:
+    """Background sweeps (:class:`gapviz.sensitivity.SweepJobs`), one worker, shared by every
+    session."""
+    from gapviz.sensitivity import SweepJobs
+
+    return SweepJobs(LRUStore(SWEEP_ENTRIES))
