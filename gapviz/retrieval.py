@@ -142,10 +142,15 @@ def _ranked(sims: np.ndarray, tol: np.ndarray, n: int, k: int, modality: str,
 
 
 def pick_example_query(raw: GapReport, closed: GapReport) -> int:
-    """An image query that shows what closing the gap does (for the Overview's proof).
+    """An image query that shows what closing the gap does (for the Overview's proof), as a
+    pair row.
 
     The image whose paired text ranks best in the closed space, among those where the raw
-    space ranks the nearest text worst; ties broken by the lowest row. Deterministic.
+    space ranks the nearest text worst; ties broken by the lowest row. Deterministic. With
+    several captions per image, the first pair of that image.
     """
     score = closed.i2t_rank.astype(np.float64) * (raw.n + 1) - raw.best_text_rank
-    return int(np.argmin(score))
+    image = int(np.argmin(score))
+    if raw.image_of is None:
+        return image
+    return int(np.flatnonzero(raw.image_of == image)[0])
