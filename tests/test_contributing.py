@@ -53,8 +53,9 @@ def test_the_command_line_takes_its_flag(shrink, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["method"] == {"method": "shrink", "params": {"alpha": 0.8}}
     assert main(["evaluate", "demo", "--method", "center", "--alpha", "0.5"]) == 2
-    assert "--alpha does not apply to --method center; it applies to shrink" in \
-        capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--alpha does not apply to --method center; it applies to " in err
+    assert "shrink" in err.split("it applies to ", 1)[1]  # a flag may serve several methods
 
 
 def test_the_app_offers_it_with_its_slider(shrink, app_session, assert_clean):

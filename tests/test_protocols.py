@@ -236,7 +236,7 @@ def test_provenance_record_has_every_field():
     p = Provenance("held-out", "procrustes", 400, 500, seed=0, folds=5)
     assert set(p.to_dict()) == {"protocol", "method", "n_fit", "n_scored", "seed", "folds", "fit_source",
                                 "n_overlap", "shuffled", "aligned", "alignment_residual", "warning",
-                                "pool_size"}
+                                "n_images", "pool_size"}
     assert p.summary().startswith("held-out: 5-fold cross-fit (seed 0)")
 
 
