@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .measures import TIE_TOL_FLOAT64, GapReport
+from .measures import TIE_TOL_FLOAT64, GapReport, image_groups_of
 from .score_terms import ScoreTerms
 
 IMAGE, TEXT = "image", "text"
@@ -51,7 +51,7 @@ class QueryResult:
 
 
 def retrieve(X: np.ndarray, Y: np.ndarray, modality: str, index: int, k: int = 10, *,
-             scores: ScoreTerms | None = None) -> QueryResult:
+             scores: ScoreTerms | None = None, groups: np.ndarray | None = None) -> QueryResult:
     """Top-``k`` of the mixed pool for pool item ``index`` of ``modality`` ("image" or "text").
 
     Parameters
@@ -66,12 +66,21 @@ def retrieve(X: np.ndarray, Y: np.ndarray, modality: str, index: int, k: int = 1
     scores : ScoreTerms, optional
         A score correction's terms of the N pairs: the pool is ranked on the corrected scores
         (a hit's ``similarity`` is its corrected score), ties within the block's tolerance.
+    groups : ndarray of shape (N,), optional
+        Image ids when images have several captions: the pool holds each image once (a hit's
+        ``index`` is its first pair) and every caption; an image query's partner is the best
+        of its captions (all of them marked as partners), a caption's is its image.
     """
     if modality not in (IMAGE, TEXT):
         raise ValueError(f"modality must be 'image' or 'text', got {modality!r}.")
     n = X.shape[0]
     if not 0 <= index < n:
         raise ValueError(f"query index {index} is out of range for {n} pairs.")
+    grouping = None if groups is None else image_groups_of(groups)
+    if grouping is not None:
+        if scores is not None:
+            raise ValueError("score corrections rank one caption per image for now.")
+        return _grouped(X, Y, grouping, modality, index, k)
     if scores is not None:
         from .methods.scores import unit64
         from .score_search import corrected_scores
@@ -139,6 +148,36 @@ def _ranked(sims: np.ndarray, tol: np.ndarray, n: int, k: int, modality: str,
         partner_rank = int(np.count_nonzero(sims >= partner_sim - tol))
     same = sum(h.modality == modality for h in hits)
     return QueryResult(modality, index, hits, partner_rank, partner_sim, same)
+
+
+def _grouped(X: np.ndarray, Y: np.ndarray, grouping: tuple[np.ndarray, np.ndarray],
+             modality: str, index: int, k: int) -> QueryResult:
+    """:func:`retrieve` in a pool of the unique images and every caption."""
+    image_of, first = grouping
+    m, n = first.shape[0], Y.shape[0]
+    q = np.asarray((X if modality == IMAGE else Y)[index], dtype=np.float64)
+    sims = np.concatenate([_cosines(np.asarray(X)[first], q), _cosines(Y, q)])
+    if modality == IMAGE:
+        own = int(image_of[index])
+        partners = m + np.flatnonzero(image_of == own)
+    else:
+        own = m + index
+        partners = np.array([int(image_of[index])])
+    sims[own] = -np.inf  # a query is never its own result
+    k = max(1, min(k, m + n - 1))
+    tiebreak = np.zeros(m + n)
+    tiebreak[partners] = 1  # ties rank ahead of a partner
+    order = np.lexsort((tiebreak, -sims))[:k]
+    is_partner = np.zeros(m + n, bool)
+    is_partner[partners] = True
+    hits = [Hit(r + 1, IMAGE if j < m else TEXT, int(first[j]) if j < m else int(j - m),
+                float(sims[j]), bool(is_partner[j])) for r, j in enumerate(order)]
+    best = float(sims[partners].max())
+    others = ~is_partner
+    others[own] = False
+    rank = 1 + int(np.count_nonzero(sims[others] >= best - TIE_TOL_FLOAT64))
+    same = sum(h.modality == modality for h in hits)
+    return QueryResult(modality, index, hits, rank, best, same)
 
 
 def pick_example_query(raw: GapReport, closed: GapReport) -> int:

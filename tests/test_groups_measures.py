@@ -108,3 +108,20 @@ def test_ndcg_with_every_caption_relevant_equals_the_float64_definition(seed, ca
         idcg = sum(1 / math.log2(1 + j) for j in range(1, min(len(rel), 10) + 1))
         want.append(dcg / idcg)
     assert grouped_ndcg(X, Y, groups) == pytest.approx(float(np.mean(want)), abs=1e-12)
+
+
+def test_retrieval_with_groups_ranks_each_image_once():
+    from gapviz.retrieval import retrieve
+
+    X, Y, groups = coco_style_groups(30, 8, 4, 5)
+    report = measure_gap(X, Y, groups=groups)
+    ids, first, image_of = np.unique(groups, return_index=True, return_inverse=True)
+    for g in (0, 7, 29):
+        row = int(first[g])
+        res = retrieve(X, Y, "image", row, 10, groups=groups)
+        assert res.partner_rank == report.i2t_rank[g]  # any caption counts, as the measures
+        images = [h.index for h in res.hits if h.modality == "image"]
+        assert len(images) == len(set(images)) and row not in images  # each image once
+    for t in (0, 11, 100):
+        res = retrieve(X, Y, "text", t, 10, groups=groups)
+        assert res.partner_rank == report.t2i_rank[t]

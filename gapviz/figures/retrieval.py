@@ -138,8 +138,10 @@ def run_query(pairs: PairedEmbeddings, images: np.ndarray, texts: np.ndarray, qu
     """
     X, Y = pairs.image_embeddings, pairs.text_embeddings
     if not query.is_free:
-        return (retrieve(X, Y, query.modality, query.row, k),
-                retrieve(images, texts, query.modality, query.row, k, scores=scores))
+        groups = pairs.group_ids  # several captions per image: each image once in the pool
+        return (retrieve(X, Y, query.modality, query.row, k, groups=groups),
+                retrieve(images, texts, query.modality, query.row, k, scores=scores,
+                         groups=groups))
     if scores is not None:
         raise ValueError("a score correction ranks the pool's own items (its terms come from "
                          "the protocol's fits for each scored pair); typed text has no terms. "
