@@ -6,13 +6,15 @@ processes (``while True: pass``), counting the work already running there (sampl
 on the calibrated demo (``gapviz.simulate.demo_models()["clip"]``: 2,500 pairs, d = 512) with
 Laplacian OT at its defaults (held-out, 5 folds, each fit on a seeded 500-pair subsample):
 
-* the **first OT view**: a fresh held-out run through the app's process-wide runner
-  (``ui.compute.runner()``) plus the page's view of it (``ui.compute.view``: measures, PCA);
-* **one-step moves** as the page makes them: after each run the page's own background job
-  (``ui.compute._precompute``, submitted as ``ui.compute.run`` does) solves the neighbouring
-  slider values while the user looks for ``--look`` seconds; then the slider moves one step
-  (to a neighbour, in a seeded order), which cancels the stale background work, and the
-  move is timed: the runner's refit of the 5 fits plus the view.
+* the **first OT view**: a fresh held-out run through a runner as the app holds one
+  (``gapviz.runs.Runner``) plus the page's view of it (``gapviz.views.view_of``: measures,
+  PCA, computed in ``gapviz.methods.ot.foreground()`` as the page does; a view once made is
+  kept per run, as the page caches it);
+* **one-step moves** as the page makes them: after each run the page's background solves
+  (``gapviz.runs.NeighbourSolves``, requested as the app does after a run with live sliders)
+  solve the neighbouring slider values while the user looks for ``--look`` seconds; then the
+  slider moves one step (to a neighbour, in a seeded order), which lets the stale background
+  work go, and the move is timed: the runner's refit of the 5 fits plus the view.
 
 Each figure is printed beside its target (a move < 1 s at 1 runnable task per CPU and < 2 s at
 2.5, the first view < 3 s at 1 per CPU) with the load it ran under: the running tasks sampled
@@ -92,9 +94,18 @@ def stop_busy(procs: list[subprocess.Popen]) -> None:
 
 def level(load: float, moves: int, look: float, seed: int) -> dict:
     """First view and one-step moves with the machine topped up to ``load`` per CPU."""
-    import ui.compute as page
-    from gapviz.runs import RunData, RunSpec, neighbour_values, slider_values
+    from gapviz.methods.ot import foreground
+    from gapviz.runs import NeighbourSolves, RunData, Runner, RunSpec, neighbour_values, slider_values
     from gapviz.simulate import demo_models
+    from gapviz.views import view_of
+
+    views: dict[str, object] = {}
+
+    def page_view(run):  # the page's view, kept per run as the page caches it
+        if run.key not in views:
+            with foreground():
+                views[run.key] = view_of(run.images, run.texts, run.report)
+        return views[run.key]
 
     cpus = os.cpu_count() or 1
     pairs = demo_models()["clip"]
@@ -105,33 +116,30 @@ def level(load: float, moves: int, look: float, seed: int) -> dict:
     out = {"load": load, "background": before, "busy": n_busy, "moves": [], "samples": []}
     try:
         time.sleep(1.0)
-        runner = page.runner()
-        runner.memory.clear()
-        page._view.clear()
+        runner = Runner()
+        solves = NeighbourSolves(runner)
         spec = RunSpec.make("ot")
         with Sampler() as s:
             t0 = time.perf_counter()
             run = runner.run(spec, data)
-            page.view(run)  # the page's cached view: measures, PCA
+            page_view(run)  # the page's view: measures, PCA
             out["first"] = time.perf_counter() - t0
         out["first_load"] = s.text()
         rng = random.Random(seed)
         current = spec
         for _ in range(moves):
-            page._latest_precompute[0] += 1  # as ui.compute.run does after a computed run
-            page._precompute_pool().submit(page._precompute, page._latest_precompute[0],
-                                           current, data)
+            solves.request(current, data)  # as the app does after a run with live sliders
             time.sleep(look)  # the user looks at the page
             value = rng.choice(neighbour_values("ot", slider_values(current)))
             current = current.with_params(**value)
             with Sampler() as s:
                 t0 = time.perf_counter()
                 moved = runner.run(current, data)
-                page.view(moved)
+                page_view(moved)
                 dt = time.perf_counter() - t0
             out["moves"].append((value, dt, s.text()))
-        page._latest_precompute[0] += 1  # let the last background job go
-        page._precompute_pool().submit(lambda: None).result()
+        solves.cancel()  # let the last background job go
+        solves.wait()
     finally:
         stop_busy(procs)
     out["loadavg"] = os.getloadavg()[0]
@@ -160,7 +168,6 @@ def main() -> None:
 
     import ot  # noqa: F401  (imported once, before any timing)
 
-    import ui.compute  # noqa: F401
     from gapviz.methods.ot import OTGap
     from gapviz.simulate import demo_models
 

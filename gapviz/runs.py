@@ -713,3 +713,56 @@ __all__ = ["DEFAULT_METHOD", "FitView", "LRUStore", "Run", "RunData",
            "RunMemory", "RunSpec", "Runner", "TRADEOFF_KS", "TRADEOFF_METHODS", "default_spec", "needs_leak_consent",
            "neighbour_values", "planned_spec", "setting_specs", "slider_values",
            "tradeoff_specs"]
+
+
+class NeighbourSolves:
+    """Solves a refit run's neighbouring slider values in the background while the user looks
+    (:meth:`Runner.precompute`), on one worker thread.
+
+    One neighbouring value at a time, every fold of it before the next value (a move needs
+    all of a value's folds), and none once a newer request came (the user moved on): stale
+    work would only delay the new neighbours on a busy machine. Never a result for another
+    value: the solves only fill the fits' caches, which a move then reads for its own value.
+
+    Parameters
+    ----------
+    runner : Runner
+        Whose fits are solved ahead.
+    """
+
+    def __init__(self, runner: "Runner") -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.runner = runner
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gapviz-precompute")
+        self._latest = 0
+        self._lock = threading.Lock()
+
+    def request(self, spec: RunSpec, data: RunData) -> Any:
+        """Solve ``spec``'s neighbouring values from now on (older requests give way); the
+        job's future."""
+        with self._lock:
+            self._latest += 1
+            token = self._latest
+        return self._pool.submit(self._solve, token, spec, data)
+
+    def cancel(self) -> None:
+        """Let the running request go (it stops before its next value)."""
+        with self._lock:
+            self._latest += 1
+
+    def wait(self) -> None:
+        """Until the worker is idle."""
+        self._pool.submit(lambda: None).result()
+
+    def _solve(self, token: int, spec: RunSpec, data: RunData) -> None:
+        import logging
+
+        for value in neighbour_values(spec.method, slider_values(spec)):
+            if token != self._latest:
+                return
+            try:
+                self.runner.precompute(spec, data, [value])
+            except Exception:  # noqa: BLE001 - ahead-of-time work; a failure shows on the real move
+                logging.getLogger(__name__).debug("precompute failed", exc_info=True)
+                return

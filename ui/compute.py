@@ -13,8 +13,7 @@ pool is kept once per pool for every session, while one holds it
 
 from __future__ import annotations
 
-import logging
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -25,12 +24,11 @@ from gapviz.figures.atlas import PLOTLY_MAX_POINTS
 from gapviz.methods import method_label
 from gapviz.methods.ot import foreground
 from gapviz.projection import LayoutJobs, Projection, joint_pca, warm_up_umap
-from gapviz.runs import (LRUStore, Run, RunData, RunMemory, Runner, RunSpec, neighbour_values,
+from gapviz.runs import (LRUStore, NeighbourSolves, Run, RunData, RunMemory, Runner, RunSpec,
                          slider_values)
 from gapviz.views import EmbeddingView, view_of
 from gapviz.workspace import POOLS, Active
 
-log = logging.getLogger("gapviz.app")
 
 #: Entries of the shared stores: fit sets (eigenvectors, OT plans), finished runs, trade-off
 #: points, UMAP layouts, cached views.
@@ -81,27 +79,10 @@ def _with_progress(title: str, compute: Callable[[Callable[[float, str], None]],
 
 
 @st.cache_resource
-def _precompute_pool() -> ThreadPoolExecutor:
-    # One worker: it only runs while the user looks at the page, and must not crowd the next move.
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="gapviz-precompute")
-
-
-#: The latest background request: older ones give way (the user has moved on).
-_latest_precompute = [0]
-
-
-def _precompute(token: int, spec: RunSpec, data: RunData) -> None:
-    # One neighbouring value at a time, every fold of it before the next value (a move needs
-    # all of a value's folds), and none once the user has moved on: stale work would only
-    # delay the new neighbours on a busy machine.
-    for value in neighbour_values(spec.method, slider_values(spec)):
-        if token != _latest_precompute[0]:
-            return
-        try:
-            runner().precompute(spec, data, [value])
-        except Exception:  # noqa: BLE001 - ahead-of-time work; a failure shows on the real move
-            log.debug("precompute failed", exc_info=True)
-            return
+def neighbour_solves() -> NeighbourSolves:
+    """The background solves of neighbouring slider values (one worker: it only runs while the
+    user looks at the page, and must not crowd the next move), shared by every session."""
+    return NeighbourSolves(runner())
 
 
 def run(act: Active, spec: RunSpec, fit_on: Active | None = None) -> Run:
@@ -117,8 +98,7 @@ def run(act: Active, spec: RunSpec, fit_on: Active | None = None) -> Run:
              f"{', shuffled' if spec.shuffled else ''}) on {act.pairs.n:,} pairs")
     out = _with_progress(title, lambda progress: r.run(spec, data, fit_on=other, progress=progress))
     if slider_values(spec):
-        _latest_precompute[0] += 1
-        _precompute_pool().submit(_precompute, _latest_precompute[0], spec, data)
+        neighbour_solves().request(spec, data)
     return out
 
 
