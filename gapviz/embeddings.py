@@ -481,7 +481,17 @@ def _from_arrays_unchecked(values: dict[str, Any], source: str) -> tuple[PairedE
     pe = PairedEmbeddings(image, text, ids, values.get("captions"), values.get("image_paths"),
                           str(values.get("model") or ""), dict(values.get("meta") or {}),
                           values.get("labels"), values.get("groups"))
-    return (pe if keep.size == n else pe.subset(keep)), report
+    pe = pe if keep.size == n else pe.subset(keep)
+    if pe.group_ids is not None:  # an image id must name one image embedding
+        from .measures import image_groups
+
+        try:
+            image_groups(pe.image_embeddings, pe.group_ids)
+        except ValueError as err:
+            pe.groups = None
+            report.warnings.append(f"ignored 'groups' ({err}); the pairs are measured with one "
+                                   "caption per row")
+    return pe, report
 
 
 def max_embeddings_bytes() -> int:

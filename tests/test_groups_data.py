@@ -128,3 +128,22 @@ def test_flickr_style_captions_file_with_several_rows_per_image(tmp_path):
     drawn, _ = load_folder(tmp_path, caption_choice="random", seed=3)
     again, _ = load_folder(tmp_path, caption_choice="random", seed=3)
     assert [p.caption for p in drawn] == [p.caption for p in again]
+
+
+def test_hostile_groups_are_reported_and_never_misread(tmp_path):
+    X, Y, groups = coco_style_groups(6, 4, 0, 3)
+    base = {"image_embeddings": X, "text_embeddings": Y}
+    # an id naming two different images: the groups are ignored, with the reason
+    bad = X.copy()
+    bad[1] += 1.0
+    np.savez(tmp_path / "clash.npz", **{**base, "image_embeddings": bad, "groups": groups})
+    pairs, report = load_embeddings(tmp_path / "clash.npz")
+    assert pairs.groups is None and pairs.n == 18
+    assert any("ignored 'groups'" in w and "same image id" in w for w in report.warnings)
+    # floats are not ids; a wrong length is an error that says what to fix
+    np.savez(tmp_path / "floats.npz", **base, groups=np.arange(18) / 2)
+    pairs, report = load_embeddings(tmp_path / "floats.npz")
+    assert pairs.groups is None and any("ignored 'groups'" in w for w in report.warnings)
+    np.savez(tmp_path / "short.npz", **base, groups=groups[:-1])
+    with pytest.raises(Exception, match="'groups' has 17 entries but there are 18 pairs"):
+        load_embeddings(tmp_path / "short.npz")
