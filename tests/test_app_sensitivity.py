@@ -60,6 +60,8 @@ def test_an_upload_with_five_captions_shows_the_caption_curve(app_session, asser
     at = app_session("pages/anatomy.py", workspace=ws)
     assert_clean(at, "Anatomy on five captions")
     assert any("several captions per image" in i.value for i in at.info)
+    # every page's header names the convention
+    assert any("300 images, all captions (5 per image), any counts" in c.value for c in at.caption)
     at.radio(key="anatomy_sweep_kind").set_value("captions").run()
     at.toggle(key="anatomy_sweep_on").set_value(True).run()
     assert_clean(at, "caption sweep")

@@ -77,6 +77,8 @@ def page_header(title: str, subtitle: str | None = None, *, compact: bool = Fals
     cols = st.columns([5, 1]) if act.simulated else [st.container()]
     cols[0].caption(f"{line}{' · ' if line else ''}**{user_text(act.dataset.name)}** · "
                     f"{user_text(act.model)} · {act.pairs.n:,} pairs · {act.pairs.dim}-d"
+                    + (f" · {act.pairs.n_images:,} images, {act.pairs.convention}"
+                       if act.pairs.group_ids is not None else "")
                     + (f" · {user_text(act.pairs.meta['reference'])}"
                        if act.simulated and act.pairs.meta.get("reference") else ""))
     if act.simulated:

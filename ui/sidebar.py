@@ -51,7 +51,8 @@ def render_sidebar(pages: Sequence[Any], title: str, tagline: str) -> None:
                           "choice, and nothing computed before is computed again.")
     with sb.container(border=True):
         st.markdown(f"**{user_text(act.dataset.name)}**  \n{act.pairs.n:,} pairs · "
-                    f"{act.pairs.dim}-d")
+                    f"{act.pairs.dim}-d"
+                    + (f"  \n{act.pairs.convention}" if act.pairs.group_ids is not None else ""))
         model_line = f"**Model** {user_text(act.model)}"
         if act.simulated and act.pairs.meta.get("imitates"):
             model_line += f"  \nimitates {user_text(act.pairs.meta['imitates'])}"
