@@ -399,8 +399,7 @@ def grouped_ndcg(X: np.ndarray, Y: np.ndarray, groups: np.ndarray, k: int = NDCG
     pool32 = np.vstack([Un, Yn])
     pool64 = np.vstack([U, Yr]).astype(np.float64)
     pool64 /= np.linalg.norm(pool64, axis=1, keepdims=True)
-    relevant = np.zeros((m, m + n), bool)
-    relevant[image_of, m + np.arange(n)] = True
+    captions = np.bincount(image_of, minlength=m)  # relevant items of each image
     h = float32_cosine_bound(Un.shape[1])
     kk = min(k, m + n - 1)
     rows = max(1, min(_PANEL_ROWS, block_values // (m + n)))
@@ -415,11 +414,13 @@ def grouped_ndcg(X: np.ndarray, Y: np.ndarray, groups: np.ndarray, k: int = NDCG
             cand = np.flatnonzero(S[r] >= kth[r] - 2 * h)
             s64 = pool64[cand] @ pool64[q]
             dcg = 0.0
-            for j in np.flatnonzero(relevant[q, cand]):
+            relevant = cand >= m
+            relevant[relevant] = image_of[cand[relevant] - m] == q
+            for j in np.flatnonzero(relevant):
                 rank = int(np.count_nonzero(s64 >= s64[j] - TIE_TOL_FLOAT64))
                 if rank <= k:
                     dcg += 1.0 / math.log2(1.0 + rank)
-            ideal = sum(1.0 / math.log2(1.0 + j) for j in range(1, min(int(relevant[q].sum()), k) + 1))
+            ideal = sum(1.0 / math.log2(1.0 + j) for j in range(1, min(int(captions[q]), k) + 1))
             gains[q] = dcg / ideal
     return float(gains.mean())
 

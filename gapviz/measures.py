@@ -460,16 +460,17 @@ def image_groups(X: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndar
     if groups.shape != (X.shape[0],):
         raise ValueError(f"groups must give one image id per pair ({X.shape[0]}), got shape "
                          f"{groups.shape}.")
-    _, first, image_of = np.unique(groups, return_index=True, return_inverse=True)
-    if first.shape[0] == X.shape[0]:
+    grouping = image_groups_of(groups)
+    if grouping is None:
         return None
+    image_of, first = grouping
     differ = np.flatnonzero(np.any(X != X[first[image_of]], axis=1))
     if differ.size:
         r = int(differ[0])
         raise ValueError(f"pairs {int(first[image_of[r]])} and {r} have the same image id "
                          f"{groups[r]!r} but different image embeddings; an image id must name "
                          "one image (give each image its own id).")
-    return image_of.astype(np.int64), first.astype(np.int64)
+    return image_of, first
 
 
 def one_row_per_image(A: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
@@ -491,6 +492,13 @@ def image_groups_of(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     if first.shape[0] == image_of.shape[0]:
         return None
     return image_of.astype(np.int64), first.astype(np.int64)
+
+
+def rows_of_images(image_of: np.ndarray) -> list[np.ndarray]:
+    """The pair rows of each image (``image_of`` from :func:`image_groups_of`), each in row
+    order."""
+    counts = np.bincount(image_of)
+    return np.split(np.argsort(image_of, kind="stable"), np.cumsum(counts)[:-1])
 
 
 def caption_convention(n_pairs: int, n_images: int) -> str:

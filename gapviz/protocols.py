@@ -80,7 +80,7 @@ from sklearn.base import clone
 
 from .config import RECALL_KS
 from .embeddings import check_pair_arrays
-from .measures import GapReport, measure_gap, one_row_per_image
+from .measures import GapReport, measure_gap, one_row_per_image, rows_of_images
 from .methods.base import GapMethod, ProgressCallback
 from .score_terms import ScoreTerms
 
@@ -605,8 +605,7 @@ def _cross_fit(model: GapMethod, name: str, X: np.ndarray, Y: np.ndarray, folds:
     order = np.random.default_rng([seed, 0]).permutation(units)
     parts = np.array_split(order, folds)  # units (pairs, or images) of each fold
     if groups is not None:  # an image's rows all go where the image goes
-        rows_of = np.split(np.argsort(unit_of, kind="stable"),
-                           np.cumsum(np.bincount(unit_of, minlength=units))[:-1])
+        rows_of = rows_of_images(unit_of)
         parts = [np.concatenate([rows_of[u] for u in chosen]) for chosen in parts]
     fold_of = np.empty(n, np.int64)
     for f, rows in enumerate(parts):

@@ -130,31 +130,16 @@ def _ranked(sims: np.ndarray, tol: np.ndarray, n: int, k: int, modality: str,
             index: int | None) -> QueryResult:
     """The result of one query from its scores against the 2N pool items (and each item's
     tie tolerance)."""
-    mods = np.array([IMAGE] * n + [TEXT] * n)
     own = None if index is None else (index if modality == IMAGE else n + index)
-    partner = None if index is None else (n + index if modality == IMAGE else index)
-    if own is not None:
-        sims[own] = -np.inf  # a query is never its own result
-    k = max(1, min(k, 2 * n - (own is not None)))
-    # Stable sort on (-similarity, partner last among ties): ties rank ahead of the partner.
-    tiebreak = np.zeros(2 * n)
-    if partner is not None:
-        tiebreak[partner] = 1
-    order = np.lexsort((tiebreak, -sims))[:k]
-    hits = [Hit(r + 1, str(mods[j]), int(j % n), float(sims[j]), j == partner) for r, j in enumerate(order)]
-    partner_rank = partner_sim = None
-    if partner is not None:
-        partner_sim = float(sims[partner])
-        partner_rank = int(np.count_nonzero(sims >= partner_sim - tol))
-    same = sum(h.modality == modality for h in hits)
-    return QueryResult(modality, index, hits, partner_rank, partner_sim, same)
+    partners = [] if index is None else [n + index if modality == IMAGE else index]
+    return _result(sims, tol, np.arange(n), k, modality, index, own, np.array(partners, int))
 
 
 def _grouped(X: np.ndarray, Y: np.ndarray, grouping: tuple[np.ndarray, np.ndarray],
              modality: str, index: int, k: int) -> QueryResult:
     """:func:`retrieve` in a pool of the unique images and every caption."""
     image_of, first = grouping
-    m, n = first.shape[0], Y.shape[0]
+    m = first.shape[0]
     q = np.asarray((X if modality == IMAGE else Y)[index], dtype=np.float64)
     sims = np.concatenate([_cosines(np.asarray(X)[first], q), _cosines(Y, q)])
     if modality == IMAGE:
@@ -163,21 +148,32 @@ def _grouped(X: np.ndarray, Y: np.ndarray, grouping: tuple[np.ndarray, np.ndarra
     else:
         own = m + index
         partners = np.array([int(image_of[index])])
-    sims[own] = -np.inf  # a query is never its own result
-    k = max(1, min(k, m + n - 1))
-    tiebreak = np.zeros(m + n)
-    tiebreak[partners] = 1  # ties rank ahead of a partner
-    order = np.lexsort((tiebreak, -sims))[:k]
-    is_partner = np.zeros(m + n, bool)
+    return _result(sims, np.full(sims.shape[0], TIE_TOL_FLOAT64), first, k, modality, index,
+                   own, partners)
+
+
+def _result(sims: np.ndarray, tol: np.ndarray, image_rows: np.ndarray, k: int, modality: str,
+            index: int | None, own: int | None, partners: np.ndarray) -> QueryResult:
+    """The result of one query from its scores against the pool: the images first (shown as
+    pair rows ``image_rows``), then the captions; ``own`` the query's own item, ``partners``
+    its relevant items (the rank is the best one's: a tie ranks ahead of it)."""
+    m = image_rows.shape[0]
+    if own is not None:
+        sims[own] = -np.inf  # a query is never its own result
+    k = max(1, min(k, sims.shape[0] - (own is not None)))
+    is_partner = np.zeros(sims.shape[0], bool)
     is_partner[partners] = True
-    hits = [Hit(r + 1, IMAGE if j < m else TEXT, int(first[j]) if j < m else int(j - m),
+    # Stable sort on (-similarity, partners last among ties): ties rank ahead of a partner.
+    order = np.lexsort((is_partner, -sims))[:k]
+    hits = [Hit(r + 1, IMAGE if j < m else TEXT, int(image_rows[j]) if j < m else int(j - m),
                 float(sims[j]), bool(is_partner[j])) for r, j in enumerate(order)]
-    best = float(sims[partners].max())
-    others = ~is_partner
-    others[own] = False
-    rank = 1 + int(np.count_nonzero(sims[others] >= best - TIE_TOL_FLOAT64))
+    partner_rank = partner_sim = None
+    if partners.size:
+        partner_sim = float(sims[partners].max())
+        others = ~is_partner
+        partner_rank = 1 + int(np.count_nonzero(sims[others] >= partner_sim - tol[others]))
     same = sum(h.modality == modality for h in hits)
-    return QueryResult(modality, index, hits, rank, best, same)
+    return QueryResult(modality, index, hits, partner_rank, partner_sim, same)
 
 
 def pick_example_query(raw: GapReport, closed: GapReport) -> int:

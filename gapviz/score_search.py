@@ -48,10 +48,8 @@ def corrected_scores(Z: np.ndarray, n: int, scores: ScoreTerms, queries: np.ndar
             continue
         for mc in (0, 1):
             cols = slice(mc * n, (mc + 1) * n)
-            out[np.ix_(sel, np.arange(mc * n, (mc + 1) * n))] = scores.score(
-                mq, mc, cos[sel, cols], row[sel])
-            tol[np.ix_(sel, np.arange(mc * n, (mc + 1) * n))] = (
-                TIE_TOL_FLOAT64 * scores.scale[mq, mc][row[sel]][:, None])
+            out[sel, cols] = scores.score(mq, mc, cos[sel, cols], row[sel])
+            tol[sel, cols] = TIE_TOL_FLOAT64 * scores.scale[mq, mc][row[sel]][:, None]
     out[np.arange(len(queries)), queries] = -np.inf
     return out, tol
 

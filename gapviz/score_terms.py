@@ -70,12 +70,6 @@ class ScoreTerms:
         return int(self.scale.shape[2])
 
     @classmethod
-    def identity(cls, n: int) -> "ScoreTerms":
-        """Terms that leave the cosine as it is."""
-        return cls(np.ones((2, 2, n)), np.zeros((2, 2, n)), np.zeros((2, 2, n)),
-                   np.zeros((2, 2, n)), name="cosine")
-
-    @classmethod
     def stack(cls, parts: list[tuple[np.ndarray, "ScoreTerms"]], n: int) -> "ScoreTerms":
         """Terms of N pairs assembled from ``(rows, terms of those rows)`` parts (held-out
         folds, each scored with its own fit's banks)."""
@@ -111,9 +105,3 @@ class ScoreTerms:
     def from_shifted(self, mq: int, mc: int, shifted: np.ndarray) -> np.ndarray:
         """The inverse of :meth:`to_shifted`: ``a * shifted + b``."""
         return self.scale[mq, mc] * shifted + self.bias[mq, mc]
-
-    def spread(self, mq: int, mc: int) -> float:
-        """``max |lam| * max |w|`` of a block: how far a shifted cosine can be from the cosine
-        (sizes the float32 rounding of the shift in the similarity pass)."""
-        return float(np.abs(self.lam[mq, mc]).max(initial=0.0)
-                     * np.abs(self.offset[mq, mc]).max(initial=0.0))

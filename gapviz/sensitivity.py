@@ -40,7 +40,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .anatomy import relative_modality_gap
-from .measures import image_groups_of, measure_gap
+from .measures import image_groups_of, measure_gap, rows_of_images
 from .score_terms import ScoreTerms
 
 #: Smallest pool of a size sweep (pairs, or images with several captions each).
@@ -205,15 +205,13 @@ def pool_size_sweep(embeddings: Sequence[tuple[str, np.ndarray, np.ndarray, Scor
         raise ValueError(f"no pool size between 2 and {units} to sweep.")
     rows_of = None
     if grouping is not None:
-        image_of = grouping[0]
-        order = np.argsort(image_of, kind="stable")
-        rows_of = np.split(order, np.cumsum(np.bincount(image_of, minlength=units))[:-1])
+        rows_of = rows_of_images(grouping[0])
     plan = [(s, d) for s in sizes for d in range(draws if s < units else 1)]
     # cost of a draw ~ size^2: report progress by work done
     weight = np.array([float(s) ** 2 for s, _ in plan])
     done = 0.0
     result = SweepResult(kind="size")
-    for s, d in plan:
+    for step, (s, d) in enumerate(plan):
         chosen = (np.arange(units) if s == units
                   else np.sort(np.random.default_rng([seed, s, d]).choice(units, s, replace=False)))
         rows = chosen if rows_of is None else np.concatenate([rows_of[u] for u in chosen])
@@ -234,7 +232,7 @@ def pool_size_sweep(embeddings: Sequence[tuple[str, np.ndarray, np.ndarray, Scor
                    "NDCG@10": _ndcg(Xs, Ys, sub_groups, r),
                    "mutual_knn": mutual_knn_alignment(Xs[firsts], Ys[firsts], k)}
             result.rows.append(row)
-        done += weight[plan.index((s, d))]
+        done += weight[step]
     report(1.0, "done")
     result.seconds = time.perf_counter() - started
     return result
@@ -253,9 +251,7 @@ def caption_sweep(embeddings: Sequence[tuple[str, np.ndarray, np.ndarray, ScoreT
                          "(load the data with all captions, --caption all).")
     image_of, first = grouping
     rng = np.random.default_rng([seed, 11])
-    order = np.argsort(image_of, kind="stable")
-    rows_of = np.split(order, np.cumsum(np.bincount(image_of))[:-1])
-    random_rows = np.array([rows[rng.integers(rows.size)] for rows in rows_of])
+    random_rows = np.array([rows[rng.integers(rows.size)] for rows in rows_of_images(image_of)])
     choices = [("first", np.sort(first), None), ("random", np.sort(random_rows), None),
                ("all", np.arange(image_of.size), np.asarray(groups))]
     result = SweepResult(kind="captions")

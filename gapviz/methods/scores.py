@@ -72,8 +72,9 @@ def mean_top_k(k: int):
     """Row-wise mean of the k largest values (all of them when a row has fewer)."""
     def reduce(S: np.ndarray) -> np.ndarray:
         kk = min(k, S.shape[1])
-        return -np.sort(-np.partition(S, S.shape[1] - kk, axis=1)[:, S.shape[1] - kk:],
-                        axis=1).mean(axis=1) if kk else np.zeros(S.shape[0])
+        if not kk:
+            return np.zeros(S.shape[0])
+        return np.partition(S, S.shape[1] - kk, axis=1)[:, S.shape[1] - kk:].mean(axis=1)
     return reduce
 
 
