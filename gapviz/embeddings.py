@@ -613,12 +613,10 @@ def _load_shards(folder: Path, limit: int) -> tuple[PairedEmbeddings, LoadReport
             "folder of .parquet shards (as `gapviz embed --ray` writes).")
     with _read_errors(folder, "these shards; use fewer or smaller shards",
                       "folder of embeddings shards"):
-        import pyarrow.parquet as pq
-
         total = 0
         for shard in shards:
             try:
-                total += _parquet_size(pq.ParquetFile(shard))
+                total += _parquet_size(shard)
             except Exception as err:  # pyarrow raises ArrowInvalid / OSError for corrupt files
                 raise EmbeddingsFileError(
                     f"{shard}: not a readable parquet file ({_one_line(err)}).") from None
@@ -791,18 +789,132 @@ def _meta_object(text: str) -> tuple[dict[str, Any] | None, str | None]:
     return meta, None
 
 
-def _parquet_size(pf: Any) -> int:
-    """Bytes a parquet file can take once decoded, from its metadata: per column chunk, the
+def _parquet_size(path: Path) -> int:
+    """Bytes a parquet file can take once decoded, from its footer: per column chunk, the
     larger of its uncompressed size and its value count times 8 (dictionary or run-length
-    encoding can make the former far smaller than the decoded data)."""
-    meta = pf.metadata
+    encoding can make the former far smaller than the decoded data).
+
+    The footer is read here, bounded, rather than through pyarrow's metadata accessors: for some
+    damaged footers (level histograms of the wrong size) those throw a C++ exception that Python
+    cannot catch, which ends the whole process. Raises ``ValueError`` for anything malformed."""
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        if size < 12:
+            raise ValueError("too short for a parquet file")
+        fh.seek(size - 8)
+        tail = fh.read(8)
+        if tail[4:] == b"PARE":
+            raise ValueError("an encrypted parquet footer; write the file unencrypted")
+        if tail[4:] != b"PAR1":
+            raise ValueError("no parquet footer (the file does not end in PAR1)")
+        length = int.from_bytes(tail[:4], "little")
+        if not 0 < length <= size - 12:
+            raise ValueError(f"a footer length of {length} bytes in a file of {size}")
+        fh.seek(size - 8 - length)
+        footer = fh.read(length)
     total = 0
-    for rg in range(meta.num_row_groups):
-        group = meta.row_group(rg)
-        for c in range(group.num_columns):
-            column = group.column(c)
-            total += max(int(column.total_uncompressed_size), int(column.num_values) * 8)
+    for group in _ThriftCompact(footer).struct().get(4, []):  # FileMetaData.row_groups
+        for chunk in group.get(1, []):  # RowGroup.columns
+            column = chunk.get(3)  # ColumnChunk.meta_data
+            if not isinstance(column, dict):
+                raise ValueError("a column chunk without its metadata")
+            values, unpacked = column.get(5), column.get(6)  # num_values, total_uncompressed_size
+            if not (isinstance(values, int) and isinstance(unpacked, int)) or min(values, unpacked) < 0:
+                raise ValueError("a column chunk with a missing or negative size")
+            total += max(unpacked, values * 8)
     return total
+
+
+class _ThriftCompact:
+    """A bounded reader of one Thrift compact-protocol struct (the encoding of a parquet
+    footer): structs as ``{field id: value}``, lists as lists, strings as bytes. Every length
+    is checked against the bytes left and nesting is capped, so no input can make it allocate
+    more than the footer's size or recurse without end."""
+
+    _MAX_DEPTH = 64
+
+    def __init__(self, data: bytes):
+        self.data, self.pos = data, 0
+
+    def _byte(self) -> int:
+        if self.pos >= len(self.data):
+            raise ValueError("the footer ends inside a value")
+        self.pos += 1
+        return self.data[self.pos - 1]
+
+    def _varint(self) -> int:
+        value = shift = 0
+        while True:
+            byte = self._byte()
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value
+            shift += 7
+            if shift > 63:
+                raise ValueError("a varint longer than 64 bits")
+
+    def _zigzag(self) -> int:
+        value = self._varint()
+        return (value >> 1) ^ -(value & 1)
+
+    def _take(self, n: int) -> bytes:
+        if n < 0 or n > len(self.data) - self.pos:
+            raise ValueError(f"a length of {n} bytes past the footer's end")
+        self.pos += n
+        return self.data[self.pos - n:self.pos]
+
+    def _value(self, kind: int, depth: int) -> Any:
+        if depth > self._MAX_DEPTH:
+            raise ValueError("values nested too deep")
+        if kind in (1, 2):  # boolean (field header form)
+            return kind == 1
+        if kind == 3:
+            return self._byte()
+        if kind in (4, 5, 6):
+            return self._zigzag()
+        if kind == 7:
+            return self._take(8)
+        if kind == 8:
+            return self._take(self._varint())
+        if kind in (9, 10):
+            header = self._byte()
+            n, element = header >> 4, header & 0x0F
+            if n == 15:
+                n = self._varint()
+            if n > len(self.data) - self.pos:  # every element takes at least one byte
+                raise ValueError(f"a list of {n} elements in fewer bytes")
+            if element in (1, 2):  # booleans inside lists take one byte each
+                return [self._byte() == 1 for _ in range(n)]
+            return [self._value(element, depth + 1) for _ in range(n)]
+        if kind == 11:
+            n = self._varint()
+            if not n:
+                return {}
+            if 2 * n > len(self.data) - self.pos:
+                raise ValueError(f"a map of {n} entries in fewer bytes")
+            types = self._byte()
+            return dict((self._value(types >> 4, depth + 1), self._value(types & 0x0F, depth + 1))
+                        for _ in range(n))
+        if kind == 12:
+            return self.struct(depth + 1)
+        raise ValueError(f"an unknown Thrift type {kind}")
+
+    def struct(self, depth: int = 0) -> dict[int, Any]:
+        if depth > self._MAX_DEPTH:
+            raise ValueError("structs nested too deep")
+        fields: dict[int, Any] = {}
+        field = 0
+        while True:
+            header = self._byte()
+            if header == 0:
+                return fields
+            kind, delta = header & 0x0F, header >> 4
+            field = field + delta if delta else self._zigzag()
+            try:
+                fields[field] = self._value(kind, depth)
+            except (TypeError, RecursionError) as err:  # unhashable map key, deep lists
+                raise ValueError(f"a malformed value ({err.__class__.__name__})") from None
 
 
 def _vector_column(path: Path, table: Any, col: str) -> tuple[np.ndarray, np.ndarray]:
@@ -853,8 +965,8 @@ def _read_parquet(path: Path, limit: int) -> tuple[dict[str, Any], list[str]]:
     import pyarrow.parquet as pq
 
     try:
+        size = _parquet_size(path)
         pf = pq.ParquetFile(path)
-        size = _parquet_size(pf)
     except Exception as err:  # pyarrow raises ArrowInvalid / OSError for corrupt files
         raise EmbeddingsFileError(f"{path}: not a readable parquet file ({_one_line(err)}).") from None
     _check_size(path, size, limit)
