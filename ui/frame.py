@@ -17,12 +17,15 @@ from pathlib import Path
 
 import streamlit as st
 
+from gapviz.methods.ot import pot_numpy_backend_only
 from gapviz.workspace import Active
 
 from . import links
 from .components import COMPACT_CARDS_CSS, simulated_badge, style, user_text
 from .sidebar import render_sidebar
 from .state import active, init_state
+
+pot_numpy_backend_only()  # the server hands POT numpy arrays only: import it without torch
 
 APP_TITLE = "gapviz"
 APP_TAGLINE = "Measure and close the modality gap"

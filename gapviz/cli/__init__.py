@@ -72,7 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..data import DataError
     from ..embeddings import EmbeddingsFileError
     from ..encode import ModelLoadError
+    from ..methods.ot import pot_numpy_backend_only
 
+    pot_numpy_backend_only()
     parser = build_parser()
     args = parser.parse_args(argv)
     with escaped_output():

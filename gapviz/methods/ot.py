@@ -118,6 +118,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import numbers
+import os
+import sys
 import threading
 import time
 import warnings
@@ -263,6 +265,27 @@ class _Foreground:
 
 
 _FOREGROUND = _Foreground()
+
+
+#: POT's switches for its optional array backends (``ot.backend``), read once, at its import.
+POT_BACKEND_SWITCHES = ("POT_BACKEND_DISABLE_PYTORCH", "POT_BACKEND_DISABLE_JAX",
+                        "POT_BACKEND_DISABLE_CUPY", "POT_BACKEND_DISABLE_TENSORFLOW")
+
+
+def pot_numpy_backend_only() -> None:
+    """Have POT, once imported, register its numpy backend only.
+
+    POT's import otherwise imports every array library it finds installed (torch, jax, cupy,
+    tensorflow) to register a backend for it: with torch installed beside it that is most of
+    the 1.8 s POT takes to import on a 2-core machine, against 0.2 s without, and the first OT
+    or Sinkhorn fit of a process waits for it. gapviz hands POT numpy arrays only, so the
+    processes gapviz owns (the app's server, the command line) call this at their start. A
+    program that imports gapviz and also gives POT torch tensors should not. A switch already
+    set in the environment is kept; after POT's import this changes nothing.
+    """
+    if "ot" not in sys.modules:
+        for key in POT_BACKEND_SWITCHES:
+            os.environ.setdefault(key, "1")
 
 
 def foreground():
