@@ -98,6 +98,54 @@ class LRUStore:
             return len(self._items)
 
 
+class InFlight:
+    """Work under way, by key: a second caller asking for a key that another thread is
+    computing waits for that result instead of computing it again.
+
+    The app's sessions are threads of one process: two visitors opening the same page of the
+    demo at once, or a page asking for a run the background is obtaining
+    (:class:`RunsAhead`), share one computation. If the first caller fails or is stopped (a
+    Streamlit rerun stops a script thread inside its work), a waiting caller computes the
+    work itself, so it gets its own error or result, never another caller's interruption.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._futures: dict[Hashable, Any] = {}
+
+    def once(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """``compute()``, unless another thread is computing ``key``: then its result."""
+        from concurrent.futures import Future
+
+        while True:
+            with self._lock:
+                future = self._futures.get(key)
+                owner = future is None
+                if owner:
+                    future = self._futures[key] = Future()
+            if owner:
+                break
+            try:
+                return future.result()
+            except BaseException:  # noqa: BLE001 - the other caller's failure or stop: do it here
+                continue
+        try:
+            value = compute()
+        except BaseException as err:
+            future.set_exception(err)
+            raise
+        else:
+            future.set_result(value)
+            return value
+        finally:
+            with self._lock:
+                del self._futures[key]
+
+    def __contains__(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._futures
+
+
 @dataclass
 class RunMemory:
     """The stores a :class:`Runner` keeps its work in.
@@ -111,11 +159,14 @@ class RunMemory:
         Finished runs by (data, spec).
     points : LRUStore
         Trade-off points by (data, spec).
+    under_way : InFlight
+        Runs being computed now, by (data, spec): a second caller waits for them.
     """
 
     fits: LRUStore = field(default_factory=lambda: LRUStore(12))
     runs: LRUStore = field(default_factory=lambda: LRUStore(64))
     points: LRUStore = field(default_factory=lambda: LRUStore(256))
+    under_way: "InFlight" = field(default_factory=lambda: InFlight())
 
     def clear(self) -> None:
         for store in (self.fits, self.runs, self.points):
@@ -529,6 +580,14 @@ class Runner:
         done = self.memory.runs.get(key)
         if done is not None:
             return done
+        return self.memory.under_way.once(key, lambda: self._obtain(key, spec, data, fit_on,
+                                                                    progress))
+
+    def _obtain(self, key: tuple, spec: RunSpec, data: RunData, fit_on: RunData | None,
+                progress: ProgressCallback | None) -> Run:
+        done = self.memory.runs.get(key)  # finished while this caller waited for its turn
+        if done is not None:
+            return done
         if spec.is_raw:
             run = Run(spec, data.key, data.images, data.texts,
                       Provenance("transductive", "orig", data.n, data.n), (), None, "raw",
@@ -709,8 +768,8 @@ def slider_values(spec: RunSpec) -> dict[str, Any]:
     return Runner.split(spec, 0, 0)[2]
 
 
-__all__ = ["DEFAULT_METHOD", "FitView", "LRUStore", "Run", "RunData",
-           "RunMemory", "RunSpec", "Runner", "TRADEOFF_KS", "TRADEOFF_METHODS", "default_spec", "needs_leak_consent",
+__all__ = ["DEFAULT_METHOD", "FitView", "InFlight", "LRUStore", "Run", "RunData",
+           "RunMemory", "RunSpec", "Runner", "RunsAhead", "TRADEOFF_KS", "TRADEOFF_METHODS", "default_spec", "needs_leak_consent",
            "neighbour_values", "planned_spec", "setting_specs", "slider_values",
            "tradeoff_specs"]
 
@@ -766,3 +825,59 @@ class NeighbourSolves:
             except Exception:  # noqa: BLE001 - ahead-of-time work; a failure shows on the real move
                 logging.getLogger(__name__).debug("precompute failed", exc_info=True)
                 return
+
+
+class RunsAhead:
+    """Work a page will likely ask for next, done in the background on one worker thread while
+    the user looks at another page: the Compare page's default rows, say, while the visitor
+    reads the Overview. The page then finds its runs done, or under way (:meth:`Runner.run`
+    waits for the run in flight rather than computing it again), and never a different
+    result: a job computes exactly what the page would, through the same runner.
+
+    One job at a time, in the order given. A request is made once per name (the same rows of
+    the same data are not queued twice), and a newer request replaces what is left of older
+    ones, so stale work does not crowd what the user asks for now.
+
+    Parameters
+    ----------
+    max_jobs_per_request : int
+        Jobs beyond this many in one request are dropped (a guard, not a tuning knob).
+    """
+
+    def __init__(self, max_jobs_per_request: int = 32) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.max_jobs = max_jobs_per_request
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gapviz-ahead")
+        self._lock = threading.Lock()
+        self._latest = 0
+        self._named: set[Hashable] = set()
+
+    def request(self, name: Hashable, jobs: Sequence[Callable[[], Any]]) -> Any:
+        """Do ``jobs`` from now on, unless ``name`` was requested before; the request's future
+        (None when it was not made). Older requests stop before their next job."""
+        with self._lock:
+            if name in self._named:
+                return None
+            self._named.add(name)
+            self._latest += 1
+            token = self._latest
+        return self._pool.submit(self._work, token, list(jobs)[:self.max_jobs])
+
+    def wait(self) -> None:
+        """Until the worker is idle."""
+        self._pool.submit(lambda: None).result()
+
+    def _work(self, token: int, jobs: list[Callable[[], Any]]) -> int:
+        import logging
+
+        done = 0
+        for job in jobs:
+            if token != self._latest:
+                break
+            try:
+                job()
+                done += 1
+            except Exception:  # noqa: BLE001 - ahead-of-time work; a failure shows when asked for
+                logging.getLogger(__name__).debug("work ahead failed", exc_info=True)
+        return done

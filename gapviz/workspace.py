@@ -313,6 +313,11 @@ class Workspace:
         #: Messages of the last load, shown once by the Data page.
         self.last_load: dict[str, Any] | None = None
 
+    def params_for(self, name: str) -> dict[str, Any] | None:
+        """The parameters set on "Close the gap" for ``name`` when it is the chosen method,
+        else None (its defaults): what every other page runs ``name`` with."""
+        return dict(self.method_params) if name == self.method and self.method_params else None
+
     # -- adding -------------------------------------------------------------------------------
     def add(self, pairs: PairedEmbeddings, *, source: str, dataset: str | None = None,
             model: str | None = None, report: LoadReport | None = None,

@@ -23,14 +23,13 @@ import streamlit as st
 
 from gapviz import exports
 from gapviz.compare import significance as column_significance
-from gapviz.compare import (COMPARE_KEYS, GAIN_COLUMNS, ComparisonRow, compare_row,
+from gapviz.compare import (COMPARE_KEYS, GAIN_COLUMNS, ComparisonRow,
                             comparison_table, crowned, format_cell, params_text, rows_to_columns,
                             run_title, with_gains)
 from gapviz.figures import palette
 from gapviz.figures.compare import compare_heatmap, measure_help, measure_label
 from gapviz.measure_info import LEGEND
 from gapviz.measure_info import label as info_label
-from gapviz.methods import is_score_correction, method_class
 from gapviz.protocols import Provenance, chance_recall
 from gapviz.runs import planned_spec
 from gapviz.safety import plain_text
@@ -38,7 +37,7 @@ from gapviz.tables import run_cells
 from gapviz.workspace import DEMO_DATASET, Active
 from ui import compute, links
 from ui import export_menu as export_ui
-from ui.components import guard, method_label, method_names
+from ui.components import guard, method_label
 from ui.frame import page_header
 from ui.scoring import PROTOCOL_HELP, PROTOCOL_LABELS
 from ui.state import keep, workspace
@@ -47,10 +46,6 @@ from ui.state import keep, workspace
 BEST_STYLE = palette.BEST_CELL_STYLE
 #: Background of a best cell that noise explains, and of its runner-up.
 NOISE_STYLE = palette.NOISE_CELL_STYLE
-#: Methods left out of the default selection because they are the slowest rows (under their
-#: default protocol, held-out, five fits each: Laplace OT a few seconds on 2,500 pairs on 2
-#: cores, the VLAP map tens of seconds to minutes); the user adds them in one click.
-SLOW_METHODS = ("ot", "vlap")
 MEASURE_CACHE_ENTRIES = 256
 #: Seconds of measuring after which the rows measured so far are shown while the others run
 #: (a cached page draws faster than this and is not redrawn row by row).
@@ -59,24 +54,21 @@ PARTIAL_AFTER_S = 0.4
 ws = workspace()
 act = page_header("Compare", "every method and every model on the same pairs", link="compare")
 ds = act.dataset
-names = method_names()
-offered = (["orig"] if "orig" in names else []) + [m for m in names if m != "orig"]
+offered = compute.compare_methods()
 
 
 def _chosen(name: str) -> dict | None:
     """The parameters set on Close the gap for the method chosen there, else None (its
     defaults; :func:`gapviz.runs.planned_spec` lowers a default a fold cannot take)."""
-    return ws.method_params if name == ws.method and ws.method_params else None
+    return ws.params_for(name)
 
 
 def _row(a: Active, name: str) -> ComparisonRow:
-    """One row of the table: ``name`` on model ``a`` under the chosen protocol, obtained by the
-    app's shared runner (a method fitted on another page is not fitted again) and measured,
-    as ``gapviz compare`` obtains it (:func:`gapviz.compare.compare_row`)."""
-    return compare_row(compute.runner(), compute.run_data(a), name,
-                       model=a.model if len(models) > 1 else "", params=_chosen(name),
-                       protocol=_protocol(name), allow_pairing_leak=allow_leak, shuffled=shuffled,
-                       lower_chosen=True)
+    """One row of the table: ``name`` on model ``a`` under the chosen protocol
+    (:func:`ui.compute.compare_page_row`; the Overview may have obtained it ahead)."""
+    return compute.compare_page_row(a, name, params=_chosen(name), protocol=protocol_choice,
+                                    allow_leak=allow_leak, shuffled=shuffled,
+                                    model=a.model if len(models) > 1 else "")
 
 
 def _active_for(model: str) -> Active:
@@ -123,8 +115,7 @@ models_all = list(ds.models)
 with st.container(border=True):
     c1, c2 = st.columns([2.2, 1.4], vertical_alignment="bottom")
     methods = c1.multiselect("Methods (rows)", offered, format_func=method_label,
-                             **keep("compare_methods", [m for m in offered if m not in SLOW_METHODS
-                                                        and not is_score_correction(m)]),
+                             **keep("compare_methods", compute.compare_default_methods()),
                              help="Each is fitted once per model and cached: the other pages "
                                   "reuse the fits, and this table reuses theirs. Laplace OT and "
                                   "VLAP are left out at first: held-out, each takes five fits "
@@ -174,9 +165,7 @@ if not methods or not models:
 # the table
 # ---------------------------------------------------------------------------------------------
 def _protocol(name: str) -> str:
-    if name == "orig":
-        return "transductive"
-    return method_class(name).default_protocol if protocol_choice == "default" else protocol_choice
+    return compute.compare_protocol(name, protocol_choice)
 
 
 def _partial(done: list[ComparisonRow]) -> None:
@@ -196,11 +185,16 @@ def _partial(done: list[ComparisonRow]) -> None:
 def _slow(task: tuple[str, str]) -> bool:
     """A row that fits K times (held-out, fit-on) or a method that trains: measured last."""
     name = task[1]
-    return _protocol(name) != "transductive" or name in SLOW_METHODS
+    return _protocol(name) != "transductive" or name in compute.COMPARE_SLOW_METHODS
 
 
 failed = []
 tasks = [(m, n) for m in models for n in methods]
+# The rows go to the one background worker too, in this order: rows it has done are taken from
+# the runner, the one under way is waited for, and a row this loop reaches first is computed
+# here while the worker waits for it, so one stream of work runs, never two.
+compute.compare_rows_ahead([_active_for(m) for m in models], methods, _chosen,
+                           protocol=protocol_choice, allow_leak=allow_leak, shuffled=shuffled)
 # Quick rows first, so the rows shown while the others run are many; the table keeps the
 # order of the menus.
 order = sorted(range(len(tasks)), key=lambda i: _slow(tasks[i]))

@@ -22,6 +22,7 @@ from gapviz.runs import default_spec
 from ui import compute, links
 from ui.components import guard, method_label, metric_cards, show_image
 from ui.frame import page_header
+from ui.state import workspace
 
 PROOF_K = 5
 SCATTER_HEIGHT = 205
@@ -107,3 +108,6 @@ def _render() -> None:
 
 with guard("build the overview"):
     _render()
+# While the visitor reads this page, the Compare page's opening rows are obtained in the
+# background (once per pairs): most visitors of the demo go there next.
+compute.compare_rows_ahead([act], compute.compare_default_methods(), workspace().params_for)

@@ -206,3 +206,29 @@ def test_the_measures_exports_say_how_each_run_was_obtained(monkeypatch, app_ses
     rows = list(csv.DictReader(io.StringIO(
         files["gapviz-compare-small-shuffled-control-measures.csv"].decode())))
     assert len(rows) == 4 and all(r["protocol"].endswith("shuffled control") for r in rows)
+
+
+def test_the_overview_obtains_the_opening_rows_ahead_and_compare_uses_them(
+        app_session, assert_clean, simulated_workspace, monkeypatch):
+    """While the visitor reads the Overview, the Compare page's opening rows are obtained in
+    the background through the shared runner; the Compare page then fits nothing again and
+    shows the numbers ``gapviz compare`` gives."""
+    import gapviz.runs as runs
+    from gapviz.compare import compare
+    from ui import compute
+
+    ws = simulated_workspace(150, 48, "Ahead", seed=11, profiles=["clip"])
+    at = app_session("pages/overview.py", workspace=ws)
+    assert_clean(at, "Overview")
+    compute.runs_ahead().wait()
+    fits = []
+    real = runs.protocol_transform
+    monkeypatch.setattr(runs, "protocol_transform", lambda *a, **k: fits.append(a[0]) or real(*a, **k))
+    at.switch_page(PAGE).run()
+    assert_clean(at, "Compare after the Overview")
+    assert fits == []  # every opening row was there already
+    table = at.dataframe[0].value
+    pairs = ws.datasets[ws.current_dataset].models[PROFILES["clip"].name]
+    for row in compare({"clip": pairs}, compute.compare_default_methods()):
+        for key in ("ITR", "TIR", "R@5"):
+            assert math.isclose(table.loc[row.method, key], row.metrics[key], rel_tol=1e-12), (row.method, key)

@@ -190,3 +190,91 @@ def test_a_page_lowers_a_value_chosen_on_other_data_and_says_so():
     assert spec.param_dict["n_components"] == 11
     assert notes == ("n_components lowered from 60 to 11: each fit sees 12 pairs of "
                      "dimension 32",)
+
+
+def test_a_run_asked_for_by_two_threads_at_once_is_computed_once(data, monkeypatch):
+    """Two sessions (threads) asking for the same run at the same time share one computation;
+    the second gets the very same run object."""
+    import threading
+
+    import gapviz.runs as runs
+
+    calls = []
+    gate = threading.Event()
+    real = runs.protocol_transform
+
+    def slow(*args, **kwargs):
+        calls.append(1)
+        gate.wait(10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runs, "protocol_transform", slow)
+    runner = Runner()
+    spec = RunSpec.make("center")
+    out = [None, None]
+
+    def ask(i):
+        out[i] = runner.run(spec, data)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for _ in range(200):  # both callers are in: the first computes, the second waits
+        if (data.key, spec) in runner.memory.under_way and len(calls) == 1:
+            break
+        threading.Event().wait(0.01)
+    gate.set()
+    for t in threads:
+        t.join(30)
+    assert len(calls) == 1 and out[0] is out[1] is not None
+    _same(out[0], _full(spec, data))
+
+
+def test_a_waiting_caller_computes_itself_when_the_first_one_fails():
+    """The first caller's failure (a Streamlit rerun stopping its thread, say) is not handed to
+    the caller waiting for it: that one computes the work itself."""
+    import threading
+
+    from gapviz.runs import InFlight
+
+    flight = InFlight()
+    started, release = threading.Event(), threading.Event()
+
+    def failing():
+        started.set()
+        release.wait(10)
+        raise KeyboardInterrupt("stopped")  # a BaseException, like Streamlit's StopException
+
+    def first():
+        with pytest.raises(KeyboardInterrupt):
+            flight.once("k", failing)
+
+    t = threading.Thread(target=first)
+    t.start()
+    started.wait(10)
+    result = []
+    waiter = threading.Thread(target=lambda: result.append(flight.once("k", lambda: "mine")))
+    waiter.start()
+    release.set()
+    t.join(10)
+    waiter.join(10)
+    assert result == ["mine"] and "k" not in flight
+
+
+def test_runs_ahead_does_each_request_once_and_gives_way_to_newer_ones():
+    import threading
+
+    from gapviz.runs import RunsAhead
+
+    ahead, done, gate = RunsAhead(), [], threading.Event()
+    first = ahead.request("a", [lambda: gate.wait(10), lambda: done.append("a1"),
+                                lambda: done.append("a2")])
+    assert ahead.request("a", [lambda: done.append("again")]) is None  # made once per name
+    second = ahead.request("b", [lambda: done.append("b1")])  # newer: a's rest is dropped
+    gate.set()
+    assert first.result(10) == 1 and second.result(10) == 1
+    assert done == ["b1"]
+    ahead.request("c", [lambda: 1 / 0, lambda: done.append("c2")])  # a failing job: the rest run
+    ahead.wait()
+    assert done == ["b1", "c2"]
+

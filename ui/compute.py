@@ -24,8 +24,10 @@ from gapviz.figures.atlas import PLOTLY_MAX_POINTS
 from gapviz.methods import method_label
 from gapviz.methods.ot import foreground
 from gapviz.projection import LayoutJobs, Projection, joint_pca, warm_up_umap
-from gapviz.runs import (LRUStore, NeighbourSolves, Run, RunData, RunMemory, Runner, RunSpec,
-                         slider_values)
+from gapviz.compare import ComparisonRow, compare_row
+from gapviz.methods import is_score_correction, menu_order, method_class
+from gapviz.runs import (LRUStore, NeighbourSolves, Run, RunData, RunMemory, Runner, RunsAhead,
+                         RunSpec, slider_values)
 from gapviz.views import EmbeddingView, view_of
 from gapviz.workspace import POOLS, Active
 
@@ -41,6 +43,13 @@ VIEW_ENTRIES = 64
 SWEEP_ENTRIES = 16
 #: Seconds between checks of a background UMAP job.
 UMAP_POLL_SECONDS = 1.0
+#: Methods left out of the Compare page's default selection because they are the slowest rows
+#: (under their default protocol, held-out, five fits each: Laplace OT a few seconds on 2,500
+#: pairs on 2 cores, the VLAP map tens of seconds to minutes); the user adds them in one click.
+COMPARE_SLOW_METHODS = ("ot", "vlap")
+#: Largest pool whose Compare rows are obtained ahead, in the background (beyond it a row's
+#: fits and measures take long enough to crowd what the user asks for meanwhile).
+AHEAD_MAX_PAIRS = 10_000
 
 
 @st.cache_resource
@@ -83,6 +92,81 @@ def neighbour_solves() -> NeighbourSolves:
     """The background solves of neighbouring slider values (one worker: it only runs while the
     user looks at the page, and must not crowd the next move), shared by every session."""
     return NeighbourSolves(runner())
+
+
+@st.cache_resource
+def runs_ahead() -> RunsAhead:
+    """The background worker that obtains what a page will likely ask for next (one worker,
+    shared by every session; each request made once per process)."""
+    return RunsAhead()
+
+
+def compare_methods() -> list[str]:
+    """The Compare page's rows, in menu order: "orig" first, then every method."""
+    names = menu_order()
+    return (["orig"] if "orig" in names else []) + [m for m in names if m != "orig"]
+
+
+def compare_default_methods() -> list[str]:
+    """The rows the Compare page opens with: every method but the slowest and the score
+    corrections (a pick away)."""
+    return [m for m in compare_methods()
+            if m not in COMPARE_SLOW_METHODS and not is_score_correction(m)]
+
+
+def compare_protocol(name: str, choice: str = "default") -> str:
+    """The protocol of ``name``'s Compare row: its own default, or the page's choice."""
+    if name == "orig":
+        return "transductive"
+    return method_class(name).default_protocol if choice == "default" else choice
+
+
+def compare_page_row(act: Active, name: str, *, params: dict | None = None,
+                     protocol: str = "default", allow_leak: bool = False, shuffled: bool = False,
+                     model: str = "") -> ComparisonRow:
+    """One row of the Compare page: ``name`` on ``act`` under the page's protocol choice,
+    obtained by the shared runner (a method fitted on another page is not fitted again) and
+    measured, as ``gapviz compare`` obtains it (:func:`gapviz.compare.compare_row`)."""
+    row = compare_row(runner(), run_data(act), name, model=model, params=params,
+                      protocol=compare_protocol(name, protocol), allow_pairing_leak=allow_leak,
+                      shuffled=shuffled, lower_chosen=True)
+    if row.run is not None:
+        row.run.report  # noqa: B018 - measured here, once per run (kept by the run)
+    return row
+
+
+def compare_rows_ahead(actives: Sequence[Active], methods: Sequence[str],
+                       chosen: Callable[[str], dict | None], *, protocol: str = "default",
+                       allow_leak: bool = False, shuffled: bool = False) -> None:
+    """Obtain the Compare page's rows in the background, one at a time, in the page's order
+    (quick rows first): ``methods`` on each of ``actives`` (the models), with the parameters
+    ``chosen(name)`` (those set on Close the gap for its method) and the page's controls.
+
+    The Overview asks for the opening rows while the visitor reads it; the Compare page asks
+    for its own rows as it opens. The same rows are asked once (the page then finds them done,
+    or waits for the one under way: :meth:`gapviz.runs.Runner.run` never computes a run twice
+    at once), and other rows replace what is left of an older request, so one stream of work
+    runs, never two side by side. Skipped past :data:`AHEAD_MAX_PAIRS` pairs, for several
+    captions per image, and in a hosted demo's pools past its compute budget."""
+    actives = [a for a in actives if a.pairs.n <= AHEAD_MAX_PAIRS and a.pairs.groups is None]
+    try:
+        for a in actives:
+            run_data(a)  # a pool past a hosted demo's budget is refused here, as on the page
+    except ValueError:
+        return
+    order = sorted(((a, m) for a in actives for m in methods),
+                   key=lambda t: compare_protocol(t[1], protocol) != "transductive"
+                   or t[1] in COMPARE_SLOW_METHODS)
+    params = {m: chosen(m) for m in methods}
+    model = len(actives) > 1
+    jobs = [lambda a=a, m=m: compare_page_row(a, m, params=params[m], protocol=protocol,
+                                              allow_leak=allow_leak, shuffled=shuffled,
+                                              model=a.model if model else "")
+            for a, m in order]
+    name = ("compare", tuple(a.key for a in actives), tuple(methods),
+            repr(sorted((m, repr(p)) for m, p in params.items())), protocol, allow_leak, shuffled)
+    if jobs:
+        runs_ahead().request(name, jobs)
 
 
 def run(act: Active, spec: RunSpec, fit_on: Active | None = None) -> Run:
