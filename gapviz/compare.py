@@ -261,7 +261,7 @@ def significance(rows: Sequence[ComparisonRow], keys: Sequence[str], *, shuffled
             cache[label] = pair_outcomes(run.images, run.texts, report=run.report, hubness=False)
         return cache[label]
 
-    out: dict[str, dict[str, Any]] = {}
+    duels: dict[tuple[str, str], list[str]] = {}  # (best, runner-up) -> the measures they lead
     for key in keys:
         winners = best.get(key, set())
         if len(winners) != 1:
@@ -271,17 +271,23 @@ def significance(rows: Sequence[ComparisonRow], keys: Sequence[str], *, shuffled
             continue
         others = [(info(key).badness(r.metrics.get(key)), label) for label, r in by_label.items()
                   if label != top and r.metrics.get(key) is not None]
-        if not others:
-            continue
-        runner_up = min(others)[1]
+        if others:
+            duels.setdefault((top, min(others)[1]), []).append(key)
+    out: dict[str, dict[str, Any]] = {}
+    for (top, runner_up), measures in duels.items():
+        # one bootstrap per pair of runs for every measure it decides (the same resamples, seed
+        # 0, so the same numbers as one bootstrap per measure)
         try:
-            test = paired_comparison(outcome(top), outcome(runner_up), n_resamples=n_resamples,
-                                     alpha=alpha, measures=[key])[key]
-        except (KeyError, ValueError):  # a measure the bootstrap does not resample
+            tests = paired_comparison(outcome(top), outcome(runner_up), n_resamples=n_resamples,
+                                      alpha=alpha)
+        except ValueError:
             continue
-        out[key] = {"best": top, "runner_up": runner_up, "p_value": float(test["p_value"]),
-                    "significant": bool(test["significant"])}
-    return out
+        for key in measures:
+            if key in tests:  # else a measure the bootstrap does not resample
+                out[key] = {"best": top, "runner_up": runner_up,
+                            "p_value": float(tests[key]["p_value"]),
+                            "significant": bool(tests[key]["significant"])}
+    return {key: out[key] for key in keys if key in out}
 
 
 def with_gains(rows: Sequence[ComparisonRow],
