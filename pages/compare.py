@@ -333,8 +333,21 @@ def _chance_line() -> str:
 
 
 def _show_table_and_heatmap() -> None:
-    view_tab, heat_tab, trade_tab = st.tabs(["Table", "Heatmap", "Trade-off"], key="compare_view")
-    with view_tab:
+    # Lazy tabs: a tab's contents are drawn once it is open. The heatmap in a closed tab would
+    # still make the browser fetch and compile Plotly and draw it (about 1 s of a warm visit
+    # on 2 cores), before the table it hides behind.
+    view_tab, heat_tab, trade_tab = st.tabs(["Table", "Heatmap", "Trade-off"], key="compare_view",
+                                            on_change="rerun")
+    if view_tab.open:
+        _show_table(view_tab)
+    if heat_tab.open:
+        _show_heatmap(heat_tab)
+    if trade_tab.open:
+        _show_tradeoff(trade_tab)
+
+
+def _show_table(tab) -> None:
+    with tab:
         config = {k: st.column_config.NumberColumn(measure_label(k), help=measure_help(k)) for k in keys}
         config["method"] = st.column_config.TextColumn("method", pinned=True)
         config["parameters"] = st.column_config.TextColumn("parameters", width="medium")
@@ -362,7 +375,10 @@ def _show_table_and_heatmap() -> None:
                    "figures, the other measures to three decimals.")
         if gains_on:
             _show_gain_intervals()
-    with heat_tab:
+
+
+def _show_heatmap(tab) -> None:
+    with tab:
         st.plotly_chart(heat, key="compare_heatmap", config=export_ui.chart_config(
             "compare-heatmap-shuffled-control" if shuffled else "compare-heatmap"))
         if shuffled:
@@ -374,7 +390,10 @@ def _show_table_and_heatmap() -> None:
             st.caption("Each column is coloured on its own scale: dark = the best run of that "
                        "measure, light = the worst (ITR/TIR/IMR/TMR on a log scale). ★ marks "
                        "the best value. Each row names its protocol.")
-    with trade_tab:
+
+
+def _show_tradeoff(tab) -> None:
+    with tab:
         if st.toggle("Compute what each run keeps", key="compare_tradeoff",
                      help="Gap closed (1 − RMG after / before) against cross-modal R@1 and "
                           "each modality's 10-nearest neighbourhoods kept; one point per run."):
@@ -470,10 +489,13 @@ for r in records:
                    icon=":material/warning:")
 
 e1, e2 = st.columns([5, 1], vertical_alignment="center")
-with e1.expander("The same table from the command line"), guard("write the command"):
-    cmd, note = _cli_command(models, methods)
-    st.code(cmd, language="bash")
-    st.caption(note + " Use `--format table|csv|json` for other layouts.")
+# Lazy too: the code block's highlighter is another large script for the browser to fetch.
+cli = e1.expander("The same table from the command line", key="compare_cli", on_change="rerun")
+if cli.open:
+    with cli, guard("write the command"):
+        cmd, note = _cli_command(models, methods)
+        st.code(cmd, language="bash")
+        st.caption(note + " Use `--format table|csv|json` for other layouts.")
 
 
 def _run_cells(r: ComparisonRow) -> dict[str, str]:

@@ -56,9 +56,15 @@ def test_the_table_has_every_method_and_marks_nothing_missing(app_session, asser
     assert table.loc["spectral", "fitted"] == "120" and table.loc["orig", "fitted"] == "—"
     orig, spectral = table.loc["orig"], table.loc["spectral"]
     assert spectral["ITR"] < orig["ITR"] and spectral["R@5"] > orig["R@5"]
-    assert [c.key for c in at.get("plotly_chart")] == ["compare_heatmap"]
+    # The tabs are lazy: the heatmap is drawn once its tab is open, not behind the table.
+    assert [c.key for c in at.get("plotly_chart")] == []
     # Each column's best is tested against its runner-up on the same pairs.
     assert any("paired bootstrap over the same pairs" in c.value for c in at.caption)
+    at.session_state["compare_view"] = "Heatmap"
+    at.run()
+    assert [c.key for c in at.get("plotly_chart")] == ["compare_heatmap"]
+    at.session_state["compare_view"] = "Trade-off"
+    at.run()
     at.toggle(key="compare_tradeoff").set_value(True).run()
     assert_clean(at, "trade-off")
     assert "compare_tradeoff_fig" in [c.key for c in at.get("plotly_chart")]
@@ -107,6 +113,9 @@ def test_several_models_and_the_cli_command_it_shows_give_the_same_numbers(app_s
     assert_clean(at, "three models x three methods")
     table = at.dataframe[0].value
     assert len(table) == 9 and list(table["model"].unique()) == ["sim-CLIP", "sim-SigLIP", "sim-LLM2CLIP"]
+    assert not at.code  # the command is written once its expander is open
+    at.session_state["compare_cli"] = True
+    at.run()
     command = at.code[0].value
     assert command.startswith("gapviz compare demo:clip demo:siglip demo:llm2clip")
     assert "--n 150 --demo-seed 0" in command
@@ -157,7 +166,12 @@ def test_protocols_leaks_and_the_shuffled_check_on_pairs_without_signal(app_sess
     at.toggle(key="compare_shuffled").set_value(True).run()
     assert_clean(at, "shuffled check")
     assert any("Every row is within chance + 4 SE" in c.value for c in at.caption)
+    assert any("no run can be best" in c.value for c in at.caption)
+    shuffled_table = at.dataframe[0].value
+    assert (shuffled_table["protocol"].str.endswith(", shuffled")).all()
     # A null check, not a ranking: "shuffled" in every row and the title, nothing starred.
+    at.session_state["compare_view"] = "Heatmap"
+    at.run()
     heat = _figure(at, "compare_heatmap")
     cells = heat["data"][0]
     assert len(cells["y"]) == 5 and all(label.endswith(", shuffled") for label in cells["y"])
@@ -166,9 +180,6 @@ def test_protocols_leaks_and_the_shuffled_check_on_pairs_without_signal(app_sess
     assert "not a ranking" in heat["layout"]["title"]["subtitle"]["text"]
     assert not any("★" in text for row in cells["text"] for text in row)
     assert not any("★ marks the best" in c.value for c in at.caption)
-    assert any("no run can be best" in c.value for c in at.caption)
-    shuffled_table = at.dataframe[0].value
-    assert (shuffled_table["protocol"].str.endswith(", shuffled")).all()
 
 
 def test_the_measures_exports_say_how_each_run_was_obtained(monkeypatch, app_session, assert_clean,

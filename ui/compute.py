@@ -49,7 +49,7 @@ UMAP_POLL_SECONDS = 1.0
 COMPARE_SLOW_METHODS = ("ot", "vlap")
 #: Largest pool whose Compare rows are obtained ahead, in the background (beyond it a row's
 #: fits and measures take long enough to crowd what the user asks for meanwhile).
-AHEAD_MAX_PAIRS = 10_000
+AHEAD_MAX_PAIRS = 5_000
 
 
 @st.cache_resource
