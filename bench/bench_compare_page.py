@@ -12,7 +12,10 @@ page's default method selection:
   obtains the Compare page's opening rows in the background), then clicks Compare in the
   sidebar. Timed from the click;
 * **warm**: the same server; a second visitor (a new browser context: no cookies, no cache)
-  opens ``/compare`` directly. Timed from the navigation's start.
+  opens ``/compare`` directly. Timed from the navigation's start;
+* **link**: another fresh server; its first visitor follows a link straight to ``/compare``,
+  so nothing was obtained ahead and every row is fitted while the visitor waits. Timed from
+  the navigation's start.
 
 The clock is read in the page (``performance.now()``, polled every 50 ms): **first rows** is
 when a table with at least one row is first drawn (the page shows the rows measured so far
@@ -25,7 +28,7 @@ with a screenshot under /tmp (and the server log's tail).
 
 Printed per level: the running tasks found and busy processes started, the running tasks
 sampled every 0.1 s while each visit was timed (mean; the server, chromium and this script
-included), the 1-minute load average, the cold and warm times, and whether they meet the
+included), the 1-minute load average, the cold, warm and link times, and whether they meet the
 target: finished in under 5 s at 1 runnable task per CPU.
 
 Usage: python bench/bench_compare_page.py [--loads 0,1] [--repeat 1] [--dwell 1]
@@ -242,7 +245,21 @@ def visits(browser, timeout: float, tag: str, dwell: float) -> dict:
             server.stop()
         if cold["finished_s"] is None or warm["finished_s"] is None:
             print(f"  server log (tail):\n{server.log_tail()}")
-    return {"home_s": home_s, "cold": cold, "warm": warm}
+    result = {"home_s": home_s, "cold": cold, "warm": warm}
+    with tempfile.TemporaryDirectory(prefix="bench-compare-") as workdir:
+        server = Server(workdir)
+        try:
+            # link: the first visitor of a fresh server follows a link straight to Compare, so
+            # nothing was obtained ahead (timed from navigation start)
+            context, page = new_page(browser)
+            page.goto(f"{server.url}/compare", wait_until="domcontentloaded")
+            result["link"] = time_compare(page, timeout, f"/tmp/bench_compare_{tag}_link.png")
+            context.close()
+        finally:
+            server.stop()
+        if result["link"]["finished_s"] is None:
+            print(f"  server log (tail):\n{server.log_tail()}")
+    return result
 
 
 def loaded_visits(browser, load: float, timeout: float, tag: str, dwell: float) -> dict:
@@ -327,13 +344,15 @@ def main() -> None:
                                      load, args.timeout))
                     print(visit_line("warm (second visitor, /compare directly)", run["warm"],
                                      load, args.timeout))
+                    print(visit_line("link (first visitor of a fresh server, /compare directly)",
+                                     run["link"], load, args.timeout))
         finally:
             browser.close()
 
     print(f"\nsummary (median of {args.repeat}; finished table):")
     for res in results:
         parts = []
-        for which in ("cold", "warm"):
+        for which in ("cold", "warm", "link"):
             seconds = median_finish(res["runs"], which)
             text = "not finished" if seconds is None else f"{seconds:.2f} s"
             if res["load"] == TARGET_LOAD:
