@@ -182,12 +182,6 @@ def _partial(done: list[ComparisonRow]) -> None:
                                   for k in keys_so_far})
 
 
-def _slow(task: tuple[str, str]) -> bool:
-    """A row that fits K times (held-out, fit-on) or a method that trains: measured last."""
-    name = task[1]
-    return _protocol(name) != "transductive" or name in compute.COMPARE_SLOW_METHODS
-
-
 failed = []
 tasks = [(m, n) for m in models for n in methods]
 # The rows go to the one background worker too, in this order: rows it has done are taken from
@@ -195,9 +189,8 @@ tasks = [(m, n) for m in models for n in methods]
 # here while the worker waits for it, so one stream of work runs, never two.
 compute.compare_rows_ahead([_active_for(m) for m in models], methods, _chosen,
                            protocol=protocol_choice, allow_leak=allow_leak, shuffled=shuffled)
-# Quick rows first, so the rows shown while the others run are many; the table keeps the
-# order of the menus.
-order = sorted(range(len(tasks)), key=lambda i: _slow(tasks[i]))
+# Quick rows first (the table keeps the order of the menus).
+order = compute.compare_order(tasks, protocol_choice)
 measured: dict[int, ComparisonRow] = {}
 bar = st.progress(0.0, text="Measuring…") if len(tasks) > 1 else None
 live = st.empty()  # the rows so far while measuring; then the table, heatmap and trade-off

@@ -127,12 +127,18 @@ def compare_page_row(act: Active, name: str, *, params: dict | None = None,
     """One row of the Compare page: ``name`` on ``act`` under the page's protocol choice,
     obtained by the shared runner (a method fitted on another page is not fitted again) and
     measured, as ``gapviz compare`` obtains it (:func:`gapviz.compare.compare_row`)."""
-    row = compare_row(runner(), run_data(act), name, model=model, params=params,
-                      protocol=compare_protocol(name, protocol), allow_pairing_leak=allow_leak,
-                      shuffled=shuffled, lower_chosen=True)
-    if row.run is not None:
-        row.run.report  # noqa: B018 - measured here, once per run (kept by the run)
-    return row
+    return compare_row(runner(), run_data(act), name, model=model, params=params,
+                       protocol=compare_protocol(name, protocol), allow_pairing_leak=allow_leak,
+                       shuffled=shuffled, lower_chosen=True)
+
+
+def compare_order(tasks: Sequence[tuple[Any, str]], protocol: str = "default") -> list[int]:
+    """The Compare page's order of its (model, method) rows, as indices: quick rows first (so
+    the rows shown while the others run are many), then those that fit K times (held-out,
+    fit-on) or train, each group in menu order."""
+    return sorted(range(len(tasks)),
+                  key=lambda i: compare_protocol(tasks[i][1], protocol) != "transductive"
+                  or tasks[i][1] in COMPARE_SLOW_METHODS)
 
 
 def compare_rows_ahead(actives: Sequence[Active], methods: Sequence[str],
@@ -154,9 +160,8 @@ def compare_rows_ahead(actives: Sequence[Active], methods: Sequence[str],
             run_data(a)  # a pool past a hosted demo's budget is refused here, as on the page
     except ValueError:
         return
-    order = sorted(((a, m) for a in actives for m in methods),
-                   key=lambda t: compare_protocol(t[1], protocol) != "transductive"
-                   or t[1] in COMPARE_SLOW_METHODS)
+    tasks = [(a, m) for a in actives for m in methods]
+    order = [tasks[i] for i in compare_order(tasks, protocol)]
     params = {m: chosen(m) for m in methods}
     model = len(actives) > 1
     jobs = [lambda a=a, m=m: compare_page_row(a, m, params=params[m], protocol=protocol,
