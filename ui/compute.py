@@ -121,13 +121,17 @@ def compare_protocol(name: str, choice: str = "default") -> str:
     return method_class(name).default_protocol if choice == "default" else choice
 
 
-def compare_page_row(act: Active, name: str, *, params: dict | None = None,
-                     protocol: str = "default", allow_leak: bool = False, shuffled: bool = False,
-                     model: str = "") -> ComparisonRow:
+def compare_page_row(act: Active, name: str, **options: Any) -> ComparisonRow:
     """One row of the Compare page: ``name`` on ``act`` under the page's protocol choice,
     obtained by the shared runner (a method fitted on another page is not fitted again) and
-    measured, as ``gapviz compare`` obtains it (:func:`gapviz.compare.compare_row`)."""
-    return compare_row(runner(), run_data(act), name, model=model, params=params,
+    measured, as ``gapviz compare`` obtains it. ``options``: those of :func:`_page_row`."""
+    return _page_row(runner(), run_data(act), name, **options)
+
+
+def _page_row(r: Runner, data: RunData, name: str, *, params: dict | None = None,
+              protocol: str = "default", allow_leak: bool = False, shuffled: bool = False,
+              model: str = "") -> ComparisonRow:
+    return compare_row(r, data, name, model=model, params=params,
                        protocol=compare_protocol(name, protocol), allow_pairing_leak=allow_leak,
                        shuffled=shuffled, lower_chosen=True)
 
@@ -155,18 +159,18 @@ def compare_rows_ahead(actives: Sequence[Active], methods: Sequence[str],
     runs, never two side by side. Skipped past :data:`AHEAD_MAX_PAIRS` pairs, for several
     captions per image, and in a hosted demo's pools past its compute budget."""
     actives = [a for a in actives if a.pairs.n <= AHEAD_MAX_PAIRS and a.pairs.groups is None]
-    try:
-        for a in actives:
-            run_data(a)  # a pool past a hosted demo's budget is refused here, as on the page
+    try:  # resolved here, in the script's thread (Streamlit's caches belong to it)
+        datas = {a.key: run_data(a) for a in actives}  # a hosted demo's budget refuses here
     except ValueError:
         return
+    shared = runner()
     tasks = [(a, m) for a in actives for m in methods]
     order = [tasks[i] for i in compare_order(tasks, protocol)]
     params = {m: chosen(m) for m in methods}
     model = len(actives) > 1
-    jobs = [lambda a=a, m=m: compare_page_row(a, m, params=params[m], protocol=protocol,
-                                              allow_leak=allow_leak, shuffled=shuffled,
-                                              model=a.model if model else "")
+    jobs = [lambda a=a, m=m: _page_row(shared, datas[a.key], m, params=params[m],
+                                       protocol=protocol, allow_leak=allow_leak,
+                                       shuffled=shuffled, model=a.model if model else "")
             for a, m in order]
     name = ("compare", tuple(a.key for a in actives), tuple(methods),
             repr(sorted((m, repr(p)) for m, p in params.items())), protocol, allow_leak, shuffled)
