@@ -157,11 +157,13 @@ def compare_rows_ahead(actives: Sequence[Active], methods: Sequence[str],
     or waits for the one under way: :meth:`gapviz.runs.Runner.run` never computes a run twice
     at once), and other rows replace what is left of an older request, so one stream of work
     runs, never two side by side. Skipped past :data:`AHEAD_MAX_PAIRS` pairs, for several
-    captions per image, and in a hosted demo's pools past its compute budget."""
-    actives = [a for a in actives if a.pairs.n <= AHEAD_MAX_PAIRS and a.pairs.groups is None]
+    captions per image, and in a hosted demo for anything but its built-in pairs (shared by
+    every visitor; a visitor's own upload is fitted when its Compare page asks)."""
+    actives = [a for a in actives if a.pairs.n <= AHEAD_MAX_PAIRS and a.pairs.groups is None
+               and (a.simulated or not hosting.hosted())]
     try:  # resolved here, in the script's thread (Streamlit's caches belong to it)
-        datas = {a.key: run_data(a) for a in actives}  # a hosted demo's budget refuses here
-    except ValueError:
+        datas = {a.key: run_data(a) for a in actives}
+    except ValueError:  # past a hosted demo's compute budget: the page says so when asked
         return
     shared = runner()
     tasks = [(a, m) for a in actives for m in methods]
