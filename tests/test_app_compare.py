@@ -247,8 +247,10 @@ def test_the_overview_obtains_the_opening_rows_ahead_and_compare_uses_them(
 
 def test_a_hosted_demo_obtains_ahead_only_its_built_in_pairs(app_session, assert_clean, monkeypatch):
     """On a hosted demo the rows obtained ahead are those of the built-in pairs every visitor
-    shares; a visitor's own upload is fitted only when its Compare page asks."""
+    shares (recognised by content hash); a visitor's own upload, even genuinely simulated
+    pairs, is fitted only when its Compare page asks."""
     from gapviz.embeddings import PairedEmbeddings
+    from gapviz.simulate import simulate_pairs
     from ui import compute
 
     monkeypatch.setenv("GAPVIZ_HOSTED", "1")
@@ -256,11 +258,15 @@ def test_a_hosted_demo_obtains_ahead_only_its_built_in_pairs(app_session, assert
     monkeypatch.setattr(type(compute.runs_ahead()), "request",
                         lambda self, name, jobs: asked.append(name))
     rng = np.random.default_rng(5)
-    ws = Workspace()
-    ws.add(PairedEmbeddings(rng.normal(size=(90, 16)), rng.normal(size=(90, 16)),
-                            [f"p{i}" for i in range(90)], [f"c{i}" for i in range(90)],
-                            model="upload"), source="test", dataset="Upload")
-    assert_clean(app_session("pages/overview.py", workspace=ws), "Overview of an upload, hosted")
+    uploads = [PairedEmbeddings(rng.normal(size=(90, 16)), rng.normal(size=(90, 16)),
+                                [f"p{i}" for i in range(90)], [f"c{i}" for i in range(90)],
+                                model="upload"),
+               simulate_pairs(90, 16, seed=7)]
+    assert uploads[1].is_simulated
+    for pairs in uploads:
+        ws = Workspace()
+        ws.add(pairs, source="test", dataset="Upload")
+        assert_clean(app_session("pages/overview.py", workspace=ws), "Overview of an upload, hosted")
     assert asked == []
     assert_clean(app_session("pages/overview.py"), "Overview of the demo, hosted")
     assert len(asked) == 1 and asked[0][0] == "compare"

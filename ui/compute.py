@@ -48,8 +48,10 @@ UMAP_POLL_SECONDS = 1.0
 #: pairs on 2 cores, the VLAP map tens of seconds to minutes); the user adds them in one click.
 COMPARE_SLOW_METHODS = ("ot", "vlap")
 #: Largest pool whose Compare rows are obtained ahead, in the background (beyond it a row's
-#: fits and measures take long enough to crowd what the user asks for meanwhile).
+#: fits and measures take long enough, and d x d fits memory enough, to crowd what the user
+#: asks for meanwhile).
 AHEAD_MAX_PAIRS = 5_000
+AHEAD_MAX_DIM = 1_024
 
 
 @st.cache_resource
@@ -156,11 +158,15 @@ def compare_rows_ahead(actives: Sequence[Active], methods: Sequence[str],
     for its own rows as it opens. The same rows are asked once (the page then finds them done,
     or waits for the one under way: :meth:`gapviz.runs.Runner.run` never computes a run twice
     at once), and other rows replace what is left of an older request, so one stream of work
-    runs, never two side by side. Skipped past :data:`AHEAD_MAX_PAIRS` pairs, for several
-    captions per image, and in a hosted demo for anything but its built-in pairs (shared by
-    every visitor; a visitor's own upload is fitted when its Compare page asks)."""
-    actives = [a for a in actives if a.pairs.n <= AHEAD_MAX_PAIRS and a.pairs.groups is None
-               and (a.simulated or not hosting.hosted())]
+    runs, never two side by side. Skipped past :data:`AHEAD_MAX_PAIRS` pairs or
+    :data:`AHEAD_MAX_DIM` dimensions, for several captions per image, and in a hosted demo for
+    anything but its built-in pairs (shared by every visitor, recognised by content hash; a
+    visitor's own upload, simulated or not, is fitted when its Compare page asks)."""
+    from .state import demo_keys
+
+    hosted = hosting.hosted()
+    actives = [a for a in actives if a.pairs.n <= AHEAD_MAX_PAIRS and a.pairs.dim <= AHEAD_MAX_DIM
+               and a.pairs.groups is None and (not hosted or a.key in demo_keys())]
     try:  # resolved here, in the script's thread (Streamlit's caches belong to it)
         datas = {a.key: run_data(a) for a in actives}
     except ValueError:  # past a hosted demo's compute budget: the page says so when asked

@@ -23,6 +23,13 @@ def demo_data() -> dict[str, Any]:
 
 
 @st.cache_resource
+def demo_keys() -> frozenset[str]:
+    """Content hashes of the built-in demo's pairs (every profile): what is the demo itself,
+    whatever a file's meta or a dataset's name says."""
+    return frozenset(pairs.content_hash() for pairs in demo_data().values())
+
+
+@st.cache_resource
 def demo_statistics() -> list[dict[str, Any]]:
     """The demo's profile statistics beside the real model's figures (``statistics_rows``)."""
     return statistics_rows(demo_data())
