@@ -774,7 +774,37 @@ __all__ = ["DEFAULT_METHOD", "FitView", "InFlight", "LRUStore", "Run", "RunData"
            "tradeoff_specs"]
 
 
-class NeighbourSolves:
+class _OneWorker:
+    """One background worker thread whose newest request wins: a request takes a token, and
+    work done for an older token stops before its next step (the user moved on)."""
+
+    def __init__(self, thread_name: str) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
+        self._latest = 0
+        self._lock = threading.Lock()
+
+    def _submit(self, work: Callable[..., Any], *args: Any) -> Any:
+        """Run ``work(token, *args)`` on the worker as the newest request; its future. Call
+        with ``self._lock`` held."""
+        self._latest += 1
+        return self._pool.submit(work, self._latest, *args)
+
+    def _current(self, token: int) -> bool:
+        return token == self._latest
+
+    def cancel(self) -> None:
+        """Let the running request go (it stops before its next step)."""
+        with self._lock:
+            self._latest += 1
+
+    def wait(self) -> None:
+        """Until the worker is idle."""
+        self._pool.submit(lambda: None).result()
+
+
+class NeighbourSolves(_OneWorker):
     """Solves a refit run's neighbouring slider values in the background while the user looks
     (:meth:`Runner.precompute`), on one worker thread.
 
@@ -790,35 +820,20 @@ class NeighbourSolves:
     """
 
     def __init__(self, runner: "Runner") -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
+        super().__init__("gapviz-precompute")
         self.runner = runner
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gapviz-precompute")
-        self._latest = 0
-        self._lock = threading.Lock()
 
     def request(self, spec: RunSpec, data: RunData) -> Any:
         """Solve ``spec``'s neighbouring values from now on (older requests give way); the
         job's future."""
         with self._lock:
-            self._latest += 1
-            token = self._latest
-        return self._pool.submit(self._solve, token, spec, data)
-
-    def cancel(self) -> None:
-        """Let the running request go (it stops before its next value)."""
-        with self._lock:
-            self._latest += 1
-
-    def wait(self) -> None:
-        """Until the worker is idle."""
-        self._pool.submit(lambda: None).result()
+            return self._submit(self._solve, spec, data)
 
     def _solve(self, token: int, spec: RunSpec, data: RunData) -> None:
         import logging
 
         for value in neighbour_values(spec.method, slider_values(spec)):
-            if token != self._latest:
+            if not self._current(token):
                 return
             try:
                 self.runner.precompute(spec, data, [value])
@@ -827,7 +842,7 @@ class NeighbourSolves:
                 return
 
 
-class RunsAhead:
+class RunsAhead(_OneWorker):
     """Work a page will likely ask for next, done in the background on one worker thread while
     the user looks at another page: the Compare page's default rows, say, while the visitor
     reads the Overview. The page then finds its runs done, or under way (:meth:`Runner.run`
@@ -845,12 +860,8 @@ class RunsAhead:
     """
 
     def __init__(self, max_jobs_per_request: int = 32) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
+        super().__init__("gapviz-ahead")
         self.max_jobs = max_jobs_per_request
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gapviz-ahead")
-        self._lock = threading.Lock()
-        self._latest = 0
         self._named: set[Hashable] = set()
 
     def request(self, name: Hashable, jobs: Sequence[Callable[[], Any]]) -> Any:
@@ -860,20 +871,14 @@ class RunsAhead:
             if name in self._named:
                 return None
             self._named.add(name)
-            self._latest += 1
-            token = self._latest
-        return self._pool.submit(self._work, token, list(jobs)[:self.max_jobs])
-
-    def wait(self) -> None:
-        """Until the worker is idle."""
-        self._pool.submit(lambda: None).result()
+            return self._submit(self._work, list(jobs)[:self.max_jobs])
 
     def _work(self, token: int, jobs: list[Callable[[], Any]]) -> int:
         import logging
 
         done = 0
         for job in jobs:
-            if token != self._latest:
+            if not self._current(token):
                 break
             try:
                 job()
