@@ -9,6 +9,8 @@ server while a ``pages/`` folder sits beside this file.
 
 from __future__ import annotations
 
+import ui  # noqa: F401  (first: it sets up the process before numpy loads)
+
 import streamlit as st
 
 from ui.frame import PAGES, page_config

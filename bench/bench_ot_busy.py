@@ -40,6 +40,10 @@ import warnings
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # gapviz, and ui for the page's own code
 
+from gapviz.threads import quiet_idle_blas_threads  # noqa: E402
+
+quiet_idle_blas_threads()  # as the app's server does, before numpy loads
+
 #: (what, load per CPU) -> target seconds.
 TARGETS = {("move", 1.0): 1.0, ("move", 2.5): 2.0, ("first view", 1.0): 3.0}
 
@@ -92,9 +96,10 @@ def stop_busy(procs: list[subprocess.Popen]) -> None:
         p.wait()
 
 
-def level(load: float, moves: int, look: float, seed: int) -> dict:
+def level(load: float, moves: int, look: float, seed: int, processes: bool) -> dict:
     """First view and one-step moves with the machine topped up to ``load`` per CPU."""
-    from gapviz.methods.ot import foreground
+    from gapviz.methods.ot import foreground, use_solver_processes
+    from gapviz.solvers import SolverProcesses
     from gapviz.runs import NeighbourSolves, RunData, Runner, RunSpec, neighbour_values, slider_values
     from gapviz.simulate import demo_models
     from gapviz.views import view_of
@@ -110,6 +115,11 @@ def level(load: float, moves: int, look: float, seed: int) -> dict:
     cpus = os.cpu_count() or 1
     pairs = demo_models()["clip"]
     data = RunData(pairs.image_embeddings, pairs.text_embeddings, "bench-busy")
+    solvers = None
+    if processes:  # as the app's server: started with its first page, before any visitor
+        solvers = SolverProcesses()
+        solvers.wait_ready(60)
+        use_solver_processes(solvers)
     before = background_tasks()
     n_busy = max(0, round(load * cpus - before))
     procs = start_busy(n_busy)
@@ -141,6 +151,9 @@ def level(load: float, moves: int, look: float, seed: int) -> dict:
         solves.cancel()  # let the last background job go
         solves.wait()
     finally:
+        use_solver_processes(None)
+        if solvers is not None:
+            solvers.close()
         stop_busy(procs)
     out["loadavg"] = os.getloadavg()[0]
     return out
@@ -162,6 +175,9 @@ def main() -> None:
                     help="seconds the user looks at the page before each move (the background "
                          "solves neighbours meanwhile)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the moves' order")
+    ap.add_argument("--solvers", choices=("processes", "threads"), default="processes",
+                    help="where the slider solves run: solver processes (the app's server) or "
+                         "threads of this process (the library's default)")
     args = ap.parse_args()
     logging.getLogger("streamlit").setLevel(logging.ERROR)
     warnings.simplefilter("ignore")
@@ -172,13 +188,14 @@ def main() -> None:
     from gapviz.simulate import demo_models
 
     cpus = os.cpu_count() or 1
-    print(f"{cpus} CPUs; load average {', '.join(f'{v:.2f}' for v in os.getloadavg())} at start")
+    print(f"{cpus} CPUs; load average {', '.join(f'{v:.2f}' for v in os.getloadavg())} at start; "
+          f"slider solves in {args.solvers}")
     # compile and warm up once, unloaded (a server has done this before its first visitor)
     pairs = demo_models()["clip"]
     OTGap().fit(pairs.image_embeddings[:600], pairs.text_embeddings[:600]).refit(reg_lap=10.0)
     results = []
     for load in (float(v) for v in args.loads.split(",")):
-        res = level(load, args.moves, args.look, args.seed)
+        res = level(load, args.moves, args.look, args.seed, args.solvers == "processes")
         results.append(res)
         times = [dt for _, dt, _ in res["moves"]]
         print(f"\nload {load:g} per CPU: {res['background']:g} running tasks found, "

@@ -658,8 +658,20 @@ class Runner:
         entry = self.memory.fits.get((data.key, replace(spec, params=tuple(sorted(fit_params.items())))))
         if entry is None:
             return
-        for fit in entry.result.fits:
-            fit.precompute(values)
+        from .methods.ot import solver_processes
+
+        solvers = solver_processes()
+        if solvers is None or len(entry.result.fits) < 2:
+            for fit in entry.result.fits:
+                fit.precompute(values)
+            return
+        # with solver processes the folds are solved side by side (these threads only wait)
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=max(1, solvers.ready),
+                                thread_name_prefix="gapviz-ahead-fold") as pool:
+            for done in [pool.submit(fit.precompute, values) for fit in entry.result.fits]:
+                done.result()
 
     # -- the trade-off ---------------------------------------------------------------------
     def tradeoff(self, specs: Sequence[RunSpec], data: RunData, *,

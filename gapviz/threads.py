@@ -41,7 +41,34 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 
-__all__ = ["SharedSetting", "blas_for_a_busy_machine", "one_blas_thread", "one_thread"]
+__all__ = ["SharedSetting", "blas_for_a_busy_machine", "one_blas_thread", "one_thread",
+           "quiet_idle_blas_threads"]
+
+
+#: OpenBLAS reads this when it loads: the CPU cycles (as a power of two, 4 to 30) an idle worker
+#: thread spins (``sched_yield`` in a loop) waiting for more work before it sleeps. Its default,
+#: 2**28 cycles (about 0.1 s), is taken again after every threaded call.
+BLAS_IDLE_SPIN = ("OPENBLAS_THREAD_TIMEOUT", "4")
+
+
+def quiet_idle_blas_threads() -> None:
+    """Have OpenBLAS's worker threads sleep as soon as their work is done, for this process.
+
+    After each threaded product, OpenBLAS's idle workers spin for about 0.1 s before they
+    sleep. On a machine whose CPUs are busy with other work that spinning takes the cores
+    from the work that is left, and every threaded call starts it again: in the app, with the
+    OT sliders' background solves taking and giving back the one-thread limit while a move
+    was being solved and measured, an idle worker thread took 4 s of CPU in 14 s and a move's
+    refit went from 0.5-1.1 s to 2-3.6 s (2 CPUs, two busy processes beside it). With the
+    workers sleeping at once the refits took 0.4-1.2 s, and an idle machine loses only a
+    thread wake-up (microseconds) per threaded product.
+
+    OpenBLAS reads the setting when it loads (with numpy or scipy), so the processes gapviz
+    owns call this before anything imports numpy: the app's server (the ``ui`` package, which
+    every page imports first) and the command line. Afterwards it changes nothing; a value
+    already set in the environment is kept. A program that imports gapviz is left alone.
+    """
+    os.environ.setdefault(*BLAS_IDLE_SPIN)
 
 
 class SharedSetting:

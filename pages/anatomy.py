@@ -13,6 +13,8 @@ and :mod:`gapviz.intervals`; this page caches and renders.
 
 from __future__ import annotations
 
+import ui  # noqa: F401  (first: it sets up the process before numpy loads)
+
 import math
 import time
 

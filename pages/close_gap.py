@@ -7,6 +7,8 @@ largest k offered) and sliced (``SpectralGap.training_embedding``).
 
 from __future__ import annotations
 
+import ui  # noqa: F401  (first: it sets up the process before numpy loads)
+
 import streamlit as st
 
 from gapviz import exports, figures, hosting

@@ -16,6 +16,8 @@ so a later visit draws at once. The shuffled-pairs check is a null control: its 
 
 from __future__ import annotations
 
+import ui  # noqa: F401  (first: it sets up the process before numpy loads)
+
 import time
 
 import pandas as pd

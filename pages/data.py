@@ -8,6 +8,8 @@ stays loaded and active.
 
 from __future__ import annotations
 
+import ui  # noqa: F401  (first: it sets up the process before numpy loads)
+
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager

@@ -4,6 +4,8 @@ Plotly, a filter in Embedding Atlas for a pool past Plotly's limit: ``ui/atlas.p
 
 from __future__ import annotations
 
+import ui  # noqa: F401  (first: it sets up the process before numpy loads)
+
 import pandas as pd
 import streamlit as st
 

@@ -8,6 +8,8 @@ whatever data is active.
 
 from __future__ import annotations
 
+import ui  # noqa: F401  (first: it sets up the process before numpy loads)
+
 import html
 
 import numpy as np

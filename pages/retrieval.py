@@ -10,6 +10,8 @@ space through its out-of-sample path). Runs come from the app's shared runner
 
 from __future__ import annotations
 
+import ui  # noqa: F401  (first: it sets up the process before numpy loads)
+
 import json
 
 import numpy as np

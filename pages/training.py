@@ -12,6 +12,8 @@ gap) are a choice.
 
 from __future__ import annotations
 
+import ui  # noqa: F401  (first: it sets up the process before numpy loads)
+
 import dataclasses
 import glob
 import json

@@ -10,6 +10,7 @@ in ``datafixtures.py``; ``reference.py`` holds the brute-force measures.)
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -19,6 +20,17 @@ _ROOT = Path(__file__).resolve().parents[1]
 _APP = str(_ROOT / "app.py")
 #: Seconds one AppTest run may take (the first one measures the demo and fits spectral).
 _APP_TIMEOUT = 240
+
+
+@pytest.fixture(autouse=True)
+def _solves_in_the_process_after_each_test():
+    """The app's pages set its solver processes for the whole process (``ui.compute``); after
+    each test the process solves in itself again, so a library test never depends on what an
+    app test ran before it (the processes stay up for the next app test)."""
+    yield
+    ot = sys.modules.get("gapviz.methods.ot")
+    if ot is not None:
+        ot.use_solver_processes(None)
 
 
 def _app_session(page: str | None = None, *, workspace: Any = None, timeout: float = _APP_TIMEOUT,

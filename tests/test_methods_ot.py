@@ -48,7 +48,8 @@ def test_assignment_step_gives_the_network_simplex_iterates(params):
     # Uniform marginals on as many images as texts, no duplicated point: the exact-OT step's
     # optimum is a unique permutation / N, found alike by both solvers, so every iterate is
     # the same, bit for bit.
-    from gapviz.methods.ot import emd_laplace_factored, exact_ot_step, laplace_graphs
+    from gapviz.couplings import emd_laplace_factored, exact_ot_step
+    from gapviz.methods.ot import laplace_graphs
 
     X, Y = gap_pairs(n=80, d=12, seed=4)
     xs, xt = unit(X), unit(Y)
@@ -65,7 +66,7 @@ def test_assignment_step_gives_the_network_simplex_iterates(params):
 
 
 def test_exact_ot_step_keeps_the_network_simplex_where_it_would_choose_between_ties():
-    from gapviz.methods.ot import exact_ot_step
+    from gapviz.couplings import exact_ot_step
 
     X, Y = gap_pairs(n=30, d=6)
     xs, xt = unit(X), unit(Y)
@@ -210,7 +211,7 @@ SINKHORN_CASES = [  # (reg, max_iter, tol): converged, and stopped at max_iter f
 @pytest.mark.filterwarnings("ignore:Sinkhorn did not converge")
 @pytest.mark.parametrize("reg,max_iter,tol", SINKHORN_CASES)
 def test_sinkhorn_knopp_is_pots_sinkhorn(reg, max_iter, tol):
-    from gapviz.methods.ot import sinkhorn_knopp
+    from gapviz.couplings import sinkhorn_knopp
 
     X, Y = gap_pairs(n=70, d=12, seed=3)
     M = ot.dist(unit(X), unit(Y))
@@ -232,7 +233,7 @@ def test_sinkhorn_knopp_is_pots_sinkhorn(reg, max_iter, tol):
 
 
 def test_sinkhorn_knopp_warns_as_pot():
-    from gapviz.methods.ot import sinkhorn_knopp
+    from gapviz.couplings import sinkhorn_knopp
 
     X, Y = gap_pairs(n=30, d=6)
     M = ot.dist(unit(X), unit(Y))

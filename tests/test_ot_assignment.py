@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from gapviz.methods.ot import assignment_step
+from gapviz.couplings import assignment_step
 
 
 @pytest.mark.parametrize("kind", ["continuous", "ties"])

@@ -11,3 +11,9 @@
 Library logic lives in :mod:`gapviz` (which never imports Streamlit); this package caches it
 and renders it. Pages live in ``pages/``, one file per page.
 """
+
+from gapviz.threads import quiet_idle_blas_threads
+
+# The server's process is gapviz's own, and this package is the first thing of the app's that a
+# page or the router imports (each imports it before numpy): OpenBLAS reads this as it loads.
+quiet_idle_blas_threads()

@@ -13,6 +13,8 @@ pool is kept once per pool for every session, while one holds it
 
 from __future__ import annotations
 
+import logging
+import threading
 from concurrent.futures import Future
 from typing import Any, Callable, Sequence
 
@@ -22,12 +24,13 @@ import streamlit as st
 from gapviz import hosting
 from gapviz.figures.atlas import PLOTLY_MAX_POINTS
 from gapviz.methods import method_label
-from gapviz.methods.ot import foreground
+from gapviz.methods.ot import foreground, use_solver_processes
 from gapviz.projection import LayoutJobs, Projection, joint_pca, warm_up_umap
 from gapviz.compare import ComparisonRow, compare_row
 from gapviz.methods import is_score_correction, menu_order, method_class
 from gapviz.runs import (LRUStore, NeighbourSolves, Run, RunData, RunMemory, Runner, RunsAhead,
                          RunSpec, slider_values)
+from gapviz.solvers import SolverProcesses
 from gapviz.views import EmbeddingView, view_of
 from gapviz.workspace import POOLS, Active
 
@@ -87,6 +90,27 @@ def _with_progress(title: str, compute: Callable[[Callable[[float, str], None]],
             return compute(progress)
     finally:
         slot.empty()
+
+
+_solvers: SolverProcesses | None = None
+_solvers_lock = threading.Lock()
+
+
+def solver_processes() -> SolverProcesses | None:
+    """The server's solver processes (:mod:`gapviz.solvers`), started on the first page of
+    the process and kept for its life, set as the process's (every page run sets them again:
+    idempotent, cheap). The OT and Sinkhorn sliders' solves then run outside the server's
+    Python process. None, and solves in the process, when they cannot be started."""
+    global _solvers
+    with _solvers_lock:
+        if _solvers is None:
+            try:
+                _solvers = SolverProcesses()
+            except OSError:  # no processes on this host: the process solves alone
+                logging.getLogger(__name__).warning("no solver processes", exc_info=True)
+                return None
+        use_solver_processes(_solvers)
+    return _solvers
 
 
 @st.cache_resource

@@ -89,6 +89,9 @@ def page_header(title: str, subtitle: str | None = None, *, compact: bool = Fals
     style(COMPACT_CARDS_CSS if compact else "")
     init_state()
     _freeze_startup_objects()
+    from .compute import solver_processes  # (ui.compute imports much: once the frame is up)
+
+    solver_processes()
     links.share_loaded_data()
     if link is not None:
         links.restore(link)

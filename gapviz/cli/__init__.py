@@ -16,6 +16,10 @@ import sys
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
+from ..threads import quiet_idle_blas_threads
+
+quiet_idle_blas_threads()  # the command line's process is gapviz's own: before numpy loads
+
 from ..safety import EscapingStream
 from .common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError, error_line
 

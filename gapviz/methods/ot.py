@@ -81,16 +81,16 @@ the Laplacian term. POT's ``emd_laplace`` forms that gradient as products of N x
 ``(L_s + L_s^T) G (X_t X_t^T)``, O(N^3) per iteration. :class:`OTGap` keeps POT's algorithm,
 graph, cost, marginals and stopping rules and only evaluates the same gradient and objective in
 factored form, ``L_s (G X_t) X_t^T`` with a sparse kNN Laplacian, O(N^2 d), and its line
-search from products that are linear in G (:func:`emd_laplace_factored`); with uniform
+search from products that are linear in G (:func:`gapviz.couplings.emd_laplace_factored`); with uniform
 marginals on distinct points each exact-OT step is solved as the assignment problem it is
-(:func:`exact_ot_step`). The couplings agree with ``EMDLaplaceTransport.fit`` to round-off
+(:func:`gapviz.couplings.exact_ot_step`). The couplings agree with ``EMDLaplaceTransport.fit`` to round-off
 (tested), several times faster. A ``progress`` callback reports each conditional-gradient
 iteration.
 
 Speed of ``SinkhornGap``
 ------------------------
 With POT's default solver (``method="sinkhorn"``) the iterations run in
-:func:`sinkhorn_knopp`: POT's iterates and stopping rule, one compiled sweep over the kernel
+:func:`gapviz.couplings.sinkhorn_knopp`: POT's iterates and stopping rule, one compiled sweep over the kernel
 per iteration instead of three, so about half the time at 1,000 fitted pairs (at reg <= 0.02
 every fit runs the full ``max_iter`` = 1,000 iterations). The coupling equals POT's
 ``SinkhornTransport`` to round-off (tested).
@@ -116,23 +116,26 @@ Three things make a change of ``reg_lap``, ``reg_src`` or ``reg`` cheap (measure
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import numbers
 import os
 import sys
 import threading
 import time
-import warnings
+import uuid
 from collections import OrderedDict
 from typing import Any, Hashable, Mapping, Sequence
 
-import numba
 import numpy as np
 from scipy import sparse
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
 from ..config import BLOCK_VALUES
+from ..couplings import TransportProblem, assignment_step, barycentres, exact_ot_step, uniform
+# the solvers, where they were first defined (gapviz.couplings holds them)
+from ..couplings import emd_laplace_factored, sinkhorn_knopp  # noqa: F401
 from ..threads import one_blas_thread
 from .base import GapMethod, Param, ProgressCallback, Slider, _init_params, l2_normalize
 from .base import require_finite
@@ -238,6 +241,8 @@ class _Foreground:
         """A foreground solve runs in the block."""
         with self._cond:
             self._active += 1
+        if _SOLVERS is not None:  # solves ahead of time in the solver processes give way too
+            _SOLVERS.give_way()
         try:
             yield
         finally:
@@ -257,6 +262,11 @@ class _Foreground:
             with self._cond:
                 self._wanted.discard(token)
 
+    def wanted(self, token: Hashable) -> bool:
+        """Whether a foreground move waits for the background solve ``token``."""
+        with self._cond:
+            return token in self._wanted
+
     def give_way(self, token: Hashable) -> None:
         """Called by the background solve ``token``: return once no foreground solve runs, or
         at once if a foreground move waits for this one."""
@@ -265,6 +275,24 @@ class _Foreground:
 
 
 _FOREGROUND = _Foreground()
+
+#: The process's solver processes (:func:`use_solver_processes`), or None: solve in the process.
+_SOLVERS = None
+
+
+def use_solver_processes(solvers) -> None:
+    """Solve the couplings of :meth:`_TransportGap.refit` and :meth:`_TransportGap.precompute`
+    in ``solvers`` (a :class:`gapviz.solvers.SolverProcesses`; None: in this process), for
+    the whole process. A fit's first solve and warm-started solves stay in the process, and
+    so does any solve while no worker is ready. The results are the same either way, bit for
+    bit: a worker runs the same code on the same arrays with BLAS on one thread."""
+    global _SOLVERS
+    _SOLVERS = solvers
+
+
+def solver_processes():
+    """The solver processes set by :func:`use_solver_processes`, or None."""
+    return _SOLVERS
 
 
 #: POT's switches for its optional array backends (``ot.backend``), read once, at its import.
@@ -421,6 +449,7 @@ class _TransportGap(GapMethod):
         self._memo: OrderedDict = OrderedDict()
         self._pending: dict = {}  # memo keys being solved -> set when they are in the memo
         self._lock = threading.Lock()
+        self._uid = uuid.uuid4().hex  # what a solver process knows this fit by
         self.xs_ = xs.astype(np.float32)
         self.xt_ = xt.astype(np.float32)
         self._solve_and_map(report, warm=False)
@@ -577,9 +606,17 @@ class _TransportGap(GapMethod):
             give_way = lambda f, m: _FOREGROUND.give_way(token)  # noqa: E731
             try:
                 give_way(0.0, "")
-                with one_blas_thread(2):  # one BLAS thread: see _solve_and_map
-                    G, state, info = self._solve(values, None, give_way)
-                    maps = self._barycentres(G)
+                solved = None
+                if _SOLVERS is not None:
+                    solved = _SOLVERS.solve(self, values, ahead=True,
+                                            urgent=lambda: _FOREGROUND.wanted(token),
+                                            wait=lambda: give_way(0.0, ""))
+                if solved is None:
+                    with one_blas_thread(2):  # one BLAS thread: see _solve_and_map
+                        G, state, info = self._solve(values, None, give_way)
+                        maps = self._barycentres(G)
+                else:
+                    G, state, info, maps = solved
                 with self._lock:
                     self._remember(key, G, state, info, maps, 0.0)
             finally:
@@ -652,24 +689,9 @@ class _TransportGap(GapMethod):
         return self._memo[min(same, key=distance)]
 
     def _barycentres(self, G: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """``(T(s_i), S(t_j))`` for the fitted rows under coupling G, float32 (n_fit, d):
-        the source rows' barycentres over the targets, and for ``direction="both"`` the
-        target rows' over the sources (POT's ``transform`` and ``inverse_transform`` on the
-        fitted samples), else None."""
-        # Once per solution, in float32 like every output. A Laplacian-OT coupling is a mix of
-        # at most max_iter + 1 exact-OT vertices (a few non-zeros per row): a sparse product.
-        dense = np.count_nonzero(G) >= G.size // 8
-
-        def barycentres(P, rows_of):
-            with np.errstate(divide="ignore", invalid="ignore"):
-                transp = np.nan_to_num(P / P.sum(1)[:, None], nan=0.0, posinf=0.0, neginf=0.0)
-            if not dense:
-                return np.asarray(sparse.csr_matrix(transp) @ rows_of).astype(np.float32)
-            return transp.astype(np.float32) @ rows_of.astype(np.float32)
-
-        forward = barycentres(G, self._cache["xt"])
-        inverse = barycentres(G.T, self._cache["xs"]) if self.direction_ == "both" else None
-        return forward, inverse
+        """``(T(s_i), S(t_j))`` for the fitted rows under coupling G (:func:`barycentres`;
+        the second None unless ``direction="both"``)."""
+        return barycentres(G, self._cache["xs"], self._cache["xt"], self.direction_ == "both")
 
     def _remember(self, key, G, state, info, maps, seconds) -> None:
         self._memo[key] = {"G": G, "state": state, "info": info, "maps": maps, "seconds": seconds}
@@ -721,10 +743,17 @@ class _TransportGap(GapMethod):
         # points of ``fit`` bit for bit whatever the load (a fit holds BLAS to one thread on a
         # busy machine); and up to 1,000 fitted pairs the products are small beside the
         # serial exact-OT and Sinkhorn steps: BLAS threads spinning beside them, and beside
-        # the app's other threads, cost twice the time on two shared CPUs.
-        with one_blas_thread(2):
-            G, state, info = self._solve(values, start, progress)
-            maps = self._barycentres(G)
+        # the app's other threads, cost twice the time on two shared CPUs. A solver process
+        # (use_solver_processes) runs the same on one BLAS thread.
+        solved = None
+        if _SOLVERS is not None and start is None and hasattr(self, "_uid"):
+            solved = _SOLVERS.solve(self, values)
+        if solved is None:
+            with one_blas_thread(2):
+                G, state, info = self._solve(values, start, progress)
+                maps = self._barycentres(G)
+        else:
+            G, state, info, maps = solved
         seconds = time.perf_counter() - t0
         with self._lock:
             self._remember(key, G, state, info, maps, seconds)
@@ -733,9 +762,37 @@ class _TransportGap(GapMethod):
         self.fit_seconds_ = seconds
         return hit
 
+    #: The :class:`gapviz.couplings.TransportProblem` kind a subclass solves.
+    _kind = ""
+
+    def _prepare(self) -> None:
+        """Compute what the solves read that depends on the fitted rows only, once (in
+        ``_cache``; subclasses add theirs)."""
+        self._cost()
+
+    def _solver_settings(self) -> dict[str, Any]:
+        """The solver's parameters other than the live values."""
+        raise NotImplementedError
+
+    def _problem(self) -> TransportProblem:
+        """This fit's :class:`gapviz.couplings.TransportProblem` (sharing ``_cache``)."""
+        self._prepare()
+        return TransportProblem(self._kind, self._solver_settings(), self._cache,
+                                self.direction_ == "both")
+
     def _solve(self, values: dict[str, Any], start, progress: ProgressCallback):
         """(coupling, warm-start state, attributes to set) for the live ``values``."""
-        raise NotImplementedError
+        return self._problem().solve(values, start, progress)
+
+    def _solver_token(self) -> tuple:
+        """Identity of what a solver process keeps of this fit: the fit, and the parameters
+        other than the live ones (a changed one is sent again)."""
+        return (self._uid, self._key()[1])
+
+    def _solver_twin(self) -> TransportProblem:
+        """What a solver process needs of this fit: its problem, with a copy of the cache."""
+        problem = self._problem()
+        return dataclasses.replace(problem, cache=dict(problem.cache))
 
     def _cost(self) -> np.ndarray:
         """POT's cost (``BaseTransport.fit``: squared Euclidean distances), computed once."""
@@ -984,31 +1041,27 @@ class OTGap(_TransportGap):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}.")
 
-    def _solve(self, values, start, progress):
-        import ot
+    _kind = "laplace"
 
+    def _solver_settings(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("reg_type", "similarity", "similarity_param",
+                                              "max_iter", "tol", "max_inner_iter", "inner_tol")}
+
+    def _prepare(self) -> None:
+        super()._prepare()
         xs, xt = self._cache["xs"], self._cache["xt"]
         key = ("graphs", self.similarity, self.similarity_param)
         if key not in self._cache:  # the Laplacians depend on the fitted rows only
             self._cache[key] = laplace_graphs(xs, xt, sim=self.similarity,
                                               sim_param=self.similarity_param)
-        a = ot.unif(xs.shape[0])  # POT's uniform marginals (distribution_estimation_uniform)
-        b = ot.unif(xt.shape[0])
         if "lp" not in self._cache:  # the exact-OT solver depends on the fitted rows only
-            self._cache["lp"] = exact_ot_step(a, b, xs, xt)
+            self._cache["lp"] = exact_ot_step(uniform(xs.shape[0]), uniform(xt.shape[0]), xs, xt)
             # the first step's cost is M plus a nearly zero gradient: start it from the duals
             # of the assignment on M alone (data only, so a fit and every refit share them)
             self._cache["duals"] = (assignment_step(self._cost())[2]
                                     if self._cache["lp"] == "assignment" else None)
-        G, log = emd_laplace_factored(
-            a, b, xs, xt, self._cost(), sim=self.similarity, sim_param=self.similarity_param,
-            reg=self.reg_type, eta=values["reg_lap"], alpha=values["reg_src"],
-            numItermax=self.max_iter, stopThr=self.tol, numInnerItermax=self.max_inner_iter,
-            stopInnerThr=self.inner_tol, progress=progress,
-            G0=None if start is None else start["G"], graphs=self._cache[key],
-            lp=self._cache["lp"], duals=self._cache["duals"])
-        loss = [float(v) for v in log["loss"]]
-        return G, None, {"loss_": loss, "n_iter_": len(loss) - 1}
+        if "grams" not in self._cache:  # the gradient's dense factors (emd_laplace_factored)
+            self._cache["grams"] = (xt @ xt.T, xs @ xs.T)
 
 
 def laplace_graphs(xs, xt, *, sim="knn", sim_param=None):
@@ -1036,344 +1089,6 @@ def laplace_graphs(xs, xt, *, sim="knn", sim_param=None):
     else:
         raise ValueError(f"unknown similarity {sim!r}; use 'knn' or 'gauss'.")
     return lS, lT, lS + lS.T, lT + lT.T
-
-
-def exact_ot_step(a, b, xs, xt) -> str:
-    """Which solver :func:`emd_laplace_factored` uses for its exact-OT steps: ``"assignment"``
-    when the marginals are uniform on as many sources as targets and no two sources, and no
-    two targets, are the same point; ``"emd"`` (POT's network simplex) otherwise.
-
-    With uniform marginals on N = N points an exact-OT problem is an assignment problem: its
-    optimal vertices are the permutation matrices / N (Birkhoff), and shortest augmenting
-    paths (:func:`assignment_step`, scipy's ``linear_sum_assignment`` algorithm) find one in
-    a fraction of the network simplex's time at N = 500. Where the optimum is unique the two
-    give the same coupling, bit for bit (tested).
-    Duplicated points (an image with several captions) make ties, between which the two
-    solvers choose differently; the network simplex then keeps POT's choice.
-    """
-    if not (a.shape == b.shape and np.all(a == a[0]) and np.all(b == a[0])):
-        return "emd"
-    distinct = (np.unique(xs, axis=0).shape[0] == xs.shape[0]
-                and np.unique(xt, axis=0).shape[0] == xt.shape[0])
-    return "assignment" if distinct else "emd"
-
-
-
-def assignment_step(C, duals=None):
-    """An optimal assignment of the square cost ``C``, by shortest augmenting paths started
-    from the column duals ``duals``.
-
-    scipy's ``linear_sum_assignment`` algorithm (Crouse 2016, "On implementing 2D rectangular
-    assignment algorithms"; the same scan order and tie rule, so from zero duals it returns
-    scipy's assignment, tested), compiled without the GIL and started from given column
-    duals: the Jonker-Volgenant warm start (Jonker & Volgenant 1987). Rows are augmented one
-    by one; each search starts with no row assigned, so any duals are a valid start, and
-    near-optimal ones (the previous conditional-gradient step's: its cost differs little)
-    send most rows straight to their column. The result is an optimal assignment whatever
-    the start; where the optimum is unique it is the same one.
-
-    Parameters
-    ----------
-    C : ndarray of shape (n, n)
-        Finite costs.
-    duals : ndarray of shape (n,), optional
-        Column duals to start from; zeros when None.
-
-    Returns
-    -------
-    rows, cols : ndarray of shape (n,)
-        ``rows = arange(n)``, ``cols[i]`` the column assigned to row i.
-    duals : ndarray of shape (n,)
-        The optimal column duals (a start for a nearby cost).
-    """
-    C = np.ascontiguousarray(C, dtype=np.float64)
-    if C.ndim != 2 or C.shape[0] != C.shape[1]:
-        raise ValueError(f"assignment_step takes a square cost matrix, got shape {C.shape}.")
-    n = C.shape[0]
-    v = np.zeros(n) if duals is None else np.array(duals, dtype=np.float64)
-    if v.shape != (n,):
-        raise ValueError(f"duals must have shape ({n},), got {v.shape}.")
-    cols, ok = _augmenting_paths(C, v)
-    if not ok:
-        raise ValueError("the assignment cost has no finite optimum (infinite or NaN costs).")
-    return np.arange(n), cols, v
-
-
-@numba.njit(nogil=True, cache=True)
-def _augmenting_paths(C, v):  # pragma: no cover - compiled
-    """scipy's ``solve`` / ``augmenting_path`` (rectangular_lsap.cpp) on a square ``C``, from
-    column duals ``v`` (updated in place). Returns (column of each row, whether it is finite)."""
-    n = C.shape[0]
-    u = np.zeros(n)
-    col4row = np.full(n, -1, np.int64)
-    row4col = np.full(n, -1, np.int64)
-    path = np.full(n, -1, np.int64)
-    dist = np.empty(n)  # shortest path costs
-    seen_row = np.zeros(n, np.bool_)
-    seen_col = np.zeros(n, np.bool_)
-    remaining = np.empty(n, np.int64)
-    for cur in range(n):
-        min_val = 0.0
-        n_rem = n
-        for k in range(n):
-            remaining[k] = n - k - 1
-            seen_row[k] = False
-            seen_col[k] = False
-            dist[k] = np.inf
-        sink = -1
-        i = cur
-        while sink == -1:  # Dijkstra on the reduced costs, from row cur to a free column
-            index = -1
-            lowest = np.inf
-            seen_row[i] = True
-            ui = u[i]
-            for k in range(n_rem):
-                j = remaining[k]
-                r = min_val + C[i, j] - ui - v[j]
-                if r < dist[j]:
-                    path[j] = i
-                    dist[j] = r
-                if dist[j] < lowest or (dist[j] == lowest and row4col[j] == -1):
-                    lowest = dist[j]
-                    index = k
-            min_val = lowest
-            if min_val == np.inf:
-                return col4row, False
-            j = remaining[index]
-            if row4col[j] == -1:
-                sink = j
-            else:
-                i = row4col[j]
-            seen_col[j] = True
-            n_rem -= 1
-            remaining[index] = remaining[n_rem]
-        u[cur] += min_val  # the duals stay feasible, tight on the assignment
-        for i in range(n):
-            if seen_row[i] and i != cur:
-                u[i] += min_val - dist[col4row[i]]
-        for j in range(n):
-            if seen_col[j]:
-                v[j] -= min_val - dist[j]
-        j = sink  # augment along the path
-        while True:
-            i = path[j]
-            row4col[j] = i
-            k = col4row[i]
-            col4row[i] = j
-            j = k
-            if i == cur:
-                break
-    return col4row, True
-
-def emd_laplace_factored(a, b, xs, xt, M, *, sim="knn", sim_param=None, reg="pos", eta=1.0,
-                         alpha=0.5, numItermax=100, stopThr=1e-9, numInnerItermax=100000,
-                         stopInnerThr=1e-9, progress: ProgressCallback | None = None,
-                         G0=None, graphs=None, lp: str = "auto", duals=None):
-    """POT's ``ot.da.emd_laplace`` with the objective and gradient in factored form.
-
-    Same problem, graph construction, algorithm and stopping rules as POT 0.9's
-    ``emd_laplace``: the loop of ``ot.optim.cg`` / ``generic_conditional_gradient`` (start at
-    ``G0``, linearise, exact-OT step, POT's Armijo step on the segment, stop after
-    ``numItermax`` iterations or when the objective's relative change is below ``stopThr`` or
-    its absolute change below ``stopInnerThr``, one loss per iteration). What differs is how
-    each quantity is computed:
-
-    * the regulariser depends on G through ``T_s = G X_t`` and ``T_t = G^T X_s`` only
-      (O(N^2 d + nnz(L) d) instead of POT's O(N^3) products; the kNN Laplacians stay sparse);
-    * those are linear in G, so along the segment ``G + t (P - G)`` to the exact-OT vertex P
-      (at most ns + nt - 1 non-zeros) the regulariser is a quadratic in t: three coefficients
-      per iteration, then O(1) per trial step, and the accepted step's products carry over;
-    * G is kept as the combination of its start and the vertices, and formed once at the end;
-      ``<M, G>`` and ``<Mi, G>`` are read from it in O(N) per vertex;
-    * the exact-OT step is an assignment problem when the marginals are uniform on N = N
-      distinct points (:func:`exact_ot_step`), solved by shortest augmenting paths started
-      from the previous step's duals (:func:`assignment_step`): successive linearisations
-      differ little, so most rows find their column at once (3-4x faster than a cold start
-      at N = 500 on the demo).
-
-    The one O(N^2 d) product left per iteration is the gradient, which the exact-OT step needs
-    as an N x N cost. Couplings and losses are POT's up to round-off (tested against
-    ``EMDLaplaceTransport``).
-
-    Parameters
-    ----------
-    a, b : ndarray of shape (ns,), (nt,)
-        Marginals.
-    xs, xt : ndarray of shape (ns, d), (nt, d)
-        Source and target samples.
-    M : ndarray of shape (ns, nt)
-        Ground cost.
-    sim, sim_param, reg, eta, alpha, numItermax, stopThr, numInnerItermax, stopInnerThr
-        As in ``ot.da.emd_laplace``.
-    progress : callable, optional
-        ``progress(fraction, message)`` once per conditional-gradient iteration.
-    G0 : ndarray of shape (ns, nt), optional
-        Starting coupling (a warm start: the solution for neighbouring ``eta``, ``alpha``);
-        POT's default (the product of the marginals) when None.
-    graphs : tuple, optional
-        :func:`laplace_graphs` of ``xs``, ``xt`` computed beforehand (they do not depend on
-        ``eta`` or ``alpha``).
-    lp : {"auto", "assignment", "emd"}, default="auto"
-        Solver of the exact-OT step: ``"emd"`` is POT's network simplex (``ot.optim.cg``'s
-        own), ``"assignment"`` shortest augmenting paths (:func:`assignment_step`; uniform
-        marginals, ns = nt only), ``"auto"`` the one :func:`exact_ot_step` picks.
-    duals : ndarray of shape (nt,), optional
-        ``"assignment"``: column duals to start the first exact-OT step from (each later
-        step starts from the step before's), e.g. those of the assignment on ``M`` alone:
-        the first gradient is nearly zero, as the Laplacians annihilate the start's equal
-        rows. Zeros when None. Any start gives an optimal assignment (the same one where
-        the optimum is unique); the same start gives the same iterates, bit for bit.
-
-    Returns
-    -------
-    G : ndarray of shape (ns, nt)
-    log : dict
-        POT's log (``loss`` per iteration; with ``"emd"``, the last inner EMD log).
-    """
-    import ot
-    from scipy.optimize._linesearch import scalar_search_armijo  # POT's line search uses it
-
-    if lp == "auto":
-        lp = exact_ot_step(a, b, xs, xt)
-    if lp not in ("assignment", "emd"):
-        raise ValueError(f"lp must be 'auto', 'assignment' or 'emd', got {lp!r}.")
-
-    lS, lT, ls2, lt2 = graphs if graphs is not None else laplace_graphs(xs, xt, sim=sim,
-                                                                        sim_param=sim_param)
-
-    # A term whose weight is 0 (reg_src = 1 keeps the source graph only, the default) is
-    # skipped: POT computes it and multiplies by 0.
-    use_s, use_t = alpha != 0, alpha != 1
-
-    if reg == "disp":
-        Cs = -eta * alpha / xs.shape[0] * (np.asarray(ls2 @ xs) @ xt.T)
-        Ct = -eta * (1 - alpha) / xt.shape[0] * (xs @ np.asarray(lt2 @ xt).T)
-        M = M + Cs + Ct
-    M = np.ascontiguousarray(M, dtype=np.float64)
-
-    def quadratic(L, T, dT):
-        # (T + t dT)^T L (T + t dT) = A + t B + t^2 C (traces), for any step t
-        LT, LdT = L @ T, L @ dT
-        return np.array([np.vdot(T, LT), np.vdot(T, LdT) + np.vdot(dT, LT), np.vdot(dT, LdT)])
-
-    def omega(Ts, Tt):
-        # alpha tr(xt^T G^T lS G xt) + (1 - alpha) tr(xs^T G lT G^T xs)
-        value = 0.0
-        if use_s:
-            value += alpha * np.vdot(Ts, lS @ Ts)
-        if use_t:
-            value += (1 - alpha) * np.vdot(Tt, lT @ Tt)
-        return value
-
-    # The coupling is kept as a combination c0 G0 + sum_k c_k P_k of the start G0 and the
-    # exact-OT vertices P_k (sparse: (rows, cols, mass)); what the loop reads of it, <M, G>,
-    # <Mi, G> and the products T_s, T_t, is carried along. G itself is formed once, at the end.
-    G_start = np.outer(a, b) if G0 is None else np.array(G0, dtype=np.float64)
-    c0 = 1.0
-    vertices: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    coefs: list[float] = []
-    Ts = np.asarray(G_start @ xt) if use_s else None
-    Tt = np.asarray(G_start.T @ xs) if use_t else None
-    mG = float(np.vdot(M, G_start))
-    cost_G = mG + eta * omega(Ts, Tt)
-    losses = [cost_G]
-    Mi = np.empty_like(M)
-    term = np.empty_like(M) if use_s and use_t else None
-    duals = None if duals is None else np.array(duals, dtype=np.float64)
-    inner_log: dict = {}
-    t0 = time.perf_counter()
-    it = 0
-    while True:
-        if progress is not None:
-            progress(it / numItermax, f"conditional gradient iteration {it + 1}/{numItermax} "
-                                      f"({time.perf_counter() - t0:.0f} s so far)")
-        it += 1
-        old_cost = cost_G
-        # problem linearisation: Mi = M + eta * grad Omega(G), the gradient
-        # alpha (lS + lS^T) G xt xt^T + (1 - alpha) xs xs^T G (lT + lT^T), right to left,
-        # in place (the same roundings as POT's M + reg * (alpha * ... + (1 - alpha) * ...))
-        if use_s:
-            np.matmul(np.asarray(ls2 @ Ts), xt.T, out=Mi)
-            Mi *= alpha
-        if use_t:
-            target = term if use_s else Mi
-            np.matmul(xs, np.asarray(lt2 @ Tt).T, out=target)
-            target *= 1 - alpha
-            if use_s:
-                Mi += term
-        Mi *= eta
-        Mi += M
-        # the exact-OT step
-        if lp == "assignment":
-            # warm: the last step's column duals (the next Mi differs little from this one)
-            rows, cols, duals = assignment_step(Mi, duals)
-            mass = a[rows]
-        else:
-            Gc, inner_log = ot.emd(a, b, Mi, numInnerItermax, log=True)
-            rows, cols = np.nonzero(Gc)
-            mass = Gc[rows, cols]
-        # POT's line_search_armijo (scipy's scalar_search_armijo, c1 = 1e-4, first trial step
-        # 0.99, steps clipped at 0) on cost(G + t (P - G)); Omega along the segment is a
-        # quadratic in t, the transport term linear.
-        dTs = dTt = None
-        q = np.zeros(3)
-        P = None if lp == "assignment" else sparse.csr_matrix((mass, (rows, cols)), M.shape)
-        if use_s:  # P xt - T_s; an assignment's rows are distinct: P xt is rows of xt
-            if P is None:
-                dTs = -Ts
-                dTs[rows] += mass[:, None] * xt[cols]
-            else:
-                dTs = np.asarray(P @ xt) - Ts
-            q += alpha * quadratic(lS, Ts, dTs)
-        if use_t:
-            if P is None:
-                dTt = -Tt
-                dTt[cols] += mass[:, None] * xs[rows]
-            else:
-                dTt = np.asarray(P.T @ xs) - Tt
-            q += (1 - alpha) * quadratic(lT, Tt, dTt)
-        mP = float(np.dot(mass, M[rows, cols]))
-        iP = float(np.dot(mass, Mi[rows, cols]))
-        iG = c0 * float(np.vdot(G_start, Mi)) + sum(
-            c * float(np.dot(m_, Mi[r_, c_])) for c, (r_, c_, m_) in zip(coefs, vertices))
-        mD = mP - mG
-        calls = [0]
-
-        def phi(t):
-            t = max(float(t), 0.0)
-            calls[0] += 1
-            return mG + t * mD + eta * (q[0] + t * q[1] + t * t * q[2])
-
-        step, phi1 = scalar_search_armijo(phi, cost_G, iP - iG, c1=1e-4, alpha0=0.99,
-                                          amin=0.0)
-        if step is None:
-            step = 0.0
-        else:
-            step = max(float(step), 0.0)
-            cost_G = phi1
-        # G <- G + step (P - G)
-        c0 *= 1.0 - step
-        coefs = [c * (1.0 - step) for c in coefs] + [step]
-        vertices.append((rows, cols, mass))
-        mG = mG + step * mD
-        if use_s:
-            Ts = Ts + step * dTs
-        if use_t:
-            Tt = Tt + step * dTt
-        # POT's stopping rules (ot.optim.generic_conditional_gradient)
-        stop = it >= numItermax
-        abs_delta = abs(cost_G - old_cost)
-        rel_delta = abs_delta / abs(cost_G) if cost_G != 0.0 else np.nan
-        if rel_delta < stopThr or abs_delta < stopInnerThr:
-            stop = True
-        losses.append(cost_G)
-        if stop:
-            break
-
-    G = G_start * c0
-    for c, (r_, c_, m_) in zip(coefs, vertices):  # (r_, c_) pairs are distinct in a vertex
-        G[r_, c_] += c * m_
-    return G, {"loss": losses, **inner_log}
 
 
 class SinkhornGap(_TransportGap):
@@ -1408,7 +1123,7 @@ class SinkhornGap(_TransportGap):
         row differ from its nearest fitted one. POT's own ``SinkhornTransport`` gives the same
         map (tested).
     method : {"sinkhorn", "sinkhorn_log", "sinkhorn_stabilized"}, default="sinkhorn"
-        POT's solver: plain matrix scaling is the fastest (run by :func:`sinkhorn_knopp`,
+        POT's solver: plain matrix scaling is the fastest (run by :func:`gapviz.couplings.sinkhorn_knopp`,
         POT's iterates in one sweep over the kernel per iteration); the log-domain one is
         stable for very small ``reg`` but several times slower (POT's ``"continuous"`` map
         always uses it; here any solver serves, as long as its scalings stay finite).
@@ -1492,143 +1207,7 @@ class SinkhornGap(_TransportGap):
         if not self.tol >= 0:
             raise ValueError(f"tol must be >= 0, got {self.tol!r}.")
 
-    def _solve(self, values, start, progress):
-        import ot
+    _kind = "sinkhorn"
 
-        reg = float(values["reg"])
-        M = self._cost()
-        a = ot.unif(M.shape[0])  # POT's uniform marginals (distribution_estimation_uniform)
-        b = ot.unif(M.shape[1])
-        warm = None
-        if start is not None and start["state"] is not None:
-            f, g = start["state"]  # dual potentials, in the cost's units
-            # the plain and log solvers start from log-scalings f / reg; the stabilised one
-            # from the potentials themselves
-            warm = (f, g) if self.method == "sinkhorn_stabilized" else (f / reg, g / reg)
-        progress(0.0, "Sinkhorn iterations")
-        if self.method == "sinkhorn":
-            G, log = sinkhorn_knopp(a, b, M, reg, numItermax=self.max_iter, stopThr=self.tol,
-                                    warmstart=warm)
-        else:
-            G, log = ot.sinkhorn(a, b, M, reg, method=self.method, numItermax=self.max_iter,
-                                 stopThr=self.tol, log=True, warmstart=warm)
-        if "logu" in log:  # stabilised: absorbed potentials plus the last scalings
-            lu, lv = log["logu"], log["logv"]
-        elif "log_u" in log:
-            lu, lv = log["log_u"], log["log_v"]
-        else:
-            with np.errstate(divide="ignore"):
-                lu, lv = np.log(log["u"]), np.log(log["v"])
-        state = (reg * lu, reg * lv) if np.isfinite(lu).all() and np.isfinite(lv).all() else None
-        return np.asarray(G), state, {"n_iter_": int(log.get("niter", log.get("n_iter", -1)))}
-
-
-def sinkhorn_knopp(a, b, M, reg, *, numItermax=1000, stopThr=1e-9, warmstart=None):
-    """POT's ``ot.sinkhorn(..., method="sinkhorn", log=True)`` (Cuturi 2013), one pass over the
-    kernel per iteration.
-
-    The same iterates, start, stopping rule and warnings as POT 0.9's ``sinkhorn_knopp``:
-    ``v = b / (K^T u)``, ``u = a / (K v)`` with ``K = exp(-M / reg)``; every 10th iteration
-    (0, 10, 20, ...) it stops when ``||v * (K^T u) - b||_2 < stopThr`` (the violation of the
-    column marginal); at a zero, NaN or infinite scaling it returns the previous iteration's.
-    POT multiplies by K twice per iteration (``K^T u``, then ``K v``) and reads K a third time
-    for the marginal check; here one sweep over K's rows computes ``K v`` row by row, the new
-    ``u``, and ``K^T u`` for the next iteration and the check, so K (8 MB at 1,000 x 1,000) is
-    read once per iteration, in a compiled loop that releases the GIL. Sums are reassociated
-    by the compiler, so the coupling equals POT's to round-off (tested), not bit for bit.
-
-    Parameters
-    ----------
-    a, b : ndarray of shape (ns,), (nt,)
-        Marginals.
-    M : ndarray of shape (ns, nt)
-        Ground cost.
-    reg : float
-        Entropic regularisation.
-    numItermax : int
-    stopThr : float
-    warmstart : (ndarray of shape (ns,), ndarray of shape (nt,)), optional
-        Log-scalings to start from (POT's ``warmstart``); ``1 / ns``, ``1 / nt`` when None.
-
-    Returns
-    -------
-    G : ndarray of shape (ns, nt)
-    log : dict
-        ``err`` (the checked marginal errors), ``niter`` (the last iteration's index, as
-        POT), ``u``, ``v``.
-    """
-    a = np.ascontiguousarray(a, dtype=np.float64)
-    b = np.ascontiguousarray(b, dtype=np.float64)
-    K = np.exp(np.asarray(M, dtype=np.float64) / (-reg))
-    if warmstart is None:
-        u = np.ones(a.size) / a.size
-        v = np.ones(b.size) / b.size
-    else:
-        u = np.exp(np.asarray(warmstart[0], dtype=np.float64))
-        v = np.exp(np.asarray(warmstart[1], dtype=np.float64))
-    errs = np.zeros(numItermax // 10 + 1)
-    ii, n_err, status = _sinkhorn_sweeps(K, a, b, u, v, int(numItermax), float(stopThr), errs)
-    if status == _NUMERICAL_ERROR:
-        warnings.warn("Warning: numerical errors at iteration %d" % ii)
-    elif status == _MAX_ITER:
-        warnings.warn("Sinkhorn did not converge. You might want to increase the number of "
-                      "iterations `numItermax` or the regularization parameter `reg`.")
-    log = {"err": list(errs[:n_err]), "niter": ii, "u": u, "v": v}
-    return u.reshape((-1, 1)) * K * v.reshape((1, -1)), log
-
-
-_CONVERGED, _NUMERICAL_ERROR, _MAX_ITER = 0, 1, 2
-
-
-@numba.njit(nogil=True, cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
-def _sinkhorn_sweeps(K, a, b, u, v, n_iter, stop, errs):  # pragma: no cover - compiled
-    """Sinkhorn iterations on ``u``, ``v`` in place (see :func:`sinkhorn_knopp`).
-
-    Returns (last iteration index, number of errors written to ``errs``, status)."""
-    n, m = K.shape
-    ktu = np.zeros(m)  # K^T u for the current u
-    for i in range(n):
-        ui = u[i]
-        for j in range(m):
-            ktu[j] += K[i, j] * ui
-    u_prev = np.empty(n)
-    v_prev = np.empty(m)
-    n_err = 0
-    ii = 0
-    for ii in range(n_iter):
-        u_prev[:] = u
-        v_prev[:] = v
-        zero = False
-        for j in range(m):
-            if ktu[j] == 0.0:
-                zero = True
-            v[j] = b[j] / ktu[j]
-            ktu[j] = 0.0
-        bad = zero
-        for j in range(m):
-            if not np.isfinite(v[j]):
-                bad = True
-        for i in range(n):
-            s = 0.0
-            for j in range(m):
-                s += K[i, j] * v[j]
-            ui = a[i] / s
-            u[i] = ui
-            if not np.isfinite(ui):
-                bad = True
-            for j in range(m):
-                ktu[j] += K[i, j] * ui
-        if bad:  # machine precision reached: back to the previous scalings
-            u[:] = u_prev
-            v[:] = v_prev
-            return ii, n_err, 1
-        if ii % 10 == 0:
-            e = 0.0
-            for j in range(m):
-                d = v[j] * ktu[j] - b[j]
-                e += d * d
-            errs[n_err] = np.sqrt(e)
-            n_err += 1
-            if errs[n_err - 1] < stop:
-                return ii, n_err, 0
-    return ii, n_err, 2
+    def _solver_settings(self) -> dict[str, Any]:
+        return {"method": self.method, "max_iter": self.max_iter, "tol": self.tol}

@@ -1,0 +1,351 @@
+"""Solver processes: the OT and Sinkhorn sliders' couplings solved in worker processes.
+
+A slider move of ``ot`` or ``sinkhorn`` solves a new coupling for each fold's fit (a second or
+so of CPU on the demo), and the app solves the neighbouring values ahead while the user looks.
+In the app's server all of that shared one Python process with every session's page runs: the
+solver threads, the background solves and the pages took turns at the interpreter lock, and
+the background solves could only pause between two iterations. Worker processes take the
+solves out of the server's process:
+
+* each worker keeps the data-only part of the fits it was given (their fitted rows, cost
+  matrix, graphs: a :class:`gapviz.couplings.TransportProblem`), sent once per worker, and
+  receives only the slider values afterwards; it imports :mod:`gapviz.couplings` alone
+  (numpy, scipy, numba: no POT, no scikit-learn);
+* a solve someone waits for (a move) takes a free worker, or one that is solving ahead of
+  time: that solve is abandoned between two solver iterations (within milliseconds) and
+  asked for again later;
+* a solve ahead of time takes a worker only while no move is being solved;
+* the workers run BLAS on one thread, set before numpy loads (no thread-pool changes at run
+  time), and stop when the server's process ends (their pipe closes).
+
+A worker runs the very code a fit runs in the process (:meth:`TransportProblem.solve` and
+its barycentres) on the same arrays with BLAS on one thread, so a coupling solved in a worker
+is the one solved in the process, bit for bit; the tests check it. Where no worker is ready
+(starting, or one died), :meth:`SolverProcesses.solve` returns None and the caller solves in
+its own process.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from multiprocessing.connection import Connection
+from typing import Any
+
+__all__ = ["SolverProcesses"]
+
+#: Environment of a worker: BLAS and OpenMP on one thread from the start (a worker solves one
+#: coupling at a time, and its products are small beside the serial solver steps), POT with its
+#: numpy backend only.
+WORKER_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+              "NUMBA_NUM_THREADS": "1", "POT_BACKEND_DISABLE_PYTORCH": "1",
+              "POT_BACKEND_DISABLE_JAX": "1", "POT_BACKEND_DISABLE_CUPY": "1",
+              "POT_BACKEND_DISABLE_TENSORFLOW": "1"}
+
+#: Fits a worker keeps (least recently used dropped first): five folds of two runs, and some.
+WORKER_FITS = 12
+
+
+class _Abandoned(Exception):
+    """A solve ahead of time gave way to a message waiting for the worker."""
+
+
+# -- the worker ---------------------------------------------------------------------------------
+def _serve(fd_in: int, fd_out: int) -> None:
+    """A worker's loop: receive ``(request id, token, twin or None, values, yields)``, solve,
+    answer ``(request id, status, payload)``; return when the input pipe closes."""
+    requests = Connection(fd_in, writable=False)
+    answers = Connection(fd_out, readable=False)
+    from . import couplings
+
+    with warnings.catch_warnings():  # the tiny problems' own warnings say nothing to a user
+        warnings.simplefilter("ignore")
+        couplings.warm_up()
+
+    fits: OrderedDict = OrderedDict()
+    answers.send(("ready", os.getpid(), None))
+    while True:
+        try:
+            message = requests.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:  # a nudge to give way, arrived after the solve it was meant for
+            continue
+        rid, token, twin, values, yields = message
+        if twin is not None:
+            fits[token] = twin
+            while len(fits) > WORKER_FITS:
+                fits.popitem(last=False)
+        problem = fits.get(token)
+        if problem is None:
+            answers.send((rid, "unknown", None))
+            continue
+        fits.move_to_end(token)
+
+        def give_way(fraction: float, message: str) -> None:
+            if yields and requests.poll():
+                raise _Abandoned
+
+        try:
+            G, state, info = problem.solve(values, None, give_way)
+            result = (G, state, info, problem.barycentres(G))
+        except _Abandoned:
+            answers.send((rid, "abandoned", None))
+        except Exception as exc:  # noqa: BLE001 - the caller gets it, raised in its process
+            try:
+                payload = pickle.dumps(exc)
+            except Exception:  # noqa: BLE001 - an exception that does not pickle
+                payload = pickle.dumps(RuntimeError(f"{type(exc).__name__}: {exc}"))
+            answers.send((rid, "error", payload))
+        else:
+            answers.send((rid, "ok", result))
+
+
+# -- the pool -----------------------------------------------------------------------------------
+class _Worker:
+    """One worker process, its pipes, and the requests it has not answered yet."""
+
+    def __init__(self, index: int, on_change: Callable[[], None]) -> None:
+        self.index = index
+        self.ready = False
+        self.dead = False
+        self.busy: str | None = None  # None, "move" or "ahead"
+        self.yields = False  # the request running now gives way to a message
+        self.fits: set = set()  # tokens sent (the worker may have dropped some since)
+        self._on_change = on_change
+        self._futures: dict[int, Future] = {}
+        self._send_lock = threading.Lock()
+        to_worker_r, to_worker_w = os.pipe()
+        from_worker_r, from_worker_w = os.pipe()
+        env = {**os.environ, **WORKER_ENV}
+        code = f"from gapviz.solvers import _serve; _serve({to_worker_r}, {from_worker_w})"
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", code], pass_fds=(to_worker_r, from_worker_w), env=env,
+                stdin=subprocess.DEVNULL, close_fds=True)
+        finally:
+            os.close(to_worker_r)
+            os.close(from_worker_w)
+        self._requests = Connection(to_worker_w, readable=False)
+        self._answers = Connection(from_worker_r, writable=False)
+        threading.Thread(target=self._read, name=f"gapviz-solver-{index}", daemon=True).start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                rid, status, payload = self._answers.recv()
+            except (EOFError, OSError, pickle.UnpicklingError):
+                break
+            if rid == "ready":
+                self.ready = True
+                self._on_change()
+                continue
+            future = self._futures.pop(rid, None)
+            if future is not None:
+                future.set_result((status, payload))
+        self.dead = True
+        for future in list(self._futures.values()):
+            future.set_result(("dead", None))
+        self._futures.clear()
+        self._on_change()
+
+    def send(self, rid: int, message: tuple) -> Future:
+        future: Future = Future()
+        self._futures[rid] = future
+        try:
+            with self._send_lock:
+                self._requests.send(message)
+        except (OSError, ValueError):
+            self._futures.pop(rid, None)
+            self.dead = True
+            future.set_result(("dead", None))
+        return future
+
+    def nudge(self) -> None:
+        """Have the running solve give way (it checks for a waiting message between two
+        solver iterations)."""
+        try:
+            with self._send_lock:
+                self._requests.send(None)
+        except (OSError, ValueError):
+            self.dead = True
+
+    def close(self) -> None:
+        try:
+            self._requests.close()
+        except OSError:
+            pass
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class SolverProcesses:
+    """Worker processes that solve the couplings of fitted ``ot`` and ``sinkhorn`` fits.
+
+    Parameters
+    ----------
+    workers : int, optional
+        Worker processes (default: the CPU count, at most 4). They start in the background
+        at once; a solve asked for before one is ready returns None.
+
+    Notes
+    -----
+    Set for the whole process with :func:`gapviz.methods.ot.use_solver_processes` (the app's
+    server does); :meth:`_TransportGap.refit` and :meth:`_TransportGap.precompute` then solve
+    here, and in their own process when :meth:`solve` returns None.
+    """
+
+    def __init__(self, workers: int | None = None) -> None:
+        n = workers if workers is not None else max(1, min(4, os.cpu_count() or 1))
+        self._cond = threading.Condition()
+        self._ids = itertools.count()
+        self._moves_waiting = 0
+        self._closed = False
+        #: Requests sent, answered with a solution, abandoned for a move; problems sent.
+        self.stats = {"asked": 0, "solved": 0, "abandoned": 0, "problems": 0}
+        self._workers = [_Worker(i, self._changed) for i in range(n)]
+
+    def _changed(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    @property
+    def ready(self) -> int:
+        """Workers started and alive."""
+        return sum(w.ready and not w.dead for w in self._workers)
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until every worker has started (or died); whether all are ready."""
+        with self._cond:
+            self._cond.wait_for(lambda: all(w.ready or w.dead for w in self._workers), timeout)
+        return all(w.ready and not w.dead for w in self._workers)
+
+    def give_way(self) -> None:
+        """Have every solve ahead of time give way now (a move's other work starts: its
+        measures, say); it is asked for again once no move is solving."""
+        with self._cond:
+            for w in self._workers:
+                if w.busy == "ahead" and w.yields:
+                    w.nudge()
+
+    def _take(self, ahead: bool, urgent: Callable[[], bool]) -> _Worker | None:
+        """A worker for a solve (marked busy), or None when none is alive."""
+        with self._cond:
+            if not ahead:
+                self._moves_waiting += 1
+            try:
+                while True:
+                    alive = [w for w in self._workers if w.ready and not w.dead]
+                    if self._closed or not alive:
+                        return None
+                    idle = [w for w in alive if w.busy is None]
+                    if not ahead or urgent():
+                        if idle:
+                            chosen = idle[0]
+                        else:  # a solve ahead of time gives way to the move
+                            giving = [w for w in alive if w.busy == "ahead" and w.yields]
+                            chosen = giving[0] if giving else None
+                            if chosen is not None:
+                                chosen.nudge()
+                        if chosen is not None:
+                            chosen.busy, chosen.yields = "move", False
+                            return chosen
+                    elif idle and self._moves_waiting == 0 and all(
+                            w.busy != "move" for w in alive):
+                        chosen = idle[0]
+                        chosen.busy, chosen.yields = "ahead", True
+                        return chosen
+                    self._cond.wait(0.25)
+            finally:
+                if not ahead:
+                    self._moves_waiting -= 1
+
+    def _release(self, worker: _Worker, kind: str) -> None:
+        with self._cond:
+            if worker.busy == kind:
+                worker.busy, worker.yields = None, False
+            self._cond.notify_all()
+
+    def solve(self, fit: Any, values: Mapping[str, Any], *, ahead: bool = False,
+              urgent: Callable[[], bool] | None = None,
+              wait: Callable[[], None] | None = None) -> tuple | None:
+        """``fit``'s coupling for the live ``values``, solved cold in a worker:
+        ``(G, state, info, maps)`` as :meth:`_TransportGap._solve` and its barycentres give
+        them; None when no worker is alive (solve in the process then).
+
+        ``ahead``: a solve ahead of time, which waits while a move is solving and gives way to
+        one (it is then asked for again), unless ``urgent()`` says a move waits for it;
+        ``wait()``, called before each try, returns once it may start (the process's other
+        work a user waits for is done). Raises what the solve raised.
+        """
+        urgent = urgent if urgent is not None else (lambda: False)
+        token = fit._solver_token()
+        while True:
+            if ahead and wait is not None:
+                wait()
+            worker = self._take(ahead, urgent)
+            if worker is None:
+                return None
+            kind = worker.busy
+            try:
+                twin = None if token in worker.fits else fit._solver_twin()
+                status, payload = self._ask(worker, token, twin, values, kind == "ahead")
+                if status == "unknown":  # the worker dropped it: send it again
+                    status, payload = self._ask(worker, token, fit._solver_twin(), values,
+                                                kind == "ahead")
+            finally:
+                self._release(worker, kind)
+            if status == "ok":
+                return payload
+            if status == "error":
+                raise pickle.loads(payload)
+            if status == "dead":
+                logging.getLogger(__name__).warning("a solver process ended; %d left",
+                                                    self.ready)
+            # abandoned (a move came) or a dead worker: ask again
+
+    def _ask(self, worker: _Worker, token: Any, twin: Any, values: Mapping[str, Any],
+             yields: bool) -> tuple[str, Any]:
+        rid = next(self._ids)
+        with self._cond:
+            self.stats["asked"] += 1
+            self.stats["problems"] += twin is not None
+        future = worker.send(rid, (rid, token, twin, dict(values), yields))
+        status, payload = future.result()
+        with self._cond:
+            if status in ("ok", "abandoned"):
+                self.stats["solved" if status == "ok" else "abandoned"] += 1
+        if status != "dead":
+            if twin is not None:
+                worker.fits.add(token)
+            if status == "unknown":
+                worker.fits.discard(token)
+        return status, payload
+
+    def close(self) -> None:
+        """Stop the workers (each ends when its pipe closes)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        for w in self._workers:
+            w.close()
+
+    def __enter__(self) -> "SolverProcesses":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
