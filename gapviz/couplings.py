@@ -12,6 +12,7 @@ solver process (:mod:`gapviz.solvers`) holds only what a solve needs.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -21,6 +22,11 @@ from typing import Any
 import numba
 import numpy as np
 from scipy import sparse
+
+#: Digest of this file as the process imported it: a solver process whose digest differs (the
+#: file changed on disk since the server started) solves with other code, and is not used.
+with open(__file__, "rb") as _source:
+    SOURCE_DIGEST = hashlib.sha256(_source.read()).hexdigest()
 
 __all__ = ["TransportProblem", "assignment_step", "barycentres", "emd_laplace_factored",
            "exact_ot_step", "sinkhorn_knopp", "uniform"]
@@ -215,16 +221,18 @@ def assignment_step(C, duals=None):
     v = np.zeros(n) if duals is None else np.array(duals, dtype=np.float64)
     if v.shape != (n,):
         raise ValueError(f"duals must have shape ({n},), got {v.shape}.")
-    cols, ok = _augmenting_paths(C, v)
+    cols, ok = _augmenting_paths(C, v, duals is not None)
     if not ok:
         raise ValueError("the assignment cost has no finite optimum (infinite or NaN costs).")
     return np.arange(n), cols, v
 
 
 @numba.njit(nogil=True, cache=True)
-def _augmenting_paths(C, v):  # pragma: no cover - compiled
+def _augmenting_paths(C, v, reduce_rows):  # pragma: no cover - compiled
     """scipy's ``solve`` / ``augmenting_path`` (rectangular_lsap.cpp) on a square ``C``, from
-    column duals ``v`` (updated in place). Returns (column of each row, whether it is finite)."""
+    column duals ``v`` (updated in place); with ``reduce_rows``, Jonker and Volgenant's
+    augmenting row reduction first (:func:`_reduce_rows`), and the paths only for the rows it
+    left free. Returns (column of each row, whether it is finite)."""
     n = C.shape[0]
     u = np.zeros(n)
     col4row = np.full(n, -1, np.int64)
@@ -234,7 +242,19 @@ def _augmenting_paths(C, v):  # pragma: no cover - compiled
     seen_row = np.zeros(n, np.bool_)
     seen_col = np.zeros(n, np.bool_)
     remaining = np.empty(n, np.int64)
-    for cur in range(n):
+    free = np.arange(n)
+    n_free = n
+    if reduce_rows:
+        for i in range(n):
+            for j in range(n):
+                if not np.isfinite(C[i, j]):
+                    return col4row, False
+        n_free = _reduce_rows(C, v, col4row, row4col, free)
+        for i in range(n):  # the assigned rows' duals: tight on their column
+            if col4row[i] >= 0:
+                u[i] = C[i, col4row[i]] - v[col4row[i]]
+    for f in range(n_free):
+        cur = free[f]
         min_val = 0.0
         n_rem = n
         for k in range(n):
@@ -286,6 +306,54 @@ def _augmenting_paths(C, v):  # pragma: no cover - compiled
             if i == cur:
                 break
     return col4row, True
+
+@numba.njit(nogil=True, cache=True)
+def _reduce_rows(C, v, col4row, row4col, free):  # pragma: no cover - compiled
+    """Jonker and Volgenant's augmenting row reduction (1987, two passes), from column duals
+    ``v``: each free row takes its cheapest column in reduced cost ``C[i, j] - v[j]``, lowering
+    that column's dual to the row's second cheapest (so the row stays tight on it and every
+    other row's reduced costs only grow), and a row it displaces looks again at once. Assigned
+    rows stay tight and dual feasible. Fills ``col4row``, ``row4col`` and the free rows left
+    (``free``, from the start); returns how many."""
+    n = C.shape[0]
+    n_free = n
+    for _ in range(2):
+        k = 0
+        before = n_free
+        n_free = 0
+        steps = 0  # a displaced row looks again at once, at most 4 n times a pass (in floating
+        while k < before:  # point two rows can take a column from each other for ever)
+            i = free[k]
+            k += 1
+            steps += 1
+            lowest, j1 = C[i, 0] - v[0], 0
+            second, j2 = np.inf, -1
+            for j in range(1, n):
+                h = C[i, j] - v[j]
+                if h < second:
+                    if h >= lowest:
+                        second, j2 = h, j
+                    else:
+                        second, j2 = lowest, j1
+                        lowest, j1 = h, j
+            i0 = row4col[j1]
+            if lowest < second:
+                v[j1] -= second - lowest
+            elif i0 >= 0:
+                j1 = j2
+                i0 = row4col[j2]
+            row4col[j1] = i
+            col4row[i] = j1
+            if i0 >= 0:
+                col4row[i0] = -1
+                if lowest < second and steps < 4 * n:
+                    k -= 1
+                    free[k] = i0
+                else:
+                    free[n_free] = i0
+                    n_free += 1
+    return n_free
+
 
 @numba.njit(nogil=True, cache=True)
 def _linearised_cost(M, eta, alpha, use_s, s_ptr, s_idx, s_val, Us, use_t, t_ptr, t_idx, t_val,
@@ -364,9 +432,16 @@ def emd_laplace_factored(a, b, xs, xt, M, *, sim="knn", sim_param=None, reg="pos
       differ little, so most rows find their column at once (3-4x faster than a cold start
       at N = 500 on the demo).
 
-    The one O(N^2 d) product left per iteration is the gradient, which the exact-OT step needs
-    as an N x N cost. Couplings and losses are POT's up to round-off (tested against
-    ``EMDLaplaceTransport``).
+    * the gradient, which the exact-OT step needs as an N x N cost, is
+      ``(L_s + L_s^T) U_s + U_t (L_t + L_t^T)`` with ``U_s = G (X_t X_t^T)`` and
+      ``U_t = (X_s X_s^T) G``: the Gram matrices are data only (``grams``, computed once per
+      fit), and ``U_s``, ``U_t`` move along the segment with G, O(N^2) per iteration for an
+      assignment vertex. The gradient is then sparse products only, formed in one compiled
+      pass with the cost (O(nnz(L) N) instead of an O(N^2 d) product per iteration: a solve
+      at N = 500, d = 512 took 20% less on one core, 0.096 s against 0.120 s on the
+      demo's folds).
+
+    Couplings and losses are POT's up to round-off (tested against ``EMDLaplaceTransport``).
 
     Parameters
     ----------
@@ -396,6 +471,9 @@ def emd_laplace_factored(a, b, xs, xt, M, *, sim="knn", sim_param=None, reg="pos
         the first gradient is nearly zero, as the Laplacians annihilate the start's equal
         rows. Zeros when None. Any start gives an optimal assignment (the same one where
         the optimum is unique); the same start gives the same iterates, bit for bit.
+    grams : tuple of ndarray, optional
+        ``(xt xt^T, xs xs^T)`` computed beforehand (they depend on the rows only); computed
+        here when None.
 
     Returns
     -------
@@ -446,15 +524,23 @@ def emd_laplace_factored(a, b, xs, xt, M, *, sim="knn", sim_param=None, reg="pos
     Ts = LTs = Us = Tt = LTt = Ut = None
     unused = np.zeros((0, 0))
     omega_G = 0.0
+    # POT's start, the product of the marginals a b^T, is rank one: its products are outer
+    # products (O(N d) and O(N^2) instead of O(N^2 d) and O(N^3))
+    def times(G_right):  # G_start @ right
+        return np.outer(a, b @ G_right) if G0 is None else np.asarray(G_start @ G_right)
+
+    def times_t(G_right):  # G_start^T @ right
+        return np.outer(b, a @ G_right) if G0 is None else np.asarray(G_start.T @ G_right)
+
     if use_s:
-        Ts = np.asarray(G_start @ xt)
+        Ts = times(xt)
         LTs = np.asarray(lS @ Ts)
-        Us = np.ascontiguousarray(G_start @ Kt)
+        Us = np.ascontiguousarray(times(Kt))
         omega_G += alpha * np.vdot(Ts, LTs)
     if use_t:
-        Tt = np.asarray(G_start.T @ xs)
+        Tt = times_t(xs)
         LTt = np.asarray(lT @ Tt)
-        Ut = np.ascontiguousarray(Ks @ G_start)
+        Ut = np.ascontiguousarray(times_t(Ks.T).T)  # Ks G_start = (G_start^T Ks^T)^T
         omega_G += (1 - alpha) * np.vdot(Tt, LTt)
     l2s, l2t = sparse.csr_matrix(ls2), sparse.csr_matrix(lt2)
     mG = float(np.vdot(M, G_start))

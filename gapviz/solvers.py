@@ -51,8 +51,13 @@ WORKER_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THRE
               "POT_BACKEND_DISABLE_JAX": "1", "POT_BACKEND_DISABLE_CUPY": "1",
               "POT_BACKEND_DISABLE_TENSORFLOW": "1"}
 
-#: Fits a worker keeps (least recently used dropped first): five folds of two runs, and some.
+#: Fits a worker keeps (least recently used dropped first): five folds of two runs, and some,
+#: within a bound on their arrays (a fit of wide embeddings holds more).
 WORKER_FITS = 12
+WORKER_BYTES = 256 * 1024**2
+
+#: Workers started in place of ones that ended, in a pool's life (then the process solves).
+MAX_RESTARTS = 4
 
 
 class _Abandoned(Exception):
@@ -72,7 +77,7 @@ def _serve(fd_in: int, fd_out: int) -> None:
         couplings.warm_up()
 
     fits: OrderedDict = OrderedDict()
-    answers.send(("ready", os.getpid(), None))
+    answers.send(("ready", os.getpid(), couplings.SOURCE_DIGEST))
     while True:
         try:
             message = requests.recv()
@@ -82,14 +87,15 @@ def _serve(fd_in: int, fd_out: int) -> None:
             continue
         rid, token, twin, values, yields = message
         if twin is not None:
-            fits[token] = twin
-            while len(fits) > WORKER_FITS:
+            fits[token] = (twin, _nbytes(twin.cache))
+            while len(fits) > 1 and (len(fits) > WORKER_FITS
+                                     or sum(size for _, size in fits.values()) > WORKER_BYTES):
                 fits.popitem(last=False)
-        problem = fits.get(token)
-        if problem is None:
+        if token not in fits:
             answers.send((rid, "unknown", None))
             continue
         fits.move_to_end(token)
+        problem = fits[token][0]
 
         def give_way(fraction: float, message: str) -> None:
             if yields and requests.poll():
@@ -108,6 +114,19 @@ def _serve(fd_in: int, fd_out: int) -> None:
             answers.send((rid, "error", payload))
         else:
             answers.send((rid, "ok", result))
+
+
+def _nbytes(value: Any) -> int:
+    """Bytes of the arrays in ``value`` (arrays, sparse matrices, and containers of them)."""
+    if hasattr(value, "nbytes"):
+        return int(value.nbytes)
+    if hasattr(value, "data") and hasattr(value, "indices"):  # a scipy sparse matrix
+        return sum(int(getattr(value, k).nbytes) for k in ("data", "indices", "indptr"))
+    if isinstance(value, dict):
+        return sum(_nbytes(v) for v in value.values())
+    if isinstance(value, (tuple, list)):
+        return sum(_nbytes(v) for v in value)
+    return 0
 
 
 # -- the pool -----------------------------------------------------------------------------------
@@ -148,6 +167,13 @@ class _Worker:
             except (EOFError, OSError, pickle.UnpicklingError):
                 break
             if rid == "ready":
+                from .couplings import SOURCE_DIGEST
+
+                if payload != SOURCE_DIGEST:  # other code than this process's: never used
+                    logging.getLogger(__name__).warning(
+                        "a solver process runs other solver code than the server (a file "
+                        "changed since it started): it is not used; restart the server")
+                    break
                 self.ready = True
                 self._on_change()
                 continue
@@ -217,6 +243,8 @@ class SolverProcesses:
         self._closed = False
         #: Requests sent, answered with a solution, abandoned for a move; problems sent.
         self.stats = {"asked": 0, "solved": 0, "abandoned": 0, "problems": 0}
+        self._pid = os.getpid()  # a forked child has no workers of its own
+        self._restarts = 0
         self._workers = [_Worker(i, self._changed) for i in range(n)]
 
     def _changed(self) -> None:
@@ -249,6 +277,7 @@ class SolverProcesses:
                 self._moves_waiting += 1
             try:
                 while True:
+                    self._restart_dead()
                     alive = [w for w in self._workers if w.ready and not w.dead]
                     if self._closed or not alive:
                         return None
@@ -274,6 +303,16 @@ class SolverProcesses:
                 if not ahead:
                     self._moves_waiting -= 1
 
+    def _restart_dead(self) -> None:
+        """Start a new worker in place of each one that ended (an out-of-memory kill, say), up
+        to :data:`MAX_RESTARTS` in the pool's life; it takes solves once it is ready. Called
+        with the condition held."""
+        for i, worker in enumerate(self._workers):
+            if worker.dead and not self._closed and self._restarts < MAX_RESTARTS:
+                self._restarts += 1
+                worker.close()
+                self._workers[i] = _Worker(i, self._changed)
+
     def _release(self, worker: _Worker, kind: str) -> None:
         with self._cond:
             if worker.busy == kind:
@@ -292,6 +331,8 @@ class SolverProcesses:
         ``wait()``, called before each try, returns once it may start (the process's other
         work a user waits for is done). Raises what the solve raised.
         """
+        if os.getpid() != self._pid:
+            return None
         urgent = urgent if urgent is not None else (lambda: False)
         token = fit._solver_token()
         while True:

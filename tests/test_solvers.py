@@ -205,3 +205,15 @@ def test_the_command_line_quiets_openblas_before_numpy_loads():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=120, check=True)
     assert out.stdout.strip() == "4"
+
+
+def test_a_solver_process_running_other_solver_code_is_not_used(pairs, monkeypatch):
+    # as when gapviz/couplings.py changed on disk after the server imported it
+    import gapviz.couplings
+
+    monkeypatch.setattr(gapviz.couplings, "SOURCE_DIGEST", "another version")
+    fit = OTGap(fit_size=200).fit(*pairs)
+    with SolverProcesses(1) as pool:
+        pool.wait_ready(120)
+        assert pool.ready == 0
+        assert pool.solve(fit, {"reg_lap": 10.0, "reg_src": 1.0}) is None

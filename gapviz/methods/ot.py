@@ -79,13 +79,14 @@ POT solves the problem by conditional gradient (``ot.optim.cg``): each iteration
 exact OT problem (network simplex, about a second at N = 2,500) and evaluates the gradient of
 the Laplacian term. POT's ``emd_laplace`` forms that gradient as products of N x N matrices,
 ``(L_s + L_s^T) G (X_t X_t^T)``, O(N^3) per iteration. :class:`OTGap` keeps POT's algorithm,
-graph, cost, marginals and stopping rules and only evaluates the same gradient and objective in
-factored form, ``L_s (G X_t) X_t^T`` with a sparse kNN Laplacian, O(N^2 d), and its line
-search from products that are linear in G (:func:`gapviz.couplings.emd_laplace_factored`); with uniform
-marginals on distinct points each exact-OT step is solved as the assignment problem it is
-(:func:`gapviz.couplings.exact_ot_step`). The couplings agree with ``EMDLaplaceTransport.fit`` to round-off
-(tested), several times faster. A ``progress`` callback reports each conditional-gradient
-iteration.
+graph, cost, marginals and stopping rules and only evaluates the same gradient and objective
+differently (:func:`gapviz.couplings.emd_laplace_factored`): the kNN Laplacian stays sparse,
+the Gram matrix ``X_t X_t^T`` is computed once per fit and ``G (X_t X_t^T)`` is carried along
+with G (O(N^2) per iteration), and the line search works on products that are linear in G.
+With uniform marginals on distinct points each exact-OT step is solved as the assignment
+problem it is (:func:`gapviz.couplings.exact_ot_step`). The couplings agree with
+``EMDLaplaceTransport.fit`` to round-off (tested), several times faster. A ``progress``
+callback reports each conditional-gradient iteration.
 
 Speed of ``SinkhornGap``
 ------------------------
@@ -111,6 +112,11 @@ Three things make a change of ``reg_lap``, ``reg_src`` or ``reg`` cheap (measure
   moving a slider back costs nothing.
 * :meth:`~_TransportGap.precompute`: solves other slider values ahead (for a background
   thread) into that memo, without changing the fitted state.
+
+A process may solve in worker processes instead (:func:`use_solver_processes`, with a
+:class:`gapviz.solvers.SolverProcesses`; the app's server does): the refits and the solves
+ahead then run outside its interpreter, the solves ahead give way to a move within a solver
+iteration, and the couplings are the same, bit for bit.
 """
 
 from __future__ import annotations
