@@ -7,14 +7,16 @@ on the calibrated demo (``gapviz.simulate.demo_models()["clip"]``: 2,500 pairs, 
 Laplacian OT at its defaults (held-out, 5 folds, each fit on a seeded 500-pair subsample):
 
 * the **first OT view**: a fresh held-out run through a runner as the app holds one
-  (``gapviz.runs.Runner``) plus the page's view of it (``gapviz.views.view_of``: measures,
-  PCA, computed in ``gapviz.methods.ot.foreground()`` as the page does; a view once made is
-  kept per run, as the page caches it);
-* **one-step moves** as the page makes them: after each run the page's background solves
+  (``gapviz.runs.Runner``) plus the page's view of it (``gapviz.runs.Run.view``: measures,
+  PCA, computed in ``gapviz.methods.ot.foreground()`` as the page does), with the slider
+  solves in solver processes started before it (``gapviz.solvers``, as the app's server
+  starts them with its first page; ``--solvers threads`` solves in this process instead);
+* **one-step moves** as the page makes them: after each run the page's background work
   (``gapviz.runs.NeighbourSolves``, requested as the app does after a run with live sliders)
-  solve the neighbouring slider values while the user looks for ``--look`` seconds; then the
-  slider moves one step (to a neighbour, in a seeded order), which lets the stale background
-  work go, and the move is timed: the runner's refit of the 5 fits plus the view.
+  obtains the neighbouring slider values (couplings, runs, views) while the user looks for
+  ``--look`` seconds; then the slider moves one step (to a neighbour, in a seeded order),
+  which lets the stale background work go, and the move is timed: the runner's run of the
+  new value plus its view.
 
 Each figure is printed beside its target (a move < 1 s at 1 runnable task per CPU and < 2 s at
 2.5, the first view < 3 s at 1 per CPU) with the load it ran under: the running tasks sampled
@@ -102,14 +104,13 @@ def level(load: float, moves: int, look: float, seed: int, processes: bool) -> d
     from gapviz.solvers import SolverProcesses
     from gapviz.runs import NeighbourSolves, RunData, Runner, RunSpec, neighbour_values, slider_values
     from gapviz.simulate import demo_models
-    from gapviz.views import view_of
 
     views: dict[str, object] = {}
 
-    def page_view(run):  # the page's view, kept per run as the page caches it
+    def page_view(run):  # the page's view (ui.compute.view: the run's, made once)
         if run.key not in views:
             with foreground():
-                views[run.key] = view_of(run.images, run.texts, run.report)
+                views[run.key] = run.view
         return views[run.key]
 
     cpus = os.cpu_count() or 1

@@ -37,6 +37,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
@@ -483,6 +484,7 @@ class Run:
         self.scores = scores
         self.groups = groups
         self._report: GapReport | None = None
+        self._view = None
         self._lock = threading.Lock()
 
     @property
@@ -498,6 +500,19 @@ class Run:
                 self._report = measure_gap(self.images, self.texts, scores=self.scores,
                                            groups=self.groups)
             return self._report
+
+    @property
+    def view(self):
+        """The measures, 2-D PCA and distance samples of the scored pairs
+        (:func:`gapviz.views.view_of`: what a page draws), once; a caller asking while another
+        computes it waits for that one."""
+        from .views import view_of
+
+        report = self.report
+        with self._lock:
+            if self._view is None:
+                self._view = view_of(self.images, self.texts, report)
+            return self._view
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -817,13 +832,18 @@ class _OneWorker:
 
 
 class NeighbourSolves(_OneWorker):
-    """Solves a refit run's neighbouring slider values in the background while the user looks
-    (:meth:`Runner.precompute`), on one worker thread.
+    """Obtains a refit run's neighbouring slider values in the background while the user looks,
+    on one worker thread: first their couplings (:meth:`Runner.precompute`), then their runs
+    and views (:attr:`Run.view`: measures, PCA), so that a move to one of them finds it done.
 
-    One neighbouring value at a time, every fold of it before the next value (a move needs
-    all of a value's folds), and none once a newer request came (the user moved on): stale
-    work would only delay the new neighbours on a busy machine. Never a result for another
-    value: the solves only fill the fits' caches, which a move then reads for its own value.
+    The couplings of one neighbouring value at a time, every fold of it before the next value
+    (a move needs all of a value's folds); a solve gives way to a move between two solver
+    iterations. The runs and views, which cannot pause midway, each start once no work a
+    user waits for runs in the process (:func:`gapviz.methods.ot.foreground`). Nothing once a
+    newer request came (the user moved on): stale work would only delay the new neighbours
+    on a busy machine. Never a result for another value: a move reads the run of its own
+    value, made exactly as the move would make it (:meth:`Runner.run`: a move asking while
+    it is made waits for it).
 
     Parameters
     ----------
@@ -834,24 +854,38 @@ class NeighbourSolves(_OneWorker):
     def __init__(self, runner: "Runner") -> None:
         super().__init__("gapviz-precompute")
         self.runner = runner
+        self._asked: tuple | None = None
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._asked = None
+        super().cancel()
 
     def request(self, spec: RunSpec, data: RunData) -> Any:
-        """Solve ``spec``'s neighbouring values from now on (older requests give way); the
-        job's future."""
+        """Obtain ``spec``'s neighbouring values from now on (older requests give way); the
+        job's future, or None when the latest request was this one (a page shown again)."""
         with self._lock:
+            if self._asked == (spec, data.key):
+                return None
+            self._asked = (spec, data.key)
             return self._submit(self._solve, spec, data)
 
     def _solve(self, token: int, spec: RunSpec, data: RunData) -> None:
-        import logging
+        from .methods.ot import wait_for_foreground
 
-        for value in neighbour_values(spec.method, slider_values(spec)):
-            if not self._current(token):
-                return
-            try:
+        values = neighbour_values(spec.method, slider_values(spec))
+        try:
+            for value in values:  # the couplings first: they give way to a move within
+                if not self._current(token):  # a solver iteration
+                    return
                 self.runner.precompute(spec, data, [value])
-            except Exception:  # noqa: BLE001 - ahead-of-time work; a failure shows on the real move
-                logging.getLogger(__name__).debug("precompute failed", exc_info=True)
-                return
+            for value in values:  # then each value's run and view (measures, PCA)
+                wait_for_foreground()
+                if not self._current(token):
+                    return
+                self.runner.run(spec.with_params(**value), data).view
+        except Exception:  # noqa: BLE001 - ahead-of-time work; a failure shows on the real move
+            logging.getLogger(__name__).debug("work ahead of a slider move failed", exc_info=True)
 
 
 class RunsAhead(_OneWorker):
@@ -861,9 +895,11 @@ class RunsAhead(_OneWorker):
     waits for the run in flight rather than computing it again), and never a different
     result: a job computes exactly what the page would, through the same runner.
 
-    One job at a time, in the order given. A request is made once per name (the same rows of
-    the same data are not queued twice), and a newer request replaces what is left of older
-    ones, so stale work does not crowd what the user asks for now.
+    One job at a time, in the order given, each started once no work a user waits for runs in
+    the process (:func:`gapviz.methods.ot.foreground`: a slider move goes first). A request is
+    made once per name (the same rows of the same data are not queued twice), and a newer
+    request replaces what is left of older ones, so stale work does not crowd what the user
+    asks for now.
 
     Parameters
     ----------
@@ -888,8 +924,11 @@ class RunsAhead(_OneWorker):
     def _work(self, token: int, jobs: list[Callable[[], Any]]) -> int:
         import logging
 
+        from .methods.ot import wait_for_foreground
+
         done = 0
         for job in jobs:
+            wait_for_foreground()  # a page's work the user waits for (a slider move) goes first
             if not self._current(token):
                 break
             try:

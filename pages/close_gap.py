@@ -15,6 +15,7 @@ from gapviz import exports, figures, hosting
 from gapviz.config import RECALL_KS
 from gapviz.measure_info import gap_sentence
 from gapviz.methods import describe_run, make_method, method_class, method_params
+from gapviz.methods.ot import foreground
 from gapviz.protocols import PAPER_FIT_PAIRS, PAPER_MIN_SCORED, PaperSettingError, paper_setting
 from gapviz.runs import DEFAULT_METHOD, planned_spec, setting_specs
 from gapviz.safety import plain_text
@@ -144,7 +145,8 @@ def method_panel(after_slot, hist_slot) -> None:
     below the fragment (next to the static "before" scatter), so a slider move re-sends and
     redraws only what changed.
     """
-    with guard(f"apply {method_label(method)}"):
+    # what a slider move shows the user waits for: work ahead of the next move pauses meanwhile
+    with guard(f"apply {method_label(method)}"), foreground():
         params = _params_controls()
         ws.method_params = params
         show_method_in_sidebar()  # every run: a fragment may only refill what it filled

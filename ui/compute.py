@@ -13,6 +13,7 @@ pool is kept once per pool for every session, while one holds it
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from concurrent.futures import Future
@@ -31,7 +32,7 @@ from gapviz.methods import is_score_correction, menu_order, method_class
 from gapviz.runs import (LRUStore, NeighbourSolves, Run, RunData, RunMemory, Runner, RunsAhead,
                          RunSpec, slider_values)
 from gapviz.solvers import SolverProcesses
-from gapviz.views import EmbeddingView, view_of
+from gapviz.views import EmbeddingView
 from gapviz.workspace import POOLS, Active
 
 
@@ -217,12 +218,14 @@ def run(act: Active, spec: RunSpec, fit_on: Active | None = None) -> Run:
     data = run_data(act)
     other = run_data(fit_on) if fit_on is not None else None
     r = runner()
-    if (data.key, spec) in r.memory.runs:
-        return r.run(spec, data, fit_on=other)
-    title = (f"{method_label(spec.method)} ({spec.protocol}"
-             f"{', shuffled' if spec.shuffled else ''}) on {act.pairs.n:,} pairs")
-    out = _with_progress(title, lambda progress: r.run(spec, data, fit_on=other, progress=progress))
-    if slider_values(spec):
+    if (data.key, spec) in r.memory.runs:  # kept, or obtained ahead of this slider move
+        out = r.run(spec, data, fit_on=other)
+    else:
+        title = (f"{method_label(spec.method)} ({spec.protocol}"
+                 f"{', shuffled' if spec.shuffled else ''}) on {act.pairs.n:,} pairs")
+        out = _with_progress(title, lambda progress: r.run(spec, data, fit_on=other,
+                                                           progress=progress))
+    if slider_values(spec) and fit_on is None:
         neighbour_solves().request(spec, data)
     return out
 
@@ -235,10 +238,9 @@ def raw_run(act: Active) -> Run:
 @st.cache_data(max_entries=VIEW_ENTRIES, show_spinner="Measuring…")
 def _view(key: str, _run: Run) -> EmbeddingView:
     with foreground():  # the user waits for it: OT neighbours solved ahead pause meanwhile
-        view = view_of(_run.images, _run.texts, _run.report)
+        view = _run.view  # made once per run (maybe ahead of a slider move: NeighbourSolves)
     # The arrays live in the run already; do not copy them into the cache.
-    view.images = view.texts = None  # type: ignore[assignment]
-    return view
+    return dataclasses.replace(view, images=None, texts=None)
 
 
 def view(run: Run) -> EmbeddingView:

@@ -322,6 +322,12 @@ def pot_numpy_backend_only() -> None:
             os.environ.setdefault(key, "1")
 
 
+def wait_for_foreground() -> None:
+    """Return once no work a user waits for runs in the process (:func:`foreground`, a
+    slider's solve): background work that cannot pause midway waits here before it starts."""
+    _FOREGROUND.give_way(None)
+
+
 def foreground():
     """Context manager: work a user waits for runs in the block (a page's measures of a moved
     slider's run), so the OT solves of :meth:`_TransportGap.precompute` pause meanwhile."""
