@@ -217,3 +217,13 @@ def test_a_solver_process_running_other_solver_code_is_not_used(pairs, monkeypat
         pool.wait_ready(120)
         assert pool.ready == 0
         assert pool.solve(fit, {"reg_lap": 10.0, "reg_src": 1.0}) is None
+
+
+@pytest.mark.parametrize("text, count", [("", None), ("0", 0), ("3", 3), ("99", 16),
+                                         ("two", None)])
+def test_the_server_takes_its_solver_process_count_from_the_environment(monkeypatch, text,
+                                                                          count):
+    from ui.compute import SOLVER_PROCESSES_ENV, solver_process_count
+
+    monkeypatch.setenv(SOLVER_PROCESSES_ENV, text)
+    assert solver_process_count() == count

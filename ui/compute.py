@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 from concurrent.futures import Future
 from typing import Any, Callable, Sequence
@@ -105,13 +106,34 @@ def solver_processes() -> SolverProcesses | None:
     global _solvers
     with _solvers_lock:
         if _solvers is None:
+            wanted = solver_process_count()
+            if wanted == 0:
+                return None
             try:
-                _solvers = SolverProcesses()
+                _solvers = SolverProcesses(wanted)
             except OSError:  # no processes on this host: the process solves alone
                 logging.getLogger(__name__).warning("no solver processes", exc_info=True)
                 return None
         use_solver_processes(_solvers)
     return _solvers
+
+
+#: Environment variable: how many solver processes the server starts (0: none, the server
+#: solves alone; default: one per CPU, at most 4). Each holds 0.2-0.4 GiB.
+SOLVER_PROCESSES_ENV = "GAPVIZ_SOLVER_PROCESSES"
+
+
+def solver_process_count() -> int | None:
+    """The solver processes asked for in :data:`SOLVER_PROCESSES_ENV` (None: the default)."""
+    text = os.environ.get(SOLVER_PROCESSES_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        return max(0, min(int(text), 16))
+    except ValueError:
+        logging.getLogger(__name__).warning("%s=%r is not a whole number: the default is used",
+                                            SOLVER_PROCESSES_ENV, text)
+        return None
 
 
 @st.cache_resource
