@@ -34,13 +34,14 @@ The trade-off view (gap closed against what is kept) is computed here too, once 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
@@ -801,6 +802,34 @@ __all__ = ["DEFAULT_METHOD", "FitView", "InFlight", "LRUStore", "Run", "RunData"
            "tradeoff_specs"]
 
 
+class _SliderWork:
+    """Whether work ahead of a slider move runs (:class:`NeighbourSolves`), process-wide: other
+    background work (:class:`RunsAhead`, for a page the user may open next) waits for it,
+    since the user is on the page with the slider."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._running = 0
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        with self._cond:
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._running -= 1
+                self._cond.notify_all()
+
+    def wait(self) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._running == 0)
+
+
+_SLIDER_WORK = _SliderWork()
+
+
 class _OneWorker:
     """One background worker thread whose newest request wins: a request takes a token, and
     work done for an older token stops before its next step (the user moved on)."""
@@ -871,9 +900,13 @@ class NeighbourSolves(_OneWorker):
             return self._submit(self._solve, spec, data)
 
     def _solve(self, token: int, spec: RunSpec, data: RunData) -> None:
+        values = neighbour_values(spec.method, slider_values(spec))
+        with _SLIDER_WORK.running():
+            self._obtain(token, spec, data, values)
+
+    def _obtain(self, token: int, spec: RunSpec, data: RunData, values: list[dict]) -> None:
         from .methods.ot import wait_for_foreground
 
-        values = neighbour_values(spec.method, slider_values(spec))
         try:
             for value in values:  # the couplings first: they give way to a move within
                 if not self._current(token):  # a solver iteration
@@ -928,7 +961,8 @@ class RunsAhead(_OneWorker):
 
         done = 0
         for job in jobs:
-            wait_for_foreground()  # a page's work the user waits for (a slider move) goes first
+            wait_for_foreground()  # a page's work the user waits for (a slider move) goes first,
+            _SLIDER_WORK.wait()  # and the work ahead of the user's next slider move
             if not self._current(token):
                 break
             try:
