@@ -38,6 +38,7 @@ Usage: python bench/bench_compare_page.py [--loads 0,1] [--repeat 1] [--dwell 1]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -307,6 +308,19 @@ def median_finish(runs: list[dict], which: str) -> float | None:
     return None if None in times else statistics.median(times)
 
 
+@contextlib.contextmanager
+def headless_chromium():
+    """Debian's chromium, headless, launched through Playwright as the browser tests do."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -320,34 +334,28 @@ def main() -> None:
     ap.add_argument("--json", help="also write the results to this JSON file")
     args = ap.parse_args()
 
-    from playwright.sync_api import sync_playwright
-
     cpus = os.cpu_count() or 1
     print(f"Compare page on the demo (default methods), headless chromium; {cpus} CPUs; "
           f"load average {', '.join(f'{v:.2f}' for v in os.getloadavg())} at start")
     results = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            for load in (float(v) for v in args.loads.split(",")):
-                res = {"load": load, "runs": []}
-                results.append(res)
-                print(f"\nload {load:g} per CPU:")
-                for i in range(args.repeat):
-                    run = loaded_visits(browser, load, args.timeout, f"load{load:g}_{i}", args.dwell)
-                    res["runs"].append(run)
-                    prefix = "" if args.repeat == 1 else f"repetition {i + 1}: "
-                    print(f"  {prefix}{run['found']:g} running tasks found, {run['busy']} busy "
-                          f"processes started; home page loaded in {run['home_s']:.1f} s (fresh "
-                          "server, not timed)")
-                    print(visit_line(f"cold (first visitor, from the home page after {args.dwell:g} s)", run["cold"],
-                                     load, args.timeout))
-                    print(visit_line("warm (second visitor, /compare directly)", run["warm"],
-                                     load, args.timeout))
-                    print(visit_line("link (first visitor of a fresh server, /compare directly)",
-                                     run["link"], load, args.timeout))
-        finally:
-            browser.close()
+    with headless_chromium() as browser:
+        for load in (float(v) for v in args.loads.split(",")):
+            res = {"load": load, "runs": []}
+            results.append(res)
+            print(f"\nload {load:g} per CPU:")
+            for i in range(args.repeat):
+                run = loaded_visits(browser, load, args.timeout, f"load{load:g}_{i}", args.dwell)
+                res["runs"].append(run)
+                prefix = "" if args.repeat == 1 else f"repetition {i + 1}: "
+                print(f"  {prefix}{run['found']:g} running tasks found, {run['busy']} busy "
+                      f"processes started; home page loaded in {run['home_s']:.1f} s (fresh "
+                      "server, not timed)")
+                print(visit_line(f"cold (first visitor, from the home page after {args.dwell:g} s)", run["cold"],
+                                 load, args.timeout))
+                print(visit_line("warm (second visitor, /compare directly)", run["warm"],
+                                 load, args.timeout))
+                print(visit_line("link (first visitor of a fresh server, /compare directly)",
+                                 run["link"], load, args.timeout))
 
     print(f"\nsummary (median of {args.repeat}; finished table):")
     for res in results:

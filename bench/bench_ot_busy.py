@@ -167,15 +167,20 @@ def verdict(what: str, load: float, seconds: float) -> str:
     return f"target < {target:g} s: {'PASS' if seconds < target else 'FAIL'}"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_slider_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options this bench shares with ``bench_ot_page.py``: loads, moves, look, seed."""
     ap.add_argument("--loads", default="1,2.5", help="runnable tasks per CPU (comma-separated)")
     ap.add_argument("--moves", type=int, default=6, help="one-step moves per load level")
     ap.add_argument("--look", type=float, default=2.0,
-                    help="seconds the user looks at the page before each move (the background "
-                         "solves neighbours meanwhile)")
+                    help="seconds the user looks at the page before each move (the server "
+                         "obtains the neighbouring values meanwhile)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the moves' order")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_slider_arguments(ap)
     ap.add_argument("--solvers", choices=("processes", "threads"), default="processes",
                     help="where the slider solves run: solver processes (the app's server) or "
                          "threads of this process (the library's default)")

@@ -49,9 +49,9 @@ import time
 from pathlib import Path
 
 # bench/ is the script's folder, so on sys.path
-from bench_compare_page import (CHROMIUM, CHROMIUM_ARGS, HOME_TIMEOUT_S, QUIET_S, VIEWPORT,
-                                Server, wait_idle)
-from bench_ot_busy import TARGETS, Sampler, background_tasks, start_busy, stop_busy, verdict
+from bench_compare_page import HOME_TIMEOUT_S, QUIET_S, VIEWPORT, Server, headless_chromium, wait_idle
+from bench_ot_busy import (TARGETS, Sampler, add_slider_arguments, background_tasks, start_busy,
+                           stop_busy, verdict)
 
 OT_LABEL = "Laplace OT (EMD)"
 SLIDER = '.st-key-close_reg_lap input[type="range"]'
@@ -239,33 +239,22 @@ def report(res: dict, args) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--loads", default="1,2.5", help="runnable tasks per CPU (comma-separated)")
-    ap.add_argument("--moves", type=int, default=6, help="one-step moves per load level")
-    ap.add_argument("--look", type=float, default=2.0,
-                    help="seconds the user looks at the page before each move (the server "
-                         "solves neighbouring values meanwhile)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the moves' directions")
+    add_slider_arguments(ap)
     ap.add_argument("--timeout", type=float, default=60,
                     help="seconds allowed for the first view and for each move")
     ap.add_argument("--json", help="also write the results to this JSON file")
     args = ap.parse_args()
 
-    from playwright.sync_api import sync_playwright
-
     cpus = os.cpu_count() or 1
     print(f"Close the gap, Laplace OT on the demo, through the page in headless chromium; "
           f"{cpus} CPUs; load average {', '.join(f'{v:.2f}' for v in os.getloadavg())} at start")
     results = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            for load in (float(v) for v in args.loads.split(",")):
-                print(f"\nload {load:g} per CPU:")
-                res = level(browser, load, args, f"load{load:g}")
-                results.append(res)
-                report(res, args)
-        finally:
-            browser.close()
+    with headless_chromium() as browser:
+        for load in (float(v) for v in args.loads.split(",")):
+            print(f"\nload {load:g} per CPU:")
+            res = level(browser, load, args, f"load{load:g}")
+            results.append(res)
+            report(res, args)
     if args.json:
         Path(args.json).write_text(json.dumps({"cpus": cpus, "look_s": args.look,
                                                "levels": results}, indent=2))
