@@ -278,3 +278,42 @@ def test_runs_ahead_does_each_request_once_and_gives_way_to_newer_ones():
     ahead.wait()
     assert done == ["b1", "c2"]
 
+
+
+def test_neighbour_solves_obtain_each_neighbours_run_and_view_as_a_move_would(data):
+    from gapviz.runs import NeighbourSolves, slider_values
+    from gapviz.views import view_of
+
+    runner = Runner()
+    spec = RunSpec.make("ot", {"fit_size": 200}).with_params(**slider_values(RunSpec.make("ot")))
+    runner.run(spec, data)
+    solves = NeighbourSolves(runner)
+    assert solves.request(spec, data) is not None
+    assert solves.request(spec, data) is None  # the same page shown again: not asked twice
+    solves.wait()
+    values = neighbour_values("ot", slider_values(spec))
+    assert values
+    for value in values:
+        moved = spec.with_params(**value)
+        assert (data.key, moved) in runner.memory.runs  # obtained ahead
+        run = runner.run(moved, data)
+        assert run._view is not None  # and its view made
+        fresh = protocol_transform("ot", data.images, data.texts, protocol="held-out",
+                                   params={"fit_size": 200, **value})
+        np.testing.assert_array_equal(run.images, fresh.image_embeddings)  # the move's result
+        expected = view_of(run.images, run.texts)
+        assert run.view.report.metrics == expected.report.metrics
+        np.testing.assert_array_equal(run.view.paired, expected.paired)
+
+
+def test_a_run_makes_its_view_once_for_every_caller(data):
+    import threading
+
+    run = Runner().run(RunSpec.make("center"), data)
+    views = []
+    threads = [threading.Thread(target=lambda: views.append(run.view)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(v is views[0] for v in views)
