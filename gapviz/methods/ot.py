@@ -618,17 +618,9 @@ class _TransportGap(GapMethod):
             give_way = lambda f, m: _FOREGROUND.give_way(token)  # noqa: E731
             try:
                 give_way(0.0, "")
-                solved = None
-                if _SOLVERS is not None:
-                    solved = _SOLVERS.solve(self, values, ahead=True,
-                                            urgent=lambda: _FOREGROUND.wanted(token),
-                                            wait=lambda: give_way(0.0, ""))
-                if solved is None:
-                    with one_blas_thread(2):  # one BLAS thread: see _solve_and_map
-                        G, state, info = self._solve(values, None, give_way)
-                        maps = self._barycentres(G)
-                else:
-                    G, state, info, maps = solved
+                G, state, info, maps = self._solve_somewhere(
+                    values, None, give_way, ahead=True, urgent=lambda: _FOREGROUND.wanted(token),
+                    wait=lambda: give_way(0.0, ""))
                 with self._lock:
                     self._remember(key, G, state, info, maps, 0.0)
             finally:
@@ -755,17 +747,8 @@ class _TransportGap(GapMethod):
         # points of ``fit`` bit for bit whatever the load (a fit holds BLAS to one thread on a
         # busy machine); and up to 1,000 fitted pairs the products are small beside the
         # serial exact-OT and Sinkhorn steps: BLAS threads spinning beside them, and beside
-        # the app's other threads, cost twice the time on two shared CPUs. A solver process
-        # (use_solver_processes) runs the same on one BLAS thread.
-        solved = None
-        if _SOLVERS is not None and start is None and hasattr(self, "_uid"):
-            solved = _SOLVERS.solve(self, values)
-        if solved is None:
-            with one_blas_thread(2):
-                G, state, info = self._solve(values, start, progress)
-                maps = self._barycentres(G)
-        else:
-            G, state, info, maps = solved
+        # the app's other threads, cost twice the time on two shared CPUs.
+        G, state, info, maps = self._solve_somewhere(values, start, progress)
         seconds = time.perf_counter() - t0
         with self._lock:
             self._remember(key, G, state, info, maps, seconds)
@@ -795,6 +778,19 @@ class _TransportGap(GapMethod):
     def _solve(self, values: dict[str, Any], start, progress: ProgressCallback):
         """(coupling, warm-start state, attributes to set) for the live ``values``."""
         return self._problem().solve(values, start, progress)
+
+    def _solve_somewhere(self, values, start, progress, **ahead) -> tuple:
+        """``(G, state, info, maps)``: :meth:`_solve` and the barycentres, in the process's
+        solver processes when it has them (:func:`use_solver_processes`; a cold solve only;
+        ``ahead``: :meth:`gapviz.solvers.SolverProcesses.solve`'s options), else here with
+        BLAS on one thread, as a solver process runs them: the same result either way."""
+        if _SOLVERS is not None and start is None and hasattr(self, "_uid"):
+            solved = _SOLVERS.solve(self, values, **ahead)
+            if solved is not None:
+                return solved
+        with one_blas_thread(2):
+            G, state, info = self._solve(values, start, progress)
+            return G, state, info, self._barycentres(G)
 
     def _solver_token(self) -> tuple:
         """Identity of what a solver process keeps of this fit: the fit, and the parameters
