@@ -289,9 +289,10 @@ _SOLVERS = None
 def use_solver_processes(solvers) -> None:
     """Solve the couplings of :meth:`_TransportGap.refit` and :meth:`_TransportGap.precompute`
     in ``solvers`` (a :class:`gapviz.solvers.SolverProcesses`; None: in this process), for
-    the whole process. A fit's first solve and warm-started solves stay in the process, and
-    so does any solve while no worker is ready. The results are the same either way, bit for
-    bit: a worker runs the same code on the same arrays with BLAS on one thread."""
+    the whole process (a fit's first solve too: the workers then hold its data already).
+    Warm-started solves stay in the process, and so does any solve while no worker is ready.
+    The results are the same either way, bit for bit: a worker runs the same code on the same
+    arrays with BLAS on one thread."""
     global _SOLVERS
     _SOLVERS = solvers
 
