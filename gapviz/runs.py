@@ -40,7 +40,7 @@ import hashlib
 import json
 import logging
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
@@ -292,7 +292,8 @@ def planned_spec(method: str, chosen: Mapping[str, Any] | None, n_pairs: int, di
                  **options: Any) -> tuple[RunSpec, tuple[str, ...]]:
     """The spec a page or the command line runs for ``chosen`` parameters on N pairs.
 
-    ``chosen`` over the method's defaults, the parameters a fitted method applies without
+    ``chosen`` over the method's defaults, the parameters a user sets (sliders, menus:
+    :func:`gapviz.methods.offered_params`) and those a fitted method applies without
     refitting (spectral k) stated explicitly, and each size parameter left at a default that
     the pairs each fit sees under the protocol cannot take (spectral k, VLAP anchors) lowered
     to the largest value they can, with a note saying so. A chosen value is kept as chosen (a
@@ -316,7 +317,7 @@ def planned_spec(method: str, chosen: Mapping[str, Any] | None, n_pairs: int, di
     **options
         ``folds``, ``seed``, ``fit_on``, ``allow_leak``, ``shuffled`` of :class:`RunSpec`.
     """
-    from .methods import method_params, suited_params
+    from .methods import method_params, offered_params, suited_params
 
     spec = RunSpec.make(method, {}, protocol, **options)
     if method == "orig":
@@ -333,7 +334,7 @@ def planned_spec(method: str, chosen: Mapping[str, Any] | None, n_pairs: int, di
                   f"{given.get(k, defaults.get(k))} to {v}: each fit sees {n_fit:,} pairs of "
                   f"dimension {dim}"
                   for k, v in suited.items() if k not in kept and v != given.get(k, defaults.get(k)))
-    params = {**suited, **kept}
+    params = {**offered_params(method, given), **suited, **kept}
     return replace(spec, params=tuple(sorted((k, _plain(v)) for k, v in params.items()))), notes
 
 
@@ -930,9 +931,10 @@ class RunsAhead(_OneWorker):
 
     One job at a time, in the order given, each started once no work a user waits for runs in
     the process (:func:`gapviz.methods.ot.foreground`: a slider move goes first). A request is
-    made once per name (the same rows of the same data are not queued twice), and a newer
-    request replaces what is left of older ones, so stale work does not crowd what the user
-    asks for now.
+    made once per name (the same rows of the same data are not queued twice). A newer request
+    replaces what is left of older ones, so stale work does not crowd what the user asks for
+    now; or, asked with ``first``, goes before it (what the page now shown offers next, ahead
+    of what another page may ask for later).
 
     Parameters
     ----------
@@ -944,27 +946,35 @@ class RunsAhead(_OneWorker):
         super().__init__("gapviz-ahead")
         self.max_jobs = max_jobs_per_request
         self._named: set[Hashable] = set()
+        self._pending: deque[Callable[[], Any]] = deque()
 
-    def request(self, name: Hashable, jobs: Sequence[Callable[[], Any]]) -> Any:
+    def request(self, name: Hashable, jobs: Sequence[Callable[[], Any]], *,
+                first: bool = False) -> Any:
         """Do ``jobs`` from now on, unless ``name`` was requested before; the request's future
-        (None when it was not made). Older requests stop before their next job."""
+        (None when it was not made), whose result is how many jobs it ran (the jobs of older
+        requests it carried on included). Older requests stop before their next job; with
+        ``first``, the jobs they have left run after these."""
         with self._lock:
             if name in self._named:
                 return None
             self._named.add(name)
-            return self._submit(self._work, list(jobs)[:self.max_jobs])
+            jobs = list(jobs)[:self.max_jobs]
+            if first:
+                jobs += self._pending  # the worker only takes a job with the lock held
+            self._pending = deque(jobs)
+            return self._submit(self._work, self._pending)
 
-    def _work(self, token: int, jobs: list[Callable[[], Any]]) -> int:
-        import logging
-
+    def _work(self, token: int, pending: deque) -> int:
         from .methods.ot import wait_for_foreground
 
         done = 0
-        for job in jobs:
+        while True:
             wait_for_foreground()  # a page's work the user waits for (a slider move) goes first,
             _SLIDER_WORK.wait()  # and the work ahead of the user's next slider move
-            if not self._current(token):
-                break
+            with self._lock:
+                if not self._current(token) or not pending:
+                    break
+                job = pending.popleft()
             try:
                 job()
                 done += 1

@@ -17,7 +17,8 @@ from gapviz.measure_info import gap_sentence
 from gapviz.methods import describe_run, make_method, method_class, method_params
 from gapviz.methods.ot import foreground
 from gapviz.protocols import PAPER_FIT_PAIRS, PAPER_MIN_SCORED, PaperSettingError, paper_setting
-from gapviz.runs import DEFAULT_METHOD, planned_spec, setting_specs
+from gapviz.runs import (DEFAULT_METHOD, needs_leak_consent, planned_spec, setting_specs,
+                         slider_values)
 from gapviz.safety import plain_text
 from ui import compute, links
 from ui import export_menu as export_ui
@@ -25,7 +26,7 @@ from ui.components import guard, method_label, method_names, metric_cards
 from ui.frame import page_header
 from ui.scoring import scoring_controls, show_provenance
 from ui.sidebar import show_method_in_sidebar
-from ui.state import keep, set_kept, workspace
+from ui.state import keep, kept, set_kept, workspace
 
 SCATTER_HEIGHT = 420
 HIST_HEIGHT = 280
@@ -241,6 +242,27 @@ with guard("measure the raw embeddings"):
     before_col.plotly_chart(raw_scatter, key="close_scatter_raw", config={"displaylogo": False})
     with panel:
         method_panel(after_col.empty(), hist_slot.empty())
+
+
+def _first_views_ahead() -> None:
+    """While the visitor reads the page, obtain the first view of each other method whose
+    sliders refit it (OT, Sinkhorn: a fit per fold, the menu's slowest first views) at the
+    values this page would run for it: its defaults under its default protocol, unless the
+    visitor chose another protocol for it."""
+    specs = []
+    for name in names:
+        default = method_class(name).default_protocol
+        if name == method or kept(f"close_protocol_{name}", default) != default \
+                or needs_leak_consent(name, default):
+            continue
+        spec = planned_spec(name, None, act.pairs.n, act.pairs.dim, lower_chosen=True,
+                            protocol=default, fit_on=None, allow_leak=False)[0]
+        if slider_values(spec):
+            specs.append(spec)
+    compute.first_views_ahead(act, specs)
+
+
+_first_views_ahead()
 
 
 with st.expander("What closing costs: the trade-off across this method's settings",

@@ -130,3 +130,65 @@ def test_sinkhorn_tuned_inside_each_fit_hides_its_slider_and_says_what_each_fit_
     assert "chosen by the grid search in each fit" in captions
     assert captions.count("fit 1: reg = ") == 1 and "fit 5: reg = " in captions  # 5 folds
     assert at.session_state["workspace"].method_params["tune"] is True
+
+
+def test_the_live_slider_methods_first_views_are_obtained_while_the_page_is_read(
+        app_session, assert_clean, simulated_workspace, monkeypatch):
+    """Close the gap obtains OT's and Sinkhorn's first view in the background, at the values
+    the page then runs for them: choosing either finds its run and its view done (its own
+    spec, computed nowhere else), and a visitor's other protocol choice is not guessed."""
+    from gapviz.runs import Runner
+    from ui import compute
+
+    ws = simulated_workspace(N, 32, "Ahead on Close the gap", seed=23, profiles=["clip"])
+    at = app_session("pages/close_gap.py", workspace=ws)
+    assert_clean(at, "Close the gap, default method")
+    compute.runs_ahead().wait()
+    computed = []
+    real = Runner._compute
+    monkeypatch.setattr(Runner, "_compute",
+                        lambda self, spec, *a, **k: computed.append(spec) or real(self, spec, *a, **k))
+    key = ws.active.key
+    for name in ("ot", "sinkhorn"):
+        at.selectbox(key="close_method").set_value(name).run()
+        assert_clean(at, name)
+        spec = at.session_state["workspace"].last_spec
+        assert spec.method == name and spec.protocol == "held-out"
+        assert spec not in computed  # obtained ahead, not when chosen
+        assert compute.runner().memory.runs.get((key, spec))._view is not None  # its view too
+        compute.neighbour_solves().wait()
+    assert {s.method for s in computed} <= {"ot", "sinkhorn"}  # only the neighbours' values
+
+    # another protocol chosen for a method: its first view is not guessed ahead
+    at.selectbox(key="close_protocol_sinkhorn").set_value("transductive").run()
+    asked = []
+    monkeypatch.setattr(compute, "first_views_ahead", lambda act, specs: asked.append(specs))
+    at.selectbox(key="close_method").set_value("spectral").run()
+    assert_clean(at, "spectral")
+    assert [[(s.method, s.protocol) for s in specs] for specs in asked] == [[("ot", "held-out")]]
+
+
+def test_a_run_has_one_key_whichever_page_asked(app_session, assert_clean, simulated_workspace,
+                                                monkeypatch):
+    """The Compare rows the Overview obtains ahead state the parameters the Close the gap page
+    sets (its sliders and menus at their defaults), so the page finds them done rather than
+    fitting the same run again under another key."""
+    from gapviz.runs import Runner
+    from ui import compute
+
+    ws = simulated_workspace(N, 32, "One key", seed=29, profiles=["clip"])
+    at = app_session("pages/overview.py", workspace=ws)
+    assert_clean(at, "Overview")
+    compute.runs_ahead().wait()
+    computed = []
+    real = Runner._compute
+    monkeypatch.setattr(Runner, "_compute",
+                        lambda self, spec, *a, **k: computed.append(spec) or real(self, spec, *a, **k))
+    at.switch_page("pages/close_gap.py").run()
+    assert_clean(at, "Close the gap")
+    for name in ("spectral", "procrustes", "sinkhorn"):
+        at.selectbox(key="close_method").set_value(name).run()
+        assert_clean(at, name)
+        spec = at.session_state["workspace"].last_spec
+        assert spec.method == name and spec not in computed
+        compute.neighbour_solves().wait()

@@ -124,7 +124,7 @@ def test_retrieval_compare_and_exports_in_a_real_browser(app_url, tmp_path):  # 
             # Downloads from the Retrieval page open in their tools.
             results = _download(page, "retrieval_export", "Results · CSV", tmp_path)
             rows = list(csv.DictReader(io.StringIO(results.read_text())))
-            assert len(rows) == 2 * k and {r["space"] for r in rows} == {"Raw embeddings", "Spectral (k = 60)"}
+            assert len(rows) == 2 * k and {r["space"] for r in rows} == {"Raw embeddings", "Spectral (k = 60, affinity = shift)"}
             report = _download(page, "retrieval_export", "Report · HTML", tmp_path)
             assert report.suffix == ".html" and report.stat().st_size > 100_000  # plotly.js inlined
             assert _open_in_browser(browser, report, "3_report_opened_offline") == 2

@@ -91,7 +91,7 @@ def test_spectral_k_is_a_view_parameter_and_never_refits():
 
     assert SpectralGap.slider_range("n_components", 8, 32) == (2, 7)
     assert SpectralGap.slider_range("n_components", 2500, 16) == (2, 16)
-    assert default_spec(8, 32).param_dict == {"n_components": 7}
+    assert default_spec(8, 32).param_dict == {"n_components": 7, "affinity": "shift"}  # the menu stated too
     with pytest.raises(ValueError, match="outside"):
         split({"n_components": 300}, 2500, 512)
 

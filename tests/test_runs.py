@@ -266,9 +266,10 @@ def test_runs_ahead_does_each_request_once_and_gives_way_to_newer_ones():
 
     from gapviz.runs import RunsAhead
 
-    ahead, done, gate = RunsAhead(), [], threading.Event()
-    first = ahead.request("a", [lambda: gate.wait(10), lambda: done.append("a1"),
-                                lambda: done.append("a2")])
+    ahead, done, started, gate = RunsAhead(), [], threading.Event(), threading.Event()
+    first = ahead.request("a", [lambda: started.set() or gate.wait(10),
+                                lambda: done.append("a1"), lambda: done.append("a2")])
+    assert started.wait(10)
     assert ahead.request("a", [lambda: done.append("again")]) is None  # made once per name
     second = ahead.request("b", [lambda: done.append("b1")])  # newer: a's rest is dropped
     gate.set()
@@ -277,6 +278,24 @@ def test_runs_ahead_does_each_request_once_and_gives_way_to_newer_ones():
     ahead.request("c", [lambda: 1 / 0, lambda: done.append("c2")])  # a failing job: the rest run
     ahead.wait()
     assert done == ["b1", "c2"]
+
+
+def test_runs_ahead_asked_first_goes_before_what_is_left_of_older_requests():
+    import threading
+
+    from gapviz.runs import RunsAhead
+
+    ahead, done, started, gate = RunsAhead(), [], threading.Event(), threading.Event()
+    ahead.request("rows", [lambda: started.set() or gate.wait(10),
+                           lambda: done.append("row 2"), lambda: done.append("row 3")])
+    assert started.wait(10)
+    both = ahead.request("views", [lambda: done.append("view")], first=True)
+    gate.set()
+    assert both.result(10) == 3  # its own job, then the rows left
+    assert done == ["view", "row 2", "row 3"]
+    ahead.request("more", [lambda: done.append("more")], first=True)  # nothing left to carry
+    ahead.wait()
+    assert done == ["view", "row 2", "row 3", "more"]
 
 
 

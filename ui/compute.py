@@ -209,15 +209,8 @@ def compare_rows_ahead(actives: Sequence[Active], methods: Sequence[str],
     :data:`AHEAD_MAX_DIM` dimensions, for several captions per image, and in a hosted demo for
     anything but its built-in pairs (shared by every visitor, recognised by content hash; a
     visitor's own upload, simulated or not, is fitted when its Compare page asks)."""
-    from .state import demo_keys
-
-    hosted = hosting.hosted()
-    actives = [a for a in actives if a.pairs.n <= AHEAD_MAX_PAIRS and a.pairs.dim <= AHEAD_MAX_DIM
-               and a.pairs.groups is None and (not hosted or a.key in demo_keys())]
-    try:  # resolved here, in the script's thread (Streamlit's caches belong to it)
-        datas = {a.key: run_data(a) for a in actives}
-    except ValueError:  # past a hosted demo's compute budget: the page says so when asked
-        return
+    datas = _ahead_data(actives)
+    actives = [a for a in actives if a.key in datas]
     shared = runner()
     tasks = [(a, m) for a in actives for m in methods]
     order = [tasks[i] for i in compare_order(tasks, protocol)]
@@ -231,6 +224,36 @@ def compare_rows_ahead(actives: Sequence[Active], methods: Sequence[str],
             repr(sorted((m, repr(p)) for m, p in params.items())), protocol, allow_leak, shuffled)
     if jobs:
         runs_ahead().request(name, jobs)
+
+
+def _ahead_data(actives: Sequence[Active]) -> dict[str, RunData]:
+    """The run data of those ``actives`` whose work may be done ahead, by content hash: up to
+    :data:`AHEAD_MAX_PAIRS` pairs and :data:`AHEAD_MAX_DIM` dimensions, one caption per image,
+    and in a hosted demo only its built-in pairs (shared by every visitor, recognised by
+    content hash; a visitor's own upload, simulated or not, is fitted when a page asks)."""
+    from .state import demo_keys
+
+    hosted = hosting.hosted()
+    actives = [a for a in actives if a.pairs.n <= AHEAD_MAX_PAIRS and a.pairs.dim <= AHEAD_MAX_DIM
+               and a.pairs.groups is None and (not hosted or a.key in demo_keys())]
+    try:  # resolved here, in the script's thread (Streamlit's caches belong to it)
+        return {a.key: run_data(a) for a in actives}
+    except ValueError:  # past a hosted demo's compute budget: the page says so when asked
+        return {}
+
+
+def first_views_ahead(act: Active, specs: Sequence[RunSpec]) -> None:
+    """Obtain the runs ``specs`` on ``act`` and their views (measures, PCA) in the background,
+    before other work ahead: what the page now shown offers a click away (Close the gap: the
+    first view of the methods whose fits take longest, at the values the page would run).
+    A spec the page then runs is found done or under way; another is never shown for it. The
+    same limits as :func:`compare_rows_ahead`."""
+    data = _ahead_data([act]).get(act.key)
+    if data is None or not specs:
+        return
+    shared = runner()
+    jobs = [lambda s=s: shared.run(s, data).view for s in specs]
+    runs_ahead().request(("first views", act.key, tuple(specs)), jobs, first=True)
 
 
 def run(act: Active, spec: RunSpec, fit_on: Active | None = None) -> Run:

@@ -66,6 +66,22 @@ def suited_params(name: str, n_pairs: int, dim: int,
     return cls.suited_params(n_pairs, dim, params)
 
 
+def offered_params(name: str, chosen: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The parameters a user sets for method ``name`` (its sliders and menus, and the tuning
+    toggle), at ``chosen`` over the defaults; not those a tuned fit chooses itself. A run
+    states them all (:func:`gapviz.runs.planned_spec`), so that the same run has one key
+    whichever page or command asks for it, with its sliders touched or not."""
+    cls = _lookup(name)
+    defaults = method_params(name)
+    values = {**defaults, **(chosen or {})}
+    tunes = "tune" in defaults
+    tuned = cls.tuned_names(values) if tunes else ()
+    names = (["tune"] if tunes else []) + [
+        p.name for p in cls.params_info
+        if (p.slider is not None or (p.menu and p.choices)) and p.name not in tuned]
+    return {n: values[n] for n in names if n in defaults}
+
+
 def format_params(name: str, params: dict[str, Any]) -> str:
     """Parameters for people: "k = 60", "reg_lap = 100, reg_src = 1" (empty when none)."""
     cls = METHODS.get(name)
@@ -121,4 +137,4 @@ __all__ = ["METHODS", "CSLSScores", "CenterGap", "DBNormScores", "NNNScores", "Q
            "Param", "ProcrustesGap", "ProgressCallback", "SinkhornGap", "Slider", "SpectralGap",
            "StandardizeGap", "VLAPGap", "describe_run", "format_params", "l2_normalize",
            "make_method", "menu_order", "method_class", "method_label", "method_params",
-           "suited_params"]
+           "offered_params", "suited_params"]

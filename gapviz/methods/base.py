@@ -210,9 +210,11 @@ class GapMethod(BaseEstimator):
 
     @classmethod
     def format_params(cls, params: dict[str, Any]) -> str:
-        """Parameters for people: "k = 60, graph = bipartite" (short names, compact numbers)."""
+        """Parameters for people: "k = 60, graph = bipartite" (short names, compact numbers,
+        in the order the method lists them, whatever the order given)."""
+        order = {info.name: i for i, info in enumerate(cls.params_info)}
         parts = []
-        for key, value in params.items():
+        for key, value in sorted(params.items(), key=lambda kv: order.get(kv[0], len(order))):
             info = cls.param_info(key)
             shown = info.shown if info else key
             parts.append(f"{shown} = {value:g}" if isinstance(value, float) else f"{shown} = {value}")
