@@ -863,8 +863,9 @@ class _OneWorker:
 
 class NeighbourSolves(_OneWorker):
     """Obtains a refit run's neighbouring slider values in the background while the user looks,
-    on one worker thread: first their couplings (:meth:`Runner.precompute`), then their runs
-    and views (:attr:`Run.view`: measures, PCA), so that a move to one of them finds it done.
+    on one worker thread, one slider at a time (the one the user just moved first): first
+    their couplings (:meth:`Runner.precompute`), then their runs and views (:attr:`Run.view`:
+    measures, PCA), so that a move to one of them finds it done.
 
     The couplings of one neighbouring value at a time, every fold of it before the next value
     (a move needs all of a value's folds); a solve gives way to a move between two solver
@@ -897,29 +898,59 @@ class NeighbourSolves(_OneWorker):
         with self._lock:
             if self._asked == (spec, data.key):
                 return None
+            before = self._asked
             self._asked = (spec, data.key)
-            return self._submit(self._solve, spec, data)
+            moved = (_moved_slider(before[0], spec)
+                     if before is not None and before[1] == data.key else None)
+            return self._submit(self._solve, spec, data, moved)
 
-    def _solve(self, token: int, spec: RunSpec, data: RunData) -> None:
-        values = neighbour_values(spec.method, slider_values(spec))
+    def _solve(self, token: int, spec: RunSpec, data: RunData, moved: str | None) -> None:
         with _SLIDER_WORK.running():
-            self._obtain(token, spec, data, values)
+            for values in _likeliest_first(spec, moved):
+                if not self._obtain(token, spec, data, values):
+                    return
 
-    def _obtain(self, token: int, spec: RunSpec, data: RunData, values: list[dict]) -> None:
+    def _obtain(self, token: int, spec: RunSpec, data: RunData, values: list[dict]) -> bool:
+        """The values' couplings, then their runs and views; whether to go on."""
         from .methods.ot import wait_for_foreground
 
         try:
             for value in values:  # the couplings first: they give way to a move within
                 if not self._current(token):  # a solver iteration
-                    return
+                    return False
                 self.runner.precompute(spec, data, [value])
             for value in values:  # then each value's run and view (measures, PCA)
                 wait_for_foreground()
                 if not self._current(token):
-                    return
+                    return False
                 self.runner.run(spec.with_params(**value), data).view
         except Exception:  # noqa: BLE001 - ahead-of-time work; a failure shows on the real move
             logging.getLogger(__name__).debug("work ahead of a slider move failed", exc_info=True)
+            return False
+        return True
+
+
+def _moved_slider(before: RunSpec, now: RunSpec) -> str | None:
+    """The one live slider whose value differs between two runs of a method, else None."""
+    if before.method != now.method or replace(before, params=()) != replace(now, params=()):
+        return None
+    old, new = slider_values(before), slider_values(now)
+    changed = [k for k in new if old.get(k) != new[k]]
+    return changed[0] if len(changed) == 1 else None
+
+
+def _likeliest_first(spec: RunSpec, moved: str | None) -> list[list[dict[str, Any]]]:
+    """``spec``'s neighbouring slider values (:func:`neighbour_values`), one group per slider:
+    the slider the user just moved first (the next move most likely moves it again), then the
+    others in the method's order. Each group is obtained whole, couplings then views, before
+    the next: on a busy machine the look between two moves is seldom long enough for all."""
+    sliders = slider_values(spec)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for value in neighbour_values(spec.method, sliders):
+        name = next(k for k in value if value[k] != sliders.get(k))
+        groups.setdefault(name, []).append(value)
+    order = sorted(groups, key=lambda name: name != moved)  # stable: the method's order else
+    return [groups[name] for name in order]
 
 
 class RunsAhead(_OneWorker):

@@ -336,3 +336,24 @@ def test_a_run_makes_its_view_once_for_every_caller(data):
     for t in threads:
         t.join()
     assert all(v is views[0] for v in views)
+
+
+def test_neighbours_of_the_slider_just_moved_come_first():
+    from gapviz.runs import _likeliest_first, _moved_slider, slider_values
+
+    spec = RunSpec.make("ot", {"reg_lap": 100.0, "reg_src": 1.0})
+    moved = spec.with_params(reg_src=0.9)
+    assert _moved_slider(spec, moved) == "reg_src"
+    assert _moved_slider(spec, spec.with_params(reg_lap=300.0, reg_src=0.9)) is None  # two moved
+    assert _moved_slider(spec, RunSpec.make("sinkhorn")) is None
+
+    def sliders_of(groups, spec):
+        now = slider_values(spec)
+        return [{k for v in g for k in v if v[k] != now[k]} for g in groups]
+
+    groups = _likeliest_first(moved, "reg_src")
+    assert sliders_of(groups, moved) == [{"reg_src"}, {"reg_lap"}]
+    flat = [v for g in groups for v in g]
+    everything = neighbour_values("ot", slider_values(moved))
+    assert len(flat) == len(everything) and all(v in flat for v in everything)
+    assert sliders_of(_likeliest_first(spec, None), spec) == [{"reg_lap"}, {"reg_src"}]
