@@ -114,6 +114,7 @@ class InFlight:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._futures: dict[Hashable, Any] = {}
+        self._waiting: dict[Hashable, int] = {}
 
     def once(self, key: Hashable, compute: Callable[[], Any]) -> Any:
         """``compute()``, unless another thread is computing ``key``: then its result."""
@@ -125,12 +126,19 @@ class InFlight:
                 owner = future is None
                 if owner:
                     future = self._futures[key] = Future()
+                else:
+                    self._waiting[key] = self._waiting.get(key, 0) + 1
             if owner:
                 break
             try:
                 return future.result()
             except BaseException:  # noqa: BLE001 - the other caller's failure or stop: do it here
                 continue
+            finally:
+                with self._lock:
+                    self._waiting[key] -= 1
+                    if not self._waiting[key]:
+                        del self._waiting[key]
         try:
             value = compute()
         except BaseException as err:
@@ -146,6 +154,11 @@ class InFlight:
     def __contains__(self, key: Hashable) -> bool:
         with self._lock:
             return key in self._futures
+
+    def awaited(self, key: Hashable) -> bool:
+        """Whether another caller waits for ``key``'s result now."""
+        with self._lock:
+            return key in self._waiting
 
 
 @dataclass
@@ -610,6 +623,11 @@ class Runner:
                       Provenance("transductive", "orig", data.n, data.n), (), None, "raw",
                       groups=data.groups)
         else:
+            stop = getattr(_AHEAD, "should_stop", None)
+            if progress is None and stop is not None:  # work ahead: it gives way between steps
+                def progress(fraction: float, message: str) -> None:  # noqa: ARG001
+                    if fraction < 1 and stop() and not self.memory.under_way.awaited(key):
+                        raise _GaveWay(key)
             run = self._compute(spec, data, fit_on, progress)
         self.memory.runs.put(key, run)
         return run
@@ -803,6 +821,16 @@ __all__ = ["DEFAULT_METHOD", "FitView", "InFlight", "LRUStore", "Run", "RunData"
            "tradeoff_specs"]
 
 
+class _GaveWay(Exception):
+    """Work ahead stopped between two of its steps (folds) for work a user waits for; it is
+    asked for again afterwards."""
+
+
+#: On :class:`RunsAhead`'s thread, ``should_stop()``: whether a run it obtains is to give way
+#: (at its next step) unless someone waits for that run.
+_AHEAD = threading.local()
+
+
 class _SliderWork:
     """Whether work ahead of a slider move runs (:class:`NeighbourSolves`), process-wide: other
     background work (:class:`RunsAhead`, for a page the user may open next) waits for it,
@@ -863,18 +891,19 @@ class _OneWorker:
 
 class NeighbourSolves(_OneWorker):
     """Obtains a refit run's neighbouring slider values in the background while the user looks,
-    on one worker thread, one slider at a time (the one the user just moved first): first
-    their couplings (:meth:`Runner.precompute`), then their runs and views (:attr:`Run.view`:
-    measures, PCA), so that a move to one of them finds it done.
+    the values of the slider the user just moved first: their couplings
+    (:meth:`Runner.precompute`), runs and views (:attr:`Run.view`: measures, PCA), so that a
+    move to one of them finds it done.
 
     The couplings of one neighbouring value at a time, every fold of it before the next value
-    (a move needs all of a value's folds); a solve gives way to a move between two solver
-    iterations. The runs and views, which cannot pause midway, each start once no work a
-    user waits for runs in the process (:func:`gapviz.methods.ot.foreground`). Nothing once a
-    newer request came (the user moved on): stale work would only delay the new neighbours
-    on a busy machine. Never a result for another value: a move reads the run of its own
-    value, made exactly as the move would make it (:meth:`Runner.run`: a move asking while
-    it is made waits for it).
+    (a move needs all of a value's folds), on one worker thread; a solve gives way to a move
+    between two solver iterations. A value's run and view are made on a second thread as
+    soon as its couplings are in, beside the next value's solves. They cannot pause midway,
+    so each starts once no work a user waits for runs in the process
+    (:func:`gapviz.methods.ot.foreground`). Nothing once a newer request came (the user moved
+    on): stale work would only delay the new neighbours on a busy machine. Never a result for
+    another value: a move reads the run of its own value, made exactly as the move would make
+    it (:meth:`Runner.run`: a move asking while it is made waits for it).
 
     Parameters
     ----------
@@ -883,9 +912,12 @@ class NeighbourSolves(_OneWorker):
     """
 
     def __init__(self, runner: "Runner") -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         super().__init__("gapviz-precompute")
         self.runner = runner
         self._asked: tuple | None = None
+        self._views = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gapviz-view-ahead")
 
     def cancel(self) -> None:
         with self._lock:
@@ -906,27 +938,36 @@ class NeighbourSolves(_OneWorker):
 
     def _solve(self, token: int, spec: RunSpec, data: RunData, moved: str | None) -> None:
         with _SLIDER_WORK.running():
-            for values in _likeliest_first(spec, moved):
-                if not self._obtain(token, spec, data, values):
-                    return
+            self._obtain(token, spec, data, [v for group in _likeliest_first(spec, moved)
+                                             for v in group])
 
     def _obtain(self, token: int, spec: RunSpec, data: RunData, values: list[dict]) -> bool:
-        """The values' couplings, then their runs and views; whether to go on."""
-        from .methods.ot import wait_for_foreground
-
+        """The values' couplings one after another; each value's run and view as soon as its
+        couplings are in, on a second thread, while the next value's couplings are solved (in
+        the solver processes, when the process has them). Whether to go on."""
+        made = []
         try:
-            for value in values:  # the couplings first: they give way to a move within
-                if not self._current(token):  # a solver iteration
-                    return False
-                self.runner.precompute(spec, data, [value])
-            for value in values:  # then each value's run and view (measures, PCA)
-                wait_for_foreground()
+            for value in values:  # the couplings: they give way to a move within an iteration
                 if not self._current(token):
-                    return False
-                self.runner.run(spec.with_params(**value), data).view
+                    break
+                self.runner.precompute(spec, data, [value])
+                made.append(self._views.submit(self._view, token, spec, data, value))
+            return all([m.result() for m in made]) and len(made) == len(values)
         except Exception:  # noqa: BLE001 - ahead-of-time work; a failure shows on the real move
             logging.getLogger(__name__).debug("work ahead of a slider move failed", exc_info=True)
+            for m in made:  # the views asked for end (at once when stale) before the next group
+                m.exception()
             return False
+
+    def _view(self, token: int, spec: RunSpec, data: RunData, value: dict) -> bool:
+        """One value's run and view (measures, PCA), once no work a user waits for runs in the
+        process (it cannot pause midway); whether made (not when the user moved on)."""
+        from .methods.ot import wait_for_foreground
+
+        wait_for_foreground()
+        if not self._current(token):
+            return False
+        self.runner.run(spec.with_params(**value), data).view
         return True
 
 
@@ -961,11 +1002,13 @@ class RunsAhead(_OneWorker):
     result: a job computes exactly what the page would, through the same runner.
 
     One job at a time, in the order given, each started once no work a user waits for runs in
-    the process (:func:`gapviz.methods.ot.foreground`: a slider move goes first). A request is
-    made once per name (the same rows of the same data are not queued twice). A newer request
-    replaces what is left of older ones, so stale work does not crowd what the user asks for
-    now; or, asked with ``first``, goes before it (what the page now shown offers next, ahead
-    of what another page may ask for later).
+    the process (:func:`gapviz.methods.ot.foreground`: a slider move goes first). A run under
+    way gives way to such work between two of its steps (folds), unless that work waits for
+    this very run, and is asked for again afterwards. A request is made once per name (the
+    same rows of the same data are not queued twice). A newer request replaces what is left
+    of older ones, so stale work does not crowd what the user asks for now; or, asked with
+    ``first``, goes before it (what the page now shown offers next, ahead of what another
+    page may ask for later), the job under way giving way at its next step.
 
     Parameters
     ----------
@@ -978,6 +1021,8 @@ class RunsAhead(_OneWorker):
         self.max_jobs = max_jobs_per_request
         self._named: set[Hashable] = set()
         self._pending: deque[Callable[[], Any]] = deque()
+        self._running: Callable[[], Any] | None = None
+        self._first_waiting = False
 
     def request(self, name: Hashable, jobs: Sequence[Callable[[], Any]], *,
                 first: bool = False) -> Any:
@@ -990,25 +1035,47 @@ class RunsAhead(_OneWorker):
                 return None
             self._named.add(name)
             jobs = list(jobs)[:self.max_jobs]
-            if first:
-                jobs += self._pending  # the worker only takes a job with the lock held
+            if first:  # the job under way gives way at its next step and is asked for again
+                jobs += ([self._running] if self._running is not None else []) + list(self._pending)
+                self._first_waiting = self._running is not None
             self._pending = deque(jobs)
             return self._submit(self._work, self._pending)
+
+    def _should_stop(self) -> bool:
+        from .methods.ot import foreground_running
+
+        return self._first_waiting or foreground_running()
 
     def _work(self, token: int, pending: deque) -> int:
         from .methods.ot import wait_for_foreground
 
         done = 0
-        while True:
-            wait_for_foreground()  # a page's work the user waits for (a slider move) goes first,
-            _SLIDER_WORK.wait()  # and the work ahead of the user's next slider move
-            with self._lock:
-                if not self._current(token) or not pending:
-                    break
-                job = pending.popleft()
-            try:
-                job()
-                done += 1
-            except Exception:  # noqa: BLE001 - ahead-of-time work; a failure shows when asked for
-                logging.getLogger(__name__).debug("work ahead failed", exc_info=True)
+        _AHEAD.should_stop = self._should_stop
+        try:
+            while True:
+                wait_for_foreground()  # a page's work the user waits for (a slider move) first,
+                _SLIDER_WORK.wait()  # and the work ahead of the user's next slider move
+                with self._lock:
+                    self._first_waiting = False
+                    if not self._current(token) or not pending:
+                        break
+                    job = self._running = pending.popleft()
+                finished = True
+                try:
+                    job()
+                    done += 1
+                except _GaveWay:  # asked for again: after the user's work, or the newer jobs
+                    finished = False
+                    with self._lock:
+                        if self._current(token):
+                            pending.appendleft(job)
+                except Exception:  # noqa: BLE001 - work ahead; a failure shows when asked for
+                    logging.getLogger(__name__).debug("work ahead failed", exc_info=True)
+                finally:
+                    with self._lock:
+                        self._running = None
+                        if finished and job in self._pending:  # a newer request carried it on
+                            self._pending.remove(job)
+        finally:
+            _AHEAD.should_stop = None
         return done

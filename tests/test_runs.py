@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 
 import numpy as np
@@ -357,3 +358,56 @@ def test_neighbours_of_the_slider_just_moved_come_first():
     everything = neighbour_values("ot", slider_values(moved))
     assert len(flat) == len(everything) and all(v in flat for v in everything)
     assert sliders_of(_likeliest_first(spec, None), spec) == [{"reg_lap"}, {"reg_src"}]
+
+
+@pytest.mark.parametrize("page_waits_for_it", [False, True])
+def test_a_run_obtained_ahead_gives_way_to_the_users_work_between_folds(data, monkeypatch,
+                                                                         page_waits_for_it):
+    """A held-out run obtained ahead stops at its next fold while a page's work runs (and is
+    obtained afterwards, the same as asked directly), unless that page waits for this run."""
+    import threading
+
+    from gapviz.methods.baselines import ProcrustesGap
+    from gapviz.methods.ot import foreground
+    from gapviz.runs import RunsAhead
+
+    runner, inside, release, fits = Runner(), threading.Event(), threading.Event(), []
+    real = ProcrustesGap._fit
+
+    def fit(self, X, Y, progress):
+        fits.append(len(X))
+        if len(fits) == 1:
+            inside.set()
+            release.wait(10)
+        return real(self, X, Y, progress)
+
+    monkeypatch.setattr(ProcrustesGap, "_fit", fit)
+    spec = RunSpec.make("procrustes")
+    ahead = RunsAhead()
+    future = ahead.request("rows", [lambda: runner.run(spec, data)])
+    assert inside.wait(10)
+    with foreground():
+        if page_waits_for_it:
+            page = threading.Thread(target=lambda: runner.run(spec, data))
+            page.start()
+            while not runner.memory.under_way.awaited((data.key, spec)):
+                pass
+        release.set()
+        if page_waits_for_it:
+            page.join(20)
+            assert (data.key, spec) in runner.memory.runs  # finished while the page waited
+        else:
+            deadline = time.monotonic() + 20
+            while (data.key, spec) in runner.memory.under_way and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert (data.key, spec) not in runner.memory.runs  # stopped at its next fold
+            stopped_after = len(fits)
+            assert stopped_after < 5
+    assert future.result(30) == 1
+    done = runner.memory.runs.get((data.key, spec))
+    if page_waits_for_it:
+        assert len(fits) == 5  # one protocol, never stopped
+    else:
+        assert len(fits) == stopped_after + 5  # stopped, then obtained whole
+    fresh = protocol_transform("procrustes", data.images, data.texts, protocol="held-out")
+    np.testing.assert_array_equal(done.images, fresh.image_embeddings)

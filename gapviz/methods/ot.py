@@ -240,7 +240,24 @@ class _Foreground:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._active = 0
+        self._pages = 0
         self._wanted: set = set()
+
+    @contextlib.contextmanager
+    def page(self):
+        """A page's work the user waits for runs in the block (a foreground solve too)."""
+        with self._cond:
+            self._pages += 1
+        try:
+            with self.solving():
+                yield
+        finally:
+            with self._cond:
+                self._pages -= 1
+
+    def page_running(self) -> bool:
+        with self._cond:
+            return self._pages > 0
 
     @contextlib.contextmanager
     def solving(self):
@@ -329,10 +346,16 @@ def wait_for_foreground() -> None:
     _FOREGROUND.give_way(None)
 
 
+def foreground_running() -> bool:
+    """Whether a page's work a user waits for runs in the process now (:func:`foreground`;
+    not a fit's own solves, which background work makes too)."""
+    return _FOREGROUND.page_running()
+
+
 def foreground():
     """Context manager: work a user waits for runs in the block (a page's measures of a moved
     slider's run), so the OT solves of :meth:`_TransportGap.precompute` pause meanwhile."""
-    return _FOREGROUND.solving()
+    return _FOREGROUND.page()
 
 
 class _TransportGap(GapMethod):
