@@ -34,14 +34,13 @@ The trade-off view (gap closed against what is kept) is computed here too, once 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import json
 import logging
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
@@ -832,24 +831,27 @@ _AHEAD = threading.local()
 
 
 class _SliderWork:
-    """Whether work ahead of a slider move runs (:class:`NeighbourSolves`), process-wide: other
-    background work (:class:`RunsAhead`, for a page the user may open next) waits for it,
-    since the user is on the page with the slider."""
+    """Whether work ahead of a slider move runs or is asked for (:class:`NeighbourSolves`),
+    process-wide: other background work (:class:`RunsAhead`, for a page the user may open
+    next) waits for it, and gives way to it between two steps, since the user is on the page
+    with the slider."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._running = 0
 
-    @contextlib.contextmanager
-    def running(self) -> Iterator[None]:
+    def begin(self) -> None:
         with self._cond:
             self._running += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._running -= 1
-                self._cond.notify_all()
+
+    def end(self) -> None:
+        with self._cond:
+            self._running -= 1
+            self._cond.notify_all()
+
+    def active(self) -> bool:
+        with self._cond:
+            return self._running > 0
 
     def wait(self) -> None:
         with self._cond:
@@ -934,12 +936,15 @@ class NeighbourSolves(_OneWorker):
             self._asked = (spec, data.key)
             moved = (_moved_slider(before[0], spec)
                      if before is not None and before[1] == data.key else None)
-            return self._submit(self._solve, spec, data, moved)
+            _SLIDER_WORK.begin()  # from the request on (the job ends it), so no work ahead
+            return self._submit(self._solve, spec, data, moved)  # starts in between
 
     def _solve(self, token: int, spec: RunSpec, data: RunData, moved: str | None) -> None:
-        with _SLIDER_WORK.running():
+        try:
             self._obtain(token, spec, data, [v for group in _likeliest_first(spec, moved)
                                              for v in group])
+        finally:
+            _SLIDER_WORK.end()
 
     def _obtain(self, token: int, spec: RunSpec, data: RunData, values: list[dict]) -> bool:
         """The values' couplings one after another; each value's run and view as soon as its
@@ -1002,9 +1007,10 @@ class RunsAhead(_OneWorker):
     result: a job computes exactly what the page would, through the same runner.
 
     One job at a time, in the order given, each started once no work a user waits for runs in
-    the process (:func:`gapviz.methods.ot.foreground`: a slider move goes first). A run under
-    way gives way to such work between two of its steps (folds), unless that work waits for
-    this very run, and is asked for again afterwards. A request is made once per name (the
+    the process (:func:`gapviz.methods.ot.foreground`: a slider move goes first) and no work
+    ahead of a slider move (:class:`NeighbourSolves`). A run under way gives way to either
+    between two of its steps (folds), unless that work waits for this very run, and is asked
+    for again afterwards. A request is made once per name (the
     same rows of the same data are not queued twice). A newer request replaces what is left
     of older ones, so stale work does not crowd what the user asks for now; or, asked with
     ``first``, goes before it (what the page now shown offers next, ahead of what another
@@ -1044,7 +1050,7 @@ class RunsAhead(_OneWorker):
     def _should_stop(self) -> bool:
         from .methods.ot import foreground_running
 
-        return self._first_waiting or foreground_running()
+        return self._first_waiting or foreground_running() or _SLIDER_WORK.active()
 
     def _work(self, token: int, pending: deque) -> int:
         from .methods.ot import wait_for_foreground

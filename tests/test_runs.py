@@ -360,16 +360,26 @@ def test_neighbours_of_the_slider_just_moved_come_first():
     assert sliders_of(_likeliest_first(spec, None), spec) == [{"reg_lap"}, {"reg_src"}]
 
 
-@pytest.mark.parametrize("page_waits_for_it", [False, True])
+@pytest.mark.parametrize("users_work", ["page", "page waiting for it", "slider work"])
 def test_a_run_obtained_ahead_gives_way_to_the_users_work_between_folds(data, monkeypatch,
-                                                                         page_waits_for_it):
-    """A held-out run obtained ahead stops at its next fold while a page's work runs (and is
-    obtained afterwards, the same as asked directly), unless that page waits for this run."""
+                                                                         users_work):
+    """A held-out run obtained ahead stops at its next fold while a page's work runs, or work
+    ahead of a slider move (and is obtained afterwards, the same as asked directly), unless
+    that page waits for this run."""
+    import contextlib
     import threading
 
     from gapviz.methods.baselines import ProcrustesGap
     from gapviz.methods.ot import foreground
-    from gapviz.runs import RunsAhead
+    from gapviz.runs import _SLIDER_WORK, RunsAhead
+
+    @contextlib.contextmanager
+    def slider_work():
+        _SLIDER_WORK.begin()
+        try:
+            yield
+        finally:
+            _SLIDER_WORK.end()
 
     runner, inside, release, fits = Runner(), threading.Event(), threading.Event(), []
     real = ProcrustesGap._fit
@@ -386,14 +396,15 @@ def test_a_run_obtained_ahead_gives_way_to_the_users_work_between_folds(data, mo
     ahead = RunsAhead()
     future = ahead.request("rows", [lambda: runner.run(spec, data)])
     assert inside.wait(10)
-    with foreground():
-        if page_waits_for_it:
+    waits = users_work == "page waiting for it"
+    with slider_work() if users_work == "slider work" else foreground():
+        if waits:
             page = threading.Thread(target=lambda: runner.run(spec, data))
             page.start()
             while not runner.memory.under_way.awaited((data.key, spec)):
-                pass
+                time.sleep(0.001)
         release.set()
-        if page_waits_for_it:
+        if waits:
             page.join(20)
             assert (data.key, spec) in runner.memory.runs  # finished while the page waited
         else:
@@ -405,7 +416,7 @@ def test_a_run_obtained_ahead_gives_way_to_the_users_work_between_folds(data, mo
             assert stopped_after < 5
     assert future.result(30) == 1
     done = runner.memory.runs.get((data.key, spec))
-    if page_waits_for_it:
+    if waits:
         assert len(fits) == 5  # one protocol, never stopped
     else:
         assert len(fits) == stopped_after + 5  # stopped, then obtained whole
