@@ -941,8 +941,9 @@ class NeighbourSolves(_OneWorker):
 
     def _solve(self, token: int, spec: RunSpec, data: RunData, moved: str | None) -> None:
         try:
-            self._obtain(token, spec, data, [v for group in _likeliest_first(spec, moved)
-                                             for v in group])
+            for values in _likeliest_first(spec, moved):
+                if not self._obtain(token, spec, data, values):
+                    return
         finally:
             _SLIDER_WORK.end()
 
@@ -988,8 +989,9 @@ def _moved_slider(before: RunSpec, now: RunSpec) -> str | None:
 def _likeliest_first(spec: RunSpec, moved: str | None) -> list[list[dict[str, Any]]]:
     """``spec``'s neighbouring slider values (:func:`neighbour_values`), one group per slider:
     the slider the user just moved first (the next move most likely moves it again), then the
-    others in the method's order. Each group is obtained whole, couplings then views, before
-    the next: on a busy machine the look between two moves is seldom long enough for all."""
+    others in the method's order. Each group's runs and views are made before the next
+    group's solves start (they would slow them down): on a busy machine the look between two
+    moves is seldom long enough for all."""
     sliders = slider_values(spec)
     groups: dict[str, list[dict[str, Any]]] = {}
     for value in neighbour_values(spec.method, sliders):
