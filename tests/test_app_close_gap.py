@@ -132,22 +132,30 @@ def test_sinkhorn_tuned_inside_each_fit_hides_its_slider_and_says_what_each_fit_
     assert at.session_state["workspace"].method_params["tune"] is True
 
 
-def test_the_live_slider_methods_first_views_are_obtained_while_the_page_is_read(
-        app_session, assert_clean, simulated_workspace, monkeypatch):
-    """Close the gap obtains OT's and Sinkhorn's first view in the background, at the values
-    the page then runs for them: choosing either finds its run and its view done (its own
-    spec, computed nowhere else), and a visitor's other protocol choice is not guessed."""
+def _computed_after_work_ahead(monkeypatch) -> list:
+    """Once the work ahead is done, the specs the shared runner computes from now on."""
     from gapviz.runs import Runner
     from ui import compute
 
-    ws = simulated_workspace(N, 32, "Ahead on Close the gap", seed=23, profiles=["clip"])
-    at = app_session("pages/close_gap.py", workspace=ws)
-    assert_clean(at, "Close the gap, default method")
     compute.runs_ahead().wait()
     computed = []
     real = Runner._compute
     monkeypatch.setattr(Runner, "_compute",
                         lambda self, spec, *a, **k: computed.append(spec) or real(self, spec, *a, **k))
+    return computed
+
+
+def test_the_live_slider_methods_first_views_are_obtained_while_the_page_is_read(
+        app_session, assert_clean, simulated_workspace, monkeypatch):
+    """Close the gap obtains OT's and Sinkhorn's first view in the background, at the values
+    the page then runs for them: choosing either finds its run and its view done (its own
+    spec, computed nowhere else), and a visitor's other protocol choice is not guessed."""
+    from ui import compute
+
+    ws = simulated_workspace(N, 32, "Ahead on Close the gap", seed=23, profiles=["clip"])
+    at = app_session("pages/close_gap.py", workspace=ws)
+    assert_clean(at, "Close the gap, default method")
+    computed = _computed_after_work_ahead(monkeypatch)
     key = ws.active.key
     for name in ("ot", "sinkhorn"):
         at.selectbox(key="close_method").set_value(name).run()
@@ -173,17 +181,12 @@ def test_a_run_has_one_key_whichever_page_asked(app_session, assert_clean, simul
     """The Compare rows the Overview obtains ahead state the parameters the Close the gap page
     sets (its sliders and menus at their defaults), so the page finds them done rather than
     fitting the same run again under another key."""
-    from gapviz.runs import Runner
     from ui import compute
 
     ws = simulated_workspace(N, 32, "One key", seed=29, profiles=["clip"])
     at = app_session("pages/overview.py", workspace=ws)
     assert_clean(at, "Overview")
-    compute.runs_ahead().wait()
-    computed = []
-    real = Runner._compute
-    monkeypatch.setattr(Runner, "_compute",
-                        lambda self, spec, *a, **k: computed.append(spec) or real(self, spec, *a, **k))
+    computed = _computed_after_work_ahead(monkeypatch)
     at.switch_page("pages/close_gap.py").run()
     assert_clean(at, "Close the gap")
     for name in ("spectral", "procrustes", "sinkhorn"):
