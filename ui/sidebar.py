@@ -9,7 +9,7 @@ from typing import Any
 import streamlit as st
 
 from gapviz.figures import palette
-from gapviz.methods import format_params, method_class, method_label
+from gapviz.methods import format_params, method_class, method_label, offered_params
 from gapviz.workspace import Workspace
 
 from .components import simulated_badge, user_text
@@ -80,9 +80,7 @@ def method_summary(ws: Workspace) -> str:
         cls = method_class(ws.method)
     except ValueError:
         return label
-    shown = {k: v for k, v in ws.method_params.items()
-             if (info := cls.param_info(k)) is not None
-             and (info.slider is not None or info.menu or k == "tune")}
+    shown = offered_params(ws.method, ws.method_params)
     act = ws.active
     if act is not None and shown:
         shown = {k: v for k, v in cls.suited_params(act.pairs.n, act.pairs.dim, shown).items()
