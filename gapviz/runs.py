@@ -1030,7 +1030,6 @@ class RunsAhead(_OneWorker):
         self._named: set[Hashable] = set()
         self._pending: deque[Callable[[], Any]] = deque()
         self._running: Callable[[], Any] | None = None
-        self._first_waiting = False
 
     def request(self, name: Hashable, jobs: Sequence[Callable[[], Any]], *,
                 first: bool = False) -> Any:
@@ -1045,14 +1044,18 @@ class RunsAhead(_OneWorker):
             jobs = list(jobs)[:self.max_jobs]
             if first:  # the job under way gives way at its next step and is asked for again
                 jobs += ([self._running] if self._running is not None else []) + list(self._pending)
-                self._first_waiting = self._running is not None
             self._pending = deque(jobs)
             return self._submit(self._work, self._pending)
+
+    def _carried_on(self) -> bool:
+        """Whether a newer request carried the job under way on (``first``): it then gives way."""
+        with self._lock:
+            return self._running is not None and self._running in self._pending
 
     def _should_stop(self) -> bool:
         from .methods.ot import foreground_running
 
-        return self._first_waiting or foreground_running() or _SLIDER_WORK.active()
+        return self._carried_on() or foreground_running() or _SLIDER_WORK.active()
 
     def _work(self, token: int, pending: deque) -> int:
         from .methods.ot import wait_for_foreground
@@ -1064,7 +1067,6 @@ class RunsAhead(_OneWorker):
                 wait_for_foreground()  # a page's work the user waits for (a slider move) first,
                 _SLIDER_WORK.wait()  # and the work ahead of the user's next slider move
                 with self._lock:
-                    self._first_waiting = False
                     if not self._current(token) or not pending:
                         break
                     job = self._running = pending.popleft()
