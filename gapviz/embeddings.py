@@ -305,6 +305,22 @@ def _simulation_kwargs(pairs: "PairedEmbeddings") -> dict[str, Any] | None:
     return kwargs
 
 
+def _keep_verdict(key: tuple, verdict: bool) -> None:
+    if key not in _SIMULATION_VERDICTS and len(_SIMULATION_VERDICTS) >= _SIMULATION_VERDICTS_MAX:
+        _SIMULATION_VERDICTS.pop(next(iter(_SIMULATION_VERDICTS)))
+    _SIMULATION_VERDICTS[key] = verdict
+
+
+def record_simulation(pairs: "PairedEmbeddings", call: dict[str, Any]) -> None:
+    """Note that ``pairs`` are what ``simulate_pairs(pairs.n, pairs.dim, **call)`` just
+    returned, so :func:`verify_simulated` need not regenerate them. Kept only when the meta
+    names that very call (:func:`_simulation_kwargs` gives ``call`` back): regenerating from
+    the meta would then repeat the same deterministic draw. Anything else is still checked by
+    regeneration."""
+    if pairs.meta.get("simulated", False) and _simulation_kwargs(pairs) == call:
+        _keep_verdict((pairs.content_hash(), _simulation_recipe_key(pairs.meta)), True)
+
+
 def verify_simulated(pairs: "PairedEmbeddings") -> bool:
     """Whether ``pairs`` are exactly the simulation their meta names: same content hash
     (embeddings and ids) as ``simulate_pairs`` regenerated with the meta's profile, seed,
@@ -325,9 +341,7 @@ def verify_simulated(pairs: "PairedEmbeddings") -> bool:
             verdict = False
         else:
             verdict = again.content_hash() == key[0]
-        if len(_SIMULATION_VERDICTS) >= _SIMULATION_VERDICTS_MAX:
-            _SIMULATION_VERDICTS.pop(next(iter(_SIMULATION_VERDICTS)))
-        _SIMULATION_VERDICTS[key] = verdict
+        _keep_verdict(key, verdict)
     return _SIMULATION_VERDICTS[key]
 
 

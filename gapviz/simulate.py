@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from .config import DEMO_DIM, DEMO_N_PAIRS, DEMO_SEED
-from .embeddings import PairedEmbeddings
+from .embeddings import PairedEmbeddings, record_simulation
 
 #: Concepts of the semantic clusters; captions name them.
 CONCEPTS = (
@@ -302,10 +302,14 @@ def simulate_pairs(n_pairs: int = DEMO_N_PAIRS, dim: int = DEMO_DIM, *, profile:
             "pair_seed": pair_seed, "params": asdict(p),
             "cluster": cluster.tolist(), "cluster_names": names,
             "mispaired": np.flatnonzero(wrong).tolist()}
-    return PairedEmbeddings(_unit(out["image"]), _unit(out["text"]),
-                            ids=[f"sim-{i:05d}" if pair_seed is None else f"sim-p{pair_seed}-{i:05d}"
-                                 for i in range(n_pairs)], captions=captions,
-                            model=f"{prof.name} (simulated; imitates {prof.imitates})", meta=meta)
+    pairs = PairedEmbeddings(_unit(out["image"]), _unit(out["text"]),
+                             ids=[f"sim-{i:05d}" if pair_seed is None else f"sim-p{pair_seed}-{i:05d}"
+                                  for i in range(n_pairs)], captions=captions,
+                             model=f"{prof.name} (simulated; imitates {prof.imitates})", meta=meta)
+    # generated here: its "simulated" label needs no second draw to be believed
+    record_simulation(pairs, {"profile": profile, "seed": seed, "pair_seed": pair_seed,
+                              "params": p, "n_clusters": n_clusters})
+    return pairs
 
 
 def demo_models(n_pairs: int = DEMO_N_PAIRS, dim: int = DEMO_DIM, seed: int = DEMO_SEED) -> dict[str, PairedEmbeddings]:

@@ -37,3 +37,26 @@ def test_same_seed_same_pairs_across_profiles():
     assert not np.allclose(a.image_embeddings, b.image_embeddings)
     again = simulate_pairs(50, 16, profile="clip")
     assert np.array_equal(a.image_embeddings, again.image_embeddings)
+
+
+def test_the_simulators_own_draw_is_believed_without_a_second_draw(monkeypatch):
+    """The demo's pairs are labelled simulated without drawing them again (a fresh server's
+    first page waited 0.3-0.45 s per model for that second draw); anything else still is."""
+    from dataclasses import replace
+
+    import gapviz.simulate as simulate
+
+    pairs = simulate.simulate_pairs(40, 8, profile="llm2clip", seed=7, shift=0.3)
+
+    def drawn_again(*args, **kwargs):
+        raise AssertionError("drawn again")
+
+    monkeypatch.setattr(simulate, "simulate_pairs", drawn_again)
+    assert pairs.is_simulated
+    # the same numbers under a meta naming another draw are checked by drawing that one
+    other = replace(pairs, meta={**pairs.meta, "seed": 8})
+    with pytest.raises(AssertionError, match="drawn again"):
+        other.is_simulated
+    doctored = pairs.with_embeddings(pairs.image_embeddings[::-1], pairs.text_embeddings)
+    with pytest.raises(AssertionError, match="drawn again"):
+        doctored.is_simulated

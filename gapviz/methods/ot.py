@@ -139,7 +139,8 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
 from ..config import BLOCK_VALUES
-from ..couplings import TransportProblem, assignment_step, barycentres, exact_ot_step, uniform
+from ..couplings import (TransportProblem, assignment_step, barycentres, exact_ot_step,
+                         squared_distances, uniform)
 # the solvers, where they were first defined (gapviz.couplings holds them)
 from ..couplings import emd_laplace_factored, sinkhorn_knopp  # noqa: F401
 from ..threads import one_blas_thread
@@ -829,9 +830,7 @@ class _TransportGap(GapMethod):
     def _cost(self) -> np.ndarray:
         """POT's cost (``BaseTransport.fit``: squared Euclidean distances), computed once."""
         if "M" not in self._cache:
-            import ot  # POT's import pulls in every backend it finds (torch...): lazily
-
-            self._cache["M"] = ot.dist(self._cache["xs"], self._cache["xt"])
+            self._cache["M"] = squared_distances(self._cache["xs"], self._cache["xt"])
         return self._cache["M"]
 
     # -- transforms ---------------------------------------------------------------------------
@@ -879,8 +878,6 @@ class _TransportGap(GapMethod):
         rows ``z`` of the other side, with their log-scalings ``h`` (``log v`` for the source
         side, ``log u`` for the target side). Computed in float64 with each row's largest
         exponent taken out (the same ratio, without POT's overflow at small ``reg``)."""
-        import ot
-
         if self._state is None:
             raise ValueError("the continuous out-of-sample map needs the fit's dual potentials, "
                              f"and at reg={self._reg:g} the {getattr(self, 'method', '')!r} "
@@ -894,7 +891,7 @@ class _TransportGap(GapMethod):
         rows = max(1, BLOCK_VALUES // other.shape[0])
         for i0 in range(0, A.shape[0], rows):
             a = A[i0:i0 + rows].astype(np.float64)
-            z = -ot.dist(a, other) / reg + log_scaling[None, :]
+            z = -squared_distances(a, other) / reg + log_scaling[None, :]
             z -= z.max(axis=1, keepdims=True)
             w = np.exp(z)
             out[i0:i0 + rows] = (w @ other) / w.sum(axis=1)[:, None]
@@ -1099,9 +1096,9 @@ class OTGap(_TransportGap):
 def laplace_graphs(xs, xt, *, sim="knn", sim_param=None):
     """Laplacians of the source and target similarity graphs, as POT's ``emd_laplace`` builds
     them: ``(lS, lT, lS + lS^T, lT + lT^T)`` (sparse for ``"knn"``)."""
-    import ot
-
     if sim == "gauss":
+        import ot  # its kernel, as POT builds it (imported here only: "knn" needs no POT)
+
         if sim_param is None:
             sim_param = 1 / (2 * (np.mean(ot.dist(xs, xs, "sqeuclidean")) ** 2))
         sS = ot.utils.kernel(xs, xs, method=sim, sigma=sim_param)
