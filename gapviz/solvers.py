@@ -225,8 +225,12 @@ class SolverProcesses:
     Parameters
     ----------
     workers : int, optional
-        Worker processes (default: the CPU count, at most 4). They start in the background
-        at once; a solve asked for before one is ready returns None.
+        Worker processes (default: the CPU count, at most 4). They start in the background;
+        a solve asked for before one is ready returns None.
+    start : bool, default=True
+        Start them now. False: at the first solve asked for (which the process then solves
+        itself) or :meth:`wait_ready`. The app's server defers them so: their start (about
+        1 CPU-second for two) would otherwise share a fresh server's CPUs with its first page.
 
     Notes
     -----
@@ -235,7 +239,7 @@ class SolverProcesses:
     here, and in their own process when :meth:`solve` returns None.
     """
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(self, workers: int | None = None, *, start: bool = True) -> None:
         n = workers if workers is not None else max(1, min(4, os.cpu_count() or 1))
         self._cond = threading.Condition()
         self._ids = itertools.count()
@@ -245,7 +249,32 @@ class SolverProcesses:
         self.stats = {"asked": 0, "solved": 0, "abandoned": 0, "problems": 0}
         self._pid = os.getpid()  # a forked child has no workers of its own
         self._restarts = 0
-        self._workers = [_Worker(i, self._changed) for i in range(n)]
+        self._size = n
+        self._workers: list[_Worker] = []
+        self._deferred = not start
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Start the workers, if not yet started (nor closed). Raises OSError when no process
+        can be started, unless the start was deferred: the pool is then closed, and the
+        process solves alone."""
+        with self._cond:
+            if self._workers or self._closed or os.getpid() != self._pid:
+                return
+            workers: list[_Worker] = []
+            try:
+                for i in range(self._size):
+                    workers.append(_Worker(i, self._changed))
+            except OSError:
+                for w in workers:
+                    w.close()
+                self._closed = True
+                if not self._deferred:
+                    raise
+                logging.getLogger(__name__).warning("no solver processes", exc_info=True)
+                return
+            self._workers = workers
 
     def _changed(self) -> None:
         with self._cond:
@@ -257,7 +286,9 @@ class SolverProcesses:
         return sum(w.ready and not w.dead for w in self._workers)
 
     def wait_ready(self, timeout: float | None = None) -> bool:
-        """Wait until every worker has started (or died); whether all are ready."""
+        """Wait until every worker has started (or died); whether all are ready. Starts
+        them first if they were not."""
+        self.start()
         with self._cond:
             self._cond.wait_for(lambda: all(w.ready or w.dead for w in self._workers), timeout)
         return all(w.ready and not w.dead for w in self._workers)
@@ -277,6 +308,7 @@ class SolverProcesses:
                 self._moves_waiting += 1
             try:
                 while True:
+                    self.start()  # deferred until now: this solve runs in the process
                     self._restart_dead()
                     alive = [w for w in self._workers if w.ready and not w.dead]
                     if self._closed or not alive:

@@ -227,3 +227,47 @@ def test_the_server_takes_its_solver_process_count_from_the_environment(monkeypa
 
     monkeypatch.setenv(SOLVER_PROCESSES_ENV, text)
     assert solver_process_count() == count
+
+
+def test_a_deferred_pool_starts_at_the_first_solve_which_the_process_makes(pairs):
+    """The app's server makes its pool with ``start=False``: no process runs until a solve is
+    asked for; that solve is made in the process (the same coupling), and the next ones in
+    the workers once they are up."""
+    X, Y = pairs
+    pool = SolverProcesses(2, start=False)
+    try:
+        assert pool.ready == 0 and not pool._workers  # nothing started with the page
+        here, there = SinkhornGap(fit_size=300).fit(X, Y), SinkhornGap(fit_size=300).fit(X, Y)
+        use_solver_processes(pool)
+        try:
+            there.refit(reg=0.02)  # the first solve: starts the workers, solved here
+            assert len(pool._workers) == 2 and pool.stats["asked"] == 0
+            assert pool.wait_ready(120)
+            there.refit(reg=0.2)  # now in a worker
+        finally:
+            use_solver_processes(None)
+        assert pool.stats["solved"] == 1
+        here.refit(reg=0.2)
+        _same(here, there)
+    finally:
+        pool.close()
+
+
+def test_a_deferred_pool_that_cannot_start_leaves_the_process_to_solve(pairs, monkeypatch):
+    import gapviz.solvers as solvers_module
+
+    def no_processes(*args, **kwargs):
+        raise OSError("no processes here")
+
+    monkeypatch.setattr(solvers_module, "_Worker", no_processes)
+    pool = SolverProcesses(2, start=False)
+    X, Y = pairs
+    fit = SinkhornGap(fit_size=300).fit(X, Y)
+    use_solver_processes(pool)
+    try:
+        fit.refit(reg=0.1)  # solved in the process, no error
+    finally:
+        use_solver_processes(None)
+    assert fit.reg == 0.1 and pool.ready == 0 and pool.stats["asked"] == 0
+    with pytest.raises(OSError):
+        SolverProcesses(1)  # started at once: the caller hears it

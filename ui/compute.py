@@ -99,10 +99,13 @@ _solvers_lock = threading.Lock()
 
 
 def solver_processes() -> SolverProcesses | None:
-    """The server's solver processes (:mod:`gapviz.solvers`), started on the first page of
-    the process and kept for its life, set as the process's (every page run sets them again:
+    """The server's solver processes (:mod:`gapviz.solvers`), made on the first page of the
+    process and kept for its life, set as the process's (every page run sets them again:
     idempotent, cheap). The OT and Sinkhorn sliders' solves then run outside the server's
-    Python process. None, and solves in the process, when they cannot be started."""
+    Python process. They start at the first solve asked for, not with the first page: a
+    fresh server's first visitor does not share the CPUs with their start (about 1 CPU-second
+    for two), and that first solve runs in the process. None, and solves in the process,
+    when they cannot be started."""
     global _solvers
     with _solvers_lock:
         if _solvers is None:
@@ -110,7 +113,7 @@ def solver_processes() -> SolverProcesses | None:
             if wanted == 0:
                 return None
             try:
-                _solvers = SolverProcesses(wanted)
+                _solvers = SolverProcesses(wanted, start=False)
             except OSError:  # no processes on this host: the process solves alone
                 logging.getLogger(__name__).warning("no solver processes", exc_info=True)
                 return None
