@@ -256,7 +256,7 @@ def test_a_hosted_demo_obtains_ahead_only_its_built_in_pairs(app_session, assert
     monkeypatch.setenv("GAPVIZ_HOSTED", "1")
     asked = []
     monkeypatch.setattr(type(compute.runs_ahead()), "request",
-                        lambda self, name, jobs: asked.append(name))
+                        lambda self, name, jobs, first=False: asked.append(name))
     rng = np.random.default_rng(5)
     uploads = [PairedEmbeddings(rng.normal(size=(90, 16)), rng.normal(size=(90, 16)),
                                 [f"p{i}" for i in range(90)], [f"c{i}" for i in range(90)],

@@ -271,3 +271,33 @@ def test_a_deferred_pool_that_cannot_start_leaves_the_process_to_solve(pairs, mo
     assert fit.reg == 0.1 and pool.ready == 0 and pool.stats["asked"] == 0
     with pytest.raises(OSError):
         SolverProcesses(1)  # started at once: the caller hears it
+
+
+def test_the_server_starts_its_solver_processes_with_work_ahead_not_with_its_first_page(
+        monkeypatch):
+    """Every page's frame makes the server's pool (``ui.compute.solver_processes``) without
+    starting it; a page's first request for work ahead (made once the visitor has something
+    to look at) starts it."""
+    from ui import compute
+
+    made = []
+
+    class Pool:
+        def __init__(self, workers, *, start=True):
+            made.append(start)
+            self.started = start
+
+        def start(self):
+            self.started = True
+
+    monkeypatch.setattr(compute, "SolverProcesses", Pool)
+    monkeypatch.setattr(compute, "_solvers", None)
+    monkeypatch.setattr(compute, "use_solver_processes", lambda pool: None)
+    monkeypatch.setattr(compute, "solver_process_count", lambda: 2)
+    pool = compute.solver_processes()  # what the frame of every page calls
+    assert made == [False] and not pool.started
+    asked = []
+    monkeypatch.setattr(type(compute.runs_ahead()), "request",
+                        lambda self, name, jobs, first=False: asked.append(name))
+    compute._request_ahead("rows", [])
+    assert pool.started and asked == ["rows"]

@@ -102,10 +102,10 @@ def solver_processes() -> SolverProcesses | None:
     """The server's solver processes (:mod:`gapviz.solvers`), made on the first page of the
     process and kept for its life, set as the process's (every page run sets them again:
     idempotent, cheap). The OT and Sinkhorn sliders' solves then run outside the server's
-    Python process. They start at the first solve asked for, not with the first page: a
-    fresh server's first visitor does not share the CPUs with their start (about 1 CPU-second
-    for two), and that first solve runs in the process. None, and solves in the process,
-    when they cannot be started."""
+    Python process. They start when a page first asks for work ahead (:func:`_request_ahead`)
+    or at the first solve asked for (which then runs in the process), not with the page's
+    start: a fresh server's first visitor does not share the CPUs with their start (about 1
+    CPU-second for two). None, and solves in the process, when they cannot be started."""
     global _solvers
     with _solvers_lock:
         if _solvers is None:
@@ -151,6 +151,16 @@ def runs_ahead() -> RunsAhead:
     """The background worker that obtains what a page will likely ask for next (one worker,
     shared by every session; each request made once per process)."""
     return RunsAhead()
+
+
+def _request_ahead(name: Any, jobs: list[Callable[[], Any]], *, first: bool = False) -> None:
+    """Hand ``jobs`` to :func:`runs_ahead`. The solver processes start now if no solve started
+    them yet: pages ask for work ahead once the visitor has something to look at, and the
+    work ahead and the slider moves after it find them ready."""
+    solvers = solver_processes()
+    if solvers is not None:
+        solvers.start()
+    runs_ahead().request(name, jobs, first=first)
 
 
 def compare_methods() -> list[str]:
@@ -226,7 +236,7 @@ def compare_rows_ahead(actives: Sequence[Active], methods: Sequence[str],
     name = ("compare", tuple(a.key for a in actives), tuple(methods),
             repr(sorted((m, repr(p)) for m, p in params.items())), protocol, allow_leak, shuffled)
     if jobs:
-        runs_ahead().request(name, jobs)
+        _request_ahead(name, jobs)
 
 
 def _ahead_data(actives: Sequence[Active]) -> dict[str, RunData]:
@@ -256,7 +266,7 @@ def first_views_ahead(act: Active, specs: Sequence[RunSpec]) -> None:
         return
     shared = runner()
     jobs = [lambda s=s: shared.run(s, data).view for s in specs]
-    runs_ahead().request(("first views", act.key, tuple(specs)), jobs, first=True)
+    _request_ahead(("first views", act.key, tuple(specs)), jobs, first=True)
 
 
 def run(act: Active, spec: RunSpec, fit_on: Active | None = None) -> Run:
