@@ -908,16 +908,49 @@ def _panel_rows(n_cols: int, block_values: int, workers: int) -> int:
     return max(1, min(_PANEL_ROWS, block_values // (n_cols * workers)))
 
 
+class MeasuresStopped(Exception):
+    """The measures were stopped between two panels (:func:`stop_between_panels`)."""
+
+
+_STOP = threading.local()
+
+
+class stop_between_panels:  # noqa: N801 - used as a context manager, like a function
+    """Within the block, the similarity passes that the calling thread starts ask ``check()``
+    before each panel and raise :class:`MeasuresStopped` when it says so. This is how work
+    done ahead of time gives way (``gapviz.runs``): a pass is 2N^2 d multiply-adds, and a
+    panel is at most 512 rows of it. Nothing is kept of a stopped pass."""
+
+    def __init__(self, check) -> None:
+        self.check = check
+
+    def __enter__(self) -> "stop_between_panels":
+        self.before = getattr(_STOP, "check", None)
+        _STOP.check = self.check
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _STOP.check = self.before
+
+
 def _run_panels(work, starts: list[int], workers: int) -> None:
     """Call ``work(slot, i0)`` for every panel start, on ``workers`` threads.
 
     Each thread takes the next panel when it is free (the machine may be shared) and owns
     accumulator ``slot``. Run it under :func:`gapviz.threads.one_blas_thread`. One panel (a
-    small set) runs on the calling thread: starting threads would cost more than it.
+    small set) runs on the calling thread: starting threads would cost more than it. Under
+    :func:`stop_between_panels` (in the calling thread) each panel is preceded by the check.
     """
+    check = getattr(_STOP, "check", None)
+
+    def run(slot: int, i0: int) -> None:
+        if check is not None and check():
+            raise MeasuresStopped()
+        work(slot, i0)
+
     if workers == 1 or len(starts) == 1:
         for i0 in starts:
-            work(0, i0)
+            run(0, i0)
         return
     pending = iter(starts)
     lock = threading.Lock()
@@ -928,7 +961,7 @@ def _run_panels(work, starts: list[int], workers: int) -> None:
                 i0 = next(pending, None)
             if i0 is None:
                 return
-            work(slot, i0)
+            run(slot, i0)
 
     with ThreadPoolExecutor(workers, thread_name_prefix="gapviz-panel") as pool:
         for future in [pool.submit(worker, slot) for slot in range(workers)]:

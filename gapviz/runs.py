@@ -34,6 +34,7 @@ The trade-off view (gap closed against what is kept) is computed here too, once 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -46,7 +47,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .measures import GapReport, measure_gap, one_row_per_image
+from .measures import (GapReport, MeasuresStopped, measure_gap, one_row_per_image,
+                       stop_between_panels)
 from .score_terms import ScoreTerms
 from .protocols import (DEFAULT_FOLDS, DEFAULT_SEED, PROTOCOLS, Provenance, ProtocolResult,
                         fit_size, protocol_transform, refit_result)
@@ -500,6 +502,7 @@ class Run:
         self._report: GapReport | None = None
         self._view = None
         self._lock = threading.Lock()
+        self._callers = 0  # threads asking for the report or view now (one computes it)
 
     @property
     def key(self) -> str:
@@ -508,25 +511,65 @@ class Run:
 
     @property
     def report(self) -> GapReport:
-        """The measures of the scored pairs (:func:`gapviz.measures.measure_gap`), once."""
-        with self._lock:
-            if self._report is None:
-                self._report = measure_gap(self.images, self.texts, scores=self.scores,
-                                           groups=self.groups)
-            return self._report
+        """The measures of the scored pairs (:func:`gapviz.measures.measure_gap`), once.
+
+        Work done ahead of time (:class:`RunsAhead`, :class:`NeighbourSolves`) gives way
+        between two panels of the similarity pass when it is to (``_AHEAD.should_stop``) and
+        nobody else asks for this run's measures meanwhile: :class:`_GaveWay` is raised and
+        nothing is kept."""
+        with self._asking():
+            return self._measured()
 
     @property
     def view(self):
         """The measures, 2-D PCA and distance samples of the scored pairs
         (:func:`gapviz.views.view_of`: what a page draws), once; a caller asking while another
-        computes it waits for that one."""
+        computes it waits for that one. Work ahead gives way as for :attr:`report`."""
         from .views import view_of
 
-        report = self.report
+        with self._asking():
+            report = self._measured()
+            with self._lock:
+                if self._view is None:
+                    self._view = view_of(self.images, self.texts, report,
+                                         between=self._give_way_if_asked)
+                return self._view
+
+    @contextlib.contextmanager
+    def _asking(self):
+        with _CALLERS_LOCK:
+            self._callers += 1
+        try:
+            yield
+        finally:
+            with _CALLERS_LOCK:
+                self._callers -= 1
+
+    def _unwanted(self, stop: Callable[[], bool]) -> bool:
+        """Whether work ahead is to stop, and no other thread asks for this run's measures."""
+        return self._callers <= 1 and stop()
+
+    def _give_way_if_asked(self) -> None:
+        stop = getattr(_AHEAD, "should_stop", None)
+        if stop is not None and self._unwanted(stop):
+            raise _GaveWay(self.key)
+
+    def _measured(self) -> GapReport:
         with self._lock:
-            if self._view is None:
-                self._view = view_of(self.images, self.texts, report)
-            return self._view
+            if self._report is None:
+                stop = getattr(_AHEAD, "should_stop", None)
+                if stop is None:
+                    self._report = measure_gap(self.images, self.texts, scores=self.scores,
+                                               groups=self.groups)
+                else:
+                    self._give_way_if_asked()
+                    try:
+                        with stop_between_panels(lambda: self._unwanted(stop)):
+                            self._report = measure_gap(self.images, self.texts,
+                                                       scores=self.scores, groups=self.groups)
+                    except MeasuresStopped:
+                        raise _GaveWay(self.key) from None
+            return self._report
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -828,6 +871,8 @@ class _GaveWay(Exception):
 #: On :class:`RunsAhead`'s thread, ``should_stop()``: whether a run it obtains is to give way
 #: (at its next step) unless someone waits for that run.
 _AHEAD = threading.local()
+#: Guards every run's count of the threads asking for its measures (:attr:`Run.report`).
+_CALLERS_LOCK = threading.Lock()
 
 
 class _SliderWork:
@@ -967,13 +1012,21 @@ class NeighbourSolves(_OneWorker):
 
     def _view(self, token: int, spec: RunSpec, data: RunData, value: dict) -> bool:
         """One value's run and view (measures, PCA), once no work a user waits for runs in the
-        process (it cannot pause midway); whether made (not when the user moved on)."""
+        process; whether made. Not when the user moved on: a view under way then stops at its
+        next panel (it would share the CPUs with the view of the value moved to), unless the
+        page asks for this very run."""
         from .methods.ot import wait_for_foreground
 
         wait_for_foreground()
         if not self._current(token):
             return False
-        self.runner.run(spec.with_params(**value), data).view
+        _AHEAD.should_stop = lambda: not self._current(token)
+        try:
+            self.runner.run(spec.with_params(**value), data).view
+        except _GaveWay:
+            return False
+        finally:
+            _AHEAD.should_stop = None
         return True
 
 

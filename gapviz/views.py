@@ -6,6 +6,7 @@ Pure functions of arrays; the app caches a view per run key and renders it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,13 +75,22 @@ class EmbeddingView:
     all_pairs: np.ndarray
 
 
-def view_of(X: np.ndarray, Y: np.ndarray, report: GapReport | None = None) -> EmbeddingView:
+def view_of(X: np.ndarray, Y: np.ndarray, report: GapReport | None = None, *,
+            between: Callable[[], None] | None = None) -> EmbeddingView:
     """Measures (``report`` if already computed), 2-D PCA and distance samples of one embedding.
+    ``between()``, if given, is called before each of the three parts (work done ahead of
+    time raises there to give way: ``gapviz.runs``).
 
     On a busy machine BLAS is held to one thread (:func:`gapviz.threads.blas_for_a_busy_machine`):
     with BLAS's spinning thread pool, the PCA and distance samples took 0.3-2.3 s on 2 CPUs
     with two busy processes beside them (2,500 pairs, d = 512), on one thread 0.15-0.27 s."""
+    step = between if between is not None else (lambda: None)
+    step()
     report = measure_gap(X, Y) if report is None else report
     with blas_for_a_busy_machine():
-        return EmbeddingView(X, Y, report, joint_pca(X, Y), paired_distances(X, Y),
-                             cross_distance_sample(X, Y))
+        step()
+        projection = joint_pca(X, Y)
+        step()
+        paired = paired_distances(X, Y)
+        step()
+        return EmbeddingView(X, Y, report, projection, paired, cross_distance_sample(X, Y))

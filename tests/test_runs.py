@@ -422,3 +422,80 @@ def test_a_run_obtained_ahead_gives_way_to_the_users_work_between_folds(data, mo
         assert len(fits) == stopped_after + 5  # stopped, then obtained whole
     fresh = protocol_transform("procrustes", data.images, data.texts, protocol="held-out")
     np.testing.assert_array_equal(done.images, fresh.image_embeddings)
+
+
+def test_measures_stop_between_panels_when_asked_and_only_then():
+    """``stop_between_panels``: the similarity pass asks before each panel; a pass never asked
+    to stop gives the same numbers as one with no check."""
+    from gapviz.measures import MeasuresStopped, measure_gap, stop_between_panels
+
+    pairs = simulate_pairs(1200, 16, seed=5)  # several panels of 512 rows
+    X, Y = pairs.image_embeddings, pairs.text_embeddings
+    plain = measure_gap(X, Y, block_values=512 * 1200)
+    asked = []
+
+    def after_two():
+        asked.append(1)
+        return len(asked) > 2
+
+    with stop_between_panels(after_two), pytest.raises(MeasuresStopped):
+        measure_gap(X, Y, block_values=512 * 1200)
+    stopped_after = len(asked)  # the third check said stop (a second worker may ask once more)
+    asked.clear()
+    with stop_between_panels(lambda: asked.append(1) and False):
+        checked = measure_gap(X, Y, block_values=512 * 1200)
+    assert 3 <= stopped_after < len(asked)  # asked before every panel; stopped midway
+    assert checked.metrics == plain.metrics
+    np.testing.assert_array_equal(checked.best_text_rank, plain.best_text_rank)
+
+
+def test_work_ahead_gives_way_in_a_runs_measures_unless_someone_else_asks(data):
+    """A run's report and view made ahead of time (``_AHEAD.should_stop`` set on the thread)
+    stop when told, keep nothing, and are then made whole; while another thread asks for the
+    same run they never stop."""
+    from gapviz.runs import _AHEAD, _GaveWay
+    from gapviz.views import view_of
+
+    runner = Runner()
+    run = runner.run(RunSpec.make("center"), data)
+    _AHEAD.should_stop = lambda: True
+    try:
+        with pytest.raises(_GaveWay):
+            run.report
+        with pytest.raises(_GaveWay):
+            run.view
+        assert run._report is None and run._view is None  # nothing kept
+        # another caller asking for this run meanwhile (counted as a page waiting on the
+        # run's lock is): made whole although told to stop
+        with run._asking():
+            assert run.view is not None
+    finally:
+        _AHEAD.should_stop = None
+    expected = view_of(run.images, run.texts)
+    assert run.view.report.metrics == expected.report.metrics
+    np.testing.assert_array_equal(run.view.projection.images, expected.projection.images)
+
+
+def test_a_neighbours_view_stops_once_the_user_moved_on(data, monkeypatch):
+    """The view of a neighbouring slider value, under way when the user moves elsewhere, stops
+    (it would share the CPUs with the view of the value moved to); nothing is kept."""
+    from gapviz.runs import NeighbourSolves, slider_values
+
+    runner = Runner()
+    spec = RunSpec.make("sinkhorn", {"fit_size": 60}).with_params(
+        **slider_values(RunSpec.make("sinkhorn")))
+    runner.run(spec, data)
+    solves = NeighbourSolves(runner)
+    value = neighbour_values("sinkhorn", slider_values(spec))[0]
+    runner.precompute(spec, data, [value])
+    checks = []
+
+    def current(token):  # current when the view starts, stale from its first check on
+        checks.append(token)
+        return len(checks) == 1
+
+    monkeypatch.setattr(solves, "_current", current)
+    assert solves._view(0, spec, data, value) is False
+    moved = runner.memory.runs.get((data.key, spec.with_params(**value)))
+    assert moved is None or moved._view is None
+    assert len(checks) >= 2
