@@ -513,10 +513,11 @@ class Run:
     def report(self) -> GapReport:
         """The measures of the scored pairs (:func:`gapviz.measures.measure_gap`), once.
 
-        Work done ahead of time (:class:`RunsAhead`, :class:`NeighbourSolves`) gives way
-        between two panels of the similarity pass when it is to (``_AHEAD.should_stop``) and
-        nobody else asks for this run's measures meanwhile: :class:`_GaveWay` is raised and
-        nothing is kept."""
+        The view of a neighbouring slider value made ahead of time (:class:`NeighbourSolves`)
+        stops between two panels of the similarity pass once it is stale (``_AHEAD.stale``:
+        the user moved elsewhere) and nobody else asks for this run's measures meanwhile:
+        :class:`_GaveWay` is raised and nothing is kept. (Work ahead that is still wanted,
+        :class:`RunsAhead`'s, gives way between folds only: stopped measures start over.)"""
         with self._asking():
             return self._measured()
 
@@ -524,7 +525,7 @@ class Run:
     def view(self):
         """The measures, 2-D PCA and distance samples of the scored pairs
         (:func:`gapviz.views.view_of`: what a page draws), once; a caller asking while another
-        computes it waits for that one. Work ahead gives way as for :attr:`report`."""
+        computes it waits for that one. Stale work ahead stops as for :attr:`report`."""
         from .views import view_of
 
         with self._asking():
@@ -545,19 +546,19 @@ class Run:
             with _CALLERS_LOCK:
                 self._callers -= 1
 
-    def _unwanted(self, stop: Callable[[], bool]) -> bool:
-        """Whether work ahead is to stop, and no other thread asks for this run's measures."""
-        return self._callers <= 1 and stop()
+    def _unwanted(self, stale: Callable[[], bool]) -> bool:
+        """Whether work ahead went stale, and no other thread asks for this run's measures."""
+        return self._callers <= 1 and stale()
 
     def _give_way_if_asked(self) -> None:
-        stop = getattr(_AHEAD, "should_stop", None)
-        if stop is not None and self._unwanted(stop):
+        stale = getattr(_AHEAD, "stale", None)
+        if stale is not None and self._unwanted(stale):
             raise _GaveWay(self.key)
 
     def _measured(self) -> GapReport:
         with self._lock:
             if self._report is None:
-                stop = getattr(_AHEAD, "should_stop", None)
+                stop = getattr(_AHEAD, "stale", None)
                 if stop is None:
                     self._report = measure_gap(self.images, self.texts, scores=self.scores,
                                                groups=self.groups)
@@ -869,7 +870,9 @@ class _GaveWay(Exception):
 
 
 #: On :class:`RunsAhead`'s thread, ``should_stop()``: whether a run it obtains is to give way
-#: (at its next step) unless someone waits for that run.
+#: (at its next step) unless someone waits for that run. On :class:`NeighbourSolves`' view
+#: thread both it and ``stale()``: whether the value is no longer a neighbour (its run, and its
+#: measures between two panels, then stop: :attr:`Run.report`).
 _AHEAD = threading.local()
 #: Guards every run's count of the threads asking for its measures (:attr:`Run.report`).
 _CALLERS_LOCK = threading.Lock()
@@ -1020,13 +1023,13 @@ class NeighbourSolves(_OneWorker):
         wait_for_foreground()
         if not self._current(token):
             return False
-        _AHEAD.should_stop = lambda: not self._current(token)
+        _AHEAD.should_stop = _AHEAD.stale = lambda: not self._current(token)
         try:
             self.runner.run(spec.with_params(**value), data).view
         except _GaveWay:
             return False
         finally:
-            _AHEAD.should_stop = None
+            _AHEAD.should_stop = _AHEAD.stale = None
         return True
 
 

@@ -449,16 +449,23 @@ def test_measures_stop_between_panels_when_asked_and_only_then():
     np.testing.assert_array_equal(checked.best_text_rank, plain.best_text_rank)
 
 
-def test_work_ahead_gives_way_in_a_runs_measures_unless_someone_else_asks(data):
-    """A run's report and view made ahead of time (``_AHEAD.should_stop`` set on the thread)
-    stop when told, keep nothing, and are then made whole; while another thread asks for the
-    same run they never stop."""
+def test_stale_work_ahead_stops_in_a_runs_measures_unless_someone_else_asks(data):
+    """A run's report and view made ahead of time stop once stale (``_AHEAD.stale`` set on the
+    thread, as NeighbourSolves does), keep nothing, and are then made whole; while another
+    thread asks for the same run they never stop. Work ahead that is still wanted
+    (``should_stop`` alone: RunsAhead's) is never stopped in its measures."""
     from gapviz.runs import _AHEAD, _GaveWay
     from gapviz.views import view_of
 
     runner = Runner()
     run = runner.run(RunSpec.make("center"), data)
     _AHEAD.should_stop = lambda: True
+    try:
+        assert run.report is not None  # RunsAhead's give-way is between folds only
+    finally:
+        _AHEAD.should_stop = None
+    run = Runner().run(RunSpec.make("center"), data)
+    _AHEAD.stale = lambda: True
     try:
         with pytest.raises(_GaveWay):
             run.report
@@ -470,7 +477,7 @@ def test_work_ahead_gives_way_in_a_runs_measures_unless_someone_else_asks(data):
         with run._asking():
             assert run.view is not None
     finally:
-        _AHEAD.should_stop = None
+        _AHEAD.stale = None
     expected = view_of(run.images, run.texts)
     assert run.view.report.metrics == expected.report.metrics
     np.testing.assert_array_equal(run.view.projection.images, expected.projection.images)
