@@ -109,3 +109,19 @@ def test_a_pool_narrower_than_its_dimension_takes_the_gram_route_to_the_same_com
     np.testing.assert_allclose(ratio, S[:2] ** 2 / np.sum(S ** 2), rtol=1e-5)
     V_sign = np.sign(Vt[:2][np.arange(2), np.abs(Vt[:2]).argmax(1)])
     np.testing.assert_allclose(scores, Zc @ (Vt[:2].T * V_sign), atol=1e-4)  # signs as svd_flip
+
+
+def test_only_the_top_eigenpairs_are_computed_and_they_are_the_full_solvers():
+    """The PCA's eigen-solve computes the k largest eigenpairs only; they equal those of a
+    full ``numpy.linalg.eigh`` (vectors up to sign, which the PCA fixes afterwards)."""
+    from gapviz.projection import _top_eigenpairs
+
+    rng = np.random.default_rng(2)
+    A = rng.normal(size=(300, 64))
+    S = A.T @ A
+    w_all, V_all = np.linalg.eigh(S)
+    for k in (1, 2, 5):
+        w, V = _top_eigenpairs(S, k)
+        np.testing.assert_allclose(w, w_all[::-1][:k], rtol=1e-12)
+        np.testing.assert_allclose(np.abs(V), np.abs(V_all[:, ::-1][:, :k]), atol=1e-10)
+        assert np.all(np.diff(w) <= 0)  # descending
