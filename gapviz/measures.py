@@ -917,7 +917,8 @@ _STOP = threading.local()
 
 class stop_between_panels:  # noqa: N801 - used as a context manager, like a function
     """Within the block, the similarity passes that the calling thread starts ask ``check()``
-    before each panel and raise :class:`MeasuresStopped` when it says so. This is how work
+    before each panel and raise :class:`MeasuresStopped` when it says so (``check`` None:
+    no check, as outside any block). This is how work
     done ahead of time gives way (``gapviz.runs``): a pass is 2N^2 d multiply-adds, and a
     panel is at most 512 rows of it. Nothing is kept of a stopped pass."""
 

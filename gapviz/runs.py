@@ -558,18 +558,15 @@ class Run:
     def _measured(self) -> GapReport:
         with self._lock:
             if self._report is None:
-                stop = getattr(_AHEAD, "stale", None)
-                if stop is None:
-                    self._report = measure_gap(self.images, self.texts, scores=self.scores,
-                                               groups=self.groups)
-                else:
-                    self._give_way_if_asked()
-                    try:
-                        with stop_between_panels(lambda: self._unwanted(stop)):
-                            self._report = measure_gap(self.images, self.texts,
-                                                       scores=self.scores, groups=self.groups)
-                    except MeasuresStopped:
-                        raise _GaveWay(self.key) from None
+                self._give_way_if_asked()
+                stale = getattr(_AHEAD, "stale", None)
+                try:
+                    with stop_between_panels(None if stale is None
+                                             else lambda: self._unwanted(stale)):
+                        self._report = measure_gap(self.images, self.texts, scores=self.scores,
+                                                   groups=self.groups)
+                except MeasuresStopped:
+                    raise _GaveWay(self.key) from None
             return self._report
 
     @property
