@@ -105,18 +105,16 @@ def solver_processes() -> SolverProcesses | None:
     Python process. They start when a page first asks for work ahead (:func:`_request_ahead`)
     or at the first solve asked for (which then runs in the process), not with the page's
     start: a fresh server's first visitor does not share the CPUs with their start (about 1
-    CPU-second for two). None, and solves in the process, when they cannot be started."""
+    CPU-second for two). None when none are wanted; when they cannot be started the pool
+    closes itself and the process solves alone."""
     global _solvers
     with _solvers_lock:
         if _solvers is None:
             wanted = solver_process_count()
             if wanted == 0:
                 return None
-            try:
-                _solvers = SolverProcesses(wanted, start=False)
-            except OSError:  # no processes on this host: the process solves alone
-                logging.getLogger(__name__).warning("no solver processes", exc_info=True)
-                return None
+            # nothing is spawned here; a start that fails closes the pool (solves stay here)
+            _solvers = SolverProcesses(wanted, start=False)
         use_solver_processes(_solvers)
     return _solvers
 
