@@ -75,6 +75,21 @@ def test_distance_samples():
     np.testing.assert_array_equal(sample, views.cross_distance_sample(X, Y, n_samples=100, seed=1))
 
 
+def test_distance_sample_gathered_in_blocks_equals_one_gather():
+    """The sample is gathered a block at a time into reused buffers (no large temporaries):
+    the values are those of gathering every sampled row at once, bit for bit."""
+    rng = np.random.default_rng(4)
+    for n, d, dtype in [(700, 64, np.float32), (90, 9, np.float64)]:
+        X = rng.normal(size=(n, d)).astype(dtype)
+        Y = rng.normal(size=(n, d)).astype(dtype)
+        draws = np.random.default_rng(2)
+        i, j = draws.integers(0, n, 3000), draws.integers(0, n, 3000)
+        Xn, Yn = views.unit_rows(X), views.unit_rows(Y)
+        expected = 1.0 - np.einsum("ij,ij->i", Xn[i], Yn[j])
+        assert views.SAMPLE_BLOCK < 3000  # several blocks, the last one partial
+        np.testing.assert_array_equal(views.cross_distance_sample(X, Y, 3000, seed=2), expected)
+
+
 def test_spectral_k_is_a_view_parameter_and_never_refits():
     split = method_class("spectral").split_params
     fit, view = split({"n_components": 20}, 2500, 512)
