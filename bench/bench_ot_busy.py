@@ -12,8 +12,9 @@ Laplacian OT at its defaults (held-out, 5 folds, each fit on a seeded 500-pair s
   solves in solver processes started before it (``gapviz.solvers``, as the app's server
   starts them with its first page; ``--solvers threads`` solves in this process instead);
 * **one-step moves** as the page makes them: after each run the page's background work
-  (``gapviz.runs.NeighbourSolves``, requested as the app does after a run with live sliders)
-  obtains the neighbouring slider values (couplings, runs, views) while the user looks for
+  (``gapviz.runs.NeighbourSolves``, requested as the app does: once a run with live sliders
+  is in, before the page's view of it) obtains the neighbouring slider values (couplings,
+  runs, views) while the user looks for
   ``--look`` seconds; then the slider moves one step (to a neighbour, in a seeded order),
   which lets the stale background work go, and the move is timed: the runner's run of the
   new value plus its view.
@@ -133,19 +134,20 @@ def level(load: float, moves: int, look: float, seed: int, processes: bool) -> d
         with Sampler() as s:
             t0 = time.perf_counter()
             run = runner.run(spec, data)
+            solves.request(spec, data)  # as the app does after a run with live sliders
             page_view(run)  # the page's view: measures, PCA
             out["first"] = time.perf_counter() - t0
         out["first_load"] = s.text()
         rng = random.Random(seed)
         current = spec
         for _ in range(moves):
-            solves.request(current, data)  # as the app does after a run with live sliders
             time.sleep(look)  # the user looks at the page
             value = rng.choice(neighbour_values("ot", slider_values(current)))
             current = current.with_params(**value)
             with Sampler() as s:
                 t0 = time.perf_counter()
                 moved = runner.run(current, data)
+                solves.request(current, data)  # the app asks once the run is in, before its view
                 page_view(moved)
                 dt = time.perf_counter() - t0
             out["moves"].append((value, dt, s.text()))
