@@ -36,8 +36,9 @@ def cross_distance_sample(X: np.ndarray, Y: np.ndarray, n_samples: int = ALL_PAI
     sampled rows are gathered :data:`SAMPLE_BLOCK` at a time into two buffers made once, so
     memory stays small whatever N and d are, and nothing large is allocated per call. Fresh
     gathers of the whole sample (two 33 MB arrays at d = 512) made this 0.03 s call take up to
-    1.0 s beside five busy processes on 2 CPUs, and 1.7 s in a view made ahead of a slider
-    move; gathered in blocks it took 0.04-0.06 s there, with the same values bit for bit.
+    1.0 s beside five busy processes on 2 CPUs (0.4-2.8 s in the app server's views at 2.5
+    busy tasks per CPU); gathered in blocks it took 0.04-0.06 s beside the same five
+    processes, with the same values bit for bit.
     """
     Xn, Yn = unit_rows(X), unit_rows(Y)
     n, d = Xn.shape
