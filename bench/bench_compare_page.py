@@ -14,7 +14,8 @@ page's default method selection:
 * **warm**: the same server; a second visitor (a new browser context: no cookies, no cache)
   opens ``/compare`` directly. Timed from the navigation's start;
 * **link**: another fresh server; its first visitor follows a link straight to ``/compare``,
-  so nothing was obtained ahead and every row is fitted while the visitor waits. Timed from
+  so nothing was obtained before the visit: every row is fitted while the visitor waits (by
+  the page's loop from the first row and the background worker from the last). Timed from
   the navigation's start.
 
 The clock is read in the page (``performance.now()``, polled every 50 ms): **first rows** is

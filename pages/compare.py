@@ -186,11 +186,12 @@ def _partial(done: list[ComparisonRow]) -> None:
 
 failed = []
 tasks = [(m, n) for m in models for n in methods]
-# The rows go to the one background worker too, in this order: rows it has done are taken from
-# the runner, the one under way is waited for, and a row this loop reaches first is computed
-# here while the worker waits for it, so one stream of work runs, never two.
+# The rows go to the one background worker too, from the last (the slowest) back, while this
+# loop takes them from the first: rows the worker has done are taken from the runner, the one
+# under way is waited for, and the two meet in the middle.
 compute.compare_rows_ahead([_active_for(m) for m in models], methods, _chosen,
-                           protocol=protocol_choice, allow_leak=allow_leak, shuffled=shuffled)
+                           protocol=protocol_choice, allow_leak=allow_leak, shuffled=shuffled,
+                           from_the_end=True)
 # Quick rows first (the table keeps the order of the menus).
 order = compute.compare_order(tasks, protocol_choice)
 measured: dict[int, ComparisonRow] = {}

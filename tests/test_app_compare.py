@@ -270,3 +270,31 @@ def test_a_hosted_demo_obtains_ahead_only_its_built_in_pairs(app_session, assert
     assert asked == []
     assert_clean(app_session("pages/overview.py"), "Overview of the demo, hosted")
     assert len(asked) == 1 and asked[0][0] == "compare"
+
+
+def test_compare_hands_its_rows_to_the_worker_from_the_end(app_session, assert_clean,
+                                                           simulated_workspace, monkeypatch):
+    """As it opens, the Compare page asks the background worker for its rows from the last
+    (the slowest) back, while its own loop takes them from the first, so that two rows are
+    obtained at once and the two meet in the middle; the rows are those the page shows."""
+    from ui import compute
+
+    asked = []
+    monkeypatch.setattr(type(compute.runs_ahead()), "request",
+                        lambda self, name, jobs, first=False: asked.append((name, list(jobs))))
+    methods = ["orig", "center", "spectral", "pca"]
+    ws = simulated_workspace(120, 32, "Ends", seed=3, profiles=["clip"])
+    at = app_session(PAGE, workspace=ws, compare_methods=methods)
+    assert_clean(at, "Compare")
+    [(name, jobs)] = [a for a in asked if a[0][0] == "compare"]
+    assert name[-1] is True  # from the end
+    made = []
+    real = compute._page_row
+    monkeypatch.setattr(compute, "_page_row",
+                        lambda r, data, m, **kw: made.append(m) or real(r, data, m, **kw))
+    rows = [job() for job in jobs]
+    tasks = [("clip", m) for m in compute.compare_methods() if m in methods]  # menu order
+    assert made == [tasks[i][1] for i in reversed(compute.compare_order(tasks))]
+    table = at.dataframe[0].value
+    for row in rows:  # found done: the page's own numbers
+        assert math.isclose(table.loc[row.method, "ITR"], row.metrics["ITR"], rel_tol=1e-12)

@@ -207,16 +207,19 @@ def compare_order(tasks: Sequence[tuple[Any, str]], protocol: str = "default") -
 
 def compare_rows_ahead(actives: Sequence[Active], methods: Sequence[str],
                        chosen: Callable[[str], dict | None], *, protocol: str = "default",
-                       allow_leak: bool = False, shuffled: bool = False) -> None:
+                       allow_leak: bool = False, shuffled: bool = False,
+                       from_the_end: bool = False) -> None:
     """Obtain the Compare page's rows in the background, one at a time, in the page's order
-    (quick rows first): ``methods`` on each of ``actives`` (the models), with the parameters
-    ``chosen(name)`` (those set on Close the gap for its method) and the page's controls.
+    (quick rows first), or with ``from_the_end`` in the reverse order: ``methods`` on each of
+    ``actives`` (the models), with the parameters ``chosen(name)`` (those set on Close the gap
+    for its method) and the page's controls.
 
-    The Overview asks for the opening rows while the visitor reads it; the Compare page asks
-    for its own rows as it opens. The same rows are asked once (the page then finds them done,
-    or waits for the one under way: :meth:`gapviz.runs.Runner.run` never computes a run twice
-    at once), and other rows replace what is left of an older request, so one stream of work
-    runs, never two side by side. Skipped past :data:`AHEAD_MAX_PAIRS` pairs or
+    The Overview asks for the opening rows while the visitor reads it, in the page's order.
+    The Compare page asks for its own rows from the end as it opens, while its own loop takes
+    them from the first: the two meet in the middle, each taking the rows the other has done
+    from the runner and waiting for the one under way (:meth:`gapviz.runs.Runner.run` never
+    computes a run twice at once). A request is made once, and a newer one replaces what is
+    left of an older request. Skipped past :data:`AHEAD_MAX_PAIRS` pairs or
     :data:`AHEAD_MAX_DIM` dimensions, for several captions per image, and in a hosted demo for
     anything but its built-in pairs (shared by every visitor, recognised by content hash; a
     visitor's own upload, simulated or not, is fitted when its Compare page asks)."""
@@ -225,6 +228,8 @@ def compare_rows_ahead(actives: Sequence[Active], methods: Sequence[str],
     shared = runner()
     tasks = [(a, m) for a in actives for m in methods]
     order = [tasks[i] for i in compare_order(tasks, protocol)]
+    if from_the_end:
+        order.reverse()
     params = {m: chosen(m) for m in methods}
     model = len(actives) > 1
     jobs = [lambda a=a, m=m: _page_row(shared, datas[a.key], m, params=params[m],
@@ -232,7 +237,8 @@ def compare_rows_ahead(actives: Sequence[Active], methods: Sequence[str],
                                        shuffled=shuffled, model=a.model if model else "")
             for a, m in order]
     name = ("compare", tuple(a.key for a in actives), tuple(methods),
-            repr(sorted((m, repr(p)) for m, p in params.items())), protocol, allow_leak, shuffled)
+            repr(sorted((m, repr(p)) for m, p in params.items())), protocol, allow_leak, shuffled,
+            from_the_end)
     if jobs:
         _request_ahead(name, jobs)
 
