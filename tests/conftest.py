@@ -33,6 +33,16 @@ def _solves_in_the_process_after_each_test():
         ot.use_solver_processes(None)
 
 
+@pytest.fixture(autouse=True)
+def _no_quiet_period_after_slider_moves(monkeypatch):
+    """Work ahead for other pages waits ``gapviz.runs.SLIDER_QUIET_S`` after the last slider
+    request, process-wide: tested on its own (``tests/test_runs.py``); elsewhere it would only
+    make a test wait on what another test moved."""
+    import gapviz.runs
+
+    monkeypatch.setattr(gapviz.runs, "SLIDER_QUIET_S", 0.0)
+
+
 def _app_session(page: str | None = None, *, workspace: Any = None, timeout: float = _APP_TIMEOUT,
                  query: dict[str, str] | None = None, **widgets: Any):
     """A fresh AppTest session of ``app.py``, run once, on ``page`` (e.g. "pages/compare.py").

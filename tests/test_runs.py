@@ -281,6 +281,32 @@ def test_runs_ahead_does_each_request_once_and_gives_way_to_newer_ones():
     assert done == ["b1", "c2"]
 
 
+def test_work_ahead_waits_a_quiet_period_after_the_last_slider_request(monkeypatch):
+    """Work ahead for other pages starts only once the slider work is done and
+    ``SLIDER_QUIET_S`` has passed since its last request (the user moving a slider every few
+    seconds keeps the CPUs for the moves); a request during the quiet period restarts it."""
+    import gapviz.runs as runs
+
+    monkeypatch.setattr(runs, "SLIDER_QUIET_S", 0.6)
+    work = runs._SliderWork()
+    assert not work.active()
+    work.begin()
+    assert work.active()
+    started = time.monotonic()
+    work.end()
+    assert work.active()  # done, but not quiet yet
+    time.sleep(0.3)
+    work.begin()  # another move: the quiet period starts again at its end
+    work.end()
+    restarted = time.monotonic()
+    work.wait()
+    waited = time.monotonic()
+    assert waited - restarted >= 0.6 - 0.01 and waited - started >= 0.9 - 0.01
+    assert not work.active()
+    work.wait()  # quiet: returns at once
+    assert time.monotonic() - waited < 0.1
+
+
 def test_runs_ahead_asked_first_goes_before_what_is_left_of_older_requests():
     import threading
 
