@@ -51,10 +51,12 @@ it is used when torch sees a CUDA GPU and N >= :data:`DEVICE_MIN_PAIRS`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -915,23 +917,19 @@ class MeasuresStopped(Exception):
 _STOP = threading.local()
 
 
-class stop_between_panels:  # noqa: N801 - used as a context manager, like a function
+@contextlib.contextmanager
+def stop_between_panels(check: Callable[[], bool] | None) -> Iterator[None]:
     """Within the block, the similarity passes that the calling thread starts ask ``check()``
     before each panel and raise :class:`MeasuresStopped` when it says so (``check`` None:
     no check, as outside any block). This is how work
     done ahead of time gives way (``gapviz.runs``): a pass is 2N^2 d multiply-adds, and a
     panel is at most 512 rows of it. Nothing is kept of a stopped pass."""
-
-    def __init__(self, check) -> None:
-        self.check = check
-
-    def __enter__(self) -> "stop_between_panels":
-        self.before = getattr(_STOP, "check", None)
-        _STOP.check = self.check
-        return self
-
-    def __exit__(self, *exc) -> None:
-        _STOP.check = self.before
+    before = getattr(_STOP, "check", None)
+    _STOP.check = check
+    try:
+        yield
+    finally:
+        _STOP.check = before
 
 
 def _run_panels(work, starts: list[int], workers: int) -> None:

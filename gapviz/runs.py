@@ -548,23 +548,23 @@ class Run:
             with _CALLERS_LOCK:
                 self._callers -= 1
 
-    def _unwanted(self, stale: Callable[[], bool]) -> bool:
-        """Whether work ahead went stale, and no other thread asks for this run's measures."""
-        return self._callers <= 1 and stale()
+    def _unwanted(self) -> Callable[[], bool] | None:
+        """On a thread making work ahead that can go stale (``_AHEAD.stale``): whether it went
+        stale and no other thread asks for this run's measures; elsewhere None."""
+        stale = getattr(_AHEAD, "stale", None)
+        return None if stale is None else (lambda: self._callers <= 1 and stale())
 
     def _give_way_if_asked(self) -> None:
-        stale = getattr(_AHEAD, "stale", None)
-        if stale is not None and self._unwanted(stale):
+        unwanted = self._unwanted()
+        if unwanted is not None and unwanted():
             raise _GaveWay(self.key)
 
     def _measured(self) -> GapReport:
         with self._lock:
             if self._report is None:
                 self._give_way_if_asked()
-                stale = getattr(_AHEAD, "stale", None)
                 try:
-                    with stop_between_panels(None if stale is None
-                                             else lambda: self._unwanted(stale)):
+                    with stop_between_panels(self._unwanted()):
                         self._report = measure_gap(self.images, self.texts, scores=self.scores,
                                                    groups=self.groups)
                 except MeasuresStopped:
