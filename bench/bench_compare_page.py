@@ -13,10 +13,15 @@ page's default method selection:
   sidebar. Timed from the click;
 * **warm**: the same server; a second visitor (a new browser context: no cookies, no cache)
   opens ``/compare`` directly. Timed from the navigation's start;
-* **link**: another fresh server; its first visitor follows a link straight to ``/compare``,
-  so nothing was obtained before the visit: every row is fitted while the visitor waits (by
-  the page's loop from the first row and the background worker from the last). Timed from
-  the navigation's start.
+* **link**: another fresh server; its first visitor follows a link straight to ``/compare``
+  as soon as the server answers, so nearly nothing was obtained before the visit: every row
+  is fitted while the visitor waits (by the page's loop from the first row, the background
+  worker from the last, the server's warm-up from the first). Timed from the navigation's
+  start;
+* **warmed link**: a third fresh server; its first visitor follows the same link once the
+  server's warm-up (``ui.warmup``: the demo's first pages obtained at the server's start) is
+  done, as a hosted demo's visitors do. The warm-up's time, from the server answering to its
+  "done" line in the server's log, is printed too. Timed from the navigation's start.
 
 The clock is read in the page (``performance.now()``, polled every 50 ms): **first rows** is
 when a table with at least one row is first drawn (the page shows the rows measured so far
@@ -29,7 +34,7 @@ with a screenshot under /tmp (and the server log's tail).
 
 Printed per level: the running tasks found and busy processes started, the running tasks
 sampled every 0.1 s while each visit was timed (mean; the server, chromium and this script
-included), the 1-minute load average, the cold, warm and link times, and whether they meet the
+included), the 1-minute load average, the cold, warm, link and warmed-link times, and whether they meet the
 target: finished in under 5 s at 1 runnable task per CPU.
 
 Usage: python bench/bench_compare_page.py [--loads 0,1] [--repeat 1] [--dwell 1]
@@ -55,6 +60,9 @@ from pathlib import Path
 from bench_ot_busy import Sampler, background_tasks, start_busy, stop_busy
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from ui.warmup import DONE_MESSAGE  # noqa: E402  (the server's line once its warm-up is done)
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update"]
@@ -140,6 +148,15 @@ class Server:
                 self.stop()
                 raise RuntimeError(f"streamlit did not start:\n{self.log_tail()}")
             time.sleep(0.3)
+
+    def wait_for_log(self, text: str, timeout: float) -> float | None:
+        """Seconds until ``text`` is in the server's log (None: not within ``timeout``)."""
+        start = time.monotonic()
+        while text not in self.log_path.read_text():
+            if self.proc.poll() is not None or time.monotonic() - start > timeout:
+                return None
+            time.sleep(0.1)
+        return time.monotonic() - start
 
     def _healthy(self) -> bool:
         try:
@@ -261,6 +278,19 @@ def visits(browser, timeout: float, tag: str, dwell: float) -> dict:
             server.stop()
         if result["link"]["finished_s"] is None:
             print(f"  server log (tail):\n{server.log_tail()}")
+    with tempfile.TemporaryDirectory(prefix="bench-compare-") as workdir:
+        server = Server(workdir)
+        try:
+            # warmed link: the same link once the server's warm-up is done
+            result["warm_up_s"] = server.wait_for_log(DONE_MESSAGE, timeout)
+            context, page = new_page(browser)
+            page.goto(f"{server.url}/compare", wait_until="domcontentloaded")
+            result["warmed"] = time_compare(page, timeout, f"/tmp/bench_compare_{tag}_warmed.png")
+            context.close()
+        finally:
+            server.stop()
+        if result["warmed"]["finished_s"] is None or result["warm_up_s"] is None:
+            print(f"  server log (tail):\n{server.log_tail()}")
     return result
 
 
@@ -357,11 +387,16 @@ def main() -> None:
                                  load, args.timeout))
                 print(visit_line("link (first visitor of a fresh server, /compare directly)",
                                  run["link"], load, args.timeout))
+                warm_up = ("did NOT finish" if run["warm_up_s"] is None
+                           else f"done {run['warm_up_s']:.1f} s after the server answered")
+                print(visit_line(f"warmed link (the same, once the server's warm-up is "
+                                 f"done; the warm-up {warm_up})", run["warmed"], load,
+                                 args.timeout))
 
     print(f"\nsummary (median of {args.repeat}; finished table):")
     for res in results:
         parts = []
-        for which in ("cold", "warm", "link"):
+        for which in ("cold", "warm", "link", "warmed"):
             seconds = median_finish(res["runs"], which)
             text = "not finished" if seconds is None else f"{seconds:.2f} s"
             if res["load"] == TARGET_LOAD:

@@ -17,8 +17,7 @@ from gapviz.measure_info import gap_sentence
 from gapviz.methods import describe_run, make_method, method_class, method_params
 from gapviz.methods.ot import foreground
 from gapviz.protocols import PAPER_FIT_PAIRS, PAPER_MIN_SCORED, PaperSettingError, paper_setting
-from gapviz.runs import (DEFAULT_METHOD, needs_leak_consent, planned_spec, setting_specs,
-                         slider_values)
+from gapviz.runs import DEFAULT_METHOD, planned_spec, setting_specs
 from gapviz.safety import plain_text
 from ui import compute, links
 from ui import export_menu as export_ui
@@ -246,20 +245,13 @@ with guard("measure the raw embeddings"):
 
 def _first_views_ahead() -> None:
     """While the visitor reads the page, obtain the first view of each other method whose
-    sliders refit it (OT, Sinkhorn: a fit per fold, the menu's slowest first views) at the
-    values this page would run for it: its defaults under its default protocol, unless the
-    visitor chose another protocol for it."""
-    specs = []
-    for name in names:
+    sliders refit it (OT, Sinkhorn) at the values this page would run for it: its defaults
+    under its default protocol, unless the visitor chose another protocol for it."""
+    def skip(name: str) -> bool:
         default = method_class(name).default_protocol
-        if name == method or kept(f"close_protocol_{name}", default) != default \
-                or needs_leak_consent(name, default):
-            continue
-        spec = planned_spec(name, None, act.pairs.n, act.pairs.dim, lower_chosen=True,
-                            protocol=default, fit_on=None, allow_leak=False)[0]
-        if slider_values(spec):
-            specs.append(spec)
-    compute.first_views_ahead(act, specs)
+        return name == method or kept(f"close_protocol_{name}", default) != default
+
+    compute.first_views_ahead(act, compute.first_view_specs(act, names, skip))
 
 
 _first_views_ahead()

@@ -299,5 +299,5 @@ def test_the_server_starts_its_solver_processes_with_work_ahead_not_with_its_fir
     asked = []
     monkeypatch.setattr(type(compute.runs_ahead()), "request",
                         lambda self, name, jobs, first=False: asked.append(name))
-    compute._request_ahead("rows", [])
+    compute.request_ahead("rows", [])
     assert pool.started and asked == ["rows"]

@@ -31,7 +31,7 @@ from gapviz.projection import LayoutJobs, Projection, joint_pca, warm_up_umap
 from gapviz.compare import ComparisonRow, compare_row
 from gapviz.methods import is_score_correction, menu_order, method_class
 from gapviz.runs import (LRUStore, NeighbourSolves, Run, RunData, RunMemory, Runner, RunsAhead,
-                         RunSpec, slider_values)
+                         RunSpec, needs_leak_consent, planned_spec, slider_values)
 from gapviz.solvers import SolverProcesses
 from gapviz.views import EmbeddingView
 from gapviz.workspace import POOLS, Active
@@ -102,7 +102,7 @@ def solver_processes() -> SolverProcesses | None:
     """The server's solver processes (:mod:`gapviz.solvers`), made on the first page of the
     process and kept for its life, set as the process's (every page run sets them again:
     idempotent, cheap). The OT and Sinkhorn sliders' solves then run outside the server's
-    Python process. They start when a page first asks for work ahead (:func:`_request_ahead`)
+    Python process. They start when a page first asks for work ahead (:func:`request_ahead`)
     or at the first solve asked for (which then runs in the process), not with the page's
     start: a fresh server's first visitor does not share the CPUs with their start (about 1
     CPU-second for two). None when none are wanted; when they cannot be started the pool
@@ -151,7 +151,7 @@ def runs_ahead() -> RunsAhead:
     return RunsAhead()
 
 
-def _request_ahead(name: Any, jobs: list[Callable[[], Any]], *, first: bool = False) -> None:
+def request_ahead(name: Any, jobs: list[Callable[[], Any]], *, first: bool = False) -> None:
     """Hand ``jobs`` to :func:`runs_ahead`. The solver processes start now if no solve started
     them yet: pages ask for work ahead once the visitor has something to look at, and the
     work ahead and the slider moves after it find them ready."""
@@ -223,6 +223,19 @@ def compare_rows_ahead(actives: Sequence[Active], methods: Sequence[str],
     :data:`AHEAD_MAX_DIM` dimensions, for several captions per image, and in a hosted demo for
     anything but its built-in pairs (shared by every visitor, recognised by content hash; a
     visitor's own upload, simulated or not, is fitted when its Compare page asks)."""
+    name, jobs = compare_row_jobs(actives, methods, chosen, protocol=protocol,
+                                  allow_leak=allow_leak, shuffled=shuffled,
+                                  from_the_end=from_the_end)
+    if jobs:
+        request_ahead(name, jobs)
+
+
+def compare_row_jobs(actives: Sequence[Active], methods: Sequence[str],
+                     chosen: Callable[[str], dict | None], *, protocol: str = "default",
+                     allow_leak: bool = False, shuffled: bool = False,
+                     from_the_end: bool = False) -> tuple[Any, list[Callable[[], Any]]]:
+    """The request :func:`compare_rows_ahead` makes: its name and its jobs (one per row, each
+    obtaining the row exactly as the page does), none for pools it skips."""
     datas = _ahead_data(actives)
     actives = [a for a in actives if a.key in datas]
     shared = runner()
@@ -239,8 +252,7 @@ def compare_rows_ahead(actives: Sequence[Active], methods: Sequence[str],
     name = ("compare", tuple(a.key for a in actives), tuple(methods),
             repr(sorted((m, repr(p)) for m, p in params.items())), protocol, allow_leak, shuffled,
             from_the_end)
-    if jobs:
-        _request_ahead(name, jobs)
+    return name, jobs
 
 
 def _ahead_data(actives: Sequence[Active]) -> dict[str, RunData]:
@@ -259,18 +271,43 @@ def _ahead_data(actives: Sequence[Active]) -> dict[str, RunData]:
         return {}
 
 
+def first_view_specs(act: Active, names: Sequence[str],
+                     skip: Callable[[str], bool] = lambda name: False) -> list[RunSpec]:
+    """The first views Close the gap obtains ahead for ``names`` (but those ``skip`` names):
+    each method whose sliders refit it (OT, Sinkhorn: a fit per fold, the menu's slowest first
+    views) at the values the page would run for it, its defaults under its default protocol,
+    unless that protocol needs the user's consent to score a method on its own fit pairs."""
+    specs = []
+    for name in names:
+        default = method_class(name).default_protocol
+        if skip(name) or needs_leak_consent(name, default):
+            continue
+        spec = planned_spec(name, None, act.pairs.n, act.pairs.dim, lower_chosen=True,
+                            protocol=default, fit_on=None, allow_leak=False)[0]
+        if slider_values(spec):
+            specs.append(spec)
+    return specs
+
+
 def first_views_ahead(act: Active, specs: Sequence[RunSpec]) -> None:
     """Obtain the runs ``specs`` on ``act`` and their views (measures, PCA) in the background,
     before other work ahead: what the page now shown offers a click away (Close the gap: the
     first view of the methods whose fits take longest, at the values the page would run).
     A spec the page then runs is found done or under way; another is never shown for it. The
     same limits as :func:`compare_rows_ahead`."""
+    jobs = first_view_jobs(act, specs)
+    if jobs:
+        request_ahead(("first views", act.key, tuple(specs)), jobs, first=True)
+
+
+def first_view_jobs(act: Active, specs: Sequence[RunSpec]) -> list[Callable[[], Any]]:
+    """One job per spec, obtaining its run on ``act`` and the run's view (none for pools
+    whose work is not done ahead: :func:`compare_rows_ahead`)."""
     data = _ahead_data([act]).get(act.key)
-    if data is None or not specs:
-        return
+    if data is None:
+        return []
     shared = runner()
-    jobs = [lambda s=s: shared.run(s, data).view for s in specs]
-    _request_ahead(("first views", act.key, tuple(specs)), jobs, first=True)
+    return [lambda s=s: shared.run(s, data).view for s in specs]
 
 
 def run(act: Active, spec: RunSpec, fit_on: Active | None = None) -> Run:

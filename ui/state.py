@@ -39,13 +39,18 @@ def init_state() -> None:
     """Create this session's workspace once, with the demo loaded and active."""
     if WS_KEY in st.session_state:
         return
+    st.session_state[WS_KEY] = demo_workspace()
+
+
+def demo_workspace() -> Workspace:
+    """A new visitor's workspace: the demo's profiles loaded, its CLIP profile active."""
     ws = Workspace()
     for profile, pairs in demo_data().items():
         ws.add(pairs, source="built-in demo (simulated)", dataset=DEMO_DATASET,
                model=PROFILES[profile].name, activate=False)
     ws.select(DEMO_DATASET, PROFILES["clip"].name)
     ws.method_params = default_spec(DEMO_N_PAIRS, DEMO_DIM).param_dict
-    st.session_state[WS_KEY] = ws
+    return ws
 
 
 def workspace() -> Workspace:

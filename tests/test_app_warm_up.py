@@ -1,0 +1,86 @@
+"""A freshly started server's warm-up (``ui.warmup``): ``streamlit run app.py`` finds the app's
+ASGI application, whose start obtains what a first visitor's pages show of the demo; the
+pages then fit and measure nothing again."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_streamlit_run_finds_the_app_and_its_warm_up():
+    """``streamlit run app.py`` serves ``app.app`` (an ``st.App``) when it finds one, and runs
+    the file as each visit's script; its start is :func:`ui.warmup.lifespan`."""
+    from streamlit.web.server.app_discovery import discover_asgi_app
+
+    found = discover_asgi_app(ROOT / "app.py")
+    assert found.is_asgi_app and found.import_string == "app:app"
+
+
+def test_the_warm_up_starts_in_its_own_thread_unless_turned_off(monkeypatch):
+    from ui import warmup
+
+    started = []
+    monkeypatch.setattr(warmup, "warm_up", lambda: started.append(threading.current_thread().name))
+
+    async def serve() -> None:
+        async with warmup.lifespan(None):
+            pass
+
+    for value, runs in (("0", 0), ("off", 0), ("1", 1), ("", 1)):
+        monkeypatch.setenv(warmup.WARM_UP_ENV, value)
+        before = len(started)
+        asyncio.run(serve())
+        for t in threading.enumerate():  # the thread ends at once (warm_up is replaced)
+            if t.name == warmup.WARM_UP_THREAD:
+                t.join(10)
+        assert len(started) - before == runs, value
+    assert set(started) == {warmup.WARM_UP_THREAD}
+
+
+def test_after_the_warm_up_the_first_pages_fit_and_measure_nothing(
+        app_session, assert_clean, simulated_workspace, monkeypatch):
+    """The warm-up's runs are the pages' own: after it, the Overview, the Compare page and
+    Close the gap with Laplace OT (its slowest first view) run no fold and measure nothing,
+    and the Compare table shows the numbers ``gapviz compare`` gives."""
+    import math
+
+    import gapviz.runs as runs
+    import gapviz.views as views
+    from gapviz.compare import compare
+    from gapviz.simulate import PROFILES
+    from ui import compute, state, warmup
+
+    ws = simulated_workspace(160, 40, "Warm", seed=5, profiles=["clip"])
+    monkeypatch.setattr(state, "demo_workspace", lambda: ws)
+    handed = warmup.warm_up()
+    n_rows = len(compute.compare_default_methods())
+    assert handed == 3 + n_rows + 2  # raw and Overview views, solvers' start, rows, OT, Sinkhorn
+    compute.runs_ahead().wait()
+
+    fits, measured, drawn = [], [], []
+    transform, measure, view_of = runs.protocol_transform, runs.measure_gap, views.view_of
+    monkeypatch.setattr(runs, "protocol_transform",
+                        lambda *a, **k: fits.append(a[0]) or transform(*a, **k))
+    monkeypatch.setattr(runs, "measure_gap", lambda *a, **k: measured.append(1) or measure(*a, **k))
+    monkeypatch.setattr(views, "view_of", lambda *a, **k: drawn.append(1) or view_of(*a, **k))
+
+    at = app_session("pages/overview.py", workspace=ws)
+    assert_clean(at, "Overview")
+    at.switch_page("pages/compare.py").run()
+    assert_clean(at, "Compare")
+    table = at.dataframe[0].value
+    at.switch_page("pages/close_gap.py").run()
+    assert_clean(at, "Close the gap")
+    at.selectbox(key="close_method").set_value("ot").run()
+    assert_clean(at, "Close the gap, Laplace OT")
+    assert fits == [] and measured == [] and drawn == []
+
+    pairs = ws.datasets[ws.current_dataset].models[PROFILES["clip"].name]
+    for row in compare({"clip": pairs}, compute.compare_default_methods()):
+        for key in ("ITR", "TIR", "R@5"):
+            assert math.isclose(table.loc[row.method, key], row.metrics[key], rel_tol=1e-12), \
+                (row.method, key)

@@ -1,0 +1,155 @@
+"""A freshly started server's warm-up: what a first visitor's pages show of the built-in demo,
+obtained before anyone asks.
+
+``streamlit run app.py`` serves the app as an ASGI application (``app.app``, an ``st.App``),
+and its start runs :func:`lifespan`: one background thread imports the pages' libraries,
+loads the demo and hands the background worker (:func:`ui.compute.runs_ahead`) the runs a
+new visitor's pages show of it, in the order a visitor meets them (:func:`warm_up_jobs`): the
+raw embeddings' view (on every page), the Overview's closed view, then (once the solver
+processes have started) the Compare page's opening rows and Close the gap's slowest first
+views (Laplace OT, Sinkhorn). The same functions build them as the pages do, so the runs have
+the pages' keys: a page finds them done or under way, never a different result.
+
+The worker gives way to every page's own work (:class:`gapviz.runs.RunsAhead`), so a visitor
+who arrives during the warm-up waits for no more than without it; one who arrives after it
+(a hosted demo's visitors, a link opened a minute after the start) waits as a second visitor
+does. ``GAPVIZ_WARM_UP=0`` turns it off. Without ``streamlit run app.py`` (AppTest, a page
+file run directly) nothing warms up and the pages obtain what they show when asked.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Callable
+
+#: Environment variable: "0" (or false / no / off) turns the warm-up off.
+WARM_UP_ENV = "GAPVIZ_WARM_UP"
+#: The line the server prints once every warm-up run is in (benchmarks wait for it).
+DONE_MESSAGE = "gapviz warm-up: done"
+
+#: The warm-up thread's name.
+WARM_UP_THREAD = "gapviz-warm-up"
+#: Streamlit's logger of calls made outside a visit ("missing ScriptRunContext").
+CONTEXT_LOGGER = "streamlit.runtime.scriptrunner_utils.script_run_context"
+
+log = logging.getLogger("gapviz.warmup")
+
+
+def enabled() -> bool:
+    """Whether :data:`WARM_UP_ENV` leaves the warm-up on (the default)."""
+    return os.environ.get(WARM_UP_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+@asynccontextmanager
+async def lifespan(_app: Any) -> AsyncIterator[None]:
+    """The server's start and end (``st.App(lifespan=...)``): the warm-up starts in a thread of
+    its own, so the server answers at once."""
+    if enabled():
+        threading.Thread(target=warm_up, name=WARM_UP_THREAD, daemon=True).start()
+    yield
+
+
+def warm_up() -> int:
+    """Import what the pages need, load the demo and hand its first visitor's runs to the
+    background worker; how many jobs were handed over (0 when the warm-up failed: the pages
+    then obtain what they show when asked, and the server's log says why)."""
+    _show_progress()
+    start = time.perf_counter()
+    try:
+        import plotly.graph_objects  # noqa: F401  (the pages' figures)
+
+        import gapviz.figures  # noqa: F401
+        from . import compute, state
+
+        ws = state.demo_workspace()
+        jobs = warm_up_jobs(ws)
+        left = [len(jobs)]
+        lock = threading.Lock()
+
+        def counted(job: Callable[[], Any]) -> Callable[[], Any]:
+            def run() -> Any:
+                out = job()
+                with lock:
+                    left[0] -= 1
+                    if left[0] == 0:
+                        log.info("%s, %d jobs (the demo's first pages) in %.1f s since it "
+                                 "started",
+                                 DONE_MESSAGE, len(jobs), time.perf_counter() - start)
+                return out
+            return run
+
+        # straight to the worker: the solver processes start after the first views (a job)
+        compute.runs_ahead().request(("warm-up", ws.active.key), [counted(j) for j in jobs])
+        log.info("gapviz warm-up: %d jobs (the demo's first pages) handed to the background "
+                 "worker (%.1f s)", len(jobs), time.perf_counter() - start)
+        return len(jobs)
+    except Exception:  # noqa: BLE001 - the server serves without it; pages compute when asked
+        log.warning("gapviz warm-up failed; each page obtains what it shows when asked",
+                    exc_info=True)
+        return 0
+
+
+def warm_up_jobs(ws: Any) -> list[Callable[[], Any]]:
+    """The runs a new visitor's pages show of the workspace's active pairs, as background jobs,
+    in the order a visitor meets them: the raw view (every page), the Overview's closed view,
+    (then the solver processes start), the Compare page's opening rows (in the page's order),
+    Close the gap's first views of the methods with live sliders (but its default method,
+    which the Overview's view is)."""
+    from gapviz.runs import DEFAULT_METHOD, RunSpec, default_spec
+
+    from . import compute
+    from .components import method_names
+
+    act = ws.active
+    data = compute.run_data(act)
+    shared = compute.runner()
+    views = [shared_view(shared, RunSpec.make("orig"), data),
+             shared_view(shared, default_spec(act.pairs.n, act.pairs.dim), data),
+             start_solver_processes]
+    _, rows = compute.compare_row_jobs([act], compute.compare_default_methods(), ws.params_for)
+    firsts = compute.first_view_jobs(act, compute.first_view_specs(
+        act, method_names(), lambda name: name == DEFAULT_METHOD))
+    return views + rows + firsts
+
+
+def start_solver_processes() -> None:
+    """Start the server's solver processes (about 1 CPU-second for two), once the first views
+    are in: a visitor who opens the app at the server's start (``streamlit run`` opens the
+    browser) does not wait for them."""
+    from . import compute
+
+    solvers = compute.solver_processes()
+    if solvers is not None:
+        solvers.start()
+
+
+def shared_view(runner: Any, spec: Any, data: Any) -> Callable[[], Any]:
+    """A job obtaining ``spec``'s run on ``data`` through ``runner``, and its view."""
+    return lambda: runner.run(spec, data).view
+
+
+class _NotWarmUp(logging.Filter):
+    """Drops a record made on the warm-up's thread: Streamlit's note that a cached function
+    (the demo's load) ran outside a visit, which is what the warm-up does on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.threadName != WARM_UP_THREAD
+
+
+def _show_progress() -> None:
+    """The warm-up's lines in the server's output (Streamlit sets up its own loggers only),
+    without Streamlit's note for each cached function it calls outside a visit."""
+    context_log = logging.getLogger(CONTEXT_LOGGER)
+    if not any(isinstance(f, _NotWarmUp) for f in context_log.filters):
+        context_log.addFilter(_NotWarmUp())
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
