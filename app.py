@@ -17,13 +17,13 @@ import ui  # noqa: F401  (first: it sets up the process before numpy loads)
 
 import streamlit as st
 
-from ui.frame import PAGES, page_config
-
 if __name__ == "__main__":  # a visit: the router
+    from ui.frame import PAGES, page_config
+
     page_config()
     st.navigation([st.Page(p.path, title=p.title, icon=p.icon, default=p.default) for p in PAGES],
                   position="hidden").run()
-else:  # imported by ``streamlit run app.py``: the server
-    from ui.warmup import lifespan
+else:  # imported by ``streamlit run app.py``: the server, which answers before the warm-up
+    from ui.warmup import lifespan  # (light: the warm-up imports the pages' libraries itself)
 
     app = st.App(__file__, lifespan=lifespan)

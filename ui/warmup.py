@@ -64,7 +64,7 @@ def warm_up() -> int:
         import plotly.graph_objects  # noqa: F401  (the pages' figures)
 
         import gapviz.figures  # noqa: F401
-        from . import compute, state
+        from . import compute, frame, state  # noqa: F401  (frame: every page draws it first)
 
         ws = state.demo_workspace()
         jobs = warm_up_jobs(ws)
