@@ -1091,7 +1091,9 @@ class RunsAhead(_OneWorker):
     same rows of the same data are not queued twice). A newer request replaces what is left
     of older ones, so stale work does not crowd what the user asks for now; or, asked with
     ``first``, goes before it (what the page now shown offers next, ahead of what another
-    page may ask for later), the job under way giving way at its next step.
+    page may ask for later), the job under way giving way at its next step. What is left of a
+    ``lasting`` request (the server's warm-up: no user's request goes stale) is never
+    replaced: it runs after the newer jobs.
 
     Parameters
     ----------
@@ -1105,22 +1107,31 @@ class RunsAhead(_OneWorker):
         self._named: set[Hashable] = set()
         self._pending: deque[Callable[[], Any]] = deque()
         self._running: Callable[[], Any] | None = None
+        self._lasting: list[Callable[[], Any]] = []  # jobs of lasting requests, until run
 
     def request(self, name: Hashable, jobs: Sequence[Callable[[], Any]], *,
-                first: bool = False) -> Any:
+                first: bool = False, lasting: bool = False) -> Any:
         """Do ``jobs`` from now on, unless ``name`` was requested before; the request's future
         (None when it was not made), whose result is how many jobs it ran (the jobs of older
         requests it carried on included). Older requests stop before their next job; with
-        ``first``, the jobs they have left run after these."""
+        ``first``, the jobs they have left run after these, and without it those of lasting
+        requests do. ``lasting``: no newer request replaces these jobs."""
         with self._lock:
             if name in self._named:
                 return None
             self._named.add(name)
             jobs = list(jobs)[:self.max_jobs]
+            if lasting:
+                self._lasting += jobs
             if first:  # the job under way gives way at its next step and is asked for again
                 jobs += ([self._running] if self._running is not None else []) + list(self._pending)
+            else:  # a lasting job under way runs on (its request's loop ends after it)
+                jobs += [j for j in self._pending if self._is_lasting(j) and j not in jobs]
             self._pending = deque(jobs)
             return self._submit(self._work, self._pending)
+
+    def _is_lasting(self, job: Callable[[], Any]) -> bool:
+        return any(job is j for j in self._lasting)
 
     def _carried_on(self) -> bool:
         """Whether a newer request carried the job under way on (``first``): it then gives way."""
@@ -1154,6 +1165,8 @@ class RunsAhead(_OneWorker):
                     with self._lock:
                         if self._current(token):
                             pending.appendleft(job)
+                        elif self._is_lasting(job) and job not in self._pending:
+                            self._pending.append(job)  # after the newer request's jobs
                 except Exception:  # noqa: BLE001 - work ahead; a failure shows when asked for
                     logging.getLogger(__name__).debug("work ahead failed", exc_info=True)
                 finally:
@@ -1161,6 +1174,8 @@ class RunsAhead(_OneWorker):
                         self._running = None
                         if finished and job in self._pending:  # a newer request carried it on
                             self._pending.remove(job)
+                        if finished:
+                            self._lasting = [j for j in self._lasting if j is not job]
         finally:
             _AHEAD.should_stop = None
         return done

@@ -326,6 +326,35 @@ def test_runs_ahead_asked_first_goes_before_what_is_left_of_older_requests():
 
 
 
+def test_what_is_left_of_a_lasting_request_runs_after_newer_ones():
+    """The server's warm-up asks with ``lasting``: a page's newer request goes first, and the
+    warm-up's jobs left (the one under way finishes) run after it, not dropped; a job of it
+    that gives way to a user's work is asked for again after the newer jobs."""
+    import threading
+
+    from gapviz.runs import RunsAhead, _GaveWay
+
+    ahead, done, started, gate = RunsAhead(), [], threading.Event(), threading.Event()
+    gave_way = []
+
+    def yields_once():
+        if not gave_way:
+            gave_way.append(1)
+            raise _GaveWay("a user's work")
+        done.append("warm 3")
+
+    ahead.request("warm-up", [lambda: started.set() or gate.wait(10) and done.append("warm 1"),
+                              lambda: done.append("warm 2"), yields_once], lasting=True)
+    assert started.wait(10)
+    ahead.request("rows", [lambda: done.append("row 1")])
+    gate.set()
+    ahead.wait()
+    assert done == ["warm 1", "row 1", "warm 2", "warm 3"]  # warm 3 gave way once, ran again
+    ahead.request("later", [lambda: done.append("later")])  # nothing lasting is left
+    ahead.wait()
+    assert done[-1] == "later" and len(done) == 5
+
+
 def test_neighbour_solves_obtain_each_neighbours_run_and_view_as_a_move_would(data):
     from gapviz.runs import NeighbourSolves, slider_values
     from gapviz.views import view_of

@@ -11,7 +11,8 @@ views (Laplace OT, Sinkhorn). The same functions build them as the pages do, so 
 the pages' keys: a page finds them done or under way, never a different result.
 
 The worker gives way to every page's own work (:class:`gapviz.runs.RunsAhead`), so a visitor
-who arrives during the warm-up waits for no more than without it; one who arrives after it
+who arrives during the warm-up waits for no more than without it, and what a page asks for
+ahead goes before what is left of the warm-up (which then runs on, not replaced); one who arrives after it
 (a hosted demo's visitors, a link opened a minute after the start) waits as a second visitor
 does. ``GAPVIZ_WARM_UP=0`` turns it off. Without ``streamlit run app.py`` (AppTest, a page
 file run directly) nothing warms up and the pages obtain what they show when asked.
@@ -84,7 +85,8 @@ def warm_up() -> int:
             return run
 
         # straight to the worker: the solver processes start after the first views (a job)
-        compute.runs_ahead().request(("warm-up", ws.active.key), [counted(j) for j in jobs])
+        compute.runs_ahead().request(("warm-up", ws.active.key), [counted(j) for j in jobs],
+                                     lasting=True)
         log.info("gapviz warm-up: %d jobs (the demo's first pages) handed to the background "
                  "worker (%.1f s)", len(jobs), time.perf_counter() - start)
         return len(jobs)
