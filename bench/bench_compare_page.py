@@ -265,33 +265,31 @@ def visits(browser, timeout: float, tag: str, dwell: float) -> dict:
         if cold["finished_s"] is None or warm["finished_s"] is None:
             print(f"  server log (tail):\n{server.log_tail()}")
     result = {"home_s": home_s, "cold": cold, "warm": warm}
-    with tempfile.TemporaryDirectory(prefix="bench-compare-") as workdir:
-        server = Server(workdir)
-        try:
-            # link: the first visitor of a fresh server follows a link straight to Compare, so
-            # nothing was obtained ahead (timed from navigation start)
-            context, page = new_page(browser)
-            page.goto(f"{server.url}/compare", wait_until="domcontentloaded")
-            result["link"] = time_compare(page, timeout, f"/tmp/bench_compare_{tag}_link.png")
-            context.close()
-        finally:
-            server.stop()
-        if result["link"]["finished_s"] is None:
-            print(f"  server log (tail):\n{server.log_tail()}")
-    with tempfile.TemporaryDirectory(prefix="bench-compare-") as workdir:
-        server = Server(workdir)
-        try:
-            # warmed link: the same link once the server's warm-up is done
-            result["warm_up_s"] = server.wait_for_log(DONE_MESSAGE, timeout)
-            context, page = new_page(browser)
-            page.goto(f"{server.url}/compare", wait_until="domcontentloaded")
-            result["warmed"] = time_compare(page, timeout, f"/tmp/bench_compare_{tag}_warmed.png")
-            context.close()
-        finally:
-            server.stop()
-        if result["warmed"]["finished_s"] is None or result["warm_up_s"] is None:
-            print(f"  server log (tail):\n{server.log_tail()}")
+    # link: the first visitor of a fresh server follows a link straight to Compare as soon as
+    # it answers, so nearly nothing was obtained ahead; warmed: once its warm-up is done
+    result["link"], _ = link_visit(browser, timeout, f"{tag}_link", warmed=False)
+    result["warmed"], result["warm_up_s"] = link_visit(browser, timeout, f"{tag}_warmed",
+                                                       warmed=True)
     return result
+
+
+def link_visit(browser, timeout: float, tag: str, *, warmed: bool) -> tuple[dict, float | None]:
+    """A fresh server's first visitor following a link to ``/compare`` (timed from navigation
+    start), at once or, ``warmed``, once the server's warm-up is done; the visit's times and
+    the warm-up's seconds from the server answering (None: not waited for, or not done)."""
+    with tempfile.TemporaryDirectory(prefix="bench-compare-") as workdir:
+        server = Server(workdir)
+        try:
+            warm_up_s = server.wait_for_log(DONE_MESSAGE, timeout) if warmed else None
+            context, page = new_page(browser)
+            page.goto(f"{server.url}/compare", wait_until="domcontentloaded")
+            visit = time_compare(page, timeout, f"/tmp/bench_compare_{tag}.png")
+            context.close()
+        finally:
+            server.stop()
+        if visit["finished_s"] is None or (warmed and warm_up_s is None):
+            print(f"  server log (tail):\n{server.log_tail()}")
+    return visit, warm_up_s
 
 
 def loaded_visits(browser, load: float, timeout: float, tag: str, dwell: float) -> dict:
