@@ -20,6 +20,13 @@ def test_streamlit_run_finds_the_app_and_its_warm_up():
     assert found.is_asgi_app and found.import_string == "app:app"
 
 
+def test_the_compare_bench_waits_for_the_line_the_warm_up_prints():
+    from ui import warmup
+
+    bench = (ROOT / "bench" / "bench_compare_page.py").read_text()
+    assert f'DONE_MESSAGE = "{warmup.DONE_MESSAGE}"' in bench
+
+
 def test_the_warm_up_starts_in_its_own_thread_unless_turned_off(monkeypatch):
     from ui import warmup
 

@@ -102,9 +102,9 @@ def solver_processes() -> SolverProcesses | None:
     """The server's solver processes (:mod:`gapviz.solvers`), made on the first page of the
     process and kept for its life, set as the process's (every page run sets them again:
     idempotent, cheap). The OT and Sinkhorn sliders' solves then run outside the server's
-    Python process. They start when a page first asks for work ahead (:func:`request_ahead`)
-    or at the first solve asked for (which then runs in the process), not with the page's
-    start: a fresh server's first visitor does not share the CPUs with their start (about 1
+    Python process. They start when a page first asks for work ahead (:func:`request_ahead`),
+    once the server's warm-up has obtained the first views (:mod:`ui.warmup`), or at the first
+    solve asked for (which then runs in the process), not with the page's start: a fresh server's first visitor does not share the CPUs with their start (about 1
     CPU-second for two). None when none are wanted; when they cannot be started the pool
     closes itself and the process solves alone."""
     global _solvers
