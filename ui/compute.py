@@ -155,10 +155,15 @@ def request_ahead(name: Any, jobs: list[Callable[[], Any]], *, first: bool = Fal
     """Hand ``jobs`` to :func:`runs_ahead`. The solver processes start now if no solve started
     them yet: pages ask for work ahead once the visitor has something to look at, and the
     work ahead and the slider moves after it find them ready."""
+    start_solver_processes()
+    runs_ahead().request(name, jobs, first=first)
+
+
+def start_solver_processes() -> None:
+    """Start the server's solver processes unless they run (or none are wanted)."""
     solvers = solver_processes()
     if solvers is not None:
         solvers.start()
-    runs_ahead().request(name, jobs, first=first)
 
 
 def compare_methods() -> list[str]:

@@ -12,9 +12,9 @@ the pages' keys: a page finds them done or under way, never a different result.
 
 The worker gives way to every page's own work (:class:`gapviz.runs.RunsAhead`), so a visitor
 who arrives during the warm-up waits for no more than without it, and what a page asks for
-ahead goes before what is left of the warm-up (which then runs on, not replaced); one who arrives after it
-(a hosted demo's visitors, a link opened a minute after the start) waits as a second visitor
-does. ``GAPVIZ_WARM_UP=0`` turns it off. Without ``streamlit run app.py`` (AppTest, a page
+ahead goes before what is left of the warm-up (which then runs on, not replaced); one who
+arrives after it (a hosted demo's visitors, a link opened a minute after the start) waits as
+a second visitor does. ``GAPVIZ_WARM_UP=0`` turns it off. Without ``streamlit run app.py`` (AppTest, a page
 file run directly) nothing warms up and the pages obtain what they show when asked.
 """
 
@@ -108,11 +108,9 @@ def warm_up_jobs(ws: Any) -> list[Callable[[], Any]]:
     from .components import method_names
 
     act = ws.active
-    data = compute.run_data(act)
-    shared = compute.runner()
-    views = [shared_view(shared, RunSpec.make("orig"), data),
-             shared_view(shared, default_spec(act.pairs.n, act.pairs.dim), data),
-             start_solver_processes]
+    views = compute.first_view_jobs(
+        act, [RunSpec.make("orig"), default_spec(act.pairs.n, act.pairs.dim)])
+    views.append(start_solver_processes)
     _, rows = compute.compare_row_jobs([act], compute.compare_default_methods(), ws.params_for)
     firsts = compute.first_view_jobs(act, compute.first_view_specs(
         act, method_names(), lambda name: name == DEFAULT_METHOD))
@@ -125,14 +123,7 @@ def start_solver_processes() -> None:
     browser) does not wait for them."""
     from . import compute
 
-    solvers = compute.solver_processes()
-    if solvers is not None:
-        solvers.start()
-
-
-def shared_view(runner: Any, spec: Any, data: Any) -> Callable[[], Any]:
-    """A job obtaining ``spec``'s run on ``data`` through ``runner``, and its view."""
-    return lambda: runner.run(spec, data).view
+    compute.start_solver_processes()
 
 
 class _NotWarmUp(logging.Filter):
