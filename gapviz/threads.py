@@ -36,8 +36,8 @@ module costs nothing.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 
@@ -127,16 +127,54 @@ class SharedSetting:
                     self._restore = None
 
 
-@functools.lru_cache(maxsize=1)
+#: threadpoolctl's controller of the libraries loaded, and ``len(sys.modules)`` when it was made.
+_controller: tuple[int, object] | None = None
+
+
 def _threadpool_controller():
-    """Made on first use: it lists the BLAS (and OpenMP) libraries loaded then."""
+    """threadpoolctl's controller of the BLAS and OpenMP libraries loaded now. It lists the
+    libraries loaded when it is made, so it is made again once more modules are imported: a
+    library loaded later (scipy's own OpenBLAS, loaded with ``scipy.linalg`` after numpy's,
+    scikit-learn's OpenMP) is held too."""
+    global _controller
     from threadpoolctl import ThreadpoolController
 
-    return ThreadpoolController()
+    made = _controller
+    if made is None or made[0] != len(sys.modules):
+        made = _controller = (len(sys.modules), ThreadpoolController())
+    return made[1]
+
+
+def _take_openblas_control() -> None:
+    """Let this thread set OpenBLAS's thread count. threadpoolctl (3.8 and later) lets only the
+    first thread that set it change it while that thread lives, and ignores every other thread's
+    limit without a word: in the app, the background worker's first fit took it, and every
+    session's limit did nothing. A :class:`SharedSetting` already orders the process's callers
+    (the first one in applies, the last one out restores), so it takes the control each time."""
+    try:
+        from threadpoolctl import OpenBLASController
+    except ImportError:  # threadpoolctl before 3.0: no such controller, no control to take
+        return
+    clear = getattr(OpenBLASController, "clear_controlling_thread", None)
+    if clear is not None:
+        clear(force=True)
+
+
+def _limit(limits: int, user_api: str) -> Callable[[], None]:
+    """``limits`` threads for the libraries of ``user_api`` loaded now; returns what restores
+    them (from whichever thread the last holder leaves on)."""
+    _take_openblas_control()
+    limiter = _threadpool_controller().limit(limits=limits, user_api=user_api)
+
+    def restore() -> None:
+        _take_openblas_control()
+        limiter.restore_original_limits()
+
+    return restore
 
 
 def _blas_to_one_thread() -> Callable[[], None]:
-    return _threadpool_controller().limit(limits=1, user_api="blas").restore_original_limits
+    return _limit(1, "blas")
 
 
 _blas_held_to_one = SharedSetting(_blas_to_one_thread)
@@ -204,10 +242,10 @@ def _torch_and_openmp_to_one_thread() -> Callable[[], None]:
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    limiter = _threadpool_controller().limit(limits=1, user_api="openmp")
+    restore_openmp = _limit(1, "openmp")
 
     def restore() -> None:
-        limiter.restore_original_limits()
+        restore_openmp()
         torch.set_num_threads(before)
 
     return restore

@@ -795,8 +795,15 @@ class _TransportGap(GapMethod):
         raise NotImplementedError
 
     def _problem(self) -> TransportProblem:
-        """This fit's :class:`gapviz.couplings.TransportProblem` (sharing ``_cache``)."""
-        self._prepare()
+        """This fit's :class:`gapviz.couplings.TransportProblem` (sharing ``_cache``).
+
+        Its data-only parts are computed with BLAS on one thread, as the solves are: OpenBLAS
+        rounds a product of a few hundred rows differently on one thread and on two, so a cost
+        matrix computed on a thread pool (a fit on an idle machine, or a solve handed to a
+        solver process) gave another coupling than one computed on one thread (a fit on a
+        busy machine, or a solve in the process), a few 1e-17 apart."""
+        with one_blas_thread(2):
+            self._prepare()
         return TransportProblem(self._kind, self._solver_settings(), self._cache,
                                 self.direction_ == "both")
 
