@@ -301,14 +301,16 @@ class SolverProcesses:
                 if w.busy == "ahead" and w.yields:
                     w.nudge()
 
-    def _take(self, ahead: bool, urgent: Callable[[], bool]) -> _Worker | None:
-        """A worker for a solve (marked busy), or None when none is alive."""
+    def _take(self, ahead: bool, urgent: Callable[[], bool], start: bool) -> _Worker | None:
+        """A worker for a solve (marked busy), or None when none is alive (or, unless
+        ``start``, none was started)."""
         with self._cond:
             if not ahead:
                 self._moves_waiting += 1
             try:
                 while True:
-                    self.start()  # deferred until now: this solve runs in the process
+                    if start:
+                        self.start()  # deferred until now: this solve runs in the process
                     self._restart_dead()
                     alive = [w for w in self._workers if w.ready and not w.dead]
                     if self._closed or not alive:
@@ -353,10 +355,17 @@ class SolverProcesses:
 
     def solve(self, fit: Any, values: Mapping[str, Any], *, ahead: bool = False,
               urgent: Callable[[], bool] | None = None,
-              wait: Callable[[], None] | None = None) -> tuple | None:
+              wait: Callable[[], None] | None = None,
+              start_workers: bool = True) -> tuple | None:
         """``fit``'s coupling for the live ``values``, solved cold in a worker:
         ``(G, state, info, maps)`` as :meth:`_TransportGap._solve` and its barycentres give
         them; None when no worker is alive (solve in the process then).
+
+        A pool made with ``start=False`` starts its workers at the first solve asked for (that
+        one is made in the process), unless ``start_workers`` is False: a fit's own solve
+        (the Compare page's Sinkhorn row, a first view) leaves them unstarted, so their start
+        (about 1 CPU-second for two) does not share the CPUs with a page being obtained; the
+        first slider move or solve ahead of one starts them.
 
         ``ahead``: a solve ahead of time, which waits while a move is solving and gives way to
         one (it is then asked for again), unless ``urgent()`` says a move waits for it;
@@ -370,7 +379,7 @@ class SolverProcesses:
         while True:
             if ahead and wait is not None:
                 wait()
-            worker = self._take(ahead, urgent)
+            worker = self._take(ahead, urgent, start_workers)
             if worker is None:
                 return None
             kind = worker.busy

@@ -273,12 +273,12 @@ def test_a_deferred_pool_that_cannot_start_leaves_the_process_to_solve(pairs, mo
         SolverProcesses(1)  # started at once: the caller hears it
 
 
-def test_the_server_starts_its_solver_processes_with_work_ahead_not_with_its_first_page(
+def test_the_server_starts_its_solver_processes_neither_with_a_page_nor_with_work_ahead(
         monkeypatch):
     """Every page's frame makes the server's pool (``ui.compute.solver_processes``) without
-    starting it; a page's first request for work ahead (made once the visitor has something
-    to look at) starts it."""
-    from ui import compute
+    starting it, and a page's request for work ahead (the Compare rows) does not start it:
+    the first slider move or the warm-up's last job does."""
+    from ui import compute, warmup
 
     made = []
 
@@ -300,4 +300,22 @@ def test_the_server_starts_its_solver_processes_with_work_ahead_not_with_its_fir
     monkeypatch.setattr(type(compute.runs_ahead()), "request",
                         lambda self, name, jobs, first=False: asked.append(name))
     compute.request_ahead("rows", [])
-    assert pool.started and asked == ["rows"]
+    assert asked == ["rows"] and not pool.started
+    warmup.start_solver_processes()
+    assert pool.started
+
+
+def test_a_fit_leaves_a_deferred_pool_unstarted_and_a_refit_starts_it(pairs):
+    """A fit's own solve (a Compare row, a first view) is made in the process without starting
+    the workers; the first refit (a slider move) starts them, and is made in the process."""
+    X, Y = pairs
+    pool = SolverProcesses(2, start=False)
+    use_solver_processes(pool)
+    try:
+        fit = OTGap(fit_size=300).fit(X, Y)
+        assert not pool._workers and pool.stats["asked"] == 0
+        fit.refit(reg_lap=30.0)
+        assert len(pool._workers) == 2 and pool.stats["asked"] == 0
+    finally:
+        use_solver_processes(None)
+        pool.close()

@@ -102,10 +102,10 @@ def solver_processes() -> SolverProcesses | None:
     """The server's solver processes (:mod:`gapviz.solvers`), made on the first page of the
     process and kept for its life, set as the process's (every page run sets them again:
     idempotent, cheap). The OT and Sinkhorn sliders' solves then run outside the server's
-    Python process. They start when a page first asks for work ahead (:func:`request_ahead`),
-    once the server's warm-up has obtained the first views (:mod:`ui.warmup`), or at the first
-    solve asked for (which then runs in the process), not with the page's start: a fresh server's first visitor does not share the CPUs with their start (about 1
-    CPU-second for two). None when none are wanted; when they cannot be started the pool
+    Python process. They start at the first slider move or solve ahead of one (which then
+    runs in the process), or when the server's warm-up is done (:mod:`ui.warmup`), not with a
+    page nor with a fit: their start (about 1 CPU-second for two) would share the CPUs with
+    what a visitor waits for. None when none are wanted; when they cannot be started the pool
     closes itself and the process solves alone."""
     global _solvers
     with _solvers_lock:
@@ -152,10 +152,7 @@ def runs_ahead() -> RunsAhead:
 
 
 def request_ahead(name: Any, jobs: list[Callable[[], Any]], *, first: bool = False) -> None:
-    """Hand ``jobs`` to :func:`runs_ahead`. The solver processes start now if no solve started
-    them yet: pages ask for work ahead once the visitor has something to look at, and the
-    work ahead and the slider moves after it find them ready."""
-    start_solver_processes()
+    """Hand ``jobs`` to :func:`runs_ahead`."""
     runs_ahead().request(name, jobs, first=first)
 
 

@@ -5,9 +5,9 @@ obtained before anyone asks.
 and its start runs :func:`lifespan`: one background thread imports the pages' libraries,
 loads the demo and hands the background worker (:func:`ui.compute.runs_ahead`) the runs a
 new visitor's pages show of it, in the order a visitor meets them (:func:`warm_up_jobs`): the
-raw embeddings' view (on every page), the Overview's closed view, then (once the solver
-processes have started) the Compare page's opening rows and Close the gap's slowest first
-views (Laplace OT, Sinkhorn). The same functions build them as the pages do, so the runs have
+raw embeddings' view (on every page), the Overview's closed view, the Compare page's opening
+rows and Close the gap's slowest first views (Laplace OT, Sinkhorn); then it starts the
+solver processes, unless a slider move started them. The same functions build them as the pages do, so the runs have
 the pages' keys: a page finds them done or under way, never a different result.
 
 The worker gives way to every page's own work (:class:`gapviz.runs.RunsAhead`), so a visitor
@@ -84,7 +84,7 @@ def warm_up() -> int:
                 return out
             return run
 
-        # straight to the worker: the solver processes start after the first views (a job)
+        # straight to the worker: the solver processes start after the runs (the last job)
         compute.runs_ahead().request(("warm-up", ws.active.key), [counted(j) for j in jobs],
                                      lasting=True)
         log.info("gapviz warm-up: %d jobs (the demo's first pages) handed to the background "
@@ -99,9 +99,9 @@ def warm_up() -> int:
 def warm_up_jobs(ws: Any) -> list[Callable[[], Any]]:
     """The runs a new visitor's pages show of the workspace's active pairs, as background jobs,
     in the order a visitor meets them: the raw view (every page), the Overview's closed view,
-    (then the solver processes start), the Compare page's opening rows (in the page's order),
-    Close the gap's first views of the methods with live sliders (but its default method,
-    which the Overview's view is)."""
+    the Compare page's opening rows (in the page's order), Close the gap's first views of the
+    methods with live sliders (but its default method, which the Overview's view is); then
+    the solver processes' start."""
     from gapviz.runs import DEFAULT_METHOD, RunSpec, default_spec
 
     from . import compute
@@ -110,17 +110,17 @@ def warm_up_jobs(ws: Any) -> list[Callable[[], Any]]:
     act = ws.active
     views = compute.first_view_jobs(
         act, [RunSpec.make("orig"), default_spec(act.pairs.n, act.pairs.dim)])
-    views.append(start_solver_processes)
     _, rows = compute.compare_row_jobs([act], compute.compare_default_methods(), ws.params_for)
     firsts = compute.first_view_jobs(act, compute.first_view_specs(
         act, method_names(), lambda name: name == DEFAULT_METHOD))
-    return views + rows + firsts
+    return views + rows + firsts + [start_solver_processes]
 
 
 def start_solver_processes() -> None:
-    """Start the server's solver processes (about 1 CPU-second for two), once the first views
+    """Start the server's solver processes (about 1 CPU-second for two) once the warm-up's runs
     are in: a visitor who opens the app at the server's start (``streamlit run`` opens the
-    browser) does not wait for them."""
+    browser, a link is followed) does not share the CPUs with their start. The sliders'
+    moves need them; no run of the warm-up does (a fit's own solve is made in the process)."""
     from . import compute
 
     compute.start_solver_processes()

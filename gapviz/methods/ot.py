@@ -489,7 +489,7 @@ class _TransportGap(GapMethod):
         self._uid = uuid.uuid4().hex  # what a solver process knows this fit by
         self.xs_ = xs.astype(np.float32)
         self.xt_ = xt.astype(np.float32)
-        self._solve_and_map(report, warm=False)
+        self._solve_and_map(report, warm=False, fitting=True)
 
     def _fit_settings(self) -> dict[str, Any]:
         """What a fit fixed (the pairs, the roles, the tuning): a refit may not change it."""
@@ -728,7 +728,11 @@ class _TransportGap(GapMethod):
         while len(self._memo) > self._MEMO_SIZE:
             self._memo.popitem(last=False)
 
-    def _solve_and_map(self, progress: ProgressCallback, warm: bool) -> None:
+    def _solve_and_map(self, progress: ProgressCallback, warm: bool, *,
+                       fitting: bool = False) -> None:
+        """Set the solution for the live values: from the memo, from the same solve under
+        way, or solved now (``fitting``: a fit's own solve, which starts no solver process:
+        :meth:`gapviz.solvers.SolverProcesses.solve`)."""
         key = self._key(warm=warm)
         values = self._live_values()
         with self._lock:
@@ -748,7 +752,7 @@ class _TransportGap(GapMethod):
         if hit is None:
             try:
                 with _FOREGROUND.solving():
-                    hit = self._solve_now(key, values, start, progress)
+                    hit = self._solve_now(key, values, start, progress, fitting)
             finally:
                 if done is not None:
                     with self._lock:
@@ -764,7 +768,7 @@ class _TransportGap(GapMethod):
         for k, v in hit["info"].items():
             setattr(self, k, v)
 
-    def _solve_now(self, key, values, start, progress) -> dict:
+    def _solve_now(self, key, values, start, progress, fitting: bool = False) -> dict:
         """Solve ``values`` (from ``start``, or cold) and map, keep it in the memo; its entry."""
         t0 = time.perf_counter()
         # BLAS on one thread for every solve and its barycentres. The products' rounding then
@@ -773,7 +777,8 @@ class _TransportGap(GapMethod):
         # busy machine); and up to 1,000 fitted pairs the products are small beside the
         # serial exact-OT and Sinkhorn steps: BLAS threads spinning beside them, and beside
         # the app's other threads, cost twice the time on two shared CPUs.
-        G, state, info, maps = self._solve_somewhere(values, start, progress)
+        G, state, info, maps = self._solve_somewhere(values, start, progress,
+                                                     start_workers=not fitting)
         seconds = time.perf_counter() - t0
         with self._lock:
             self._remember(key, G, state, info, maps, seconds)
