@@ -277,7 +277,8 @@ def test_the_server_starts_its_solver_processes_neither_with_a_page_nor_with_wor
         monkeypatch):
     """Every page's frame makes the server's pool (``ui.compute.solver_processes``) without
     starting it, and a page's request for work ahead (the Compare rows) does not start it:
-    the first slider move or the warm-up's last job does."""
+    the first slider move or the warm-up's last job does (which returns once they are
+    ready)."""
     from ui import compute, warmup
 
     made = []
@@ -290,6 +291,11 @@ def test_the_server_starts_its_solver_processes_neither_with_a_page_nor_with_wor
         def start(self):
             self.started = True
 
+        def wait_ready(self, timeout=None):
+            waited.append(self.started)
+            return True
+
+    waited = []
     monkeypatch.setattr(compute, "SolverProcesses", Pool)
     monkeypatch.setattr(compute, "_solvers", None)
     monkeypatch.setattr(compute, "use_solver_processes", lambda pool: None)
@@ -301,8 +307,8 @@ def test_the_server_starts_its_solver_processes_neither_with_a_page_nor_with_wor
                         lambda self, name, jobs, first=False: asked.append(name))
     compute.request_ahead("rows", [])
     assert asked == ["rows"] and not pool.started
-    warmup.start_solver_processes()
-    assert pool.started
+    warmup.start_solver_processes()  # the warm-up's last job: started, and waited for
+    assert pool.started and waited == [True]
 
 
 def test_a_fit_leaves_a_deferred_pool_unstarted_and_a_refit_starts_it(pairs):

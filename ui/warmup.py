@@ -33,6 +33,8 @@ WARM_UP_ENV = "GAPVIZ_WARM_UP"
 #: The line the server prints once every warm-up run is in (benchmarks wait for it).
 DONE_MESSAGE = "gapviz warm-up: done"
 
+#: Seconds the warm-up waits for the solver processes to be ready (its last job).
+SOLVERS_READY_S = 60.0
 #: The warm-up thread's name.
 WARM_UP_THREAD = "gapviz-warm-up"
 #: Streamlit's logger of calls made outside a visit ("missing ScriptRunContext").
@@ -120,10 +122,15 @@ def start_solver_processes() -> None:
     """Start the server's solver processes (about 1 CPU-second for two) once the warm-up's runs
     are in: a visitor who opens the app at the server's start (``streamlit run`` opens the
     browser, a link is followed) does not share the CPUs with their start. The sliders'
-    moves need them; no run of the warm-up does (a fit's own solve is made in the process)."""
+    moves need them; no run of the warm-up does (a fit's own solve is made in the process).
+    Returns once they are ready (at most a minute), so the warm-up is done when the server
+    is: a visitor who comes then does not share the CPUs with their imports either."""
     from . import compute
 
     compute.start_solver_processes()
+    solvers = compute.solver_processes()
+    if solvers is not None:
+        solvers.wait_ready(SOLVERS_READY_S)
 
 
 class _NotWarmUp(logging.Filter):
