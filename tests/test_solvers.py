@@ -273,12 +273,12 @@ def test_a_deferred_pool_that_cannot_start_leaves_the_process_to_solve(pairs, mo
         SolverProcesses(1)  # started at once: the caller hears it
 
 
-def test_the_server_starts_its_solver_processes_neither_with_a_page_nor_with_work_ahead(
+def test_the_server_starts_its_solver_processes_with_the_sliders_page_not_with_the_others(
         monkeypatch):
     """Every page's frame makes the server's pool (``ui.compute.solver_processes``) without
     starting it, and a page's request for work ahead (the Compare rows) does not start it:
-    the first slider move or the warm-up's last job does (which returns once they are
-    ready)."""
+    Close the gap's request for its sliders' first views does, as does the warm-up's last
+    job (which returns once they are ready) or the first slider move."""
     from ui import compute, warmup
 
     made = []
@@ -309,6 +309,10 @@ def test_the_server_starts_its_solver_processes_neither_with_a_page_nor_with_wor
     assert asked == ["rows"] and not pool.started
     warmup.start_solver_processes()  # the warm-up's last job: started, and waited for
     assert pool.started and waited == [True]
+    pool.started = False
+    monkeypatch.setattr(compute, "first_view_jobs", lambda act, specs: [lambda: None])
+    compute.first_views_ahead(type("Act", (), {"key": "demo"})(), ["ot"])  # Close the gap
+    assert pool.started and asked[-1][0] == "first views"
 
 
 def test_a_fit_leaves_a_deferred_pool_unstarted_and_a_refit_starts_it(pairs):

@@ -102,10 +102,11 @@ def solver_processes() -> SolverProcesses | None:
     """The server's solver processes (:mod:`gapviz.solvers`), made on the first page of the
     process and kept for its life, set as the process's (every page run sets them again:
     idempotent, cheap). The OT and Sinkhorn sliders' solves then run outside the server's
-    Python process. They start at the first slider move or solve ahead of one (which then
-    runs in the process), or when the server's warm-up is done (:mod:`ui.warmup`), not with a
-    page nor with a fit: their start (about 1 CPU-second for two) would share the CPUs with
-    what a visitor waits for. None when none are wanted; when they cannot be started the pool
+    Python process. They start once Close the gap, the page with the sliders, has drawn
+    (:func:`first_views_ahead`), at the first slider move or solve ahead of one (which then
+    runs in the process), or when the server's warm-up is done (:mod:`ui.warmup`); not with
+    the other pages nor with a fit: their start (about 1 CPU-second for two) would share the
+    CPUs with what a visitor waits for there (the Compare rows). None when none are wanted; when they cannot be started the pool
     closes itself and the process solves alone."""
     global _solvers
     with _solvers_lock:
@@ -296,10 +297,12 @@ def first_views_ahead(act: Active, specs: Sequence[RunSpec]) -> None:
     before other work ahead: what the page now shown offers a click away (Close the gap: the
     first view of the methods whose fits take longest, at the values the page would run).
     A spec the page then runs is found done or under way; another is never shown for it. The
-    same limits as :func:`compare_rows_ahead`."""
+    same limits as :func:`compare_rows_ahead`. The solver processes start too: the page
+    offers the sliders, whose moves (and the solves ahead of them) need them ready."""
     jobs = first_view_jobs(act, specs)
     if jobs:
         request_ahead(("first views", act.key, tuple(specs)), jobs, first=True)
+    start_solver_processes()
 
 
 def first_view_jobs(act: Active, specs: Sequence[RunSpec]) -> list[Callable[[], Any]]:
