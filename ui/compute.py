@@ -106,8 +106,8 @@ def solver_processes() -> SolverProcesses | None:
     (:func:`first_views_ahead`), at the first slider move or solve ahead of one (which then
     runs in the process), or when the server's warm-up is done (:mod:`ui.warmup`); not with
     the other pages nor with a fit: their start (about 1 CPU-second for two) would share the
-    CPUs with what a visitor waits for there (the Compare rows). None when none are wanted; when they cannot be started the pool
-    closes itself and the process solves alone."""
+    CPUs with what a visitor waits for there (the Compare rows). None when none are wanted;
+    when they cannot be started the pool closes itself and the process solves alone."""
     global _solvers
     with _solvers_lock:
         if _solvers is None:

@@ -6,9 +6,10 @@ and its start runs :func:`lifespan`: one background thread imports the pages' li
 loads the demo and hands the background worker (:func:`ui.compute.runs_ahead`) the runs a
 new visitor's pages show of it, in the order a visitor meets them (:func:`warm_up_jobs`): the
 raw embeddings' view (on every page), the Overview's closed view, the Compare page's opening
-rows and Close the gap's slowest first views (Laplace OT, Sinkhorn); then it starts the
-solver processes, unless a slider move started them. The same functions build them as the pages do, so the runs have
-the pages' keys: a page finds them done or under way, never a different result.
+rows and Close the gap's slowest first views (Laplace OT, Sinkhorn); then it starts the solver
+processes, unless Close the gap or a slider move started them. The same functions build the runs
+as the pages do, so they have the pages' keys: a page finds them done or under way, never a
+different result.
 
 The worker gives way to every page's own work (:class:`gapviz.runs.RunsAhead`), so a visitor
 who arrives during the warm-up waits for no more than without it, and what a page asks for
