@@ -305,7 +305,8 @@ def test_the_server_starts_its_solver_processes_with_the_sliders_page_not_with_t
     asked = []
     monkeypatch.setattr(type(compute.runs_ahead()), "request",
                         lambda self, name, jobs, first=False: asked.append(name))
-    compute.request_ahead("rows", [])
+    monkeypatch.setattr(compute, "compare_row_jobs", lambda *a, **k: ("rows", [lambda: None]))
+    compute.compare_rows_ahead([], [], lambda name: None)  # the Overview's, the Compare page's
     assert asked == ["rows"] and not pool.started
     warmup.start_solver_processes()  # the warm-up's last job: started, and waited for
     assert pool.started and waited == [True]

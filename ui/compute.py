@@ -152,11 +152,6 @@ def runs_ahead() -> RunsAhead:
     return RunsAhead()
 
 
-def request_ahead(name: Any, jobs: list[Callable[[], Any]], *, first: bool = False) -> None:
-    """Hand ``jobs`` to :func:`runs_ahead`."""
-    runs_ahead().request(name, jobs, first=first)
-
-
 def start_solver_processes() -> None:
     """Start the server's solver processes unless they run (or none are wanted)."""
     solvers = solver_processes()
@@ -230,7 +225,7 @@ def compare_rows_ahead(actives: Sequence[Active], methods: Sequence[str],
                                   allow_leak=allow_leak, shuffled=shuffled,
                                   from_the_end=from_the_end)
     if jobs:
-        request_ahead(name, jobs)
+        runs_ahead().request(name, jobs)
 
 
 def compare_row_jobs(actives: Sequence[Active], methods: Sequence[str],
@@ -301,7 +296,7 @@ def first_views_ahead(act: Active, specs: Sequence[RunSpec]) -> None:
     offers the sliders, whose moves (and the solves ahead of them) need them ready."""
     jobs = first_view_jobs(act, specs)
     if jobs:
-        request_ahead(("first views", act.key, tuple(specs)), jobs, first=True)
+        runs_ahead().request(("first views", act.key, tuple(specs)), jobs, first=True)
     start_solver_processes()
 
 
