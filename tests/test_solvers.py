@@ -278,7 +278,7 @@ def test_the_server_starts_its_solver_processes_with_the_sliders_page_not_with_t
     """Every page's frame makes the server's pool (``ui.compute.solver_processes``) without
     starting it, and a page's request for work ahead (the Compare rows) does not start it:
     Close the gap's request for its sliders' first views does, as does the warm-up's last
-    job (which returns once they are ready) or the first slider move."""
+    job (its done line waits until they are ready) or the first slider move."""
     from ui import compute, warmup
 
     made = []
@@ -308,8 +308,10 @@ def test_the_server_starts_its_solver_processes_with_the_sliders_page_not_with_t
     monkeypatch.setattr(compute, "compare_row_jobs", lambda *a, **k: ("rows", [lambda: None]))
     compute.compare_rows_ahead([], [], lambda name: None)  # the Overview's, the Compare page's
     assert asked == ["rows"] and not pool.started
-    warmup.start_solver_processes()  # the warm-up's last job: started, and waited for
-    assert pool.started and waited == [True]
+    warmup.start_solver_processes()  # the warm-up's last job
+    assert pool.started and waited == []
+    warmup._done_when_ready(1, 0.0)  # its done line waits for them, on its own thread
+    assert waited == [True]
     pool.started = False
     monkeypatch.setattr(compute, "first_view_jobs", lambda act, specs: [lambda: None])
     compute.first_views_ahead(type("Act", (), {"key": "demo"})(), ["ot"])  # Close the gap

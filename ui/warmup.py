@@ -80,10 +80,9 @@ def warm_up() -> int:
                 out = job()
                 with lock:
                     left[0] -= 1
-                    if left[0] == 0:
-                        log.info("%s, %d jobs (the demo's first pages) in %.1f s since it "
-                                 "started",
-                                 DONE_MESSAGE, len(jobs), time.perf_counter() - start)
+                    if left[0] == 0:  # the last job started the solver processes
+                        threading.Thread(target=_done_when_ready, args=(len(jobs), start),
+                                         name=WARM_UP_THREAD, daemon=True).start()
                 return out
             return run
 
@@ -123,15 +122,23 @@ def start_solver_processes() -> None:
     """Start the server's solver processes (about 1 CPU-second for two) once the warm-up's runs
     are in: a visitor who opens the app at the server's start (``streamlit run`` opens the
     browser, a link is followed) does not share the CPUs with their start. The sliders'
-    moves need them; no run of the warm-up does (a fit's own solve is made in the process).
-    Returns once they are ready (at most a minute), so the warm-up is done when the server
-    is: a visitor who comes then does not share the CPUs with their imports either."""
+    moves need them; no run of the warm-up does (a fit's own solve is made in the process)."""
     from . import compute
 
     compute.start_solver_processes()
+
+
+def _done_when_ready(n_jobs: int, start: float) -> None:
+    """Say the warm-up is done once the solver processes its last job started are ready (at
+    most :data:`SOLVERS_READY_S`), waiting on its own thread, not the background worker's: a
+    visitor who comes after the line shares the CPUs with neither the runs nor their imports."""
+    from . import compute
+
     solvers = compute.solver_processes()
     if solvers is not None:
         solvers.wait_ready(SOLVERS_READY_S)
+    log.info("%s, %d jobs (the demo's first pages) in %.1f s since it started", DONE_MESSAGE,
+             n_jobs, time.perf_counter() - start)
 
 
 class _NotWarmUp(logging.Filter):
