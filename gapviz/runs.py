@@ -43,7 +43,7 @@ import math
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
@@ -928,47 +928,6 @@ class _SliderWork:
 _SLIDER_WORK = _SliderWork()
 
 
-class _PageWork:
-    """Whether a page is obtaining what its visitor waits for (the Compare page's rows),
-    process-wide: the jobs of a lasting request (the server's warm-up, for visitors yet to
-    come) do not start meanwhile, and one under way gives way at its next step. A page's own
-    request for work ahead still runs beside it (the Compare page's rows from the end)."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._running = 0
-
-    @contextlib.contextmanager
-    def held(self) -> Iterator[None]:
-        with self._cond:
-            self._running += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._running -= 1
-                self._cond.notify_all()
-
-    def active(self) -> bool:
-        with self._cond:
-            return self._running > 0
-
-    def wait(self, stale: Callable[[], bool]) -> None:
-        """Until no page is at work, or ``stale()`` (a newer request came: it goes first)."""
-        with self._cond:
-            while self._running > 0 and not stale():
-                self._cond.wait(0.1)
-
-
-_PAGE_WORK = _PageWork()
-
-
-def page_at_work() -> contextlib.AbstractContextManager[None]:
-    """Hold while a page obtains what its visitor waits for: the background worker's lasting
-    jobs (the server's warm-up) wait until it is done (:class:`RunsAhead`)."""
-    return _PAGE_WORK.held()
-
-
 class _OneWorker:
     """One background worker thread whose newest request wins: a request takes a token, and
     work done for an older token stops before its next step (the user moved on)."""
@@ -1182,9 +1141,7 @@ class RunsAhead(_OneWorker):
     def _should_stop(self) -> bool:
         from .methods.ot import foreground_running
 
-        return (self._carried_on() or foreground_running() or _SLIDER_WORK.active()
-                or (self._running is not None and self._is_lasting(self._running)
-                    and _PAGE_WORK.active()))
+        return self._carried_on() or foreground_running() or _SLIDER_WORK.active()
 
     def _work(self, token: int, pending: deque) -> int:
         from .methods.ot import wait_for_foreground
@@ -1198,12 +1155,7 @@ class RunsAhead(_OneWorker):
                 with self._lock:
                     if not self._current(token) or not pending:
                         break
-                    later = self._is_lasting(pending[0]) and _PAGE_WORK.active()
-                    if not later:
-                        job = self._running = pending.popleft()
-                if later:  # the warm-up's next job waits while a page obtains its own
-                    _PAGE_WORK.wait(lambda: not self._current(token))
-                    continue
+                    job = self._running = pending.popleft()
                 finished = True
                 try:
                     job()

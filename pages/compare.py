@@ -33,7 +33,7 @@ from gapviz.figures.compare import compare_heatmap, measure_help, measure_label
 from gapviz.measure_info import LEGEND
 from gapviz.measure_info import label as info_label
 from gapviz.protocols import Provenance, chance_recall
-from gapviz.runs import page_at_work, planned_spec
+from gapviz.runs import planned_spec
 from gapviz.safety import plain_text
 from gapviz.tables import run_cells
 from gapviz.workspace import DEMO_DATASET, Active
@@ -198,20 +198,19 @@ measured: dict[int, ComparisonRow] = {}
 bar = st.progress(0.0, text="Measuring…") if len(tasks) > 1 else None
 live = st.empty()  # the rows so far while measuring; then the table, heatmap and trade-off
 started = time.perf_counter()
-with page_at_work():  # the server's warm-up waits meanwhile (for visitors yet to come)
-    for done, i in enumerate(order):
-        model, name = tasks[i]
-        if bar is not None:
-            bar.progress(done / len(tasks), text=f"{model}: {method_label(name)} ({done + 1} of {len(tasks)})"
-                         + (". The rows so far are below; the best of each column, the heatmap and "
-                            "the trade-off come once every row is in (each row is kept: the next "
-                            "visit is instant)." if measured else ""))
-        try:
-            measured[i] = _row(_active_for(model), name)
-        except (ValueError, RuntimeError) as err:  # this row cannot run here; the others go on
-            failed.append((model, name, str(err)))
-        if done + 1 < len(tasks) and time.perf_counter() - started > PARTIAL_AFTER_S:
-            _partial([measured[j] for j in sorted(measured)])
+for done, i in enumerate(order):
+    model, name = tasks[i]
+    if bar is not None:
+        bar.progress(done / len(tasks), text=f"{model}: {method_label(name)} ({done + 1} of {len(tasks)})"
+                     + (". The rows so far are below; the best of each column, the heatmap and "
+                        "the trade-off come once every row is in (each row is kept: the next "
+                        "visit is instant)." if measured else ""))
+    try:
+        measured[i] = _row(_active_for(model), name)
+    except (ValueError, RuntimeError) as err:  # this row cannot run here; the others go on
+        failed.append((model, name, str(err)))
+    if done + 1 < len(tasks) and time.perf_counter() - started > PARTIAL_AFTER_S:
+        _partial([measured[j] for j in sorted(measured)])
 rows: list[ComparisonRow] = [measured[j] for j in sorted(measured)]
 if bar is not None:
     bar.empty()

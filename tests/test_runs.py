@@ -355,51 +355,6 @@ def test_what_is_left_of_a_lasting_request_runs_after_newer_ones():
     assert done[-1] == "later" and len(done) == 5
 
 
-def test_a_lasting_request_waits_while_a_page_is_at_work_and_the_pages_own_request_does_not():
-    """While a page obtains what its visitor waits for (the Compare rows), the warm-up's jobs
-    do not start and the one under way gives way at its next step (asked for again after);
-    the page's own request for work ahead (its rows from the end) runs beside it."""
-    import threading
-    import time
-
-    from gapviz.runs import RunsAhead, _AHEAD, _GaveWay, page_at_work
-
-    ahead, done = RunsAhead(), []
-    started, stepped = threading.Event(), threading.Event()
-
-    def warm_1():  # a warm-up run with steps: it stops at the next one once a page works
-        started.set()
-        while True:
-            if _AHEAD.should_stop():
-                done.append("warm 1 gave way")
-                raise _GaveWay("a page at work")
-            if "page" in done:
-                break
-            stepped.set()
-            time.sleep(0.01)
-        done.append("warm 1")
-
-    with page_at_work():
-        ahead.request("warm-up", [warm_1, lambda: done.append("warm 2")], lasting=True)
-        time.sleep(0.3)
-        assert not started.is_set()  # the warm-up waits for the page
-        ahead.request("rows", [lambda: done.append("row")])  # its future ends with the warm-up
-        deadline = time.monotonic() + 10
-        while not done and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert done == ["row"]  # the page's own request does not wait
-        time.sleep(0.1)
-        assert not started.is_set()
-    assert stepped.wait(10)
-    with page_at_work():  # a page starts while a warm-up run is under way: it gives way
-        deadline = time.monotonic() + 10
-        while "warm 1 gave way" not in done and time.monotonic() < deadline:
-            time.sleep(0.01)
-        done.append("page")
-    ahead.wait()
-    assert done == ["row", "warm 1 gave way", "page", "warm 1", "warm 2"]
-
-
 def test_neighbour_solves_obtain_each_neighbours_run_and_view_as_a_move_would(data):
     from gapviz.runs import NeighbourSolves, slider_values
     from gapviz.views import view_of
