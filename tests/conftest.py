@@ -26,8 +26,15 @@ _APP_TIMEOUT = 240
 def _solves_in_the_process_after_each_test():
     """The app's pages set its solver processes for the whole process (``ui.compute``); after
     each test the process solves in itself again, so a library test never depends on what an
-    app test ran before it (the processes stay up for the next app test)."""
+    app test ran before it (the processes stay up for the next app test). The background work
+    an app test's pages asked for is let go and waited for first: it sets the solver processes
+    again and holds the process's BLAS limit while it runs."""
     yield
+    compute = sys.modules.get("ui.compute")
+    if compute is not None:
+        for worker in (compute.runs_ahead(), compute.neighbour_solves()):
+            worker.cancel()
+            worker.wait()
     ot = sys.modules.get("gapviz.methods.ot")
     if ot is not None:
         ot.use_solver_processes(None)

@@ -66,6 +66,7 @@ def test_after_the_warm_up_the_first_pages_fit_and_measure_nothing(
     handed = warmup.warm_up()
     n_rows = len(compute.compare_default_methods())
     assert handed == 2 + n_rows + 3  # raw and Overview views, rows, OT, Sinkhorn, solvers' start
+    assert warmup.warm_up_jobs(ws)[-1] is compute.start_solver_processes
     compute.runs_ahead().wait()
 
     fits, measured, drawn = [], [], []

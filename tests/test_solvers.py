@@ -308,7 +308,7 @@ def test_the_server_starts_its_solver_processes_with_the_sliders_page_not_with_t
     monkeypatch.setattr(compute, "compare_row_jobs", lambda *a, **k: ("rows", [lambda: None]))
     compute.compare_rows_ahead([], [], lambda name: None)  # the Overview's, the Compare page's
     assert asked == ["rows"] and not pool.started
-    warmup.start_solver_processes()  # the warm-up's last job
+    compute.start_solver_processes()  # the warm-up's last job
     assert pool.started and waited == []
     warmup._done_when_ready(1, 0.0)  # its done line waits for them, on its own thread
     assert waited == [True]

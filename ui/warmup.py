@@ -15,8 +15,9 @@ The worker gives way to every page's own work (:class:`gapviz.runs.RunsAhead`), 
 who arrives during the warm-up waits for no more than without it, and what a page asks for
 ahead goes before what is left of the warm-up (which then runs on, not replaced); one who
 arrives after it (a hosted demo's visitors, a link opened a minute after the start) waits as
-a second visitor does. ``GAPVIZ_WARM_UP=0`` turns it off. Without ``streamlit run app.py`` (AppTest, a page
-file run directly) nothing warms up and the pages obtain what they show when asked.
+a second visitor does. ``GAPVIZ_WARM_UP=0`` turns it off. Without ``streamlit run app.py``
+(AppTest, a page file run directly) nothing warms up and the pages obtain what they show when
+asked.
 """
 
 from __future__ import annotations
@@ -115,17 +116,10 @@ def warm_up_jobs(ws: Any) -> list[Callable[[], Any]]:
     _, rows = compute.compare_row_jobs([act], compute.compare_default_methods(), ws.params_for)
     firsts = compute.first_view_jobs(act, compute.first_view_specs(
         act, method_names(), lambda name: name == DEFAULT_METHOD))
-    return views + rows + firsts + [start_solver_processes]
-
-
-def start_solver_processes() -> None:
-    """Start the server's solver processes (about 1 CPU-second for two) once the warm-up's runs
-    are in: a visitor who opens the app at the server's start (``streamlit run`` opens the
-    browser, a link is followed) does not share the CPUs with their start. The sliders'
-    moves need them; no run of the warm-up does (a fit's own solve is made in the process)."""
-    from . import compute
-
-    compute.start_solver_processes()
+    # the solver processes (about 1 CPU-second for two) last: a visitor who opens the app at
+    # the server's start does not share the CPUs with their start, and no run here needs them
+    # (a fit's own solve is made in the process); the sliders' moves do
+    return views + rows + firsts + [compute.start_solver_processes]
 
 
 def _done_when_ready(n_jobs: int, start: float) -> None:
