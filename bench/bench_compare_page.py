@@ -34,8 +34,8 @@ with a screenshot under /tmp (and the server log's tail).
 
 Printed per level: the running tasks found and busy processes started, the running tasks
 sampled every 0.1 s while each visit was timed (mean; the server, chromium and this script
-included), the 1-minute load average, the cold, warm, link and warmed-link times, and whether they meet the
-target: finished in under 5 s at 1 runnable task per CPU.
+included), the 1-minute load average, the cold, warm, link and warmed-link times, and whether
+they meet the target: finished in under 5 s at 1 runnable task per CPU.
 
 Usage: python bench/bench_compare_page.py [--loads 0,1] [--repeat 1] [--dwell 1]
        [--timeout 240] [--json results.json]
