@@ -335,9 +335,13 @@ def test_deep_links_work_on_a_freshly_started_server(fresh_app_url):
                 _assert_no_exception(page, f"/{path} opened directly")
                 assert page.locator("h1").first.inner_text().strip() == title
                 links = page.locator('[data-testid="stSidebar"] [data-testid="stPageLink"]')
+                # Streamlit's browser code for a page link is a chunk of its own, fetched when
+                # the first link is drawn: on a new browser context and a busy server the menu
+                # shows a moment after the run is over (seen: half a second). Wait for it.
+                links.nth(len(PAGES) - 1).wait_for(timeout=FIRST_LOAD_TIMEOUT * 1000)
                 # Each link's text is its material icon's name, then its label.
                 assert [t.strip().split("\n")[-1] for t in links.all_inner_texts()] == [
-                    p.title for p in PAGES]
+                    p.title for p in PAGES], f"the menu of /{path}"
                 # Streamlit's own menu (which would list files, not pages) is hidden.
                 assert page.locator('[data-testid="stSidebarNav"]').count() == 0
                 assert "Demo (simulated)" in page.inner_text('[data-testid="stSidebar"]')
