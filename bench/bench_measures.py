@@ -9,9 +9,9 @@ Targets of "speed at the machine's limit, round two", printed beside the same ru
   N = 5,000: <= 0.25 x one float32 product; N = 50,000: <= 0.3 x one hundred. They assume the
   products run in bf16 on matrix units (AMX, AVX-512 BF16). The bf16 product of the same size
   (torch, every core) is timed in the same run next to the float32 one, with whether this CPU
-  has native bf16 (read at run time). The measures' own arithmetic is two such products' worth
-  at N = 5,000 per four (the cross block once, each within-modality block's upper triangle),
-  so their float32 floor is 0.5 x and a bf16 screen's floor 0.5 x (bf16 / float32 time). The
+  has native bf16 (read at run time). The measures' arithmetic at N pairs is half of one
+  2N x 2N x d product (the cross block once, each within-modality block's upper triangle), so
+  their float32 floor is 0.5 x and a bf16 screen's floor 0.5 x (bf16 / float32 time). The
   measures run in float32 with float64 settling on every CPU (README: why not bf16), so these
   targets are printed with their verdicts, not met by a path that does not exist.
 
