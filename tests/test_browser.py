@@ -220,6 +220,8 @@ def test_every_page_in_a_real_browser(app_url):
             assert "Simulated data" in body
             overview = _metrics(page)
             assert {"ITR", "TIR", "IMR", "TMR"} <= set(overview)
+            # (Plotly's browser code is a chunk fetched when a first chart is drawn: wait for it.)
+            page.locator(".js-plotly-plot").nth(1).wait_for(timeout=FIRST_LOAD_TIMEOUT * 1000)
             assert page.locator(".js-plotly-plot").count() >= 2
             _shot(page, "1_overview", full=False)  # what a stakeholder sees: one screen
 

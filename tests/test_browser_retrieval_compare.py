@@ -108,7 +108,9 @@ def test_retrieval_compare_and_exports_in_a_real_browser(app_url, tmp_path):  # 
             assert page.locator(".gv-card.gv-partner").first.is_visible()
             metrics = _metrics(page)
             assert metrics["Rank of its caption"].startswith("#")
-            assert page.locator(".st-key-retrieval_fig_0 .js-plotly-plot").count() == 1
+            chart = page.locator(".st-key-retrieval_fig_0 .js-plotly-plot")
+            chart.first.wait_for(timeout=FIRST_LOAD_TIMEOUT * 1000)  # Plotly's code may come late
+            assert chart.count() == 1
             _shot(page, "1_retrieval_image_query")
 
             # A caption as the query: the columns are redrawn for it.
