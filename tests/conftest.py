@@ -1,10 +1,11 @@
 """Fixtures several test files share: the app driven through Streamlit's AppTest, small
 workspaces of simulated pairs, and a throw-away gapviz cache.
 
-This file holds fixtures only and is never imported by a test module: ask for a fixture by
-name (``def test_x(app_session, assert_clean): ...``). ``app_session``, ``assert_clean``,
-``card_values`` and ``simulated_workspace`` are functions, session-scoped so that a fixture of
-any scope may use them. (The local HTTP server, image fixtures and the tiny open_clip model are
+This file holds fixtures, and the hooks that spread the suite over the CPUs (pytest-xdist),
+and is never imported by a test module: ask for a fixture by name (``def test_x(app_session,
+assert_clean): ...``). ``app_session``, ``assert_clean``, ``card_values`` and
+``simulated_workspace`` are functions, session-scoped so that a fixture of any scope may use
+them. (The local HTTP server, image fixtures and the tiny open_clip model are
 in ``datafixtures.py``; ``reference.py`` holds the brute-force measures.)
 """
 
@@ -20,6 +21,31 @@ _ROOT = Path(__file__).resolve().parents[1]
 _APP = str(_ROOT / "app.py")
 #: Seconds one AppTest run may take (the first one measures the demo and fits spectral).
 _APP_TIMEOUT = 240
+
+#: Test files that start a real server and drive it in chromium: they run one after another on
+#: one worker (see :func:`pytest_collection_modifyitems`).
+_BROWSER_FILES = ("test_browser", "test_hosted_hostile_uploads")
+#: The most test processes ``-n auto`` starts (each imports torch and loads the demo).
+_MAX_WORKERS = 4
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto``: one test process per CPU this process may use, at most :data:`_MAX_WORKERS`."""
+    import os
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(_MAX_WORKERS, cpus or 1))
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """With ``-n`` (pytest-xdist, ``--dist loadgroup``): a test file's tests run in one process,
+    so its module fixtures are made once; the files that drive a real server in chromium run in
+    one process one after another, so no two servers and browsers share the CPUs, and only the
+    library and AppTest tests run beside them."""
+    for item in items:
+        name = Path(str(item.fspath)).stem
+        group = "browser" if name.startswith(_BROWSER_FILES) else name
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(autouse=True)

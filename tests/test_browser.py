@@ -171,9 +171,17 @@ def _metrics(page) -> dict[str, str]:
 
 
 def _goto_page(page, title: str) -> None:
+    """Click the menu's link to ``title`` and wait until that page has run: its heading
+    (every page's differs) has replaced the one shown, and nothing runs any more. On a busy
+    machine the new run may start more than the idle wait's quiet second after the click, so
+    waiting for quiet alone could read the old page."""
+    shown = page.locator("h1").first.inner_text().strip() if page.locator("h1").count() else ""
     page.locator('[data-testid="stSidebar"] [data-testid="stPageLink"] a',
                  has_text=title).first.click()
-    page.wait_for_timeout(300)
+    page.wait_for_function(
+        "(old) => { const h = document.querySelector('h1');"
+        " return h !== null && h.innerText.trim() !== old; }", arg=shown,
+        timeout=FIRST_LOAD_TIMEOUT * 1000)
     _wait_idle(page)
 
 
@@ -247,11 +255,14 @@ def test_every_page_in_a_real_browser(app_url):
                          (cx - rx, cy - ry + 2)):
                 page.mouse.move(x, y, steps=8)
             page.mouse.up()
-            page.wait_for_timeout(500)
+            # the selection's rerun may start late on a busy machine: wait for what it lists
+            selected = page.get_by_text(re.compile(r"[\d,]+ pairs selected"))
+            try:
+                selected.first.wait_for(timeout=RUN_TIMEOUT * 1000)
+            except sync_api.TimeoutError:
+                raise AssertionError("a lasso selection did not list pairs") from None
             _wait_idle(page)
             _assert_no_exception(page, "Explore after a lasso selection")
-            selected = page.get_by_text(re.compile(r"[\d,]+ pairs selected"))
-            assert selected.count() >= 1, "a lasso selection did not list pairs"
             _shot(page, "4_explore_selection")
 
             # Close the gap: move the k slider, the cards must change.

@@ -115,7 +115,9 @@ def test_retrieval_compare_and_exports_in_a_real_browser(app_url, tmp_path):  # 
 
             # A caption as the query: the columns are redrawn for it.
             page.locator(".st-key-retrieval_modality").get_by_text("Caption", exact=True).click()
-            page.wait_for_timeout(300)
+            # the rerun may start late on a busy machine: wait for the caption query's card
+            page.locator('[data-testid="stMetricLabel"]', has_text="Rank of its image").first.wait_for(
+                timeout=FIRST_LOAD_TIMEOUT * 1000)
             _wait_idle(page)
             _assert_no_exception(page, "Retrieval, caption query")
             assert "Rank of its image" in _metrics(page)
