@@ -34,7 +34,9 @@ with a screenshot under /tmp (and the server log's tail).
 
 Printed per level: the running tasks found and busy processes started, the running tasks
 sampled every 0.1 s while each visit was timed (mean; the server, chromium and this script
-included), the 1-minute load average, the cold, warm, link and warmed-link times, and whether
+included), the 1-minute load average, the CPU seconds the server (with its solver processes)
+and the browser (every chromium process) used from each visit's start to the end of its quiet
+second, the cold, warm, link and warmed-link times, and whether
 they meet the target: finished in under 5 s at 1 runnable task per CPU.
 
 Usage: python bench/bench_compare_page.py [--loads 0,1] [--repeat 1] [--dwell 1]
@@ -57,7 +59,7 @@ import urllib.request
 from pathlib import Path
 
 # bench/ is the script's folder, so on sys.path
-from bench_ot_busy import Sampler, background_tasks, start_busy, stop_busy
+from bench_ot_busy import CpuSplit, Sampler, background_tasks, start_busy, stop_busy
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The line the server prints once its warm-up is done (``ui.warmup.DONE_MESSAGE``; a test
@@ -206,8 +208,9 @@ def expected_rows(page) -> int:
     return methods * max(models, 1)
 
 
-def time_compare(page, timeout: float, shot: str) -> dict:
-    """Wait for the finished table (the watcher armed before); its times in seconds, or
+def time_compare(page, timeout: float, shot: str, split: CpuSplit) -> dict:
+    """Wait for the finished table (the watcher armed before); its times in seconds and the CPU
+    seconds the server and the browser used since ``split`` was last started, or
     ``finished: None`` with a screenshot at ``shot`` if it does not come within ``timeout``."""
     deadline = time.monotonic() + timeout
     with Sampler() as sampler:
@@ -229,7 +232,7 @@ def time_compare(page, timeout: float, shot: str) -> dict:
            "rows": state["rows"], "exception": state["exception"],
            "running_mean": statistics.fmean(sampler.samples) if sampler.samples else None,
            "running_max": max(sampler.samples, default=None),
-           "loadavg_1min": os.getloadavg()[0]}
+           "loadavg_1min": os.getloadavg()[0], **split.since()}
     if finished is None or state["exception"]:
         page.screenshot(path=shot, full_page=True)
         out["screenshot"] = shot
@@ -251,15 +254,17 @@ def visits(browser, timeout: float, tag: str, dwell: float) -> dict:
             wait_idle(page, HOME_TIMEOUT_S)
             home_s = time.monotonic() - started
             page.wait_for_timeout(dwell * 1000)
+            split = CpuSplit(server.proc.pid)
             page.evaluate("() => window.__bench.arm()")
             page.locator('[data-testid="stSidebar"] [data-testid="stPageLink"] a',
                          has_text="Compare").first.click()
-            cold = time_compare(page, timeout, f"/tmp/bench_compare_{tag}_cold.png")
+            cold = time_compare(page, timeout, f"/tmp/bench_compare_{tag}_cold.png", split)
             context.close()
             # warm: a second visitor opens Compare directly (timed from navigation start: t0 = 0)
             context, page = new_page(browser)
+            split.restart()
             page.goto(f"{server.url}/compare", wait_until="domcontentloaded")
-            warm = time_compare(page, timeout, f"/tmp/bench_compare_{tag}_warm.png")
+            warm = time_compare(page, timeout, f"/tmp/bench_compare_{tag}_warm.png", split)
             context.close()
         finally:
             server.stop()
@@ -283,8 +288,9 @@ def link_visit(browser, timeout: float, tag: str, *, warmed: bool) -> tuple[dict
         try:
             warm_up_s = server.wait_for_log(DONE_MESSAGE, timeout) if warmed else None
             context, page = new_page(browser)
+            split = CpuSplit(server.proc.pid)
             page.goto(f"{server.url}/compare", wait_until="domcontentloaded")
-            visit = time_compare(page, timeout, f"/tmp/bench_compare_{tag}.png")
+            visit = time_compare(page, timeout, f"/tmp/bench_compare_{tag}.png", split)
             context.close()
         finally:
             server.stop()
@@ -330,7 +336,8 @@ def visit_line(name: str, v: dict, load: float, timeout: float) -> str:
                else f"mean {v['running_mean']:.1f} (max {v['running_max']})")
     return (f"  {name}: {first}, {finish}\n"
             f"        running tasks {running}, 1-min load average {v['loadavg_1min']:.2f}; "
-            f"{verdict(load, v['finished_s'])}")
+            f"CPU-s to the end of the quiet second: server {v['server_cpu_s']:.2f}, browser "
+            f"{v['browser_cpu_s']:.2f}; {verdict(load, v['finished_s'])}")
 
 
 def median_finish(runs: list[dict], which: str) -> float | None:

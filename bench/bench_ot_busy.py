@@ -79,6 +79,58 @@ class Sampler:
         return f"running tasks median {statistics.median(s):g} (max {max(s)})"
 
 
+def _proc_stat(pid: int) -> tuple[int, float] | None:
+    """(parent id, CPU seconds used) of a process, from ``/proc/PID/stat``; None once gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _is_chromium(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return b"chromium" in fh.read().split(b"\0", 1)[0]
+    except OSError:
+        return False
+
+
+class CpuSplit:
+    """CPU seconds used by the server (its process and every process under it: the solver
+    processes) and by the browser (every chromium process on the machine) between two reads.
+    A process that ends between the reads loses what it used (a move starts none)."""
+
+    def __init__(self, server_pid: int):
+        self.server_pid = server_pid
+        self._start = self._read()
+
+    def _read(self) -> tuple[dict[int, float], dict[int, float]]:
+        stats = {int(p): _proc_stat(int(p)) for p in os.listdir("/proc") if p.isdigit()}
+        stats = {pid: st for pid, st in stats.items() if st is not None}
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _) in stats.items():
+            children.setdefault(ppid, []).append(pid)
+        server, todo = set(), [self.server_pid]
+        while todo:
+            pid = todo.pop()
+            if pid in stats and pid not in server:
+                server.add(pid)
+                todo += children.get(pid, [])
+        return ({pid: stats[pid][1] for pid in server},
+                {pid: st[1] for pid, st in stats.items() if pid not in server and _is_chromium(pid)})
+
+    def restart(self) -> None:
+        self._start = self._read()
+
+    def since(self) -> dict[str, float]:
+        """``{"server_cpu_s", "browser_cpu_s"}`` since the last start."""
+        now = self._read()
+        return {f"{name}_cpu_s": sum(v - self._start[k].get(pid, 0.0) for pid, v in now[k].items())
+                for k, name in enumerate(("server", "browser"))}
+
+
 def background_tasks(seconds: float = 3.0) -> float:
     """Median runnable tasks over ``seconds`` before this script adds any."""
     samples = []

@@ -29,8 +29,9 @@ finished with a screenshot under /tmp, the exception's text and the server log's
 
 Printed per level: the running tasks found and busy processes started, the running tasks
 sampled every 0.1 s while timing (median and max; the server, chromium and this script
-included), the first OT view, every move with the value moved to, the moves' median and max,
-and the verdicts beside the targets (``bench_ot_busy.TARGETS``): a move < 1 s at 1 runnable task
+included), the first OT view, every move with the value moved to, the CPU seconds the server
+(with its solver processes) and the browser (every chromium process) used from each action to
+the end of its quiet second, the moves' median and max, and the verdicts beside the targets (``bench_ot_busy.TARGETS``): a move < 1 s at 1 runnable task
 per CPU and < 2 s at 2.5 (judged on the max), the first OT view < 3 s at 1 per CPU.
 
 Usage: python bench/bench_ot_page.py [--loads 1,2.5] [--moves 6] [--look 2.0] [--seed 0]
@@ -50,8 +51,8 @@ from pathlib import Path
 
 # bench/ is the script's folder, so on sys.path
 from bench_compare_page import HOME_TIMEOUT_S, QUIET_S, VIEWPORT, Server, headless_chromium, wait_idle
-from bench_ot_busy import (TARGETS, Sampler, add_slider_arguments, background_tasks, start_busy,
-                           stop_busy, verdict)
+from bench_ot_busy import (TARGETS, CpuSplit, Sampler, add_slider_arguments, background_tasks,
+                           start_busy, stop_busy, verdict)
 
 OT_LABEL = "Laplace OT (EMD)"
 SLIDER = '.st-key-close_reg_lap input[type="range"]'
@@ -85,10 +86,12 @@ WATCH_JS = """
 """
 
 
-def wait_finished(page, timeout: float, shot: str) -> dict:
-    """Wait for the armed action's new cards with nothing running; its time in seconds and
-    the running tasks sampled meanwhile, or ``seconds: None`` with a screenshot at ``shot``
-    (and the exception's text) if it ends on an exception or does not come within ``timeout``."""
+def wait_finished(page, timeout: float, shot: str, split: CpuSplit) -> dict:
+    """Wait for the armed action's new cards with nothing running; its time in seconds, the
+    running tasks sampled meanwhile and the CPU seconds the server and the browser used from
+    the arming to the end of the quiet second (``split``), or ``seconds: None`` with a
+    screenshot at ``shot`` (and the exception's text) if it ends on an exception or does not
+    come within ``timeout``."""
     deadline = time.monotonic() + timeout
     quiet_ms = QUIET_S * 1000
     with Sampler() as sampler:
@@ -102,7 +105,8 @@ def wait_finished(page, timeout: float, shot: str) -> dict:
                 seconds = None
                 break
             time.sleep(0.1)
-    out = {"seconds": seconds, "exception": state["exception"], "samples": sampler.samples}
+    out = {"seconds": seconds, "exception": state["exception"], "samples": sampler.samples,
+           **split.since()}
     if seconds is None or state["exception"]:
         page.screenshot(path=shot, full_page=True)
         out["screenshot"] = shot
@@ -111,7 +115,7 @@ def wait_finished(page, timeout: float, shot: str) -> dict:
     return out
 
 
-def open_ot(page, url: str, timeout: float, shot: str) -> dict:
+def open_ot(page, url: str, timeout: float, shot: str, split: CpuSplit) -> dict:
     """Home page, then Close the gap (not timed), then Laplace OT chosen in the method menu
     (timed)."""
     started = time.monotonic()
@@ -127,9 +131,11 @@ def open_ot(page, url: str, timeout: float, shot: str) -> dict:
     wait_idle(page, HOME_TIMEOUT_S)
     close_gap_s = time.monotonic() - started
     page.locator(".st-key-close_method").click()
+    split.restart()
     page.evaluate("() => window.__bench.arm()")
     page.get_by_role("option", name=OT_LABEL).click()
-    return {"home_s": home_s, "close_gap_s": close_gap_s, **wait_finished(page, timeout, shot)}
+    return {"home_s": home_s, "close_gap_s": close_gap_s,
+            **wait_finished(page, timeout, shot, split)}
 
 
 def slider_state(page) -> dict:
@@ -139,7 +145,8 @@ def slider_state(page) -> dict:
         " value: el.getAttribute('aria-valuetext')})")
 
 
-def move(page, rng: random.Random, look: float, timeout: float, shot: str) -> dict:
+def move(page, rng: random.Random, look: float, timeout: float, shot: str,
+         split: CpuSplit) -> dict:
     """Look for ``look`` seconds, then move the slider one step (seeded, never off the ends)."""
     page.wait_for_timeout(look * 1000)
     now = slider_state(page)
@@ -147,9 +154,10 @@ def move(page, rng: random.Random, look: float, timeout: float, shot: str) -> di
         + ([] if now["index"] >= now["hi"] else ["ArrowRight"])
     key = rng.choice(keys)
     page.locator(SLIDER).first.focus()
+    split.restart()
     page.evaluate("() => window.__bench.arm()")
     page.keyboard.press(key)
-    out = wait_finished(page, timeout, shot)
+    out = wait_finished(page, timeout, shot, split)
     return {"from": now["value"], "to": slider_state(page)["value"], "key": key, **out}
 
 
@@ -168,12 +176,14 @@ def level(browser, load: float, args, tag: str) -> dict:
                 context = browser.new_context(viewport=VIEWPORT)
                 context.add_init_script(WATCH_JS)
                 page = context.new_page()
+                split = CpuSplit(server.proc.pid)
                 out["first"] = open_ot(page, server.url, args.timeout,
-                                       f"/tmp/bench_ot_page_{tag}_first.png")
+                                       f"/tmp/bench_ot_page_{tag}_first.png", split)
                 rng = random.Random(args.seed)
                 for i in range(args.moves if out["first"]["seconds"] is not None else 0):
                     out["moves"].append(move(page, rng, args.look, args.timeout,
-                                             f"/tmp/bench_ot_page_{tag}_move{i + 1}.png"))
+                                             f"/tmp/bench_ot_page_{tag}_move{i + 1}.png",
+                                             split))
                     if out["moves"][-1]["seconds"] is None:
                         break
                 context.close()
@@ -199,6 +209,9 @@ def timed_text(result: dict, timeout: float) -> str:
     samples = result["samples"]
     if samples:
         text += f" [running tasks median {statistics.median(samples):g}, max {max(samples)}]"
+    if "server_cpu_s" in result:
+        text += (f" [CPU-s: server {result['server_cpu_s']:.2f}, "
+                 f"browser {result['browser_cpu_s']:.2f}]")
     return text
 
 
