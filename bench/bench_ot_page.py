@@ -31,8 +31,9 @@ Printed per level: the running tasks found and busy processes started, the runni
 sampled every 0.1 s while timing (median and max; the server, chromium and this script
 included), the first OT view, every move with the value moved to, the CPU seconds the server
 (with its solver processes) and the browser (every chromium process) used from each action to
-the end of its quiet second, the moves' median and max, and the verdicts beside the targets (``bench_ot_busy.TARGETS``): a move < 1 s at 1 runnable task
-per CPU and < 2 s at 2.5 (judged on the max), the first OT view < 3 s at 1 per CPU.
+the end of its quiet second, the moves' median and max, and the verdicts beside the targets
+(``bench_ot_busy.TARGETS``): a move < 1 s at 1 runnable task per CPU and < 2 s at 2.5 (judged
+on the max), the first OT view < 3 s at 1 per CPU.
 
 Usage: python bench/bench_ot_page.py [--loads 1,2.5] [--moves 6] [--look 2.0] [--seed 0]
        [--timeout 60] [--json results.json]

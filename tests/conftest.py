@@ -5,12 +5,13 @@ This file holds fixtures, and the hooks that spread the suite over the CPUs (pyt
 and is never imported by a test module: ask for a fixture by name (``def test_x(app_session,
 assert_clean): ...``). ``app_session``, ``assert_clean``, ``card_values`` and
 ``simulated_workspace`` are functions, session-scoped so that a fixture of any scope may use
-them. (The local HTTP server, image fixtures and the tiny open_clip model are
-in ``datafixtures.py``; ``reference.py`` holds the brute-force measures.)
+them. (The local HTTP server, image fixtures and the tiny open_clip model are in
+``datafixtures.py``; ``reference.py`` holds the brute-force measures.)
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any, Iterable
@@ -31,8 +32,6 @@ _MAX_WORKERS = 4
 
 def pytest_xdist_auto_num_workers(config) -> int:
     """``-n auto``: one test process per CPU this process may use, at most :data:`_MAX_WORKERS`."""
-    import os
-
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(_MAX_WORKERS, cpus or 1))
 
@@ -43,7 +42,7 @@ def pytest_collection_modifyitems(config, items) -> None:
     one process one after another, so no two servers and browsers share the CPUs, and only the
     library and AppTest tests run beside them."""
     for item in items:
-        name = Path(str(item.fspath)).stem
+        name = item.path.stem
         group = "browser" if name.startswith(_BROWSER_FILES) else name
         item.add_marker(pytest.mark.xdist_group(group))
 
