@@ -20,6 +20,7 @@ from gapviz.protocols import PAPER_FIT_PAIRS, PAPER_MIN_SCORED, PaperSettingErro
 from gapviz.runs import DEFAULT_METHOD, planned_spec, setting_specs
 from gapviz.safety import plain_text
 from ui import compute, links
+from ui.live_plot import live_chart
 from ui import export_menu as export_ui
 from ui.components import guard, method_label, method_names, metric_cards
 from ui.frame import page_header
@@ -138,12 +139,13 @@ def _params_controls() -> dict:
 
 
 @st.fragment
-def method_panel(after_slot, hist_slot) -> None:
-    """Sliders, cards, the "after" scatter and the histograms: everything a slider changes.
+def method_panel() -> None:
+    """Sliders, cards, the "before" and "after" scatters and the histograms: everything a
+    slider changes, and the raw scatter beside it.
 
-    The "after" scatter and the histograms are written into containers the page created
-    below the fragment (next to the static "before" scatter), so a slider move re-sends and
-    redraws only what changed.
+    The charts are live charts (:func:`ui.live_plot.live_chart`): a move hands the new "after"
+    scatter and histograms to the same charts, which redraw in place, and the raw scatter,
+    the same figure each time, is not drawn again.
     """
     # what a slider move shows the user waits for: work ahead of the next move pauses meanwhile
     with guard(f"apply {method_label(method)}"), foreground():
@@ -155,35 +157,44 @@ def method_panel(after_slot, hist_slot) -> None:
         run = compute.run(act, spec, fit_on)
         view, prov = compute.view(run), run.provenance
         metric_cards(view.report.metrics, raw.report.metrics, recall_k=recall_k, gap="xsmall")
-        st.caption("Change against the raw embeddings. After: "
-                   f"{gap_sentence(view.report.metrics)}")
-        show_provenance(prov)
-        if run.scores is not None:
-            st.caption(f":material/functions: **{method_label(method)} corrects scores, not "
-                       "embeddings**: the ranks on the cards (ITR/TIR, IMR/TMR, R@K) are on the "
-                       "corrected scores, each pair's terms from the banks of its own fit (fit "
-                       "pairs only); the scatter, the histograms and the distances (Fréchet, "
-                       "centroid gap) are the raw embeddings', which it leaves as they are.")
-        _show_tuning(run)
-        st.caption(f":material/straighten: **Fit size**: each fit saw {prov.n_fit:,} pairs"
-                   + (f" ({describe_fit_size(method, params)})" if describe_fit_size(method, params)
-                      else "")
-                   + ". The number of fitted pairs often matters more than the sliders.")
-        for note in notes:
-            st.caption(f":material/info: {note}")
+        # one block whatever it holds (some lines are shown only for some runs), so the charts
+        # below keep their place among the panel's elements and stay mounted (ui.live_plot)
+        with st.container():
+            st.caption("Change against the raw embeddings. After: "
+                       f"{gap_sentence(view.report.metrics)}")
+            show_provenance(prov)
+            if run.scores is not None:
+                st.caption(f":material/functions: **{method_label(method)} corrects scores, "
+                           "not embeddings**: the ranks on the cards (ITR/TIR, IMR/TMR, R@K) are "
+                           "on the corrected scores, each pair's terms from the banks of its own "
+                           "fit (fit pairs only); the scatter, the histograms and the distances "
+                           "(Fréchet, centroid gap) are the raw embeddings', which it leaves as "
+                           "they are.")
+            _show_tuning(run)
+            limit = describe_fit_size(method, params)
+            st.caption(f":material/straighten: **Fit size**: each fit saw {prov.n_fit:,} pairs"
+                       + (f" ({limit})" if limit else "")
+                       + ". The number of fitted pairs often matters more than the sliders.")
+            for note in notes:
+                st.caption(f":material/info: {note}")
         fig = figures.gap_scatter(view.projection, ids=act.pairs.ids, captions=act.pairs.captions,
                                   title=describe_run(method, params), height=SCATTER_HEIGHT)
-        after_slot.plotly_chart(fig, key="close_scatter", config={"displaylogo": False})
         hist = figures.distance_histogram(
             [("Raw: true pairs vs all combinations", raw.paired, raw.all_pairs),
              (f"{method_label(method)}: true pairs vs all", view.paired, view.all_pairs)],
             height=HIST_HEIGHT)
-        hist_slot.plotly_chart(hist, key="close_hist", config={"displayModeBar": False})
         _export(params, run, view, fig, hist)
         ws.last_spec = spec
         recipe = links.recipe_for("close_gap", act, spec, recall_k=recall_k)
         links.write(recipe)
         links.save_button(recipe, key="close_recipe")
+        before_col, after_col = st.columns(2, gap="medium")
+        with before_col:
+            live_chart(raw_scatter, key="close_scatter_raw", config={"displaylogo": False},
+                       spec=raw_scatter_spec)
+        with after_col:
+            live_chart(fig, key="close_scatter", config={"displaylogo": False})
+        live_chart(hist, key="close_hist", config={"displayModeBar": False})
 
 
 def _show_tuning(run) -> None:
@@ -232,15 +243,11 @@ def _export(params: dict, run, view, fig, hist) -> None:
 
 with guard("measure the raw embeddings"):
     raw = compute.active_raw_view(act)
-    panel = st.container()
-    before_col, after_col = st.columns(2, gap="medium")
-    hist_slot = st.container()
     raw_scatter = figures.gap_scatter(raw.projection, ids=act.pairs.ids,
                                       captions=act.pairs.captions, title="Raw embeddings",
                                       height=SCATTER_HEIGHT)
-    before_col.plotly_chart(raw_scatter, key="close_scatter_raw", config={"displaylogo": False})
-    with panel:
-        method_panel(after_col.empty(), hist_slot.empty())
+    raw_scatter_spec = raw_scatter.to_json()  # drawn by every move's rerun: made once here
+    method_panel()
 
 
 def _first_views_ahead() -> None:

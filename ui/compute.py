@@ -77,21 +77,24 @@ def run_data(act: Active) -> RunData:
                    f"{act.dataset.name} · {act.model}")
 
 
-def _with_progress(title: str, compute: Callable[[Callable[[float, str], None]], Any]) -> Any:
-    """``compute(progress)`` with a progress bar and a spinner while it runs. Nothing Streamlit
-    runs inside the stored computation itself, so a stored result never replays elements."""
-    slot = st.empty()
-    bar = slot.progress(0.0, text=f"{title}…")
+def _with_progress(title: str, compute: Callable[[Callable[[float, str], None]], Any],
+                   slot: Any = None) -> Any:
+    """``compute(progress)`` with a progress bar and a spinner while it runs, both in ``slot``
+    (an ``st.empty``; a new one by default), emptied afterwards. Nothing Streamlit runs inside
+    the stored computation itself, so a stored result never replays elements."""
+    slot = st.empty() if slot is None else slot
+    with slot.container():
+        bar = st.progress(0.0, text=f"{title}…")
 
-    def progress(fraction: float, message: str = "") -> None:
-        bar.progress(min(max(float(fraction), 0.0), 1.0),
-                     text=f"{title}: {message}" if message else f"{title}…")
+        def progress(fraction: float, message: str = "") -> None:
+            bar.progress(min(max(float(fraction), 0.0), 1.0),
+                         text=f"{title}: {message}" if message else f"{title}…")
 
-    try:
-        with st.spinner(f"{title} (once; stored afterwards)…"):
-            return compute(progress)
-    finally:
-        slot.empty()
+        try:
+            with st.spinner(f"{title} (once; stored afterwards)…"):
+                return compute(progress)
+        finally:
+            slot.empty()
 
 
 _solvers: SolverProcesses | None = None
@@ -317,13 +320,16 @@ def run(act: Active, spec: RunSpec, fit_on: Active | None = None) -> Run:
     data = run_data(act)
     other = run_data(fit_on) if fit_on is not None else None
     r = runner()
+    # the progress bar's place, made whether or not the run is computed, so that what the
+    # page draws after it keeps its position (a live chart there stays mounted: ui.live_plot)
+    slot = st.empty()
     if (data.key, spec) in r.memory.runs:  # kept, or obtained ahead of this slider move
         out = r.run(spec, data, fit_on=other)
     else:
         title = (f"{method_label(spec.method)} ({spec.protocol}"
                  f"{', shuffled' if spec.shuffled else ''}) on {act.pairs.n:,} pairs")
         out = _with_progress(title, lambda progress: r.run(spec, data, fit_on=other,
-                                                           progress=progress))
+                                                           progress=progress), slot)
     if slider_values(spec) and fit_on is None:
         neighbour_solves().request(spec, data)
     return out
@@ -344,8 +350,14 @@ def _view(key: str, _run: Run) -> EmbeddingView:
 
 def view(run: Run) -> EmbeddingView:
     """Measures, PCA and distance samples of a run's pairs (cached by the run's key). The
-    view holds no arrays: take them from the run (``run.images``, ``run.texts``)."""
-    return _view(run.key, run)
+    view holds no arrays: take them from the run (``run.images``, ``run.texts``). Its spinner
+    has a place of its own, made whether or not the view is computed (as :func:`run`'s
+    progress bar)."""
+    slot = st.empty()
+    with slot.container():
+        out = _view(run.key, run)
+    slot.empty()
+    return out
 
 
 def active_raw_view(act: Active) -> EmbeddingView:
