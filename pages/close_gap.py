@@ -20,10 +20,10 @@ from gapviz.protocols import PAPER_FIT_PAIRS, PAPER_MIN_SCORED, PaperSettingErro
 from gapviz.runs import DEFAULT_METHOD, planned_spec, setting_specs
 from gapviz.safety import plain_text
 from ui import compute, links
-from ui.live_plot import live_chart
 from ui import export_menu as export_ui
 from ui.components import guard, method_label, method_names, metric_cards
 from ui.frame import page_header
+from ui.live_plot import live_chart
 from ui.scoring import scoring_controls, show_provenance
 from ui.sidebar import show_method_in_sidebar
 from ui.state import keep, kept, set_kept, workspace
@@ -140,8 +140,8 @@ def _params_controls() -> dict:
 
 @st.fragment
 def method_panel() -> None:
-    """Sliders, cards, the "before" and "after" scatters and the histograms: everything a
-    slider changes, and the raw scatter beside it.
+    """Sliders, cards, the raw and "after" scatters and the histograms: everything a slider
+    changes, and the raw scatter beside it.
 
     The charts are live charts (:func:`ui.live_plot.live_chart`): a move hands the new "after"
     scatter and histograms to the same charts, which redraw in place, and the raw scatter,
