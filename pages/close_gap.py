@@ -36,7 +36,12 @@ act = page_header("Close the gap", "methods that move images and texts together"
                   link="close_gap")
 
 names = method_names()
-c1, c2, c3, c4 = st.columns([1.3, 1.5, 0.7, 2.2], vertical_alignment="bottom")
+# The page's controls in one block whatever they hold (the Paper setting row is there for a
+# method only), and the method panel's in another: every block on the way to the charts keeps
+# its place among its siblings, so a method switch redraws the charts in place (ui.live_plot)
+# rather than loading them anew.
+controls = st.container()
+c1, c2, c3, c4 = controls.columns([1.3, 1.5, 0.7, 2.2], vertical_alignment="bottom")
 method = c1.selectbox("Method", names, format_func=method_label,
                       **keep("close_method", DEFAULT_METHOD))
 recall_k = c3.selectbox("Recall@K", RECALL_KS, **keep("close_recall_k", RECALL_KS[0]),
@@ -44,7 +49,7 @@ recall_k = c3.selectbox("Recall@K", RECALL_KS, **keep("close_recall_k", RECALL_K
 cls = method_class(method)
 c4.caption(cls.summary)
 options, fit_on = None, None
-with guard("choose the protocol"):
+with controls, guard("choose the protocol"):
     options, fit_on = scoring_controls("close", act, method, c2)
 if options is None:
     st.stop()
@@ -71,7 +76,7 @@ def _use_paper_setting() -> None:
 
 
 if method != "orig":
-    b1, b2 = st.columns([1.3, 4.4], vertical_alignment="center")
+    b1, b2 = controls.columns([1.3, 4.4], vertical_alignment="center")
     b1.button("Paper setting", key="close_paper", icon=":material/menu_book:",
               on_click=_use_paper_setting,
               help=f"Fit on {PAPER_FIT_PAIRS:,} pairs other than those scored, as the paper fits "
@@ -145,49 +150,15 @@ def method_panel() -> None:
 
     The charts are live charts (:func:`ui.live_plot.live_chart`): a move hands the new "after"
     scatter and histograms to the same charts, which redraw in place, and the raw scatter,
-    the same figure each time, is not drawn again.
+    the same figure each time, is not drawn again. All above them is one block
+    (:func:`_panel_top`), whatever each method and run shows there (a tuning toggle, a line
+    about its fit), so the charts keep their place and a method switch redraws them in place
+    too.
     """
     # what a slider move shows the user waits for: work ahead of the next move pauses meanwhile
     with guard(f"apply {method_label(method)}"), foreground():
-        params = _params_controls()
-        ws.method_params = params
-        show_method_in_sidebar()  # every run: a fragment may only refill what it filled
-        spec, notes = planned_spec(method, params, act.pairs.n, act.pairs.dim,
-                                   lower_chosen=True, **options)
-        run = compute.run(act, spec, fit_on)
-        view, prov = compute.view(run), run.provenance
-        metric_cards(view.report.metrics, raw.report.metrics, recall_k=recall_k, gap="xsmall")
-        # one block whatever it holds (some lines are shown only for some runs), so the charts
-        # below keep their place among the panel's elements and stay mounted (ui.live_plot)
         with st.container():
-            st.caption("Change against the raw embeddings. After: "
-                       f"{gap_sentence(view.report.metrics)}")
-            show_provenance(prov)
-            if run.scores is not None:
-                st.caption(f":material/functions: **{method_label(method)} corrects scores, "
-                           "not embeddings**: the ranks on the cards (ITR/TIR, IMR/TMR, R@K) are "
-                           "on the corrected scores, each pair's terms from the banks of its own "
-                           "fit (fit pairs only); the scatter, the histograms and the distances "
-                           "(Fréchet, centroid gap) are the raw embeddings', which it leaves as "
-                           "they are.")
-            _show_tuning(run)
-            limit = describe_fit_size(method, params)
-            st.caption(f":material/straighten: **Fit size**: each fit saw {prov.n_fit:,} pairs"
-                       + (f" ({limit})" if limit else "")
-                       + ". The number of fitted pairs often matters more than the sliders.")
-            for note in notes:
-                st.caption(f":material/info: {note}")
-        fig = figures.gap_scatter(view.projection, ids=act.pairs.ids, captions=act.pairs.captions,
-                                  title=describe_run(method, params), height=SCATTER_HEIGHT)
-        hist = figures.distance_histogram(
-            [("Raw: true pairs vs all combinations", raw.paired, raw.all_pairs),
-             (f"{method_label(method)}: true pairs vs all", view.paired, view.all_pairs)],
-            height=HIST_HEIGHT)
-        _export(params, run, view, fig, hist)
-        ws.last_spec = spec
-        recipe = links.recipe_for("close_gap", act, spec, recall_k=recall_k)
-        links.write(recipe)
-        links.save_button(recipe, key="close_recipe")
+            fig, hist = _panel_top()
         before_col, after_col = st.columns(2, gap="medium")
         with before_col:
             live_chart(raw_scatter, key="close_scatter_raw", config={"displaylogo": False},
@@ -195,6 +166,48 @@ def method_panel() -> None:
         with after_col:
             live_chart(fig, key="close_scatter", config={"displaylogo": False})
         live_chart(hist, key="close_hist", config={"displayModeBar": False})
+
+
+def _panel_top():
+    """The method panel but its charts: sliders, the run, cards, captions, exports; the
+    "after" scatter and the histograms to draw."""
+    params = _params_controls()
+    ws.method_params = params
+    show_method_in_sidebar()  # every run: a fragment may only refill what it filled
+    spec, notes = planned_spec(method, params, act.pairs.n, act.pairs.dim,
+                               lower_chosen=True, **options)
+    run = compute.run(act, spec, fit_on)
+    view, prov = compute.view(run), run.provenance
+    metric_cards(view.report.metrics, raw.report.metrics, recall_k=recall_k, gap="xsmall")
+    st.caption("Change against the raw embeddings. After: "
+               f"{gap_sentence(view.report.metrics)}")
+    show_provenance(prov)
+    if run.scores is not None:
+        st.caption(f":material/functions: **{method_label(method)} corrects scores, "
+                   "not embeddings**: the ranks on the cards (ITR/TIR, IMR/TMR, R@K) are "
+                   "on the corrected scores, each pair's terms from the banks of its own "
+                   "fit (fit pairs only); the scatter, the histograms and the distances "
+                   "(Fréchet, centroid gap) are the raw embeddings', which it leaves as "
+                   "they are.")
+    _show_tuning(run)
+    limit = describe_fit_size(method, params)
+    st.caption(f":material/straighten: **Fit size**: each fit saw {prov.n_fit:,} pairs"
+               + (f" ({limit})" if limit else "")
+               + ". The number of fitted pairs often matters more than the sliders.")
+    for note in notes:
+        st.caption(f":material/info: {note}")
+    fig = figures.gap_scatter(view.projection, ids=act.pairs.ids, captions=act.pairs.captions,
+                              title=describe_run(method, params), height=SCATTER_HEIGHT)
+    hist = figures.distance_histogram(
+        [("Raw: true pairs vs all combinations", raw.paired, raw.all_pairs),
+         (f"{method_label(method)}: true pairs vs all", view.paired, view.all_pairs)],
+        height=HIST_HEIGHT)
+    _export(params, run, view, fig, hist)
+    ws.last_spec = spec
+    recipe = links.recipe_for("close_gap", act, spec, recall_k=recall_k)
+    links.write(recipe)
+    links.save_button(recipe, key="close_recipe")
+    return fig, hist
 
 
 def _show_tuning(run) -> None:
