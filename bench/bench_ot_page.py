@@ -5,8 +5,11 @@ visitor sees. It starts the app itself (``streamlit run app.py``, headless, on a
 with a cache folder of its own; ``bench_compare_page.Server``) and drives Debian's headless
 chromium through Playwright, as the browser tests do. On each load level it tops up the
 runnable tasks to ``load`` per CPU with busy processes (``bench_ot_busy.start_busy``:
-``while True: pass``), counting the work found running before it starts any, starts a fresh
-server and times, on the built-in demo with Laplace OT at its defaults (held-out protocol):
+``while True: pass``), counting the work found running before it starts any, and for each
+kind of server in ``--servers`` starts a fresh one: ``fresh``, visited as soon as it answers
+(its warm-up, ``ui.warmup``, still under way: the hardest case), or ``warmed``, visited once
+its warm-up is done (a hosted demo's visitors); and times, on the built-in demo with Laplace
+OT at its defaults (held-out protocol):
 
 * the **first OT view**: a visitor opens the home page and waits until it has loaded, opens
   Close the gap from the sidebar (the page's default method is drawn; not timed), then
@@ -27,7 +30,7 @@ time is when that state began. The value moved to is read from the slider afterw
 or move that ends on an exception, or does not finish within ``--timeout``, is reported as not
 finished with a screenshot under /tmp, the exception's text and the server log's tail.
 
-Printed per level: the running tasks found and busy processes started, the running tasks
+Printed per level and server: the seconds its warm-up took (warmed), the running tasks found and busy processes started, the running tasks
 sampled every 0.1 s while timing (median and max; the server, chromium and this script
 included), the first OT view, every move with the value moved to, the CPU seconds the server
 (with its solver processes) and the browser (every chromium process) used from each action to
@@ -35,8 +38,8 @@ the end of its quiet second, the moves' median and max, and the verdicts beside 
 (``bench_ot_busy.TARGETS``): a move < 1 s at 1 runnable task per CPU and < 2 s at 2.5 (judged
 on the max), the first OT view < 3 s at 1 per CPU.
 
-Usage: python bench/bench_ot_page.py [--loads 1,2.5] [--moves 6] [--look 2.0] [--seed 0]
-       [--timeout 60] [--json results.json]
+Usage: python bench/bench_ot_page.py [--loads 1,2.5] [--servers fresh,warmed] [--moves 6]
+       [--look 2.0] [--seed 0] [--timeout 60] [--json results.json]
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ import time
 from pathlib import Path
 
 # bench/ is the script's folder, so on sys.path
-from bench_compare_page import HOME_TIMEOUT_S, QUIET_S, VIEWPORT, Server, headless_chromium, wait_idle
+from bench_compare_page import (DONE_MESSAGE, HOME_TIMEOUT_S, QUIET_S, VIEWPORT, Server,
+                                headless_chromium, wait_idle)
 from bench_ot_busy import (TARGETS, CpuSplit, Sampler, add_slider_arguments, background_tasks,
                            start_busy, stop_busy, verdict)
 
@@ -162,18 +166,21 @@ def move(page, rng: random.Random, look: float, timeout: float, shot: str,
     return {"from": now["value"], "to": slider_state(page)["value"], "key": key, **out}
 
 
-def level(browser, load: float, args, tag: str) -> dict:
-    """First OT view and one-step moves on a fresh server, the machine topped up to ``load``."""
+def level(browser, load: float, args, tag: str, warmed: bool) -> dict:
+    """First OT view and one-step moves on a fresh server, the machine topped up to ``load``;
+    ``warmed``: visited once the server's warm-up is done, else as soon as it answers."""
     cpus = os.cpu_count() or 1
     found = background_tasks()
     n_busy = max(0, round(load * cpus - found))
     procs = start_busy(n_busy)
-    out = {"load": load, "found": found, "busy": n_busy, "moves": []}
+    out = {"load": load, "found": found, "busy": n_busy, "moves": [], "warmed": warmed}
     try:
         time.sleep(1.0)  # let the busy processes get going
         with tempfile.TemporaryDirectory(prefix="bench-ot-page-") as workdir:
             server = Server(workdir)
             try:
+                if warmed:
+                    out["warm_up_s"] = server.wait_for_log(DONE_MESSAGE, 300)
                 context = browser.new_context(viewport=VIEWPORT)
                 context.add_init_script(WATCH_JS)
                 page = context.new_page()
@@ -227,8 +234,12 @@ def report(res: dict, args) -> None:
     print(f"  {res['found']:g} running tasks found, {res['busy']} busy processes started; "
           f"running tasks while timing median {statistics.median(samples):g}, max "
           f"{max(samples)}; 1-min load average {res['loadavg_1min']:.2f} at the end")
+    warm_up = res.get("warm_up_s")
+    server = ("fresh server, its warm-up under way" if not res["warmed"] else
+              f"server warmed up in {warm_up:.1f} s" if warm_up is not None else
+              "warm-up NOT done in 300 s")
     print(f"  home page loaded in {first['home_s']:.1f} s, Close the gap (default method) in "
-          f"{first['close_gap_s']:.1f} s (fresh server, not timed)")
+          f"{first['close_gap_s']:.1f} s ({server}; not timed)")
     line = f"  first OT view: {timed_text(first, args.timeout)}"
     if first["seconds"] is not None:
         line += judged("first view", res["load"], first["seconds"])
@@ -256,8 +267,14 @@ def main() -> None:
     add_slider_arguments(ap)
     ap.add_argument("--timeout", type=float, default=60,
                     help="seconds allowed for the first view and for each move")
+    ap.add_argument("--servers", default="fresh,warmed",
+                    help="servers to visit on each load level: fresh (as soon as it answers), "
+                         "warmed (once its warm-up is done); comma-separated")
     ap.add_argument("--json", help="also write the results to this JSON file")
     args = ap.parse_args()
+    servers = [v.strip() for v in args.servers.split(",")]
+    if not servers or any(v not in ("fresh", "warmed") for v in servers):
+        ap.error(f"--servers takes fresh and/or warmed, got {args.servers!r}")
 
     cpus = os.cpu_count() or 1
     print(f"Close the gap, Laplace OT on the demo, through the page in headless chromium; "
@@ -265,10 +282,11 @@ def main() -> None:
     results = []
     with headless_chromium() as browser:
         for load in (float(v) for v in args.loads.split(",")):
-            print(f"\nload {load:g} per CPU:")
-            res = level(browser, load, args, f"load{load:g}")
-            results.append(res)
-            report(res, args)
+            for kind in servers:
+                print(f"\nload {load:g} per CPU, {kind} server:")
+                res = level(browser, load, args, f"load{load:g}_{kind}", kind == "warmed")
+                results.append(res)
+                report(res, args)
     if args.json:
         Path(args.json).write_text(json.dumps({"cpus": cpus, "look_s": args.look,
                                                "levels": results}, indent=2))

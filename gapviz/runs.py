@@ -750,6 +750,15 @@ class Runner:
             for done in [pool.submit(fit.precompute, values) for fit in entry.result.fits]:
                 done.result()
 
+    def solve_ahead(self, spec: RunSpec, data: RunData, value: dict[str, Any]) -> Run:
+        """The run of a refit ``spec`` moved to the slider ``value``, with its view, made ahead
+        of the move exactly as the move would make it (its couplings first:
+        :meth:`precompute`); work ahead of a first move (:func:`first_moves`)."""
+        self.precompute(spec, data, [value])
+        out = self.run(spec.with_params(**value), data)
+        out.view  # noqa: B018 - made once per run, kept on it
+        return out
+
     # -- the trade-off ---------------------------------------------------------------------
     def tradeoff(self, specs: Sequence[RunSpec], data: RunData, *,
                  labels: Sequence[str] | None = None, before: GapReport | None = None,
@@ -848,6 +857,14 @@ def neighbour_values(name: str, sliders: Mapping[str, Any]) -> list[dict[str, An
     return out
 
 
+def first_moves(spec: RunSpec) -> list[dict[str, Any]]:
+    """The slider values a first move from ``spec`` most likely goes to: one step either way
+    of its method's first live slider (the first group :class:`NeighbourSolves` obtains when
+    no slider has moved yet); empty for a method without live sliders."""
+    groups = _likeliest_first(spec, None) if slider_values(spec) else []
+    return groups[0] if groups else []
+
+
 def slider_values(spec: RunSpec) -> dict[str, Any]:
     """The spec's values of its method's live (refit) sliders."""
     from .methods import method_class
@@ -858,8 +875,8 @@ def slider_values(spec: RunSpec) -> dict[str, Any]:
 
 
 __all__ = ["DEFAULT_METHOD", "FitView", "InFlight", "LRUStore", "Run", "RunData",
-           "RunMemory", "RunSpec", "Runner", "RunsAhead", "TRADEOFF_KS", "TRADEOFF_METHODS", "default_spec", "needs_leak_consent",
-           "neighbour_values", "planned_spec", "setting_specs", "slider_values",
+           "RunMemory", "RunSpec", "Runner", "RunsAhead", "TRADEOFF_KS", "TRADEOFF_METHODS", "default_spec", "first_moves",
+           "needs_leak_consent", "neighbour_values", "planned_spec", "setting_specs", "slider_values",
            "tradeoff_specs"]
 
 

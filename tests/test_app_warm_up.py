@@ -50,9 +50,11 @@ def test_the_warm_up_starts_in_its_own_thread_unless_turned_off(monkeypatch):
 
 def test_after_the_warm_up_the_first_pages_fit_and_measure_nothing(
         app_session, assert_clean, simulated_workspace, monkeypatch):
-    """The warm-up's runs are the pages' own: after it, the Overview, the Compare page and
-    Close the gap with Laplace OT (its slowest first view) run no fold and measure nothing,
-    and the Compare table shows the numbers ``gapviz compare`` gives."""
+    """The warm-up's runs are the pages' own: after it, the Overview, the Compare page,
+    Close the gap with Laplace OT (its slowest first view) and a first one-step move of its
+    first slider, either way, run no fold and measure nothing in the page (the page's solves
+    ahead of the next move run on threads of their own), and the Compare table shows the
+    numbers ``gapviz compare`` gives."""
     import math
 
     import gapviz.runs as runs
@@ -65,16 +67,24 @@ def test_after_the_warm_up_the_first_pages_fit_and_measure_nothing(
     monkeypatch.setattr(state, "demo_workspace", lambda: ws)
     handed = warmup.warm_up()
     n_rows = len(compute.compare_default_methods())
-    assert handed == 2 + n_rows + 3  # raw and Overview views, rows, OT, Sinkhorn, solvers' start
-    assert warmup.warm_up_jobs(ws)[-1] is compute.start_solver_processes
+    # raw and Overview views, rows, OT, Sinkhorn, the solvers' start, then OT's and Sinkhorn's
+    # likeliest first moves (one step of the first slider either way: two each)
+    assert handed == 2 + n_rows + 3 + 4
+    assert warmup.warm_up_jobs(ws)[-5] is compute.start_solver_processes
     compute.runs_ahead().wait()
 
     fits, measured, drawn = [], [], []
-    transform, measure, view_of = runs.protocol_transform, runs.measure_gap, views.view_of
-    monkeypatch.setattr(runs, "protocol_transform",
-                        lambda *a, **k: fits.append(a[0]) or transform(*a, **k))
-    monkeypatch.setattr(runs, "measure_gap", lambda *a, **k: measured.append(1) or measure(*a, **k))
-    monkeypatch.setattr(views, "view_of", lambda *a, **k: drawn.append(1) or view_of(*a, **k))
+
+    def in_page(seen: list, what):  # calls made by the page, not by its work ahead
+        def call(*a, **k):
+            if not threading.current_thread().name.startswith("gapviz-"):
+                seen.append(a[0] if seen is fits else 1)
+            return what(*a, **k)
+        return call
+
+    monkeypatch.setattr(runs, "protocol_transform", in_page(fits, runs.protocol_transform))
+    monkeypatch.setattr(runs, "measure_gap", in_page(measured, runs.measure_gap))
+    monkeypatch.setattr(views, "view_of", in_page(drawn, views.view_of))
 
     at = app_session("pages/overview.py", workspace=ws)
     assert_clean(at, "Overview")
@@ -86,6 +96,14 @@ def test_after_the_warm_up_the_first_pages_fit_and_measure_nothing(
     at.selectbox(key="close_method").set_value("ot").run()
     assert_clean(at, "Close the gap, Laplace OT")
     assert fits == [] and measured == [] and drawn == []
+    first = runs.first_moves(at.session_state["workspace"].last_spec)
+    assert [set(v) for v in first] == [{"reg_lap", "reg_src"}] * 2
+    for value in first:  # either way, as a visitor's first move goes
+        at.select_slider(key="close_reg_lap").set_value(value["reg_lap"]).run()
+        assert_clean(at, f"Laplace OT moved to {value}")
+        assert runs.slider_values(at.session_state["workspace"].last_spec) == value
+        assert fits == [] and measured == [] and drawn == [], value
+    compute.neighbour_solves().wait()
 
     pairs = ws.datasets[ws.current_dataset].models[PROFILES["clip"].name]
     for row in compare({"clip": pairs}, compute.compare_default_methods()):

@@ -381,6 +381,32 @@ def test_neighbour_solves_obtain_each_neighbours_run_and_view_as_a_move_would(da
         np.testing.assert_array_equal(run.view.paired, expected.paired)
 
 
+def test_a_first_move_solved_ahead_is_the_moves_own_run(data):
+    """first_moves: one step either way of the method's first slider (none for a method
+    without live sliders); solve_ahead makes the moved run and its view as the move does."""
+    from gapviz.runs import first_moves, slider_values
+    from gapviz.views import view_of
+
+    spec = RunSpec.make("ot", {"fit_size": 200}).with_params(**slider_values(RunSpec.make("ot")))
+    values = first_moves(spec)
+    assert values == [{"reg_lap": 30.0, "reg_src": 1.0}, {"reg_lap": 300.0, "reg_src": 1.0}]
+    sinkhorn = RunSpec.make("sinkhorn")  # one slider: both its neighbours
+    assert first_moves(sinkhorn) == neighbour_values("sinkhorn", slider_values(sinkhorn))
+    assert len(first_moves(sinkhorn)) == 2
+    assert first_moves(RunSpec.make("center")) == []
+    runner = Runner()
+    runner.run(spec, data)
+    for value in values:
+        made = runner.solve_ahead(spec, data, value)
+        assert made._view is not None
+        run = runner.run(spec.with_params(**value), data)
+        assert run is made  # what the move reads
+        fresh = protocol_transform("ot", data.images, data.texts, protocol="held-out",
+                                   params={"fit_size": 200, **value})
+        np.testing.assert_array_equal(run.images, fresh.image_embeddings)
+        assert run.view.report.metrics == view_of(run.images, run.texts).report.metrics
+
+
 def test_a_run_makes_its_view_once_for_every_caller(data):
     import threading
 

@@ -314,6 +314,7 @@ def test_the_server_starts_its_solver_processes_with_the_sliders_page_not_with_t
     assert waited == [True]
     pool.started = False
     monkeypatch.setattr(compute, "first_view_jobs", lambda act, specs: [lambda: None])
+    monkeypatch.setattr(compute, "first_move_jobs", lambda act, specs: [lambda: None])
     compute.first_views_ahead(type("Act", (), {"key": "demo"})(), ["ot"])  # Close the gap
     assert pool.started and asked[-1][0] == "first views"
 

@@ -31,7 +31,7 @@ from gapviz.projection import LayoutJobs, Projection, joint_pca, warm_up_umap
 from gapviz.compare import ComparisonRow, compare_row
 from gapviz.methods import is_score_correction, menu_order, method_class
 from gapviz.runs import (LRUStore, NeighbourSolves, Run, RunData, RunMemory, Runner, RunsAhead,
-                         RunSpec, needs_leak_consent, planned_spec, slider_values)
+                         RunSpec, first_moves, needs_leak_consent, planned_spec, slider_values)
 from gapviz.solvers import SolverProcesses
 from gapviz.views import EmbeddingView
 from gapviz.workspace import POOLS, Active
@@ -293,11 +293,12 @@ def first_view_specs(act: Active, names: Sequence[str],
 def first_views_ahead(act: Active, specs: Sequence[RunSpec]) -> None:
     """Obtain the runs ``specs`` on ``act`` and their views (measures, PCA) in the background,
     before other work ahead: what the page now shown offers a click away (Close the gap: the
-    first view of the methods whose fits take longest, at the values the page would run).
-    A spec the page then runs is found done or under way; another is never shown for it. The
-    same limits as :func:`compare_rows_ahead`. The solver processes start too: the page
-    offers the sliders, whose moves (and the solves ahead of them) need them ready."""
-    jobs = first_view_jobs(act, specs)
+    first view of the methods whose fits take longest, at the values the page would run),
+    then the runs of their likeliest first slider moves (:func:`first_move_jobs`). A spec the
+    page then runs is found done or under way; another is never shown for it. The same limits
+    as :func:`compare_rows_ahead`. The solver processes start too: the page offers the
+    sliders, whose moves (and the solves ahead of them) need them ready."""
+    jobs = first_view_jobs(act, specs) + first_move_jobs(act, specs)
     if jobs:
         runs_ahead().request(("first views", act.key, tuple(specs)), jobs, first=True)
     start_solver_processes()
@@ -311,6 +312,19 @@ def first_view_jobs(act: Active, specs: Sequence[RunSpec]) -> list[Callable[[], 
         return []
     shared = runner()
     return [lambda s=s: shared.run(s, data).view for s in specs]
+
+
+def first_move_jobs(act: Active, specs: Sequence[RunSpec]) -> list[Callable[[], Any]]:
+    """One job per value a first slider move from each spec most likely goes to (one step
+    either way of its first slider: :func:`gapviz.runs.first_moves`), obtaining that run and
+    its view on ``act`` as the move would (:meth:`gapviz.runs.Runner.solve_ahead`), so the
+    first move after a first view finds it done even when the look between them is too short
+    to solve it on a busy machine; none for pools whose work is not done ahead."""
+    data = _ahead_data([act]).get(act.key)
+    if data is None:
+        return []
+    shared = runner()
+    return [lambda s=s, v=v: shared.solve_ahead(s, data, v) for s in specs for v in first_moves(s)]
 
 
 def run(act: Active, spec: RunSpec, fit_on: Active | None = None) -> Run:

@@ -7,9 +7,10 @@ loads the demo and hands the background worker (:func:`ui.compute.runs_ahead`) t
 new visitor's pages show of it, in the order a visitor meets them (:func:`warm_up_jobs`): the
 raw embeddings' view (on every page), the Overview's closed view, the Compare page's opening
 rows and Close the gap's slowest first views (Laplace OT, Sinkhorn); then it starts the solver
-processes, unless Close the gap or a slider move started them. The same functions build the runs
-as the pages do, so they have the pages' keys: a page finds them done or under way, never a
-different result.
+processes, unless Close the gap or a slider move started them, and obtains the runs of those
+methods' likeliest first slider moves (one step of the first slider, either way). The same
+functions build the runs as the pages do, so they have the pages' keys: a page finds them
+done or under way, never a different result.
 
 The worker gives way to every page's own work (:class:`gapviz.runs.RunsAhead`), so a visitor
 who arrives during the warm-up waits for no more than without it, and what a page asks for
@@ -81,7 +82,7 @@ def warm_up() -> int:
                 out = job()
                 with lock:
                     left[0] -= 1
-                    if left[0] == 0:  # the last job started the solver processes
+                    if left[0] == 0:  # a job before started the solver processes
                         threading.Thread(target=_done_when_ready, args=(len(jobs), start),
                                          name=WARM_UP_THREAD, daemon=True).start()
                 return out
@@ -104,7 +105,8 @@ def warm_up_jobs(ws: Any) -> list[Callable[[], Any]]:
     in the order a visitor meets them: the raw view (every page), the Overview's closed view,
     the Compare page's opening rows (in the page's order), Close the gap's first views of the
     methods with live sliders (but its default method, which the Overview's view is); then
-    the solver processes' start."""
+    the solver processes' start and the runs of those methods' likeliest first slider moves
+    (:func:`ui.compute.first_move_jobs`)."""
     from gapviz.runs import DEFAULT_METHOD, RunSpec, default_spec
 
     from . import compute
@@ -114,12 +116,14 @@ def warm_up_jobs(ws: Any) -> list[Callable[[], Any]]:
     views = compute.first_view_jobs(
         act, [RunSpec.make("orig"), default_spec(act.pairs.n, act.pairs.dim)])
     _, rows = compute.compare_row_jobs([act], compute.compare_default_methods(), ws.params_for)
-    firsts = compute.first_view_jobs(act, compute.first_view_specs(
-        act, method_names(), lambda name: name == DEFAULT_METHOD))
-    # the solver processes (about 1 CPU-second for two) last: a visitor who opens the app at
-    # the server's start does not share the CPUs with their start, and no run here needs them
-    # (a fit's own solve is made in the process); the sliders' moves do
-    return views + rows + firsts + [compute.start_solver_processes]
+    specs = compute.first_view_specs(act, method_names(), lambda name: name == DEFAULT_METHOD)
+    firsts = compute.first_view_jobs(act, specs)
+    # the solver processes (about 1 CPU-second for two) after the runs a page shows first: a
+    # visitor who opens the app at the server's start does not share the CPUs with their start,
+    # and none of those runs needs them (a fit's own solve is made in the process); the
+    # sliders' moves do, and the runs of the likeliest first moves come last
+    return (views + rows + firsts + [compute.start_solver_processes]
+            + compute.first_move_jobs(act, specs))
 
 
 def _done_when_ready(n_jobs: int, start: float) -> None:
