@@ -21,7 +21,12 @@ page's default method selection:
 * **warmed link**: a third fresh server; its first visitor follows the same link once the
   server's warm-up (``ui.warmup``: the demo's first pages obtained at the server's start) is
   done, as a hosted demo's visitors do. The warm-up's time, from the server answering to its
-  "done" line in the server's log, is printed too. Timed from the navigation's start.
+  "done" line in the server's log, is printed too. Timed from the navigation's start;
+* **floor**: what any Streamlit page with such a table costs here, timed the same way: a
+  fresh server of a one-page app (``FLOOR_APP``: the title "Compare" and, where the page has
+  its table, a dataframe of random numbers with the finished table's rows and columns),
+  opened by a new visitor and timed from the navigation's start to the table shown with
+  nothing running. No gapviz code runs in it: the link visits' time beyond it is the app's.
 
 The clock is read in the page (``performance.now()``, polled every 50 ms): **first rows** is
 when a table with at least one row is first drawn (the page shows the rows measured so far
@@ -36,8 +41,8 @@ Printed per level: the running tasks found and busy processes started, the runni
 sampled every 0.1 s while each visit was timed (mean; the server, chromium and this script
 included), the 1-minute load average, the CPU seconds the server (with its solver processes)
 and the browser (every chromium process) used from each visit's start to the end of its quiet
-second, the cold, warm, link and warmed-link times, and whether
-they meet the target: finished in under 5 s at 1 runnable task per CPU.
+second, the cold, warm, link, warmed-link and floor times, and whether the first four meet
+the target: finished in under 5 s at 1 runnable task per CPU.
 
 Usage: python bench/bench_compare_page.py [--loads 0,1] [--repeat 1] [--dwell 1]
        [--timeout 240] [--json results.json]
@@ -130,16 +135,17 @@ def free_port() -> int:
 
 
 class Server:
-    """``streamlit run app.py`` on a free port with a fresh cache folder, until ``stop``."""
+    """``streamlit run app.py`` (or ``script``) on a free port with a fresh cache folder, until
+    ``stop``."""
 
-    def __init__(self, workdir: str):
+    def __init__(self, workdir: str, script: str = "app.py"):
         port = free_port()
         self.url = f"http://localhost:{port}"
         self.log_path = Path(workdir) / "streamlit.log"
         cache = Path(workdir) / "cache"
         env = {**os.environ, "GAPVIZ_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1"}
         # no file watcher: library files edited meanwhile must not rerun the page
-        cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+        cmd = [sys.executable, "-m", "streamlit", "run", script, "--server.headless", "true",
                "--server.port", str(port), "--browser.gatherUsageStats", "false",
                "--server.fileWatcherType", "none"]
         with open(self.log_path, "w") as log:
@@ -238,6 +244,9 @@ def time_compare(page, timeout: float, shot: str, split: CpuSplit) -> dict:
         out["screenshot"] = shot
     else:
         out["expected_rows"] = expected_rows(page)
+        columns = page.locator('.st-key-compare_view table[role="grid"]').first.get_attribute(
+            "aria-colcount")
+        out["columns"] = int(columns) if columns else None
     return out
 
 
@@ -276,6 +285,10 @@ def visits(browser, timeout: float, tag: str, dwell: float) -> dict:
     result["link"], _ = link_visit(browser, timeout, f"{tag}_link", warmed=False)
     result["warmed"], result["warm_up_s"] = link_visit(browser, timeout, f"{tag}_warmed",
                                                        warmed=True)
+    shown = result["warmed"] if result["warmed"]["finished_s"] is not None else result["warm"]
+    result["floor_columns"] = shown.get("columns") or 20
+    result["floor"] = floor_visit(browser, timeout, tag, shown.get("rows") or 8,
+                                  result["floor_columns"])
     return result
 
 
@@ -320,7 +333,7 @@ def verdict(load: float, seconds: float | None) -> str:
     return f"target < {TARGET_S:g} s at load {TARGET_LOAD:g} per CPU: {'met' if ok else 'NOT met'}"
 
 
-def visit_line(name: str, v: dict, load: float, timeout: float) -> str:
+def visit_line(name: str, v: dict, load: float, timeout: float, judge: bool = True) -> str:
     first = ("no rows" if v["first_rows_s"] is None
              else f"first rows {v['first_rows_s']:.2f} s ({v['first_rows']} rows)")
     if v["finished_s"] is None:
@@ -337,7 +350,40 @@ def visit_line(name: str, v: dict, load: float, timeout: float) -> str:
     return (f"  {name}: {first}, {finish}\n"
             f"        running tasks {running}, 1-min load average {v['loadavg_1min']:.2f}; "
             f"CPU-s to the end of the quiet second: server {v['server_cpu_s']:.2f}, browser "
-            f"{v['browser_cpu_s']:.2f}; {verdict(load, v['finished_s'])}")
+            f"{v['browser_cpu_s']:.2f}" + (f"; {verdict(load, v['finished_s'])}" if judge else ""))
+
+
+#: The floor visit's app (``{rows}``, ``{columns}``: the finished table's shape).
+FLOOR_APP = """
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+st.title("Compare")
+with st.container(key="compare_view"):
+    rng = np.random.default_rng(0)
+    st.dataframe(pd.DataFrame(rng.random(({rows}, {columns})),
+                              columns=[f"measure {{i}}" for i in range({columns})]))
+"""
+
+
+def floor_visit(browser, timeout: float, tag: str, rows: int, columns: int) -> dict:
+    """A new visitor of a fresh server of :data:`FLOOR_APP` (a table of ``rows`` x ``columns``),
+    timed from the navigation's start as :func:`link_visit` times the Compare page."""
+    with tempfile.TemporaryDirectory(prefix="bench-compare-floor-") as workdir:
+        script = Path(workdir) / "floor_app.py"
+        script.write_text(FLOOR_APP.format(rows=rows, columns=columns))
+        server = Server(workdir, str(script))
+        try:
+            context, page = new_page(browser)
+            split = CpuSplit(server.proc.pid)
+            page.goto(server.url, wait_until="domcontentloaded")
+            visit = time_compare(page, timeout, f"/tmp/bench_compare_{tag}_floor.png", split)
+            context.close()
+        finally:
+            server.stop()
+    visit["expected_rows"] = rows
+    return visit
 
 
 def median_finish(runs: list[dict], which: str) -> float | None:
@@ -398,14 +444,19 @@ def main() -> None:
                 print(visit_line(f"warmed link (the same, once the server's warm-up is "
                                  f"done; the warm-up {warm_up})", run["warmed"], load,
                                  args.timeout))
+                floor = run["floor"]
+                print(visit_line(f"floor (no gapviz: a one-page Streamlit app with a "
+                                 f"{floor['expected_rows']}-row table of "
+                                 f"{run['floor_columns']} columns, a fresh server's new visitor)",
+                                 floor, load, args.timeout, judge=False))
 
     print(f"\nsummary (median of {args.repeat}; finished table):")
     for res in results:
         parts = []
-        for which in ("cold", "warm", "link", "warmed"):
+        for which in ("cold", "warm", "link", "warmed", "floor"):
             seconds = median_finish(res["runs"], which)
             text = "not finished" if seconds is None else f"{seconds:.2f} s"
-            if res["load"] == TARGET_LOAD:
+            if res["load"] == TARGET_LOAD and which != "floor":
                 text += f" ({verdict(res['load'], seconds)})"
             parts.append(f"{which} {text}")
         print(f"  load {res['load']:g}/CPU: " + ", ".join(parts))
