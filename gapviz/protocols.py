@@ -647,8 +647,17 @@ def _cross_fit(model: GapMethod, name: str, X: np.ndarray, Y: np.ndarray, folds:
         with one_blas_thread(workers), \
                 ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gapviz-fold") as pool:
             futures = [pool.submit(fit_fold, f) for f in range(folds)]
-            for finished, _ in enumerate(as_completed(futures), start=1):
-                progress(finished / (folds + 1), f"{finished} of {folds} folds fitted")
+            try:
+                for finished, future in enumerate(as_completed(futures), start=1):
+                    future.result()  # a fold that failed stops the others
+                    progress(finished / (folds + 1), f"{finished} of {folds} folds fitted")
+            except BaseException:
+                # the caller stops here (a failed fold, or work ahead giving way to a user's
+                # between two folds): the folds not yet started are dropped, so leaving the
+                # pool waits for those under way only, not for every fold
+                for future in futures:
+                    future.cancel()
+                raise
             done = [future.result() for future in futures]
     fits = [d[0] for d in done]
     out_x = [d[1] for d in done]

@@ -265,6 +265,42 @@ def test_max_fit_caps_each_fit_with_a_seeded_sample(signal_pairs):
         protocol_transform("center", X, Y, protocol="transductive", max_fit=50)
 
 
+@pytest.mark.parametrize("stop", ["progress", "fold"])
+def test_folds_side_by_side_stop_with_their_caller(signal_pairs, monkeypatch, stop):
+    """With folds fitted side by side (Sinkhorn on its fit_size subsample, two workers), a
+    caller that stops at a fold's end (work ahead giving way: its progress callback raises)
+    or a fold that fails leaves the folds not yet started unfitted, rather than waiting for
+    every fold."""
+    import threading
+    import time
+
+    import gapviz.protocols as protocols
+
+    X, Y = signal_pairs
+    monkeypatch.setattr(protocols.os, "cpu_count", lambda: 2)
+    started, lock = [], threading.Lock()
+    real = protocols._fit_or_explain
+
+    def fit(call, *args):
+        with lock:
+            started.append(1)
+            n = len(started)
+        time.sleep(0.2)  # each fold takes a while, so the pool holds the others queued
+        if stop == "fold" and n == 1:
+            raise RuntimeError("fold 1 failed")
+        return real(call, *args)
+
+    def progress(fraction, message):
+        if stop == "progress" and fraction > 0:
+            raise KeyboardInterrupt  # as a caller's stop would (not an Exception)
+
+    monkeypatch.setattr(protocols, "_fit_or_explain", fit)
+    with pytest.raises(KeyboardInterrupt if stop == "progress" else RuntimeError):
+        protocol_transform("sinkhorn", X, Y, protocol="held-out", folds=8,
+                           params={"fit_size": 100}, progress=progress)
+    assert 1 <= len(started) <= 4  # two under way when it stopped, maybe two more: not all 8
+
+
 @pytest.mark.filterwarnings("ignore:Sinkhorn did not converge")  # at reg 0.01, as POT
 def test_refit_result_equals_a_fresh_protocol_transform_at_the_new_value(signal_pairs):
     from gapviz.protocols import refit_result
