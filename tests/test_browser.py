@@ -90,11 +90,13 @@ def fresh_app_url(tmp_path_factory):
 
 
 def _serve(tmp_path_factory, log_name: str, *, script: Path = ROOT / "app.py", cwd: Path = ROOT,
-           env: dict | None = None, args: tuple[str, ...] = (), process: list | None = None):
+           env: dict | None = None, args: tuple[str, ...] = (), process: list | None = None,
+           wait_for: str | None = None):
     """A real ``streamlit run SCRIPT`` on a free port with its own cache folder, until the
     fixture ends (its log saved as ``tests/artifacts/browser/LOG_NAME``). ``args``: more
     ``streamlit run`` options; ``process``: a list the server's ``Popen`` is appended to (a
-    test that reads its memory)."""
+    test that reads its memory); ``wait_for``: a line the server's log must show before the
+    server is handed over (the warm-up's done line, say)."""
     port = _free_port()
     cache = tmp_path_factory.mktemp("gapviz-cache")
     log_path = tmp_path_factory.mktemp("server") / "streamlit.log"
@@ -119,6 +121,12 @@ def _serve(tmp_path_factory, log_name: str, *, script: Path = ROOT / "app.py", c
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"streamlit did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.3)
+        deadline = time.monotonic() + 240
+        while wait_for is not None and wait_for not in log_path.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the server's log never said {wait_for!r}:\n"
+                            f"{log_path.read_text()[-3000:]}")
             time.sleep(0.3)
         yield url
     finally:
