@@ -31,13 +31,15 @@ time is when that state began. The value moved to is read from the slider afterw
 or move that ends on an exception, or does not finish within ``--timeout``, is reported as not
 finished with a screenshot under /tmp, the exception's text and the server log's tail.
 
-Printed per level and server: the seconds its warm-up took (warmed), the running tasks found and busy processes started, the running tasks
-sampled every 0.1 s while timing (median and max; the server, chromium and this script
-included), the first OT view, every move with the value moved to, the CPU seconds the server
-(with its solver processes) and the browser (every chromium process) used from each action to
-the end of its quiet second, the moves' median and max, and the verdicts beside the targets
-(``bench_ot_busy.TARGETS``): a move < 1 s at 1 runnable task per CPU and < 2 s at 2.5 (judged
-on the max), the first OT view < 3 s at 1 per CPU.
+Printed per level and server: the seconds its warm-up took (warmed), the running tasks found
+and busy processes started, the running tasks sampled every 0.1 s while timing (median and
+max; the server, chromium and this script included), the first OT view, every move with the
+value moved to (and whether the page had shown it before: its run is then kept, and the move
+is the page's drawing alone, a move's floor), the CPU seconds the server (with its solver
+processes) and the browser (every chromium process) used from each action to the end of its
+quiet second, the moves' median and max (all of them, then split by shown before or not),
+and the verdicts beside the targets (``bench_ot_busy.TARGETS``): a move < 1 s at 1 runnable
+task per CPU and < 2 s at 2.5 (judged on the max), the first OT view < 3 s at 1 per CPU.
 
 Usage: python bench/bench_ot_page.py [--loads 1,2.5] [--servers fresh,warmed] [--moves 6]
        [--look 2.0] [--seed 0] [--timeout 60] [--json results.json]
@@ -257,9 +259,12 @@ def report(res: dict, args) -> None:
     if first["seconds"] is not None:
         line += judged("first view", res["load"], first["seconds"])
     print(line)
+    shown = set()  # values the page has shown: their runs are kept, nothing is computed
     for m in res["moves"]:
-        print(f"    move {m['key']:<10} reg_lap {m['from']} -> {m['to']}: "
-              f"{timed_text(m, args.timeout)}")
+        shown.add(m["from"])
+        m["shown_before"] = m["to"] in shown
+        print(f"    move {m['key']:<10} reg_lap {m['from']} -> {m['to']}"
+              f"{' (shown before)' if m['shown_before'] else ''}: {timed_text(m, args.timeout)}")
     for r in (first, *res["moves"]):
         if r.get("exception_text"):
             print(f"  exception shown on the page:\n{r['exception_text']}")
@@ -270,6 +275,12 @@ def report(res: dict, args) -> None:
         print(f"  one-step moves (after {args.look:g} s looking): median "
               f"{statistics.median(times):.2f} s, max {max(times):.2f} s"
               f"{judged('move', res['load'], max(times))}")
+        for seen, what in ((False, "to values not shown before (solved ahead, or not)"),
+                           (True, "to values shown before (the page's drawing alone: its floor)")):
+            some = [m["seconds"] for m in res["moves"] if m["shown_before"] is seen]
+            if some:
+                print(f"    {len(some)} {what}: median {statistics.median(some):.2f} s, "
+                      f"max {max(some):.2f} s")
     else:
         print(f"  one-step moves: {sum(t is not None for t in times)} of {args.moves} finished")
 
