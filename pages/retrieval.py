@@ -93,17 +93,15 @@ with st.container(border=True):
         d1, d2, d3, d4 = st.columns([1.1, 3.2, 0.9, 1.1], vertical_alignment="bottom")
         modality = d1.radio("Query is the pair's", list(MODALITIES), format_func=MODALITIES.get,
                             horizontal=True, **keep("retrieval_modality", IMAGE))
-        if "retrieval_pair" not in st.session_state:
-            set_kept("retrieval_pair", best)
+        # the pair chosen before (kept while the user was on other pages), else the best example
+        kept_pair = keep("retrieval_pair", best, bounds=(0, pairs.n - 1))
         if pairs.n <= PICKER_MAX:
             row = d2.selectbox(
-                "Pair", range(pairs.n), key="retrieval_pair",
+                "Pair", range(pairs.n),
                 format_func=lambda r: f"{pairs.ids[r]} · {rv.caption_of(pairs, r)[:90]}",
-                on_change=lambda: set_kept("retrieval_pair", st.session_state["retrieval_pair"]),
-                help="Type to search ids and captions.")
+                help="Type to search ids and captions.", **kept_pair)
         else:
-            row = d2.number_input("Pair (row)", 0, pairs.n - 1, step=1, key="retrieval_pair",
-                                  on_change=lambda: set_kept("retrieval_pair", st.session_state["retrieval_pair"]))
+            row = d2.number_input("Pair (row)", 0, pairs.n - 1, step=1, **kept_pair)
         d3.button("Random", key="retrieval_random", icon=":material/shuffle:", width="stretch",
                   on_click=lambda: set_kept("retrieval_pair", int(np.random.default_rng().integers(pairs.n))))
         d4.button("Best example", key="retrieval_best", icon=":material/star:", width="stretch",

@@ -100,6 +100,8 @@ def test_changing_the_method_updates_the_right_column_only(at, assert_clean):
 
 
 def test_random_and_best_example_buttons(at, small_ws, app_session, assert_clean):
+    if at.button(key="retrieval_best").disabled:  # on the best example already: leave it first
+        at.selectbox(key="retrieval_pair").set_value((at.selectbox(key="retrieval_pair").value + 1) % N).run()
     at.button(key="retrieval_best").click().run()
     best = at.selectbox(key="retrieval_pair").value
     assert at.button(key="retrieval_best").disabled  # already showing it
@@ -115,6 +117,20 @@ def test_random_and_best_example_buttons(at, small_ws, app_session, assert_clean
         assert_clean(at, "random query")
         seen.add(at.selectbox(key="retrieval_pair").value)
     assert all(0 <= r < N for r in seen) and len(seen) >= 2
+
+
+def test_the_chosen_pair_is_kept_while_the_user_is_on_another_page(small_ws, app_session,
+                                                                   assert_clean):
+    at = app_session(PAGE, workspace=small_ws, timeout=TIMEOUT)
+    best = at.selectbox(key="retrieval_pair").value  # the page opens on the best example
+    chosen = (best + 5) % N
+    at.selectbox(key="retrieval_pair").set_value(chosen).run()
+    at.switch_page("pages/overview.py").run()
+    at.switch_page(PAGE).run()
+    assert_clean(at, "back on Retrieval")
+    assert at.selectbox(key="retrieval_pair").value == chosen
+    assert not at.button(key="retrieval_best").disabled
+    assert f"<code>{small_ws.active.pairs.ids[chosen]}</code>" in _query_card(at)
 
 
 def test_a_selection_on_explore_becomes_the_query(at, small_ws, assert_clean):
