@@ -32,7 +32,8 @@ or move that ends on an exception, or does not finish within ``--timeout``, is r
 finished with a screenshot under /tmp, the exception's text and the server log's tail.
 
 Printed per level and server: the seconds its warm-up took (warmed), the running tasks found
-and busy processes started, the running tasks sampled every 0.1 s while timing (median and
+and busy processes started, the time Close the gap took to load until its live charts had
+drawn and the CPU seconds the server and the browser used meanwhile (no target), the running tasks sampled every 0.1 s while timing (median and
 max; the server, chromium and this script included), the first OT view, every move with the
 value moved to (and whether the page had shown it before: its run is then kept, and the move
 is the page's drawing alone, a move's floor), the CPU seconds the server (with its solver
@@ -63,7 +64,9 @@ from bench_ot_busy import (TARGETS, CpuSplit, Sampler, add_slider_arguments, bac
                            start_busy, stop_busy, verdict)
 
 OT_LABEL = "Laplace OT (EMD)"
-#: Close the gap's live charts (``ui/live_plot``: one iframe each), by widget key.
+#: Close the gap's live charts (``ui/live_plot``: one iframe for the three): the component's
+#: widget key and each chart's key.
+LIVE_FRAME = "close_charts"
 LIVE_CHARTS = ("close_scatter_raw", "close_scatter", "close_hist")
 SLIDER = '.st-key-close_reg_lap input[type="range"]'
 
@@ -134,6 +137,7 @@ def open_ot(page, url: str, timeout: float, shot: str, split: CpuSplit) -> dict:
     wait_idle(page, HOME_TIMEOUT_S)
     home_s = time.monotonic() - started
     started = time.monotonic()
+    split.restart()
     page.locator('[data-testid="stSidebar"] [data-testid="stPageLink"] a',
                  has_text="Close the gap").first.click()
     page.wait_for_function("() => document.querySelector('h1')?.innerText.trim() === "
@@ -141,21 +145,22 @@ def open_ot(page, url: str, timeout: float, shot: str, split: CpuSplit) -> dict:
     wait_idle(page, HOME_TIMEOUT_S)
     wait_charts(page, HOME_TIMEOUT_S)
     close_gap_s = time.monotonic() - started
+    close_gap_cpu = split.since()
     page.locator(".st-key-close_method").click()
     split.restart()
     page.evaluate("() => window.__bench.arm()")
     page.get_by_role("option", name=OT_LABEL).click()
-    return {"home_s": home_s, "close_gap_s": close_gap_s,
+    return {"home_s": home_s, "close_gap_s": close_gap_s, "close_gap_cpu": close_gap_cpu,
             **wait_finished(page, timeout, shot, split)}
 
 
 def wait_charts(page, timeout: float) -> None:
     """Until Close the gap's live charts have drawn (their iframes load Plotly after the page's
     run is over: a visitor sees the page drawn before choosing a method)."""
+    frame = page.locator(f".st-key-{LIVE_FRAME} iframe").first.element_handle(
+        timeout=timeout * 1000).content_frame()
     for key in LIVE_CHARTS:
-        frame = page.locator(f".st-key-{key} iframe").first.element_handle(
-            timeout=timeout * 1000).content_frame()
-        frame.wait_for_selector(".main-svg", timeout=timeout * 1000)
+        frame.wait_for_selector(f'[data-key="{key}"] .main-svg', timeout=timeout * 1000)
 
 
 def slider_state(page) -> dict:
@@ -253,8 +258,10 @@ def report(res: dict, args) -> None:
     server = ("fresh server, its warm-up under way" if not res["warmed"] else
               f"server warmed up in {warm_up:.1f} s" if warm_up is not None else
               "warm-up NOT done in 300 s")
-    print(f"  home page loaded in {first['home_s']:.1f} s, Close the gap (default method) in "
-          f"{first['close_gap_s']:.1f} s ({server}; not timed)")
+    cpu = first["close_gap_cpu"]
+    print(f"  home page loaded in {first['home_s']:.1f} s, Close the gap (default method, its "
+          f"charts drawn) in {first['close_gap_s']:.1f} s [CPU-s: server "
+          f"{cpu['server_cpu_s']:.2f}, browser {cpu['browser_cpu_s']:.2f}] ({server}; no target)")
     line = f"  first OT view: {timed_text(first, args.timeout)}"
     if first["seconds"] is not None:
         line += judged("first view", res["load"], first["seconds"])

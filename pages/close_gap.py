@@ -23,7 +23,7 @@ from ui import compute, links
 from ui import export_menu as export_ui
 from ui.components import guard, method_label, method_names, metric_cards
 from ui.frame import page_header
-from ui.live_plot import live_chart
+from ui.live_plot import Chart, live_charts
 from ui.scoring import scoring_controls, show_provenance
 from ui.sidebar import show_method_in_sidebar
 from ui.state import keep, kept, set_kept, workspace
@@ -148,9 +148,9 @@ def method_panel() -> None:
     """Sliders, cards, the raw and "after" scatters and the histograms: everything a slider
     changes, and the raw scatter beside it.
 
-    The charts are live charts (:func:`ui.live_plot.live_chart`): a move hands the new "after"
-    scatter and histograms to the same charts, which redraw in place, and the raw scatter,
-    the same figure each time, is not drawn again. All above them is one block
+    The charts are live charts in one frame (:func:`ui.live_plot.live_charts`): a move hands
+    the new "after" scatter and histograms to the same charts, which redraw in place, and the
+    raw scatter, the same figure each time, is not drawn again. All above them is one block
     (:func:`_panel_top`), whatever each method and run shows there (a tuning toggle, a line
     about its fit), so the charts keep their place and a method switch redraws them in place
     too.
@@ -159,13 +159,11 @@ def method_panel() -> None:
     with guard(f"apply {method_label(method)}"), foreground():
         with st.container():
             fig, hist = _panel_top()
-        before_col, after_col = st.columns(2, gap="medium")
-        with before_col:
-            live_chart(raw_scatter, key="close_scatter_raw", config={"displaylogo": False},
-                       spec=raw_scatter_spec)
-        with after_col:
-            live_chart(fig, key="close_scatter", config={"displaylogo": False})
-        live_chart(hist, key="close_hist", config={"displayModeBar": False})
+        live_charts([[Chart("close_scatter_raw", raw_scatter, {"displaylogo": False},
+                            raw_scatter_spec),
+                      Chart("close_scatter", fig, {"displaylogo": False})],
+                     [Chart("close_hist", hist, {"displayModeBar": False})]],
+                    key="close_charts")
 
 
 def _panel_top():

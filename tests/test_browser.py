@@ -401,18 +401,36 @@ def _change_of_cards(page, old: str, timeout_ms: int = 120_000) -> None:
                            arg=old, timeout=timeout_ms)
 
 
-def _live_charts(page) -> dict:
-    """Close the gap's live charts (ui/live_plot: one iframe each) by widget key: their frames."""
-    out = {}
-    for key in ("close_scatter_raw", "close_scatter", "close_hist"):
-        frame = page.locator(f".st-key-{key} iframe").first.element_handle().content_frame()
-        frame.wait_for_selector(".main-svg", timeout=FIRST_LOAD_TIMEOUT * 1000)
-        out[key] = frame
-    return out
+#: Close the gap's live charts (ui/live_plot), all in one frame.
+_CHART_KEYS = ("close_scatter_raw", "close_scatter", "close_hist")
 
 
-def _chart_title(frame) -> str:
-    return frame.evaluate("() => document.querySelector('.gtitle').textContent")
+def _live_charts(page):
+    """The frame of Close the gap's live charts (ui/live_plot: one iframe for the three), once
+    each chart has drawn."""
+    frame = page.locator(".st-key-close_charts iframe").first.element_handle().content_frame()
+    for key in _CHART_KEYS:
+        frame.wait_for_selector(f'[data-key="{key}"] .main-svg',
+                                timeout=FIRST_LOAD_TIMEOUT * 1000)
+    return frame
+
+
+def _chart_title(frame, key: str) -> str:
+    return frame.evaluate(f"() => document.querySelector('[data-key=\"{key}\"] .gtitle').textContent")
+
+
+def _charts_kept(frame) -> bool:
+    """The frame and each chart's plot are those marked by :func:`_mark_charts` (a chart
+    loaded anew, or purged and drawn again, would lose its mark)."""
+    return frame.evaluate("(keys) => window.__kept === true && keys.every(k => "
+                          "document.querySelector(`[data-key=\"${k}\"] .main-svg`).__kept === true)",
+                          list(_CHART_KEYS))
+
+
+def _mark_charts(frame) -> None:
+    frame.evaluate("(keys) => { window.__kept = true; for (const k of keys) "
+                   "document.querySelector(`[data-key=\"${k}\"] .main-svg`).__kept = true; }",
+                   list(_CHART_KEYS))
 
 
 def test_ot_and_sinkhorn_sliders_move_live(app_url):
@@ -435,8 +453,7 @@ def test_ot_and_sinkhorn_sliders_move_live(app_url):
             page.wait_for_selector('[data-testid="stMetric"]', timeout=FIRST_LOAD_TIMEOUT * 1000)
             _wait_idle(page, FIRST_LOAD_TIMEOUT)
             charts = _live_charts(page)
-            for frame in charts.values():  # a chart drawn anew would lose the mark
-                frame.evaluate("() => { window.__kept = true; }")
+            _mark_charts(charts)  # a chart drawn anew would lose its mark
             # three one-step moves, each to a value not seen before: reg_lap 100 -> 30 -> 10
             # -> 1; reg 0.05 -> 0.1 -> 0.2 -> 0.5
             for label, key, arrow in (("Laplace OT (EMD)", "close_reg_lap", "ArrowLeft"),
@@ -452,16 +469,16 @@ def test_ot_and_sinkhorn_sliders_move_live(app_url):
                 assert "held-out: 5-fold cross-fit" in page.inner_text("body")
                 # the method switch redrew the charts in place (a sibling block above them
                 # that changed its place would have them loaded anew)
-                charts["close_scatter"].wait_for_function(
-                    "(m) => document.querySelector('.gtitle')?.textContent.startsWith(m)",
+                charts.wait_for_function(
+                    "(m) => document.querySelector('[data-key=\"close_scatter\"] .gtitle')"
+                    "?.textContent.startsWith(m)",
                     arg=label, timeout=30_000)
-                assert all(f.evaluate("() => window.__kept === true")
-                           for f in charts.values()), f"{label}: a chart was loaded anew"
+                assert _charts_kept(charts), f"{label}: a chart was loaded anew"
                 moves = []
                 for _ in range(3):
                     page.wait_for_timeout(2000)  # the user reads; neighbouring values solve
                     before = _cards(page)
-                    title = _chart_title(charts["close_scatter"])
+                    title = _chart_title(charts, "close_scatter")
                     page.locator(f'.st-key-{key} input[type="range"]').first.focus()
                     t0 = time.monotonic()
                     page.keyboard.press(arrow)
@@ -470,11 +487,11 @@ def test_ot_and_sinkhorn_sliders_move_live(app_url):
                     _wait_idle(page)
                     _assert_no_exception(page, f"{label} after a slider move")
                     # the move redrew the "after" scatter in place, with the new value
-                    charts["close_scatter"].wait_for_function(
-                        "(old) => { const t = document.querySelector('.gtitle');"
+                    charts.wait_for_function(
+                        "(old) => { const t = document.querySelector("
+                        "'[data-key=\"close_scatter\"] .gtitle');"
                         " return t && t.textContent !== old; }", arg=title, timeout=30_000)
-                    assert all(f.evaluate("() => window.__kept === true")
-                               for f in charts.values()), f"{label}: a chart was drawn anew"
+                    assert _charts_kept(charts), f"{label}: a chart was drawn anew"
                 # the median of three one-step moves: one hiccup of a shared machine (a
                 # collection, another test's leftover work in the server) is not the app's speed
                 timings[f"{label}: slider move"] = sorted(moves)[1]

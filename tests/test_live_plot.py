@@ -1,5 +1,5 @@
-"""The live chart (ui/live_plot): Close the gap's charts drawn by a component that redraws
-them in place; its files in a private folder; st.plotly_chart where that folder cannot be made.
+"""The live charts (ui/live_plot): Close the gap's three charts drawn by one component (one
+frame) that redraws each in place; its files in a private folder; st.plotly_chart where that folder cannot be made.
 (That a slider move redraws in place, in a real browser: tests/test_browser.py.)"""
 
 from __future__ import annotations
@@ -15,24 +15,29 @@ import pytest
 from ui import live_plot
 
 
-def _spec(element) -> dict:
-    return json.loads(json.loads(element.proto.json_args)["spec"])
+def _charts(element) -> dict:
+    """The component's charts by key: {key: (figure, config)}."""
+    args = json.loads(element.proto.json_args)
+    return {c["key"]: (json.loads(c["spec"]), json.loads(c["config"])) for c in args["charts"]}
 
 
-def test_close_the_gap_draws_the_raw_and_after_scatters_and_histograms_live(app_session,
-                                                                          assert_clean):
+def test_close_the_gap_draws_its_three_charts_live_in_one_frame(app_session, assert_clean):
     at = app_session("pages/close_gap.py")
     assert_clean(at, "Close the gap")
-    charts = {e.proto.id.rsplit("-", 1)[-1]: e for e in at.get("component_instance")
-              if e.proto.component_name.endswith(live_plot.NAME)}
-    assert sorted(charts) == ["close_hist", "close_scatter", "close_scatter_raw"]
-    assert _spec(charts["close_scatter_raw"])["layout"]["title"]["text"] == "Raw embeddings"
-    assert _spec(charts["close_scatter"])["layout"]["title"]["text"].startswith("Spectral")
-    assert len(_spec(charts["close_hist"])["data"]) == 4  # two panels, two series each
-    assert json.loads(json.loads(charts["close_hist"].proto.json_args)["config"]) == {
-        "displayModeBar": False}
+    frames = [e for e in at.get("component_instance")
+              if e.proto.component_name.endswith(live_plot.NAME)]
+    assert len(frames) == 1  # one iframe: the page loads Plotly once
+    assert frames[0].proto.id.endswith("close_charts")
+    assert json.loads(frames[0].proto.json_args)["rows"] == [
+        ["close_scatter_raw", "close_scatter"], ["close_hist"]]
+    charts = _charts(frames[0])
+    assert charts["close_scatter_raw"][0]["layout"]["title"]["text"] == "Raw embeddings"
+    assert charts["close_scatter"][0]["layout"]["title"]["text"].startswith("Spectral")
+    assert len(charts["close_hist"][0]["data"]) == 4  # two panels, two series each
+    assert charts["close_hist"][1] == {"displayModeBar": False}
+    assert charts["close_scatter"][1] == {"displaylogo": False}
     # nothing on this page is drawn twice: the charts are not also st.plotly_chart
-    assert not [c for c in at.get("plotly_chart") if c.key.startswith("close_scatter")]
+    assert not [c for c in at.get("plotly_chart") if c.key.startswith("close_")]
 
 
 def test_the_component_folder_is_private_and_holds_its_page_and_plotly(tmp_path, monkeypatch):
@@ -55,21 +60,25 @@ def test_a_folder_that_cannot_be_made_leaves_the_plain_chart(monkeypatch, caplog
     assert "st.plotly_chart" in caplog.text and "Permission denied" in caplog.text
 
 
-def test_without_the_component_a_live_chart_is_a_plotly_chart(monkeypatch):
+def test_without_the_component_the_charts_are_plotly_charts_in_their_rows(monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     def script():
         import plotly.graph_objects as go
 
-        from ui.live_plot import live_chart
+        from ui.live_plot import Chart, live_charts
 
-        live_chart(go.Figure(go.Scatter(x=[1, 2], y=[3, 4])), key="chart",
-                   config={"displaylogo": False})
+        def fig():
+            return go.Figure(go.Scatter(x=[1, 2], y=[3, 4]))
+
+        live_charts([[Chart("left", fig(), {"displaylogo": False}), Chart("right", fig())],
+                     [Chart("below", fig())]], key="charts")
 
     monkeypatch.setattr(live_plot, "_component", None)
     at = AppTest.from_function(script).run()
     assert not at.exception
-    assert [c.key for c in at.get("plotly_chart")] == ["chart"]
+    assert [c.key for c in at.get("plotly_chart")] == ["left", "right", "below"]
+    assert len(at.columns) == 2  # the first row side by side
     assert at.get("component_instance") == []
 
 

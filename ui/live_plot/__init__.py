@@ -1,19 +1,23 @@
-"""A Plotly chart that a rerun updates in place.
+"""Plotly charts that a rerun updates in place, several in one frame.
 
 ``st.plotly_chart`` (Streamlit 1.67) hashes the figure into the chart's element id, so every
 new figure unmounts the chart (``Plotly.purge``) and draws a new one: in a browser without a
 GPU each redraw of a WebGL scatter then makes a new WebGL context in software. A slider on
-Close the gap redraws its scatter and histograms on every move. :func:`live_chart` draws a
-figure in a small component (one iframe, keyed, so it stays mounted across reruns) that
-hands each new figure to ``Plotly.react`` on the same chart; a figure equal to the one shown
+Close the gap redraws its scatter and histograms on every move. :func:`live_charts` draws
+figures in a small component (one iframe, keyed, so it stays mounted across reruns) that
+hands each new figure to ``Plotly.react`` on its own chart; a figure equal to the one shown
 is not drawn again. Measured in headless chromium with software WebGL: six new figures of the
 demo's scatter cost 2.96-3.37 CPU-s drawn anew, 0.82-0.87 CPU-s through ``Plotly.react``.
+
+The charts of one call share that iframe, laid out in rows (side by side as
+``st.columns(gap="medium")``, stacked on a narrow screen): a page loading them parses and
+compiles ``plotly.min.js`` (4.8 MB) once, not once per chart.
 
 The component's files are this folder's ``index.html`` and the ``plotly.min.js`` of the
 installed plotly package, copied into a private temporary folder made for this process
 (``tempfile.mkdtemp``: a random name, readable by this user only, removed at exit), which
-Streamlit serves as static files. Where that folder cannot be made, :func:`live_chart` draws
-with ``st.plotly_chart`` instead.
+Streamlit serves as static files. Where that folder cannot be made, :func:`live_charts` draws
+with ``st.plotly_chart`` in ``st.columns`` instead.
 
 Styling follows Streamlit's for Plotly: bold titles; the figure's own layout otherwise.
 """
@@ -25,6 +29,8 @@ import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +38,7 @@ import plotly
 import plotly.graph_objects as go
 import streamlit as st
 
-__all__ = ["live_chart"]
+__all__ = ["Chart", "live_charts"]
 
 log = logging.getLogger(__name__)
 _HERE = Path(__file__).resolve().parent
@@ -68,13 +74,30 @@ def _declare():
 _component = _declare()
 
 
-def live_chart(fig: go.Figure, *, key: str, config: dict[str, Any] | None = None,
-               spec: str | None = None) -> None:
-    """Draw ``fig`` where the page is writing, updated in place by later reruns with the same
-    ``key``. ``config``: Plotly's config (``displaylogo``, ``displayModeBar``, ...); ``spec``:
+@dataclass(frozen=True)
+class Chart:
+    """One chart of :func:`live_charts`: its ``key`` (unique among the call's charts), the
+    figure, Plotly's ``config`` (``displaylogo``, ``displayModeBar``, ...) and ``spec``,
     ``fig.to_json()`` when the caller has it already (a figure drawn on every rerun)."""
+
+    key: str
+    fig: go.Figure
+    config: dict[str, Any] | None = None
+    spec: str | None = None
+
+
+def live_charts(rows: Sequence[Sequence[Chart]], *, key: str) -> None:
+    """Draw the charts where the page is writing, one row of ``rows`` under another, the
+    charts of a row side by side; later reruns with the same ``key`` update each chart in
+    place (a chart is known by its own key)."""
     if _component is None:
-        st.plotly_chart(fig, key=key, config=config)
+        for row in rows:
+            places = st.columns(len(row), gap="medium") if len(row) > 1 else [st.container()]
+            for place, chart in zip(places, row):
+                with place:
+                    st.plotly_chart(chart.fig, key=chart.key, config=chart.config)
         return
-    _component(spec=spec if spec is not None else fig.to_json(),
-               config=json.dumps(config or {}), key=key, default=None)
+    _component(rows=[[c.key for c in row] for row in rows],
+               charts=[{"key": c.key, "spec": c.spec if c.spec is not None else c.fig.to_json(),
+                        "config": json.dumps(c.config or {})} for row in rows for c in row],
+               key=key, default=None)
