@@ -131,14 +131,41 @@ def test_when_the_workers_die_the_process_solves_alone(pairs):
     pool = SolverProcesses(2)
     assert pool.wait_ready(120)
     for worker in pool._workers:
-        worker.process.kill()
-        worker.process.wait()
+        worker.kill()
     assert pool.solve(there, {"reg_lap": 10.0, "reg_src": 1.0}) is None
     use_solver_processes(pool)
     try:
         there.refit(reg_lap=10.0)
     finally:
         use_solver_processes(None)
+        pool.close()
+    here.refit(reg_lap=10.0)
+    _same(here, there)
+
+
+def test_a_pools_workers_start_as_one_process_and_its_copies_solve_alone(pairs):
+    """The first worker imports and compiles the solvers, then forks the others (one start's
+    cost for the pool); a forked worker solves on its own, bit for bit as the process, once
+    the first has ended."""
+    X, Y = pairs
+    here, there = OTGap(fit_size=200).fit(X, Y), OTGap(fit_size=200).fit(X, Y)
+    pool = SolverProcesses(2)
+    try:
+        assert pool.wait_ready(120)
+        first, second = pool._workers
+        assert first.process is not None and second.process is None
+        assert second.pid not in (None, first.pid)
+        stat = Path(f"/proc/{second.pid}/stat")
+        if stat.exists():  # Linux: its parent is the first worker
+            assert int(stat.read_text().rsplit(")", 1)[1].split()[1]) == first.pid
+        first.kill()
+        use_solver_processes(pool)
+        try:
+            there.refit(reg_lap=10.0)
+        finally:
+            use_solver_processes(None)
+        assert pool.stats["solved"] == 1 and second.ready and not second.dead
+    finally:
         pool.close()
     here.refit(reg_lap=10.0)
     _same(here, there)

@@ -108,7 +108,7 @@ def solver_processes() -> SolverProcesses | None:
     Python process. They start once Close the gap, the page with the sliders, has drawn
     (:func:`first_views_ahead`), at the first slider move or solve ahead of one (which then
     runs in the process), or when the server's warm-up is done (:mod:`ui.warmup`); not with
-    the other pages nor with a fit: their start (about 1 CPU-second for two) would share the
+    the other pages nor with a fit: their start (about 0.9 CPU-second for two) would share the
     CPUs with what a visitor waits for there (the Compare rows). None when none are wanted;
     when they cannot be started the pool closes itself and the process solves alone."""
     global _solvers

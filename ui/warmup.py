@@ -118,7 +118,7 @@ def warm_up_jobs(ws: Any) -> list[Callable[[], Any]]:
     _, rows = compute.compare_row_jobs([act], compute.compare_default_methods(), ws.params_for)
     specs = compute.first_view_specs(act, method_names(), lambda name: name == DEFAULT_METHOD)
     firsts = compute.first_view_jobs(act, specs)
-    # the solver processes (about 1 CPU-second for two) after the runs a page shows first: a
+    # the solver processes (about 0.9 CPU-second for two) after the runs a page shows first: a
     # visitor who opens the app at the server's start does not share the CPUs with their start,
     # and none of those runs needs them (a fit's own solve is made in the process); the
     # sliders' moves do, and the runs of the likeliest first moves come last
