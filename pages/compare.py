@@ -24,7 +24,6 @@ import pandas as pd
 import streamlit as st
 
 from gapviz import exports
-from gapviz.compare import significance as column_significance
 from gapviz.compare import (COMPARE_KEYS, GAIN_COLUMNS, ComparisonRow,
                             comparison_table, crowned, format_cell, params_text, rows_to_columns,
                             run_title, with_gains)
@@ -250,34 +249,16 @@ if not columns:
         st.error(f"{method_label(name)} on {plain_text(model)}: {plain_text(reason, None)}")
     st.stop()
 
-keys = [k for k in (*COMPARE_KEYS, *(GAIN_COLUMNS if gains_on else ()))
-        if any(k in c for c in columns.values())]
+keys = compute.compare_columns(rows, GAIN_COLUMNS if gains_on else ())
 # A row scored on its own fit pairs (⚠) is never crowned; nothing is crowned in the check.
 best = crowned(rows, keys, shuffled=shuffled)
 
 
 
-@st.cache_data(max_entries=MEASURE_CACHE_ENTRIES, show_spinner=False)
-def _outcomes(key: str, _run):
-    from gapviz.intervals import pair_outcomes
-
-    return pair_outcomes(_run.images, _run.texts, report=_run.report, hubness=False)
-
-
-@st.cache_data(max_entries=MEASURE_CACHE_ENTRIES, show_spinner=False)
-def _significance(run_keys: tuple, measures: tuple, _rows) -> dict[str, dict]:
-    """Each column's best against its runner-up on the same pairs (paired bootstrap,
-    :func:`gapviz.compare.significance`, as ``gapviz compare`` prints it), cached by the
-    runs' keys."""
-    return column_significance(_rows, list(measures),
-                               outcomes=lambda run: _outcomes(run.key, run))
-
-
 significance = {}
 if st.session_state.get("compare_significance", True) and not shuffled:
     with guard("test the differences"), st.spinner("Testing each column's best against its runner-up…"):
-        significance = _significance(tuple(r.run.key for r in rows if r.run is not None),
-                                     tuple(keys), rows)
+        significance = compute.compare_significance(rows, keys)
 table = comparison_table(rows, keys, label=method_label, describe=params_text)
 if len(models) == 1:
     table = table.drop(columns=["model"])

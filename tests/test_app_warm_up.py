@@ -50,13 +50,14 @@ def test_the_warm_up_starts_in_its_own_thread_unless_turned_off(monkeypatch):
 
 def test_after_the_warm_up_the_first_pages_fit_and_measure_nothing(
         app_session, assert_clean, simulated_workspace, monkeypatch):
-    """The warm-up's runs are the pages' own: after it, the Overview, the Compare page,
-    Close the gap with Laplace OT (its slowest first view) and a first one-step move of its
+    """The warm-up's runs are the pages' own: after it, the Overview, the Compare page (its
+    significance test too), Close the gap with Laplace OT (its slowest first view) and a first one-step move of its
     first slider, either way, run no fold and measure nothing in the page (the page's solves
     ahead of the next move run on threads of their own), and the Compare table shows the
     numbers ``gapviz compare`` gives."""
     import math
 
+    import gapviz.compare
     import gapviz.runs as runs
     import gapviz.views as views
     from gapviz.compare import compare
@@ -67,13 +68,14 @@ def test_after_the_warm_up_the_first_pages_fit_and_measure_nothing(
     monkeypatch.setattr(state, "demo_workspace", lambda: ws)
     handed = warmup.warm_up()
     n_rows = len(compute.compare_default_methods())
-    # raw and Overview views, rows, OT, Sinkhorn, the solvers' start, then OT's and Sinkhorn's
-    # likeliest first moves (one step of the first slider either way: two each)
-    assert handed == 2 + n_rows + 3 + 4
+    # raw and Overview views, rows and their significance test, OT, Sinkhorn, the solvers'
+    # start, then OT's and Sinkhorn's likeliest first moves (one step of the first slider
+    # either way: two each)
+    assert handed == 2 + n_rows + 1 + 3 + 4
     assert warmup.warm_up_jobs(ws)[-5] is compute.start_solver_processes
     compute.runs_ahead().wait()
 
-    fits, measured, drawn = [], [], []
+    fits, measured, drawn, tested = [], [], [], []
 
     def in_page(seen: list, what):  # calls made by the page, not by its work ahead
         def call(*a, **k):
@@ -85,12 +87,15 @@ def test_after_the_warm_up_the_first_pages_fit_and_measure_nothing(
     monkeypatch.setattr(runs, "protocol_transform", in_page(fits, runs.protocol_transform))
     monkeypatch.setattr(runs, "measure_gap", in_page(measured, runs.measure_gap))
     monkeypatch.setattr(views, "view_of", in_page(drawn, views.view_of))
+    monkeypatch.setattr(gapviz.compare, "significance", in_page(tested, gapviz.compare.significance))
 
     at = app_session("pages/overview.py", workspace=ws)
     assert_clean(at, "Overview")
     at.switch_page("pages/compare.py").run()
     assert_clean(at, "Compare")
     table = at.dataframe[0].value
+    assert tested == []  # the significance test of the opening table was the warm-up's
+    assert any("Green: the column's best" in c.value for c in at.caption)  # and it is shown
     at.switch_page("pages/close_gap.py").run()
     assert_clean(at, "Close the gap")
     at.selectbox(key="close_method").set_value("ot").run()

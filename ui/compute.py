@@ -28,7 +28,7 @@ from gapviz.figures.atlas import PLOTLY_MAX_POINTS
 from gapviz.methods import method_label
 from gapviz.methods.ot import foreground, use_solver_processes
 from gapviz.projection import LayoutJobs, Projection, joint_pca, warm_up_umap
-from gapviz.compare import ComparisonRow, compare_row
+from gapviz.compare import COMPARE_KEYS, ComparisonRow, compare_row, rows_to_columns
 from gapviz.methods import is_score_correction, menu_order, method_class
 from gapviz.runs import (LRUStore, NeighbourSolves, Run, RunData, RunMemory, Runner, RunsAhead,
                          RunSpec, first_moves, needs_leak_consent, planned_spec, slider_values)
@@ -195,6 +195,65 @@ def _page_row(r: Runner, data: RunData, name: str, *, params: dict | None = None
     return compare_row(r, data, name, model=model, params=params,
                        protocol=compare_protocol(name, protocol), allow_pairing_leak=allow_leak,
                        shuffled=shuffled, lower_chosen=True)
+
+
+#: Entries of the Compare page's caches of per-run outcomes and of significance tables.
+SIGNIFICANCE_ENTRIES = 256
+
+
+@st.cache_data(max_entries=SIGNIFICANCE_ENTRIES, show_spinner=False)
+def _pair_outcomes(key: str, _run: Run):
+    from gapviz.intervals import pair_outcomes
+
+    return pair_outcomes(_run.images, _run.texts, report=_run.report, hubness=False)
+
+
+@st.cache_data(max_entries=SIGNIFICANCE_ENTRIES, show_spinner=False)
+def _significance(run_keys: tuple, measures: tuple, _rows) -> dict[str, dict]:
+    from gapviz.compare import significance
+
+    return significance(_rows, list(measures), outcomes=lambda run: _pair_outcomes(run.key, run))
+
+
+def compare_significance(rows: Sequence[ComparisonRow], keys: Sequence[str]) -> dict[str, dict]:
+    """Each column's best against its runner-up on the same pairs (a paired bootstrap:
+    :func:`gapviz.compare.significance`, as ``gapviz compare`` prints it), cached by the
+    runs' keys and the measures: the Compare page and the server's warm-up share it."""
+    return _significance(tuple(r.run.key for r in rows if r.run is not None), tuple(keys), rows)
+
+
+def compare_columns(rows: Sequence[ComparisonRow], extra: Sequence[str] = ()) -> list[str]:
+    """The Compare table's measure columns for ``rows``: those of :data:`COMPARE_KEYS` (then
+    ``extra``) that some row has."""
+    columns = rows_to_columns(rows)
+    return [k for k in (*COMPARE_KEYS, *extra) if any(k in c for c in columns.values())]
+
+
+def compare_significance_job(actives: Sequence[Active], methods: Sequence[str],
+                             chosen: Callable[[str], dict | None]) -> list[Callable[[], Any]]:
+    """The Compare page's significance test of its opening table (``methods`` on each of
+    ``actives``, default protocol, the parameters ``chosen(name)``), as one background job
+    to run after its rows (:func:`compare_row_jobs`): it takes the rows from the runner, in
+    the page's order, and fills the cache the page reads. None for pools whose work is not
+    done ahead."""
+    datas = _ahead_data(actives)
+    if not actives or any(a.key not in datas for a in actives):
+        return []
+    shared = runner()
+    model = len(actives) > 1
+
+    def job() -> dict[str, dict]:
+        rows = []
+        for a in actives:
+            for m in methods:
+                try:
+                    rows.append(_page_row(shared, datas[a.key], m, params=chosen(m),
+                                          model=a.model if model else ""))
+                except (ValueError, RuntimeError):  # the page leaves such a row out too
+                    continue
+        return compare_significance(rows, compare_columns(rows))
+
+    return [job]
 
 
 def compare_order(tasks: Sequence[tuple[Any, str]], protocol: str = "default") -> list[int]:

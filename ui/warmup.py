@@ -103,7 +103,7 @@ def warm_up() -> int:
 def warm_up_jobs(ws: Any) -> list[Callable[[], Any]]:
     """The runs a new visitor's pages show of the workspace's active pairs, as background jobs,
     in the order a visitor meets them: the raw view (every page), the Overview's closed view,
-    the Compare page's opening rows (in the page's order), Close the gap's first views of the
+    the Compare page's opening rows (in the page's order) and their significance test, Close the gap's first views of the
     methods with live sliders (but its default method, which the Overview's view is); then
     the solver processes' start and the runs of those methods' likeliest first slider moves
     (:func:`ui.compute.first_move_jobs`)."""
@@ -115,7 +115,9 @@ def warm_up_jobs(ws: Any) -> list[Callable[[], Any]]:
     act = ws.active
     views = compute.first_view_jobs(
         act, [RunSpec.make("orig"), default_spec(act.pairs.n, act.pairs.dim)])
-    _, rows = compute.compare_row_jobs([act], compute.compare_default_methods(), ws.params_for)
+    opening = compute.compare_default_methods()
+    _, rows = compute.compare_row_jobs([act], opening, ws.params_for)
+    rows += compute.compare_significance_job([act], opening, ws.params_for)
     specs = compute.first_view_specs(act, method_names(), lambda name: name == DEFAULT_METHOD)
     firsts = compute.first_view_jobs(act, specs)
     # the solver processes (about 0.9 CPU-second for two) after the runs a page shows first: a
