@@ -21,6 +21,7 @@ import ui  # noqa: F401  (first: it sets up the process before numpy loads)
 import time
 
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
 from gapviz import exports
@@ -356,7 +357,7 @@ def _show_table(tab) -> None:
 
 def _show_heatmap(tab) -> None:
     with tab:
-        st.plotly_chart(heat, key="compare_heatmap", config=export_ui.chart_config(
+        st.plotly_chart(heatmap(), key="compare_heatmap", config=export_ui.chart_config(
             "compare-heatmap-shuffled-control" if shuffled else "compare-heatmap"))
         if shuffled:
             st.caption("Shuffled-pairs control: a null check, not a ranking, so no cell is "
@@ -453,8 +454,18 @@ display = {r["title"]: columns[r["run"]] for r in records}
 above_chance = ({(r["title"], f"R@{k}") for r in records for k in recall_ks
                  if columns[r["run"]].get(f"R@{k}", 0.0) > _chance_bound(k)} if shuffled else set())
 heat_title, heat_subtitle = _heatmap_title()
-heat = compare_heatmap(display, keys, title=heat_title, subtitle=heat_subtitle, rank=not shuffled,
-                       flagged=above_chance)
+_heat: list[go.Figure] = []
+
+
+def heatmap() -> go.Figure:
+    """The heatmap, made on first use in this run (its tab open, an export, the report): about
+    0.5 s of the server's CPU that a visit reading the table does not pay."""
+    if not _heat:
+        _heat.append(compare_heatmap(display, keys, title=heat_title, subtitle=heat_subtitle,
+                                     rank=not shuffled, flagged=above_chance))
+    return _heat[0]
+
+
 with live.container(), guard("show the comparison"):
     _show_table_and_heatmap()
 for model, name, reason in failed:
@@ -489,7 +500,7 @@ def _report() -> str:
              "should be at chance)" if shuffled else "Comparison of gap-closing methods")
     return exports.session_report(
         act.pairs, columns, keys=keys, title=title, dataset=ds.name, source=ds.source,
-        model=", ".join(models), method=None, figures=[("Comparison heatmap", heat)],
+        model=", ".join(models), method=None, figures=[("Comparison heatmap", heatmap())],
         notes=[f"{r['run']}: {r['method']}" + (f" ({r['parameters']})" if r["parameters"] else "")
                + f"; how obtained: {r['provenance'].summary()}" for r in records],
         mark_best=not shuffled)
@@ -503,6 +514,6 @@ with e2, guard("prepare the exports"):
     links.save_button(recipe, key="compare_recipe")
     export_ui.export_menu(
         export_ui.ExportItems(columns=columns, keys=keys, runs={r.label: _run_cells(r) for r in rows},
-                              figures=[("shuffled-control heatmap" if shuffled else "heatmap", heat)],
+                              figures=[("shuffled-control heatmap" if shuffled else "heatmap", heatmap)],
                               report=_report, mark_best=not shuffled),
         prefix="compare", stem=f"compare-{ds.name}" + ("-shuffled-control" if shuffled else ""))

@@ -298,3 +298,50 @@ def test_compare_hands_its_rows_to_the_worker_from_the_end(app_session, assert_c
     table = at.dataframe[0].value
     for row in rows:  # found done: the page's own numbers
         assert math.isclose(table.loc[row.method, "ITR"], row.metrics["ITR"], rel_tol=1e-12)
+
+
+def test_the_heatmap_is_made_only_once_its_tab_is_open(app_session, assert_clean,
+                                                       simulated_workspace, monkeypatch):
+    """Reading the table makes no heatmap (its figure, about 0.5 s of the server's CPU, is
+    made when its tab opens, or when it is exported)."""
+    import gapviz.figures.compare as figures
+
+    made = []
+    real = figures.compare_heatmap
+    monkeypatch.setattr(figures, "compare_heatmap", lambda *a, **k: made.append(1) or real(*a, **k))
+    at = app_session(PAGE, workspace=simulated_workspace(120, 64, "Small", profiles=["clip"]))
+    assert_clean(at, "Compare")
+    assert made == [] and "compare_dl_fig0_png" in {b.key for b in at.get("download_button")}
+    at.session_state["compare_view"] = "Heatmap"
+    at.run()
+    assert_clean(at, "the heatmap")
+    assert made == [1] and [c.key for c in at.get("plotly_chart")] == ["compare_heatmap"]
+
+
+def test_a_figure_given_as_a_function_is_made_when_it_is_downloaded(monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    import plotly.graph_objects as go
+    from streamlit.delta_generator import DeltaGenerator
+
+    from gapviz import exports
+    from ui import export_menu
+
+    made, drawn, data = [], [], []
+    fig = go.Figure(go.Heatmap(z=[[1, 2], [3, 4]]))
+    monkeypatch.setattr(export_menu, "images_supported", lambda: True)
+    monkeypatch.setattr(exports, "figure_image", lambda f, fmt, **k: drawn.append((f, fmt)) or b"x")
+    monkeypatch.setattr(DeltaGenerator, "download_button",
+                        lambda self, label, payload, **k: data.append(payload))
+    monkeypatch.setattr(export_menu, "_test_figure", lambda: made.append(1) or fig, raising=False)
+
+    def script():
+        from ui import export_menu
+
+        export_menu.figure_buttons([("heatmap", export_menu._test_figure)], prefix="p", stem="s")
+
+    at = AppTest.from_function(script).run()
+    assert not at.exception
+    assert made == [] and len(data) == 3  # PNG, SVG and PDF buttons, nothing made yet
+    assert data[1]() == b"x"
+    assert made == [1] and drawn == [(fig, "svg")]

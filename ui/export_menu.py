@@ -48,7 +48,9 @@ class ExportItems:
     mark_best: bool = True
     """Bold each measure's best run in the markdown (False for a shuffled control)."""
     embeddings: EmbeddingsExport | None = None
-    figures: Sequence[tuple[str, go.Figure]] = ()
+    figures: Sequence[tuple[str, go.Figure | Callable[[], go.Figure]]] = ()
+    """(caption, figure) of each figure; the figure may be a function that makes it, called
+    when it is downloaded."""
     report: Callable[[], str] | None = None
     extra: Sequence[tuple[str, str, Callable[[], str | bytes], str]] = field(default_factory=tuple)
     """(label, file name, data callable, mime) of further files (e.g. a results CSV)."""
@@ -124,9 +126,10 @@ def embeddings_button(item: EmbeddingsExport, *, prefix: str, stem: str) -> None
              "or with numpy. `meta` records the method and its parameters.")
 
 
-def figure_buttons(figures: Sequence[tuple[str, go.Figure]], *, prefix: str, stem: str) -> None:
+def figure_buttons(figures: Sequence[tuple[str, go.Figure | Callable[[], go.Figure]]], *,
+                   prefix: str, stem: str) -> None:
     """PNG (at a chosen scale), SVG and PDF of each figure, with its title and axis labels
-    (drawn on the server by kaleido, on click)."""
+    (drawn on the server by kaleido, on click; a figure given as a function is made then)."""
     if not figures:
         return
     if not images_supported():
@@ -144,8 +147,8 @@ def figure_buttons(figures: Sequence[tuple[str, go.Figure]], *, prefix: str, ste
         for col, fmt in ((c1, "png"), (c2, "svg"), (c3, "pdf")):
             col.download_button(
                 fmt.upper(),
-                _deferred(lambda f=fig, x=fmt: exports.figure_image(f, x, scale=scale,
-                                                                    keep_renderer=True),
+                _deferred(lambda f=fig, x=fmt: exports.figure_image(
+                    f if isinstance(f, go.Figure) else f(), x, scale=scale, keep_renderer=True),
                           f"figure {caption} as {fmt}"),
                 file_name=exports.file_name(stem, caption, ext=fmt), mime=exports.MIME[fmt],
                 key=f"{prefix}_dl_fig{i}_{fmt}", on_click="ignore", width="stretch",

@@ -67,6 +67,7 @@ def warm_up() -> int:
     _show_progress()
     start = time.perf_counter()
     try:
+        import pandas.io.formats.style  # noqa: F401  (the tables' styles: jinja2, 0.4 s)
         import plotly.graph_objects  # noqa: F401  (the pages' figures)
 
         import gapviz.figures  # noqa: F401
