@@ -62,11 +62,15 @@ def test_after_the_warm_up_the_first_pages_fit_and_measure_nothing(
     import gapviz.views as views
     from gapviz.compare import compare
     from gapviz.simulate import PROFILES
-    from ui import compute, state, warmup
+    from ui import compute, frame, state, warmup
 
     ws = simulated_workspace(160, 40, "Warm", seed=5, profiles=["clip"])
     monkeypatch.setattr(state, "demo_workspace", lambda: ws)
+    frozen = []  # the startup objects are frozen by the warm-up, not by the first page
+    monkeypatch.setattr(frame, "_frozen", threading.Event())
+    monkeypatch.setattr(frame.gc, "freeze", lambda: frozen.append(1))
     handed = warmup.warm_up()
+    assert frozen == [1]
     n_rows = len(compute.compare_default_methods())
     # raw and Overview views, rows and their significance test, OT, Sinkhorn, the solvers'
     # start, then OT's and Sinkhorn's likeliest first moves (one step of the first slider

@@ -31,15 +31,16 @@ pot_numpy_backend_only()  # the server hands POT numpy arrays only: import it wi
 _frozen = threading.Event()
 
 
-def _freeze_startup_objects() -> None:
-    """Once per process, after the first page's imports and the demo's load: move every object
+def freeze_startup_objects() -> None:
+    """Once per process, after the imports and the demo's load (by the server's warm-up, else
+    by the first page): move every object
     alive then (modules, the demo's pairs) out of the cyclic garbage collector's sight
     (:func:`gc.freeze`). Streamlit runs a full collection after every script run, and it
     scanned those long-lived objects each time: 60-75 ms for the 208,000 objects of the
     app's imports on an idle 2-core machine, longer on a busy one, while the server serves
-    nothing else. Objects are still freed when their last reference
-    goes; only cycles among these startup objects would be kept, and they live as long as the
-    process anyway."""
+    nothing else. Objects are still freed when their last reference goes; only cycles among
+    the objects alive at the freeze would be kept: the startup objects, which live as long as
+    the process anyway, and those of a page run under way then (once per process)."""
     if not _frozen.is_set():
         _frozen.set()
         gc.collect()
@@ -88,7 +89,7 @@ def page_header(title: str, subtitle: str | None = None, *, compact: bool = Fals
     page_config()
     style(COMPACT_CARDS_CSS if compact else "")
     init_state()
-    _freeze_startup_objects()
+    freeze_startup_objects()
     from .compute import solver_processes  # (ui.compute imports much: once the frame is up)
 
     solver_processes()

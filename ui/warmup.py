@@ -74,6 +74,7 @@ def warm_up() -> int:
         from . import compute, frame, state  # noqa: F401  (frame: every page draws it first)
 
         ws = state.demo_workspace()
+        frame.freeze_startup_objects()  # its pause here, not in the first visitor's page
         jobs = warm_up_jobs(ws)
         left = [len(jobs)]
         lock = threading.Lock()
