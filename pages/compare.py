@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ui  # noqa: F401  (first: it sets up the process before numpy loads)
 
+import functools
 import time
 
 import pandas as pd
@@ -454,16 +455,12 @@ display = {r["title"]: columns[r["run"]] for r in records}
 above_chance = ({(r["title"], f"R@{k}") for r in records for k in recall_ks
                  if columns[r["run"]].get(f"R@{k}", 0.0) > _chance_bound(k)} if shuffled else set())
 heat_title, heat_subtitle = _heatmap_title()
-_heat: list[go.Figure] = []
-
-
+@functools.cache
 def heatmap() -> go.Figure:
     """The heatmap, made on first use in this run (its tab open, an export, the report): about
     0.5 s of the server's CPU that a visit reading the table does not pay."""
-    if not _heat:
-        _heat.append(compare_heatmap(display, keys, title=heat_title, subtitle=heat_subtitle,
-                                     rank=not shuffled, flagged=above_chance))
-    return _heat[0]
+    return compare_heatmap(display, keys, title=heat_title, subtitle=heat_subtitle,
+                           rank=not shuffled, flagged=above_chance)
 
 
 with live.container(), guard("show the comparison"):

@@ -229,7 +229,7 @@ def compare_columns(rows: Sequence[ComparisonRow], extra: Sequence[str] = ()) ->
     return [k for k in (*COMPARE_KEYS, *extra) if any(k in c for c in columns.values())]
 
 
-def compare_significance_job(actives: Sequence[Active], methods: Sequence[str],
+def compare_significance_jobs(actives: Sequence[Active], methods: Sequence[str],
                              chosen: Callable[[str], dict | None]) -> list[Callable[[], Any]]:
     """The Compare page's significance test of its opening table (``methods`` on each of
     ``actives``, default protocol, the parameters ``chosen(name)``), as one background job

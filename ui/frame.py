@@ -33,9 +33,8 @@ _frozen = threading.Event()
 
 def freeze_startup_objects() -> None:
     """Once per process, after the imports and the demo's load (by the server's warm-up, else
-    by the first page): move every object
-    alive then (modules, the demo's pairs) out of the cyclic garbage collector's sight
-    (:func:`gc.freeze`). Streamlit runs a full collection after every script run, and it
+    by the first page): move every object alive then (modules, the demo's pairs) out of the
+    cyclic garbage collector's sight (:func:`gc.freeze`). Streamlit runs a full collection after every script run, and it
     scanned those long-lived objects each time: 60-75 ms for the 208,000 objects of the
     app's imports on an idle 2-core machine, longer on a busy one, while the server serves
     nothing else. Objects are still freed when their last reference goes; only cycles among

@@ -119,7 +119,7 @@ def warm_up_jobs(ws: Any) -> list[Callable[[], Any]]:
         act, [RunSpec.make("orig"), default_spec(act.pairs.n, act.pairs.dim)])
     opening = compute.compare_default_methods()
     _, rows = compute.compare_row_jobs([act], opening, ws.params_for)
-    rows += compute.compare_significance_job([act], opening, ws.params_for)
+    rows += compute.compare_significance_jobs([act], opening, ws.params_for)
     specs = compute.first_view_specs(act, method_names(), lambda name: name == DEFAULT_METHOD)
     firsts = compute.first_view_jobs(act, specs)
     # the solver processes (about 0.9 CPU-second for two) after the runs a page shows first: a
