@@ -70,7 +70,7 @@ def _use_paper_setting() -> None:
     fit_name, fit_model = ws.add(fit, source=how, dataset=f"{dataset} · paper fit set "
                                  f"({fit.n:,} pairs)", model=act.model, activate=False)
     set_kept(f"close_protocol_{method}", "fit-on")
-    st.session_state["close_fit_on"] = f"{fit_name} · {fit_model}"
+    set_kept("close_fit_on", f"{fit_name} · {fit_model}")
     st.session_state["close_paper_fit_size"] = fit.n
     st.session_state["close_paper_how"] = how
 

@@ -86,6 +86,21 @@ def restore(page: str) -> None:
         apply(recipe)
 
 
+def _choose_fit_set(prefix: str, content_hash: str) -> None:
+    """Choose the loaded data with ``content_hash`` in the page's "Fit on" menu, or say it is
+    not loaded (the menu then offers what is)."""
+    from .scoring import fit_on_choices
+
+    for name, other in fit_on_choices(workspace().active).items():
+        if other.key == content_hash:
+            set_kept(f"{prefix}_fit_on", name)
+            return
+    st.warning(f"This link fits on other data (content hash `{content_hash[:12]}…`), which is "
+               "not loaded on this server: load that file on **Data**, then open the link "
+               "again. Meanwhile the page fits on the data loaded here, if any.",
+               icon=":material/link_off:")
+
+
 def apply(recipe: Recipe) -> bool:
     """Select the recipe's data and set the page's widgets to its choices; False (with a
     message saying which data to load) when the data is not on this server."""
@@ -108,6 +123,8 @@ def apply(recipe: Recipe) -> bool:
         if run.method != "orig":
             set_kept(f"{prefix}_protocol_{run.method}", run.protocol)
             set_kept(f"{prefix}_allow_leak", run.allow_leak)
+            if run.protocol == "fit-on" and run.fit_on:
+                _choose_fit_set(prefix, run.fit_on)
         if page == "close_gap":
             _set_sliders(run)
     n = ws.active.pairs.n

@@ -97,7 +97,11 @@ def scoring_controls(prefix: str, act: Active, name: str, container: Any = None
                 "the Protocol menu for a fair number, or tick \"Score it on its own fit pairs "
                 "anyway\" to see the memorised one, marked with a warning.")
     if protocol == "fit-on":
-        source = box.selectbox("Fit on", list(choices), key=f"{prefix}_fit_on")
+        names = list(choices)
+        fit_key = f"{prefix}_fit_on"
+        if kept(fit_key, names[0]) not in names:  # kept from when other data was loaded
+            set_kept(fit_key, names[0])
+        source = box.selectbox("Fit on", names, **keep(fit_key, names[0]))
         fit_on = choices[source]
     return ({"protocol": protocol, "fit_on": fit_on.key if fit_on is not None else None,
              "allow_leak": allow_leak}, fit_on)
