@@ -117,9 +117,15 @@ def _serve(fd_in: int, fd_out: int, *, warm: bool = True) -> None:
 
     if warm:
         _warm()
+    try:
+        _answer_requests(requests, answers, couplings.SOURCE_DIGEST)
+    except (BrokenPipeError, ConnectionResetError):  # the server ended: nobody to answer
+        return
 
+
+def _answer_requests(requests: Connection, answers: Connection, digest: str) -> None:
     fits: OrderedDict = OrderedDict()
-    answers.send(("ready", os.getpid(), couplings.SOURCE_DIGEST))
+    answers.send(("ready", os.getpid(), digest))
     while True:
         try:
             message = requests.recv()
