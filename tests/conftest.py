@@ -123,6 +123,31 @@ def _simulated_workspace(n: int, dim: int, name: str, *, seed: int = 0,
     return ws
 
 
+def _fitting_on_the_second_fit_set(n: int = 120):
+    """``(workspace, session, first)``: pairs "Main" active beside two other datasets of the
+    same dimension ("Other A", "Other B"), a Close the gap session fitting spectral on
+    "Other B" (protocol fit-on), and the fit set the menu offered first."""
+    from gapviz.simulate import simulate_pairs
+
+    ws = _simulated_workspace(n, 32, "Main", seed=1, profiles=["clip"])
+    for seed, name in ((2, "Other A"), (3, "Other B")):
+        ws.add(simulate_pairs(150, 32, seed=seed), source="test", dataset=name,
+               model=ws.active.model, activate=False)
+    at = _app_session("pages/close_gap.py", workspace=ws)
+    at.selectbox(key="close_protocol_spectral").set_value("fit-on").run()
+    fit_on = at.selectbox(key="close_fit_on")
+    first = fit_on.value
+    fit_on.set_value(next(o for o in fit_on.options if o.startswith("Other B"))).run()
+    return ws, at, first
+
+
+@pytest.fixture(scope="session")
+def fitting_on_the_second_fit_set():
+    """``fitting_on_the_second_fit_set(n=120)``: ``(workspace, session, first)``, a Close the
+    gap session fitting on the second of two other loaded datasets (fit-on)."""
+    return _fitting_on_the_second_fit_set
+
+
 @pytest.fixture(scope="session")
 def app_session():
     """``app_session(page=None, *, workspace=None, timeout=240, **widgets)``: a fresh AppTest

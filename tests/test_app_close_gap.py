@@ -57,20 +57,13 @@ def test_fit_on_is_offered_only_once_another_dataset_is_loaded(at, assert_clean)
                for c in at.caption)
 
 
-def test_the_fit_set_chosen_is_kept_while_the_user_is_on_another_page(app_session, assert_clean,
-                                                                      simulated_workspace):
+def test_the_fit_set_chosen_is_kept_while_the_user_is_on_another_page(
+        fitting_on_the_second_fit_set, assert_clean):
     """Fit-on with the second of two other datasets, then another page and back (the
     browser's navigation clears the link in the URL, so the kept choices apply): the same
     protocol and the same fit set, not the first one offered."""
-    ws = simulated_workspace(N, 32, "Main", seed=1, profiles=["clip"])
-    for seed, name in ((2, "Other A"), (3, "Other B")):
-        ws.add(simulate_pairs(150, 32, seed=seed), source="test", dataset=name,
-               model=ws.active.model, activate=False)
-    at = app_session("pages/close_gap.py", workspace=ws)
-    at.selectbox(key="close_protocol_spectral").set_value("fit-on").run()
-    fit_on = at.selectbox(key="close_fit_on")
-    assert fit_on.value.startswith("Other A")
-    fit_on.set_value(next(o for o in fit_on.options if o.startswith("Other B"))).run()
+    _, at, first = fitting_on_the_second_fit_set(N)
+    assert first.startswith("Other A")
     assert_clean(at, "fit on Other B")
     at.switch_page("pages/overview.py").run()
     at.query_params.clear()  # as a browser's page navigation does

@@ -222,19 +222,11 @@ def test_a_hostile_link_never_breaks_the_page(app_session, hostile):
         assert "could not be opened" in shown
 
 
-def test_a_fit_on_link_opens_on_its_own_fit_set(app_session, assert_clean, simulated_workspace):
+def test_a_fit_on_link_opens_on_its_own_fit_set(app_session, assert_clean,
+                                                fitting_on_the_second_fit_set):
     """A Close the gap link fitted on the second of two other loaded datasets opens on that
     one (not the first the menu offers); one fitted on data not loaded says so."""
-    from gapviz.simulate import simulate_pairs
-
-    ws = simulated_workspace(120, 32, "Main", seed=1, profiles=["clip"])
-    for seed, name in ((2, "Other A"), (3, "Other B")):
-        ws.add(simulate_pairs(150, 32, seed=seed), source="test", dataset=name,
-               model=ws.active.model, activate=False)
-    at = app_session("pages/close_gap.py", workspace=ws)
-    at.selectbox(key="close_protocol_spectral").set_value("fit-on").run()
-    fit_on = at.selectbox(key="close_fit_on")
-    fit_on.set_value(next(o for o in fit_on.options if o.startswith("Other B"))).run()
+    ws, at, _ = fitting_on_the_second_fit_set()
     query = _query(at)
     assert query["protocol"] == "fit-on" and query["fit_on"]
     opened = app_session("pages/close_gap.py", workspace=ws, query=query)
