@@ -74,6 +74,23 @@ def test_the_fit_set_chosen_is_kept_while_the_user_is_on_another_page(
     assert any("fit-on Other B" in c.value for c in at.caption)
 
 
+def test_a_fit_set_no_longer_loaded_goes_back_to_one_offered(fitting_on_the_second_fit_set,
+                                                              assert_clean):
+    """Fitting on "Other B", which is then removed: the menu falls back to the fit set
+    offered first; with no other data left, the protocol to the method's default."""
+    ws, at, _ = fitting_on_the_second_fit_set(N)
+    ws.remove("Other B")
+    at.run()
+    assert_clean(at, "Other B removed")
+    assert at.selectbox(key="close_protocol_spectral").value == "fit-on"
+    assert at.selectbox(key="close_fit_on").value.startswith("Other A")
+    ws.remove("Other A")
+    at.run()
+    assert_clean(at, "no other data")
+    assert at.selectbox(key="close_protocol_spectral").value == "transductive"
+    assert not [s for s in at.selectbox if s.key == "close_fit_on"]
+
+
 def test_the_raw_embeddings_say_they_fit_nothing(at, assert_clean):
     at.selectbox(key="close_method").set_value("orig").run()
     assert_clean(at, "None (raw embeddings)")

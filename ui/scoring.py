@@ -16,7 +16,7 @@ from gapviz.safety import plain_text
 from gapviz.workspace import Active
 
 from .components import NeedsChoice
-from .state import keep, kept, set_kept, workspace
+from .state import keep, workspace
 
 #: How the protocols read in menus.
 PROTOCOL_LABELS = {
@@ -76,11 +76,10 @@ def scoring_controls(prefix: str, act: Active, name: str, container: Any = None
     default = cls.default_protocol
     choices = fit_on_choices(act)
     options = [p for p in PROTOCOLS if p != "fit-on" or choices]
-    key = f"{prefix}_protocol_{name}"
-    if kept(key, default) not in options:  # fit-on kept from when another dataset was loaded
-        set_kept(key, default)
+    # fit-on kept from when another dataset was loaded goes back to the default
     protocol = box.selectbox("Protocol", options, format_func=PROTOCOL_LABELS.get,
-                             help=PROTOCOL_HELP, **keep(key, default))
+                             help=PROTOCOL_HELP,
+                             **keep(f"{prefix}_protocol_{name}", default, options=options))
     allow_leak = False
     fit_on = None
     label = cls.label or name
@@ -98,10 +97,7 @@ def scoring_controls(prefix: str, act: Active, name: str, container: Any = None
                 "anyway\" to see the memorised one, marked with a warning.")
     if protocol == "fit-on":
         names = list(choices)
-        fit_key = f"{prefix}_fit_on"
-        if kept(fit_key, names[0]) not in names:  # kept from when other data was loaded
-            set_kept(fit_key, names[0])
-        source = box.selectbox("Fit on", names, **keep(fit_key, names[0]))
+        source = box.selectbox("Fit on", names, **keep(f"{prefix}_fit_on", names[0], options=names))
         fit_on = choices[source]
     return ({"protocol": protocol, "fit_on": fit_on.key if fit_on is not None else None,
              "allow_leak": allow_leak}, fit_on)

@@ -3,6 +3,7 @@ kept across pages."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import streamlit as st
@@ -66,14 +67,19 @@ def active() -> Active:
     return act
 
 
-def keep(key: str, default: Any, *, bounds: tuple[Any, Any] | None = None) -> dict[str, Any]:
+def keep(key: str, default: Any, *, bounds: tuple[Any, Any] | None = None,
+         options: Sequence[Any] | None = None) -> dict[str, Any]:
     """Widget keyword arguments that keep its value when the user switches pages.
 
     Streamlit forgets a widget's state once a run does not draw it (another page); the value
     is saved on change and put back before the widget is drawn again. ``bounds`` clips a
-    kept value into the widget's current range (a k kept from a larger dataset). Use as
+    kept value into the widget's current range (a k kept from a larger dataset); ``options``
+    (a menu's) sets a kept value that is no longer offered back to ``default``, and saves
+    that (a fit set chosen while other data was loaded). Use as
     ``st.slider("k", 2, 200, **keep("close_k", 60, bounds=(2, 200)))``.
     """
+    if options is not None and kept(key, default) not in options:
+        set_kept(key, default)
     saved = st.session_state.setdefault(KEPT_KEY, {})
     if key not in st.session_state:
         st.session_state[key] = saved.get(key, default)

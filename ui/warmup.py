@@ -6,8 +6,8 @@ and its start runs :func:`lifespan`: one background thread imports the pages' li
 loads the demo and hands the background worker (:func:`ui.compute.runs_ahead`) the runs a
 new visitor's pages show of it, in the order a visitor meets them (:func:`warm_up_jobs`): the
 raw embeddings' view (on every page), the Overview's closed view, the Compare page's opening
-rows and Close the gap's slowest first views (Laplace OT, Sinkhorn); then it starts the solver
-processes, unless Close the gap or a slider move started them, and obtains the runs of those
+rows with their significance test and Close the gap's slowest first views (Laplace OT,
+Sinkhorn); then it starts the solver processes, unless Close the gap or a slider move started them, and obtains the runs of those
 methods' likeliest first slider moves (one step of the first slider, either way). The same
 functions build the runs as the pages do, so they have the pages' keys: a page finds them
 done or under way, never a different result.
@@ -105,8 +105,9 @@ def warm_up() -> int:
 def warm_up_jobs(ws: Any) -> list[Callable[[], Any]]:
     """The runs a new visitor's pages show of the workspace's active pairs, as background jobs,
     in the order a visitor meets them: the raw view (every page), the Overview's closed view,
-    the Compare page's opening rows (in the page's order) and their significance test, Close the gap's first views of the
-    methods with live sliders (but its default method, which the Overview's view is); then
+    the Compare page's opening rows (in the page's order) and their significance test, Close
+    the gap's first views of the methods with live sliders (but its default method, which
+    the Overview's view is); then
     the solver processes' start and the runs of those methods' likeliest first slider moves
     (:func:`ui.compute.first_move_jobs`)."""
     from gapviz.runs import DEFAULT_METHOD, RunSpec, default_spec
