@@ -194,3 +194,21 @@ def test_sinkhorn_codes_are_balanced_assignments():
     q = _sinkhorn_codes(logits, torch.log(marg), 50)
     np.testing.assert_allclose(q.sum(1).numpy(), 1.0, atol=1e-5)
     np.testing.assert_allclose(q.sum(0).numpy(), 64 / 8, rtol=1e-3)
+
+
+def test_a_methods_parameters_are_read_without_parsing_text(monkeypatch):
+    """Every method's parameters come without :func:`ast.parse` (a class without an
+    ``__init__`` of its own has none; inspect would parse a builtin's signature from text,
+    which on CPython 3.11 can fail while another thread builds an AST: a page script parsed
+    by Streamlit as a background job reads a method's parameters)."""
+    import ast
+
+    from gapviz.methods import base
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("ast.parse called")
+
+    getattr(base._init_params, "cache_clear", lambda: None)()  # read again below
+    monkeypatch.setattr(ast, "parse", refuse)
+    params = {name: method_params(name) for name in METHODS}
+    assert params["spectral"]["n_components"] == 60 and params["center"] == {}

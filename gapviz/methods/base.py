@@ -9,9 +9,12 @@ check that the method is fitted.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Callable, ClassVar
 
 import numpy as np
@@ -285,12 +288,21 @@ def require_finite(method: GapMethod, *names: str) -> None:
                              f"{float(value)!r}; give a finite number{hint}.")
 
 
-def _init_params(cls: type) -> dict[str, Any]:
-    """``__init__``'s keyword parameters of a method class (name -> inspect.Parameter)."""
+@functools.cache
+def _init_params(cls: type) -> Mapping[str, Any]:
+    """``__init__``'s keyword parameters of a method class (name -> inspect.Parameter), read
+    once per class.
+
+    A class without an ``__init__`` of its own has none; its signature is not asked for,
+    because ``inspect`` reads a builtin's from text with :func:`ast.parse`, and on CPython
+    3.11 two threads building ASTs at once can fail ("AST constructor recursion depth
+    mismatch": seen when a background job asked while Streamlit parsed a page script)."""
     import inspect
 
-    return {p.name: p for p in inspect.signature(cls.__init__).parameters.values()
-            if p.name != "self" and p.kind is not p.VAR_KEYWORD}
+    if cls.__init__ is object.__init__:
+        return MappingProxyType({})
+    return MappingProxyType({p.name: p for p in inspect.signature(cls.__init__).parameters.values()
+                             if p.name != "self" and p.kind is not p.VAR_KEYWORD})
 
 
 def _no_progress(fraction: float, message: str) -> None:
