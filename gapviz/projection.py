@@ -86,30 +86,45 @@ def _top_eigenpairs(S: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return w[::-1], V[:, ::-1]
 
 
-def _top_components(Z: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Scores on the top-k principal components of ``Z`` and their explained variance ratios.
+def principal_axes(Zc: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The top-k principal axes of the centred rows ``Zc`` (m, d) and each one's share of the
+    total variance, largest first.
 
-    Signs are fixed (largest-magnitude loading positive, as scikit-learn's ``svd_flip``) so
-    the same input always gives the same picture, not a mirrored one.
+    Products in ``Zc``'s dtype, eigen-solves in float64 (:func:`_top_eigenpairs`): with at
+    least as many rows as dimensions from the (d x d) covariance, which is much cheaper than
+    an SVD of ``Zc`` (scikit-learn's ``covariance_eigh`` solver; 5,000 x 512 rows: about
+    0.1 s against 0.75 s for ``scipy.linalg.svd``), else from the (m x m) Gram matrix,
+    O(m^2 d), not O(d^3) (300 pairs of d = 8,192: under a second instead of minutes). An
+    axis of zero variance on the Gram route is a zero vector. Signs are fixed (each axis's
+    largest-magnitude loading positive, as scikit-learn's ``svd_flip``) so the same input
+    always gives the same axes, not mirrored ones.
+
+    Returns
+    -------
+    axes : ndarray of shape (d, k), float64
+    ratio : ndarray of shape (k,)
     """
-    Zc = Z - Z.mean(0, dtype=np.float64).astype(np.float32)
     k = min(k, *Zc.shape)
     if Zc.shape[0] < Zc.shape[1]:
-        # Fewer items than dimensions (a small pool of wide embeddings): the same components
-        # from the (m x m) Gram matrix, O(m^2 d), not the (d x d) covariance's O(d^3)
-        # (300 pairs of d = 8,192: under a second instead of minutes).
         G = (Zc @ Zc.T).astype(np.float64)
         w, U = _top_eigenpairs(G, k)
         V = (Zc.T.astype(np.float64) @ U) / np.sqrt(np.where(w > 0, w, 1.0))
         total = float(np.trace(G))
     else:
-        # Covariance route: a (d x d) eigenproblem is much cheaper than an SVD of 2N x d.
         C = (Zc.T @ Zc).astype(np.float64)
         w, V = _top_eigenpairs(C, k)
         total = float(np.trace(C))
     signs = np.sign(V[np.abs(V).argmax(0), np.arange(V.shape[1])])
     V = V * np.where(signs == 0, 1.0, signs)
     ratio = np.clip(w, 0, None) / total if total > 0 else np.zeros_like(w)
+    return V, ratio
+
+
+def _top_components(Z: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of the float32 rows ``Z`` on their top-k principal components
+    (:func:`principal_axes`) and the components' explained variance ratios."""
+    Zc = Z - Z.mean(0, dtype=np.float64).astype(np.float32)
+    V, ratio = principal_axes(Zc, k)
     return (Zc @ V.astype(np.float32)), ratio
 
 

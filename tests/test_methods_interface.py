@@ -163,8 +163,11 @@ def test_procrustes_recovers_a_rotation(center):
     np.testing.assert_allclose(np.sum(Xt * Yt, 1), 1.0, atol=1e-5)  # every pair coincides
 
 
-def test_pca_projects_both_modalities_on_pooled_axes():
-    X, Y = gap_pairs(n=50, d=10)
+@pytest.mark.parametrize("n, d", [(50, 10), (6, 40)], ids=["covariance route", "svd route"])
+def test_pca_projects_both_modalities_on_pooled_axes(n, d):
+    """As scikit-learn's PCA, on a pool taller than wide (the covariance's eigenpairs) and
+    on one wider than tall (a thin SVD)."""
+    X, Y = gap_pairs(n=n, d=d)
     m = make_method("pca", n_components=4).fit(X, Y)
     Z = np.vstack([unit(X), unit(Y)])
     ref = PCA(4).fit(Z)

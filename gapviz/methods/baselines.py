@@ -21,6 +21,7 @@ import numpy as np
 from scipy import linalg
 
 from ..config import SPECTRAL_K
+from ..projection import principal_axes
 from .base import GapMethod, Param, ProgressCallback, Slider, l2_normalize, require_finite
 
 
@@ -249,14 +250,23 @@ class PCAGap(GapMethod):
     def _fit(self, X: np.ndarray, Y: np.ndarray, progress: ProgressCallback) -> None:
         Z = np.vstack([l2_normalize(X), l2_normalize(Y)]).astype(np.float64)
         self.mean_ = Z.mean(0)
-        # Thin SVD of the centred pool: (2N x d), cheap for d in the hundreds.
-        _, s, Vt = linalg.svd(Z - self.mean_, full_matrices=False, check_finite=False)
+        Zc = Z - self.mean_
         k = self.n_components
-        # Sign convention: largest-magnitude loading of each axis positive (deterministic).
-        signs = np.sign(Vt[np.arange(k), np.argmax(np.abs(Vt[:k]), axis=1)])
-        self.components_ = (Vt[:k] * signs[:, None]).astype(np.float32)
-        var = s ** 2
-        self.explained_variance_ratio_ = var[:k] / var.sum() if var.sum() > 0 else np.zeros(k)
+        if Zc.shape[0] >= Zc.shape[1]:
+            # the (d x d) covariance's top k eigenpairs: at 2N = 5,000, d = 512 about 0.1 s
+            # against 0.75 s for the thin SVD below
+            V, ratio = principal_axes(Zc, k)
+            self.components_ = V.T.astype(np.float32)
+            self.explained_variance_ratio_ = ratio
+        else:
+            # fewer rows than dimensions: a thin SVD of the (2N x d) pool is cheap, and gives
+            # unit axes even where the pool has no variance left (k = 2N)
+            _, s, Vt = linalg.svd(Zc, full_matrices=False, check_finite=False)
+            # Sign convention: largest-magnitude loading of each axis positive (deterministic).
+            signs = np.sign(Vt[np.arange(k), np.argmax(np.abs(Vt[:k]), axis=1)])
+            self.components_ = (Vt[:k] * signs[:, None]).astype(np.float32)
+            var = s ** 2
+            self.explained_variance_ratio_ = var[:k] / var.sum() if var.sum() > 0 else np.zeros(k)
         self.mean_ = self.mean_.astype(np.float32)
 
     def _transform_images(self, X: np.ndarray) -> np.ndarray:
