@@ -215,6 +215,10 @@ def _cross_panel(S, i0, r_lo, r_hi, c_lo, c_hi, near, below, lam_r, off_c, lam_c
     under every value.
     """
     n_rows, n_cols = S.shape
+    # A row's maximum is kept per lane (lanes[t], over its chunks) and taken once at the row's
+    # end: a running maximum in the sweep is a float reduction, which LLVM left scalar, and
+    # the whole sweep with it (1.3-1.4x slower)
+    lanes = np.empty(_CHUNK, np.float32)
     cap_r = buf_r.shape[0]
     cap_c = buf_c.shape[0]
     for r in range(n_rows):
@@ -223,8 +227,7 @@ def _cross_panel(S, i0, r_lo, r_hi, c_lo, c_hi, near, below, lam_r, off_c, lam_c
         hi = r_hi[i]
         lr = lam_r[i]
         orow = off_r[i]
-        m1 = below
-        best_chunk = 0
+        lanes[:] = below
         sure = 0
         for j0 in range(0, n_cols, _CHUNK):
             j1 = min(j0 + _CHUNK, n_cols)
@@ -238,7 +241,6 @@ def _cross_panel(S, i0, r_lo, r_hi, c_lo, c_hi, near, below, lam_r, off_c, lam_c
             cm2 = col_m2[j0:j1]
             carg = col_arg[j0:j1]
             band = 0
-            cmax = below
             for t in range(j1 - j0):
                 v = row[t] + lr * oc[t]
                 u = row[t] + lc[t] * orow
@@ -247,14 +249,11 @@ def _cross_panel(S, i0, r_lo, r_hi, c_lo, c_hi, near, below, lam_r, off_c, lam_c
                 cu = np.int32(u >= chi[t])
                 csure[t] += cu
                 band += np.int32(v >= lo) - up + np.int32(u >= clo[t]) - cu
-                cmax = max(cmax, v)
+                lanes[t] = max(lanes[t], v)
                 old = cm1[t]
                 cm2[t] = max(cm2[t], min(old, u))
                 carg[t] = i if u > old else carg[t]
                 cm1[t] = max(old, u)
-            if cmax > m1:
-                m1 = cmax
-                best_chunk = j0
             if band:  # rare: note the close calls of this chunk
                 for t in range(j1 - j0):
                     j = j0 + t
@@ -270,19 +269,30 @@ def _cross_panel(S, i0, r_lo, r_hi, c_lo, c_hi, near, below, lam_r, off_c, lam_c
                             buf_c[found[1], 0] = j
                             buf_c[found[1], 1] = i
                         found[1] += 1
-        row = S[r, :]
-        # the argmax, found again in its chunk (the largest value there, first if repeated)
-        a = best_chunk
         m1 = below
-        for j in range(best_chunk, min(best_chunk + _CHUNK, n_cols)):
-            v = row[j] + lr * off_c[j]
-            if v > m1:
-                m1 = v
-                a = j
+        for t in range(_CHUNK):
+            m1 = max(m1, lanes[t])
+        # how many values lie within `near` of the maximum, and the maximum's first index:
+        # found in the first chunk holding it
         top = m1 - near
         cnt = 0
-        for t in range(n_cols):
-            cnt += np.int32(row[t] + lr * off_c[t] >= top)
+        a = -1
+        for j0 in range(0, n_cols, _CHUNK):
+            j1 = min(j0 + _CHUNK, n_cols)
+            seg = S[r, j0:j1]
+            oc = off_c[j0:j1]
+            c_top = 0
+            c_max = 0
+            for t in range(j1 - j0):
+                v = seg[t] + lr * oc[t]
+                c_top += np.int32(v >= top)
+                c_max += np.int32(v >= m1)
+            cnt += c_top
+            if a < 0 and c_max > 0:
+                for t in range(j1 - j0):
+                    if seg[t] + lr * oc[t] >= m1:
+                        a = j0 + t
+                        break
         row_sure[i] = sure
         row_m1[i] = m1
         row_near[i] = max(cnt, 1)
