@@ -242,7 +242,9 @@ def significance(rows: Sequence[ComparisonRow], keys: Sequence[str], *, shuffled
     Returns
     -------
     dict
-        ``{measure: {"best", "runner_up", "p_value", "significant"}}`` (run labels).
+        ``{measure: {"best", "runner_up", "p_value", "significant"}}`` (run labels); a
+        ``p_value`` of nan (a ratio infinite on one side) decided nothing: not crowned, not a
+        tie either (:func:`gapviz.intervals.noise_verdict` says "not tested").
     """
     from .intervals import pair_outcomes, paired_comparison
     from .measure_info import info

@@ -54,7 +54,7 @@ import functools
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from scipy import sparse
@@ -408,6 +408,16 @@ def _compare(ea: dict[str, float], eb: dict[str, float], sa: dict[str, np.ndarra
                      "ci": [lo, hi], "p_value": float(p), "resamples_used": int(ds.size),
                      "significant": bool(math.isfinite(p) and p < alpha)}
     return out
+
+
+def noise_verdict(entry: Mapping[str, Any]) -> str:
+    """A paired comparison's entry (:func:`paired_comparison`, or one carrying its ``p_value``
+    and ``significant``) in words: "beyond noise", "within noise", or "not tested" when its
+    p-value is undefined (a ratio infinite on one side only, or no resample left to compare),
+    which decides nothing either way."""
+    if not math.isfinite(float(entry["p_value"])):
+        return "not tested"
+    return "beyond noise" if entry["significant"] else "within noise"
 
 
 @dataclass

@@ -404,9 +404,15 @@ def format_delta(key: str, before: float | None, after: float | None) -> str | N
         # ASCII minus: Streamlit reads the sign to orient and colour the arrow
         return "-∞" if (math.isinf(before) and before > 0) or after == -math.inf else "+∞"
     d = after - before
-    if d == 0:
-        return "0"
-    sign = "-" if d < 0 else "+"  # ASCII minus: Streamlit reads it to orient the arrow
+    return "0" if d == 0 else format_change(key, d)
+
+
+def format_change(key: str, d: float) -> str:
+    """A finite change of measure ``key`` (after - before) in the measure's own unit, signed
+    (ASCII minus: Streamlit reads it to orient a card's arrow): percent measures in percentage
+    points ("+4.2 pts", as their values read 43.5% and 47.7%), magnitudes of 1000 and more
+    as 1.2k, the others as :func:`format_metric` writes the measure."""
+    sign = "-" if d < 0 else "+"
     mag = abs(d)
     number = info(key).number
     if number == "percent":
@@ -418,6 +424,18 @@ def format_delta(key: str, before: float | None, after: float | None) -> str | N
             return f"{sign}{mag / 1000:.1f}k"
         return f"{sign}{mag:.0f}" if mag >= 100 else f"{sign}{mag:.2f}"
     return f"{sign}{mag:.3f}"
+
+
+def format_change_interval(key: str, lo: float, hi: float) -> str:
+    """An interval of changes of measure ``key`` in its own unit (:func:`format_change`):
+    "[+2.1, +6.3] pts" for a percent measure, "[-0.012, +0.004]" for a decimal one; "—" when
+    either end is not finite."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "—"
+    ends = [format_change(key, v) for v in (lo, hi)]
+    if info(key).number == "percent":
+        return f"[{ends[0].removesuffix(' pts')}, {ends[1].removesuffix(' pts')}] pts"
+    return f"[{ends[0]}, {ends[1]}]"
 
 
 def format_value(value: float | None, style: CellStyle = "text") -> str:

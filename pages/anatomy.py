@@ -26,7 +26,8 @@ from gapviz.closing_costs import closing_costs, label_source, pair_labels
 from gapviz.closing_gains import gain_outcomes, gains_report, pool_k
 from gapviz.figures import anatomy as af
 from gapviz.figures import palette
-from gapviz.measure_info import format_metric, info
+from gapviz.intervals import noise_verdict
+from gapviz.measure_info import format_change, format_change_interval, format_metric, info
 from gapviz.methods import describe_run, method_class
 from gapviz.protocols import DEFAULT_FOLDS, DEFAULT_SEED
 from gapviz.runs import planned_spec, tradeoff_specs
@@ -46,6 +47,10 @@ ABLATION_DIMS = 20
 INTERVAL_KEYS = ("RMG", "NDCG@10", "hubness", "R@5", "paired_cosine_distance")
 COMPARED_KEYS = ("RMG", "NDCG@10", "hubness", "ITR", "R@5", "paired_cosine_distance",
                  "R@1_i2t_crossmodal")
+#: The "more than resampling noise" column's answer to each verdict of a paired comparison
+#: (:func:`gapviz.intervals.noise_verdict`).
+NOISE_ANSWER = {"beyond noise": "yes", "within noise": "no",
+                "not tested": "not tested (a ratio infinite on one side)"}
 #: Bootstrap resamples and seed of the intervals.
 CI_RESAMPLES = 200
 CI_SEED = 0
@@ -305,12 +310,13 @@ def _show_intervals() -> None:
             "measure": info(key).label,
             "raw": format_metric(key, c["b"]),
             "after": format_metric(key, c["a"]),
-            "after − raw": ("log ratio " if log else "") + (f"{diff:+.3f}" if math.isfinite(diff)
-                                                           else "undefined"),
-            "95% interval of the change": (f"[{lo:+.3f}, {hi:+.3f}]" if math.isfinite(lo)
-                                           else "—"),
+            "after − raw": ("undefined" if not math.isfinite(diff) else
+                            f"log ratio {diff:+.3f}" if log else format_change(key, diff)),
+            "95% interval of the change": (
+                ("—" if not (math.isfinite(lo) and math.isfinite(hi)) else
+                 f"[{lo:+.3f}, {hi:+.3f}]") if log else format_change_interval(key, lo, hi)),
             "p-value": "—" if math.isnan(c["p_value"]) else f"{c['p_value']:.3f}",
-            "more than resampling noise": "yes" if c["significant"] else "no",
+            "more than resampling noise": NOISE_ANSWER[noise_verdict(c)],
         })
     st.dataframe(pd.DataFrame(rows), hide_index=True, key="anatomy_ci_compare", width="stretch",
                  column_config={"measure": st.column_config.TextColumn(width="medium")})
@@ -489,7 +495,7 @@ def _interval(key: str, row: dict, side: str) -> str:
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return "—"
     if side == "ci_change":
-        return f"[{lo:+.3f}, {hi:+.3f}]"
+        return format_change_interval(key, lo, hi)
     return f"[{format_metric(key, lo)}, {format_metric(key, hi)}]"
 
 
@@ -506,8 +512,9 @@ with tab_gains, guard("measure what closing buys"):
         "gain": info(key).label, "raw": format_metric(key, r["before"]),
         "raw 95%": _interval(key, r, "ci_before"),
         "after": format_metric(key, r["after"]), "after 95%": _interval(key, r, "ci_after"),
-        "after − raw": f"{r['change']:+.3f}", "change 95%": _interval(key, r, "ci_change"),
-        "more than noise": "yes" if r.get("significant") else "no",
+        "after − raw": format_change(key, r["change"]) if math.isfinite(r["change"]) else "—",
+        "change 95%": _interval(key, r, "ci_change"),
+        "more than noise": NOISE_ANSWER[noise_verdict(r)] if "p_value" in r else "—",
         "definition": info(key).help} for key, r in gains["measures"].items()]),
         hide_index=True, key="anatomy_gains", width="stretch",
         column_config={"gain": st.column_config.TextColumn(width="medium"),

@@ -31,6 +31,7 @@ from gapviz.compare import (COMPARE_KEYS, GAIN_COLUMNS, ComparisonRow,
                             run_title, with_gains)
 from gapviz.figures import palette
 from gapviz.figures.compare import compare_heatmap, measure_help, measure_label
+from gapviz.intervals import noise_verdict
 from gapviz.measure_info import LEGEND
 from gapviz.measure_info import label as info_label
 from gapviz.protocols import Provenance, chance_recall
@@ -276,9 +277,12 @@ def _style(frame: pd.DataFrame):
     def mark(col: pd.Series) -> list[str]:
         winners = best.get(col.name, set())
         test = significance.get(col.name)
-        if test is not None and not test["significant"]:  # within noise of the runner-up
+        verdict = None if test is None else noise_verdict(test)
+        if verdict == "within noise":  # of the runner-up
             return [NOISE_STYLE if run in (test["best"], test["runner_up"]) else ""
                     for run in col.index]
+        if verdict == "not tested":  # neither crowned nor called a tie (caption)
+            return ["" for _ in col.index]
         return [BEST_STYLE if run in winners else "" for run in col.index]
 
     return styler.apply(mark, subset=keys)
@@ -341,11 +345,16 @@ def _show_table(tab) -> None:
         st.caption(_chance_line())
         if significance:
             ties = [f"{info_label(k)} ({t['best']} vs {t['runner_up']}, p = {t['p_value']:.2f})"
-                    for k, t in significance.items() if not t["significant"]]
+                    for k, t in significance.items() if noise_verdict(t) == "within noise"]
+            untested = [f"{info_label(k)} ({t['best']} vs {t['runner_up']})"
+                        for k, t in significance.items() if noise_verdict(t) == "not tested"]
             st.caption(":material/balance: Green: the column's best, ahead of the runner-up "
                        "beyond noise (paired bootstrap over the same pairs, 200 resamples, "
                        "p < 0.05). Amber: best and runner-up within noise"
-                       + (": " + "; ".join(ties) if ties else "") + ".")
+                       + (": " + "; ".join(ties) if ties else "") + "."
+                       + (" Not highlighted, not tested: " + "; ".join(untested)
+                          + " (a ratio infinite on one side: resampling cannot compare ∞ with "
+                          "a finite ratio)." if untested else ""))
         marks = (" Nothing is highlighted: on shuffled pairs no run can be best." if shuffled
                  else " The best of each column is highlighted.")
         st.caption(f"{LEGEND}{marks} ITR/TIR: own-modality-first ratio (∞: no query ever gets "

@@ -373,6 +373,25 @@ def test_paired_comparison_identical_methods_never_significant():
     assert all(r["p_value"] == 1.0 and not r["significant"] for r in res.values())
 
 
+def test_a_ratio_infinite_on_one_side_is_not_tested_rather_than_called_noise():
+    """ITR infinite for one run only (no image query ever sees a text first): the log ratio
+    is undefined, so the comparison decides nothing (p nan, "not tested"), never "within
+    noise"; a measure finite on both sides is tested as before."""
+    from gapviz.intervals import noise_verdict
+
+    X, Y = gaussian_pairs(100, 6, seed=16)
+    X[:, 5], Y[:, 5] = 0.0, 8.0  # the texts far along an axis the images lack
+    raw, _ = outcomes_of(X, Y)
+    closed, _ = outcomes_of(X - X.mean(0), Y - Y.mean(0))
+    res = paired_comparison(closed, raw, n_resamples=100)
+    assert math.isinf(res["ITR"]["b"]) and math.isfinite(res["ITR"]["a"])
+    assert math.isnan(res["ITR"]["p_value"]) and not res["ITR"]["significant"]
+    assert noise_verdict(res["ITR"]) == "not tested"
+    assert noise_verdict(res["paired_cosine_distance"]) == "beyond noise"
+    same = paired_comparison(raw, raw, n_resamples=100)
+    assert noise_verdict(same["paired_cosine_distance"]) == "within noise"
+
+
 def test_paired_comparison_false_positive_rate_is_about_alpha():
     # Two exchangeable methods: the same pairs, each with its own independent noise of the same
     # size. Any difference is noise: the test may flag about alpha of the trials, not more.

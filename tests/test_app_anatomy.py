@@ -106,6 +106,12 @@ def test_intervals_raw_and_after_on_request(at, assert_clean, card_values):
     assert rmg["more than resampling noise"] in ("yes", "no")
     lo, hi = (float(v) for v in re.findall(r"[-+]\d\.\d+", rmg["95% interval of the change"]))
     assert lo <= float(rmg["after − raw"]) <= hi
+    # a percent measure's change in percentage points, as its values read (43.5% -> 47.7%)
+    r5 = compare.set_index("measure").loc["R@5"]
+    raw, after = (float(r5[c].rstrip("%")) for c in ("raw", "after"))
+    assert r5["after − raw"].endswith(" pts")  # the shown values are rounded to 0.1 each
+    assert abs(float(r5["after − raw"].removesuffix(" pts")) - (after - raw)) <= 0.11
+    assert r5["95% interval of the change"].endswith("] pts")
     caption = next(c.value for c in at.caption if "percentile-bootstrap intervals" in c.value)
     assert "over the 2,500 scored pairs, 200 resamples (seed 0)" in caption
     assert "transductive: fitted on the 2,500 scored pairs" in caption

@@ -103,6 +103,37 @@ def _run_cli(command: str) -> dict:
     return json.loads(out.getvalue())
 
 
+def test_a_best_that_could_not_be_tested_is_neither_crowned_nor_called_a_tie(
+        app_session, assert_clean, simulated_workspace, monkeypatch):
+    """A column whose best and runner-up the bootstrap cannot compare (a ratio infinite on
+    one side: p undefined) is listed as not tested, not as "within noise" with p = nan."""
+    from ui import compute
+
+    real = compute.compare_significance
+
+    def with_an_untested_itr(rows, keys):
+        out = dict(real(rows, keys))
+        out["ITR"] = {"best": "spectral", "runner_up": "orig", "p_value": math.nan,
+                      "significant": False}
+        return out
+
+    monkeypatch.setattr(compute, "compare_significance", with_an_untested_itr)
+    at = app_session(PAGE, workspace=simulated_workspace(120, 64, "Small", profiles=["clip"]))
+    assert_clean(at, "Compare")
+    line = next(c.value for c in at.caption if "Green: the column's best" in c.value)
+    assert "not tested: ITR (spectral vs orig)" in line and "a ratio infinite on one side" in line
+    assert "nan" not in line and "Amber: best and runner-up within noise: ITR" not in line
+
+
+def test_the_cli_says_a_comparison_it_could_not_make_was_not_tested():
+    lines = compare_cli._significance_lines({
+        "ITR": {"best": "center", "runner_up": "orig", "p_value": math.nan, "significant": False},
+        "R@5": {"best": "center", "runner_up": "orig", "p_value": 0.004, "significant": True}})
+    itr = next(line for line in lines.splitlines() if line.strip().startswith("ITR"))
+    assert "p = n/a" in itr and "not tested" in itr and "within noise" not in itr
+    assert "p = 0.004, ahead beyond noise" in lines
+
+
 def test_several_models_and_the_cli_command_it_shows_give_the_same_numbers(app_session, assert_clean,
                                                                            simulated_workspace):
     ws = simulated_workspace(150, 512, "Simulated · 150 pairs · seed 0", profiles=list(PROFILES))

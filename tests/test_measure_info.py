@@ -115,6 +115,17 @@ def test_card_formats_follow_the_number_format_of_the_entry():
     assert mi.format_delta("R@20_t2i", 0.25, 0.5) == "+25.0 pts"
 
 
+def test_changes_in_tables_read_in_the_measures_own_unit():
+    """A change and its interval in the unit the measure's values read in: a percent measure
+    (43.5% -> 47.7%) changes by "+4.2 pts", not "+0.042"; a decimal one keeps three decimals."""
+    assert mi.format_change("R@1_i2t_crossmodal", 0.477 - 0.435) == "+4.2 pts"
+    assert mi.format_change_interval("R@5", -0.0123, 0.064) == "[-1.2, +6.4] pts"
+    assert mi.format_change("NDCG@10", -0.0123) == "-0.012"
+    assert mi.format_change_interval("paired_cosine_distance", -0.0123, 0.004) == "[-0.012, +0.004]"
+    assert mi.format_change_interval("R@5", -math.inf, 0.1) == "—"
+    assert mi.format_delta("R@5", 0.435, 0.477) == mi.format_change("R@5", 0.477 - 0.435)
+
+
 def test_a_new_entry_reaches_cards_tables_and_compare_without_other_edits(monkeypatch):
     new = mi.MeasureInfo("widgetness@{k}", "Widgets@{k}", "Widgetness@{k}",
                          "share of widgets among the top {k}", "higher", "percent")

@@ -29,7 +29,7 @@ import numpy as np
 from ..anatomy import ABLATION_DIMS, GapAnatomy, gap_anatomy, gap_removed
 from ..closing_costs import closing_costs, crossmodal_recall, label_source, pair_labels
 from ..closing_gains import gain_outcomes, gains_report, pool_k
-from ..intervals import N_RESAMPLES, paired_comparison
+from ..intervals import N_RESAMPLES, noise_verdict, paired_comparison
 from ..measures import GapReport
 
 #: The scalar measures the CLI compares between ORIG and a method (paired bootstrap).
@@ -241,9 +241,11 @@ def render_anatomy(extra: dict[str, Any], fmt: str, metrics: dict[str, float] | 
         c = extra["comparison"]
         lines.append(f"{bullet}ORIG vs {c['b']} ({c['method']}):")
         for key, r in c["measures"].items():
-            mark = "significant" if r["significant"] else "within noise"
+            mark = {"beyond noise": "significant", "within noise": "within noise",
+                    "not tested": "not tested: a ratio infinite on one side"}[noise_verdict(r)]
             scale = ", log scale" if r.get("scale") == "log" else ""
-            lines.append(f"{bullet}  {key}: {_fmt(r['a'])} -> {_fmt(r['b'])}, p = {r['p_value']:.3g}"
+            p = "n/a" if math.isnan(r["p_value"]) else f"{r['p_value']:.3g}"
+            lines.append(f"{bullet}  {key}: {_fmt(r['a'])} -> {_fmt(r['b'])}, p = {p}"
                          f"{scale} ({mark})")
     return "\n".join(lines) + "\n"
 

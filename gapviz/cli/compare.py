@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import math
 import sys
 from typing import Any
 
@@ -14,6 +15,7 @@ from ..compare import (COMPARE_KEYS, SIGNIFICANCE_ALPHA, SIGNIFICANCE_RESAMPLES,
                        failed_rows, rows_to_columns, significance)
 from ..config import DEMO_DIM
 from ..embeddings import PairedEmbeddings
+from ..intervals import noise_verdict
 from .common import add_demo_arguments, add_format_argument, load_source
 from ..safety import markdown_cell, terminal_text
 from ..tables import add_text_columns, provenance_cells
@@ -171,8 +173,12 @@ def _significance_lines(tests: dict) -> str:
     lines = [f"best vs runner-up on the same pairs (paired bootstrap, {SIGNIFICANCE_RESAMPLES} "
              f"resamples, p < {SIGNIFICANCE_ALPHA}):"]
     for key, t in tests.items():
-        verdict = "ahead beyond noise" if t["significant"] else "~ within noise (not crowned)"
-        lines.append(f"  {key:<24} {t['best']} vs {t['runner_up']}: p = {t['p_value']:.3f}, {verdict}")
+        verdict = {"beyond noise": "ahead beyond noise",
+                   "within noise": "~ within noise (not crowned)",
+                   "not tested": "not tested: a ratio infinite on one side (not crowned)"
+                   }[noise_verdict(t)]
+        p = "n/a" if math.isnan(t["p_value"]) else f"{t['p_value']:.3f}"
+        lines.append(f"  {key:<24} {t['best']} vs {t['runner_up']}: p = {p}, {verdict}")
     return "\n".join(lines) + "\n"
 
 
