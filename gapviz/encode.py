@@ -77,7 +77,12 @@ PROBE_TIMEOUT = 3.0
 
 
 class ModelLoadError(RuntimeError):
-    """A model that cannot be built or whose weights cannot be had; the message says what to do."""
+    """A model that cannot be built or whose weights cannot be had; the message says what to do
+    on the command line (its flags), ``in_app`` the same with the app's Data page controls."""
+
+    def __init__(self, message: str, in_app: str | None = None) -> None:
+        super().__init__(message)
+        self.in_app = in_app or message
 
 
 @dataclass(frozen=True)
@@ -297,7 +302,8 @@ def load_model(spec: ModelSpec | str, pretrained: str | None = None, *, device: 
         raise ModelLoadError(f"model '{spec.name}' needs a package that is not installed ({err}); "
                              "install it, or pick another model.") from None
     except Exception as err:  # open_clip raises RuntimeError, ValueError, OSError, KeyError...
-        raise ModelLoadError(_load_failure_message(spec, err)) from None
+        raise ModelLoadError(_load_failure_message(spec, err),
+                             _load_failure_message(spec, err, in_app=True)) from None
     model.eval()
     return LoadedModel(spec, model, preprocess, tokenizer, device)
 
@@ -373,7 +379,8 @@ def _load_tokenizer(spec: ModelSpec, name: str, weights_dir: str | os.PathLike |
         return open_clip.get_tokenizer(name, cache_dir=weights_dir, local_files_only=True)
     host = _weights_host({"hf_hub": repo})
     if not _reachable(host):
-        raise ModelLoadError(_tokenizer_offline_message(spec, repo, host))
+        raise ModelLoadError(_tokenizer_offline_message(spec, repo, host),
+                             _tokenizer_offline_message(spec, repo, host, in_app=True))
     return open_clip.get_tokenizer(name, cache_dir=weights_dir)
 
 
@@ -386,15 +393,17 @@ def _tokenizer_cached(repo: str, weights_dir: str | os.PathLike | None) -> bool:
     return isinstance(found, str) and os.path.isfile(found)
 
 
-def _tokenizer_offline_message(spec: ModelSpec, repo: str, host: str) -> str:
+def _tokenizer_offline_message(spec: ModelSpec, repo: str, host: str, *,
+                               in_app: bool = False) -> str:
+    give = ("give the folder as *Tokenizer folder* on the Data page" if in_app else
+            "pass it: `gapviz embed ... --tokenizer DIR`, or ModelSpec(..., tokenizer='DIR')")
     return (
         f"cannot get the tokenizer of model {spec.name}: it comes from the Hugging Face hub "
         f"(repo {repo}), {host} cannot be reached (offline?) and no copy is in the Hugging Face "
         f"cache. On a connected machine run `hf download {repo}` (or "
         f"`huggingface-cli download {repo}`) and copy the cache (~/.cache/huggingface, or set "
         "HF_HOME), or save the tokenizer to a folder (`transformers.AutoTokenizer.from_pretrained"
-        f"('{repo}').save_pretrained('DIR')`) and pass it: `gapviz embed ... --tokenizer DIR`, "
-        "or ModelSpec(..., tokenizer='DIR').")
+        f"('{repo}').save_pretrained('DIR')`) and {give}.")
 
 
 class _DropRandomInitWarning(logging.Filter):
@@ -459,7 +468,8 @@ def _resolve_weights(spec: ModelSpec, name: str,
         return str(local), extra
     host = _weights_host(cfg)
     if host and not _reachable(host):
-        raise ModelLoadError(_offline_message(spec, name, cfg, host))
+        raise ModelLoadError(_offline_message(spec, name, cfg, host),
+                             _offline_message(spec, name, cfg, host, in_app=True))
     return spec.pretrained, extra
 
 
@@ -519,23 +529,31 @@ def _where_open_clip_looks(cfg: dict[str, Any]) -> str:
     return " and ".join(places) or "the locations open_clip's pretrained config names"
 
 
-def _offline_message(spec: ModelSpec, name: str, cfg: dict[str, Any], host: str) -> str:
+def _offline_message(spec: ModelSpec, name: str, cfg: dict[str, Any], host: str, *,
+                     in_app: bool = False) -> str:
     hub = cfg.get("hf_hub", "").rstrip("/")
     fetch = f"https://huggingface.co/{hub}" if hub else cfg.get("url", "")
+    if in_app:
+        give = ("or, where the Data page offers *Another open_clip model…*, choose it with "
+                f"architecture {name} and give the file's path as *Weights*. To try gapviz without "
+                "weights: turn on *Random weights*.")
+    else:
+        give = (f"or pass its path: --model {name} --pretrained /path/to/open_clip_pytorch_model.bin "
+                "(or open_clip_model.safetensors). To try gapviz without weights: --pretrained none "
+                "(random weights).")
     return (
         f"cannot get the weights of model {name} (pretrained '{spec.pretrained}'): {host} cannot "
         f"be reached (offline?) and no copy is on disk. open_clip looks in {_where_open_clip_looks(cfg)}. "
         f"To work offline, download the checkpoint on a connected machine ({fetch}) and either copy "
-        f"it there or pass its path: --model {name} --pretrained /path/to/open_clip_pytorch_model.bin "
-        "(or open_clip_model.safetensors). To try gapviz without weights: --pretrained none "
-        "(random weights).")
+        f"it there {give}")
 
 
-def _load_failure_message(spec: ModelSpec, err: Exception) -> str:
+def _load_failure_message(spec: ModelSpec, err: Exception, *, in_app: bool = False) -> str:
     text = str(err).splitlines()[0] if str(err) else type(err).__name__
     if spec.checkpoint is not None:
         return (f"cannot load checkpoint {spec.checkpoint} into {spec.name}: {text}. Check that the "
-                "checkpoint was trained with this architecture (--model).")
+                "checkpoint was trained with this architecture ("
+                + ("*open_clip architecture*" if in_app else "--model") + ").")
     if spec.has_schema:
         return f"cannot load {spec.name}: {text}"
     return f"cannot build {spec.label()}: {text}"

@@ -118,7 +118,9 @@ def _params_controls() -> dict:
                         "grid search in each fit")
             continue
         if info.slider is None:  # a menu: OT's direction, spectral's graph weights
-            names = dict(zip(info.choices, info.labels or info.choices))
+            # each choice by the name titles, tables and the CLI give it, then what it means
+            names = {c: c if label == c else f"{c}: {label}"
+                     for c, label in zip(info.choices, info.labels or info.choices)}
             params[info.name] = col.selectbox(
                 info.menu, info.choices, format_func=names.get, help=info.help,
                 **keep(f"close_{info.shown}_{method}".replace(" ", "_"), defaults[info.name]))

@@ -147,7 +147,9 @@ def test_spectral_offers_the_papers_cosine_graph_as_a_menu(app_session, assert_c
     at.selectbox(key="close_method").set_value("spectral").run()
     before = card_values(at)
     menu = at.selectbox(key="close_affinity_spectral")
-    assert menu.value == "shift" and "cos (the paper's graph)" in menu.options
+    # each choice named as the titles name it ("affinity = shift"), then what it means
+    assert menu.value == "shift" and "cosine: cos (the paper's graph)" in menu.options
+    assert "shift: (1 + cos) / 2" in menu.options
     menu.set_value("cosine").run()
     assert_clean(at, "spectral on the cosine graph")
     assert card_values(at) != before

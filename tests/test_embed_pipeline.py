@@ -344,6 +344,8 @@ def test_siglip_tokenizer_offline_gives_a_clear_message(tmp_path, monkeypatch):
     for part in ("tokenizer of model ViT-B-16-SigLIP", "timm/ViT-B-16-SigLIP", "cannot be reached",
                  "hf download timm/ViT-B-16-SigLIP", "save_pretrained", "tokenizer='DIR'"):
         assert part in message
+    in_app = err.value.in_app  # the Data page's wording: its own field, no flag
+    assert "*Tokenizer folder*" in in_app and "--tokenizer" not in in_app
 
 
 def test_missing_tokenizer_folder_is_named(tiny, tmp_path):

@@ -129,6 +129,10 @@ def test_offline_message_names_model_place_and_fix(tmp_path, monkeypatch):
     for part in ("ViT-B-32-quickgelu", "'openai'", "cannot be reached", "Hugging Face cache",
                  "timm/vit_base_patch32_clip_224.openai", "--pretrained /path/to/", "--pretrained none"):
         assert part in message
+    # the app's Data page shows the same advice with its own controls, no command-line flags
+    in_app = err.value.in_app
+    assert "cannot be reached" in in_app and "--" not in in_app
+    assert "*Random weights*" in in_app and "*Weights*" in in_app
 
 
 def test_vit_b_32_random_weights_builds_and_embeds(pairs):
@@ -204,3 +208,25 @@ def test_embed_images_and_texts_take_a_precision(model, pairs):
     assert np.sum(embed_texts(model, captions) * bf16_texts, axis=1).min() > 0.999
     with pytest.raises(ValueError, match="check_sample must be at least 1"):
         embed_pairs(pairs, model, precision="bf16", check_sample=0)
+
+
+def test_the_app_shows_a_load_errors_own_advice_not_the_command_lines():
+    """An error carrying ``in_app`` (the same advice naming the Data page's controls) is shown
+    so on a page; other errors as their message."""
+    from streamlit.testing.v1 import AppTest
+
+    def script():
+        from gapviz.encode import ModelLoadError
+        from ui.components import guard
+
+        with guard("embed these pairs"):
+            raise ModelLoadError("no weights: --pretrained none", "no weights: turn on *Random weights*")
+        with guard("load x.npz"):
+            raise ValueError("x.npz: not a readable .npz")
+
+    at = AppTest.from_function(script).run()
+    assert not at.exception
+    first, second = (e.value for e in at.error)
+    assert first.startswith("Could not embed these pairs: ") and "Random weights" in first
+    assert "--pretrained" not in first
+    assert second == "Could not load x.npz: not a readable .npz"

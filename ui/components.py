@@ -56,7 +56,9 @@ def guard(action: str) -> Iterator[None]:
     """Run a block; show an error message (not a traceback) if it fails.
 
     ``ValueError`` and friends carry messages written for the user (validation at the
-    boundary), so they are shown as they are, as plain text (they may quote a file name); anything else gets a generic line and is
+    boundary), so they are shown as they are, as plain text (they may quote a file name), or
+    their ``in_app`` text where they have one (the same advice naming the app's controls
+    instead of command-line flags: :class:`gapviz.encode.ModelLoadError`); anything else gets a generic line and is
     logged with its traceback on the server. Streamlit's own control flow (rerun, stop) is
     a ``BaseException`` and passes through. A :class:`NeedsChoice` is a note, not an error.
     """
@@ -78,7 +80,7 @@ def guard(action: str) -> Iterator[None]:
 def _unrepeated(action: str, err: Exception) -> str:
     """The error's message without a leading "NAME: " that ``action`` ("load NAME") already
     says, so a message reads "Could not load x.npz: not a readable .npz", not "x.npz: x.npz: ..."."""
-    text = str(err)
+    text = getattr(err, "in_app", None) or str(err)  # a message naming the app's controls
     what = action.split(" ", 1)[-1]
     return text[len(what) + 1:].lstrip() if what and text.startswith(what + ":") else text
 
