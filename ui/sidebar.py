@@ -60,7 +60,7 @@ def render_sidebar(pages: Sequence[Any], title: str, tagline: str) -> None:
         # A slot the "Close the gap" fragment rewrites when a slider moves (a fragment may
         # write to a container the full run drew), so the sidebar never shows a stale k.
         st.session_state[METHOD_SLOT_KEY] = slot = st.empty()
-        slot.markdown(f"**Method** {method_summary(ws)}")
+        slot.markdown(method_line(ws))
         if act.simulated:
             simulated_badge()
 
@@ -69,7 +69,14 @@ def show_method_in_sidebar() -> None:
     """Redraw the sidebar's method line (called by fragments after a parameter change)."""
     slot = st.session_state.get(METHOD_SLOT_KEY)
     if slot is not None:
-        slot.markdown(f"**Method** {method_summary(workspace())}")
+        slot.markdown(method_line(workspace()))
+
+
+def method_line(ws: Workspace) -> str:
+    """The sidebar's method line: the method chosen on Close the gap (where Anatomy and
+    Retrieval start too), named by that page, since the Overview closes the gap with its own
+    method (spectral) whatever is chosen there."""
+    return f"**Close the gap** {method_summary(ws)}"
 
 
 def method_summary(ws: Workspace) -> str:
