@@ -188,10 +188,13 @@ def _show_last_load() -> None:
     st.success(f"Loaded **{user_text(last['dataset'])}** · model **{user_text(last['model'])}** — "
                f"{user_text(last['lines'][0], 1000)}.",
                icon=":material/check_circle:")
-    details = last["lines"][1:]
+    details = [line.strip() for line in last["lines"][1:]]
     if details:
-        with st.expander(f"What was skipped and why ({len(details)} lines)"):
-            st.code("\n".join(line.strip() for line in details), language=None)
+        skipped = sum(line.startswith("skipped") for line in details)
+        title = ("What was skipped and why, and notes" if skipped and len(details) > skipped
+                 else "What was skipped and why" if skipped else "Notes on this load")
+        with st.expander(f"{title} ({len(details)} line{'s' if len(details) != 1 else ''})"):
+            st.code("\n".join(details), language=None)
     for notice in last.get("notices") or []:
         st.info(user_text(notice, None), icon=":material/info:")
     ws.last_load = None  # shown once
@@ -429,7 +432,10 @@ _show_last_load()
 left, right = st.columns([1.35, 1], gap="large")
 with left:
     st.subheader("Add data")
-    tabs = st.tabs(["Demo", "Your pairs", "COCO / CC sample", "Embeddings files"])
+    # keyed, so a load (which reruns the page with its report above) leaves the visitor on
+    # the tab they loaded from
+    tabs = st.tabs(["Demo", "Your pairs", "COCO / CC sample", "Embeddings files"],
+                   key="data_tab", on_change="rerun")
     with tabs[0]:
         demo_tab()
     with tabs[1]:

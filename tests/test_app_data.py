@@ -87,6 +87,7 @@ def test_uploading_a_zip_of_pairs_adds_a_dataset_with_its_skip_report(tiny_model
     assert report.n_kept == len(CAPTIONS) and report.n_skipped == 2
     # The page says what was kept and why the rest was skipped.
     assert any("kept 8 of 10 pairs" in s.value for s in at.success)
+    assert any(e.label.startswith("What was skipped and why") for e in at.expander)
     reasons = [df.value for df in at.dataframe if "skipped because" in df.value.columns]
     assert reasons and set(reasons[0]["pairs"]) == {1}
 

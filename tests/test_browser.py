@@ -321,6 +321,9 @@ def test_every_page_in_a_real_browser(app_url):
             body = page.inner_text("body")
             assert "kept 8 of 9 pairs" in body, body[:3000]
             assert "pairs.zip" in page.inner_text('[data-testid="stSidebar"]')
+            # the page stays on the tab the pairs were loaded from (it went back to Demo)
+            assert page.locator('[role="tab"][aria-selected="true"]').all_inner_texts() == \
+                ["Your pairs"]
             _shot(page, "7_data_own_zip")
             _goto_page(page, "Overview")
             _assert_no_exception(page, "Overview on the user's data")
