@@ -146,10 +146,10 @@ with st.container(border=True):
         help="Methods that learn from the pairing memorise their fit pairs, and a score "
              "correction's banks would hold each query's own pair; their transductive numbers "
              "are shown only if you ask, marked ⚠.")
-    shuffled = p3.toggle("Shuffled-pairs check", **keep("compare_shuffled", False),
+    shuffled = p3.toggle("Shuffled check", **keep("compare_shuffled", False),
                          help="Captions permuted (seeded, none keeps its own): there is nothing "
                               "to find, so every honest row must fall to chance.")
-    p4.toggle("Test the differences", **keep("compare_significance", True),
+    p4.toggle("Test differences", **keep("compare_significance", True),
               help="Each column's best against its runner-up on the same pairs: a paired "
                    "bootstrap over pairs (200 resamples, p < 0.05). A win that noise explains "
                    "is not crowned.")

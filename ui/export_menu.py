@@ -102,12 +102,12 @@ def measures_buttons(columns: Mapping[str, Mapping[str, float]], *, prefix: str,
                      runs: Mapping[str, Mapping[str, str]] | None = None,
                      mark_best: bool = True) -> None:
     """CSV and markdown of the measures table (one row per run, with how it was obtained)."""
-    c1, c2 = st.columns(2)
-    c1.download_button("Measures · CSV", exports.measures_csv(columns, keys, runs),
+    # one under the other: side by side in the menu, "Measures · Markdown" was cut off
+    st.download_button("Measures · CSV", exports.measures_csv(columns, keys, runs),
                        file_name=exports.file_name(stem, "measures", ext="csv"),
                        mime=exports.MIME["csv"], key=f"{prefix}_dl_csv", on_click="ignore",
                        icon=":material/table:", width="stretch")
-    c2.download_button("Measures · Markdown", exports.measures_markdown(columns, keys, runs, mark_best=mark_best),
+    st.download_button("Measures · Markdown", exports.measures_markdown(columns, keys, runs, mark_best=mark_best),
                        file_name=exports.file_name(stem, "measures", ext="md"),
                        mime=exports.MIME["md"], key=f"{prefix}_dl_md", on_click="ignore",
                        icon=":material/article:", width="stretch")
@@ -142,8 +142,10 @@ def figure_buttons(figures: Sequence[tuple[str, go.Figure | Callable[[], go.Figu
                              help="Pixels per CSS pixel of the PNG (2 is sharp on a slide, 4 for "
                                   "print). SVG and PDF are vector: no scale.")
     for i, (caption, fig) in enumerate(figures):
-        c0, c1, c2, c3 = st.columns([2.2, 1, 1, 1], vertical_alignment="center")
-        c0.markdown(f"<span style='font-size:0.85rem'>{caption}</span>", unsafe_allow_html=True)
+        # the figure's name on its own line, its three buttons under it: in one row with the
+        # name, the menu's width left each button its icon only, no "PNG" / "SVG" / "PDF"
+        st.markdown(f"<span style='font-size:0.85rem'>{caption}</span>", unsafe_allow_html=True)
+        c1, c2, c3 = st.columns(3)
         for col, fmt in ((c1, "png"), (c2, "svg"), (c3, "pdf")):
             col.download_button(
                 fmt.upper(),
