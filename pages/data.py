@@ -190,9 +190,9 @@ def _show_last_load() -> None:
                icon=":material/check_circle:")
     details = [line.strip() for line in last["lines"][1:]]
     if details:
-        skipped = sum(line.startswith("skipped") for line in details)
-        title = ("What was skipped and why, and notes" if skipped and len(details) > skipped
-                 else "What was skipped and why" if skipped else "Notes on this load")
+        # notes alone (how the set was chosen) are not skips: nothing was dropped then
+        notes_only = all(line.startswith("note:") for line in details)
+        title = "Notes on this load" if notes_only else "What was skipped and why"
         with st.expander(f"{title} ({len(details)} line{'s' if len(details) != 1 else ''})"):
             st.code("\n".join(details), language=None)
     for notice in last.get("notices") or []:
