@@ -412,18 +412,7 @@ def format_change(key: str, d: float) -> str:
     (ASCII minus: Streamlit reads it to orient a card's arrow): percent measures in percentage
     points ("+4.2 pts", as their values read 43.5% and 47.7%), magnitudes of 1000 and more
     as 1.2k, the others as :func:`format_metric` writes the measure."""
-    sign = "-" if d < 0 else "+"
-    mag = abs(d)
-    number = info(key).number
-    if number == "percent":
-        return f"{sign}{mag * 100:.1f} pts"
-    if number == "count":
-        return f"{sign}{mag:,.0f}"
-    if number == "magnitude":
-        if mag >= 1000:  # compact, so it fits a small card: -1,248 -> -1.2k
-            return f"{sign}{mag / 1000:.1f}k"
-        return f"{sign}{mag:.0f}" if mag >= 100 else f"{sign}{mag:.2f}"
-    return f"{sign}{mag:.3f}"
+    return "".join(_change_parts(key, d))
 
 
 def format_change_interval(key: str, lo: float, hi: float) -> str:
@@ -432,10 +421,25 @@ def format_change_interval(key: str, lo: float, hi: float) -> str:
     either end is not finite."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return "—"
-    ends = [format_change(key, v) for v in (lo, hi)]
-    if info(key).number == "percent":
-        return f"[{ends[0].removesuffix(' pts')}, {ends[1].removesuffix(' pts')}] pts"
-    return f"[{ends[0]}, {ends[1]}]"
+    (low, unit), (high, _) = _change_parts(key, lo), _change_parts(key, hi)
+    return f"[{low}, {high}]{unit}"
+
+
+def _change_parts(key: str, d: float) -> tuple[str, str]:
+    """:func:`format_change`'s signed number and its unit (" pts" for percent measures, else
+    none)."""
+    sign = "-" if d < 0 else "+"
+    mag = abs(d)
+    number = info(key).number
+    if number == "percent":
+        return f"{sign}{mag * 100:.1f}", " pts"
+    if number == "count":
+        return f"{sign}{mag:,.0f}", ""
+    if number == "magnitude":
+        if mag >= 1000:  # compact, so it fits a small card: -1,248 -> -1.2k
+            return f"{sign}{mag / 1000:.1f}k", ""
+        return (f"{sign}{mag:.0f}" if mag >= 100 else f"{sign}{mag:.2f}"), ""
+    return f"{sign}{mag:.3f}", ""
 
 
 def format_value(value: float | None, style: CellStyle = "text") -> str:
